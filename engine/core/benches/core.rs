@@ -1,0 +1,2 @@
+//! Benchmarks of the core (filled in later).
+fn main() {}

@@ -1,0 +1,3 @@
+//! DNS record plans.
+//!
+//! STUB: replaced by the dnsplan implementation.

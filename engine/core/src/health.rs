@@ -1,0 +1,179 @@
+//! Region health derived from node status: `up`, `degraded` or `down`, with
+//! the moment the region last left `down`.
+//!
+//! Both the weight computation (slow start, region weight 0) and the autoscaler
+//! (failover capacity) need the same answer, so it lives here once. Pure: the
+//! node list and the declarations are the only inputs; time comes from the
+//! nodes' own `status_since`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Declarations, DeclaredRegionState, Node, NodeStatus, Region, RegionHealth, Timestamp};
+
+/// A region's computed health and the counts behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionStatus {
+    pub region: String,
+    pub health: RegionHealth,
+    pub ready: u32,
+    pub draining: u32,
+    pub down: u32,
+    /// `max(desired_nodes, 1)`.
+    pub expected: u32,
+    pub min_ready_nodes: u32,
+    /// For `up`/`degraded`: when the region last reached `min_ready_nodes`
+    /// ready nodes (the start of a slow-start ramp). For `down`: when it lost
+    /// the last ready node it needed. `None` when the nodes cannot tell
+    /// (declared down, or no nodes at all).
+    pub since: Option<Timestamp>,
+    pub reason: String,
+}
+
+/// Computes the health of `region` from the nodes that belong to it.
+///
+/// `nodes` may contain nodes of other regions; they are ignored.
+pub fn region_status(region: &Region, desired_nodes: u32, min_ready_nodes: u32, nodes: &[Node]) -> RegionStatus {
+    let mut ready_since: Vec<Timestamp> = Vec::new();
+    let mut draining = 0u32;
+    let mut down = 0u32;
+    let mut left_ready_at: Option<Timestamp> = None;
+    for node in nodes.iter().filter(|n| n.region == region.name) {
+        match node.status {
+            NodeStatus::Up => ready_since.push(node.status_since),
+            NodeStatus::Drain | NodeStatus::Down => {
+                if node.status == NodeStatus::Drain {
+                    draining += 1;
+                } else {
+                    down += 1;
+                }
+                left_ready_at = left_ready_at.max(Some(node.status_since));
+            }
+        }
+    }
+    ready_since.sort_unstable();
+    let ready = u32::try_from(ready_since.len()).unwrap_or(u32::MAX);
+    let expected = desired_nodes.max(1);
+    let (health, since, reason) = if region.state == DeclaredRegionState::Down {
+        (RegionHealth::Down, None, "declared state: down".to_owned())
+    } else if ready < min_ready_nodes {
+        (
+            RegionHealth::Down,
+            left_ready_at,
+            format!("{ready} ready < min_ready_nodes {min_ready_nodes}"),
+        )
+    } else {
+        let needed = usize::try_from(min_ready_nodes.max(1)).unwrap_or(usize::MAX);
+        let since = ready_since.get(needed.saturating_sub(1)).copied();
+        if ready < expected {
+            (
+                RegionHealth::Degraded,
+                since,
+                format!("{ready} ready < {expected} desired, >= min_ready_nodes {min_ready_nodes}"),
+            )
+        } else {
+            (RegionHealth::Up, since, format!("{ready} ready >= {expected} desired"))
+        }
+    };
+    RegionStatus {
+        region: region.name.clone(),
+        health,
+        ready,
+        draining,
+        down,
+        expected,
+        min_ready_nodes,
+        since,
+        reason,
+    }
+}
+
+/// The `min_ready_nodes` that decides whether a region counts as down for
+/// capacity purposes (failover, autoscale): the smallest value among the
+/// domains the region serves, so a region is down only when it can serve no
+/// domain at all. 1 when it serves none.
+pub fn capacity_min_ready(decl: &Declarations, region: &str) -> u32 {
+    decl.gtm
+        .values()
+        .filter(|policy| decl.base_weight(policy, region) > 0 && serves(decl, policy, region))
+        .map(|policy| policy.min_ready_nodes)
+        .min()
+        .unwrap_or(1)
+}
+
+/// Whether `policy` routes any traffic to `region`: listed in its `regions`
+/// map, or (when the map is empty) any declared region.
+pub fn serves(decl: &Declarations, policy: &crate::model::GtmPolicy, region: &str) -> bool {
+    if policy.regions.is_empty() {
+        decl.regions.contains_key(region)
+    } else {
+        policy.regions.contains_key(region)
+    }
+}
+
+/// [`region_status`] for a region of `decl`, using its node pool's desired
+/// count and [`capacity_min_ready`].
+pub fn capacity_status(decl: &Declarations, region: &Region, nodes: &[Node]) -> RegionStatus {
+    region_status(
+        region,
+        decl.desired_nodes(&region.name),
+        capacity_min_ready(decl, &region.name),
+        nodes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CloudProvider, NodeMode};
+
+    fn region(state: DeclaredRegionState) -> Region {
+        Region {
+            name: "jp".into(),
+            provider: CloudProvider::Edge,
+            min_nodes: 1,
+            max_nodes: 5,
+            base_weight: 100,
+            state,
+            failover: vec![],
+        }
+    }
+
+    fn node(id: &str, status: NodeStatus, since: i64) -> Node {
+        Node {
+            id: id.into(),
+            region: "jp".into(),
+            address: "127.0.0.2".parse().unwrap(),
+            status,
+            status_since: Timestamp(since),
+            mode: NodeMode::ContainerdOnly,
+            last_heartbeat: None,
+            metrics: None,
+        }
+    }
+
+    #[test]
+    fn declared_down_wins_over_ready_nodes() {
+        let s = region_status(&region(DeclaredRegionState::Down), 1, 1, &[node("a", NodeStatus::Up, 0)]);
+        assert_eq!(s.health, RegionHealth::Down);
+        assert_eq!(s.reason, "declared state: down");
+    }
+
+    #[test]
+    fn fewer_ready_than_min_ready_is_down_since_the_last_loss() {
+        let nodes = [node("a", NodeStatus::Down, 50), node("b", NodeStatus::Drain, 70), node("c", NodeStatus::Up, 10)];
+        let s = region_status(&region(DeclaredRegionState::Up), 3, 2, &nodes);
+        assert_eq!((s.health, s.ready, s.draining, s.down), (RegionHealth::Down, 1, 1, 1));
+        assert_eq!(s.since, Some(Timestamp(70)));
+    }
+
+    #[test]
+    fn degraded_between_min_ready_and_desired_since_min_ready_reached() {
+        let nodes = [node("a", NodeStatus::Up, 30), node("b", NodeStatus::Up, 10), node("c", NodeStatus::Down, 5)];
+        let s = region_status(&region(DeclaredRegionState::Up), 3, 2, &nodes);
+        assert_eq!(s.health, RegionHealth::Degraded);
+        assert_eq!(s.since, Some(Timestamp(30)));
+        let s = region_status(&region(DeclaredRegionState::Up), 2, 1, &nodes);
+        assert_eq!(s.health, RegionHealth::Up);
+        assert_eq!(s.since, Some(Timestamp(10)));
+    }
+}

@@ -1,0 +1,15 @@
+//! The pure core of neutral.
+//!
+//! Everything the engine computes lives here: the model, platform-config
+//! parsing and validation, effective weights, autoscale decisions and DNS
+//! record plans. The crate does no IO, reads no clock (time is a parameter),
+//! spawns nothing and never panics on input. Its dependency list is kept free
+//! of IO crates, and `tests/no_io_dependencies.rs` checks that it stays so.
+
+pub mod autoscale;
+pub mod config;
+pub mod diag;
+pub mod dnsplan;
+pub mod health;
+pub mod model;
+pub mod weights;
