@@ -39,7 +39,9 @@ pub struct AutoscaleSettings {
 
 impl Default for AutoscaleSettings {
     fn default() -> Self {
-        AutoscaleSettings { in_flight_timeout: Duration::from_secs(600) }
+        AutoscaleSettings {
+            in_flight_timeout: Duration::from_secs(600),
+        }
     }
 }
 
@@ -47,9 +49,18 @@ impl Default for AutoscaleSettings {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     None,
-    ScaleOut { from: u32, to: u32 },
-    ScaleIn { from: u32, to: u32, drain: Vec<String> },
-    Replace { nodes: Vec<String> },
+    ScaleOut {
+        from: u32,
+        to: u32,
+    },
+    ScaleIn {
+        from: u32,
+        to: u32,
+        drain: Vec<String>,
+    },
+    Replace {
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Declarations, DeclaredRegionState, Node, NodeStatus, Region, RegionHealth, Timestamp};
+use crate::model::{
+    Declarations, DeclaredRegionState, Node, NodeStatus, Region, RegionHealth, Timestamp,
+};
 
 /// A region's computed health and the counts behind it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +34,12 @@ pub struct RegionStatus {
 /// Computes the health of `region` from the nodes that belong to it.
 ///
 /// `nodes` may contain nodes of other regions; they are ignored.
-pub fn region_status(region: &Region, desired_nodes: u32, min_ready_nodes: u32, nodes: &[Node]) -> RegionStatus {
+pub fn region_status(
+    region: &Region,
+    desired_nodes: u32,
+    min_ready_nodes: u32,
+    nodes: &[Node],
+) -> RegionStatus {
     let mut ready_since: Vec<Timestamp> = Vec::new();
     let mut draining = 0u32;
     let mut down = 0u32;
@@ -71,7 +78,11 @@ pub fn region_status(region: &Region, desired_nodes: u32, min_ready_nodes: u32, 
                 format!("{ready} ready < {expected} desired, >= min_ready_nodes {min_ready_nodes}"),
             )
         } else {
-            (RegionHealth::Up, since, format!("{ready} ready >= {expected} desired"))
+            (
+                RegionHealth::Up,
+                since,
+                format!("{ready} ready >= {expected} desired"),
+            )
         }
     };
     RegionStatus {
@@ -153,22 +164,38 @@ mod tests {
 
     #[test]
     fn declared_down_wins_over_ready_nodes() {
-        let s = region_status(&region(DeclaredRegionState::Down), 1, 1, &[node("a", NodeStatus::Up, 0)]);
+        let s = region_status(
+            &region(DeclaredRegionState::Down),
+            1,
+            1,
+            &[node("a", NodeStatus::Up, 0)],
+        );
         assert_eq!(s.health, RegionHealth::Down);
         assert_eq!(s.reason, "declared state: down");
     }
 
     #[test]
     fn fewer_ready_than_min_ready_is_down_since_the_last_loss() {
-        let nodes = [node("a", NodeStatus::Down, 50), node("b", NodeStatus::Drain, 70), node("c", NodeStatus::Up, 10)];
+        let nodes = [
+            node("a", NodeStatus::Down, 50),
+            node("b", NodeStatus::Drain, 70),
+            node("c", NodeStatus::Up, 10),
+        ];
         let s = region_status(&region(DeclaredRegionState::Up), 3, 2, &nodes);
-        assert_eq!((s.health, s.ready, s.draining, s.down), (RegionHealth::Down, 1, 1, 1));
+        assert_eq!(
+            (s.health, s.ready, s.draining, s.down),
+            (RegionHealth::Down, 1, 1, 1)
+        );
         assert_eq!(s.since, Some(Timestamp(70)));
     }
 
     #[test]
     fn degraded_between_min_ready_and_desired_since_min_ready_reached() {
-        let nodes = [node("a", NodeStatus::Up, 30), node("b", NodeStatus::Up, 10), node("c", NodeStatus::Down, 5)];
+        let nodes = [
+            node("a", NodeStatus::Up, 30),
+            node("b", NodeStatus::Up, 10),
+            node("c", NodeStatus::Down, 5),
+        ];
         let s = region_status(&region(DeclaredRegionState::Up), 3, 2, &nodes);
         assert_eq!(s.health, RegionHealth::Degraded);
         assert_eq!(s.since, Some(Timestamp(30)));

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 /// A point in time: milliseconds since the Unix epoch, UTC.
 ///
 /// The core never reads a clock; callers pass `now` in as one of these.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -474,13 +476,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let mut total_ms: u64 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(DurationError::MissingNumber(rest.to_owned()));
         }
         let (number, after) = rest.split_at(digits);
         let value: u64 = number.parse().map_err(|_| DurationError::Overflow)?;
-        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let factor: u64 = match unit {
             "ms" => 1,
@@ -542,15 +548,30 @@ mod tests {
     #[test]
     fn durations_reject_garbage_with_a_reason() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert_eq!(parse_duration("10"), Err(DurationError::MissingUnit("10".into())));
-        assert_eq!(parse_duration("10d"), Err(DurationError::UnknownUnit("d".into())));
-        assert_eq!(parse_duration("s"), Err(DurationError::MissingNumber("s".into())));
-        assert_eq!(parse_duration("-5s"), Err(DurationError::MissingNumber("-5s".into())));
+        assert_eq!(
+            parse_duration("10"),
+            Err(DurationError::MissingUnit("10".into()))
+        );
+        assert_eq!(
+            parse_duration("10d"),
+            Err(DurationError::UnknownUnit("d".into()))
+        );
+        assert_eq!(
+            parse_duration("s"),
+            Err(DurationError::MissingNumber("s".into()))
+        );
+        assert_eq!(
+            parse_duration("-5s"),
+            Err(DurationError::MissingNumber("-5s".into()))
+        );
         assert_eq!(
             parse_duration("99999999999999999999999h"),
             Err(DurationError::Overflow)
         );
-        assert_eq!(parse_duration("9999999999999999h"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration("9999999999999999h"),
+            Err(DurationError::Overflow)
+        );
     }
 
     #[test]
@@ -566,7 +587,10 @@ mod tests {
         let t = Timestamp::from_millis(i64::MAX - 1);
         assert_eq!(t.plus(Duration::from_secs(10)), Timestamp(i64::MAX));
         assert_eq!(Timestamp(5).since(Timestamp(10)), Duration::ZERO);
-        assert_eq!(Timestamp(10_000).since(Timestamp(4_000)), Duration::from_secs(6));
+        assert_eq!(
+            Timestamp(10_000).since(Timestamp(4_000)),
+            Duration::from_secs(6)
+        );
     }
 
     #[test]
