@@ -6,6 +6,13 @@
 //! spawns nothing and never panics on input. Its dependency list is kept free
 //! of IO crates, and `tests/no_io_dependencies.rs` checks that it stays so.
 
+#![warn(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 pub mod autoscale;
 pub mod config;
 pub mod diag;
