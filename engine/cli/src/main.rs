@@ -1,1 +1,86 @@
-fn main() {}
+//! `neutral`: the command-line entry point.
+//!
+//! Thin by design: argument parsing, reading files, printing and exit codes.
+//! Every computation is a call into `neutral-core`. Exit codes: 0 success,
+//! 1 the input is invalid (diagnostics printed), 2 usage or IO error.
+
+mod explain;
+mod repo_fs;
+mod state;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "neutral",
+    version,
+    about = "Cloud-neutral control plane: GTM and elastic node pools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a repository's platform-config/ and infra/node-pool/.
+    Validate {
+        /// Repository root.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show effective weights and autoscale decisions for an observed state.
+    Explain {
+        /// Observed-state JSON file (nodes, metrics, last actions).
+        #[arg(long)]
+        state: PathBuf,
+        /// Repository root.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+/// What a command asks `main` to exit with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Invalid,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { 2 } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Validate { dir, format } => validate::run(&dir, format),
+        Command::Explain { state, dir, format } => explain::run(&state, &dir, format),
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Invalid) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -107,3 +107,8 @@ pub fn compute(
     let _ = (decl, nodes, previous, now, settings);
     WeightsReport::default()
 }
+
+/// A stable, readable rendering of a report.
+pub fn compact(report: &WeightsReport) -> String {
+    format!("{report:?}")
+}
