@@ -41,7 +41,9 @@ fn report(name: &str, target: Duration, (min, median, max): (Duration, Duration,
     );
 }
 
-fn weights_fixture() -> (Declarations, Vec<Node>) {
+/// 100 regions × 100 nodes (1 in 17 down, 1 in 17 drained) and 1,000
+/// domains, each serving `regions_per_domain` regions (all of them when 100).
+fn weights_fixture(regions_per_domain: u32) -> (Declarations, Vec<Node>) {
     let mut decl = Declarations::default();
     let mut nodes = Vec::new();
     for r in 0..100u32 {
@@ -100,7 +102,18 @@ fn weights_fixture() -> (Declarations, Vec<Node>) {
                 ttl: 30,
                 dns: DnsBackendKind::Embedded,
                 min_ready_nodes: 1,
-                regions: BTreeMap::new(),
+                regions: if regions_per_domain >= 100 {
+                    BTreeMap::new()
+                } else {
+                    (0..regions_per_domain)
+                        .map(|k| {
+                            (
+                                format!("r{:03}", (d * 7 + k * 33) % 100),
+                                50 + (d + k) % 100,
+                            )
+                        })
+                        .collect()
+                },
                 all_down: AllDownPolicy::FailOpen,
                 probe: Probe::default(),
                 slow_start: None,
@@ -132,8 +145,8 @@ fn dns_fixture() -> (Vec<RecordSet>, Vec<RecordSet>) {
     (desired, current)
 }
 
-fn main() {
-    let (decl, nodes) = weights_fixture();
+fn bench_weights(regions_per_domain: u32) {
+    let (decl, nodes) = weights_fixture(regions_per_domain);
     let previous = BTreeMap::new();
     let settings = WeightSettings::default();
     let answers: usize = weights::compute(&decl, &nodes, &previous, NOW, &settings)
@@ -141,11 +154,13 @@ fn main() {
         .values()
         .map(|d| d.answers.len())
         .sum();
-    println!("weights fixture: 1000 domains, 100 regions, 10000 nodes -> {answers} answers");
+    println!(
+        "weights fixture: 1000 domains x {regions_per_domain} regions each, 100 regions x 100 nodes -> {answers} answers"
+    );
     report(
-        "weights: full recompute",
+        &format!("weights: full recompute, {regions_per_domain} regions per domain"),
         Duration::from_millis(50),
-        median_of(11, || {
+        median_of(7, || {
             black_box(weights::compute(
                 black_box(&decl),
                 &nodes,
@@ -155,6 +170,11 @@ fn main() {
             ));
         }),
     );
+}
+
+fn main() {
+    bench_weights(3);
+    bench_weights(100);
 
     let (desired, current) = dns_fixture();
     let plan = dnsplan::plan("neutral:bench", &desired, &current);
