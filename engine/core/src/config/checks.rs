@@ -71,7 +71,7 @@ impl<'a> Checker<'a, '_> {
         let mut outcome = Outcome::default();
         let mut domains: BTreeMap<&str, &str> = BTreeMap::new();
         for (index, policy) in decls.gtm.iter().enumerate() {
-            if let Some(value) = &policy.value {
+            if let Some(value) = policy.value.as_ref().filter(|_| policy.places.ok("domain")) {
                 if let Some(first) = domains.get(value.domain.as_str()) {
                     self.out.push(Diagnostic::error(
                         &policy.path,
@@ -88,7 +88,7 @@ impl<'a> Checker<'a, '_> {
         outcome
     }
 
-    /// The decoded region `name`, if its file decoded.
+    /// The decoded region `name`, if its file held a mapping.
     fn region_value(&self, name: &str) -> Option<&'a Decoded<Region>> {
         self.regions
             .get(name)
@@ -101,7 +101,7 @@ impl<'a> Checker<'a, '_> {
             return;
         };
         let places = &decoded.places;
-        if places.ok("min_nodes") && region.min_nodes > region.max_nodes {
+        if places.ok("min_nodes") && places.ok("max_nodes") && region.min_nodes > region.max_nodes {
             self.out.push(Diagnostic::error(
                 &decoded.path,
                 places.at("min_nodes"),
@@ -192,6 +192,9 @@ impl<'a> Checker<'a, '_> {
         let Some(pool) = &decoded.value else {
             return;
         };
+        if !decoded.places.ok("region") {
+            return;
+        }
         if !self.regions.contains_key(pool.region.as_str()) {
             self.out.push(Diagnostic::error(
                 &decoded.path,
@@ -206,7 +209,10 @@ impl<'a> Checker<'a, '_> {
         let Some(region) = &region_file.value else {
             return;
         };
-        let bounds_ok = region_file.places.ok("min_nodes") && region.min_nodes <= region.max_nodes;
+        let bounds_ok = decoded.places.ok("desired_nodes")
+            && region_file.places.ok("min_nodes")
+            && region_file.places.ok("max_nodes")
+            && region.min_nodes <= region.max_nodes;
         let outside =
             pool.desired_nodes < region.min_nodes || pool.desired_nodes > region.max_nodes;
         if bounds_ok && outside {
@@ -225,7 +231,7 @@ impl<'a> Checker<'a, '_> {
         let Some(policy) = &decoded.value else {
             return;
         };
-        if !self.regions.contains_key(policy.region.as_str()) {
+        if decoded.places.ok("region") && !self.regions.contains_key(policy.region.as_str()) {
             self.out.push(Diagnostic::error(
                 &decoded.path,
                 decoded.places.at("region"),
@@ -270,7 +276,8 @@ impl<'a> Checker<'a, '_> {
         };
         let places = &decoded.places;
         let path = decoded.path.as_str();
-        if places.ok("zone")
+        if places.ok("domain")
+            && places.ok("zone")
             && policy.domain != policy.zone
             && !policy.domain.ends_with(&format!(".{}", policy.zone))
         {
@@ -312,7 +319,7 @@ impl<'a> Checker<'a, '_> {
                 unknown_region(region),
             ));
         }
-        if places.ok("regions") {
+        if places.ok("regions") && places.ok("domain") {
             self.serving_regions(decoded, policy);
         }
     }
@@ -341,7 +348,7 @@ impl<'a> Checker<'a, '_> {
                     dns.ttl_floor()
                 ),
             ));
-        } else if ttl < dns.ttl_floor() {
+        } else if dns == DnsBackendKind::Alidns && ttl < dns.ttl_floor() {
             self.out.push(Diagnostic::warning(
                 &decoded.path,
                 at,
@@ -408,7 +415,11 @@ impl<'a> Checker<'a, '_> {
             } else {
                 any_traffic = true;
             }
-            if places.ok("min_ready_nodes") && policy.min_ready_nodes > region.max_nodes {
+            let max_nodes_ok = region_file.places.ok("max_nodes");
+            if places.ok("min_ready_nodes")
+                && max_nodes_ok
+                && policy.min_ready_nodes > region.max_nodes
+            {
                 self.out.push(Diagnostic::warning(
                     path,
                     places.at("min_ready_nodes"),

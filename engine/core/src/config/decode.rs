@@ -164,7 +164,7 @@ impl<'d> Decoder<'d> {
             if !self.has_errors() {
                 self.error(
                     Pos::START,
-                    format!("empty file: expected a {object} (a YAML mapping)"),
+                    format!("empty file: expected {object} (a YAML mapping)"),
                 );
             }
             return None;
@@ -173,7 +173,7 @@ impl<'d> Decoder<'d> {
             self.error(
                 root.pos,
                 format!(
-                    "expected a {object} (a YAML mapping) at the top level, found {}",
+                    "expected {object} (a YAML mapping) at the top level, found {}",
                     root.describe()
                 ),
             );
@@ -499,7 +499,7 @@ mod tests {
     fn decode<T>(text: &str, read: impl FnOnce(&mut Decoder<'_>, &Node) -> T) -> (T, Vec<String>) {
         let mut diagnostics = Vec::new();
         let mut decoder = Decoder::new("f.yaml", &mut diagnostics);
-        let root = decoder.root(text, "thing").expect("a mapping");
+        let root = decoder.root(text, "a thing").expect("a mapping");
         let out = read(&mut decoder, &root);
         let rendered = diagnostics.iter().map(ToString::to_string).collect();
         (out, rendered)
@@ -660,7 +660,7 @@ mod tests {
         ] {
             let mut diagnostics = Vec::new();
             let mut decoder = Decoder::new("f.yaml", &mut diagnostics);
-            assert_eq!(decoder.root(text, "thing"), None);
+            assert_eq!(decoder.root(text, "a thing"), None);
             assert_eq!(diagnostics[0].to_string(), expected);
         }
     }

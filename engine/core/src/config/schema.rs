@@ -166,8 +166,13 @@ fn file_name(d: &mut Decoder<'_>, node: &Node, field: &str, stem: &str) -> Optio
 }
 
 /// Decodes `platform-config/regions/<stem>.yaml`.
+///
+/// Like every decoder here, it returns an object whenever the file holds a
+/// mapping: fields that failed (required or not) are reported, marked broken
+/// in the decoder's places and replaced by a placeholder that the checks
+/// never read.
 pub fn region(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<Region> {
-    let root = d.root(text, "region")?;
+    let root = d.root(text, "a region")?;
     let fields = d.fields(&root, "", "region", REGION_FIELDS)?;
     let name = required(d, &fields, "name", |d, n, f| file_name(d, n, f, stem));
     let provider = required(d, &fields, "provider", |d, n, f| d.choice(n, f, &PROVIDERS));
@@ -183,10 +188,10 @@ pub fn region(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<Region> {
     let state = optional(d, &fields, "state", DeclaredRegionState::Up, declared_state);
     let failover = optional(d, &fields, "failover", Vec::new(), region_list);
     Some(Region {
-        name: name?,
-        provider: provider?,
+        name: name.unwrap_or_else(|| stem.to_owned()),
+        provider: provider.unwrap_or(CloudProvider::Local),
         min_nodes,
-        max_nodes: max_nodes?,
+        max_nodes: max_nodes.unwrap_or(0),
         base_weight,
         state,
         failover,
@@ -235,7 +240,7 @@ fn region_list(d: &mut Decoder<'_>, node: &Node, field: &str) -> Option<Vec<Stri
 
 /// Decodes `platform-config/gtm/<stem>.yaml`.
 pub fn gtm(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<GtmPolicy> {
-    let root = d.root(text, "GTM policy")?;
+    let root = d.root(text, "a GTM policy")?;
     let fields = d.fields(&root, "", "GTM policy", GTM_FIELDS)?;
     let domain = required(d, &fields, "domain", Decoder::dns_name);
     let zone = required(d, &fields, "zone", Decoder::dns_name);
@@ -269,8 +274,8 @@ pub fn gtm(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<GtmPolicy> {
     });
     Some(GtmPolicy {
         name: stem.to_owned(),
-        domain: domain?,
-        zone: zone?,
+        domain: domain.unwrap_or_default(),
+        zone: zone.unwrap_or_default(),
         record_type,
         ttl,
         dns,
@@ -361,7 +366,7 @@ fn positive_duration(d: &mut Decoder<'_>, node: &Node, field: &str) -> Option<Du
 
 /// Decodes `platform-config/autoscale/<stem>.yaml`.
 pub fn autoscale(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<AutoscalePolicy> {
-    let root = d.root(text, "autoscale policy")?;
+    let root = d.root(text, "an autoscale policy")?;
     let fields = d.fields(&root, "", "autoscale policy", AUTOSCALE_FIELDS)?;
     let region = required(d, &fields, "region", |d, n, f| file_name(d, n, f, stem));
     let scale_up = required(d, &fields, "scale_up", scale_up);
@@ -373,9 +378,21 @@ pub fn autoscale(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<Autoscal
         d.boolean(n, f)
     });
     Some(AutoscalePolicy {
-        region: region?,
-        scale_up: scale_up?,
-        scale_down: scale_down?,
+        region: region.unwrap_or_else(|| stem.to_owned()),
+        scale_up: scale_up.unwrap_or(ScaleUpRule {
+            cpu_above: None,
+            rtt_ms_above: None,
+            error_rate_above: None,
+            for_: DEFAULT_SCALE_UP_FOR,
+            step: DEFAULT_STEP,
+        }),
+        scale_down: scale_down.unwrap_or(ScaleDownRule {
+            cpu_below: None,
+            rtt_ms_below: None,
+            error_rate_below: None,
+            for_: DEFAULT_SCALE_DOWN_FOR,
+            step: DEFAULT_STEP,
+        }),
         cooldown,
         failover_capacity,
     })

@@ -38,7 +38,8 @@ fn source(text: &str, span: Option<Range<usize>>) -> String {
     }
 }
 
-/// Decodes `infra/node-pool/<stem>.tfvars`.
+/// Decodes `infra/node-pool/<stem>.tfvars`. Broken variables are reported,
+/// marked broken and replaced by placeholders, as in `schema`.
 pub fn node_pool(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<NodePoolDecl> {
     let body = match hcl_edit::parser::parse_body(text) {
         Ok(body) => body,
@@ -149,8 +150,8 @@ pub fn node_pool(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<NodePool
         }
     }
     Some(NodePoolDecl {
-        region: region?,
-        desired_nodes: desired_nodes?,
+        region: region.unwrap_or_else(|| stem.to_owned()),
+        desired_nodes: desired_nodes.unwrap_or(0),
     })
 }
 
@@ -189,7 +190,14 @@ mod tests {
     #[test]
     fn values_must_be_literals_of_the_right_type() {
         let (pool, diags) = decode("region = var.region\ndesired_nodes = 1.5\n");
-        assert_eq!(pool, None);
+        // Placeholders stand in for the broken values; the file is not clean.
+        assert_eq!(
+            pool,
+            Some(NodePoolDecl {
+                region: "jp".into(),
+                desired_nodes: 0
+            })
+        );
         assert_eq!(
             diags,
             [
@@ -209,8 +217,7 @@ mod tests {
 
     #[test]
     fn missing_variables_and_blocks_are_reported() {
-        let (pool, diags) = decode("pool {\n}\nregion = \"jp\"\n");
-        assert_eq!(pool, None);
+        let (_, diags) = decode("pool {\n}\nregion = \"jp\"\n");
         assert_eq!(
             diags,
             [
