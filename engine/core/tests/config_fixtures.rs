@@ -264,9 +264,10 @@ fn config_fixtures_match_their_expected_diagnostics() {
             .unwrap();
         }
     }
+    // The peak includes the corpus itself (one case holds a 50 MB file).
     if let Some(peak) = peak_rss_bytes() {
         assert!(
-            peak < 256 << 20,
+            peak < 200 << 20,
             "peak memory {} MiB while loading the corpus",
             peak >> 20
         );

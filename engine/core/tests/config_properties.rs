@@ -104,7 +104,9 @@ fn line_count(content: &FileContent) -> u32 {
                 .unwrap_or(u32::MAX)
                 .saturating_add(1)
         }
-        _ => 1,
+        // A symlink's diagnostics may come from its target's text.
+        FileContent::Symlink(_) => u32::MAX,
+        FileContent::Oversized(_) => 1,
     }
 }
 

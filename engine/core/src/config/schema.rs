@@ -464,3 +464,117 @@ fn scale_down(d: &mut Decoder<'_>, node: &Node, field: &str) -> Option<ScaleDown
         step,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Diagnostic;
+
+    fn decode<T>(
+        text: &str,
+        read: impl FnOnce(&mut Decoder<'_>, &str) -> Option<T>,
+    ) -> (Option<T>, Vec<String>) {
+        let mut diagnostics: Vec<Diagnostic> = Vec::new();
+        let mut decoder = Decoder::new("platform-config/x/jp.yaml", &mut diagnostics);
+        let value = read(&mut decoder, text);
+        (value, diagnostics.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn region_defaults_fill_everything_but_name_provider_and_max_nodes() {
+        let (region, diags) = decode("name: jp\nprovider: edge\nmax_nodes: 5\n", |d, t| {
+            region(d, t, "jp")
+        });
+        assert_eq!(diags, Vec::<String>::new());
+        assert_eq!(
+            region,
+            Some(Region {
+                name: "jp".into(),
+                provider: CloudProvider::Edge,
+                min_nodes: 1,
+                max_nodes: 5,
+                base_weight: 100,
+                state: DeclaredRegionState::Up,
+                failover: vec![],
+            })
+        );
+    }
+
+    #[test]
+    fn gtm_defaults_match_the_design_and_names_are_normalised() {
+        let (policy, diags) = decode("domain: App.Example.com.\nzone: EXAMPLE.com\n", |d, t| {
+            gtm(d, t, "app")
+        });
+        assert_eq!(diags, Vec::<String>::new());
+        let policy = policy.unwrap();
+        assert_eq!(policy.name, "app");
+        assert_eq!(policy.domain, "app.example.com");
+        assert_eq!(policy.zone, "example.com");
+        assert_eq!(policy.record_type, RecordType::A);
+        assert_eq!(policy.ttl, 30);
+        assert_eq!(policy.dns, DnsBackendKind::Embedded);
+        assert_eq!(policy.min_ready_nodes, 1);
+        assert!(policy.regions.is_empty());
+        assert_eq!(policy.all_down, AllDownPolicy::FailOpen);
+        assert_eq!(policy.probe, Probe::default());
+        assert_eq!(policy.slow_start, None);
+    }
+
+    #[test]
+    fn a_partial_probe_keeps_the_other_defaults() {
+        let (policy, _) = decode(
+            "domain: a.example.com\nzone: example.com\nprobe: { port: 8080, timeout: 500ms }\n",
+            |d, t| gtm(d, t, "a"),
+        );
+        let probe = policy.unwrap().probe;
+        assert_eq!(probe.port, 8080);
+        assert_eq!(probe.timeout, Duration::from_millis(500));
+        assert_eq!(probe.http, "/healthz");
+        assert_eq!(probe.interval, Duration::from_secs(10));
+        assert_eq!((probe.rise, probe.fall), (2, 3));
+    }
+
+    #[test]
+    fn autoscale_defaults_are_60s_up_300s_down_step_1_cooldown_300s() {
+        let (policy, diags) = decode(
+            "region: jp\nscale_up: { rtt_ms_above: 250 }\nscale_down: { error_rate_below: 0.01 }\n",
+            |d, t| autoscale(d, t, "jp"),
+        );
+        assert_eq!(diags, Vec::<String>::new());
+        let policy = policy.unwrap();
+        assert_eq!(policy.scale_up.rtt_ms_above, Some(250.0));
+        assert_eq!(policy.scale_up.cpu_above, None);
+        assert_eq!(policy.scale_up.for_, Duration::from_secs(60));
+        assert_eq!(policy.scale_down.for_, Duration::from_secs(300));
+        assert_eq!((policy.scale_up.step, policy.scale_down.step), (1, 1));
+        assert_eq!(policy.cooldown, Duration::from_secs(300));
+        assert!(!policy.failover_capacity);
+    }
+
+    #[test]
+    fn broken_required_fields_leave_placeholders_marked_broken() {
+        let mut diagnostics = Vec::new();
+        let mut decoder = Decoder::new("platform-config/regions/jp.yaml", &mut diagnostics);
+        let region = region(&mut decoder, "name: jp\nmax_nodes: lots\n", "jp").unwrap();
+        assert_eq!(region.name, "jp");
+        assert!(!decoder.places.ok("max_nodes"));
+        assert!(!decoder.places.ok("provider"));
+        assert!(decoder.places.ok("min_nodes"));
+        assert!(decoder.has_errors());
+    }
+
+    #[test]
+    fn repeated_failover_entries_are_reported_once_kept_once() {
+        let (region, diags) = decode(
+            "name: jp\nprovider: edge\nmax_nodes: 5\nfailover: [sg, us, sg]\n",
+            |d, t| region(d, t, "jp"),
+        );
+        assert_eq!(region.unwrap().failover, ["sg", "us"]);
+        assert_eq!(
+            diags,
+            [
+                "platform-config/x/jp.yaml:4:20: error: region `sg` is listed twice in `failover` (first on line 4)"
+            ]
+        );
+    }
+}

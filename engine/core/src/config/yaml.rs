@@ -206,14 +206,17 @@ pub struct Parsed {
 
 /// Builds the located tree of `text`, stopping at the first fatal problem.
 pub fn parse(text: &str, limits: Limits) -> Parsed {
+    // At the end of input the parser may point one line past the text (an
+    // empty node, an error at EOF); positions are kept inside the file.
+    let end = end_of(text);
     let mut builder = Builder::new(limits);
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
         let flow = match next {
-            Ok((event, span)) => builder.on_event(event, span),
+            Ok((event, span)) => builder.on_event(event, span_pos(span).min(end)),
             Err(error) => {
                 let marker = error.marker();
-                let pos = pos_of(marker.line(), marker.col());
+                let pos = pos_of(marker.line(), marker.col()).min(end);
                 // The scanner reads ahead through flow collections and gives up
                 // at 255 levels, before the tree builder sees the opening events.
                 let message = if error.info() == "recursion limit exceeded" {
@@ -233,6 +236,24 @@ pub fn parse(text: &str, limits: Limits) -> Parsed {
         root: builder.root,
         problems: builder.problems,
     }
+}
+
+/// The position just past the last character, counting line breaks the way
+/// YAML does (`\r\n`, `\r` or `\n`).
+fn end_of(text: &str) -> Pos {
+    let mut line: u32 = 1;
+    let mut col: u32 = 1;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let line_break = c == '\n' || (c == '\r' && chars.peek() != Some(&'\n'));
+        if line_break {
+            line = line.saturating_add(1);
+            col = 1;
+        } else if c != '\r' {
+            col = col.saturating_add(1);
+        }
+    }
+    Pos::new(line, col)
 }
 
 fn too_deep(max_depth: usize) -> String {
@@ -313,8 +334,7 @@ impl Builder {
         self.problems.push(Problem { pos, message });
     }
 
-    fn on_event(&mut self, event: Event<'_>, span: Span) -> Flow {
-        let pos = span_pos(span);
+    fn on_event(&mut self, event: Event<'_>, pos: Pos) -> Flow {
         match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {
                 Flow::Continue
@@ -752,6 +772,29 @@ mod tests {
             "{:?}",
             parsed.problems
         );
+    }
+
+    #[test]
+    fn errors_at_the_end_of_input_stay_inside_the_text() {
+        let parsed = parse("[", Limits::DEFAULT);
+        assert_eq!(parsed.problems.len(), 1);
+        assert_eq!(parsed.problems[0].pos, Pos::new(1, 2));
+    }
+
+    #[test]
+    fn empty_nodes_at_the_end_of_input_stay_inside_the_text() {
+        let root = parse("? ", Limits::DEFAULT).root.unwrap();
+        let e = entries(&root);
+        assert!(e[0].0.pos <= Pos::new(1, 3), "{:?}", e[0].0.pos);
+        assert!(e[0].1.pos <= Pos::new(1, 3), "{:?}", e[0].1.pos);
+    }
+
+    #[test]
+    fn the_end_position_counts_every_kind_of_line_break() {
+        assert_eq!(end_of(""), Pos::new(1, 1));
+        assert_eq!(end_of("ab"), Pos::new(1, 3));
+        assert_eq!(end_of("a\r\nb\rc\n"), Pos::new(4, 1));
+        assert_eq!(end_of("é"), Pos::new(1, 2));
     }
 
     #[test]
