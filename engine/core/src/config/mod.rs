@@ -11,13 +11,16 @@
 //!
 //! An object enters [`Loaded::declarations`] only when its file decoded
 //! without error (and, for a GTM policy, when no earlier file declared the
-//! same domain); the semantic checks still look at every object whose
-//! required fields could be read, so one run reports as much as possible.
+//! same domain). The semantic checks still look at every object whose file
+//! held a YAML mapping (or parsed as HCL), skipping only the fields that failed
+//! to decode, so one run reports as much as possible without follow-up errors
+//! caused by an earlier mistake. A region file that failed entirely still
+//! declares its name: references to it are not reported as unknown.
 
-pub mod checks;
-pub mod decode;
-pub mod schema;
-pub mod tfvars;
+mod checks;
+mod decode;
+mod schema;
+mod tfvars;
 pub mod yaml;
 
 use std::collections::btree_map::Entry;
@@ -27,6 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::diag::{Diagnostic, Pos};
 use crate::model::Declarations;
+
+pub use self::decode::{dns_label_problem, normalize_dns_name};
+pub use self::tfvars::NODE_POOL_VARIABLES;
 
 use self::checks::Decls;
 use self::decode::{Decoded, Decoder};
