@@ -200,13 +200,6 @@ pub fn load(files: &[RepoFile]) -> Loaded {
             }
             FileRole::Ignored { warn: false } | FileRole::Outside => continue,
         };
-        let text = match read_text(&tree, path, content) {
-            Ok(text) => text,
-            Err((pos, message)) => {
-                diagnostics.push(Diagnostic::error(path, pos, message));
-                continue;
-            }
-        };
         match declared.entry((kind, name)) {
             Entry::Occupied(first) => {
                 diagnostics.push(Diagnostic::error(
@@ -224,6 +217,24 @@ pub fn load(files: &[RepoFile]) -> Loaded {
                 slot.insert(path);
             }
         }
+        let text = match read_text(&tree, path, content) {
+            Ok(text) => text,
+            Err((pos, message)) => {
+                diagnostics.push(Diagnostic::error(path, pos, message));
+                if kind == ObjectKind::Region {
+                    // The region exists even if its file cannot be read:
+                    // references to it are not "unknown".
+                    decls.regions.push(Decoded {
+                        path: path.to_owned(),
+                        stem: name.to_owned(),
+                        value: None,
+                        places: decode::Places::default(),
+                        clean: false,
+                    });
+                }
+                continue;
+            }
+        };
         decode_file(&mut decls, &mut diagnostics, path, text, kind, name);
     }
     let outcome = checks::run(&decls, &mut diagnostics);
@@ -569,6 +580,26 @@ mod tests {
             rendered(&files),
             [
                 "platform-config/regions/jp.yml:1:1: error: region `jp` is already declared in platform-config/regions/jp.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_region_file_still_declares_the_region() {
+        let files = [
+            RepoFile {
+                path: "platform-config/regions/jp.yaml".into(),
+                content: FileContent::Oversized(MAX_FILE_BYTES + 1),
+            },
+            bytes(
+                "infra/node-pool/jp.tfvars",
+                "region = \"jp\"\ndesired_nodes = 1\n",
+            ),
+        ];
+        assert_eq!(
+            rendered(&files),
+            [
+                "platform-config/regions/jp.yaml:1:1: error: file is 1048577 bytes; the limit is 1048576"
             ]
         );
     }
