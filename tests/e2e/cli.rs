@@ -194,3 +194,69 @@ fn validate_survives_hostile_trees_within_200_mb() {
         out.stdout
     );
 }
+
+#[test]
+fn explain_prints_weights_and_decisions_with_reasons() {
+    let root = workspace_root();
+    let state = root.join("examples/state/cpu-high.json");
+    let out = neutral(&[
+        "explain",
+        "--state",
+        state.to_str().unwrap(),
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    expect_test::expect_file!["snapshots/explain-cpu-high.txt"].assert_eq(&out.stdout);
+
+    let out = neutral(&[
+        "explain",
+        "--format",
+        "json",
+        "--state",
+        state.to_str().unwrap(),
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    let answers = doc["weights"]["domains"]["app.example.com"]["answers"]
+        .as_array()
+        .unwrap();
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|a| a["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["jp-1", "sg-1"]);
+    assert_eq!(doc["autoscale"]["jp"]["action"]["kind"], "scale_out");
+    assert_eq!(doc["autoscale"]["jp"]["action"]["to"], 2);
+}
+
+#[test]
+fn explain_rejects_a_broken_state_file_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"nodes": [{"id": "x", "region": "jp", "ip": "300.0.0.1", "status": "up"}]}"#,
+    )
+    .unwrap();
+    let root = workspace_root();
+    let out = neutral(&[
+        "explain",
+        "--state",
+        state.to_str().unwrap(),
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr
+            .contains("nodes[0] (x).ip: `300.0.0.1` is not an IP address"),
+        "{}",
+        out.stderr
+    );
+}

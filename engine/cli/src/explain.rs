@@ -65,7 +65,7 @@ fn render_decision(decision: &Decision) -> String {
         Action::Replace { nodes } => format!("replace [{}]", nodes.join(", ")),
     };
     format!(
-        "autoscale {}: {action}: {}",
+        "autoscale {} [{action}]: {}",
         decision.region, decision.reason
     )
 }
