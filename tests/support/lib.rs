@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -86,16 +86,6 @@ pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Finished {
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
         elapsed: start.elapsed(),
-    }
-}
-
-/// Converts a std `Output` (for commands that cannot hang) into `Finished`.
-pub fn finished(output: Output, elapsed: Duration) -> Finished {
-    Finished {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed,
     }
 }
 
