@@ -18,5 +18,6 @@ pub mod config;
 pub mod diag;
 pub mod dnsplan;
 pub mod health;
+pub mod liveness;
 pub mod model;
 pub mod weights;

@@ -1,0 +1,299 @@
+//! Node liveness: a node's status from its heartbeats, its active probe
+//! results and the operator's drain, with rise/fall hysteresis.
+//!
+//! This module owns the state machine only. It must not send probes, read a
+//! clock or store anything: the control plane feeds it events (a heartbeat at
+//! a time, a probe result, a tick at `now`) and persists the status it
+//! reports. Rules (DESIGN.md, "Health"):
+//!
+//! - A node starts not ready and becomes `up` after `rise` consecutive
+//!   successes: successful probes when the node is probed, heartbeats when no
+//!   probe applies to it.
+//! - An `up` node goes `down` after `fall` consecutive failed probes, or at
+//!   once when no heartbeat arrived for longer than the heartbeat timeout.
+//! - Coming back from `down` (for either reason) needs `rise` consecutive
+//!   successes again, counted from the moment heartbeats are fresh; this is
+//!   the hysteresis that keeps a flapping node out of the answers.
+//! - `drain` is the operator's (or the autoscaler's) and wins over both; it
+//!   is not a failure. Undraining returns to whatever health says.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{NodeStatus, Timestamp};
+
+/// Per-node thresholds, usually from the probe settings of the domain that
+/// serves the node's region.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivenessSettings {
+    pub heartbeat_timeout: Duration,
+    /// Consecutive successes before a not-ready node is `up`.
+    pub rise: u32,
+    /// Consecutive probe failures before an `up` node is `down`.
+    pub fall: u32,
+    /// Whether the node is actively probed; otherwise heartbeats count as
+    /// the successes.
+    pub probed: bool,
+}
+
+/// The health memory of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub last_heartbeat: Timestamp,
+    pub drained: bool,
+    /// Whether health (ignoring drain) currently counts the node as ready.
+    pub ready: bool,
+    pub success_streak: u32,
+    pub failure_streak: u32,
+    /// Why the node is not ready, or what it last recovered from.
+    pub detail: String,
+}
+
+impl Liveness {
+    /// A freshly registered node: registration counts as its first
+    /// heartbeat, not as a success.
+    pub fn registered(at: Timestamp) -> Self {
+        Liveness {
+            last_heartbeat: at,
+            drained: false,
+            ready: false,
+            success_streak: 0,
+            failure_streak: 0,
+            detail: "registered; waiting for its first successful checks".to_owned(),
+        }
+    }
+
+    /// A node known from before a restart: its last known readiness is kept
+    /// and its heartbeat clock restarts at `at`, so a restarted control plane
+    /// does not declare every node dead before they had a chance to call in.
+    pub fn restored(status: NodeStatus, at: Timestamp) -> Self {
+        Liveness {
+            last_heartbeat: at,
+            drained: status == NodeStatus::Drain,
+            ready: status == NodeStatus::Up,
+            success_streak: 0,
+            failure_streak: 0,
+            detail: format!(
+                "restored as {} after a control-plane restart",
+                status.as_str()
+            ),
+        }
+    }
+
+    fn heartbeat_fresh(&self, now: Timestamp, settings: &LivenessSettings) -> bool {
+        now.since(self.last_heartbeat) <= settings.heartbeat_timeout
+    }
+
+    /// A heartbeat arrived at `at`.
+    pub fn heartbeat(&mut self, at: Timestamp, settings: &LivenessSettings) {
+        if at > self.last_heartbeat {
+            self.last_heartbeat = at;
+        }
+        if !settings.probed {
+            self.success(at, settings, "heartbeat");
+        }
+    }
+
+    /// An active probe finished at `at`.
+    pub fn probe(&mut self, at: Timestamp, ok: bool, detail: &str, settings: &LivenessSettings) {
+        if ok {
+            self.success(at, settings, "probe");
+        } else {
+            self.success_streak = 0;
+            self.failure_streak = self.failure_streak.saturating_add(1);
+            if self.ready && self.failure_streak >= settings.fall.max(1) {
+                self.ready = false;
+                self.detail = format!(
+                    "{} consecutive failed probes (fall {}): {detail}",
+                    self.failure_streak, settings.fall
+                );
+            } else if !self.ready {
+                self.detail = format!("probe failed: {detail}");
+            }
+        }
+    }
+
+    fn success(&mut self, at: Timestamp, settings: &LivenessSettings, what: &str) {
+        self.failure_streak = 0;
+        if !self.heartbeat_fresh(at, settings) {
+            // A probe of a node whose agent is silent proves nothing about it.
+            self.success_streak = 0;
+            return;
+        }
+        self.success_streak = self.success_streak.saturating_add(1);
+        if !self.ready {
+            let rise = settings.rise.max(1);
+            if self.success_streak >= rise {
+                self.ready = true;
+                self.detail = format!(
+                    "{} consecutive successful {what}s (rise {rise})",
+                    self.success_streak
+                );
+            } else {
+                self.detail = format!(
+                    "{} of {rise} successful {what}s before it is up",
+                    self.success_streak
+                );
+            }
+        }
+    }
+
+    /// Time passes: a node whose heartbeats stopped loses readiness at once.
+    /// Returns whether readiness changed.
+    pub fn tick(&mut self, now: Timestamp, settings: &LivenessSettings) -> bool {
+        if self.ready && !self.heartbeat_fresh(now, settings) {
+            self.ready = false;
+            self.success_streak = 0;
+            self.detail = format!(
+                "no heartbeat for {}s (timeout {}s)",
+                now.since(self.last_heartbeat).as_secs(),
+                settings.heartbeat_timeout.as_secs()
+            );
+            return true;
+        }
+        false
+    }
+
+    /// The status to publish at `now`, with its reason.
+    pub fn status(&self, now: Timestamp, settings: &LivenessSettings) -> (NodeStatus, String) {
+        if self.drained {
+            return (NodeStatus::Drain, "drained".to_owned());
+        }
+        if !self.heartbeat_fresh(now, settings) {
+            return (
+                NodeStatus::Down,
+                format!(
+                    "no heartbeat for {}s (timeout {}s)",
+                    now.since(self.last_heartbeat).as_secs(),
+                    settings.heartbeat_timeout.as_secs()
+                ),
+            );
+        }
+        if self.ready {
+            (NodeStatus::Up, self.detail.clone())
+        } else {
+            (NodeStatus::Down, self.detail.clone())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBED: LivenessSettings = LivenessSettings {
+        heartbeat_timeout: Duration::from_secs(30),
+        rise: 2,
+        fall: 3,
+        probed: true,
+    };
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_secs(secs)
+    }
+
+    #[test]
+    fn a_new_node_is_up_only_after_rise_successful_probes() {
+        let mut node = Liveness::registered(t(0));
+        assert_eq!(node.status(t(1), &PROBED).0, NodeStatus::Down);
+        node.probe(t(1), true, "200", &PROBED);
+        assert_eq!(
+            node.status(t(1), &PROBED),
+            (
+                NodeStatus::Down,
+                "1 of 2 successful probes before it is up".into()
+            )
+        );
+        node.probe(t(2), true, "200", &PROBED);
+        assert_eq!(node.status(t(2), &PROBED).0, NodeStatus::Up);
+    }
+
+    #[test]
+    fn an_up_node_goes_down_after_fall_failures_not_before() {
+        let mut node = Liveness::registered(t(0));
+        node.probe(t(1), true, "", &PROBED);
+        node.probe(t(2), true, "", &PROBED);
+        node.probe(t(3), false, "connection refused", &PROBED);
+        node.probe(t(4), false, "connection refused", &PROBED);
+        assert_eq!(node.status(t(4), &PROBED).0, NodeStatus::Up);
+        node.probe(t(5), false, "connection refused", &PROBED);
+        assert_eq!(
+            node.status(t(5), &PROBED),
+            (
+                NodeStatus::Down,
+                "3 consecutive failed probes (fall 3): connection refused".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_success_between_failures_resets_the_fall_count() {
+        let mut node = Liveness::registered(t(0));
+        for (i, ok) in [true, true, false, false, true, false, false]
+            .into_iter()
+            .enumerate()
+        {
+            node.probe(t(i as i64), ok, "", &PROBED);
+        }
+        assert_eq!(node.status(t(7), &PROBED).0, NodeStatus::Up);
+    }
+
+    #[test]
+    fn heartbeat_timeout_downs_the_node_at_once_and_recovery_needs_rise_again() {
+        let mut node = Liveness::registered(t(0));
+        node.probe(t(1), true, "", &PROBED);
+        node.probe(t(2), true, "", &PROBED);
+        assert!(!node.tick(t(30), &PROBED));
+        assert!(node.tick(t(31), &PROBED));
+        assert_eq!(
+            node.status(t(31), &PROBED),
+            (
+                NodeStatus::Down,
+                "no heartbeat for 31s (timeout 30s)".into()
+            )
+        );
+        // Probes of a silent node do not count.
+        node.probe(t(32), true, "", &PROBED);
+        node.probe(t(33), true, "", &PROBED);
+        assert_eq!(node.status(t(33), &PROBED).0, NodeStatus::Down);
+        node.heartbeat(t(40), &PROBED);
+        node.probe(t(41), true, "", &PROBED);
+        assert_eq!(node.status(t(41), &PROBED).0, NodeStatus::Down);
+        node.probe(t(42), true, "", &PROBED);
+        assert_eq!(node.status(t(42), &PROBED).0, NodeStatus::Up);
+    }
+
+    #[test]
+    fn without_probes_heartbeats_are_the_successes() {
+        let settings = LivenessSettings {
+            probed: false,
+            ..PROBED
+        };
+        let mut node = Liveness::registered(t(0));
+        node.heartbeat(t(10), &settings);
+        assert_eq!(node.status(t(10), &settings).0, NodeStatus::Down);
+        node.heartbeat(t(20), &settings);
+        assert_eq!(node.status(t(20), &settings).0, NodeStatus::Up);
+    }
+
+    #[test]
+    fn drain_wins_and_is_not_a_failure() {
+        let mut node = Liveness::registered(t(0));
+        node.probe(t(1), true, "", &PROBED);
+        node.probe(t(2), true, "", &PROBED);
+        node.drained = true;
+        assert_eq!(node.status(t(3), &PROBED).0, NodeStatus::Drain);
+        node.drained = false;
+        assert_eq!(node.status(t(3), &PROBED).0, NodeStatus::Up);
+    }
+
+    #[test]
+    fn restored_nodes_keep_their_status_and_get_a_fresh_heartbeat_clock() {
+        let node = Liveness::restored(NodeStatus::Up, t(100));
+        assert_eq!(node.status(t(120), &PROBED).0, NodeStatus::Up);
+        assert_eq!(node.status(t(131), &PROBED).0, NodeStatus::Down);
+        let node = Liveness::restored(NodeStatus::Drain, t(100));
+        assert_eq!(node.status(t(101), &PROBED).0, NodeStatus::Drain);
+    }
+}
