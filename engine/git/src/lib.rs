@@ -1,0 +1,337 @@
+//! neutral's Git edge: a local mirror of the configuration repository's
+//! branch, and reading `platform-config/` and `infra/node-pool/` straight from
+//! a commit's tree in the object database (no checkout, no work tree).
+//!
+//! This crate owns talking to libgit2. It must not interpret configuration:
+//! it hands `neutral_core::config::RepoFile`s to the core, which validates
+//! them. Symlinks are passed on as links and blobs over the core's size limit
+//! are not read, so a hostile commit costs no more than a hostile directory.
+
+use std::path::{Path, PathBuf};
+
+use git2::{FetchOptions, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use neutral_core::config::{FileContent, MAX_FILE_BYTES, RepoFile, is_config_path};
+
+pub use git2::Oid as CommitId;
+
+/// Failures of the Git edge, each naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{op} ({path}): {source}")]
+    Repo {
+        op: &'static str,
+        path: PathBuf,
+        source: git2::Error,
+    },
+    #[error("fetching branch `{branch}` from {url}: {source}")]
+    Fetch {
+        url: String,
+        branch: String,
+        source: git2::Error,
+    },
+    #[error("branch `{branch}` not found in {url}")]
+    NoSuchBranch { url: String, branch: String },
+    #[error("reading commit {commit}: {source}")]
+    Read { commit: String, source: git2::Error },
+}
+
+/// A commit's identity and the first line of its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub summary: String,
+    pub author: String,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// A bare mirror of one branch of a remote repository (a URL or a local
+/// path), kept under the control plane's data directory.
+pub struct Mirror {
+    repo: Repository,
+    path: PathBuf,
+    url: String,
+    branch: String,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("path", &self.path)
+            .field("url", &self.url)
+            .field("branch", &self.branch)
+            .finish()
+    }
+}
+
+impl Mirror {
+    /// Opens the mirror at `path`, creating a bare repository there when
+    /// none exists. The remote is always (re)pointed at `url`.
+    pub fn open_or_init(path: &Path, url: &str, branch: &str) -> Result<Mirror, GitError> {
+        let repo = match Repository::open_bare(path) {
+            Ok(repo) => repo,
+            Err(_) => Repository::init_bare(path).map_err(|source| GitError::Repo {
+                op: "creating the mirror",
+                path: path.to_path_buf(),
+                source,
+            })?,
+        };
+        Ok(Mirror {
+            repo,
+            path: path.to_path_buf(),
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+        })
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.branch)
+    }
+
+    /// Fetches the branch and returns the commit it points at.
+    pub fn fetch(&self) -> Result<Oid, GitError> {
+        let fetch_err = |source| GitError::Fetch {
+            url: self.url.clone(),
+            branch: self.branch.clone(),
+            source,
+        };
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(fetch_err)?;
+        let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking_ref());
+        let mut options = FetchOptions::new();
+        options.download_tags(git2::AutotagOption::None);
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut options), None)
+            .map_err(fetch_err)?;
+        self.head().ok_or_else(|| GitError::NoSuchBranch {
+            url: self.url.clone(),
+            branch: self.branch.clone(),
+        })
+    }
+
+    /// The commit the mirrored branch pointed at when last fetched.
+    pub fn head(&self) -> Option<Oid> {
+        self.repo
+            .find_reference(&self.tracking_ref())
+            .ok()
+            .and_then(|r| r.target())
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    pub fn commit_info(&self, commit: Oid) -> Result<CommitInfo, GitError> {
+        commit_info(&self.repo, commit)
+    }
+
+    /// The configuration files of `commit`.
+    pub fn config_tree(&self, commit: Oid) -> Result<Vec<RepoFile>, GitError> {
+        config_tree(&self.repo, commit)
+    }
+}
+
+/// Identity and summary of `commit`.
+pub fn commit_info(repo: &Repository, commit: Oid) -> Result<CommitInfo, GitError> {
+    let read_err = |source| GitError::Read {
+        commit: commit.to_string(),
+        source,
+    };
+    let c = repo.find_commit(commit).map_err(read_err)?;
+    Ok(CommitInfo {
+        sha: commit.to_string(),
+        summary: String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned(),
+        author: String::from_utf8_lossy(c.author().name_bytes()).into_owned(),
+        time: c.time().seconds(),
+    })
+}
+
+/// Reads every file below `platform-config/` and `infra/node-pool/` of the
+/// tree of `commit` from the object database, sorted by path.
+///
+/// Regular files become bytes (or `Oversized` without reading the blob when
+/// larger than the core's limit), symlinks become their target text;
+/// submodules are skipped (they hold no files of this repository).
+pub fn config_tree(repo: &Repository, commit: Oid) -> Result<Vec<RepoFile>, GitError> {
+    let read_err = |source| GitError::Read {
+        commit: commit.to_string(),
+        source,
+    };
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(read_err)?;
+    let odb = repo.odb().map_err(read_err)?;
+    let mut files = Vec::new();
+    let mut failure: Option<git2::Error> = None;
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let Ok(name) = entry.name() else {
+            return TreeWalkResult::Skip;
+        };
+        let path = format!("{dir}{name}");
+        if entry.kind() == Some(ObjectType::Tree) {
+            // Descend only into folders that are, or lead to, config folders.
+            let folder = format!("{path}/");
+            let wanted = is_config_path(&folder)
+                || "platform-config/".starts_with(&folder)
+                || "infra/node-pool/".starts_with(&folder);
+            return if wanted {
+                TreeWalkResult::Ok
+            } else {
+                TreeWalkResult::Skip
+            };
+        }
+        if !is_config_path(&path) || entry.kind() != Some(ObjectType::Blob) {
+            return TreeWalkResult::Ok;
+        }
+        let content = match read_blob(&odb, entry.id(), entry.filemode()) {
+            Ok(content) => content,
+            Err(err) => {
+                failure = Some(err);
+                return TreeWalkResult::Abort;
+            }
+        };
+        files.push(RepoFile { path, content });
+        TreeWalkResult::Ok
+    })
+    .map_err(read_err)?;
+    if let Some(err) = failure {
+        return Err(read_err(err));
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+const SYMLINK_MODE: i32 = 0o120_000;
+
+fn read_blob(odb: &git2::Odb<'_>, id: Oid, mode: i32) -> Result<FileContent, git2::Error> {
+    let (size, _) = odb.read_header(id)?;
+    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    if mode == SYMLINK_MODE {
+        // A link's target is its blob; anything huge is not a real target.
+        if size > 4096 {
+            return Ok(FileContent::Symlink(String::new()));
+        }
+        let object = odb.read(id)?;
+        return Ok(FileContent::Symlink(
+            String::from_utf8_lossy(object.data()).into_owned(),
+        ));
+    }
+    if size > MAX_FILE_BYTES {
+        return Ok(FileContent::Oversized(size));
+    }
+    let object = odb.read(id)?;
+    Ok(FileContent::Bytes(object.data().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    fn work_repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(root.join("platform-config/regions")).unwrap();
+        std::fs::create_dir_all(root.join("infra/node-pool")).unwrap();
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("platform-config/regions/jp.yaml"), "name: jp\n").unwrap();
+        std::fs::write(root.join("infra/node-pool/jp.tfvars"), "region = \"jp\"\n").unwrap();
+        std::fs::write(root.join("infra/main.tf"), "# not config\n").unwrap();
+        std::fs::write(root.join("docs/readme.md"), "docs\n").unwrap();
+        std::os::unix::fs::symlink(
+            "../../../etc/passwd",
+            root.join("platform-config/evil.yaml"),
+        )
+        .unwrap();
+        std::fs::write(root.join("platform-config/big.yaml"), vec![b'#'; 2 << 20]).unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "first"]);
+        dir
+    }
+
+    #[test]
+    fn reads_config_files_links_and_oversized_blobs_from_a_commit() {
+        let work = work_repo();
+        let data = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open_or_init(
+            &data.path().join("mirror"),
+            work.path().to_str().unwrap(),
+            "main",
+        )
+        .unwrap();
+        let head = mirror.fetch().unwrap();
+        assert_eq!(mirror.head(), Some(head));
+        let files = mirror.config_tree(head).unwrap();
+        let summary: Vec<(String, String)> = files
+            .iter()
+            .map(|f| {
+                let what = match &f.content {
+                    FileContent::Bytes(b) => format!("{} bytes", b.len()),
+                    FileContent::Symlink(t) => format!("-> {t}"),
+                    FileContent::Oversized(n) => format!("oversized {n}"),
+                };
+                (f.path.clone(), what)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "infra/node-pool/jp.tfvars".to_owned(),
+                    "14 bytes".to_owned()
+                ),
+                (
+                    "platform-config/big.yaml".to_owned(),
+                    "oversized 2097152".to_owned()
+                ),
+                (
+                    "platform-config/evil.yaml".to_owned(),
+                    "-> ../../../etc/passwd".to_owned()
+                ),
+                (
+                    "platform-config/regions/jp.yaml".to_owned(),
+                    "9 bytes".to_owned()
+                ),
+            ]
+        );
+        let info = mirror.commit_info(head).unwrap();
+        assert_eq!(info.summary, "first");
+    }
+
+    #[test]
+    fn fetch_follows_new_commits_and_reports_missing_branches() {
+        let work = work_repo();
+        let data = tempfile::tempdir().unwrap();
+        let url = work.path().to_str().unwrap();
+        let mirror = Mirror::open_or_init(&data.path().join("m"), url, "main").unwrap();
+        let first = mirror.fetch().unwrap();
+        std::fs::write(
+            work.path().join("platform-config/regions/sg.yaml"),
+            "name: sg\n",
+        )
+        .unwrap();
+        git(work.path(), &["add", "-A"]);
+        git(work.path(), &["commit", "-q", "-m", "second"]);
+        let second = mirror.fetch().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(mirror.config_tree(second).unwrap().len(), 5);
+
+        let missing = Mirror::open_or_init(&data.path().join("m2"), url, "nope").unwrap();
+        let err = missing.fetch().unwrap_err().to_string();
+        assert!(err.starts_with("branch `nope` not found in"), "{err}");
+        let unreachable =
+            Mirror::open_or_init(&data.path().join("m3"), "/nonexistent/repo", "main").unwrap();
+        assert!(unreachable.fetch().is_err());
+    }
+}
