@@ -87,6 +87,12 @@ pub struct StoreOptions {
     /// Read-only connections for reads; 0 reads through the writer.
     /// Default 2.
     pub readers: usize,
+    /// The writer copies the WAL into the database file itself (SQLite's
+    /// auto-checkpoint, which stalls that commit) only once the WAL holds
+    /// this many pages. A safety net: the daemon is expected to call
+    /// [`Store::checkpoint`] about once a second, off the write path.
+    /// Default 16,384 pages (64 MiB).
+    pub wal_autocheckpoint_pages: u32,
 }
 
 impl Default for StoreOptions {
@@ -97,6 +103,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             run_log_limit: 256 * 1024,
             readers: 2,
+            wal_autocheckpoint_pages: 16_384,
         }
     }
 }
@@ -132,6 +139,7 @@ pub struct Store {
     options: StoreOptions,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
+    checkpointer: Mutex<Connection>,
     next_reader: AtomicUsize,
 }
 
@@ -160,6 +168,13 @@ impl Store {
         options.check()?;
         let mut writer = connect(path, &options)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", options.wal_autocheckpoint_pages)
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let checkpointer = connect(path, &options)?;
         let readers = (0..options.readers)
             .map(|_| {
                 let reader = connect(path, &options)?;
@@ -177,6 +192,7 @@ impl Store {
             options,
             writer: Mutex::new(writer),
             readers,
+            checkpointer: Mutex::new(checkpointer),
             next_reader: AtomicUsize::new(0),
         })
     }
@@ -196,6 +212,24 @@ impl Store {
             tx.pragma_query_value(None, "user_version", |row| row.get(0))
                 .during("read schema version")
         })
+    }
+
+    /// Copies committed WAL frames into the database file without blocking
+    /// writers or readers (`PRAGMA wal_checkpoint(PASSIVE)` on a connection of
+    /// its own), so commits never pay for it. Call it periodically (about once
+    /// a second) from a blocking task. Once every frame is copied and no reader
+    /// holds an old snapshot, the next commit starts the WAL over and trims the
+    /// file to 64 MiB (`journal_size_limit`).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        const OP: &str = "checkpoint the WAL";
+        let conn = lock(&self.checkpointer);
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok(Checkpoint {
+                wal_pages: row.get::<_, i64>(1)?,
+                copied_pages: row.get::<_, i64>(2)?,
+            })
+        })
+        .during(OP)
     }
 
     pub fn regions(&self) -> RegionStore<'_> {
@@ -293,6 +327,15 @@ impl Store {
     }
 }
 
+/// What [`Store::checkpoint`] did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Frames in the WAL.
+    pub wal_pages: i64,
+    /// Frames now copied into the database file (all of them, when equal).
+    pub copied_pages: i64,
+}
+
 /// A panic while a connection was held rolled its transaction back (the
 /// `Transaction` drop guard), so the connection is safe to use again.
 fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -322,6 +365,8 @@ fn connect(path: &Path, options: &StoreOptions) -> Result<Connection> {
         .map_err(open_error)?;
     // 32 MiB of page cache: the samples index and the nodes table stay hot.
     conn.pragma_update(None, "cache_size", -32_768)
+        .map_err(open_error)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(open_error)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
