@@ -24,7 +24,9 @@
 //! write is in progress), so a long read never delays heartbeat ingest. Each
 //! public write is one `BEGIN IMMEDIATE` transaction, including its audit
 //! entry; each multi-statement read is one read transaction, so it sees a
-//! single committed state.
+//! single committed state. WAL checkpoints are kept off the write path: the
+//! daemon calls [`Store::checkpoint`] about once a second (SQLite's own
+//! auto-checkpoint remains as a safety net at a large WAL size).
 
 #![warn(
     clippy::indexing_slicing,

@@ -26,6 +26,8 @@
 //! with the window; node keys are never reused, so they cannot be attributed to
 //! a later node.
 
+use std::collections::HashMap;
+
 use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Metrics};
 use rusqlite::{Connection, params};
@@ -153,29 +155,53 @@ impl SampleStore<'_> {
     pub fn samples_since(&self, since: Timestamp) -> Result<Vec<NodeSample>> {
         const OP: &str = "read samples";
         self.store.read(OP, |tx| {
+            let ids = node_ids(tx)?;
+            // Samples are appended in time order, so those in the window are
+            // (nearly) a suffix of the table: find its first row through the
+            // `at` index, then read on sequentially instead of looking every
+            // row up by rowid. Rows of that suffix that are older (a late
+            // heartbeat batch) are filtered out; the sort puts a late batch
+            // in place.
+            let first: Option<i64> = tx
+                .prepare_cached("SELECT min(rowid) FROM samples WHERE at >= ?1")
+                .during(OP)?
+                .query_row([since.0], |row| row.get(0))
+                .during(OP)?;
+            let Some(first) = first else {
+                return Ok(Vec::new());
+            };
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT n.id, s.at, s.cpu, s.rtt_ms, s.error_rate
-                     FROM samples s JOIN nodes n ON n.key = s.node_key
-                     WHERE s.at >= ?1 ORDER BY s.at, s.rowid",
+                    "SELECT node_key, at, cpu, rtt_ms, error_rate FROM samples
+                     WHERE rowid >= ?1 AND at >= ?2 ORDER BY rowid",
                 )
                 .during(OP)?;
-            let rows = stmt
-                .query_map([since.0], |row| {
-                    Ok(NodeSample {
-                        node_id: row.get(0)?,
-                        sample: MetricSample {
-                            at: Timestamp(row.get(1)?),
-                            metrics: Metrics {
-                                cpu: row.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
-                                rtt_ms: row.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
-                                error_rate: row.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
-                            },
+            let mut rows = stmt.query(params![first, since.0]).during(OP)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().during(OP)? {
+                let key: i64 = row.get(0).during(OP)?;
+                // Samples of deleted nodes are skipped.
+                let Some(node_id) = ids.get(&key) else {
+                    continue;
+                };
+                let metric = |i: usize| -> Result<f64> {
+                    Ok(row.get::<_, Option<f64>>(i).during(OP)?.unwrap_or(f64::NAN))
+                };
+                out.push(NodeSample {
+                    node_id: node_id.clone(),
+                    sample: MetricSample {
+                        at: Timestamp(row.get(1).during(OP)?),
+                        metrics: Metrics {
+                            cpu: metric(2)?,
+                            rtt_ms: metric(3)?,
+                            error_rate: metric(4)?,
                         },
-                    })
-                })
-                .during(OP)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().during(OP)
+                    },
+                });
+            }
+            // Stable and adaptive: nearly free on an already sorted run.
+            out.sort_by_key(|s| s.sample.at);
+            Ok(out)
         })
     }
 
@@ -198,6 +224,20 @@ impl SampleStore<'_> {
             Ok(u64::try_from(count).unwrap_or(0))
         })
     }
+}
+
+/// Node ids by their internal key.
+fn node_ids(conn: &Connection) -> Result<HashMap<i64, String>> {
+    const OP: &str = "read samples";
+    let mut stmt = conn
+        .prepare_cached("SELECT key, id FROM nodes")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
+        .during(OP)?;
+    rows.collect::<rusqlite::Result<HashMap<_, _>>>().during(OP)
 }
 
 fn retention_ms(store: &Store) -> i64 {

@@ -302,7 +302,10 @@ fn a_checkpoint_copies_the_wal_into_the_database_file() {
     }
     let first = store.checkpoint().unwrap();
     assert!(first.wal_pages > 0, "{first:?}");
-    assert_eq!(first.copied_pages, first.wal_pages, "no reader holds it back");
+    assert_eq!(
+        first.copied_pages, first.wal_pages,
+        "no reader holds it back"
+    );
     // Nothing new: the WAL is copied already, and the data reads back.
     let again = store.checkpoint().unwrap();
     assert_eq!(again.copied_pages, again.wal_pages);

@@ -270,3 +270,48 @@ fn prune_catches_up_in_bounded_steps() {
         NodeStatus::Up
     );
 }
+
+#[test]
+fn a_late_batch_is_found_and_returned_in_time_order() {
+    let (_dir, store) = open_temp();
+    for id in ["a", "b"] {
+        store
+            .nodes()
+            .register(&new_node(id, "jp", "127.0.0.2", 0), "join")
+            .unwrap();
+    }
+    let samples = store.samples();
+    samples
+        .record_heartbeats(&[beat("a", 100_000, Some(0.1))])
+        .unwrap();
+    // Written later, taken earlier.
+    samples
+        .record_heartbeats(&[beat("b", 90_000, Some(0.2))])
+        .unwrap();
+    samples
+        .record_heartbeats(&[beat("a", 110_000, Some(0.3))])
+        .unwrap();
+
+    let seen = |since: i64| -> Vec<(String, i64)> {
+        samples
+            .samples_since(Timestamp(since))
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.node_id, s.sample.at.0))
+            .collect()
+    };
+    assert_eq!(
+        seen(85_000),
+        vec![
+            ("b".into(), 90_000),
+            ("a".into(), 100_000),
+            ("a".into(), 110_000)
+        ]
+    );
+    assert_eq!(
+        seen(95_000),
+        vec![("a".into(), 100_000), ("a".into(), 110_000)]
+    );
+    assert_eq!(seen(90_000).len(), 3, "`since` is inclusive");
+    assert_eq!(seen(120_000), vec![]);
+}
