@@ -1,1 +1,409 @@
-//! SQLite stores (skeleton).
+//! neutral's durable state: one SQLite file under the daemon's `--data`
+//! directory, opened in WAL mode with `synchronous=NORMAL`, foreign keys on,
+//! a busy timeout, and versioned migrations ([`schema`]).
+//!
+//! The stores and what each owns:
+//! - declarations of the last good commit ([`RegionStore`], [`GtmPolicyStore`],
+//!   [`AutoscalePolicyStore`], [`NodePoolStore`]) and the GitOps sync state
+//!   ([`SyncStatus`]), written together by [`Store::apply_declarations`];
+//! - registered nodes, their status and token hashes ([`NodeStore`]);
+//! - bounded metric samples ([`SampleStore`]);
+//! - the append-only audit log ([`AuditLog`]);
+//! - Terraform runs ([`RunStore`]);
+//! - the autoscaler's last action per region ([`AutoscaleStateStore`]);
+//! - the embedded DNS backend's zones as opaque JSON ([`ZoneStore`]).
+//!
+//! The stores persist and retrieve; they decide nothing. Which status a node
+//! gets, whether a config is valid, when to scale: the daemon and the core
+//! decide, the store records. No clock is read here: every time comes in as a
+//! [`Timestamp`].
+//!
+//! The API is synchronous (call it from `spawn_blocking`). [`Store`] is
+//! `Send + Sync`: writes go through one connection behind a mutex, reads
+//! through a small pool of read-only connections (WAL lets them read while a
+//! write is in progress), so a long read never delays heartbeat ingest. Each
+//! public write is one `BEGIN IMMEDIATE` transaction, including its audit
+//! entry; each multi-statement read is one read transaction, so it sees a
+//! single committed state. WAL checkpoints are kept off the write path: the
+//! daemon calls [`Store::checkpoint`] about once a second (SQLite's own
+//! auto-checkpoint remains as a safety net at a large WAL size).
+
+#![warn(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod audit;
+mod autoscale_state;
+mod declarations;
+mod error;
+mod nodes;
+mod runs;
+mod samples;
+pub mod schema;
+mod zones;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord, MAX_AUDIT_PAGE, kinds};
+pub use autoscale_state::AutoscaleStateStore;
+pub use declarations::{
+    AutoscalePolicyStore, CommitAt, DeclChanges, DeclStore, Declared, DeclaredObject,
+    GtmPolicyStore, NodePoolStore, ObjectChanges, RegionStore, SyncApplied, SyncFailure,
+    SyncStatus,
+};
+pub use error::{Result, StoreError};
+pub use neutral_core::model::Timestamp;
+pub use nodes::{NewNode, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash};
+pub use runs::{NewRun, Run, RunOutcome, RunStatus, RunStore, RunSummary};
+pub use samples::{Heartbeat, HeartbeatOutcome, SampleStore};
+pub use zones::{StoredZone, ZoneStore};
+
+use error::During;
+
+/// The database file's name inside the `--data` directory.
+pub const DB_FILE_NAME: &str = "neutral.sqlite3";
+
+/// Tunables of a [`Store`]. `Default` gives the production values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Metric samples older than this (relative to the newest heartbeat) are
+    /// pruned. Default 1 h.
+    pub sample_retention: Duration,
+    /// At most this many samples per node within the retention window (at
+    /// least 2). Default 2,000. See [`SampleStore`] for how it is kept.
+    pub samples_per_node: u32,
+    /// How long a statement waits for a lock held by another connection.
+    /// Default 5 s.
+    pub busy_timeout: Duration,
+    /// A run's stored log keeps its last this many bytes. Default 256 KiB.
+    pub run_log_limit: usize,
+    /// Read-only connections for reads; 0 reads through the writer.
+    /// Default 2.
+    pub readers: usize,
+    /// The writer copies the WAL into the database file itself (SQLite's
+    /// auto-checkpoint, which stalls that commit) only once the WAL holds
+    /// this many pages. A safety net: the daemon is expected to call
+    /// [`Store::checkpoint`] about once a second, off the write path.
+    /// Default 16,384 pages (64 MiB).
+    pub wal_autocheckpoint_pages: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sample_retention: Duration::from_secs(3600),
+            samples_per_node: 2000,
+            busy_timeout: Duration::from_secs(5),
+            run_log_limit: 256 * 1024,
+            readers: 2,
+            wal_autocheckpoint_pages: 16_384,
+        }
+    }
+}
+
+impl StoreOptions {
+    fn check(&self) -> Result<()> {
+        let retention_ms = self.sample_retention.as_millis();
+        if retention_ms == 0 || i64::try_from(retention_ms).is_err() {
+            return Err(StoreError::InvalidOptions(format!(
+                "sample_retention must be between 1 ms and {} ms",
+                i64::MAX
+            )));
+        }
+        if self.samples_per_node < 2 {
+            return Err(StoreError::InvalidOptions(format!(
+                "samples_per_node must be at least 2, got {}",
+                self.samples_per_node
+            )));
+        }
+        if self.run_log_limit < 1024 {
+            return Err(StoreError::InvalidOptions(format!(
+                "run_log_limit must be at least 1024 bytes, got {}",
+                self.run_log_limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The handle to neutral's database. Cheap to share behind an `Arc`.
+pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    checkpointer: Mutex<Connection>,
+    next_reader: AtomicUsize,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `data_dir/neutral.sqlite3` and brings its
+    /// schema up to date.
+    pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        Store::open_file(&data_dir.join(DB_FILE_NAME), options)
+    }
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open_file(path: &Path, options: StoreOptions) -> Result<Store> {
+        options.check()?;
+        let mut writer = connect(path, &options)?;
+        schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", options.wal_autocheckpoint_pages)
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let checkpointer = connect(path, &options)?;
+        let readers = (0..options.readers)
+            .map(|_| {
+                let reader = connect(path, &options)?;
+                reader
+                    .pragma_update(None, "query_only", true)
+                    .map_err(|source| StoreError::Open {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Store {
+            path: path.to_owned(),
+            options,
+            writer: Mutex::new(writer),
+            readers,
+            checkpointer: Mutex::new(checkpointer),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read("read schema version", |tx| {
+            tx.pragma_query_value(None, "user_version", |row| row.get(0))
+                .during("read schema version")
+        })
+    }
+
+    /// Copies committed WAL frames into the database file without blocking
+    /// writers or readers (`PRAGMA wal_checkpoint(PASSIVE)` on a connection of
+    /// its own), so commits never pay for it. Call it periodically (about once
+    /// a second) from a blocking task. Once every frame is copied and no reader
+    /// holds an old snapshot, the next commit starts the WAL over and trims the
+    /// file to 64 MiB (`journal_size_limit`).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        const OP: &str = "checkpoint the WAL";
+        let conn = lock(&self.checkpointer);
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok(Checkpoint {
+                wal_pages: row.get::<_, i64>(1)?,
+                copied_pages: row.get::<_, i64>(2)?,
+            })
+        })
+        .during(OP)
+    }
+
+    pub fn regions(&self) -> RegionStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn gtm_policies(&self) -> GtmPolicyStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn autoscale_policies(&self) -> AutoscalePolicyStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn node_pools(&self) -> NodePoolStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn nodes(&self) -> NodeStore<'_> {
+        NodeStore { store: self }
+    }
+
+    pub fn samples(&self) -> SampleStore<'_> {
+        SampleStore { store: self }
+    }
+
+    pub fn audit(&self) -> AuditLog<'_> {
+        AuditLog { store: self }
+    }
+
+    pub fn runs(&self) -> RunStore<'_> {
+        RunStore { store: self }
+    }
+
+    pub fn autoscale_state(&self) -> AutoscaleStateStore<'_> {
+        AutoscaleStateStore { store: self }
+    }
+
+    pub fn zones(&self) -> ZoneStore<'_> {
+        ZoneStore { store: self }
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer and commits
+    /// it; any error rolls everything back.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during(op)?;
+        let value = f(&tx)?;
+        tx.commit().during(op)?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one read transaction on a reader connection (one committed
+    /// snapshot for all its statements).
+    fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.reader();
+        let tx = conn.transaction().during(op)?;
+        let value = f(&tx)?;
+        tx.commit().during(op)?;
+        Ok(value)
+    }
+
+    /// A free reader if there is one, else the next one in turn (or the
+    /// writer when there are no readers).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        match self
+            .readers
+            .get(turn.checked_rem(self.readers.len()).unwrap_or(0))
+        {
+            Some(reader) => lock(reader),
+            None => lock(&self.writer),
+        }
+    }
+
+    /// Test hook: the writer connection, e.g. to install a failing trigger.
+    #[cfg(test)]
+    fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&lock(&self.writer))
+    }
+}
+
+/// What [`Store::checkpoint`] did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Frames in the WAL.
+    pub wal_pages: i64,
+    /// Frames now copied into the database file (all of them, when equal).
+    pub copied_pages: i64,
+}
+
+/// A panic while a connection was held rolled its transaction back (the
+/// `Transaction` drop guard), so the connection is safe to use again.
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn connect(path: &Path, options: &StoreOptions) -> Result<Connection> {
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(open_error)?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(open_error)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        .map_err(open_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NoWal {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_error)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(open_error)?;
+    // 32 MiB of page cache: the samples index and the nodes table stay hot.
+    conn.pragma_update(None, "cache_size", -32_768)
+        .map_err(open_error)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(open_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Converts a stored integer to a `u32`, naming the column when it does not
+/// fit.
+fn stored_u32(op: &'static str, what: &str, value: i64) -> Result<u32> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt {
+        op,
+        what: what.to_owned(),
+        value: value.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize + ?Sized>(op: &'static str, what: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode {
+        op,
+        what: what.to_owned(),
+        source,
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(op: &'static str, what: &str, doc: &str) -> Result<T> {
+    serde_json::from_str(doc).map_err(|source| StoreError::Decode {
+        op,
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// The first 12 characters of a commit id, for messages.
+fn short_commit(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! The one error type of the stores. Every variant names the operation that
+//! failed (`record heartbeats`, `apply declarations`, ...) and, where there is
+//! one, the object it was working on, so a log line says what went wrong
+//! without a backtrace.
+
+use std::path::PathBuf;
+
+/// What went wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid store options: {0}")]
+    InvalidOptions(String),
+
+    #[error("{op}: {source}")]
+    Sqlite {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{path}: opening the database: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{path}: the database refused WAL mode (journal mode is `{mode}`)")]
+    NoWal { path: PathBuf, mode: String },
+
+    #[error(
+        "{path}: schema version {found} is newer than this binary understands \
+         (it knows versions up to {supported}); run a newer neutral or use another --data directory"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: usize,
+    },
+
+    #[error("{path}: not a neutral database ({reason}); use another --data directory")]
+    NotNeutral { path: PathBuf, reason: String },
+
+    #[error("{path}: migrating the schema to version {version}: {source}")]
+    Migration {
+        path: PathBuf,
+        version: usize,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{op}: cannot encode {what} as JSON: {source}")]
+    Encode {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{op}: stored {what} is not valid JSON for this version: {source}")]
+    Decode {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{op}: stored {what} has the invalid value `{value}`")]
+    Corrupt {
+        op: &'static str,
+        what: String,
+        value: String,
+    },
+
+    #[error("{op}: no node `{id}`")]
+    NodeNotFound { op: &'static str, id: String },
+
+    #[error(
+        "register node: id `{id}` belongs to a node in region `{region}` at {address}; \
+         an agent keeps its id only for the same region and address"
+    )]
+    NodeIdTaken {
+        id: String,
+        region: String,
+        address: String,
+    },
+
+    #[error("{op}: no run {id}")]
+    RunNotFound { op: &'static str, id: i64 },
+
+    #[error("{op}: run {id} is {from}, it cannot become {to}")]
+    RunTransition {
+        op: &'static str,
+        id: i64,
+        from: String,
+        to: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches the name of the operation to a SQLite error.
+pub(crate) trait During<T> {
+    fn during(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> During<T> for rusqlite::Result<T> {
+    fn during(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Sqlite { op, source })
+    }
+}

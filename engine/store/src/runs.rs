@@ -1,0 +1,564 @@
+//! Terraform runs: what was run, why, from which commit, how it ended, and
+//! the tail of its log.
+//!
+//! This module owns the `runs` table and the run lifecycle
+//! `queued → running → succeeded | failed | cancelled` (a queued run may also
+//! end directly, e.g. cancelled or failed to start). It stores what the runner
+//! reports; it does not run anything. A stored log keeps its last
+//! `run_log_limit` bytes, prefixed with a marker saying how much was cut.
+//! Queuing and finishing a run append audit entries in the same transaction.
+
+use std::borrow::Cow;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::{AuditEntry, append_in, kinds};
+use crate::error::{During, Result, StoreError};
+use crate::{Store, Timestamp, short_commit};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// A run to queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRun {
+    /// The Terraform root directory, e.g. `infra/node-pool`.
+    pub root: String,
+    pub workspace: String,
+    /// Why: `push`, `schedule`, `autoscale`, `health`, `manual`, ...
+    pub trigger: String,
+    pub commit: Option<String>,
+}
+
+/// How a run ended, as the runner reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: RunStatus,
+    /// Resources added, changed and destroyed, when the plan got that far.
+    pub adds: Option<u32>,
+    pub changes: Option<u32>,
+    pub destroys: Option<u32>,
+    pub exit_code: Option<i32>,
+    /// The full log; only its tail is stored.
+    pub log: String,
+}
+
+/// A run without its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub root: String,
+    pub workspace: String,
+    pub trigger: String,
+    pub commit: Option<String>,
+    pub status: RunStatus,
+    pub adds: Option<u32>,
+    pub changes: Option<u32>,
+    pub destroys: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub queued_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// From start (or queueing, if it never started) to finish.
+    pub duration_ms: Option<i64>,
+}
+
+/// A run with the stored tail of its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    pub log: String,
+}
+
+/// The run view of a [`Store`].
+#[derive(Clone, Copy, Debug)]
+pub struct RunStore<'a> {
+    pub(crate) store: &'a Store,
+}
+
+const SUMMARY_COLUMNS: &str = "id, root, workspace, trigger, commit_sha, status, adds, changes, \
+     destroys, exit_code, queued_at, started_at, finished_at, duration_ms";
+
+impl RunStore<'_> {
+    /// Queues a run; returns its id. Appends `run.queued`.
+    pub fn create_run(&self, run: &NewRun, at: Timestamp, actor: &str) -> Result<i64> {
+        const OP: &str = "create run";
+        self.store.write(OP, |tx| {
+            tx.prepare_cached(
+                "INSERT INTO runs (root, workspace, trigger, commit_sha, status, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+            )
+            .during(OP)?
+            .execute(params![
+                run.root,
+                run.workspace,
+                run.trigger,
+                run.commit,
+                at.0
+            ])
+            .during(OP)?;
+            let id = tx.last_insert_rowid();
+            let from = run
+                .commit
+                .as_deref()
+                .map(|c| format!(" at commit {}", short_commit(c)))
+                .unwrap_or_default();
+            append_in(
+                tx,
+                &AuditEntry {
+                    at,
+                    actor: actor.to_owned(),
+                    kind: kinds::RUN_QUEUED.to_owned(),
+                    subject: format!("run:{id}"),
+                    message: format!(
+                        "queued run {id} of {} (workspace {}) on {}{from}",
+                        run.root, run.workspace, run.trigger
+                    ),
+                    commit: run.commit.clone(),
+                    data: json!({ "run": id, "root": run.root, "workspace": run.workspace,
+                                  "trigger": run.trigger }),
+                },
+            )?;
+            Ok(id)
+        })
+    }
+
+    /// Marks a queued run running.
+    pub fn start_run(&self, id: i64, at: Timestamp) -> Result<()> {
+        const OP: &str = "start run";
+        self.store.write(OP, |tx| {
+            let status = current_status(tx, OP, id)?;
+            if status != RunStatus::Queued {
+                return Err(transition(OP, id, status, RunStatus::Running));
+            }
+            tx.execute(
+                "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
+                params![id, at.0],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+    }
+
+    /// Records how a queued or running run ended. Appends `run.finished`.
+    pub fn finish_run(
+        &self,
+        id: i64,
+        outcome: &RunOutcome,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<()> {
+        const OP: &str = "finish run";
+        let log = bounded_tail(&outcome.log, self.store.options.run_log_limit);
+        self.store.write(OP, |tx| {
+            let status = current_status(tx, OP, id)?;
+            if status.is_terminal() || !outcome.status.is_terminal() {
+                return Err(transition(OP, id, status, outcome.status));
+            }
+            let (started_at, commit): (Option<i64>, Option<String>) = tx
+                .query_row(
+                    "SELECT started_at, commit_sha FROM runs WHERE id = ?1",
+                    [id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .during(OP)?;
+            let duration_ms = started_at.map(|started| at.0.saturating_sub(started).max(0));
+            tx.execute(
+                "UPDATE runs SET status = ?2, adds = ?3, changes = ?4, destroys = ?5,
+                 exit_code = ?6, finished_at = ?7, duration_ms = ?8, log = ?9 WHERE id = ?1",
+                params![
+                    id,
+                    outcome.status.as_str(),
+                    outcome.adds,
+                    outcome.changes,
+                    outcome.destroys,
+                    outcome.exit_code,
+                    at.0,
+                    duration_ms,
+                    log.as_ref()
+                ],
+            )
+            .during(OP)?;
+            let counts = match (outcome.adds, outcome.changes, outcome.destroys) {
+                (Some(a), Some(c), Some(d)) => format!(": +{a} ~{c} -{d}"),
+                _ => String::new(),
+            };
+            append_in(
+                tx,
+                &AuditEntry {
+                    at,
+                    actor: actor.to_owned(),
+                    kind: kinds::RUN_FINISHED.to_owned(),
+                    subject: format!("run:{id}"),
+                    message: format!("run {id} {}{counts}", outcome.status.as_str()),
+                    commit,
+                    data: json!({
+                        "run": id,
+                        "status": outcome.status.as_str(),
+                        "adds": outcome.adds,
+                        "changes": outcome.changes,
+                        "destroys": outcome.destroys,
+                        "exit_code": outcome.exit_code,
+                        "duration_ms": duration_ms,
+                    }),
+                },
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The newest `limit` runs (of one root, if given), newest first.
+    pub fn list_runs(&self, limit: u32, root: Option<&str>) -> Result<Vec<RunSummary>> {
+        const OP: &str = "list runs";
+        self.store.read(OP, |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM runs WHERE ?1 IS NULL OR root = ?1
+                     ORDER BY id DESC LIMIT ?2"
+                ))
+                .during(OP)?;
+            let rows = stmt
+                .query_map(params![root, limit], raw_summary)
+                .during(OP)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(into_summary(OP, row.during(OP)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn get_run(&self, id: i64) -> Result<Option<Run>> {
+        const OP: &str = "get run";
+        self.store.read(OP, |tx| {
+            let row = tx
+                .query_row(
+                    &format!("SELECT {SUMMARY_COLUMNS}, log FROM runs WHERE id = ?1"),
+                    [id],
+                    |row| Ok((raw_summary(row)?, row.get::<_, String>(14)?)),
+                )
+                .optional()
+                .during(OP)?;
+            row.map(|(raw, log)| {
+                Ok(Run {
+                    summary: into_summary(OP, raw)?,
+                    log,
+                })
+            })
+            .transpose()
+        })
+    }
+}
+
+fn current_status(conn: &Connection, op: &'static str, id: i64) -> Result<RunStatus> {
+    let text: Option<String> = conn
+        .query_row("SELECT status FROM runs WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()
+        .during(op)?;
+    let text = text.ok_or(StoreError::RunNotFound { op, id })?;
+    RunStatus::parse(&text).ok_or_else(|| StoreError::Corrupt {
+        op,
+        what: format!("status of run {id}"),
+        value: text,
+    })
+}
+
+fn transition(op: &'static str, id: i64, from: RunStatus, to: RunStatus) -> StoreError {
+    StoreError::RunTransition {
+        op,
+        id,
+        from: from.as_str().to_owned(),
+        to: to.as_str().to_owned(),
+    }
+}
+
+type RawSummary = (RunSummary, String);
+
+/// Reads the summary columns; the status text is parsed afterwards.
+fn raw_summary(row: &Row<'_>) -> rusqlite::Result<RawSummary> {
+    Ok((
+        RunSummary {
+            id: row.get(0)?,
+            root: row.get(1)?,
+            workspace: row.get(2)?,
+            trigger: row.get(3)?,
+            commit: row.get(4)?,
+            status: RunStatus::Queued,
+            adds: row.get(6)?,
+            changes: row.get(7)?,
+            destroys: row.get(8)?,
+            exit_code: row.get(9)?,
+            queued_at: Timestamp(row.get(10)?),
+            started_at: row.get::<_, Option<i64>>(11)?.map(Timestamp),
+            finished_at: row.get::<_, Option<i64>>(12)?.map(Timestamp),
+            duration_ms: row.get(13)?,
+        },
+        row.get(5)?,
+    ))
+}
+
+fn into_summary(op: &'static str, (mut summary, status): RawSummary) -> Result<RunSummary> {
+    summary.status = RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+        op,
+        what: format!("status of run {}", summary.id),
+        value: status,
+    })?;
+    Ok(summary)
+}
+
+/// The last bytes of `log` that fit in `limit` together with a marker line
+/// saying how many bytes were cut; `log` itself when it fits. Cuts on a
+/// character boundary.
+pub(crate) fn bounded_tail(log: &str, limit: usize) -> Cow<'_, str> {
+    if log.len() <= limit {
+        return Cow::Borrowed(log);
+    }
+    // The marker is sized for the largest count it could show.
+    let widest = marker(log.len()).len();
+    let keep = limit.saturating_sub(widest);
+    let mut start = log.len().saturating_sub(keep);
+    while !log.is_char_boundary(start) {
+        start = start.saturating_add(1);
+    }
+    let tail = log.get(start..).unwrap_or_default();
+    Cow::Owned(format!("{}{tail}", marker(start)))
+}
+
+fn marker(dropped: usize) -> String {
+    format!("[... {dropped} earlier bytes of this log were dropped]\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+    use crate::tests::{open_temp, open_temp_with};
+
+    fn new_run(root: &str) -> NewRun {
+        NewRun {
+            root: root.into(),
+            workspace: "default".into(),
+            trigger: "push".into(),
+            commit: Some("0123456789abcdef".into()),
+        }
+    }
+
+    fn succeeded(log: &str) -> RunOutcome {
+        RunOutcome {
+            status: RunStatus::Succeeded,
+            adds: Some(1),
+            changes: Some(0),
+            destroys: Some(2),
+            exit_code: Some(0),
+            log: log.into(),
+        }
+    }
+
+    #[test]
+    fn a_run_goes_from_queued_to_running_to_finished() {
+        let (_dir, store) = open_temp();
+        let runs = store.runs();
+        let id = runs
+            .create_run(&new_run("infra/node-pool"), Timestamp(1_000), "scheduler")
+            .unwrap();
+        let queued = runs.get_run(id).unwrap().unwrap();
+        assert_eq!(queued.summary.status, RunStatus::Queued);
+        assert_eq!(queued.summary.queued_at, Timestamp(1_000));
+        assert_eq!(queued.log, "");
+
+        runs.start_run(id, Timestamp(1_500)).unwrap();
+        runs.finish_run(
+            id,
+            &succeeded("Apply complete!"),
+            Timestamp(4_000),
+            "scheduler",
+        )
+        .unwrap();
+        let done = runs.get_run(id).unwrap().unwrap();
+        assert_eq!(
+            done.summary,
+            RunSummary {
+                id,
+                root: "infra/node-pool".into(),
+                workspace: "default".into(),
+                trigger: "push".into(),
+                commit: Some("0123456789abcdef".into()),
+                status: RunStatus::Succeeded,
+                adds: Some(1),
+                changes: Some(0),
+                destroys: Some(2),
+                exit_code: Some(0),
+                queued_at: Timestamp(1_000),
+                started_at: Some(Timestamp(1_500)),
+                finished_at: Some(Timestamp(4_000)),
+                duration_ms: Some(2_500),
+            }
+        );
+        assert_eq!(done.log, "Apply complete!");
+
+        let audit = store.audit().list(&crate::AuditQuery::default()).unwrap();
+        let kinds: Vec<_> = audit.iter().map(|r| r.entry.kind.as_str()).collect();
+        assert_eq!(kinds, vec![kinds::RUN_QUEUED, kinds::RUN_FINISHED]);
+        assert_eq!(
+            audit[1].entry.message,
+            format!("run {id} succeeded: +1 ~0 -2")
+        );
+        assert_eq!(audit[1].entry.commit.as_deref(), Some("0123456789abcdef"));
+    }
+
+    #[test]
+    fn invalid_transitions_are_refused_and_change_nothing() {
+        let (_dir, store) = open_temp();
+        let runs = store.runs();
+        let id = runs
+            .create_run(&new_run("infra/gtm"), Timestamp(0), "admin")
+            .unwrap();
+        let err = runs
+            .finish_run(
+                id,
+                &RunOutcome {
+                    status: RunStatus::Running,
+                    ..succeeded("")
+                },
+                Timestamp(1),
+                "admin",
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::RunTransition { .. }), "{err}");
+
+        // A queued run may be cancelled without ever starting.
+        runs.finish_run(
+            id,
+            &RunOutcome {
+                status: RunStatus::Cancelled,
+                adds: None,
+                changes: None,
+                destroys: None,
+                exit_code: None,
+                log: String::new(),
+            },
+            Timestamp(5),
+            "admin",
+        )
+        .unwrap();
+        let err = runs.start_run(id, Timestamp(6)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("start run: run {id} is cancelled, it cannot become running")
+        );
+        let err = runs
+            .finish_run(id, &succeeded(""), Timestamp(7), "admin")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::RunTransition { .. }));
+        let run = runs.get_run(id).unwrap().unwrap();
+        assert_eq!(run.summary.status, RunStatus::Cancelled);
+        assert_eq!(run.summary.duration_ms, None);
+
+        assert!(matches!(
+            runs.start_run(999, Timestamp(0)).unwrap_err(),
+            StoreError::RunNotFound { id: 999, .. }
+        ));
+        assert_eq!(runs.get_run(999).unwrap(), None);
+    }
+
+    #[test]
+    fn runs_list_newest_first_filtered_by_root() {
+        let (_dir, store) = open_temp();
+        let runs = store.runs();
+        let ids: Vec<i64> = ["a", "b", "a", "a"]
+            .iter()
+            .enumerate()
+            .map(|(i, root)| {
+                runs.create_run(&new_run(root), Timestamp(i64::try_from(i).unwrap()), "t")
+                    .unwrap()
+            })
+            .collect();
+        let a: Vec<i64> = runs
+            .list_runs(2, Some("a"))
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(a, vec![ids[3], ids[2]]);
+        assert_eq!(runs.list_runs(10, None).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_long_log_keeps_its_tail_within_the_limit() {
+        let (_dir, store) = open_temp_with(StoreOptions {
+            run_log_limit: 4096,
+            ..StoreOptions::default()
+        });
+        let log: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        let id = store
+            .runs()
+            .create_run(&new_run("r"), Timestamp(0), "t")
+            .unwrap();
+        store
+            .runs()
+            .finish_run(id, &succeeded(&log), Timestamp(1), "t")
+            .unwrap();
+        let stored = store.runs().get_run(id).unwrap().unwrap().log;
+        assert!(stored.len() <= 4096, "{}", stored.len());
+        assert!(stored.len() > 3900, "keeps nearly the whole limit");
+        assert!(stored.ends_with("line 1999\n"));
+        assert!(stored.starts_with("[... "), "{}", &stored[..40]);
+        let dropped = log.len() - (stored.len() - stored.find('\n').unwrap() - 1);
+        assert!(stored.contains(&format!("[... {dropped} earlier bytes")));
+    }
+
+    #[test]
+    fn log_tails_cut_on_character_boundaries() {
+        let log = "é".repeat(100);
+        for limit in 60..80 {
+            let tail = bounded_tail(&log, limit);
+            assert!(tail.len() <= limit, "{limit}");
+            assert!(tail.ends_with('é'));
+        }
+        assert!(matches!(bounded_tail("short", 100), Cow::Borrowed("short")));
+    }
+}

@@ -1,0 +1,271 @@
+//! Heartbeats and the bounded metric samples the autoscaler reads.
+//!
+//! This module owns the `samples` table and the heartbeat columns of `nodes`
+//! (`last_heartbeat`, latest metrics). [`SampleStore::record_heartbeats`]
+//! writes a whole batch in one transaction with cached statements: per
+//! heartbeat one conditional `INSERT … SELECT` (the sample) and one `UPDATE`
+//! (the node), then one bounded prune.
+//!
+//! # How the samples stay bounded
+//!
+//! - **Retention window**: a sample older than `sample_retention` before the
+//!   newest heartbeat of a batch is deleted. Pruning walks the `at` index from
+//!   its old end and removes at most `2 × batch + 64` rows per batch, so it
+//!   never scans the table and still outpaces ingest; [`SampleStore::prune`]
+//!   lets a background task catch up after a long pause.
+//! - **Per node**: a node's sample is kept only when it is at least
+//!   `ceil(retention / (samples_per_node − 1))` after that node's previous
+//!   kept sample (1.8 s for 1 h and 2,000). `k` gaps of that spacing span more
+//!   than the window once `k ≥ samples_per_node`, so no node ever has more than
+//!   `samples_per_node` samples inside the window, however fast its agent
+//!   heartbeats; a heartbeat that falls inside the spacing still updates the
+//!   node's latest metrics. At the default 2 s heartbeat interval every
+//!   heartbeat is sampled.
+//!
+//! Samples of a deleted node are not returned (they join `nodes`) and age out
+//! with the window; node keys are never reused, so they cannot be attributed to
+//! a later node.
+
+use std::collections::HashMap;
+
+use neutral_core::autoscale::NodeSample;
+use neutral_core::model::{MetricSample, Metrics};
+use rusqlite::{Connection, params};
+
+use crate::error::{During, Result};
+use crate::{Store, Timestamp};
+
+/// One heartbeat as the node API accepted it (`at`: when it was received).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heartbeat {
+    pub node_id: String,
+    pub at: Timestamp,
+    pub metrics: Option<Metrics>,
+}
+
+/// What [`SampleStore::record_heartbeats`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// Heartbeats of known nodes (their `last_heartbeat` was updated).
+    pub applied: usize,
+    /// Samples appended.
+    pub sampled: usize,
+    /// Old samples deleted.
+    pub pruned: usize,
+    /// Node ids that are not registered (e.g. deleted meanwhile), in batch
+    /// order.
+    pub unknown: Vec<String>,
+}
+
+/// The metric sample view of a [`Store`].
+#[derive(Clone, Copy, Debug)]
+pub struct SampleStore<'a> {
+    pub(crate) store: &'a Store,
+}
+
+impl SampleStore<'_> {
+    /// Records a batch of heartbeats in one transaction: each updates its
+    /// node's `last_heartbeat` (never moving it backwards) and, when it
+    /// carries metrics and is not older than the stored ones, the node's latest
+    /// metrics, and appends a sample (subject to the per-node spacing). Then
+    /// prunes samples that left the retention window.
+    pub fn record_heartbeats(&self, batch: &[Heartbeat]) -> Result<HeartbeatOutcome> {
+        const OP: &str = "record heartbeats";
+        if batch.is_empty() {
+            return Ok(HeartbeatOutcome::default());
+        }
+        let spacing = min_sample_spacing_ms(
+            self.store.options.sample_retention.as_millis(),
+            self.store.options.samples_per_node,
+        );
+        let retention = retention_ms(self.store);
+        let newest = batch.iter().map(|h| h.at.0).max().unwrap_or(i64::MIN);
+        let budget = batch.len().saturating_mul(2).saturating_add(64);
+        self.store.write(OP, |tx| {
+            let mut outcome = HeartbeatOutcome::default();
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
+                     SELECT key, ?2, ?3, ?4, ?5 FROM nodes
+                     WHERE id = ?1 AND (last_sample_at IS NULL OR ?2 - last_sample_at >= ?6)",
+                )
+                .during(OP)?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE nodes SET
+                       last_heartbeat = max(coalesce(last_heartbeat, ?2), ?2),
+                       cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
+                       rtt_ms = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?5
+                                ELSE rtt_ms END,
+                       error_rate = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?6
+                                    ELSE error_rate END,
+                       metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
+                                    ELSE metrics_at END,
+                       last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
+                     WHERE id = ?1",
+                )
+                .during(OP)?;
+            for heartbeat in batch {
+                let at = heartbeat.at.0;
+                let sampled = match heartbeat.metrics {
+                    Some(m) => {
+                        insert
+                            .execute(params![
+                                heartbeat.node_id,
+                                at,
+                                m.cpu,
+                                m.rtt_ms,
+                                m.error_rate,
+                                spacing
+                            ])
+                            .during(OP)?
+                            > 0
+                    }
+                    None => false,
+                };
+                let metrics = heartbeat.metrics.unwrap_or_default();
+                let updated = update
+                    .execute(params![
+                        heartbeat.node_id,
+                        at,
+                        heartbeat.metrics.is_some(),
+                        metrics.cpu,
+                        metrics.rtt_ms,
+                        metrics.error_rate,
+                        sampled
+                    ])
+                    .during(OP)?;
+                if updated == 0 {
+                    outcome.unknown.push(heartbeat.node_id.clone());
+                } else {
+                    outcome.applied = outcome.applied.saturating_add(1);
+                }
+                if sampled {
+                    outcome.sampled = outcome.sampled.saturating_add(1);
+                }
+            }
+            outcome.pruned = prune_in(tx, newest.saturating_sub(retention), budget)?;
+            Ok(outcome)
+        })
+    }
+
+    /// Samples taken at or after `since`, of registered nodes, oldest first.
+    /// A metric that was not a number comes back as NaN (the core ignores
+    /// it).
+    pub fn samples_since(&self, since: Timestamp) -> Result<Vec<NodeSample>> {
+        const OP: &str = "read samples";
+        self.store.read(OP, |tx| {
+            let ids = node_ids(tx)?;
+            // Samples are appended in time order, so those in the window are
+            // (nearly) a suffix of the table: find its first row through the
+            // `at` index, then read on sequentially instead of looking every
+            // row up by rowid. Rows of that suffix that are older (a late
+            // heartbeat batch) are filtered out; the sort puts a late batch
+            // in place.
+            let first: Option<i64> = tx
+                .prepare_cached("SELECT min(rowid) FROM samples WHERE at >= ?1")
+                .during(OP)?
+                .query_row([since.0], |row| row.get(0))
+                .during(OP)?;
+            let Some(first) = first else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT node_key, at, cpu, rtt_ms, error_rate FROM samples
+                     WHERE rowid >= ?1 AND at >= ?2 ORDER BY rowid",
+                )
+                .during(OP)?;
+            let mut rows = stmt.query(params![first, since.0]).during(OP)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().during(OP)? {
+                let key: i64 = row.get(0).during(OP)?;
+                // Samples of deleted nodes are skipped.
+                let Some(node_id) = ids.get(&key) else {
+                    continue;
+                };
+                let metric = |i: usize| -> Result<f64> {
+                    Ok(row.get::<_, Option<f64>>(i).during(OP)?.unwrap_or(f64::NAN))
+                };
+                out.push(NodeSample {
+                    node_id: node_id.clone(),
+                    sample: MetricSample {
+                        at: Timestamp(row.get(1).during(OP)?),
+                        metrics: Metrics {
+                            cpu: metric(2)?,
+                            rtt_ms: metric(3)?,
+                            error_rate: metric(4)?,
+                        },
+                    },
+                });
+            }
+            // Stable and adaptive: nearly free on an already sorted run.
+            out.sort_by_key(|s| s.sample.at);
+            Ok(out)
+        })
+    }
+
+    /// Deletes at most `max_rows` samples older than the retention window
+    /// before `now`; returns how many. For a background task after a pause in
+    /// heartbeats; [`SampleStore::record_heartbeats`] prunes as it goes.
+    pub fn prune(&self, now: Timestamp, max_rows: usize) -> Result<usize> {
+        let cutoff = now.0.saturating_sub(retention_ms(self.store));
+        self.store
+            .write("prune samples", |tx| prune_in(tx, cutoff, max_rows))
+    }
+
+    /// How many samples are stored (deleted nodes' included until pruned).
+    pub fn count(&self) -> Result<u64> {
+        const OP: &str = "count samples";
+        self.store.read(OP, |tx| {
+            let count: i64 = tx
+                .query_row("SELECT count(*) FROM samples", [], |row| row.get(0))
+                .during(OP)?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+}
+
+/// Node ids by their internal key.
+fn node_ids(conn: &Connection) -> Result<HashMap<i64, String>> {
+    const OP: &str = "read samples";
+    let mut stmt = conn
+        .prepare_cached("SELECT key, id FROM nodes")
+        .during(OP)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
+        .during(OP)?;
+    rows.collect::<rusqlite::Result<HashMap<_, _>>>().during(OP)
+}
+
+fn retention_ms(store: &Store) -> i64 {
+    i64::try_from(store.options.sample_retention.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The smallest gap between two kept samples of one node such that no node
+/// has more than `per_node` samples in a window of `retention_ms`:
+/// `ceil(retention / (per_node − 1))`, at least 1 ms.
+pub(crate) fn min_sample_spacing_ms(retention_ms: u128, per_node: u32) -> i64 {
+    let gaps = u128::from(per_node.saturating_sub(1).max(1));
+    i64::try_from(retention_ms.div_ceil(gaps))
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
+/// Deletes at most `max_rows` samples older than `cutoff`, oldest first,
+/// through the `at` index.
+fn prune_in(conn: &Connection, cutoff: i64, max_rows: usize) -> Result<usize> {
+    const OP: &str = "prune samples";
+    conn.prepare_cached(
+        "DELETE FROM samples WHERE rowid IN
+           (SELECT rowid FROM samples WHERE at < ?1 ORDER BY at LIMIT ?2)",
+    )
+    .during(OP)?
+    .execute(params![cutoff, i64::try_from(max_rows).unwrap_or(i64::MAX)])
+    .during(OP)
+}
+
+#[cfg(test)]
+mod tests;
