@@ -40,11 +40,23 @@ pub fn region_status(
     min_ready_nodes: u32,
     nodes: &[Node],
 ) -> RegionStatus {
+    region_status_of(region, desired_nodes, min_ready_nodes, nodes)
+}
+
+/// [`region_status`] over any borrowed nodes, so a caller that already
+/// picked a region's nodes need not copy them into a slice. Nodes of other
+/// regions are ignored here too.
+pub fn region_status_of<'a>(
+    region: &Region,
+    desired_nodes: u32,
+    min_ready_nodes: u32,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> RegionStatus {
     let mut ready_since: Vec<Timestamp> = Vec::new();
     let mut draining = 0u32;
     let mut down = 0u32;
     let mut left_ready_at: Option<Timestamp> = None;
-    for node in nodes.iter().filter(|n| n.region == region.name) {
+    for node in nodes.into_iter().filter(|n| n.region == region.name) {
         match node.status {
             NodeStatus::Up => ready_since.push(node.status_since),
             NodeStatus::Drain | NodeStatus::Down => {
@@ -202,5 +214,23 @@ mod tests {
         let s = region_status(&region(DeclaredRegionState::Up), 2, 1, &nodes);
         assert_eq!(s.health, RegionHealth::Up);
         assert_eq!(s.since, Some(Timestamp(10)));
+    }
+
+    #[test]
+    fn borrowed_nodes_give_the_same_status_and_other_regions_are_ignored() {
+        let mut elsewhere = node("x", NodeStatus::Up, 1);
+        elsewhere.region = "sg".into();
+        let nodes = [
+            node("a", NodeStatus::Up, 30),
+            elsewhere,
+            node("b", NodeStatus::Down, 5),
+        ];
+        let jp = region(DeclaredRegionState::Up);
+        let borrowed = region_status_of(&jp, 2, 1, nodes.iter().rev());
+        assert_eq!(borrowed, region_status(&jp, 2, 1, &nodes));
+        assert_eq!(
+            (borrowed.health, borrowed.ready, borrowed.down),
+            (RegionHealth::Degraded, 1, 1)
+        );
     }
 }

@@ -50,20 +50,33 @@
 //! addresses, but never bring back a node that is now drained or no longer
 //! registered, an address of the wrong family for the record type, or a
 //! region that no longer serves the domain or is now declared `state: down`.
+//!
+//! # Cost
+//!
+//! A region's evaluation depends on a domain only through the record type,
+//! `min_ready_nodes`, the base weight and `slow_start`, so one [`compute`]
+//! call indexes the nodes by region once and evaluates each region once per
+//! such combination, whatever the number of domains. Answers and region
+//! weights share their text (`Arc<str>`): a report over thousands of domains
+//! holds each node id, region name and reason once. What is left grows with
+//! the output: one [`Answer`] per served node and domain.
 
 pub mod scale;
 
 #[cfg(test)]
 mod tests;
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::health;
+use crate::health::{self, RegionStatus};
 use crate::model::{
     AllDownPolicy, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy, Node, NodeStatus,
     RecordType, Region, RegionHealth, Timestamp,
@@ -129,24 +142,34 @@ impl AnswerMode {
     }
 }
 
+/// One serving region's weight in one domain.
+///
+/// The text is shared (`Arc<str>`, serialized as a plain string): every
+/// domain whose settings give a region the same weight points at the same
+/// reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionWeight {
-    pub region: String,
+    pub region: Arc<str>,
     pub health: RegionHealth,
     pub base: u32,
     pub ready: u32,
     pub expected: u32,
     pub effective: u32,
-    pub reason: String,
+    pub reason: Arc<str>,
 }
 
+/// One node in a domain's answers.
+///
+/// The text is shared (`Arc<str>`, serialized as a plain string): a report
+/// holds each node id, region name and reason once, however many domains
+/// answer with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
-    pub node_id: String,
-    pub region: String,
+    pub node_id: Arc<str>,
+    pub region: Arc<str>,
     pub address: IpAddr,
     pub weight: u32,
-    pub reason: String,
+    pub reason: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +213,8 @@ pub fn compute(
     settings: &WeightSettings,
 ) -> WeightsReport {
     let split_brain = split_brain_guard(nodes, now, settings);
+    let fleet = Fleet::new(nodes);
+    let mut evaluator = RegionEvaluator::new(decl, &fleet, now);
     let domains = decl
         .gtm
         .iter()
@@ -197,9 +222,9 @@ pub fn compute(
             let weights = domain_weights(
                 decl,
                 policy,
-                nodes,
+                &mut evaluator,
+                &fleet,
                 previous.get(domain),
-                now,
                 split_brain.is_some(),
             );
             (domain.clone(), weights)
@@ -218,20 +243,16 @@ fn split_brain_guard(
     now: Timestamp,
     settings: &WeightSettings,
 ) -> Option<SplitBrain> {
-    let counted: Vec<&Node> = nodes
-        .iter()
-        .filter(|n| n.status != NodeStatus::Drain)
-        .collect();
-    let total = count_u32(counted.len());
-    let went_down = count_u32(
-        counted
-            .iter()
-            .filter(|n| {
-                n.status == NodeStatus::Down
-                    && now.since(n.status_since) <= settings.split_brain_window
-            })
-            .count(),
-    );
+    let mut total = 0u32;
+    let mut went_down = 0u32;
+    for node in nodes.iter().filter(|n| n.status != NodeStatus::Drain) {
+        total = total.saturating_add(1);
+        if node.status == NodeStatus::Down
+            && now.since(node.status_since) <= settings.split_brain_window
+        {
+            went_down = went_down.saturating_add(1);
+        }
+    }
     if went_down == 0 || total < settings.split_brain_min_nodes {
         return None;
     }
@@ -252,22 +273,160 @@ fn split_brain_guard(
     })
 }
 
-/// One serving region of one domain, evaluated.
-struct RegionEval<'a> {
-    weight: RegionWeight,
-    declared_down: bool,
-    /// `up` nodes of the right address family, by id.
-    ready: Vec<&'a Node>,
-    /// `up` and `down` nodes of the right address family, by id.
-    not_drained: Vec<&'a Node>,
+/// The nodes of one [`compute`] call, indexed once.
+struct Fleet<'a> {
+    nodes: &'a [Node],
+    /// Each region's nodes (by the node's `region`), by id then address.
+    by_region: BTreeMap<&'a str, Vec<Member<'a>>>,
+    /// The first node with each id; built only when previous answers are
+    /// checked.
+    by_id: OnceCell<BTreeMap<&'a str, &'a Node>>,
 }
 
-fn domain_weights(
-    decl: &Declarations,
-    policy: &GtmPolicy,
-    nodes: &[Node],
-    previous: Option<&DomainWeights>,
+/// A node with its id as answers carry it.
+struct Member<'a> {
+    node: &'a Node,
+    id: Arc<str>,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(nodes: &'a [Node]) -> Self {
+        let mut by_region: BTreeMap<&str, Vec<Member<'_>>> = BTreeMap::new();
+        for node in nodes {
+            by_region
+                .entry(node.region.as_str())
+                .or_default()
+                .push(Member {
+                    node,
+                    id: Arc::from(node.id.as_str()),
+                });
+        }
+        for members in by_region.values_mut() {
+            members.sort_by(|a, b| {
+                (a.node.id.as_str(), a.node.address).cmp(&(b.node.id.as_str(), b.node.address))
+            });
+        }
+        Fleet {
+            nodes,
+            by_region,
+            by_id: OnceCell::new(),
+        }
+    }
+
+    fn in_region(&self, region: &str) -> &[Member<'a>] {
+        self.by_region.get(region).map_or(&[], Vec::as_slice)
+    }
+
+    /// The first node registered under `id`.
+    fn by_id(&self, id: &str) -> Option<&'a Node> {
+        let index = self.by_id.get_or_init(|| {
+            let mut index = BTreeMap::new();
+            for node in self.nodes {
+                index.entry(node.id.as_str()).or_insert(node);
+            }
+            index
+        });
+        index.get(id).copied()
+    }
+}
+
+/// What a region's nodes say for one record type and `min_ready_nodes`: the
+/// same for every domain with those settings.
+struct RegionNodes<'a> {
+    /// The region's name, shared by its weights and answers.
+    name: Arc<str>,
+    declared_down: bool,
+    status: RegionStatus,
+    /// `up` nodes of the right address family, by id.
+    ready: Vec<&'a Member<'a>>,
+    /// `up` and `down` nodes of the right address family, by id.
+    not_drained: Vec<&'a Member<'a>>,
+    /// Domain notes about the nodes of the wrong address family.
+    skipped: Vec<String>,
+    /// The end of the region's reason: which nodes are ready, down, drained
+    /// or of the wrong family.
+    listing: String,
+}
+
+/// One serving region evaluated for one domain's settings.
+struct RegionEval<'a> {
+    nodes: Rc<RegionNodes<'a>>,
+    weight: RegionWeight,
+    /// Rule 3: the reason every answer of the region carries, when the
+    /// region has weight.
+    share_reason: Option<Arc<str>>,
+    /// Domain notes about ready nodes whose share is 0.
+    zero_shares: Vec<String>,
+}
+
+/// A region (its key in `Declarations::regions`), record type and
+/// `min_ready_nodes`.
+type NodesKey<'a> = (&'a str, RecordType, u32);
+
+/// A [`NodesKey`] with the region's base weight and the slow start period.
+type EvalKey<'a> = (NodesKey<'a>, u32, Option<Duration>);
+
+/// Hands out region evaluations, each computed once per [`compute`] call:
+/// a domain affects a region's evaluation only through the keys.
+struct RegionEvaluator<'a> {
+    decl: &'a Declarations,
+    fleet: &'a Fleet<'a>,
     now: Timestamp,
+    nodes: BTreeMap<NodesKey<'a>, Rc<RegionNodes<'a>>>,
+    evals: BTreeMap<EvalKey<'a>, Rc<RegionEval<'a>>>,
+}
+
+impl<'a> RegionEvaluator<'a> {
+    fn new(decl: &'a Declarations, fleet: &'a Fleet<'a>, now: Timestamp) -> Self {
+        RegionEvaluator {
+            decl,
+            fleet,
+            now,
+            nodes: BTreeMap::new(),
+            evals: BTreeMap::new(),
+        }
+    }
+
+    /// `region`, declared under `key`, as `policy` sees it.
+    fn evaluate(
+        &mut self,
+        policy: &GtmPolicy,
+        key: &'a str,
+        region: &'a Region,
+    ) -> Rc<RegionEval<'a>> {
+        let base = self.decl.base_weight(policy, &region.name);
+        let nodes_key = (key, policy.record_type, policy.min_ready_nodes);
+        let eval_key = (nodes_key, base, policy.slow_start);
+        if let Some(eval) = self.evals.get(&eval_key) {
+            return Rc::clone(eval);
+        }
+        let (decl, fleet) = (self.decl, self.fleet);
+        let nodes = self.nodes.entry(nodes_key).or_insert_with(|| {
+            Rc::new(region_nodes(
+                decl,
+                fleet,
+                region,
+                policy.record_type,
+                policy.min_ready_nodes,
+            ))
+        });
+        let eval = Rc::new(evaluate_region(
+            Rc::clone(nodes),
+            base,
+            policy.slow_start,
+            self.now,
+        ));
+        self.evals.insert(eval_key, Rc::clone(&eval));
+        eval
+    }
+}
+
+fn domain_weights<'a>(
+    decl: &'a Declarations,
+    policy: &'a GtmPolicy,
+    evaluator: &mut RegionEvaluator<'a>,
+    fleet: &Fleet<'_>,
+    previous: Option<&DomainWeights>,
     split_brain: bool,
 ) -> DomainWeights {
     let mut reasons = Vec::new();
@@ -276,24 +435,19 @@ fn domain_weights(
     } else {
         policy.regions.keys().collect()
     };
-    let mut evals = Vec::new();
+    let mut evals = Vec::with_capacity(region_names.len());
     for name in region_names {
-        match decl.regions.get(name.as_str()) {
-            Some(region) if health::serves(decl, policy, name) => {
-                evals.push(evaluate_region(
-                    decl,
-                    policy,
-                    region,
-                    nodes,
-                    now,
-                    &mut reasons,
-                ));
+        match decl.regions.get_key_value(name.as_str()) {
+            Some((key, region)) if health::serves(decl, policy, name) => {
+                let eval = evaluator.evaluate(policy, key, region);
+                reasons.extend(eval.nodes.skipped.iter().cloned());
+                evals.push(eval);
             }
             _ => reasons.push(format!("region {name} is listed but not declared; skipped")),
         }
     }
     let (mode, answers) =
-        choose_answers(policy, &evals, nodes, previous, split_brain, &mut reasons);
+        choose_answers(policy, &evals, fleet, previous, split_brain, &mut reasons);
     DomainWeights {
         domain: policy.domain.clone(),
         zone: policy.zone.clone(),
@@ -301,7 +455,7 @@ fn domain_weights(
         ttl: policy.ttl,
         dns: policy.dns,
         mode,
-        regions: evals.into_iter().map(|e| e.weight).collect(),
+        regions: evals.iter().map(|e| e.weight.clone()).collect(),
         answers,
         reasons,
     }
@@ -309,14 +463,14 @@ fn domain_weights(
 
 fn choose_answers(
     policy: &GtmPolicy,
-    evals: &[RegionEval<'_>],
-    nodes: &[Node],
+    evals: &[Rc<RegionEval<'_>>],
+    fleet: &Fleet<'_>,
     previous: Option<&DomainWeights>,
     split_brain: bool,
     reasons: &mut Vec<String>,
 ) -> (AnswerMode, Vec<Answer>) {
     if split_brain {
-        match kept_answers(previous, policy.record_type, nodes, evals, false, reasons) {
+        match kept_answers(previous, policy.record_type, fleet, evals, false, reasons) {
             Ok(answers) => {
                 reasons.push(format!(
                     "split-brain guard tripped: keeping the {} answers of the previous report \
@@ -331,11 +485,17 @@ fn choose_answers(
         }
     }
 
-    let weights_text = evals
-        .iter()
-        .map(|e| format!("{} {}", e.weight.region, e.weight.effective))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut weights_text = String::new();
+    for eval in evals {
+        if !weights_text.is_empty() {
+            weights_text.push_str(", ");
+        }
+        let _ = write!(
+            weights_text,
+            "{} {}",
+            eval.weight.region, eval.weight.effective
+        );
+    }
     if evals.iter().any(|e| e.weight.effective > 0) {
         reasons.push(format!("weights from health: {weights_text}"));
         let answers = health_answers(evals, reasons);
@@ -356,7 +516,7 @@ fn choose_answers(
             (AnswerMode::FailOpen, fail_open_answers(evals, reasons))
         }
         AllDownPolicy::LastKnownGood => {
-            match kept_answers(previous, policy.record_type, nodes, evals, true, reasons) {
+            match kept_answers(previous, policy.record_type, fleet, evals, true, reasons) {
                 Ok(answers) => {
                     reasons.push(format!(
                         "{all_zero}; all_down: last_known_good keeps the {} answers of the \
@@ -382,38 +542,91 @@ fn choose_answers(
     (mode, answers)
 }
 
-fn evaluate_region<'a>(
+/// Sorts `region`'s nodes for `record_type` and derives its health; see
+/// [`RegionNodes`].
+fn region_nodes<'a>(
     decl: &Declarations,
-    policy: &GtmPolicy,
+    fleet: &'a Fleet<'a>,
     region: &Region,
-    nodes: &'a [Node],
-    now: Timestamp,
-    domain_reasons: &mut Vec<String>,
-) -> RegionEval<'a> {
-    let name = region.name.as_str();
-    let base = decl.base_weight(policy, name);
-    let mut members: Vec<&Node> = nodes.iter().filter(|n| n.region == name).collect();
-    members.sort_by(|a, b| a.id.cmp(&b.id).then(a.address.cmp(&b.address)));
-    let (fitting, wrong_family): (Vec<&Node>, Vec<&Node>) = members
-        .into_iter()
-        .partition(|n| policy.record_type.accepts(n.address));
-    for node in &wrong_family {
-        domain_reasons.push(format!(
-            "{} ({}) skipped: an {} address never appears in an {} record",
-            node.id,
-            node.address,
-            family_name(node.address),
-            policy.record_type.as_str()
-        ));
-    }
-    let fitting_owned: Vec<Node> = fitting.iter().map(|&n| n.clone()).collect();
-    let status = health::region_status(
+    record_type: RecordType,
+    min_ready_nodes: u32,
+) -> RegionNodes<'a> {
+    let (fitting, wrong_family): (Vec<&Member<'_>>, Vec<&Member<'_>>) = fleet
+        .in_region(&region.name)
+        .iter()
+        .partition(|m| record_type.accepts(m.node.address));
+    let skipped = wrong_family
+        .iter()
+        .map(|m| {
+            format!(
+                "{} ({}) skipped: an {} address never appears in an {} record",
+                m.node.id,
+                m.node.address,
+                family_name(m.node.address),
+                record_type.as_str()
+            )
+        })
+        .collect();
+    let status = health::region_status_of(
         region,
-        decl.desired_nodes(name),
-        policy.min_ready_nodes,
-        &fitting_owned,
+        decl.desired_nodes(&region.name),
+        min_ready_nodes,
+        fitting.iter().map(|m| m.node),
     );
 
+    let mut listing = String::new();
+    for (label, status_wanted) in [
+        ("ready", NodeStatus::Up),
+        ("down", NodeStatus::Down),
+        ("drained", NodeStatus::Drain),
+    ] {
+        let ids = node_ids(
+            fitting
+                .iter()
+                .map(|m| m.node)
+                .filter(|n| n.status == status_wanted),
+        );
+        if !ids.is_empty() {
+            let _ = write!(listing, "; {label} {ids}");
+        }
+    }
+    if !wrong_family.is_empty() {
+        let _ = write!(
+            listing,
+            "; not in {} records {}",
+            record_type.as_str(),
+            node_ids(wrong_family.iter().map(|m| m.node))
+        );
+    }
+
+    RegionNodes {
+        name: Arc::from(region.name.as_str()),
+        declared_down: region.state == DeclaredRegionState::Down,
+        ready: fitting
+            .iter()
+            .copied()
+            .filter(|m| m.node.status == NodeStatus::Up)
+            .collect(),
+        not_drained: fitting
+            .iter()
+            .copied()
+            .filter(|m| m.node.status != NodeStatus::Drain)
+            .collect(),
+        status,
+        skipped,
+        listing,
+    }
+}
+
+/// Rules 1, 3 and 5 for one region at `base`.
+fn evaluate_region<'a>(
+    nodes: Rc<RegionNodes<'a>>,
+    base: u32,
+    slow_start_period: Option<Duration>,
+    now: Timestamp,
+) -> RegionEval<'a> {
+    let name = &nodes.name;
+    let status = &nodes.status;
     let (effective, mut reason) = if status.health == RegionHealth::Down {
         (0, format!("{name}: down ({}) -> 0", status.reason))
     } else {
@@ -429,7 +642,7 @@ fn evaluate_region<'a>(
             status.health.as_str(),
             status.reason
         );
-        let effective = match slow_start(policy.slow_start, status.since, now, full) {
+        let effective = match slow_start(slow_start_period, status.since, now, full) {
             Some(ramp) => {
                 let _ = write!(
                     reason,
@@ -446,55 +659,52 @@ fn evaluate_region<'a>(
         };
         (effective, reason)
     };
+    reason.push_str(&nodes.listing);
 
-    let ready: Vec<&Node> = fitting
-        .iter()
-        .copied()
-        .filter(|n| n.status == NodeStatus::Up)
-        .collect();
-    let not_drained: Vec<&Node> = fitting
-        .iter()
-        .copied()
-        .filter(|n| n.status != NodeStatus::Drain)
-        .collect();
-    for (label, status_wanted) in [
-        ("ready", NodeStatus::Up),
-        ("down", NodeStatus::Down),
-        ("drained", NodeStatus::Drain),
-    ] {
-        let ids = node_ids(
-            fitting
-                .iter()
-                .copied()
-                .filter(|n| n.status == status_wanted),
-        );
-        if !ids.is_empty() {
-            let _ = write!(reason, "; {label} {ids}");
-        }
-    }
-    if !wrong_family.is_empty() {
-        let _ = write!(
-            reason,
-            "; not in {} records {}",
-            policy.record_type.as_str(),
-            node_ids(wrong_family.iter().copied())
-        );
-    }
-
+    let (share_reason, zero_shares) = shares(&nodes, effective);
     RegionEval {
         weight: RegionWeight {
-            region: name.to_owned(),
+            region: Arc::clone(&nodes.name),
             health: status.health,
             base,
             ready: status.ready,
             expected: status.expected,
             effective,
-            reason,
+            reason: reason.into(),
         },
-        declared_down: region.state == DeclaredRegionState::Down,
-        ready,
-        not_drained,
+        share_reason,
+        zero_shares,
+        nodes,
     }
+}
+
+/// Rule 3's text for a region at `effective`: the reason its answers carry,
+/// and a note for each ready node whose share is 0. Nothing when the region
+/// has no weight.
+fn shares(nodes: &RegionNodes<'_>, effective: u32) -> (Option<Arc<str>>, Vec<String>) {
+    if effective == 0 {
+        return (None, Vec::new());
+    }
+    let count = nodes.ready.len();
+    let share = format!(
+        "{} {effective} split over {}",
+        nodes.name,
+        plural(count, "ready node")
+    );
+    let zero_shares = nodes
+        .ready
+        .iter()
+        .zip(split_evenly(effective, count))
+        .filter(|&(_, weight)| weight == 0)
+        .map(|(member, _)| format!("{} gets 0: {share}", member.node.id))
+        .collect();
+    let uneven = effective % count_u32(count).max(1) != 0;
+    let reason = if uneven {
+        format!("{share} (largest remainder, by node id)")
+    } else {
+        share
+    };
+    (Some(reason.into()), zero_shares)
 }
 
 struct Ramp {
@@ -526,77 +736,83 @@ fn slow_start(
 
 /// Rule 3: `total` split over `count` shares by largest remainder: every
 /// share is `⌊total / count⌋` and the first `total mod count` get one more.
-fn split_evenly(total: u32, count: usize) -> Vec<u32> {
-    let Ok(count32) = u32::try_from(count) else {
-        return vec![0; count];
+fn split_evenly(total: u32, count: usize) -> impl Iterator<Item = u32> {
+    let (floor, extra) = match u32::try_from(count) {
+        Ok(0) | Err(_) => (0, 0),
+        Ok(count32) => (
+            total / count32,
+            usize::try_from(total % count32).unwrap_or(0),
+        ),
     };
-    if count32 == 0 {
-        return Vec::new();
-    }
-    let floor = total / count32;
-    let extra = usize::try_from(total % count32).unwrap_or(0);
-    (0..count)
-        .map(|i| if i < extra { floor + 1 } else { floor })
-        .collect()
+    (0..count).map(move |i| if i < extra { floor + 1 } else { floor })
 }
 
-fn health_answers(evals: &[RegionEval<'_>], reasons: &mut Vec<String>) -> Vec<Answer> {
-    let mut answers = Vec::new();
-    for eval in evals.iter().filter(|e| e.weight.effective > 0) {
-        let region = &eval.weight.region;
-        let effective = eval.weight.effective;
-        let count = eval.ready.len();
-        let uneven = effective % count_u32(count).max(1) != 0;
-        for (node, weight) in eval.ready.iter().zip(split_evenly(effective, count)) {
-            let share = format!(
-                "{region} {effective} split over {}",
-                plural(count, "ready node")
-            );
-            if weight == 0 {
-                reasons.push(format!("{} gets 0: {share}", node.id));
-                continue;
+fn health_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Vec<Answer> {
+    let total = evals
+        .iter()
+        .filter(|e| e.share_reason.is_some())
+        .map(|e| e.nodes.ready.len())
+        .sum();
+    let mut answers = Vec::with_capacity(total);
+    for eval in evals {
+        let Some(reason) = &eval.share_reason else {
+            continue;
+        };
+        let ready = &eval.nodes.ready;
+        for (member, weight) in ready
+            .iter()
+            .zip(split_evenly(eval.weight.effective, ready.len()))
+        {
+            if weight > 0 {
+                answers.push(answer(member, &eval.nodes.name, weight, reason));
             }
-            let reason = if uneven {
-                format!("{share} (largest remainder, by node id)")
-            } else {
-                share
-            };
-            answers.push(answer(node, weight, reason));
         }
+        reasons.extend(eval.zero_shares.iter().cloned());
     }
     answers
 }
 
-fn fail_open_answers(evals: &[RegionEval<'_>], reasons: &mut Vec<String>) -> Vec<Answer> {
+fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Vec<Answer> {
     let mut answers = Vec::new();
     for eval in evals {
-        let region = &eval.weight.region;
+        let region = &eval.nodes.name;
         let base = eval.weight.base;
-        if eval.declared_down {
+        if eval.nodes.declared_down {
             reasons.push(format!(
                 "fail_open leaves {region} out: declared state: down"
             ));
             continue;
         }
-        if base == 0 || eval.not_drained.is_empty() {
+        let not_drained = &eval.nodes.not_drained;
+        if base == 0 || not_drained.is_empty() {
             continue;
         }
-        let count = eval.not_drained.len();
-        for (node, weight) in eval.not_drained.iter().zip(split_evenly(base, count)) {
+        let count = not_drained.len();
+        let reason_for = |status: NodeStatus| -> Arc<str> {
+            format!(
+                "fail_open: {region} base {base} split over {}; this one is {}",
+                plural(count, "non-drained node"),
+                status.as_str()
+            )
+            .into()
+        };
+        let (up_reason, down_reason) = (reason_for(NodeStatus::Up), reason_for(NodeStatus::Down));
+        for (member, weight) in not_drained.iter().zip(split_evenly(base, count)) {
             if weight == 0 {
                 reasons.push(format!(
                     "{} gets 0: fail_open {region} base {base} split over {}",
-                    node.id,
+                    member.node.id,
                     plural(count, "node")
                 ));
                 continue;
             }
-            let reason = format!(
-                "fail_open: {region} base {base} split over {}; this one is {}",
-                plural(count, "non-drained node"),
-                node.status.as_str()
-            );
-            answers.push(answer(node, weight, reason));
+            // `not_drained` holds only up and down nodes.
+            let reason = if member.node.status == NodeStatus::Up {
+                &up_reason
+            } else {
+                &down_reason
+            };
+            answers.push(answer(member, region, weight, reason));
         }
     }
     answers
@@ -610,8 +826,8 @@ const HELD_PREFIX: &str = "held by split-brain guard: ";
 fn kept_answers(
     previous: Option<&DomainWeights>,
     record_type: RecordType,
-    nodes: &[Node],
-    evals: &[RegionEval<'_>],
+    fleet: &Fleet<'_>,
+    evals: &[Rc<RegionEval<'_>>],
     known_good_only: bool,
     reasons: &mut Vec<String>,
 ) -> Result<Vec<Answer>, String> {
@@ -627,9 +843,16 @@ fn kept_answers(
     if previous.answers.is_empty() {
         return Err("the previous report had no answers".to_owned());
     }
+    // Whether each region serving the domain is declared down.
+    let mut serving: BTreeMap<&str, bool> = BTreeMap::new();
+    for eval in evals {
+        serving
+            .entry(&eval.weight.region)
+            .or_insert(eval.nodes.declared_down);
+    }
     let mut kept = Vec::new();
     for answer in &previous.answers {
-        match why_not_kept(answer, record_type, nodes, evals) {
+        match why_not_kept(answer, record_type, fleet, &serving) {
             Some(why) => reasons.push(format!(
                 "previous answer {} ({}) not kept: {why}",
                 answer.node_id, answer.address
@@ -645,13 +868,13 @@ fn kept_answers(
 
 /// Why a previous answer can no longer be served, if it cannot: a kept
 /// answer never brings back a drained or removed node, an address of the
-/// wrong family, or a region that no longer serves the domain or that the
-/// operator declared down.
+/// wrong family, or a region that no longer serves the domain (not in
+/// `serving`) or that the operator declared down (`true` there).
 fn why_not_kept(
     answer: &Answer,
     record_type: RecordType,
-    nodes: &[Node],
-    evals: &[RegionEval<'_>],
+    fleet: &Fleet<'_>,
+    serving: &BTreeMap<&str, bool>,
 ) -> Option<String> {
     if answer.weight == 0 {
         return Some("weight 0".to_owned());
@@ -663,19 +886,19 @@ fn why_not_kept(
             record_type.as_str()
         ));
     }
-    match evals.iter().find(|e| e.weight.region == answer.region) {
+    match serving.get(&*answer.region) {
         None => {
             return Some(format!(
                 "region {} no longer serves this domain",
                 answer.region
             ));
         }
-        Some(eval) if eval.declared_down => {
+        Some(true) => {
             return Some(format!("region {} is declared state: down", answer.region));
         }
-        Some(_) => {}
+        Some(false) => {}
     }
-    match nodes.iter().find(|n| n.id == answer.node_id) {
+    match fleet.by_id(&answer.node_id) {
         None => Some("no longer registered".to_owned()),
         Some(node) if node.status == NodeStatus::Drain => Some("drained".to_owned()),
         Some(_) => None,
@@ -683,31 +906,41 @@ fn why_not_kept(
 }
 
 /// Prefixes each kept answer's reason with `prefix`, replacing an earlier
-/// prefix so reasons do not grow with every report.
+/// prefix so reasons do not grow with every report. Neighbouring answers
+/// with the same reason (a region's nodes) share the new one.
 fn relabel(answers: Vec<Answer>, prefix: &str) -> Vec<Answer> {
+    let mut last: Option<(Arc<str>, Arc<str>)> = None;
     answers
         .into_iter()
         .map(|mut answer| {
-            let mut original = answer.reason.as_str();
-            while let Some(rest) = original
-                .strip_prefix(KEPT_PREFIX)
-                .or_else(|| original.strip_prefix(HELD_PREFIX))
-            {
-                original = rest;
-            }
-            answer.reason = format!("{prefix}{original}");
+            let relabeled = match &last {
+                Some((from, to)) if *from == answer.reason => Arc::clone(to),
+                _ => {
+                    let mut original = &*answer.reason;
+                    while let Some(rest) = original
+                        .strip_prefix(KEPT_PREFIX)
+                        .or_else(|| original.strip_prefix(HELD_PREFIX))
+                    {
+                        original = rest;
+                    }
+                    let to: Arc<str> = format!("{prefix}{original}").into();
+                    last = Some((Arc::clone(&answer.reason), Arc::clone(&to)));
+                    to
+                }
+            };
+            answer.reason = relabeled;
             answer
         })
         .collect()
 }
 
-fn answer(node: &Node, weight: u32, reason: String) -> Answer {
+fn answer(member: &Member<'_>, region: &Arc<str>, weight: u32, reason: &Arc<str>) -> Answer {
     Answer {
-        node_id: node.id.clone(),
-        region: node.region.clone(),
-        address: node.address,
+        node_id: Arc::clone(&member.id),
+        region: Arc::clone(region),
+        address: member.node.address,
         weight,
-        reason,
+        reason: Arc::clone(reason),
     }
 }
 

@@ -112,7 +112,7 @@ fn region_weight<'a>(report: &'a WeightsReport, name: &str) -> &'a RegionWeight 
     domain(report)
         .regions
         .iter()
-        .find(|r| r.region == name)
+        .find(|r| &*r.region == name)
         .unwrap()
 }
 
@@ -138,7 +138,7 @@ fn capacity_factor_scales_weight_by_ready_over_desired() {
         (RegionHealth::Degraded, 1, 2, 50)
     );
     assert_eq!(
-        jp.reason,
+        &*jp.reason,
         "jp: 100 × min(1, 1/2 ready) = 50; degraded: 1 ready < 2 desired, >= min_ready_nodes 1; \
          ready jp-1"
     );
@@ -208,7 +208,7 @@ fn region_below_min_ready_nodes_gets_weight_zero() {
     let jp = region_weight(&report, "jp");
     assert_eq!((jp.health, jp.effective), (RegionHealth::Down, 0));
     assert_eq!(
-        jp.reason,
+        &*jp.reason,
         "jp: down (1 ready < min_ready_nodes 2) -> 0; ready jp-1"
     );
     assert_eq!(answers(&report), ["sg-1=25", "sg-2=25"]);
@@ -300,7 +300,7 @@ fn region_weight_splits_over_ready_nodes_by_largest_remainder_in_id_order() {
     assert_eq!(answers(&report), ["jp-a=34", "jp-b=33", "jp-c=33"]);
     let first = domain(&report).answers.first().unwrap();
     assert_eq!(
-        first.reason,
+        &*first.reason,
         "jp 100 split over 3 ready nodes (largest remainder, by node id)"
     );
 }
@@ -363,7 +363,7 @@ fn fail_open_serves_all_non_drained_nodes_at_base_weight() {
     assert_eq!(domain(&report).mode, AnswerMode::FailOpen);
     assert_eq!(answers(&report), ["jp-1=50", "jp-2=50", "sg-1=50"]);
     assert_eq!(
-        domain(&report).answers.first().unwrap().reason,
+        &*domain(&report).answers.first().unwrap().reason,
         "fail_open: jp base 100 split over 2 non-drained nodes; this one is down"
     );
 }
@@ -399,7 +399,7 @@ fn last_known_good_keeps_previous_answers() {
     assert_eq!(domain(&outage).mode, AnswerMode::LastKnownGood);
     assert_eq!(answers(&outage), ["jp-1=100", "sg-1=50"]);
     assert_eq!(
-        domain(&outage).answers.first().unwrap().reason,
+        &*domain(&outage).answers.first().unwrap().reason,
         "last known good: jp 100 split over 1 ready node"
     );
 
@@ -990,7 +990,7 @@ fn check_report(
             prop_assert!(a.weight > 0);
             prop_assert!(!a.reason.is_empty());
             prop_assert!(policy.record_type.accepts(a.address));
-            let node = nodes.iter().find(|n| n.id == a.node_id);
+            let node = nodes.iter().find(|n| *n.id == *a.node_id);
             prop_assert!(
                 node.is_some_and(|n| n.status != NodeStatus::Drain),
                 "{:?}",
@@ -1012,7 +1012,7 @@ fn check_report(
                 prop_assert_eq!(sum, r.effective, "region {}", r.region);
             }
             for a in &d.answers {
-                let node = nodes.iter().find(|n| n.id == a.node_id).unwrap();
+                let node = nodes.iter().find(|n| *n.id == *a.node_id).unwrap();
                 prop_assert_eq!(node.status, NodeStatus::Up);
             }
         }
@@ -1060,6 +1060,25 @@ proptest! {
     }
 
     #[test]
+    fn each_domain_is_computed_as_if_it_were_the_only_one(s in scenario(), more in declarations()) {
+        // Domains share region evaluations within a call; the sharing must
+        // not carry one domain's settings over into another's weights.
+        let mut decl = s.decl.clone();
+        for (i, mut policy) in more.gtm.into_values().enumerate() {
+            policy.domain = format!("more{i}.example.com");
+            decl.gtm.insert(policy.domain.clone(), policy);
+        }
+        let previous = compute(&decl, &s.before, &BTreeMap::new(), s.now, &s.settings).domains;
+        let together = compute(&decl, &s.nodes, &previous, s.now, &s.settings);
+        for (key, policy) in &decl.gtm {
+            let mut alone = decl.clone();
+            alone.gtm = [(key.clone(), policy.clone())].into();
+            let report = compute(&alone, &s.nodes, &previous, s.now, &s.settings);
+            prop_assert_eq!(report.domains.get(key), together.domains.get(key));
+        }
+    }
+
+    #[test]
     fn compute_never_panics_on_hostile_input(
         decl in declarations(),
         nodes in prop::collection::vec(
@@ -1087,11 +1106,11 @@ proptest! {
         }).collect();
         let previous: BTreeMap<String, DomainWeights> = decl.gtm.keys().map(|domain| {
             let answers = previous_answers.iter().map(|(id, address, weight)| Answer {
-                node_id: id.clone(),
-                region: "r0".to_owned(),
+                node_id: id.as_str().into(),
+                region: "r0".into(),
                 address: *address,
                 weight: *weight,
-                reason: format!("{KEPT_PREFIX}{HELD_PREFIX}old"),
+                reason: format!("{KEPT_PREFIX}{HELD_PREFIX}old").into(),
             }).collect();
             (domain.clone(), DomainWeights {
                 domain: domain.clone(),
