@@ -1,1 +1,211 @@
-//! The control plane daemon (in progress).
+//! `neutral serve`: the control plane daemon.
+//!
+//! Wires the IO edges around the pure core: the HTTP API (`api`), GitOps sync
+//! (`sync`), health checking (`health`), the batched heartbeat writer
+//! (`ingest`), the embedded DNS server (`dns`), and the in-memory world with
+//! its two reactions, reconcile and recompute (`world`). Every computation —
+//! validation, liveness, effective weights — is a call into `neutral-core`;
+//! this crate decides only when to compute and where results go. The GTM
+//! controller never writes a DNS backend's records: those change through
+//! Terraform. It only pushes node health into the embedded server's data
+//! plane, which is what makes failover as fast as detection.
+
+pub mod api;
+pub mod args;
+pub mod auth;
+pub mod dns;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod metrics;
+pub mod shutdown;
+pub mod sync;
+pub mod world;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use neutral_core::weights::WeightSettings;
+use neutral_dns::{DnsServer, Zone, ZoneSet};
+use neutral_store::{Store, StoreOptions};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+pub use args::{LogFormat, ServeArgs};
+
+use crate::dns::DnsBridge;
+use crate::world::{Counters, Shared};
+
+/// Builds the runtime, installs logging and signal handling, and serves
+/// until SIGTERM or SIGINT. Exit code 0 after a clean shutdown, 1 on a
+/// runtime failure, 2 on bad flags or unusable files.
+pub fn run_blocking(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    if let Err(message) = args.check() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let signal = shutdown_signal();
+        serve(args, signal).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("NEUTRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Runs the control plane until `stop` resolves.
+pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let join_token = auth::load_secret(args.join_token_file.as_deref(), "NEUTRAL_JOIN_TOKEN")
+        .context("join token")?;
+    let admin_token = auth::load_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")
+        .context("admin token")?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+    let data = args.data.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data, StoreOptions::default()))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
+    let store = Arc::new(store);
+
+    let at = world::now();
+    let restored = {
+        let store = Arc::clone(&store);
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || world::restore(&args, &store, at)).await??
+    };
+    let mut zones = ZoneSet::new();
+    {
+        let store = Arc::clone(&store);
+        let stored = tokio::task::spawn_blocking(move || store.zones().list_zones::<Zone>()).await??;
+        for zone in stored {
+            zones.insert(zone.zone);
+        }
+    }
+    let dns_server = DnsServer::bind(args.dns_listen, zones)
+        .await
+        .with_context(|| format!("cannot serve DNS on {}", args.dns_listen))?;
+    tracing::info!(
+        nodes = restored.nodes.len(),
+        commit = restored.commit.as_deref().unwrap_or("none"),
+        "restored state"
+    );
+
+    let (heartbeat_tx, heartbeat_rx) = mpsc::channel(ingest::QUEUE);
+    let (sync_tx, sync_rx) = mpsc::channel(16);
+    let (events, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        weight_settings: WeightSettings {
+            split_brain_share: args.split_brain_share,
+            split_brain_window: args.split_brain_window,
+            split_brain_min_nodes: args.split_brain_min_nodes,
+        },
+        args: args.clone(),
+        store,
+        join_token,
+        admin_token,
+        world: RwLock::new(restored),
+        heartbeats: heartbeat_tx,
+        sync_requests: sync_tx,
+        events,
+        dns: DnsBridge::new(dns_server.handle()),
+        counters: Counters::default(),
+        probe_wakeup: Notify::new(),
+    });
+    shared.recompute("start").await;
+
+    let (trigger, shutdown) = shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(sync::run(Arc::clone(&shared), sync_rx, shutdown.clone()));
+    tasks.spawn(health::run_ticker(Arc::clone(&shared), shutdown.clone()));
+    tasks.spawn(health::run_prober(Arc::clone(&shared), shutdown.clone()));
+    tasks.spawn(ingest::run(Arc::clone(&shared), heartbeat_rx, shutdown.clone()));
+
+    let http = axum_server::Handle::new();
+    let app = api::router(Arc::clone(&shared));
+    let server = {
+        let http = http.clone();
+        let listen = args.listen;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| format!("cannot load TLS certificate {} / key {}", cert.display(), key.display()))?,
+            ),
+            _ => None,
+        };
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        listener.set_nonblocking(true)?;
+        tracing::info!(%listen, tls = tls.is_some(), "API listening");
+        let service = app.into_make_service();
+        tokio::spawn(async move {
+            match tls {
+                Some(config) => {
+                    axum_server::from_tcp_rustls(listener, config)?
+                        .handle(http)
+                        .serve(service)
+                        .await
+                }
+                None => axum_server::from_tcp(listener)?.handle(http).serve(service).await,
+            }
+        })
+    };
+
+    // Run until asked to stop (or the API server dies).
+    tokio::pin!(stop);
+    let mut server = server;
+    let server_result = tokio::select! {
+        () = &mut stop => None,
+        result = &mut server => Some(result),
+    };
+    tracing::info!("stopping");
+    http.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    trigger.fire();
+    while tasks.join_next().await.is_some() {}
+    let _ = dns_server.shutdown().await;
+    if server_result.is_none() {
+        let _ = server.await;
+    }
+    let _ = shared.with_store(Store::checkpoint).await;
+    match server_result {
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(err))) => Err(err).context("API server failed"),
+        Some(Err(err)) => Err(err).context("API server task failed"),
+    }
+}

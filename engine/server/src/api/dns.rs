@@ -1,0 +1,148 @@
+//! The embedded DNS backend's zone API, modelled on PowerDNS'
+//! (`/api/v1/servers/localhost/zones`): list, create, read, PATCH rrsets with
+//! `changetype: REPLACE|DELETE` (all-or-nothing), delete. Every write is
+//! persisted in SQLite before the DNS server serves it. Admin token required.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use neutral_dns::zone::zone_key;
+use neutral_dns::{Zone, ZonePatch, apply_patch};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::require_admin;
+use crate::error::{ApiError, JsonBody};
+use crate::world::{Shared, now};
+
+fn zone_error(err: &neutral_dns::ZoneError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_zone_change",
+        err.to_string(),
+    )
+}
+
+fn no_zone(name: &str) -> ApiError {
+    ApiError::not_found("unknown_zone", format!("no zone `{name}`"))
+}
+
+pub async fn list(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    require_admin(&shared, &headers)?;
+    let zones = shared.dns.handle().zones();
+    Ok(Json(
+        zones
+            .iter()
+            .map(|z| json!({ "id": z.id, "name": z.name, "kind": z.kind, "serial": z.serial }))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateZone {
+    name: String,
+    #[serde(default)]
+    kind: Option<String>,
+    nameservers: Vec<String>,
+}
+
+pub async fn create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<CreateZone>,
+) -> Result<(StatusCode, Json<Zone>), ApiError> {
+    require_admin(&shared, &headers)?;
+    if let Some(kind) = request.kind.as_deref().filter(|k| !k.eq_ignore_ascii_case("native")) {
+        return Err(ApiError::bad_request(format!(
+            "kind: only `Native` zones are served here, not `{kind}`"
+        )));
+    }
+    let servers: Vec<&str> = request.nameservers.iter().map(String::as_str).collect();
+    let zone = Zone::create(&request.name, &servers).map_err(|e| zone_error(&e))?;
+    let _guard = shared.dns.zone_writes.lock().await;
+    if shared.dns.handle().zone(&zone.name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "zone_exists",
+            format!("zone `{}` already exists", zone.name),
+        ));
+    }
+    persist(&shared, &zone, json!({ "op": "create" })).await?;
+    shared.dns.handle().upsert_zone(zone.clone());
+    Ok((StatusCode::CREATED, Json(zone)))
+}
+
+pub async fn get(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Zone>, ApiError> {
+    require_admin(&shared, &headers)?;
+    shared
+        .dns
+        .handle()
+        .zone(&zone_key(&name))
+        .map(Json)
+        .ok_or_else(|| no_zone(&name))
+}
+
+pub async fn patch(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    JsonBody(mut request): JsonBody<ZonePatch>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&shared, &headers)?;
+    let at = now();
+    request.stamp_comments(at.millis() / 1000);
+    let _guard = shared.dns.zone_writes.lock().await;
+    let current = shared
+        .dns
+        .handle()
+        .zone(&zone_key(&name))
+        .ok_or_else(|| no_zone(&name))?;
+    let patched = apply_patch(&current, &request).map_err(|e| zone_error(&e))?;
+    let changes: Vec<Value> = request
+        .rrsets
+        .iter()
+        .map(|c| json!({ "name": c.name, "type": c.rtype, "changetype": c.changetype }))
+        .collect();
+    persist(&shared, &patched, json!({ "op": "patch", "rrsets": changes })).await?;
+    shared.dns.handle().upsert_zone(patched);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&shared, &headers)?;
+    let key = zone_key(&name);
+    let _guard = shared.dns.zone_writes.lock().await;
+    if shared.dns.handle().zone(&key).is_none() {
+        return Err(no_zone(&name));
+    }
+    let at = now();
+    let stored = key.clone();
+    shared
+        .with_store(move |s| s.zones().delete_zone(&stored, at, "admin"))
+        .await?;
+    shared.dns.handle().remove_zone(&key);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn persist(shared: &Shared, zone: &Zone, detail: Value) -> Result<(), ApiError> {
+    let at = now();
+    let zone = zone.clone();
+    shared
+        .with_store(move |s| s.zones().put_zone(&zone.name, zone.serial, &zone, at, "admin", &detail))
+        .await?;
+    Ok(())
+}

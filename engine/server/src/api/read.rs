@@ -1,0 +1,234 @@
+//! Reads: nodes, regions, domains (effective weights with reasons), status,
+//! audit log, health; and `POST /sync`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use neutral_core::health;
+use neutral_core::model::{Metrics, NodeMode, NodeStatus};
+use neutral_core::weights::DomainWeights;
+use neutral_store::{AuditQuery, AuditRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{require_admin, rfc3339};
+use crate::error::ApiError;
+use crate::sync::{self, SyncOutcome};
+use crate::world::{NodeEntry, Shared, now};
+
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    id: String,
+    region: String,
+    address: String,
+    status: NodeStatus,
+    status_since: String,
+    status_reason: String,
+    mode: NodeMode,
+    registered_at: String,
+    last_heartbeat: Option<String>,
+    metrics: Option<Metrics>,
+    hostname: Option<String>,
+    agent_version: Option<String>,
+    /// What health alone says (before drain), for operators.
+    health_detail: String,
+}
+
+impl NodeView {
+    pub fn of(entry: &NodeEntry) -> NodeView {
+        let node = &entry.record.node;
+        NodeView {
+            id: node.id.clone(),
+            region: node.region.clone(),
+            address: node.address.to_string(),
+            status: node.status,
+            status_since: rfc3339(node.status_since),
+            status_reason: entry.record.status_reason.clone(),
+            mode: node.mode,
+            registered_at: rfc3339(entry.record.registered_at),
+            last_heartbeat: node.last_heartbeat.map(rfc3339),
+            metrics: node.metrics,
+            hostname: entry.record.hostname.clone(),
+            agent_version: entry.record.agent_version.clone(),
+            health_detail: entry.liveness.detail.clone(),
+        }
+    }
+}
+
+pub async fn nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeView>> {
+    let world = shared.read_world();
+    Json(world.nodes.values().map(NodeView::of).collect())
+}
+
+pub async fn node(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    let world = shared.read_world();
+    world
+        .nodes
+        .get(&id)
+        .map(|e| Json(NodeView::of(e)))
+        .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))
+}
+
+pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
+    let world = shared.read_world();
+    let nodes = world.node_list();
+    let views = world
+        .decl
+        .regions
+        .values()
+        .map(|region| {
+            let status = health::capacity_status(&world.decl, region, &nodes);
+            json!({
+                "name": region.name,
+                "provider": region.provider,
+                "state": region.state,
+                "health": status.health,
+                "health_reason": status.reason,
+                "min_nodes": region.min_nodes,
+                "max_nodes": region.max_nodes,
+                "desired_nodes": world.decl.desired_nodes(&region.name),
+                "ready": status.ready,
+                "draining": status.draining,
+                "down": status.down,
+                "base_weight": region.base_weight,
+                "failover": region.failover,
+            })
+        })
+        .collect();
+    Json(views)
+}
+
+pub async fn domains(State(shared): State<Arc<Shared>>) -> Json<Vec<String>> {
+    Json(shared.read_world().report.domains.keys().cloned().collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct DomainView {
+    #[serde(flatten)]
+    weights: DomainWeights,
+    computed_at: String,
+    commit: Option<String>,
+    split_brain: Option<String>,
+}
+
+pub async fn domain(
+    State(shared): State<Arc<Shared>>,
+    Path(domain): Path<String>,
+) -> Result<Json<DomainView>, ApiError> {
+    let name = domain.trim_end_matches('.').to_ascii_lowercase();
+    let world = shared.read_world();
+    let weights = world.report.domains.get(&name).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_domain",
+            format!("no GTM policy declares `{name}`"),
+        )
+    })?;
+    Ok(Json(DomainView {
+        weights,
+        computed_at: rfc3339(world.report_at),
+        commit: world.commit.clone(),
+        split_brain: world.report.split_brain.as_ref().map(|g| g.message.clone()),
+    }))
+}
+
+pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let sync_status = shared.with_store(|s| s.sync_status()).await?;
+    let world = shared.read_world();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in world.nodes.values() {
+        *counts.entry(entry.record.node.status.as_str()).or_default() += 1;
+    }
+    let failing = sync_status.failing().map(|f| {
+        json!({
+            "commit": f.commit,
+            "at": rfc3339(f.at),
+            "errors": f.diagnostics.iter().filter(|d| d.is_error()).count(),
+            "diagnostics": f.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    });
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": world.commit,
+        "sync": {
+            "repo": shared.args.repo,
+            "branch": shared.args.branch,
+            "last_good": sync_status.last_good.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
+            "last_seen": sync_status.last_seen.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
+            "failing": failing,
+            "last_attempt": world.sync.last_attempt.map(rfc3339),
+            "last_error": world.sync.last_error,
+        },
+        "nodes": counts,
+        "regions": world.decl.regions.len(),
+        "domains": world.decl.gtm.len(),
+        "split_brain": world.report.split_brain.as_ref().map(|g| g.message.clone()),
+        "weights_computed_at": rfc3339(world.report_at),
+    })))
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    since_id: Option<i64>,
+    kind: Option<String>,
+    subject: Option<String>,
+    limit: Option<u32>,
+    #[serde(default)]
+    newest_first: bool,
+}
+
+pub async fn audit(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    require_admin(&shared, &headers)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = AuditQuery {
+        since_id: params.since_id,
+        kind: params.kind,
+        subject: params.subject,
+        limit: params.limit.unwrap_or(100),
+        newest_first: params.newest_first,
+    };
+    Ok(Json(shared.with_store(move |s| s.audit().list(&query)).await?))
+}
+
+pub async fn sync(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<SyncOutcome>, ApiError> {
+    require_admin(&shared, &headers)?;
+    shared
+        .audit(neutral_store::AuditEntry {
+            at: now(),
+            actor: "admin".into(),
+            kind: "api.write".into(),
+            subject: "sync".into(),
+            message: "sync requested".into(),
+            commit: None,
+            data: Value::Null,
+        })
+        .await;
+    sync::request(&shared, Duration::from_secs(120))
+        .await
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "sync_unavailable",
+                "the sync task did not answer (see GET /status)",
+            )
+        })
+}

@@ -1,0 +1,103 @@
+//! `neutral serve` flags. Durations use the platform-config syntax (`10s`,
+//! `1m30s`, `500ms`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    neutral_core::model::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is outside 0..=1"))
+    }
+}
+
+/// Runs the control plane: node API, GitOps sync, health checking, the GTM
+/// controller and the embedded DNS server.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Git URL or path of the configuration repository.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch to follow.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory for the database and the Git mirror.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address of the HTTP(S) API.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// Address of the embedded authoritative DNS server (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub dns_listen: SocketAddr,
+    /// Interval nodes are told to heartbeat at.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub heartbeat_interval: Duration,
+    /// A node without a heartbeat for this long is down.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub heartbeat_timeout: Duration,
+    /// How often to fetch the repository (besides `POST /sync`).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub sync_interval: Duration,
+    /// File holding the join token (else env NEUTRAL_JOIN_TOKEN).
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
+    /// File holding the admin token (else env NEUTRAL_ADMIN_TOKEN).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve the API over TLS (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// Do not probe nodes over HTTP; heartbeats alone decide liveness.
+    #[arg(long)]
+    pub no_probes: bool,
+    /// Split-brain guard: more than this share of nodes going down within
+    /// --split-brain-window suspends health-driven removals.
+    #[arg(long, default_value = "0.5", value_parser = share)]
+    pub split_brain_share: f64,
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub split_brain_window: Duration,
+    /// The guard never trips with fewer nodes than this.
+    #[arg(long, default_value = "3")]
+    pub split_brain_min_nodes: u32,
+}
+
+impl ServeArgs {
+    /// Checks combinations clap cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        if self.heartbeat_interval.is_zero() {
+            return Err("--heartbeat-interval must be positive".into());
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(format!(
+                "--heartbeat-timeout ({:?}) must be longer than --heartbeat-interval ({:?})",
+                self.heartbeat_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.sync_interval.is_zero() {
+            return Err("--sync-interval must be positive".into());
+        }
+        Ok(())
+    }
+}

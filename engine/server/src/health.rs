@@ -1,0 +1,113 @@
+//! Health checking: a ticker that publishes heartbeat timeouts, and an active
+//! HTTP prober that checks each node per its domain's `probe` settings. Both
+//! only feed [`neutral_core::liveness`]; the status decision is the core's,
+//! and publishing it is [`Shared::reconcile`]'s.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use neutral_core::model::{Probe, Timestamp};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
+use crate::world::{Counters, Shared, now};
+
+/// How often heartbeat timeouts are checked.
+pub const TICK: Duration = Duration::from_millis(200);
+/// At most this many probes run at once.
+const MAX_CONCURRENT_PROBES: usize = 512;
+
+pub async fn run_ticker(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => shared.reconcile("health").await,
+            () = shutdown.wait() => break,
+        }
+    }
+}
+
+pub async fn run_prober(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("neutral-probe/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the probe client; probes disabled");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+    loop {
+        let at = now();
+        let due = take_due_probes(&shared, at);
+        for (node_id, address, probe) in due {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let shared = Arc::clone(&shared);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let (ok, detail) = probe_once(&client, address, &probe).await;
+                drop(permit);
+                record_probe(&shared, &node_id, ok, &detail).await;
+            });
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = shared.probe_wakeup.notified() => {}
+            () = shutdown.wait() => break,
+        }
+    }
+}
+
+/// Marks the nodes whose next probe is due as in flight and returns them.
+fn take_due_probes(shared: &Shared, at: Timestamp) -> Vec<(String, IpAddr, Probe)> {
+    let mut world = shared.write_world();
+    let mut due = Vec::new();
+    for (id, entry) in &mut world.nodes {
+        let Some(probe) = &entry.probe else { continue };
+        if entry.probe_in_flight || entry.next_probe > at || entry.liveness.drained {
+            continue;
+        }
+        entry.probe_in_flight = true;
+        entry.next_probe = at.plus(probe.interval);
+        due.push((id.clone(), entry.record.node.address, probe.clone()));
+    }
+    due
+}
+
+async fn probe_once(client: &reqwest::Client, address: IpAddr, probe: &Probe) -> (bool, String) {
+    let url = format!("http://{}{}", SocketAddr::new(address, probe.port), probe.http);
+    match client.get(&url).timeout(probe.timeout).send().await {
+        Ok(response) if response.status().is_success() || response.status().is_redirection() => {
+            (true, format!("GET {url}: {}", response.status().as_u16()))
+        }
+        Ok(response) => (false, format!("GET {url}: HTTP {}", response.status().as_u16())),
+        Err(err) if err.is_timeout() => (false, format!("GET {url}: timed out after {:?}", probe.timeout)),
+        Err(err) if err.is_connect() => (false, format!("GET {url}: connection failed")),
+        Err(err) => (false, format!("GET {url}: {err}")),
+    }
+}
+
+async fn record_probe(shared: &Shared, node_id: &str, ok: bool, detail: &str) {
+    let at = now();
+    let changed = {
+        let mut world = shared.write_world();
+        let Some(entry) = world.nodes.get_mut(node_id) else {
+            return;
+        };
+        entry.probe_in_flight = false;
+        entry.liveness.probe(at, ok, detail, &entry.settings);
+        entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
+    };
+    Counters::bump(if ok { &shared.counters.probes_ok } else { &shared.counters.probes_failed });
+    if changed {
+        shared.reconcile("probe").await;
+    }
+}

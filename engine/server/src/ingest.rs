@@ -1,0 +1,63 @@
+//! The heartbeat writer: heartbeats are accepted in memory at once and
+//! written to SQLite in batches (one transaction per batch), so the node API
+//! sustains thousands of heartbeats per second. Also checkpoints the WAL off
+//! the request path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use neutral_store::Heartbeat;
+use tokio::sync::mpsc;
+
+use crate::shutdown::Shutdown;
+use crate::world::Shared;
+
+/// Largest batch written in one transaction.
+const MAX_BATCH: usize = 2000;
+/// How long the first heartbeat of a batch may wait for company.
+const MAX_DELAY: Duration = Duration::from_millis(100);
+/// Capacity of the queue between the API and the writer.
+pub const QUEUE: usize = 50_000;
+
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown: Shutdown) {
+    let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            first = rx.recv() => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + MAX_DELAY;
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(heartbeat)) => batch.push(heartbeat),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                write(&shared, batch).await;
+            }
+            _ = checkpoint.tick() => {
+                let _ = shared.with_store(neutral_store::Store::checkpoint).await;
+            }
+            () = shutdown.wait() => break,
+        }
+    }
+    // Flush what is queued before the process exits.
+    let mut rest = Vec::new();
+    while let Ok(heartbeat) = rx.try_recv() {
+        rest.push(heartbeat);
+    }
+    if !rest.is_empty() {
+        write(&shared, rest).await;
+    }
+}
+
+async fn write(shared: &Shared, batch: Vec<Heartbeat>) {
+    match shared.with_store(move |s| s.samples().record_heartbeats(&batch)).await {
+        Ok(outcome) if !outcome.unknown.is_empty() => {
+            tracing::debug!(unknown = outcome.unknown.len(), "heartbeats of deleted nodes dropped");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot store heartbeats"),
+    }
+}
