@@ -223,6 +223,14 @@ impl CompiledZone {
         }
     }
 
+    /// The owner and type of every A/AAAA rrset, in the order of
+    /// [`CompiledZone::answer_sets`].
+    pub fn address_rrsets(&self) -> impl Iterator<Item = (&str, RrType)> {
+        self.address_sets
+            .iter()
+            .map(|s| (s.owner.as_str(), s.rtype))
+    }
+
     /// Answer sets for every A/AAAA rrset under `health`, updating the
     /// last-known-good `memory` (keyed by owner and type).
     pub fn answer_sets(

@@ -301,7 +301,7 @@ impl Zone {
                 )),
                 Ok(server) => servers.push(server),
                 Err(message) => {
-                    problems.push(Problem::new(format!("nameservers[{index}]"), message))
+                    problems.push(Problem::new(format!("nameservers[{index}]"), message));
                 }
             }
         }
