@@ -1,0 +1,268 @@
+//! Counters of the embedded DNS server and their Prometheus text rendering.
+//!
+//! This module owns the metric names and the lock-free counters the query path
+//! bumps. It must not decide anything about answers; [`crate::server`] feeds
+//! it. Counts start at 0 when the server starts.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::health::ServeMode;
+
+/// Response codes counted by name; anything else is `OTHER`.
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "OTHER",
+];
+
+/// The counters the query path bumps.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    queries_udp: AtomicU64,
+    queries_tcp: AtomicU64,
+    queries_other: AtomicU64,
+    responses: [AtomicU64; RCODES.len()],
+    fail_open_answers: AtomicU64,
+    last_known_good_answers: AtomicU64,
+    send_failures: AtomicU64,
+}
+
+/// Which transport a query came over.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+    Other,
+}
+
+impl Counters {
+    pub(crate) fn query(&self, transport: Transport) {
+        let counter = match transport {
+            Transport::Udp => &self.queries_udp,
+            Transport::Tcp => &self.queries_tcp,
+            Transport::Other => &self.queries_other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response by its numeric code.
+    pub(crate) fn response(&self, rcode: u16) {
+        let index = usize::from(rcode).min(RCODES.len().saturating_sub(1));
+        if let Some(counter) = self.responses.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn fallback(&self, mode: ServeMode) {
+        match mode {
+            ServeMode::FailOpen => self.fail_open_answers.fetch_add(1, Ordering::Relaxed),
+            ServeMode::LastKnownGood => {
+                self.last_known_good_answers.fetch_add(1, Ordering::Relaxed)
+            }
+            ServeMode::Healthy | ServeMode::Empty => 0,
+        };
+    }
+
+    pub(crate) fn send_failure(&self) {
+        self.send_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> Counts {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            queries_udp: load(&self.queries_udp),
+            queries_tcp: load(&self.queries_tcp),
+            queries_other: load(&self.queries_other),
+            responses: RCODES
+                .iter()
+                .zip(&self.responses)
+                .map(|(name, c)| ((*name).to_owned(), load(c)))
+                .collect(),
+            fail_open_answers: load(&self.fail_open_answers),
+            last_known_good_answers: load(&self.last_known_good_answers),
+            send_failures: load(&self.send_failures),
+        }
+    }
+}
+
+/// Cumulative counts since the server started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub queries_udp: u64,
+    pub queries_tcp: u64,
+    pub queries_other: u64,
+    /// By response code name (`NOERROR`, `NXDOMAIN`, `REFUSED`, …).
+    pub responses: Vec<(String, u64)>,
+    /// Address answers served by the `fail_open` all-down policy.
+    pub fail_open_answers: u64,
+    /// Address answers served from the last known good set.
+    pub last_known_good_answers: u64,
+    /// Responses that could not be sent (client gone, encoding failed).
+    pub send_failures: u64,
+}
+
+/// A point-in-time view of the server for `/metrics` and `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DnsMetrics {
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Zones being served.
+    pub zones: usize,
+    /// A/AAAA rrsets currently answering from `fail_open`.
+    pub rrsets_fail_open: usize,
+    /// A/AAAA rrsets currently answering from the last known good set.
+    pub rrsets_last_known_good: usize,
+    /// A/AAAA rrsets with nothing to answer (all drained or at weight 0).
+    pub rrsets_empty: usize,
+    /// Rrsets and records left out when the zones were last loaded.
+    pub skipped: usize,
+}
+
+impl DnsMetrics {
+    /// The metrics in Prometheus' text exposition format.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let c = &self.counts;
+        family(
+            &mut out,
+            "neutral_dns_queries_total",
+            "counter",
+            "DNS queries received.",
+        );
+        for (transport, value) in [
+            ("udp", c.queries_udp),
+            ("tcp", c.queries_tcp),
+            ("other", c.queries_other),
+        ] {
+            let _ = writeln!(
+                out,
+                "neutral_dns_queries_total{{transport=\"{transport}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "neutral_dns_responses_total",
+            "counter",
+            "DNS responses sent, by response code.",
+        );
+        for (rcode, value) in &c.responses {
+            let _ = writeln!(
+                out,
+                "neutral_dns_responses_total{{rcode=\"{rcode}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "neutral_dns_fallback_answers_total",
+            "counter",
+            "Address answers chosen by an all-down policy because no healthy record was left.",
+        );
+        for (mode, value) in [
+            ("fail_open", c.fail_open_answers),
+            ("last_known_good", c.last_known_good_answers),
+        ] {
+            let _ = writeln!(
+                out,
+                "neutral_dns_fallback_answers_total{{mode=\"{mode}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "neutral_dns_send_failures_total",
+            "counter",
+            "Responses that could not be sent.",
+        );
+        let _ = writeln!(out, "neutral_dns_send_failures_total {}", c.send_failures);
+        family(&mut out, "neutral_dns_zones", "gauge", "Zones served.");
+        let _ = writeln!(out, "neutral_dns_zones {}", self.zones);
+        family(
+            &mut out,
+            "neutral_dns_degraded_rrsets",
+            "gauge",
+            "A/AAAA rrsets not answering from healthy records, by mode.",
+        );
+        for (mode, value) in [
+            ("fail_open", self.rrsets_fail_open),
+            ("last_known_good", self.rrsets_last_known_good),
+            ("empty", self.rrsets_empty),
+        ] {
+            let _ = writeln!(
+                out,
+                "neutral_dns_degraded_rrsets{{mode=\"{mode}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "neutral_dns_skipped_records",
+            "gauge",
+            "Rrsets and records left out at the last zone load because they were invalid.",
+        );
+        let _ = writeln!(out, "neutral_dns_skipped_records {}", self.skipped);
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_as_prometheus_text() {
+        let counters = Counters::default();
+        counters.query(Transport::Udp);
+        counters.query(Transport::Udp);
+        counters.query(Transport::Tcp);
+        counters.response(0);
+        counters.response(3);
+        counters.response(5);
+        counters.response(23);
+        counters.fallback(ServeMode::FailOpen);
+        let metrics = DnsMetrics {
+            counts: counters.read(),
+            zones: 1,
+            rrsets_fail_open: 1,
+            ..DnsMetrics::default()
+        };
+        expect_test::expect![[r#"
+            # HELP neutral_dns_queries_total DNS queries received.
+            # TYPE neutral_dns_queries_total counter
+            neutral_dns_queries_total{transport="udp"} 2
+            neutral_dns_queries_total{transport="tcp"} 1
+            neutral_dns_queries_total{transport="other"} 0
+            # HELP neutral_dns_responses_total DNS responses sent, by response code.
+            # TYPE neutral_dns_responses_total counter
+            neutral_dns_responses_total{rcode="NOERROR"} 1
+            neutral_dns_responses_total{rcode="FORMERR"} 0
+            neutral_dns_responses_total{rcode="SERVFAIL"} 0
+            neutral_dns_responses_total{rcode="NXDOMAIN"} 1
+            neutral_dns_responses_total{rcode="NOTIMP"} 0
+            neutral_dns_responses_total{rcode="REFUSED"} 1
+            neutral_dns_responses_total{rcode="OTHER"} 1
+            # HELP neutral_dns_fallback_answers_total Address answers chosen by an all-down policy because no healthy record was left.
+            # TYPE neutral_dns_fallback_answers_total counter
+            neutral_dns_fallback_answers_total{mode="fail_open"} 1
+            neutral_dns_fallback_answers_total{mode="last_known_good"} 0
+            # HELP neutral_dns_send_failures_total Responses that could not be sent.
+            # TYPE neutral_dns_send_failures_total counter
+            neutral_dns_send_failures_total 0
+            # HELP neutral_dns_zones Zones served.
+            # TYPE neutral_dns_zones gauge
+            neutral_dns_zones 1
+            # HELP neutral_dns_degraded_rrsets A/AAAA rrsets not answering from healthy records, by mode.
+            # TYPE neutral_dns_degraded_rrsets gauge
+            neutral_dns_degraded_rrsets{mode="fail_open"} 1
+            neutral_dns_degraded_rrsets{mode="last_known_good"} 0
+            neutral_dns_degraded_rrsets{mode="empty"} 0
+            # HELP neutral_dns_skipped_records Rrsets and records left out at the last zone load because they were invalid.
+            # TYPE neutral_dns_skipped_records gauge
+            neutral_dns_skipped_records 0
+        "#]]
+        .assert_eq(&metrics.prometheus_text());
+    }
+}
