@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query};
+use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use neutral_dns::{DnsServer, Record, RrSetChange, Zone, ZonePatch, ZoneSet, apply_patch};
 use tokio::net::UdpSocket;
@@ -55,6 +55,8 @@ fn zone() -> Zone {
 struct ClientResult {
     latencies_us: Vec<u32>,
     lost: u64,
+    /// Answers that were not NOERROR with exactly one record.
+    wrong: u64,
     answers: BTreeMap<String, u64>,
 }
 
@@ -70,6 +72,7 @@ async fn client(
     let mut result = ClientResult {
         latencies_us: Vec::new(),
         lost: 0,
+        wrong: 0,
         answers: BTreeMap::new(),
     };
     let mut buf = vec![0u8; 1500];
@@ -106,10 +109,16 @@ async fn client(
                 result
                     .latencies_us
                     .push(u32::try_from(elapsed).unwrap_or(u32::MAX));
-                if let Ok(message) = Message::from_vec(&buf[..len]) {
-                    for record in &message.answers {
-                        *result.answers.entry(record.data.to_string()).or_default() += 1;
+                match Message::from_vec(&buf[..len]) {
+                    Ok(message)
+                        if message.metadata.response_code == ResponseCode::NoError
+                            && message.answers.len() == 1 =>
+                    {
+                        for record in &message.answers {
+                            *result.answers.entry(record.data.to_string()).or_default() += 1;
+                        }
                     }
+                    _ => result.wrong += 1,
                 }
             }
             None => result.lost += 1,
@@ -163,11 +172,13 @@ fn main() {
             .collect();
         let mut latencies = Vec::new();
         let mut lost = 0;
+        let mut wrong = 0;
         let mut answers: BTreeMap<String, u64> = BTreeMap::new();
         for task in tasks {
             let result = task.await.expect("client task");
             latencies.extend(result.latencies_us);
             lost += result.lost;
+            wrong += result.wrong;
             for (address, n) in result.answers {
                 *answers.entry(address).or_default() += n;
             }
@@ -185,7 +196,7 @@ fn main() {
             WARM_UP.as_secs()
         );
         println!(
-            "  queries answered: {}  lost: {lost}  rate: {:.0} queries/s",
+            "  queries answered: {}  lost: {lost}  wrong: {wrong}  rate: {:.0} queries/s",
             latencies.len(),
             answered / window.as_secs_f64()
         );

@@ -415,6 +415,57 @@ mod tests {
     }
 
     #[test]
+    fn the_control_plane_view_carries_node_statuses_and_domain_policies() {
+        use neutral_core::model::{
+            DnsBackendKind, GtmPolicy, NodeMode, Probe, RecordType, Timestamp,
+        };
+        let node = |id: &str, last: u8, status| Node {
+            id: id.to_owned(),
+            region: "jp".to_owned(),
+            address: ip(last),
+            status,
+            status_since: Timestamp::from_secs(0),
+            mode: NodeMode::ContainerdOnly,
+            last_heartbeat: None,
+            metrics: None,
+        };
+        let mut declarations = Declarations::default();
+        declarations.gtm.insert(
+            "app.example.com".to_owned(),
+            GtmPolicy {
+                name: "app".to_owned(),
+                domain: "app.example.com".to_owned(),
+                zone: "example.com".to_owned(),
+                record_type: RecordType::A,
+                ttl: 30,
+                dns: DnsBackendKind::Embedded,
+                min_ready_nodes: 1,
+                regions: Default::default(),
+                all_down: AllDownPolicy::LastKnownGood,
+                probe: Probe::default(),
+                slow_start: None,
+            },
+        );
+        let view = HealthView::from_control_plane(
+            &[
+                node("a", 1, NodeStatus::Up),
+                node("b", 2, NodeStatus::Down),
+                node("c", 2, NodeStatus::Up),
+                node("d", 3, NodeStatus::Drain),
+            ],
+            &declarations,
+        );
+        assert_eq!(view.status(ip(1)), Some(NodeStatus::Up));
+        assert_eq!(view.status(ip(2)), Some(NodeStatus::Up));
+        assert_eq!(view.status(ip(3)), Some(NodeStatus::Drain));
+        assert_eq!(view.status(ip(4)), None);
+        assert_eq!(
+            view.all_down("app.example.com."),
+            AllDownPolicy::LastKnownGood
+        );
+    }
+
+    #[test]
     fn all_down_policies_are_found_with_or_without_the_trailing_dot() {
         let view = HealthView::new().with_all_down("App.Example.com", AllDownPolicy::LastKnownGood);
         assert_eq!(

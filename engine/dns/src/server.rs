@@ -127,10 +127,8 @@ impl DnsServer {
             counters: Counters::default(),
         });
         let handle = DnsHandle { shared };
+        // Problems in `initial` are logged as the zones compile.
         let report = handle.set_zones(initial);
-        for skipped in &report.skipped {
-            tracing::warn!(zone = %skipped.zone, "{}", skipped.message);
-        }
         let mut server = Server::new(Handler {
             shared: handle.shared.clone(),
         });

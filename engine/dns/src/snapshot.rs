@@ -2,7 +2,7 @@
 //! sets health leaves for every A/AAAA rrset, and the lookup of one query.
 //!
 //! This module owns query resolution for an authoritative server: the zone by
-//! longest suffix (none: REFUSED), the AA bit, SOA and NS at the apex, NXDOMAIN
+//! longest suffix (none, or a zone transfer: REFUSED), the AA bit, SOA and NS at the apex, NXDOMAIN
 //! and NODATA with the SOA for negative caching, CNAME chasing inside the
 //! zone, referrals below an NS cut, stored TTLs, and one weighted record per
 //! A/AAAA answer. It is pure: the random roll is a closure argument, and a
@@ -376,6 +376,10 @@ impl Snapshot {
         qtype: RecordType,
         roll: &mut dyn FnMut(u64) -> u64,
     ) -> Resolution<'_> {
+        // Zone transfers are not offered; a secondary cannot pull from here.
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Resolution::refused();
+        }
         let Some(served) = self.zone_for(qname) else {
             return Resolution::refused();
         };
@@ -727,6 +731,19 @@ mod tests {
             RecordType::A,
             0,
         ));
+    }
+
+    #[test]
+    fn zone_transfers_are_refused() {
+        let snap = snapshot(vec![example()], &HealthView::new());
+        for qtype in [RecordType::AXFR, RecordType::IXFR] {
+            expect_test::expect!["Query Refused aa=false"].assert_eq(&answer(
+                &snap,
+                "example.com.",
+                qtype,
+                0,
+            ));
+        }
     }
 
     #[test]
