@@ -13,7 +13,7 @@ use crate::world::Shared;
 
 pub async fn handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let failing = shared
-        .with_store(|s| s.sync_status())
+        .with_store(neutral_store::Store::sync_status)
         .await
         .ok()
         .and_then(|s| s.failing().map(|f| f.diagnostics.iter().filter(|d| d.is_error()).count()));

@@ -139,7 +139,7 @@ pub async fn domain(
 }
 
 pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
-    let sync_status = shared.with_store(|s| s.sync_status()).await?;
+    let sync_status = shared.with_store(neutral_store::Store::sync_status).await?;
     let world = shared.read_world();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for entry in world.nodes.values() {
