@@ -40,7 +40,12 @@ pub use config::{
 /// Resolves `args` (join token from [`JOIN_TOKEN_ENV`] unless a file is
 /// given) and runs the agent until `shutdown` completes.
 pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let config = AgentConfig::from_args(args).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let config = tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        config = AgentConfig::from_args(args) => config?,
+    };
     run_with_config(config, shutdown).await
 }
 
@@ -58,7 +63,11 @@ pub fn run_blocking(args: AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(run(args, shutdown_signal()));
+    let result = runtime.block_on(async {
+        // Listen before anything else, so an early signal is not lost.
+        let shutdown = shutdown_signal();
+        run(args, shutdown).await
+    });
     // Connection tasks still pending are dropped, not awaited.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
@@ -71,28 +80,34 @@ pub fn run_blocking(args: AgentArgs) -> ExitCode {
     }
 }
 
-/// Completes at the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Starts listening for SIGTERM and SIGINT at once (call it inside a tokio
+/// runtime); the future completes at the first of them.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                }
-                return;
-            }
+            (Ok(term), Ok(int)) => Some((term, int)),
             (Err(err), _) | (_, Err(err)) => {
                 tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                None
             }
         }
-    }
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = signals {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            return;
+        }
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

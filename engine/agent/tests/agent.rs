@@ -589,3 +589,114 @@ async fn run_resolves_the_arguments_and_stops_on_the_shutdown_future() {
         .unwrap();
     cp.stop().await;
 }
+
+/// The body of the child process that the signal test starts: the agent as
+/// `neutral agent` runs it, through `run_blocking`.
+#[test]
+#[ignore = "runs only as the child process of the signal test"]
+fn child_process_running_the_agent() {
+    let url = std::env::var("NEUTRAL_AGENT_TEST_URL").expect("started by the signal test");
+    let dir = std::env::var("NEUTRAL_AGENT_TEST_DIR").expect("started by the signal test");
+    let args = args(&url.parse().unwrap(), "jp", std::path::Path::new(&dir));
+    let code = neutral_agent::run_blocking(args);
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
+#[tokio::test]
+async fn run_blocking_exits_zero_within_a_second_of_sigterm_or_sigint() {
+    init_logs();
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = new_state(&["jp"], INTERVAL_MS);
+        let cp = TestControlPlane::start(state.clone()).await;
+        let _ = args(&cp.url(), "jp", dir.path()); // writes the join token file
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_process_running_the_agent",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("NEUTRAL_AGENT_TEST_URL", cp.url().as_str())
+            .env("NEUTRAL_AGENT_TEST_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        let heartbeating = eventually(Duration::from_secs(10), || ok_heartbeats(&state) >= 2).await;
+        if !heartbeating {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child agent never heartbeat");
+        }
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent did not stop within a second of SIG{signal}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(status.success(), "SIG{signal}: {status}");
+        cp.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn cpu_is_the_proc_stat_delta_between_heartbeats() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let state = new_state(&["jp"], INTERVAL_MS);
+    let cp = TestControlPlane::start(state.clone()).await;
+    let stat = dir.path().join("stat");
+    std::fs::write(&stat, "cpu  100 0 0 900 0 0 0 0 0 0\n").unwrap();
+    let metrics_path = dir.path().join("neutral.prom");
+    write_metrics(
+        &metrics_path,
+        "neutral_node_rtt_seconds 0.002\nneutral_node_error_ratio 0\n",
+    );
+    let mut args = args(&cp.url(), "jp", dir.path());
+    args.metrics_file = Some(metrics_path);
+    let mut config = config(args).await;
+    config.proc_stat = stat.clone();
+    let agent = RunningAgent::start(config);
+
+    // Unchanged counters: no time passed as far as the agent can tell, so
+    // heartbeats carry no metrics.
+    wait_until(Duration::from_secs(5), "two heartbeats", || {
+        ok_heartbeats(&state) >= 2
+    })
+    .await;
+    assert!(heartbeat_metrics(&state).is_empty());
+    // 60 busy jiffies out of 100: 0.6 for exactly one heartbeat.
+    write_metrics(&stat, "cpu  150 5 5 940 0 0 0 0 0 0\n");
+    wait_until(Duration::from_secs(5), "a heartbeat with CPU", || {
+        !heartbeat_metrics(&state).is_empty()
+    })
+    .await;
+    let m = heartbeat_metrics(&state)[0];
+    assert!((m.cpu - 0.6).abs() < 1e-9, "{m:?}");
+    assert_eq!((m.rtt_ms, m.error_rate), (2.0, 0.0));
+    let seen = ok_heartbeats(&state);
+    wait_until(Duration::from_secs(5), "two more heartbeats", || {
+        ok_heartbeats(&state) >= seen + 2
+    })
+    .await;
+    assert_eq!(heartbeat_metrics(&state).len(), 1);
+    agent.stop().await.unwrap();
+    cp.stop().await;
+}

@@ -509,16 +509,23 @@ pub async fn config(args: AgentArgs) -> AgentConfig {
 }
 
 /// Polls `condition` every 10 ms until it holds or `within` passes.
-pub async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub async fn wait_until(within: Duration, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        eventually(within, condition).await,
+        "timed out after {within:?} waiting for {what}"
+    );
+}
+
+/// Polls `condition` every 10 ms; whether it held within `within`.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     loop {
         if condition() {
-            return;
+            return true;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
