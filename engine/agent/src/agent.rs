@@ -117,6 +117,7 @@ struct Agent {
 
 impl Agent {
     fn new(config: AgentConfig) -> Result<Self, AgentError> {
+        warn_about_plain_http(&config);
         let control_plane = ControlPlane::new(&config.control_plane, config.ca_file.as_deref())?;
         let prober = Prober::new(
             config.probe_url.clone(),
@@ -255,7 +256,8 @@ impl Agent {
                     }
                     Disposition::Retry => {
                         failures = failures.saturating_add(1);
-                        let delay = self.config.backoff.delay(failures, rand::random());
+                        let backoff = self.config.backoff.capped_at(interval);
+                        let delay = backoff.delay(failures, rand::random());
                         warn!(error = %err, failures, retry_in_ms = millis(delay), "heartbeat failed");
                         next = Instant::now() + delay;
                     }
@@ -336,6 +338,25 @@ impl Agent {
                 warn!(error = %err, "could not remove the stale identity");
             }
         }
+    }
+}
+
+fn warn_about_plain_http(config: &AgentConfig) {
+    let url = &config.control_plane;
+    if url.scheme() != "http" {
+        return;
+    }
+    if config.ca_file.is_some() {
+        warn!(control_plane = %url, "--ca-file is ignored: the control plane URL is plain http");
+    }
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        warn!(control_plane = %url, "plain http to a remote control plane: tokens travel unencrypted; use https");
     }
 }
 

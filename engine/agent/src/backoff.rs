@@ -54,6 +54,16 @@ impl Backoff {
         self.max
     }
 
+    /// The same schedule with no delay longer than `cap` (nor a floor above
+    /// it). Heartbeat retries use the heartbeat interval as the cap: retrying
+    /// no slower than the normal pace means a control plane that comes back
+    /// hears from the node before its heartbeat timeout, and costs it no more
+    /// than regular heartbeats would.
+    #[must_use]
+    pub fn capped_at(&self, cap: Duration) -> Self {
+        Backoff::new(self.min.min(cap), self.max.min(cap))
+    }
+
     /// The longest delay after `failures` consecutive failures (counted from
     /// 1; 0 is treated as 1).
     pub fn ceiling(&self, failures: u32) -> Duration {
@@ -143,6 +153,20 @@ mod tests {
                 assert!(d <= b.max(), "{failures} {draw}: {d:?}");
             }
         }
+    }
+
+    #[test]
+    fn capping_bounds_every_delay_by_the_cap() {
+        let b = Backoff::new(ms(500), Duration::from_secs(30));
+        let capped = b.capped_at(Duration::from_secs(10));
+        assert_eq!(
+            (capped.min(), capped.max()),
+            (ms(500), Duration::from_secs(10))
+        );
+        assert_eq!(capped.delay(100, 1.0), Duration::from_secs(10));
+        let tight = b.capped_at(ms(100));
+        assert_eq!((tight.min(), tight.max()), (ms(100), ms(100)));
+        assert_eq!(b.capped_at(Duration::from_secs(60)), b);
     }
 
     #[test]

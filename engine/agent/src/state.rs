@@ -97,6 +97,9 @@ pub fn save(path: &Path, identity: &Identity) -> Result<(), StateError> {
         .unwrap_or_else(|| "agent-state".to_owned());
     let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut file = private_file(&temporary)?;
         file.write_all(&json)?;
         file.write_all(b"\n")?;
@@ -198,12 +201,20 @@ mod tests {
     }
 
     #[test]
-    fn saving_into_a_missing_directory_fails_cleanly() {
+    fn saving_creates_a_missing_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("agent.json");
-        assert!(matches!(
-            save(&path, &identity("jp-1")),
-            Err(StateError::Write { .. })
-        ));
+        save(&path, &identity("jp-1")).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(identity("jp-1")));
+    }
+
+    #[test]
+    fn saving_where_a_file_blocks_the_directory_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("blocker"), "").unwrap();
+        let path = dir.path().join("blocker").join("agent.json");
+        let err = save(&path, &identity("jp-1")).unwrap_err();
+        assert!(matches!(err, StateError::Write { .. }));
+        assert!(err.to_string().contains("blocker"), "{err}");
     }
 }
