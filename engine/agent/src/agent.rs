@@ -155,10 +155,25 @@ impl Agent {
             mode = mode_name(self.config.mode),
             "agent starting"
         );
+        // Sessions lost before a single heartbeat got through: a control
+        // plane that keeps forgetting the node must not get a hot loop.
+        let mut futile_sessions = 0u32;
         loop {
             let session = self.register().await?;
-            self.heartbeat_until_lost(&session).await;
+            let accepted = self.heartbeat_until_lost(&session).await;
             self.forget_identity();
+            if accepted > 0 {
+                futile_sessions = 0;
+            } else {
+                futile_sessions = futile_sessions.saturating_add(1);
+                let delay = self.config.backoff.delay(futile_sessions, rand::random());
+                warn!(
+                    futile_sessions,
+                    retry_in_ms = millis(delay),
+                    "the new registration was refused at once; waiting before the next"
+                );
+                tokio::time::sleep(delay).await;
+            }
         }
     }
 
@@ -211,8 +226,10 @@ impl Agent {
         }
     }
 
-    /// Heartbeats until the control plane no longer knows the node.
-    async fn heartbeat_until_lost(&mut self, session: &Session) {
+    /// Heartbeats until the control plane no longer knows the node; returns
+    /// how many heartbeats it accepted.
+    async fn heartbeat_until_lost(&mut self, session: &Session) -> u64 {
+        let mut accepted = 0u64;
         let mut interval = session.interval;
         let mut failures = 0u32;
         let mut last_status: Option<NodeStatus> = None;
@@ -230,6 +247,7 @@ impl Agent {
                 .await;
             match result {
                 Ok(response) => {
+                    accepted = accepted.saturating_add(1);
                     if failures > 0 {
                         info!(failures, "control plane reachable again");
                     }
@@ -252,7 +270,7 @@ impl Agent {
                 Err(err) => match err.on_heartbeat() {
                     Disposition::Reregister => {
                         warn!(error = %err, node_id = %session.node_id, "the control plane no longer knows this node; registering again");
-                        return;
+                        return accepted;
                     }
                     Disposition::Retry => {
                         failures = failures.saturating_add(1);

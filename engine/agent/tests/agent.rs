@@ -702,3 +702,34 @@ async fn cpu_is_the_proc_stat_delta_between_heartbeats() {
     agent.stop().await.unwrap();
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn a_control_plane_that_keeps_forgetting_the_node_is_not_hammered() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let state = new_state(&["jp"], INTERVAL_MS);
+    lock(&state).heartbeat_failure = Some(StatusCode::UNAUTHORIZED);
+    let cp = TestControlPlane::start(state.clone()).await;
+    let mut args = args(&cp.url(), "jp", dir.path());
+    args.backoff_min = Duration::from_millis(50);
+    args.backoff_max = Duration::from_millis(400);
+    let agent = RunningAgent::start(config(args).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let registrations = registered_ids(&state).len();
+    // Registering and being refused at once costs ~1 ms; without backoff that
+    // is hundreds of rounds a second. Backing off from 50 ms it is a handful.
+    assert!(
+        (2..=20).contains(&registrations),
+        "{registrations} registrations in 1 s"
+    );
+    lock(&state).heartbeat_failure = None;
+    let before = ok_heartbeats(&state);
+    wait_until(
+        Duration::from_secs(3),
+        "heartbeats once the node is kept",
+        || ok_heartbeats(&state) > before + 2,
+    )
+    .await;
+    agent.stop().await.unwrap();
+    cp.stop().await;
+}

@@ -86,6 +86,8 @@ pub struct CpState {
     pub heartbeats: Vec<Seen<HeartbeatBody>>,
     /// When set, every node API request is answered with this status.
     pub failure: Option<StatusCode>,
+    /// When set, heartbeats (only) are answered with this status.
+    pub heartbeat_failure: Option<StatusCode>,
     /// Heartbeats are answered only after this long.
     pub heartbeat_delay: Duration,
     next_id: u64,
@@ -101,6 +103,7 @@ pub fn new_state(regions: &[&str], interval_ms: u64) -> Shared {
         registrations: Vec::new(),
         heartbeats: Vec::new(),
         failure: None,
+        heartbeat_failure: None,
         heartbeat_delay: Duration::ZERO,
         next_id: 0x7f3a90,
     }))
@@ -258,7 +261,7 @@ fn heartbeat_answer(
 ) -> (StatusCode, Response) {
     let fail =
         |status: StatusCode, code: &str, message: &str| (status, error(status, code, message));
-    if let Some(status) = cp.failure {
+    if let Some(status) = cp.failure.or(cp.heartbeat_failure) {
         return fail(status, "unavailable", "the test says so");
     }
     if !is_json(headers) {
