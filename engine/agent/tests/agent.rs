@@ -130,12 +130,19 @@ async fn heartbeats_follow_the_interval_the_control_plane_gives() {
             .map(|pair| pair[1].at - pair[0].at)
             .collect()
     };
+    // Each gap is the interval plus the difference of two request latencies;
+    // their mean is the interval plus a vanishing term.
     for gap in &gaps {
         assert!(
-            *gap >= Duration::from_millis(180) && *gap <= Duration::from_millis(600),
+            *gap >= Duration::from_millis(100) && *gap <= Duration::from_millis(1000),
             "heartbeat gaps {gaps:?}"
         );
     }
+    let mean = gaps.iter().sum::<Duration>() / u32::try_from(gaps.len()).unwrap();
+    assert!(
+        mean >= Duration::from_millis(180) && mean <= Duration::from_millis(400),
+        "mean gap {mean:?} of {gaps:?}"
+    );
     // The control plane asks for a faster pace: the agent follows.
     lock(&state).interval_ms = 50;
     let before = ok_heartbeats(&state);
@@ -363,7 +370,7 @@ async fn backs_off_while_the_control_plane_fails_and_resumes_with_the_same_id() 
         attempts.len()
     );
     assert!(
-        gaps.iter().all(|g| *g >= Duration::from_millis(45)),
+        gaps.iter().all(|g| *g >= Duration::from_millis(30)),
         "{gaps:?}"
     );
     assert!(
