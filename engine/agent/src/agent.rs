@@ -1,0 +1,474 @@
+//! The agent's life: register (keeping the identity in the state file),
+//! heartbeat at the interval the control plane gives, measure or read the
+//! metrics for each heartbeat, back off while the control plane is away, and
+//! register anew when it has forgotten the node.
+//!
+//! Decisions are delegated to pure functions ([`crate::backoff::Backoff`], [`combine_metrics`],
+//! [`clamp_interval`], [`CallError::on_heartbeat`]); this module sequences IO.
+
+use std::future::Future;
+use std::time::Duration;
+
+use neutral_core::model::{Metrics, NodeMode, NodeStatus};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::client::{CallError, ControlPlane, Disposition, TlsSetupError};
+use crate::config::{AgentConfig, ConfigError};
+use crate::cpu::{CpuMeter, read_proc_stat};
+use crate::metrics_file::{FileMetrics, read_metrics_file};
+use crate::probe::{ProbeSummary, Prober};
+use crate::protocol::{HeartbeatRequest, RegisterRequest};
+use crate::state::{self, Identity};
+
+/// Heartbeat intervals outside this range are clamped: a zero interval from
+/// a broken control plane must not become a busy loop.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// Timeout of a registration request.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("probe client: {0}")]
+    ProbeClient(#[source] reqwest::Error),
+    #[error("the control plane refused the registration: {0}")]
+    RegistrationRefused(#[source] Box<CallError>),
+}
+
+impl AgentError {
+    /// Whether the error is in the agent's arguments or files (exit code 2)
+    /// rather than the control plane's answer (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, AgentError::Config(_) | AgentError::Tls(_))
+    }
+}
+
+/// The heartbeat interval actually used for an interval the control plane
+/// asked for.
+pub fn clamp_interval(interval_ms: u64) -> Duration {
+    Duration::from_millis(interval_ms).clamp(MIN_INTERVAL, MAX_INTERVAL)
+}
+
+/// Per-request timeout of a heartbeat: the interval, within 1 s .. 10 s.
+pub fn heartbeat_timeout(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// The metrics of one heartbeat: the file's values where it has them, else
+/// measured ones; `None` unless all three are known. Values are clamped to
+/// their ranges and non-finite ones count as unknown.
+pub fn combine_metrics(
+    file: FileMetrics,
+    measured_cpu: Option<f64>,
+    probe: Option<ProbeSummary>,
+) -> Option<Metrics> {
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let cpu = file.cpu.or(measured_cpu).and_then(finite)?;
+    let rtt_ms = file.rtt_ms.or(probe.map(|p| p.rtt_ms)).and_then(finite)?;
+    let error_rate = file
+        .error_rate
+        .or(probe.map(|p| p.error_rate))
+        .and_then(finite)?;
+    Some(Metrics {
+        cpu: cpu.clamp(0.0, 1.0),
+        rtt_ms: rtt_ms.max(0.0),
+        error_rate: error_rate.clamp(0.0, 1.0),
+    })
+}
+
+/// Runs the agent until `shutdown` completes (then returns `Ok`, aborting any
+/// request in flight) or the control plane refuses the registration.
+pub async fn run_with_config(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let mut agent = Agent::new(config)?;
+    tokio::select! {
+        biased;
+        () = shutdown => {
+            info!("shutting down");
+            Ok(())
+        }
+        result = agent.run() => result,
+    }
+}
+
+/// A registration in force.
+struct Session {
+    node_id: String,
+    node_token: String,
+    interval: Duration,
+}
+
+struct Agent {
+    config: AgentConfig,
+    control_plane: ControlPlane,
+    prober: Prober,
+    cpu: CpuMeter,
+    /// The node id to ask for at the next registration.
+    remembered_id: Option<String>,
+}
+
+impl Agent {
+    fn new(config: AgentConfig) -> Result<Self, AgentError> {
+        warn_about_plain_http(&config);
+        let control_plane = ControlPlane::new(&config.control_plane, config.ca_file.as_deref())?;
+        let prober = Prober::new(
+            config.probe_url.clone(),
+            config.probe_count,
+            config.probe_timeout,
+        )
+        .map_err(AgentError::ProbeClient)?;
+        let remembered_id = config
+            .state_file
+            .as_deref()
+            .and_then(|path| match state::load(path) {
+                Ok(identity) => identity.map(|identity| identity.node_id),
+                Err(err) => {
+                    warn!(error = %err, "ignoring the state file; registering as a new node");
+                    None
+                }
+            });
+        let mut agent = Agent {
+            config,
+            control_plane,
+            prober,
+            cpu: CpuMeter::default(),
+            remembered_id,
+        };
+        // A first reading, so the first heartbeat can already report CPU.
+        agent.measure_cpu();
+        Ok(agent)
+    }
+
+    async fn run(&mut self) -> Result<(), AgentError> {
+        info!(
+            control_plane = %self.config.control_plane,
+            region = %self.config.region,
+            address = %self.config.address,
+            mode = mode_name(self.config.mode),
+            "agent starting"
+        );
+        // Sessions lost before a single heartbeat got through: a control
+        // plane that keeps forgetting the node must not get a hot loop.
+        let mut futile_sessions = 0u32;
+        loop {
+            let session = self.register().await?;
+            let accepted = self.heartbeat_until_lost(&session).await;
+            self.forget_identity();
+            if accepted > 0 {
+                futile_sessions = 0;
+            } else {
+                futile_sessions = futile_sessions.saturating_add(1);
+                let delay = self.config.backoff.delay(futile_sessions, rand::random());
+                warn!(
+                    futile_sessions,
+                    retry_in_ms = millis(delay),
+                    "the new registration was refused at once; waiting before the next"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+
+    /// Registers, retrying with backoff until the control plane accepts or
+    /// refuses for good.
+    async fn register(&mut self) -> Result<Session, AgentError> {
+        let mut failures = 0u32;
+        loop {
+            let request = RegisterRequest {
+                region: self.config.region.clone(),
+                address: self.config.address,
+                mode: self.config.mode,
+                hostname: self.config.hostname.clone(),
+                agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                node_id: self.remembered_id.clone(),
+            };
+            let result = self
+                .control_plane
+                .register(&self.config.join_token, &request, REGISTER_TIMEOUT)
+                .await;
+            match result {
+                Ok(response) => {
+                    let session = Session {
+                        interval: clamp_interval(response.heartbeat_interval_ms),
+                        node_id: response.node_id,
+                        node_token: response.node_token,
+                    };
+                    let kept = self.remembered_id.as_deref() == Some(session.node_id.as_str());
+                    info!(
+                        node_id = %session.node_id,
+                        kept_identity = kept,
+                        heartbeat_interval_ms = response.heartbeat_interval_ms,
+                        "registered"
+                    );
+                    self.remember_identity(&session);
+                    return Ok(session);
+                }
+                Err(err) => match err.on_register() {
+                    Disposition::Refused => {
+                        return Err(AgentError::RegistrationRefused(Box::new(err)));
+                    }
+                    Disposition::Retry | Disposition::Reregister => {
+                        failures = failures.saturating_add(1);
+                        let delay = self.config.backoff.delay(failures, rand::random());
+                        warn!(error = %err, failures, retry_in_ms = millis(delay), "registration failed");
+                        tokio::time::sleep(delay).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Heartbeats until the control plane no longer knows the node; returns
+    /// how many heartbeats it accepted.
+    async fn heartbeat_until_lost(&mut self, session: &Session) -> u64 {
+        let mut accepted = 0u64;
+        let mut interval = session.interval;
+        let mut failures = 0u32;
+        let mut last_status: Option<NodeStatus> = None;
+        let mut next = Instant::now();
+        loop {
+            tokio::time::sleep_until(next).await;
+            let started = Instant::now();
+            let request = HeartbeatRequest {
+                node_id: session.node_id.clone(),
+                metrics: self.collect_metrics(interval).await,
+            };
+            let result = self
+                .control_plane
+                .heartbeat(&session.node_token, &request, heartbeat_timeout(interval))
+                .await;
+            match result {
+                Ok(response) => {
+                    accepted = accepted.saturating_add(1);
+                    if failures > 0 {
+                        info!(failures, "control plane reachable again");
+                    }
+                    failures = 0;
+                    if last_status != Some(response.status) {
+                        info!(node_id = %session.node_id, status = response.status.as_str(), "node status");
+                        last_status = Some(response.status);
+                    }
+                    let asked = clamp_interval(response.heartbeat_interval_ms);
+                    if asked != interval {
+                        info!(
+                            heartbeat_interval_ms = millis(asked),
+                            "heartbeat interval changed"
+                        );
+                        interval = asked;
+                    }
+                    debug!(node_id = %session.node_id, metrics = ?request.metrics, "heartbeat sent");
+                    next = started + interval;
+                }
+                Err(err) => match err.on_heartbeat() {
+                    Disposition::Reregister => {
+                        warn!(error = %err, node_id = %session.node_id, "the control plane no longer knows this node; registering again");
+                        return accepted;
+                    }
+                    Disposition::Retry => {
+                        failures = failures.saturating_add(1);
+                        let backoff = self.config.backoff.capped_at(interval);
+                        let delay = backoff.delay(failures, rand::random());
+                        warn!(error = %err, failures, retry_in_ms = millis(delay), "heartbeat failed");
+                        next = Instant::now() + delay;
+                    }
+                    Disposition::Refused => {
+                        error!(error = %err, "heartbeat refused; trying again at the next interval");
+                        next = started + interval;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn collect_metrics(&mut self, interval: Duration) -> Option<Metrics> {
+        let measured_cpu = self.measure_cpu();
+        let file = match &self.config.metrics_file {
+            None => FileMetrics::default(),
+            Some(path) => match read_metrics_file(path) {
+                Ok(parsed) => {
+                    for clamped in &parsed.clamped {
+                        warn!(file = %path.display(), "{clamped}");
+                    }
+                    parsed.metrics
+                }
+                Err(err) => {
+                    warn!("metrics file unusable, using measured values: {err}");
+                    FileMetrics::default()
+                }
+            },
+        };
+        let probe = if file.rtt_ms.is_none() || file.error_rate.is_none() {
+            self.prober.measure(interval).await
+        } else {
+            None
+        };
+        let metrics = combine_metrics(file, measured_cpu, probe);
+        if metrics.is_none() {
+            debug!(
+                ?file,
+                ?measured_cpu,
+                ?probe,
+                "metrics incomplete; heartbeat carries none"
+            );
+        }
+        metrics
+    }
+
+    fn measure_cpu(&mut self) -> Option<f64> {
+        match read_proc_stat(&self.config.proc_stat) {
+            Ok(times) => self.cpu.observe(times),
+            Err(err) => {
+                debug!(error = %err, "CPU counters unavailable");
+                None
+            }
+        }
+    }
+
+    fn remember_identity(&mut self, session: &Session) {
+        self.remembered_id = Some(session.node_id.clone());
+        let Some(path) = &self.config.state_file else {
+            return;
+        };
+        let identity = Identity {
+            node_id: session.node_id.clone(),
+            node_token: session.node_token.clone(),
+            region: self.config.region.clone(),
+            address: self.config.address,
+            control_plane: self.control_plane.base().to_string(),
+        };
+        if let Err(err) = state::save(path, &identity) {
+            error!(error = %err, "could not keep the node identity; a restart will register a new node");
+        }
+    }
+
+    fn forget_identity(&mut self) {
+        self.remembered_id = None;
+        if let Some(path) = &self.config.state_file {
+            if let Err(err) = state::forget(path) {
+                warn!(error = %err, "could not remove the stale identity");
+            }
+        }
+    }
+}
+
+fn warn_about_plain_http(config: &AgentConfig) {
+    let url = &config.control_plane;
+    if url.scheme() != "http" {
+        return;
+    }
+    if config.ca_file.is_some() {
+        warn!(control_plane = %url, "--ca-file is ignored: the control plane URL is plain http");
+    }
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        warn!(control_plane = %url, "plain http to a remote control plane: tokens travel unencrypted; use https");
+    }
+}
+
+fn mode_name(mode: NodeMode) -> &'static str {
+    match mode {
+        NodeMode::ContainerdOnly => "containerd-only",
+        NodeMode::K3sWorker => "k3s-worker",
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_win_and_measured_values_fill_the_gaps() {
+        let probe = Some(ProbeSummary {
+            rtt_ms: 4.0,
+            error_rate: 0.5,
+        });
+        let file = FileMetrics {
+            cpu: Some(0.9),
+            rtt_ms: None,
+            error_rate: Some(0.01),
+        };
+        assert_eq!(
+            combine_metrics(file, Some(0.2), probe),
+            Some(Metrics {
+                cpu: 0.9,
+                rtt_ms: 4.0,
+                error_rate: 0.01
+            })
+        );
+        assert_eq!(
+            combine_metrics(FileMetrics::default(), Some(0.2), probe),
+            Some(Metrics {
+                cpu: 0.2,
+                rtt_ms: 4.0,
+                error_rate: 0.5
+            })
+        );
+    }
+
+    #[test]
+    fn heartbeats_carry_metrics_only_when_all_three_are_known() {
+        let probe = Some(ProbeSummary {
+            rtt_ms: 4.0,
+            error_rate: 0.0,
+        });
+        assert_eq!(combine_metrics(FileMetrics::default(), None, probe), None);
+        assert_eq!(
+            combine_metrics(FileMetrics::default(), Some(0.1), None),
+            None
+        );
+        let nan_cpu = FileMetrics {
+            cpu: Some(f64::NAN),
+            ..FileMetrics::default()
+        };
+        assert_eq!(combine_metrics(nan_cpu, None, probe), None);
+    }
+
+    #[test]
+    fn combined_values_are_clamped_to_their_ranges() {
+        let file = FileMetrics {
+            cpu: Some(3.0),
+            rtt_ms: Some(-2.0),
+            error_rate: Some(1.5),
+        };
+        assert_eq!(
+            combine_metrics(file, None, None),
+            Some(Metrics {
+                cpu: 1.0,
+                rtt_ms: 0.0,
+                error_rate: 1.0
+            })
+        );
+    }
+
+    #[test]
+    fn intervals_from_the_control_plane_are_bounded() {
+        assert_eq!(clamp_interval(0), MIN_INTERVAL);
+        assert_eq!(clamp_interval(10_000), Duration::from_secs(10));
+        assert_eq!(clamp_interval(u64::MAX), MAX_INTERVAL);
+        assert_eq!(
+            heartbeat_timeout(Duration::from_millis(100)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            heartbeat_timeout(Duration::from_secs(30)),
+            Duration::from_secs(10)
+        );
+    }
+}
