@@ -53,6 +53,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Run the control plane: node API, GitOps sync, health, GTM, embedded DNS.
+    Serve(Box<neutral_server::ServeArgs>),
+    /// Run the node agent: register, heartbeat with metrics.
+    Agent(Box<neutral_agent::AgentArgs>),
 }
 
 /// What a command asks `main` to exit with.
@@ -74,6 +78,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { dir, format } => validate::run(&dir, format),
         Command::Explain { state, dir, format } => explain::run(&state, &dir, format),
+        Command::Serve(args) => return neutral_server::run_blocking(*args),
+        Command::Agent(args) => {
+            init_agent_logging();
+            return neutral_agent::run_blocking(*args);
+        }
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
@@ -83,4 +92,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn init_agent_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("NEUTRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

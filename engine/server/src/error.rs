@@ -41,7 +41,11 @@ impl ApiError {
 
     pub fn internal(err: &anyhow::Error) -> Self {
         tracing::error!(error = %format!("{err:#}"), "request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{err:#}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{err:#}"),
+        )
     }
 }
 
@@ -97,6 +101,10 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     };
     // Keep the status family but report schema problems as 400: the body was
     // JSON, just not the JSON this endpoint takes.
-    let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     ApiError::new(status, code, message)
 }

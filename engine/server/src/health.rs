@@ -18,12 +18,19 @@ pub const TICK: Duration = Duration::from_millis(200);
 /// At most this many probes run at once.
 const MAX_CONCURRENT_PROBES: usize = 512;
 
+/// Weights depend on time too (slow start ramps, the split-brain window), so
+/// they are recomputed this often even when nothing else happens.
+pub const RECOMPUTE_EVERY: Duration = Duration::from_secs(2);
+
 pub async fn run_ticker(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recompute = tokio::time::interval(RECOMPUTE_EVERY);
+    recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => shared.reconcile("health").await,
+            _ = recompute.tick() => shared.recompute("time").await,
             () = shutdown.wait() => break,
         }
     }
@@ -83,13 +90,23 @@ fn take_due_probes(shared: &Shared, at: Timestamp) -> Vec<(String, IpAddr, Probe
 }
 
 async fn probe_once(client: &reqwest::Client, address: IpAddr, probe: &Probe) -> (bool, String) {
-    let url = format!("http://{}{}", SocketAddr::new(address, probe.port), probe.http);
+    let url = format!(
+        "http://{}{}",
+        SocketAddr::new(address, probe.port),
+        probe.http
+    );
     match client.get(&url).timeout(probe.timeout).send().await {
         Ok(response) if response.status().is_success() || response.status().is_redirection() => {
             (true, format!("GET {url}: {}", response.status().as_u16()))
         }
-        Ok(response) => (false, format!("GET {url}: HTTP {}", response.status().as_u16())),
-        Err(err) if err.is_timeout() => (false, format!("GET {url}: timed out after {:?}", probe.timeout)),
+        Ok(response) => (
+            false,
+            format!("GET {url}: HTTP {}", response.status().as_u16()),
+        ),
+        Err(err) if err.is_timeout() => (
+            false,
+            format!("GET {url}: timed out after {:?}", probe.timeout),
+        ),
         Err(err) if err.is_connect() => (false, format!("GET {url}: connection failed")),
         Err(err) => (false, format!("GET {url}: {err}")),
     }
@@ -106,7 +123,11 @@ async fn record_probe(shared: &Shared, node_id: &str, ok: bool, detail: &str) {
         entry.liveness.probe(at, ok, detail, &entry.settings);
         entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
     };
-    Counters::bump(if ok { &shared.counters.probes_ok } else { &shared.counters.probes_failed });
+    Counters::bump(if ok {
+        &shared.counters.probes_ok
+    } else {
+        &shared.counters.probes_failed
+    });
     if changed {
         shared.reconcile("probe").await;
     }

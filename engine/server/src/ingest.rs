@@ -53,9 +53,15 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Heartbeat>, mut shu
 }
 
 async fn write(shared: &Shared, batch: Vec<Heartbeat>) {
-    match shared.with_store(move |s| s.samples().record_heartbeats(&batch)).await {
+    match shared
+        .with_store(move |s| s.samples().record_heartbeats(&batch))
+        .await
+    {
         Ok(outcome) if !outcome.unknown.is_empty() => {
-            tracing::debug!(unknown = outcome.unknown.len(), "heartbeats of deleted nodes dropped");
+            tracing::debug!(
+                unknown = outcome.unknown.len(),
+                "heartbeats of deleted nodes dropped"
+            );
         }
         Ok(_) => {}
         Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot store heartbeats"),

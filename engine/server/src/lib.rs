@@ -46,7 +46,10 @@ pub fn run_blocking(args: ServeArgs) -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the runtime: {err}");
@@ -68,8 +71,11 @@ pub fn run_blocking(args: ServeArgs) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("NEUTRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("NEUTRAL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_proto=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -112,7 +118,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     let mut zones = ZoneSet::new();
     {
         let store = Arc::clone(&store);
-        let stored = tokio::task::spawn_blocking(move || store.zones().list_zones::<Zone>()).await??;
+        let stored =
+            tokio::task::spawn_blocking(move || store.zones().list_zones::<Zone>()).await??;
         for zone in stored {
             zones.insert(zone.zone);
         }
@@ -154,7 +161,11 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     tasks.spawn(sync::run(Arc::clone(&shared), sync_rx, shutdown.clone()));
     tasks.spawn(health::run_ticker(Arc::clone(&shared), shutdown.clone()));
     tasks.spawn(health::run_prober(Arc::clone(&shared), shutdown.clone()));
-    tasks.spawn(ingest::run(Arc::clone(&shared), heartbeat_rx, shutdown.clone()));
+    tasks.spawn(ingest::run(
+        Arc::clone(&shared),
+        heartbeat_rx,
+        shutdown.clone(),
+    ));
 
     let http = axum_server::Handle::new();
     let app = api::router(Arc::clone(&shared));
@@ -165,7 +176,13 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             (Some(cert), Some(key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .with_context(|| format!("cannot load TLS certificate {} / key {}", cert.display(), key.display()))?,
+                    .with_context(|| {
+                        format!(
+                            "cannot load TLS certificate {} / key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
             ),
             _ => None,
         };
@@ -182,7 +199,12 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
                         .serve(service)
                         .await
                 }
-                None => axum_server::from_tcp(listener)?.handle(http).serve(service).await,
+                None => {
+                    axum_server::from_tcp(listener)?
+                        .handle(http)
+                        .serve(service)
+                        .await
+                }
             }
         })
     };

@@ -16,10 +16,16 @@ pub async fn handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         .with_store(neutral_store::Store::sync_status)
         .await
         .ok()
-        .and_then(|s| s.failing().map(|f| f.diagnostics.iter().filter(|d| d.is_error()).count()));
+        .and_then(|s| {
+            s.failing()
+                .map(|f| f.diagnostics.iter().filter(|d| d.is_error()).count())
+        });
     let text = render(&shared, failing);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
 }
@@ -40,14 +46,25 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
     let mut out = String::new();
     let world = shared.read_world();
 
-    family(&mut out, "neutral_nodes", "gauge", "Registered nodes by region and status.");
+    family(
+        &mut out,
+        "neutral_nodes",
+        "gauge",
+        "Registered nodes by region and status.",
+    );
     let mut counts: BTreeMap<(String, &str), u64> = BTreeMap::new();
     for entry in world.nodes.values() {
         let node = &entry.record.node;
-        *counts.entry((node.region.clone(), node.status.as_str())).or_default() += 1;
+        *counts
+            .entry((node.region.clone(), node.status.as_str()))
+            .or_default() += 1;
     }
     for ((region, status), n) in &counts {
-        let _ = writeln!(out, "neutral_nodes{{region=\"{}\",status=\"{status}\"}} {n}", escape(region));
+        let _ = writeln!(
+            out,
+            "neutral_nodes{{region=\"{}\",status=\"{status}\"}} {n}",
+            escape(region)
+        );
     }
 
     family(
@@ -67,7 +84,12 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
             );
         }
     }
-    family(&mut out, "neutral_domain_answers", "gauge", "Answers a domain serves.");
+    family(
+        &mut out,
+        "neutral_domain_answers",
+        "gauge",
+        "Answers a domain serves.",
+    );
     for (domain, weights) in &world.report.domains {
         let _ = writeln!(
             out,
@@ -77,11 +99,29 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
             weights.answers.len()
         );
     }
-    family(&mut out, "neutral_split_brain_active", "gauge", "1 while the split-brain guard holds answers.");
-    let _ = writeln!(out, "neutral_split_brain_active {}", u8::from(world.report.split_brain.is_some()));
+    family(
+        &mut out,
+        "neutral_split_brain_active",
+        "gauge",
+        "1 while the split-brain guard holds answers.",
+    );
+    let _ = writeln!(
+        out,
+        "neutral_split_brain_active {}",
+        u8::from(world.report.split_brain.is_some())
+    );
 
-    family(&mut out, "neutral_sync_failing", "gauge", "1 while the newest commit is rejected.");
-    let _ = writeln!(out, "neutral_sync_failing {}", u8::from(failing_errors.is_some()));
+    family(
+        &mut out,
+        "neutral_sync_failing",
+        "gauge",
+        "1 while the newest commit is rejected.",
+    );
+    let _ = writeln!(
+        out,
+        "neutral_sync_failing {}",
+        u8::from(failing_errors.is_some())
+    );
     family(
         &mut out,
         "neutral_config_errors",
@@ -93,17 +133,61 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
 
     let c = &shared.counters;
     for (name, help, value) in [
-        ("neutral_heartbeats_total", "Heartbeats accepted.", &c.heartbeats),
-        ("neutral_heartbeats_rejected_total", "Heartbeats rejected (token or node unknown).", &c.heartbeats_rejected),
-        ("neutral_registrations_total", "Node registrations.", &c.registrations),
-        ("neutral_node_status_changes_total", "Published node status changes.", &c.status_changes),
-        ("neutral_syncs_applied_total", "Commits whose declarations were applied.", &c.syncs_applied),
-        ("neutral_syncs_rejected_total", "Commits rejected by validation.", &c.syncs_rejected),
-        ("neutral_sync_errors_total", "Sync attempts that failed (fetch or store).", &c.sync_errors),
-        ("neutral_probes_ok_total", "Successful node probes.", &c.probes_ok),
-        ("neutral_probes_failed_total", "Failed node probes.", &c.probes_failed),
-        ("neutral_weight_recomputes_total", "Effective weight recomputations.", &c.recomputes),
-        ("neutral_store_errors_total", "Store operations that failed.", &c.store_errors),
+        (
+            "neutral_heartbeats_total",
+            "Heartbeats accepted.",
+            &c.heartbeats,
+        ),
+        (
+            "neutral_heartbeats_rejected_total",
+            "Heartbeats rejected (token or node unknown).",
+            &c.heartbeats_rejected,
+        ),
+        (
+            "neutral_registrations_total",
+            "Node registrations.",
+            &c.registrations,
+        ),
+        (
+            "neutral_node_status_changes_total",
+            "Published node status changes.",
+            &c.status_changes,
+        ),
+        (
+            "neutral_syncs_applied_total",
+            "Commits whose declarations were applied.",
+            &c.syncs_applied,
+        ),
+        (
+            "neutral_syncs_rejected_total",
+            "Commits rejected by validation.",
+            &c.syncs_rejected,
+        ),
+        (
+            "neutral_sync_errors_total",
+            "Sync attempts that failed (fetch or store).",
+            &c.sync_errors,
+        ),
+        (
+            "neutral_probes_ok_total",
+            "Successful node probes.",
+            &c.probes_ok,
+        ),
+        (
+            "neutral_probes_failed_total",
+            "Failed node probes.",
+            &c.probes_failed,
+        ),
+        (
+            "neutral_weight_recomputes_total",
+            "Effective weight recomputations.",
+            &c.recomputes,
+        ),
+        (
+            "neutral_store_errors_total",
+            "Store operations that failed.",
+            &c.store_errors,
+        ),
     ] {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -42,21 +42,27 @@ pub struct SyncOutcome {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-pub async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<SyncRequest>, mut shutdown: Shutdown) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<SyncRequest>,
+    mut shutdown: Shutdown,
+) {
     let path = shared.args.data.join("mirror.git");
     let (url, branch) = (shared.args.repo.clone(), shared.args.branch.clone());
-    let mirror = match tokio::task::spawn_blocking(move || Mirror::open_or_init(&path, &url, &branch)).await {
-        Ok(Ok(mirror)) => Arc::new(Mutex::new(mirror)),
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, "cannot open the Git mirror; sync disabled");
-            shared.write_world().sync.last_error = Some(err.to_string());
-            return;
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "Git mirror task failed; sync disabled");
-            return;
-        }
-    };
+    let mirror =
+        match tokio::task::spawn_blocking(move || Mirror::open_or_init(&path, &url, &branch)).await
+        {
+            Ok(Ok(mirror)) => Arc::new(Mutex::new(mirror)),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "cannot open the Git mirror; sync disabled");
+                shared.write_world().sync.last_error = Some(err.to_string());
+                return;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "Git mirror task failed; sync disabled");
+                return;
+            }
+        };
     let mut last_handled: Option<String> = shared
         .store
         .sync_status()
@@ -89,7 +95,9 @@ async fn sync_once(
     shared.write_world().sync.last_attempt = Some(at);
     let mirror = Arc::clone(mirror);
     let fetched = tokio::task::spawn_blocking(move || {
-        let mirror = mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mirror = mirror
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let head = mirror.fetch()?;
         let files = mirror.config_tree(head)?;
         let info = mirror.commit_info(head)?;
@@ -136,7 +144,9 @@ async fn sync_once(
             at,
         });
         shared.probe_wakeup.notify_one();
-        shared.recompute(&format!("commit {}", short(&commit))).await;
+        shared
+            .recompute(&format!("commit {}", short(&commit)))
+            .await;
         SyncOutcome {
             result: SyncResult::Applied,
             commit: Some(commit),
@@ -196,6 +206,10 @@ fn sync_error(shared: &Shared, message: String) -> SyncOutcome {
 /// Asks the sync task for an immediate sync and waits for its outcome.
 pub async fn request(shared: &Shared, timeout: Duration) -> Option<SyncOutcome> {
     let (reply, answer) = oneshot::channel();
-    shared.sync_requests.send(SyncRequest { reply }).await.ok()?;
+    shared
+        .sync_requests
+        .send(SyncRequest { reply })
+        .await
+        .ok()?;
     tokio::time::timeout(timeout, answer).await.ok()?.ok()
 }

@@ -65,11 +65,20 @@ pub struct World {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChangeEvent {
     /// Effective weights or answers of a domain changed.
-    Domain { domain: String, summary: String, at: Timestamp },
+    Domain {
+        domain: String,
+        summary: String,
+        at: Timestamp,
+    },
     /// A new commit's declarations were applied.
     Declarations { commit: String, at: Timestamp },
     /// A node's status changed.
-    NodeStatus { node: String, status: NodeStatus, reason: String, at: Timestamp },
+    NodeStatus {
+        node: String,
+        status: NodeStatus,
+        reason: String,
+        at: Timestamp,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -196,11 +205,15 @@ impl World {
 
 impl Shared {
     pub fn read_world(&self) -> std::sync::RwLockReadGuard<'_, World> {
-        self.world.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.world
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn write_world(&self) -> std::sync::RwLockWriteGuard<'_, World> {
-        self.world.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.world
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs a blocking store operation off the async threads.
@@ -249,7 +262,10 @@ impl Shared {
         // is written down.
         self.recompute(&format!("node status ({actor})")).await;
         let actor = actor.to_owned();
-        if let Err(err) = self.with_store(move |s| s.nodes().set_statuses(&updates, &actor)).await {
+        if let Err(err) = self
+            .with_store(move |s| s.nodes().set_statuses(&updates, &actor))
+            .await
+        {
             tracing::error!(error = %format!("{err:#}"), "cannot store node status changes");
         }
     }
@@ -262,14 +278,21 @@ impl Shared {
         let at = now();
         let (decl, nodes, previous) = {
             let world = self.read_world();
-            (Arc::clone(&world.decl), world.node_list(), Arc::clone(&world.report))
+            (
+                Arc::clone(&world.decl),
+                world.node_list(),
+                Arc::clone(&world.report),
+            )
         };
         let report = weights::compute(&decl, &nodes, &previous.domains, at, &self.weight_settings);
         let changed: Vec<(String, String)> = report
             .domains
             .iter()
             .filter(|(domain, now_weights)| {
-                previous.domains.get(*domain).is_none_or(|before| differs(before, now_weights))
+                previous
+                    .domains
+                    .get(*domain)
+                    .is_none_or(|before| differs(before, now_weights))
             })
             .map(|(domain, w)| (domain.clone(), summarize(w)))
             .collect();
@@ -341,7 +364,10 @@ fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
     let key = |w: &DomainWeights| {
         (
             w.mode,
-            w.regions.iter().map(|r| (r.region.clone(), r.effective)).collect::<Vec<_>>(),
+            w.regions
+                .iter()
+                .map(|r| (r.region.clone(), r.effective))
+                .collect::<Vec<_>>(),
             w.answers
                 .iter()
                 .map(|a| (a.node_id.to_string(), a.address, a.weight))
@@ -352,8 +378,16 @@ fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
 }
 
 fn summarize(w: &DomainWeights) -> String {
-    let regions: Vec<String> = w.regions.iter().map(|r| format!("{} {}", r.region, r.effective)).collect();
-    let answers: Vec<String> = w.answers.iter().map(|a| format!("{}={}", a.node_id, a.weight)).collect();
+    let regions: Vec<String> = w
+        .regions
+        .iter()
+        .map(|r| format!("{} {}", r.region, r.effective))
+        .collect();
+    let answers: Vec<String> = w
+        .answers
+        .iter()
+        .map(|a| format!("{}={}", a.node_id, a.weight))
+        .collect();
     format!(
         "{} {}: regions [{}], answers [{}]",
         w.domain,

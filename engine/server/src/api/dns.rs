@@ -58,7 +58,11 @@ pub async fn create(
     JsonBody(request): JsonBody<CreateZone>,
 ) -> Result<(StatusCode, Json<Zone>), ApiError> {
     require_admin(&shared, &headers)?;
-    if let Some(kind) = request.kind.as_deref().filter(|k| !k.eq_ignore_ascii_case("native")) {
+    if let Some(kind) = request
+        .kind
+        .as_deref()
+        .filter(|k| !k.eq_ignore_ascii_case("native"))
+    {
         return Err(ApiError::bad_request(format!(
             "kind: only `Native` zones are served here, not `{kind}`"
         )));
@@ -113,7 +117,12 @@ pub async fn patch(
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.rtype, "changetype": c.changetype }))
         .collect();
-    persist(&shared, &patched, json!({ "op": "patch", "rrsets": changes })).await?;
+    persist(
+        &shared,
+        &patched,
+        json!({ "op": "patch", "rrsets": changes }),
+    )
+    .await?;
     shared.dns.handle().upsert_zone(patched);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -142,7 +151,10 @@ async fn persist(shared: &Shared, zone: &Zone, detail: Value) -> Result<(), ApiE
     let at = now();
     let zone = zone.clone();
     shared
-        .with_store(move |s| s.zones().put_zone(&zone.name, zone.serial, &zone, at, "admin", &detail))
+        .with_store(move |s| {
+            s.zones()
+                .put_zone(&zone.name, zone.serial, &zone, at, "admin", &detail)
+        })
         .await?;
     Ok(())
 }

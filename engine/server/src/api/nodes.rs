@@ -105,9 +105,8 @@ pub async fn register(
         }
         let (settings, probe) = liveness_for(&shared.args, &world.decl, &request.region);
         let old = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
-        let reuse = old.filter(|e| {
-            e.record.node.region == request.region && e.record.node.address == address
-        });
+        let reuse = old
+            .filter(|e| e.record.node.region == request.region && e.record.node.address == address);
         (
             settings,
             probe,
@@ -363,7 +362,10 @@ pub async fn delete(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&shared, &headers)?;
     if shared.write_world().nodes.remove(&id).is_none() {
-        return Err(ApiError::not_found("unknown_node", format!("no node `{id}`")));
+        return Err(ApiError::not_found(
+            "unknown_node",
+            format!("no node `{id}`"),
+        ));
     }
     let at = now();
     let node = id.clone();

@@ -125,10 +125,7 @@ pub async fn domain(
     let name = domain.trim_end_matches('.').to_ascii_lowercase();
     let world = shared.read_world();
     let weights = world.report.domains.get(&name).cloned().ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_domain",
-            format!("no GTM policy declares `{name}`"),
-        )
+        ApiError::not_found("unknown_domain", format!("no GTM policy declares `{name}`"))
     })?;
     Ok(Json(DomainView {
         weights,
@@ -202,7 +199,9 @@ pub async fn audit(
         limit: params.limit.unwrap_or(100),
         newest_first: params.newest_first,
     };
-    Ok(Json(shared.with_store(move |s| s.audit().list(&query)).await?))
+    Ok(Json(
+        shared.with_store(move |s| s.audit().list(&query)).await?,
+    ))
 }
 
 pub async fn sync(
