@@ -3,6 +3,10 @@
 //! scratch repositories. Nothing here fakes a component; it only starts and
 //! stops real ones.
 
+pub mod cluster;
+pub mod dns;
+pub mod http;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,0 +1,658 @@
+//! End-to-end tests of the control plane: real `neutral serve` and `neutral
+//! agent` processes, a real bare Git repository, real node services on their
+//! own loopback addresses, and DNS queries over UDP and TCP.
+
+use std::time::{Duration, Instant};
+
+use neutral_e2e::cluster::{
+    ADMIN_TOKEN, Agent, Daemon, JOIN_TOKEN, Repo, Service, fast_config, free_port, wait_for,
+};
+use neutral_e2e::dns::{self, Rcode, Type};
+use neutral_e2e::http;
+use serde_json::{Value, json};
+
+const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "500ms",
+    "--heartbeat-timeout",
+    "2s",
+    "--sync-interval",
+    "1s",
+];
+
+fn repo_with(dir: &std::path::Path, probe_port: u16) -> Repo {
+    let files = fast_config(probe_port);
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    Repo::create(dir, &refs)
+}
+
+fn wait_for_commit(daemon: &Daemon, commit: Option<&str>) {
+    wait_for(
+        "the daemon to apply the repository",
+        Duration::from_secs(20),
+        || {
+            let status = daemon.get("/status").json();
+            let applied = status["commit"].as_str()?.to_owned();
+            commit.is_none_or(|c| c == applied).then_some(())
+        },
+    );
+}
+
+fn domain(daemon: &Daemon) -> Value {
+    let response = daemon.get("/domains/app.example.com");
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()
+}
+
+fn effective(domain: &Value, region: &str) -> u64 {
+    domain["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == region)
+        .and_then(|r| r["effective"].as_u64())
+        .unwrap_or_else(|| panic!("no region {region} in {domain}"))
+}
+
+fn answers(domain: &Value) -> Vec<(String, u64)> {
+    let mut answers: Vec<(String, u64)> = domain["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["address"].as_str().unwrap().to_owned(),
+                a["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    answers.sort();
+    answers
+}
+
+fn wait_status(daemon: &Daemon, id: &str, status: &str, timeout: Duration) -> Value {
+    wait_for(&format!("node {id} to be {status}"), timeout, || {
+        daemon.node(id).filter(|n| n["status"] == status)
+    })
+}
+
+/// Writes `app.example.com` into the embedded DNS as weighted A records.
+fn write_app_rrset(daemon: &Daemon, records: &[(&str, u32)], ttl: u32) {
+    let zone = daemon.admin(
+        "POST",
+        "/dns/zones",
+        Some(r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#),
+    );
+    assert!(zone.status == 201 || zone.status == 409, "{}", zone.body);
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(address, weight)| json!({ "content": address, "disabled": false, "weight": weight }))
+        .collect();
+    let patch = json!({ "rrsets": [{
+        "name": "app.example.com.", "type": "A", "ttl": ttl, "changetype": "REPLACE",
+        "records": records,
+        "comments": [{ "content": "managed by neutral", "account": "neutral" }],
+    }]});
+    let response = daemon.admin("PATCH", "/dns/zones/example.com.", Some(&patch.to_string()));
+    assert_eq!(response.status, 204, "{}", response.body);
+}
+
+#[test]
+fn agents_register_and_weights_follow_health_with_hysteresis() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = repo_with(dir.path(), port);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    wait_for_commit(&daemon, None);
+    let _services: Vec<Service> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .map(|ip| Service::start(ip, port))
+        .collect();
+    let _jp_a = Agent::start(&daemon, dir.path(), "jp-a", "jp", "127.0.0.2");
+    let mut jp_b = Agent::start(&daemon, dir.path(), "jp-b", "jp", "127.0.0.3");
+    let _sg_a = Agent::start(&daemon, dir.path(), "sg-a", "sg", "127.0.0.4");
+    let ids: Vec<String> = [&_jp_a, &jp_b, &_sg_a]
+        .iter()
+        .map(|a| a.node_id())
+        .collect();
+    for id in &ids {
+        wait_status(&daemon, id, "up", Duration::from_secs(20));
+    }
+    write_app_rrset(
+        &daemon,
+        &[("127.0.0.2", 50), ("127.0.0.3", 50), ("127.0.0.4", 50)],
+        30,
+    );
+
+    // Two of two jp nodes ready: jp at its full 100, split 50/50; sg 50.
+    let d = domain(&daemon);
+    assert_eq!(d["mode"], "normal", "{d}");
+    assert_eq!(effective(&d, "jp"), 100, "{d}");
+    assert_eq!(effective(&d, "sg"), 50, "{d}");
+    assert_eq!(
+        answers(&d),
+        [
+            ("127.0.0.2".to_owned(), 50),
+            ("127.0.0.3".to_owned(), 50),
+            ("127.0.0.4".to_owned(), 50)
+        ]
+    );
+
+    // Stop one jp agent: down within the heartbeat timeout (2 s) + 1 s.
+    let stopped = Instant::now();
+    jp_b.stop();
+    let node = wait_status(&daemon, &ids[1], "down", Duration::from_secs(3));
+    let took = stopped.elapsed();
+    assert!(took <= Duration::from_secs(3), "down after {took:?}");
+    assert!(
+        node["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat"),
+        "{node}"
+    );
+    let d = domain(&daemon);
+    assert_eq!(effective(&d, "jp"), 50, "one of two desired jp nodes: {d}");
+    assert_eq!(
+        answers(&d),
+        [("127.0.0.2".to_owned(), 50), ("127.0.0.4".to_owned(), 50)]
+    );
+    let jp_reason = d["regions"][0]["reason"].as_str().unwrap().to_owned();
+    assert!(
+        jp_reason.contains(&format!("down {}", ids[1])),
+        "{jp_reason}"
+    );
+    // The embedded DNS dropped it at once, before any Terraform run.
+    for _ in 0..60 {
+        let answer = dns::udp(daemon.dns, "app.example.com.", Type::A).unwrap();
+        assert_eq!(answer.rcode, Rcode::NoError);
+        assert_ne!(
+            answer.addresses(),
+            ["127.0.0.3"],
+            "a down node was answered"
+        );
+    }
+
+    // Restart it: the same identity, back only after `rise` (2) good probes.
+    jp_b.restart();
+    let node = wait_status(&daemon, &ids[1], "up", Duration::from_secs(10));
+    assert_eq!(
+        node["status_reason"], "2 consecutive successful probes (rise 2)",
+        "{node}"
+    );
+    assert_eq!(jp_b.node_id(), ids[1]);
+    let d = domain(&daemon);
+    assert_eq!(effective(&d, "jp"), 100, "{d}");
+    let seen: std::collections::BTreeSet<String> = (0..200)
+        .flat_map(|_| {
+            dns::udp(daemon.dns, "app.example.com.", Type::A)
+                .unwrap()
+                .addresses()
+        })
+        .collect();
+    assert!(
+        seen.contains("127.0.0.3"),
+        "recovered node never answered: {seen:?}"
+    );
+}
+
+#[test]
+fn commits_change_weights_and_invalid_commits_are_rejected_keeping_the_last_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = repo_with(dir.path(), port);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    wait_for_commit(&daemon, None);
+    let _services = [
+        Service::start("127.0.0.5", port),
+        Service::start("127.0.0.6", port),
+    ];
+    let jp = Agent::start(&daemon, dir.path(), "jp", "jp", "127.0.0.5");
+    let sg = Agent::start(&daemon, dir.path(), "sg", "sg", "127.0.0.6");
+    for agent in [&jp, &sg] {
+        wait_status(&daemon, &agent.node_id(), "up", Duration::from_secs(20));
+    }
+    assert_eq!(effective(&domain(&daemon), "sg"), 50);
+
+    // sg's weight to 0: applied on POST /sync, and the audit log names the commit.
+    let gtm = fast_config(port)
+        .into_iter()
+        .find(|(p, _)| *p == "platform-config/gtm/app.yaml")
+        .unwrap()
+        .1
+        .replace("sg: 50", "sg: 0");
+    repo.write("platform-config/gtm/app.yaml", &gtm);
+    let commit = repo.commit_push("gtm: take sg out of app.example.com");
+    let outcome = daemon.sync();
+    assert_eq!(outcome["result"], "applied", "{outcome}");
+    assert_eq!(outcome["commit"], commit.as_str());
+    let d = domain(&daemon);
+    assert_eq!(d["commit"], commit.as_str());
+    assert_eq!(effective(&d, "sg"), 0, "{d}");
+    // jp runs 1 of its 2 desired nodes: 100 × 1/2.
+    assert_eq!(answers(&d), [("127.0.0.5".to_owned(), 50)]);
+    let audit = daemon.admin("GET", "/audit?kind=sync.applied", None).json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["commit"] == commit.as_str()),
+        "no sync.applied entry for {commit}: {audit}"
+    );
+    let weights = daemon
+        .admin(
+            "GET",
+            "/audit?kind=gtm.weights&subject=app.example.com",
+            None,
+        )
+        .json();
+    assert!(
+        weights
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["commit"] == commit.as_str()),
+        "no gtm.weights entry for {commit}: {weights}"
+    );
+
+    // An invalid commit: rejected with file:line diagnostics, last good kept.
+    repo.write(
+        "platform-config/regions/sg.yaml",
+        "name: sg\nprovider: local\nmin_nodes: 4\nmax_nodes: 2\nstate: degraded\n",
+    );
+    let bad = repo.commit_push("break sg");
+    let outcome = daemon.sync();
+    assert_eq!(outcome["result"], "rejected", "{outcome}");
+    assert_eq!(outcome["commit"], bad.as_str());
+    let status = daemon.get("/status").json();
+    assert_eq!(
+        status["commit"],
+        commit.as_str(),
+        "last good kept: {status}"
+    );
+    let failing = &status["sync"]["failing"];
+    assert_eq!(failing["commit"], bad.as_str(), "{status}");
+    let diagnostics: Vec<&str> = failing["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.starts_with("platform-config/regions/sg.yaml:5:8: error: ")),
+        "{diagnostics:#?}"
+    );
+    assert!(
+        diagnostics.iter().any(|d| d.starts_with("platform-config/regions/sg.yaml:3:") && d.contains("min_nodes")),
+        "{diagnostics:#?}"
+    );
+    assert_eq!(effective(&domain(&daemon), "sg"), 0);
+    let metrics = daemon.get("/metrics").body;
+    assert!(metrics.contains("\nneutral_sync_failing 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("neutral_nodes{region=\"jp\",status=\"up\"} 1"),
+        "{metrics}"
+    );
+
+    // Fixing it clears the failure.
+    repo.write(
+        "platform-config/regions/sg.yaml",
+        "name: sg\nprovider: local\nmin_nodes: 1\nmax_nodes: 5\nbase_weight: 100\n",
+    );
+    let fixed = repo.commit_push("fix sg");
+    assert_eq!(daemon.sync()["result"], "applied");
+    let status = daemon.get("/status").json();
+    assert_eq!(status["commit"], fixed.as_str());
+    assert!(status["sync"]["failing"].is_null(), "{status}");
+}
+
+#[test]
+fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = repo_with(dir.path(), port);
+    let mut daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    let first = std::process::Command::new("git")
+        .args(["-C", repo.work.to_str().unwrap(), "rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    wait_for_commit(&daemon, Some(&first));
+    let _service = Service::start("127.0.0.7", port);
+    let agent = Agent::start(&daemon, dir.path(), "jp", "jp", "127.0.0.7");
+    let id = agent.node_id();
+    wait_status(&daemon, &id, "up", Duration::from_secs(20));
+
+    for (round, delay_ms) in [0u64, 3, 10, 30].into_iter().enumerate() {
+        // A commit that changes every kind of object at once.
+        let regions = 1 + round;
+        repo.write(
+            "infra/node-pool/jp.tfvars",
+            &format!(
+                "region        = \"jp\"\ndesired_nodes = {}\n",
+                1 + round % 3
+            ),
+        );
+        repo.write(
+            &format!("platform-config/regions/x{round}.yaml"),
+            &format!("name: x{round}\nprovider: local\nmin_nodes: 1\nmax_nodes: 2\n"),
+        );
+        let commit = repo.commit_push(&format!("round {round}: {regions} more regions"));
+        let api = daemon.api;
+        let request = std::thread::spawn(move || {
+            http::request(api, "POST", "/sync", Some(ADMIN_TOKEN), None).map(|r| r.status)
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        daemon.kill9();
+        let _ = request.join();
+        daemon.restart();
+        // After restart the store holds one whole commit: either the new one
+        // with every change, or the previous one with none of them.
+        let status = daemon.get("/status").json();
+        let regions: Vec<String> = daemon
+            .get("/regions")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect();
+        let has_new_region = regions.contains(&format!("x{round}"));
+        let at_new = status["commit"] == commit.as_str();
+        assert_eq!(
+            has_new_region, at_new,
+            "round {round}: half-applied? {status} {regions:?}"
+        );
+        // Whatever was stored, the daemon converges on the branch head.
+        wait_for_commit(&daemon, Some(&commit));
+        // The node kept its identity and comes back up.
+        assert!(daemon.node(&id).is_some(), "node {id} lost after kill -9");
+        wait_status(&daemon, &id, "up", Duration::from_secs(15));
+    }
+    assert_eq!(agent.node_id(), id);
+    let nodes = daemon.get("/nodes").json();
+    assert_eq!(
+        nodes.as_array().unwrap().len(),
+        1,
+        "no duplicate registrations: {nodes}"
+    );
+}
+
+#[test]
+fn embedded_dns_serves_written_rrsets_by_weight_over_udp_and_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with(dir.path(), free_port());
+    let mut daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    write_app_rrset(&daemon, &[("192.0.2.1", 300), ("192.0.2.2", 100)], 42);
+
+    let mut first = 0u32;
+    for _ in 0..1000 {
+        let answer = dns::udp(daemon.dns, "app.example.com.", Type::A).unwrap();
+        assert_eq!(answer.rcode, Rcode::NoError);
+        assert!(answer.authoritative);
+        assert_eq!(
+            answer.records.len(),
+            1,
+            "one weighted pick per query: {answer:?}"
+        );
+        assert_eq!(answer.records[0].1, 42, "TTL as stored");
+        match answer.addresses()[0].as_str() {
+            "192.0.2.1" => first += 1,
+            "192.0.2.2" => {}
+            other => panic!("unexpected answer {other}"),
+        }
+    }
+    // 3:1 weights; the binomial standard deviation over 1,000 draws is ~13.7:
+    // allow five of them either way.
+    assert!(
+        (682..=818).contains(&first),
+        "192.0.2.1 answered {first}/1000 times"
+    );
+    let mut tcp_seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let answer = dns::tcp(daemon.dns, "app.example.com.", Type::A).unwrap();
+        assert_eq!(answer.records[0].1, 42);
+        tcp_seen.extend(answer.addresses());
+    }
+    assert_eq!(tcp_seen.len(), 2, "{tcp_seen:?}");
+
+    let foreign = dns::udp(daemon.dns, "www.example.org.", Type::A).unwrap();
+    assert_eq!(foreign.rcode, Rcode::Refused);
+    let missing = dns::tcp(daemon.dns, "nope.example.com.", Type::A).unwrap();
+    assert_eq!(missing.rcode, Rcode::NXDomain);
+    assert_eq!(missing.authority, [Type::SOA]);
+    let soa = dns::udp(daemon.dns, "example.com.", Type::SOA).unwrap();
+    assert_eq!(soa.records.len(), 1);
+    let ns = dns::udp(daemon.dns, "example.com.", Type::NS).unwrap();
+    assert_eq!(ns.records[0].2, "ns1.example.com.");
+
+    // An invalid PATCH changes nothing (all-or-nothing) and says why.
+    let patch = json!({ "rrsets": [
+        { "name": "ok.example.com.", "type": "A", "ttl": 60, "changetype": "REPLACE",
+          "records": [{ "content": "192.0.2.9", "disabled": false }] },
+        { "name": "bad.example.com.", "type": "A", "ttl": 60, "changetype": "REPLACE",
+          "records": [{ "content": "300.1.1.1", "disabled": false }] },
+    ]});
+    let response = daemon.admin("PATCH", "/dns/zones/example.com.", Some(&patch.to_string()));
+    assert_eq!(response.status, 422, "{}", response.body);
+    assert!(
+        response.body.contains("rrsets[1].records[0].content"),
+        "{}",
+        response.body
+    );
+    let ok = dns::udp(daemon.dns, "ok.example.com.", Type::A).unwrap();
+    assert_eq!(
+        ok.rcode,
+        Rcode::NXDomain,
+        "half of a rejected patch was applied"
+    );
+
+    // Zones are persisted: a restarted daemon serves the same records.
+    daemon.stop();
+    assert!(
+        daemon.exit_status().unwrap().success(),
+        "clean exit on SIGTERM"
+    );
+    daemon.restart();
+    let answer = dns::udp(daemon.dns, "app.example.com.", Type::A).unwrap();
+    assert_eq!(answer.records[0].1, 42);
+    let zone = daemon.admin("GET", "/dns/zones/example.com", None).json();
+    let owned = zone["rrsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "app.example.com.")
+        .unwrap();
+    assert_eq!(owned["comments"][0]["account"], "neutral");
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with(dir.path(), free_port());
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    wait_for_commit(&daemon, None);
+    let api = daemon.api;
+    let register = |token: Option<&str>, body: &str| {
+        http::request(api, "POST", "/nodes/register", token, Some(body)).unwrap()
+    };
+    let ok_body = r#"{"region": "jp", "address": "127.0.0.9"}"#;
+    let cases: Vec<(&str, http::Response, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            register(Some(JOIN_TOKEN), "{\"region\": "),
+            400,
+            "bad_json",
+        ),
+        (
+            "missing token",
+            register(None, ok_body),
+            401,
+            "unauthorized",
+        ),
+        (
+            "wrong token",
+            register(Some("not-the-join-token-at-all"), ok_body),
+            401,
+            "unauthorized",
+        ),
+        (
+            "admin token is not a join token",
+            register(Some(ADMIN_TOKEN), ok_body),
+            401,
+            "unauthorized",
+        ),
+        (
+            "unknown region",
+            register(
+                Some(JOIN_TOKEN),
+                r#"{"region": "mars", "address": "127.0.0.9"}"#,
+            ),
+            404,
+            "unknown_region",
+        ),
+        (
+            "unknown field",
+            register(
+                Some(JOIN_TOKEN),
+                r#"{"region": "jp", "address": "127.0.0.9", "root": true}"#,
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            "bad address",
+            register(
+                Some(JOIN_TOKEN),
+                r#"{"region": "jp", "address": "999.1.1.1"}"#,
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "oversized body",
+            register(
+                Some(JOIN_TOKEN),
+                &format!(r#"{{"region": "{}"}}"#, "x".repeat(100_000)),
+            ),
+            413,
+            "body_too_large",
+        ),
+        (
+            "heartbeat of an unknown node",
+            http::post(
+                api,
+                "/nodes/heartbeat",
+                Some("whatever-token"),
+                r#"{"node_id": "jp-000000"}"#,
+            ),
+            401,
+            "unauthorized",
+        ),
+        (
+            "drain without admin token",
+            http::post(api, "/nodes/jp-000000/drain", None, ""),
+            401,
+            "unauthorized",
+        ),
+        (
+            "sync with the join token",
+            http::post(api, "/sync", Some(JOIN_TOKEN), ""),
+            401,
+            "unauthorized",
+        ),
+        ("unknown endpoint", daemon.get("/nope"), 404, "not_found"),
+        (
+            "unknown domain",
+            daemon.get("/domains/nope.example.com"),
+            404,
+            "unknown_domain",
+        ),
+    ];
+    for (name, response, status, code) in &cases {
+        assert_eq!(response.status, *status, "{name}: {}", response.body);
+        let body = response.json();
+        assert_eq!(body["error"], *code, "{name}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}: {body}"
+        );
+    }
+
+    // A real node, then heartbeats with bad metrics and a stolen node id.
+    let created = register(Some(JOIN_TOKEN), ok_body);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    let (id, token) = (
+        created["node_id"].as_str().unwrap(),
+        created["node_token"].as_str().unwrap(),
+    );
+    let bad_metrics = http::post(
+        api,
+        "/nodes/heartbeat",
+        Some(token),
+        &format!(r#"{{"node_id": "{id}", "metrics": {{"cpu": 7.5}}}}"#),
+    );
+    assert_eq!(bad_metrics.status, 400);
+    assert!(
+        bad_metrics.body.contains("metrics.cpu"),
+        "{}",
+        bad_metrics.body
+    );
+    let other = register(
+        Some(JOIN_TOKEN),
+        r#"{"region": "sg", "address": "127.0.0.10"}"#,
+    )
+    .json();
+    let stolen = http::post(
+        api,
+        "/nodes/heartbeat",
+        Some(other["node_token"].as_str().unwrap()),
+        &format!(r#"{{"node_id": "{id}"}}"#),
+    );
+    assert_eq!(stolen.status, 401, "another node's token must not work");
+    let good = http::post(
+        api,
+        "/nodes/heartbeat",
+        Some(token),
+        &format!(
+            r#"{{"node_id": "{id}", "metrics": {{"cpu": 0.5, "rtt_ms": 3, "error_rate": 0}}}}"#
+        ),
+    );
+    assert_eq!(good.status, 200, "{}", good.body);
+
+    // Garbage on the socket: deterministic pseudo-random bytes.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..20 {
+        let len = 1 + (round * 97) % 3000;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect();
+        let _ = http::raw(api, &bytes);
+    }
+    // A request that never finishes sending must not stall others.
+    let slow = std::net::TcpStream::connect(api).unwrap();
+    use std::io::Write as _;
+    (&slow)
+        .write_all(b"POST /nodes/register HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{")
+        .unwrap();
+    let health = daemon.get("/healthz");
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        register(
+            Some(JOIN_TOKEN),
+            r#"{"region": "jp", "address": "127.0.0.11"}"#
+        )
+        .status,
+        201
+    );
+    drop(slow);
+}
