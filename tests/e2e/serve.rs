@@ -656,3 +656,146 @@ fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
     );
     drop(slow);
 }
+
+#[test]
+fn the_api_serves_tls_and_agents_verify_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = repo_with(dir.path(), port);
+    let pki = neutral_e2e::pki();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let mut args = FAST.to_vec();
+    args.extend([
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), &args);
+    let url = format!("https://127.0.0.1:{}", daemon.api.port());
+
+    let _service = Service::start("127.0.0.12", port);
+    let trusted = Agent::start_with(
+        &url,
+        dir.path(),
+        "trusted",
+        "jp",
+        "127.0.0.12",
+        &["--ca-file", ca.to_str().unwrap()],
+    );
+    let id = trusted.node_id();
+    assert!(id.starts_with("jp-"), "{id}");
+
+    // Without the CA (system roots only) the agent refuses the server.
+    let untrusted = Agent::start_with(&url, dir.path(), "untrusted", "jp", "127.0.0.13", &[]);
+    wait_for(
+        "the untrusted agent to report the certificate",
+        Duration::from_secs(10),
+        || {
+            untrusted
+                .log_text()
+                .to_lowercase()
+                .contains("certificate")
+                .then_some(())
+        },
+    );
+    assert!(
+        !untrusted.state_file.exists(),
+        "registered with an untrusted server"
+    );
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = http::request(daemon.api, "GET", "/healthz", None, None);
+    assert!(
+        plain.map_or(true, |r| r.status != 200),
+        "plain HTTP answered on the TLS port"
+    );
+}
+
+#[test]
+fn split_brain_guard_keeps_answers_when_most_nodes_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = repo_with(dir.path(), port);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    wait_for_commit(&daemon, None);
+    let ips = ["127.0.0.20", "127.0.0.21", "127.0.0.22", "127.0.0.23"];
+    let mut services: Vec<Option<Service>> = ips
+        .iter()
+        .map(|ip| Some(Service::start(ip, port)))
+        .collect();
+    let agents: Vec<Agent> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let region = if i < 2 { "jp" } else { "sg" };
+            Agent::start(&daemon, dir.path(), &format!("n{i}"), region, ip)
+        })
+        .collect();
+    for agent in &agents {
+        wait_status(&daemon, &agent.node_id(), "up", Duration::from_secs(20));
+    }
+    write_app_rrset(
+        &daemon,
+        &ips.iter().map(|ip| (*ip, 50)).collect::<Vec<_>>(),
+        30,
+    );
+    let before = answers(&domain(&daemon));
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    // Three of four services die together: the monitor is the suspect.
+    for service in services.iter_mut().take(3) {
+        service.take();
+    }
+    let status = wait_for("the split-brain guard", Duration::from_secs(10), || {
+        let status = daemon.get("/status").json();
+        status["split_brain"].is_string().then_some(status)
+    });
+    let message = status["split_brain"].as_str().unwrap();
+    assert!(message.contains("3 of 4 nodes"), "{message}");
+    let d = domain(&daemon);
+    assert_eq!(d["mode"], "split_brain_hold", "{d}");
+    assert_eq!(
+        answers(&d),
+        before,
+        "answers from before the burst are kept"
+    );
+    let seen: std::collections::BTreeSet<String> = (0..300)
+        .flat_map(|_| {
+            dns::udp(daemon.dns, "app.example.com.", Type::A)
+                .unwrap()
+                .addresses()
+        })
+        .collect();
+    assert_eq!(seen.len(), 4, "the data plane holds too: {seen:?}");
+    let audit = daemon
+        .admin("GET", "/audit?kind=gtm.split_brain", None)
+        .json();
+    assert!(
+        !audit.as_array().unwrap().is_empty(),
+        "the guard is audited"
+    );
+
+    // The services come back: the guard releases and health rules again.
+    for (slot, ip) in services.iter_mut().zip(ips) {
+        if slot.is_none() {
+            *slot = Some(Service::start(ip, port));
+        }
+    }
+    for agent in &agents {
+        wait_status(&daemon, &agent.node_id(), "up", Duration::from_secs(20));
+    }
+    // The guard looks back one window (60 s by default); it releases once
+    // nothing is down any more and weights are recomputed.
+    wait_for("the guard to release", Duration::from_secs(10), || {
+        daemon.get("/status").json()["split_brain"]
+            .is_null()
+            .then_some(())
+    });
+}

@@ -213,18 +213,28 @@ impl Daemon {
         }
         self.child = spawn_logged(&mut cmd, &log);
         let api = self.api;
-        wait_for(
-            "the daemon to answer /healthz",
-            Duration::from_secs(30),
-            || {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    panic!("neutral serve exited with {status}:\n{}", self.log_text());
-                }
-                http::request(api, "GET", "/healthz", None, None)
-                    .ok()
-                    .filter(|r| r.status == 200)
-            },
-        );
+        let tls = self.args.iter().any(|a| a == "--tls-cert");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("neutral serve exited with {status}:\n{}", self.log_text());
+            }
+            let ready = if tls {
+                // Plain HTTP cannot ask a TLS listener; accepting is enough.
+                std::net::TcpStream::connect(api).is_ok()
+            } else {
+                http::request(api, "GET", "/healthz", None, None).is_ok_and(|r| r.status == 200)
+            };
+            if ready {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "neutral serve did not answer on {api} within 30 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -304,6 +314,25 @@ impl Agent {
     /// Starts an agent for `region` on `ip`, its metrics fed from a file and
     /// its identity kept in a state file, both under `dir`.
     pub fn start(daemon: &Daemon, dir: &Path, name: &str, region: &str, ip: &str) -> Agent {
+        Agent::start_with(
+            &format!("http://{}", daemon.api),
+            dir,
+            name,
+            region,
+            ip,
+            &[],
+        )
+    }
+
+    /// Like [`Agent::start`] against any control-plane URL, with extra flags.
+    pub fn start_with(
+        control_plane: &str,
+        dir: &Path,
+        name: &str,
+        region: &str,
+        ip: &str,
+        extra: &[&str],
+    ) -> Agent {
         let state_file = dir.join(format!("{name}.state.json"));
         let metrics_file = dir.join(format!("{name}.prom"));
         std::fs::write(
@@ -311,10 +340,10 @@ impl Agent {
             "neutral_node_cpu_ratio 0.2\nneutral_node_rtt_seconds 0.005\nneutral_node_error_ratio 0\n",
         )
         .unwrap();
-        let cmd_args = vec![
+        let mut cmd_args = vec![
             "agent".to_owned(),
             "--control-plane".to_owned(),
-            format!("http://{}", daemon.api),
+            control_plane.to_owned(),
             "--region".to_owned(),
             region.to_owned(),
             "--ip".to_owned(),
@@ -328,6 +357,7 @@ impl Agent {
             "--backoff-max".to_owned(),
             "1s".to_owned(),
         ];
+        cmd_args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = dir.join(format!("{name}.log"));
         let mut agent = Agent {
             child: Command::new("true").spawn().unwrap(),
@@ -371,6 +401,10 @@ impl Agent {
 
     pub fn stop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(5));
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn restart(&mut self) {

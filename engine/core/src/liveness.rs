@@ -46,6 +46,10 @@ pub struct Liveness {
     pub ready: bool,
     pub success_streak: u32,
     pub failure_streak: u32,
+    /// Whether the node was ever ready. A node that never was did not "go
+    /// down": the split-brain guard must not count it.
+    #[serde(default)]
+    pub ever_ready: bool,
     /// Why the node is not ready, or what it last recovered from.
     pub detail: String,
 }
@@ -60,6 +64,7 @@ impl Liveness {
             ready: false,
             success_streak: 0,
             failure_streak: 0,
+            ever_ready: false,
             detail: "registered; waiting for its first successful checks".to_owned(),
         }
     }
@@ -74,6 +79,9 @@ impl Liveness {
             ready: status == NodeStatus::Up,
             success_streak: 0,
             failure_streak: 0,
+            // Unknown after a restart; a stored node most likely served at
+            // some point.
+            ever_ready: true,
             detail: format!(
                 "restored as {} after a control-plane restart",
                 status.as_str()
@@ -126,6 +134,7 @@ impl Liveness {
             let rise = settings.rise.max(1);
             if self.success_streak >= rise {
                 self.ready = true;
+                self.ever_ready = true;
                 self.detail = format!(
                     "{} consecutive successful {what}s (rise {rise})",
                     self.success_streak
@@ -205,8 +214,10 @@ mod tests {
                 "1 of 2 successful probes before it is up".into()
             )
         );
+        assert!(!node.ever_ready);
         node.probe(t(2), true, "200", &PROBED);
         assert_eq!(node.status(t(2), &PROBED).0, NodeStatus::Up);
+        assert!(node.ever_ready);
     }
 
     #[test]

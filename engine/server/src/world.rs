@@ -58,6 +58,10 @@ pub struct World {
     pub report: Arc<WeightsReport>,
     pub report_at: Timestamp,
     pub sync: SyncView,
+    /// The last report and node list computed while no node had gone down
+    /// within the split-brain window: what the guard holds on to when it
+    /// trips, so answers are kept as they were before the burst began.
+    pub calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
 }
 
 /// Something that changed and may need a Terraform run (issue: scheduler).
@@ -169,6 +173,23 @@ impl World {
         self.nodes.values().map(|e| e.record.node.clone()).collect()
     }
 
+    /// The nodes as the weight computation sees them. A node that was never
+    /// ready (just registered, still proving itself) counts as down since
+    /// forever rather than as a node that just went down, so a wave of new
+    /// registrations cannot trip the split-brain guard.
+    pub fn nodes_for_weights(&self) -> Vec<Node> {
+        self.nodes
+            .values()
+            .map(|e| {
+                let mut node = e.record.node.clone();
+                if node.status == NodeStatus::Down && !e.liveness.ever_ready {
+                    node.status_since = Timestamp(0);
+                }
+                node
+            })
+            .collect()
+    }
+
     /// Re-derives every node's liveness thresholds after new declarations.
     pub fn refresh_settings(&mut self, args: &ServeArgs) {
         let decl = Arc::clone(&self.decl);
@@ -276,15 +297,24 @@ impl Shared {
     pub async fn recompute(&self, cause: &str) {
         Counters::bump(&self.counters.recomputes);
         let at = now();
-        let (decl, nodes, previous) = {
+        let (decl, nodes, previous, calm) = {
             let world = self.read_world();
             (
                 Arc::clone(&world.decl),
-                world.node_list(),
+                world.nodes_for_weights(),
                 Arc::clone(&world.report),
+                world.calm.clone(),
             )
         };
-        let report = weights::compute(&decl, &nodes, &previous.domains, at, &self.weight_settings);
+        let settings = &self.weight_settings;
+        let mut report = weights::compute(&decl, &nodes, &previous.domains, at, settings);
+        if report.split_brain.is_some() {
+            // Hold the answers from before the burst, not the ones already
+            // thinned by its first failures.
+            if let Some((calm_report, _)) = &calm {
+                report = weights::compute(&decl, &nodes, &calm_report.domains, at, settings);
+            }
+        }
         let changed: Vec<(String, String)> = report
             .domains
             .iter()
@@ -298,15 +328,23 @@ impl Shared {
             .collect();
         let split_brain = report.split_brain.clone();
         let guard_changed = split_brain.is_some() != previous.split_brain.is_some();
+        let report = Arc::new(report);
         {
             let mut world = self.write_world();
-            world.report = Arc::new(report);
+            world.report = Arc::clone(&report);
             world.report_at = at;
+            if split_brain.is_none() && !recent_failures(&nodes, at, settings.split_brain_window) {
+                world.calm = Some((Arc::clone(&report), nodes.clone()));
+            }
         }
-        match &split_brain {
-            None => self.dns.set_health(&nodes, &decl),
-            Some(guard) => {
-                // Keep the data plane as it was: the monitor, not the nodes, is suspect.
+        match (&split_brain, &calm) {
+            (None, _) => self.dns.set_health(&nodes, &decl),
+            (Some(guard), calm) => {
+                // The monitor, not the nodes, is suspect: the data plane goes
+                // back to the health it had before the burst.
+                if let Some((_, calm_nodes)) = calm {
+                    self.dns.set_health(calm_nodes, &decl);
+                }
                 tracing::error!(message = %guard.message, "split-brain guard tripped");
             }
         }
@@ -358,6 +396,13 @@ impl Shared {
     pub fn heartbeat_interval(&self) -> Duration {
         self.args.heartbeat_interval
     }
+}
+
+/// Whether any node went down within `window` before `at`.
+fn recent_failures(nodes: &[Node], at: Timestamp, window: Duration) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.status == NodeStatus::Down && at.since(n.status_since) <= window)
 }
 
 fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
@@ -431,6 +476,7 @@ pub fn restore(args: &ServeArgs, store: &Store, at: Timestamp) -> anyhow::Result
         report: Arc::new(WeightsReport::default()),
         report_at: at,
         sync: SyncView::default(),
+        calm: None,
     })
 }
 

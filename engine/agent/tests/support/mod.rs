@@ -541,42 +541,7 @@ pub fn write_metrics(path: &Path, text: &str) {
     std::fs::rename(&temporary, path).unwrap();
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
-pub struct TestPki {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-pub fn pki() -> TestPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "neutral test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "neutral test control plane");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
+pub use neutral_e2e::pki;
 
 /// Logs to the test's output when RUST_LOG asks for it.
 pub fn init_logs() {

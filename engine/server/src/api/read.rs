@@ -167,6 +167,7 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Ap
         "domains": world.decl.gtm.len(),
         "split_brain": world.report.split_brain.as_ref().map(|g| g.message.clone()),
         "weights_computed_at": rfc3339(world.report_at),
+        "dns_degraded": shared.dns.handle().degraded(),
     })))
 }
 
