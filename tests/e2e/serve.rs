@@ -18,6 +18,7 @@ const FAST: &[&str] = &[
     "2s",
     "--sync-interval",
     "1s",
+    "--no-autoscale",
 ];
 
 fn repo_with(dir: &std::path::Path, probe_port: u16) -> Repo {

@@ -335,3 +335,316 @@ mod tests {
         assert!(unreachable.fetch().is_err());
     }
 }
+
+/// Who the control plane commits as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+/// The outcome of [`Mirror::commit_file_and_push`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// A new commit is on the remote branch.
+    Commit { sha: String, attempts: u32 },
+    /// The file already had the wanted content at the branch head.
+    Unchanged { head: String },
+}
+
+/// Why a commit could not be pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("{path}: {message}")]
+    Edit { path: String, message: String },
+    #[error("writing the commit: {0}")]
+    Write(git2::Error),
+    #[error("the remote rejected the push of {sha}:\n{stderr}")]
+    Rejected { sha: String, stderr: String },
+    #[error("the branch kept moving: gave up after {attempts} attempts")]
+    Contended { attempts: u32 },
+    #[error("cannot run `git push`: {0}")]
+    Spawn(std::io::Error),
+}
+
+impl Mirror {
+    /// Commits a change of one file on top of the remote branch and pushes it,
+    /// never forcing. `edit` gets the file's current content (`None` when it
+    /// does not exist) and returns the new content, or `Ok(None)` for "leave
+    /// it". On a non-fast-forward rejection the branch is fetched again and
+    /// the edit re-applied to the new head (a rebase of this one change), up
+    /// to `max_attempts` times. The push goes through `git push`, so the
+    /// remote's hooks (pre-receive validation) run as for any other push.
+    pub fn commit_file_and_push(
+        &self,
+        path: &str,
+        mut edit: impl FnMut(Option<&str>) -> Result<Option<String>, String>,
+        message: &str,
+        author: &Author,
+        max_attempts: u32,
+    ) -> Result<Pushed, PushError> {
+        for attempt in 1..=max_attempts.max(1) {
+            let head = self.fetch()?;
+            let current = read_text(&self.repo, head, path).map_err(PushError::Write)?;
+            let new = match edit(current.as_deref()).map_err(|message| PushError::Edit {
+                path: path.to_owned(),
+                message,
+            })? {
+                Some(new) if current.as_deref() != Some(new.as_str()) => new,
+                _ => {
+                    return Ok(Pushed::Unchanged {
+                        head: head.to_string(),
+                    });
+                }
+            };
+            let commit = write_commit(&self.repo, head, path, &new, message, author)
+                .map_err(PushError::Write)?;
+            let sha = commit.to_string();
+            let output = std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(&self.path)
+                .args(["push", "--quiet", "--porcelain"])
+                .arg(&self.url)
+                .arg(format!("{sha}:refs/heads/{}", self.branch))
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .output()
+                .map_err(PushError::Spawn)?;
+            if output.status.success() {
+                // Record what we pushed so `head()` reflects it before the next fetch.
+                let _ = self
+                    .repo
+                    .reference(&self.tracking_ref(), commit, true, "neutral: pushed");
+                return Ok(Pushed::Commit {
+                    sha,
+                    attempts: attempt,
+                });
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            let non_fast_forward = stdout.contains("[rejected]")
+                && (stdout.contains("non-fast-forward") || stdout.contains("fetch first"))
+                || stderr.contains("non-fast-forward")
+                || stderr.contains("fetch first");
+            if !non_fast_forward {
+                return Err(PushError::Rejected {
+                    sha,
+                    stderr: format!("{stdout}{stderr}").trim().to_owned(),
+                });
+            }
+        }
+        Err(PushError::Contended {
+            attempts: max_attempts.max(1),
+        })
+    }
+}
+
+/// The text of `path` at `commit`, `None` when absent.
+fn read_text(repo: &Repository, commit: Oid, path: &str) -> Result<Option<String>, git2::Error> {
+    let tree = repo.find_commit(commit)?.tree()?;
+    let entry = match tree.get_path(Path::new(path)) {
+        Ok(entry) => entry,
+        Err(err) if err.code() == git2::ErrorCode::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let blob = repo.find_blob(entry.id())?;
+    Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+}
+
+/// Writes a commit whose tree is `parent`'s with `path` set to `content`.
+fn write_commit(
+    repo: &Repository,
+    parent: Oid,
+    path: &str,
+    content: &str,
+    message: &str,
+    author: &Author,
+) -> Result<Oid, git2::Error> {
+    let parent = repo.find_commit(parent)?;
+    let blob = repo.blob(content.as_bytes())?;
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let tree = replace_in_tree(repo, Some(&parent.tree()?), &components, blob)?;
+    let tree = repo.find_tree(tree)?;
+    let signature = git2::Signature::now(&author.name, &author.email)?;
+    repo.commit(None, &signature, &signature, message, &tree, &[&parent])
+}
+
+/// Rebuilds the trees along `components`, putting `blob` at the end.
+fn replace_in_tree(
+    repo: &Repository,
+    tree: Option<&git2::Tree<'_>>,
+    components: &[&str],
+    blob: Oid,
+) -> Result<Oid, git2::Error> {
+    let mut builder = repo.treebuilder(tree)?;
+    match components {
+        [] => Err(git2::Error::from_str("empty path")),
+        [name] => {
+            builder.insert(name, blob, 0o100_644)?;
+            builder.write()
+        }
+        [name, rest @ ..] => {
+            let subtree = match tree.and_then(|t| t.get_name(name)) {
+                Some(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                    Some(repo.find_tree(entry.id())?)
+                }
+                _ => None,
+            };
+            let child = replace_in_tree(repo, subtree.as_ref(), rest, blob)?;
+            builder.insert(name, child, 0o040_000)?;
+            builder.write()
+        }
+    }
+}
+
+#[cfg(test)]
+mod push_tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn author() -> Author {
+        Author {
+            name: "neutral autoscaler".into(),
+            email: "autoscaler@neutral.invalid".into(),
+        }
+    }
+
+    /// A bare remote with one commit, and a clone people push from.
+    fn remote() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("infra/node-pool")).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(
+            work.join("infra/node-pool/jp.tfvars"),
+            "# jp\nregion = \"jp\"\ndesired_nodes = 1\n",
+        )
+        .unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "init"]);
+        let bare = dir.path().join("remote.git");
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        (dir, work, bare)
+    }
+
+    fn bump(text: Option<&str>) -> Result<Option<String>, String> {
+        Ok(Some(
+            text.unwrap_or_default()
+                .replace("desired_nodes = 1", "desired_nodes = 2"),
+        ))
+    }
+
+    #[test]
+    fn commits_one_file_keeping_the_rest_and_pushes() {
+        let (dir, _work, bare) = remote();
+        let mirror =
+            Mirror::open_or_init(&dir.path().join("m"), bare.to_str().unwrap(), "main").unwrap();
+        let pushed = mirror
+            .commit_file_and_push(
+                "infra/node-pool/jp.tfvars",
+                bump,
+                "autoscale(jp): 1 -> 2",
+                &author(),
+                3,
+            )
+            .unwrap();
+        let Pushed::Commit { sha, attempts } = pushed else {
+            panic!("{pushed:?}")
+        };
+        assert_eq!(attempts, 1);
+        assert_eq!(git(&bare, &["rev-parse", "main"]), sha);
+        assert_eq!(
+            git(&bare, &["show", "main:infra/node-pool/jp.tfvars"]),
+            "# jp\nregion = \"jp\"\ndesired_nodes = 2"
+        );
+        assert_eq!(
+            git(&bare, &["log", "-1", "--format=%an <%ae>|%s", "main"]),
+            "neutral autoscaler <autoscaler@neutral.invalid>|autoscale(jp): 1 -> 2"
+        );
+        // Nothing to do the second time.
+        let again = mirror
+            .commit_file_and_push("infra/node-pool/jp.tfvars", bump, "again", &author(), 3)
+            .unwrap();
+        assert!(matches!(again, Pushed::Unchanged { .. }), "{again:?}");
+    }
+
+    #[test]
+    fn a_moved_branch_is_fetched_and_the_edit_reapplied_never_forced() {
+        let (dir, work, bare) = remote();
+        let mirror =
+            Mirror::open_or_init(&dir.path().join("m"), bare.to_str().unwrap(), "main").unwrap();
+        let mut calls = 0;
+        let pushed = mirror
+            .commit_file_and_push(
+                "infra/node-pool/jp.tfvars",
+                |text| {
+                    calls += 1;
+                    if calls == 1 {
+                        // Someone else pushes between our fetch and our push.
+                        std::fs::write(work.join("README.md"), "hello\n").unwrap();
+                        git(&work, &["add", "-A"]);
+                        git(&work, &["commit", "-q", "-m", "docs"]);
+                        git(&work, &["push", "-q", "origin", "main"]);
+                    }
+                    bump(text)
+                },
+                "autoscale(jp): 1 -> 2",
+                &author(),
+                3,
+            )
+            .unwrap();
+        assert!(
+            matches!(pushed, Pushed::Commit { attempts: 2, .. }),
+            "{pushed:?}"
+        );
+        assert_eq!(
+            git(&bare, &["log", "--format=%s", "main"]),
+            "autoscale(jp): 1 -> 2\ndocs\ninit"
+        );
+    }
+
+    #[test]
+    fn a_hook_rejection_is_reported_with_its_message() {
+        let (dir, _work, bare) = remote();
+        let hook = bare.join("hooks/pre-receive");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\necho 'infra/node-pool/jp.tfvars:3:17: error: too many' >&2\nexit 1\n",
+        )
+        .unwrap();
+        Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+        let mirror =
+            Mirror::open_or_init(&dir.path().join("m"), bare.to_str().unwrap(), "main").unwrap();
+        let err = mirror
+            .commit_file_and_push("infra/node-pool/jp.tfvars", bump, "x", &author(), 3)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("jp.tfvars:3:17: error: too many"), "{text}");
+    }
+}

@@ -83,6 +83,21 @@ pub struct ServeArgs {
     /// The guard never trips with fewer nodes than this.
     #[arg(long, default_value = "3")]
     pub split_brain_min_nodes: u32,
+    /// How often the autoscaler decides per region.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub autoscale_interval: Duration,
+    /// Run no autoscaler (decisions are still visible with `neutral explain`).
+    #[arg(long)]
+    pub no_autoscale: bool,
+    /// An in-flight autoscale action older than this no longer blocks new ones.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub autoscale_in_flight_timeout: Duration,
+    /// Name the autoscaler commits as.
+    #[arg(long, default_value = "neutral autoscaler")]
+    pub git_author_name: String,
+    /// Email the autoscaler commits as.
+    #[arg(long, default_value = "autoscaler@neutral.invalid")]
+    pub git_author_email: String,
 }
 
 impl ServeArgs {
@@ -99,6 +114,11 @@ impl ServeArgs {
         }
         if self.sync_interval.is_zero() {
             return Err("--sync-interval must be positive".into());
+        }
+        if self.autoscale_interval.is_zero() {
+            return Err(
+                "--autoscale-interval must be positive (use --no-autoscale to turn it off)".into(),
+            );
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod args;
 pub mod auth;
+pub mod autoscaler;
 pub mod dns;
 pub mod error;
 pub mod health;
@@ -133,6 +134,13 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         "restored state"
     );
 
+    let mirror = {
+        let path = args.data.join("mirror.git");
+        let (url, branch) = (args.repo.clone(), args.branch.clone());
+        tokio::task::spawn_blocking(move || neutral_git::Mirror::open_or_init(&path, &url, &branch))
+            .await?
+            .context("cannot open the Git mirror")?
+    };
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(ingest::QUEUE);
     let (sync_tx, sync_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(1024);
@@ -153,6 +161,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         dns: DnsBridge::new(dns_server.handle()),
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
+        mirror: Arc::new(std::sync::Mutex::new(mirror)),
     });
     shared.recompute("start").await;
 
@@ -166,6 +175,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         heartbeat_rx,
         shutdown.clone(),
     ));
+    tasks.spawn(autoscaler::run(Arc::clone(&shared), shutdown.clone()));
 
     let http = axum_server::Handle::new();
     let app = api::router(Arc::clone(&shared));

@@ -47,22 +47,7 @@ pub async fn run(
     mut requests: mpsc::Receiver<SyncRequest>,
     mut shutdown: Shutdown,
 ) {
-    let path = shared.args.data.join("mirror.git");
-    let (url, branch) = (shared.args.repo.clone(), shared.args.branch.clone());
-    let mirror =
-        match tokio::task::spawn_blocking(move || Mirror::open_or_init(&path, &url, &branch)).await
-        {
-            Ok(Ok(mirror)) => Arc::new(Mutex::new(mirror)),
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "cannot open the Git mirror; sync disabled");
-                shared.write_world().sync.last_error = Some(err.to_string());
-                return;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "Git mirror task failed; sync disabled");
-                return;
-            }
-        };
+    let mirror = Arc::clone(&shared.mirror);
     let mut last_handled: Option<String> = shared
         .store
         .sync_status()

@@ -62,6 +62,9 @@ pub struct World {
     /// within the split-brain window: what the guard holds on to when it
     /// trips, so answers are kept as they were before the burst began.
     pub calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
+    /// The autoscaler's latest decision per region and when it was made.
+    pub decisions: BTreeMap<String, neutral_core::autoscale::Decision>,
+    pub decisions_at: Option<Timestamp>,
 }
 
 /// Something that changed and may need a Terraform run (issue: scheduler).
@@ -81,6 +84,14 @@ pub enum ChangeEvent {
         node: String,
         status: NodeStatus,
         reason: String,
+        at: Timestamp,
+    },
+    /// The autoscaler acted on a region: a node-pool change (with its
+    /// commit) or a replacement of down nodes (no commit).
+    Autoscale {
+        region: String,
+        commit: Option<String>,
+        summary: String,
         at: Timestamp,
     },
 }
@@ -122,6 +133,9 @@ pub struct Shared {
     pub counters: Counters,
     pub probe_wakeup: Notify,
     pub weight_settings: WeightSettings,
+    /// The local mirror of the configuration repository: sync fetches into
+    /// it, the autoscaler commits and pushes from it.
+    pub mirror: Arc<std::sync::Mutex<neutral_git::Mirror>>,
 }
 
 /// Probe settings and liveness thresholds for a node of `region`: those of the
@@ -477,6 +491,8 @@ pub fn restore(args: &ServeArgs, store: &Store, at: Timestamp) -> anyhow::Result
         report_at: at,
         sync: SyncView::default(),
         calm: None,
+        decisions: BTreeMap::new(),
+        decisions_at: None,
     })
 }
 

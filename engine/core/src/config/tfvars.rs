@@ -250,3 +250,88 @@ mod tests {
         );
     }
 }
+
+/// Why [`set_desired_nodes`] would not rewrite a file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TfvarsEditError {
+    #[error("{line}:{col}: HCL syntax error: {message}")]
+    Syntax {
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("desired_nodes is `{found}`, not a literal whole number; not rewriting it")]
+    NotALiteral { found: String },
+}
+
+/// Rewrites the `desired_nodes` value of a node-pool tfvars file to
+/// `desired`, changing nothing else: every other line, comment and space is
+/// kept byte for byte. A file without `desired_nodes` gets it appended.
+pub fn set_desired_nodes(text: &str, desired: u32) -> Result<String, TfvarsEditError> {
+    let body = hcl_edit::parser::parse_body(text).map_err(|error| TfvarsEditError::Syntax {
+        line: error.location().line(),
+        col: error.location().column(),
+        message: error.message().to_owned(),
+    })?;
+    let Some(attribute) = body.get_attribute("desired_nodes") else {
+        let mut out = text.to_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("desired_nodes = {desired}\n"));
+        return Ok(out);
+    };
+    let span = attribute.value.span();
+    let literal = matches!(&attribute.value, Expression::Number(n) if n.as_u64().is_some());
+    match span {
+        Some(span) if literal => {
+            let (Some(before), Some(after)) = (text.get(..span.start), text.get(span.end..)) else {
+                return Err(TfvarsEditError::NotALiteral {
+                    found: source(text, Some(span)),
+                });
+            };
+            Ok(format!("{before}{desired}{after}"))
+        }
+        span => Err(TfvarsEditError::NotALiteral {
+            found: source(text, span),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod edit_tests {
+    use super::*;
+
+    #[test]
+    fn rewriting_desired_nodes_keeps_every_other_byte() {
+        let text = "# jp pool — edited by people and the autoscaler\nregion        = \"jp\"   # keep\ndesired_nodes = 1 # was 1\nextra = [1, 2]\n";
+        let out = set_desired_nodes(text, 12).unwrap();
+        assert_eq!(
+            out,
+            "# jp pool — edited by people and the autoscaler\nregion        = \"jp\"   # keep\ndesired_nodes = 12 # was 1\nextra = [1, 2]\n"
+        );
+        assert_eq!(set_desired_nodes(&out, 1).unwrap(), text);
+    }
+
+    #[test]
+    fn a_missing_desired_nodes_is_appended() {
+        assert_eq!(
+            set_desired_nodes("region = \"jp\"", 2).unwrap(),
+            "region = \"jp\"\ndesired_nodes = 2\n"
+        );
+    }
+
+    #[test]
+    fn expressions_and_syntax_errors_are_refused() {
+        assert_eq!(
+            set_desired_nodes("desired_nodes = var.x + 1\n", 2),
+            Err(TfvarsEditError::NotALiteral {
+                found: "var.x + 1".to_owned()
+            })
+        );
+        assert!(matches!(
+            set_desired_nodes("desired_nodes = \n", 2),
+            Err(TfvarsEditError::Syntax { .. })
+        ));
+    }
+}

@@ -30,6 +30,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{id}/undrain", post(nodes::undrain))
         .route("/sync", post(read::sync))
         .route("/regions", get(read::regions))
+        .route("/autoscale", get(read::autoscale))
         .route("/domains", get(read::domains))
         .route("/domains/{domain}", get(read::domain))
         .route("/status", get(read::status))

@@ -232,3 +232,13 @@ pub async fn sync(
             )
         })
 }
+
+/// The autoscaler's latest decision per region, with reasons and numbers.
+pub async fn autoscale(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let world = shared.read_world();
+    Json(json!({
+        "enabled": !shared.args.no_autoscale,
+        "decided_at": world.decisions_at.map(rfc3339),
+        "decisions": world.decisions,
+    }))
+}

@@ -1,0 +1,490 @@
+//! The autoscaler: every `--autoscale-interval`, the core's decision per
+//! region from the heartbeat metrics, carried out the GitOps way.
+//!
+//! A scale-in first marks the chosen nodes `drain` (DNS drops them at once);
+//! then the autoscaler rewrites `infra/node-pool/<region>.tfvars` (only the
+//! `desired_nodes` value; every other byte kept), commits it as the
+//! autoscaler with the reason and numbers in the message, and pushes to the
+//! configuration repository (fetch and re-apply on a non-fast-forward, never
+//! force; the remote's hooks validate it like any push). The action stays in
+//! flight until the change is applied and the nodes registered (or gone), or
+//! until the in-flight timeout; no second action for that region meanwhile.
+//! A replacement of down nodes changes nothing in Git: it asks for a
+//! node-pool run. Decisions are the core's; this module only acts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use neutral_core::autoscale::{self, Action, AutoscaleSettings, Decision, LastAction};
+use neutral_core::config::set_desired_nodes;
+use neutral_core::model::{Declarations, Node, NodeStatus, Timestamp};
+use neutral_git::{Author, Pushed};
+use neutral_store::AuditEntry;
+use serde_json::json;
+
+use crate::shutdown::Shutdown;
+use crate::world::{ChangeEvent, Shared, now};
+
+pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    if shared.args.no_autoscale {
+        tracing::info!("autoscaler off (--no-autoscale)");
+        return;
+    }
+    let mut interval = tokio::time::interval(shared.args.autoscale_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => evaluate(&shared).await,
+            () = shutdown.wait() => break,
+        }
+    }
+}
+
+/// How far back metric samples are read: twice the longest window of any
+/// policy (the core looks back one window before the window start).
+fn lookback(decl: &Declarations) -> Duration {
+    decl.autoscale
+        .values()
+        .map(|p| p.scale_up.for_.max(p.scale_down.for_))
+        .max()
+        .unwrap_or(Duration::from_secs(300))
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(30))
+}
+
+/// Whether an in-flight action has taken effect: the declarations in force
+/// carry its `to`, and the region's registered nodes match it (enough
+/// non-drained nodes after growing; the drained ones gone after shrinking;
+/// no down node left after a replacement).
+pub fn completed(action: &LastAction, region: &str, decl: &Declarations, nodes: &[Node]) -> bool {
+    let members: Vec<&Node> = nodes.iter().filter(|n| n.region == region).collect();
+    let serving = members
+        .iter()
+        .filter(|n| n.status != NodeStatus::Drain)
+        .count();
+    let ready = members
+        .iter()
+        .filter(|n| n.status == NodeStatus::Up)
+        .count();
+    let down = members
+        .iter()
+        .filter(|n| n.status == NodeStatus::Down)
+        .count();
+    let to = usize::try_from(action.to).unwrap_or(usize::MAX);
+    let declared = decl.desired_nodes(region) == action.to;
+    if action.to > action.from {
+        declared && serving >= to && ready >= to
+    } else if action.to < action.from {
+        declared && members.len() <= to
+    } else {
+        down == 0 || ready >= usize::try_from(decl.desired_nodes(region)).unwrap_or(usize::MAX)
+    }
+}
+
+/// The first line of the commit message: `autoscale(jp): 1 -> 2, cpu 0.82 >
+/// 0.75 for 60s`.
+pub fn commit_subject(decision: &Decision, from: u32, to: u32) -> String {
+    let why = decision
+        .reason
+        .split("; scale ")
+        .next()
+        .unwrap_or(&decision.reason)
+        .trim();
+    format!("autoscale({}): {from} -> {to}, {why}", decision.region)
+}
+
+fn commit_message(decision: &Decision, from: u32, to: u32) -> String {
+    let mut message = commit_subject(decision, from, to);
+    message.push_str("\n\n");
+    message.push_str(&decision.reason);
+    message.push('\n');
+    if !decision.numbers.is_empty() {
+        message.push('\n');
+        for (key, value) in &decision.numbers {
+            message.push_str(&format!("{key}: {value}\n"));
+        }
+    }
+    message.push_str("\nDecided-by: neutral autoscaler\n");
+    message
+}
+
+pub async fn evaluate(shared: &Arc<Shared>) {
+    let at = now();
+    let (decl, nodes, commit) = {
+        let world = shared.read_world();
+        (
+            Arc::clone(&world.decl),
+            world.node_list(),
+            world.commit.clone(),
+        )
+    };
+    if commit.is_none() {
+        return;
+    }
+    let since = at.minus(lookback(&decl));
+    let (samples, mut last) = match shared
+        .with_store(move |s| {
+            Ok((
+                s.samples().samples_since(since)?,
+                s.autoscale_state().list()?,
+            ))
+        })
+        .await
+    {
+        Ok(read) => read,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "autoscaler cannot read its inputs");
+            return;
+        }
+    };
+    settle_in_flight(shared, &mut last, &decl, &nodes).await;
+    let settings = AutoscaleSettings {
+        in_flight_timeout: shared.args.autoscale_in_flight_timeout,
+    };
+    let decisions = autoscale::decide_all(&decl, &nodes, &samples, &last, at, &settings);
+    {
+        let mut world = shared.write_world();
+        world.decisions.clone_from(&decisions);
+        world.decisions_at = Some(at);
+    }
+
+    for decision in decisions.values() {
+        let previous = last.get(&decision.region);
+        match &decision.action {
+            Action::None => {
+                if let Some(previous) =
+                    previous.filter(|p| p.failover_extra != decision.failover_extra)
+                {
+                    let updated = LastAction {
+                        failover_extra: decision.failover_extra,
+                        ..previous.clone()
+                    };
+                    record(
+                        shared,
+                        &decision.region,
+                        updated,
+                        &decision.reason,
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+            Action::ScaleOut { from, to } => scale(shared, decision, *from, *to, &[], at).await,
+            Action::ScaleIn { from, to, drain } => {
+                scale(shared, decision, *from, *to, drain, at).await;
+            }
+            Action::Replace { nodes: down } => {
+                let desired = decl.desired_nodes(&decision.region);
+                let action = LastAction {
+                    at,
+                    from: desired,
+                    to: desired,
+                    in_flight: true,
+                    failover_extra: decision.failover_extra,
+                };
+                record(
+                    shared,
+                    &decision.region,
+                    action,
+                    &decision.reason,
+                    json!({ "replace": down }),
+                )
+                .await;
+                let _ = shared.events.send(ChangeEvent::Autoscale {
+                    region: decision.region.clone(),
+                    commit: None,
+                    summary: format!("replace [{}]: {}", down.join(", "), decision.reason),
+                    at,
+                });
+            }
+        }
+    }
+}
+
+async fn settle_in_flight(
+    shared: &Shared,
+    last: &mut BTreeMap<String, LastAction>,
+    decl: &Declarations,
+    nodes: &[Node],
+) {
+    for (region, action) in last.iter_mut() {
+        if action.in_flight && completed(action, region, decl, nodes) {
+            action.in_flight = false;
+            let reason = format!("{} -> {} took effect", action.from, action.to);
+            record(
+                shared,
+                region,
+                action.clone(),
+                &reason,
+                json!({ "completed": true }),
+            )
+            .await;
+        }
+    }
+}
+
+async fn record(
+    shared: &Shared,
+    region: &str,
+    action: LastAction,
+    reason: &str,
+    detail: serde_json::Value,
+) {
+    let (region, reason) = (region.to_owned(), reason.to_owned());
+    let result = shared
+        .with_store(move |s| {
+            s.autoscale_state()
+                .put(&region, &action, "autoscaler", &reason, &detail)
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::error!(error = %format!("{err:#}"), "cannot record an autoscale action");
+    }
+}
+
+async fn set_drained(shared: &Shared, ids: &[String], drained: bool) {
+    {
+        let mut world = shared.write_world();
+        for id in ids {
+            if let Some(entry) = world.nodes.get_mut(id) {
+                entry.liveness.drained = drained;
+            }
+        }
+    }
+    shared.reconcile("autoscaler").await;
+}
+
+async fn scale(
+    shared: &Arc<Shared>,
+    decision: &Decision,
+    from: u32,
+    to: u32,
+    drain: &[String],
+    at: Timestamp,
+) {
+    let region = decision.region.clone();
+    if !drain.is_empty() {
+        set_drained(shared, drain, true).await;
+        shared
+            .audit(AuditEntry {
+                at,
+                actor: "autoscaler".into(),
+                kind: "autoscale.drain".into(),
+                subject: region.clone(),
+                message: format!("drain [{}] before {from} -> {to}", drain.join(", ")),
+                commit: None,
+                data: json!({ "nodes": drain }),
+            })
+            .await;
+    }
+    let path = format!("infra/node-pool/{region}.tfvars");
+    let message = commit_message(decision, from, to);
+    let author = Author {
+        name: shared.args.git_author_name.clone(),
+        email: shared.args.git_author_email.clone(),
+    };
+    let mirror = Arc::clone(&shared.mirror);
+    let edit_region = region.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        let mirror = mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        mirror.commit_file_and_push(
+            &path,
+            |text| match text {
+                Some(text) => set_desired_nodes(text, to).map(Some).map_err(|e| e.to_string()),
+                None => Ok(Some(format!(
+                    "# Node pool of region {edit_region}; desired_nodes is also written by the autoscaler.\nregion        = \"{edit_region}\"\ndesired_nodes = {to}\n"
+                ))),
+            },
+            &message,
+            &author,
+            5,
+        )
+    })
+    .await;
+    let subject = commit_subject(decision, from, to);
+    let outcome = match pushed {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(err) => Err(format!("autoscaler task failed: {err}")),
+    };
+    match outcome {
+        Ok(Pushed::Commit { sha, attempts }) => {
+            tracing::info!(%region, %sha, attempts, "{subject}");
+            let action = LastAction {
+                at,
+                from,
+                to,
+                in_flight: true,
+                failover_extra: decision.failover_extra,
+            };
+            let detail = json!({ "commit": sha, "numbers": decision.numbers, "drain": drain });
+            record(shared, &region, action, &subject, detail).await;
+            let _ = shared.events.send(ChangeEvent::Autoscale {
+                region: region.clone(),
+                commit: Some(sha),
+                summary: subject,
+                at,
+            });
+            // Apply the new desired count at once rather than at the next tick.
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                let _ = crate::sync::request(&shared, Duration::from_secs(60)).await;
+            });
+        }
+        Ok(Pushed::Unchanged { head }) => {
+            tracing::info!(%region, %head, "node pool already at {to}; nothing to commit");
+            let action = LastAction {
+                at,
+                from,
+                to,
+                in_flight: true,
+                failover_extra: decision.failover_extra,
+            };
+            record(
+                shared,
+                &region,
+                action,
+                &format!("{subject} (already committed)"),
+                json!({ "commit": head }),
+            )
+            .await;
+        }
+        Err(error) => {
+            tracing::error!(%region, %error, "autoscale push failed: {subject}");
+            if !drain.is_empty() {
+                set_drained(shared, drain, false).await;
+            }
+            // Hold off for a cooldown instead of retrying every interval.
+            let action = LastAction {
+                at,
+                from,
+                to: from,
+                in_flight: false,
+                failover_extra: decision.failover_extra,
+            };
+            record(
+                shared,
+                &region,
+                action,
+                &format!("{subject}: push failed"),
+                json!({ "error": error }),
+            )
+            .await;
+            shared
+                .audit(AuditEntry {
+                    at,
+                    actor: "autoscaler".into(),
+                    kind: "autoscale.failed".into(),
+                    subject: region,
+                    message: format!("{subject}: {error}"),
+                    commit: None,
+                    data: serde_json::Value::Null,
+                })
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neutral_core::model::{CloudProvider, DeclaredRegionState, NodeMode, NodePoolDecl, Region};
+
+    fn decl(desired: u32) -> Declarations {
+        let mut decl = Declarations::default();
+        decl.regions.insert(
+            "jp".into(),
+            Region {
+                name: "jp".into(),
+                provider: CloudProvider::Local,
+                min_nodes: 1,
+                max_nodes: 5,
+                base_weight: 100,
+                state: DeclaredRegionState::Up,
+                failover: vec![],
+            },
+        );
+        decl.node_pools.insert(
+            "jp".into(),
+            NodePoolDecl {
+                region: "jp".into(),
+                desired_nodes: desired,
+            },
+        );
+        decl
+    }
+
+    fn node(id: &str, status: NodeStatus) -> Node {
+        Node {
+            id: id.into(),
+            region: "jp".into(),
+            address: "127.0.0.2".parse().unwrap(),
+            status,
+            status_since: Timestamp(0),
+            mode: NodeMode::ContainerdOnly,
+            last_heartbeat: None,
+            metrics: None,
+        }
+    }
+
+    fn action(from: u32, to: u32) -> LastAction {
+        LastAction {
+            at: Timestamp(0),
+            from,
+            to,
+            in_flight: true,
+            failover_extra: 0,
+        }
+    }
+
+    #[test]
+    fn a_scale_out_completes_once_applied_and_the_new_nodes_are_ready() {
+        let one = [node("a", NodeStatus::Up)];
+        let two = [node("a", NodeStatus::Up), node("b", NodeStatus::Up)];
+        let registering = [node("a", NodeStatus::Up), node("b", NodeStatus::Down)];
+        assert!(
+            !completed(&action(1, 2), "jp", &decl(1), &two),
+            "commit not applied yet"
+        );
+        assert!(!completed(&action(1, 2), "jp", &decl(2), &one));
+        assert!(!completed(&action(1, 2), "jp", &decl(2), &registering));
+        assert!(completed(&action(1, 2), "jp", &decl(2), &two));
+    }
+
+    #[test]
+    fn a_scale_in_completes_when_the_drained_node_is_gone() {
+        let draining = [node("a", NodeStatus::Up), node("b", NodeStatus::Drain)];
+        let gone = [node("a", NodeStatus::Up)];
+        assert!(!completed(&action(2, 1), "jp", &decl(1), &draining));
+        assert!(completed(&action(2, 1), "jp", &decl(1), &gone));
+    }
+
+    #[test]
+    fn a_replacement_completes_when_nothing_is_down() {
+        let down = [node("a", NodeStatus::Down)];
+        let replaced = [node("b", NodeStatus::Up)];
+        assert!(!completed(&action(1, 1), "jp", &decl(1), &down));
+        assert!(completed(&action(1, 1), "jp", &decl(1), &replaced));
+    }
+
+    #[test]
+    fn commit_subjects_carry_the_reason_and_numbers() {
+        let decision = Decision {
+            region: "jp".into(),
+            action: Action::ScaleOut { from: 1, to: 2 },
+            reason: "cpu 0.82 > 0.75 for 60s; scale out 1 -> 2".into(),
+            numbers: BTreeMap::from([("cpu".to_owned(), 0.82), ("cpu_above".to_owned(), 0.75)]),
+            failover_extra: 0,
+        };
+        assert_eq!(
+            commit_subject(&decision, 1, 2),
+            "autoscale(jp): 1 -> 2, cpu 0.82 > 0.75 for 60s"
+        );
+        let message = commit_message(&decision, 1, 2);
+        assert!(
+            message.contains("\ncpu: 0.82\ncpu_above: 0.75\n"),
+            "{message}"
+        );
+    }
+}
