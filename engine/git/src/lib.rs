@@ -128,6 +128,64 @@ impl Mirror {
     pub fn config_tree(&self, commit: Oid) -> Result<Vec<RepoFile>, GitError> {
         config_tree(&self.repo, commit)
     }
+
+    /// Writes the whole tree of `commit` into `dest` (created if missing),
+    /// as a plain directory: what Terraform runs against.
+    pub fn export(&self, commit: Oid, dest: &Path) -> Result<(), GitError> {
+        let read_err = |source| GitError::Read {
+            commit: commit.to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dest).map_err(|e| GitError::Read {
+            commit: commit.to_string(),
+            source: git2::Error::from_str(&format!("creating {}: {e}", dest.display())),
+        })?;
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(read_err)?;
+        let mut checkout = git2::build::CheckoutBuilder::new();
+        checkout.target_dir(dest).force().recreate_missing(true);
+        self.repo
+            .checkout_tree(tree.as_object(), Some(&mut checkout))
+            .map_err(read_err)
+    }
+
+    /// Paths that differ between `from` (nothing when `None`) and `to`.
+    pub fn changed_paths(&self, from: Option<Oid>, to: Oid) -> Result<Vec<String>, GitError> {
+        let read_err = |source| GitError::Read {
+            commit: to.to_string(),
+            source,
+        };
+        let new = self
+            .repo
+            .find_commit(to)
+            .and_then(|c| c.tree())
+            .map_err(read_err)?;
+        let old = match from {
+            Some(from) => Some(
+                self.repo
+                    .find_commit(from)
+                    .and_then(|c| c.tree())
+                    .map_err(read_err)?,
+            ),
+            None => None,
+        };
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
+            .map_err(read_err)?;
+        let mut paths: Vec<String> = diff
+            .deltas()
+            .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+            .flatten()
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
 }
 
 /// Identity and summary of `commit`.
@@ -307,6 +365,38 @@ mod tests {
         );
         let info = mirror.commit_info(head).unwrap();
         assert_eq!(info.summary, "first");
+    }
+
+    #[test]
+    fn exports_trees_and_lists_changed_paths() {
+        let work = work_repo();
+        let data = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open_or_init(
+            &data.path().join("m"),
+            work.path().to_str().unwrap(),
+            "main",
+        )
+        .unwrap();
+        let first = mirror.fetch().unwrap();
+        std::fs::write(
+            work.path().join("infra/node-pool/jp.tfvars"),
+            "region = \"jp\"\ndesired_nodes = 2\n",
+        )
+        .unwrap();
+        git(work.path(), &["commit", "-qam", "two"]);
+        let second = mirror.fetch().unwrap();
+        assert_eq!(
+            mirror.changed_paths(Some(first), second).unwrap(),
+            ["infra/node-pool/jp.tfvars"]
+        );
+        assert!(mirror.changed_paths(None, second).unwrap().len() >= 5);
+        let out = data.path().join("export");
+        mirror.export(second, &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("infra/node-pool/jp.tfvars")).unwrap(),
+            "region = \"jp\"\ndesired_nodes = 2\n"
+        );
+        assert!(out.join("docs/readme.md").is_file());
     }
 
     #[test]

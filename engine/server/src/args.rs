@@ -98,6 +98,35 @@ pub struct ServeArgs {
     /// Email the autoscaler commits as.
     #[arg(long, default_value = "autoscaler@neutral.invalid")]
     pub git_author_email: String,
+    /// Run Terraform here (the scheduler): on pushes, health changes,
+    /// autoscaler actions and drift checks. Off when an external CI runs it.
+    #[arg(long)]
+    pub run_terraform: bool,
+    /// The terraform (or tofu) binary; default `$TERRAFORM_BIN`, else
+    /// `terraform`/`tofu` on PATH.
+    #[arg(long)]
+    pub terraform_bin: Option<PathBuf>,
+    /// Folder holding `terraform-provider-neutral`; default: this binary's.
+    #[arg(long)]
+    pub provider_dir: Option<PathBuf>,
+    /// The GTM root: one state; health changes apply only the affected records.
+    #[arg(long, default_value = "infra/gtm")]
+    pub gtm_root: String,
+    /// Address of one domain's record in the GTM root (`{domain}` replaced).
+    #[arg(
+        long,
+        default_value = "module.gtm.neutral_gtm_record.this[\"{domain}\"]"
+    )]
+    pub gtm_target: String,
+    /// The node-pool root: one state per `<region>.tfvars` in it.
+    #[arg(long, default_value = "infra/node-pool")]
+    pub node_pool_root: String,
+    /// How often every root is planned to detect drift.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub drift_interval: Duration,
+    /// Apply drift found by the periodic check instead of only reporting it.
+    #[arg(long)]
+    pub apply_drift: bool,
 }
 
 impl ServeArgs {

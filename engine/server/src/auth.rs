@@ -11,6 +11,12 @@ use neutral_store::TokenHash;
 /// Reads a secret from `file` (trimmed) or else from the environment
 /// variable `env`.
 pub fn load_secret(file: Option<&Path>, env: &str) -> Result<TokenHash> {
+    read_secret(file, env).map(|secret| TokenHash::of(&secret))
+}
+
+/// The secret itself, for the one place that must present it (the
+/// scheduler hands the admin token to Terraform's provider).
+pub fn read_secret(file: Option<&Path>, env: &str) -> Result<String> {
     let secret = match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read token file {}", path.display()))?
@@ -24,7 +30,7 @@ pub fn load_secret(file: Option<&Path>, env: &str) -> Result<TokenHash> {
     if secret.len() < 16 {
         bail!("the token from {env} is too short: use at least 16 characters");
     }
-    Ok(TokenHash::of(&secret))
+    Ok(secret)
 }
 
 /// The bearer token of a request, if it carries one.

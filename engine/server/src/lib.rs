@@ -19,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod scheduler;
 pub mod shutdown;
 pub mod sync;
 pub mod world;
@@ -141,6 +142,12 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             .await?
             .context("cannot open the Git mirror")?
     };
+    let scheduler = if args.run_terraform {
+        let secret = auth::read_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")?;
+        Some(Arc::new(scheduler::Scheduler::new(&args, &secret)?))
+    } else {
+        None
+    };
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(ingest::QUEUE);
     let (sync_tx, sync_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(1024);
@@ -162,6 +169,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
         mirror: Arc::new(std::sync::Mutex::new(mirror)),
+        scheduler: scheduler.clone(),
     });
     shared.recompute("start").await;
 
@@ -176,6 +184,13 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         shutdown.clone(),
     ));
     tasks.spawn(autoscaler::run(Arc::clone(&shared), shutdown.clone()));
+    if let Some(scheduler) = scheduler {
+        tasks.spawn(scheduler::run(
+            Arc::clone(&shared),
+            scheduler,
+            shutdown.clone(),
+        ));
+    }
 
     let http = axum_server::Handle::new();
     let app = api::router(Arc::clone(&shared));

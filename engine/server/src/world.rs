@@ -136,6 +136,8 @@ pub struct Shared {
     /// The local mirror of the configuration repository: sync fetches into
     /// it, the autoscaler commits and pushes from it.
     pub mirror: Arc<std::sync::Mutex<neutral_git::Mirror>>,
+    /// The Terraform executor, when `--run-terraform` is on.
+    pub scheduler: Option<Arc<crate::scheduler::Scheduler>>,
 }
 
 /// Probe settings and liveness thresholds for a node of `region`: those of the

@@ -397,7 +397,11 @@ mod tests {
         assert!(drift.succeeded && !drift.applied, "{}", drift.log);
         let drift_summary = drift.summary.unwrap();
         assert_eq!(
-            (drift_summary.adds, drift_summary.changes, drift_summary.destroys),
+            (
+                drift_summary.adds,
+                drift_summary.changes,
+                drift_summary.destroys
+            ),
             (0, 1, 0),
             "a's input changes in place"
         );

@@ -31,6 +31,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sync", post(read::sync))
         .route("/regions", get(read::regions))
         .route("/autoscale", get(read::autoscale))
+        .route("/runs", get(read::runs))
+        .route("/runs/{id}", get(read::run))
         .route("/domains", get(read::domains))
         .route("/domains/{domain}", get(read::domain))
         .route("/status", get(read::status))

@@ -242,3 +242,54 @@ pub async fn autoscale(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "decisions": world.decisions,
     }))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunParams {
+    limit: Option<u32>,
+    root: Option<String>,
+}
+
+/// Recorded Terraform runs, newest first, plus the queue and drift state.
+pub async fn runs(
+    State(shared): State<Arc<Shared>>,
+    params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = params.limit.unwrap_or(50).min(1000);
+    let root = params.root.clone();
+    let runs = shared
+        .with_store(move |s| s.runs().list_runs(limit, root.as_deref()))
+        .await?;
+    let (pending, drift) = match &shared.scheduler {
+        Some(scheduler) => (
+            json!(scheduler.pending()),
+            json!(scheduler
+                .drift
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(key, drift)| json!({ "root": key.root, "workspace": key.workspace, "drift": drift }))
+                .collect::<Vec<_>>()),
+        ),
+        None => (json!([]), json!([])),
+    };
+    Ok(Json(json!({
+        "scheduler": shared.scheduler.is_some(),
+        "pending": pending,
+        "drift": drift,
+        "runs": runs,
+    })))
+}
+
+/// One run with its log (admin: logs can name infrastructure details).
+pub async fn run(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&shared, &headers)?;
+    let run = shared.with_store(move |s| s.runs().get_run(id)).await?;
+    run.map(|r| Json(json!(r)))
+        .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))
+}

@@ -1,0 +1,189 @@
+//! End-to-end tests of the scheduler inside `neutral serve`: real terraform
+//! runs of roots exported from the pushed commits, triggered by pushes,
+//! health changes and drift checks, recorded in `GET /runs`.
+//!
+//! These roots use Terraform's built-in `terraform_data` so the scheduler is
+//! tested on its own; the provider's tests cover `neutral_gtm_record` and
+//! `neutral_node_pool` in the same roots.
+
+use std::time::Duration;
+
+use neutral_e2e::cluster::{Agent, Daemon, Repo, Service, fast_config, free_port, wait_for};
+use serde_json::Value;
+
+const GTM_ROOT: &str = r#"# One record per GTM policy in platform-config/gtm.
+locals {
+  files    = fileset("${path.module}/../../platform-config/gtm", "*.yaml")
+  policies = { for f in local.files : yamldecode(file("${path.module}/../../platform-config/gtm/${f}")).domain => yamldecode(file("${path.module}/../../platform-config/gtm/${f}")) }
+}
+
+resource "terraform_data" "this" {
+  for_each = local.policies
+  input    = each.value.regions
+}
+"#;
+
+const POOL_ROOT: &str = r#"variable "region" {
+  type = string
+}
+
+variable "desired_nodes" {
+  type = number
+}
+
+resource "terraform_data" "pool" {
+  input = "${var.region}: ${var.desired_nodes}"
+}
+"#;
+
+fn terraform_available() -> bool {
+    std::env::var_os("TERRAFORM_BIN").is_some()
+        || ["terraform", "tofu"].iter().any(|bin| {
+            std::process::Command::new(bin)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+fn runs(daemon: &Daemon) -> Vec<Value> {
+    daemon.get("/runs?limit=100").json()["runs"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn find_run(
+    daemon: &Daemon,
+    what: &str,
+    timeout: Duration,
+    pick: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, timeout, || {
+        runs(daemon)
+            .into_iter()
+            .find(|r| pick(r) && r["status"] != "running" && r["status"] != "queued")
+    })
+}
+
+#[test]
+fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
+    if !terraform_available() {
+        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut files = fast_config(port);
+    files.push(("infra/gtm/main.tf", GTM_ROOT.to_owned()));
+    files.push(("infra/node-pool/main.tf", POOL_ROOT.to_owned()));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        &[
+            "--heartbeat-interval",
+            "300ms",
+            "--heartbeat-timeout",
+            "1s",
+            "--sync-interval",
+            "1s",
+            "--no-autoscale",
+            "--run-terraform",
+            "--gtm-target",
+            "terraform_data.this[\"{domain}\"]",
+            "--drift-interval",
+            "3s",
+        ],
+    );
+
+    // The first commit: every root and workspace converges.
+    let gtm = find_run(&daemon, "the first gtm run", Duration::from_secs(60), |r| {
+        r["root"] == "infra/gtm" && r["trigger"] == "push"
+    });
+    assert_eq!(gtm["status"], "succeeded", "{gtm}");
+    assert_eq!(gtm["adds"], 1, "{gtm}");
+    for region in ["jp", "sg"] {
+        let pool = find_run(
+            &daemon,
+            "the first node-pool runs",
+            Duration::from_secs(60),
+            |r| {
+                r["root"] == "infra/node-pool" && r["workspace"] == region && r["trigger"] == "push"
+            },
+        );
+        assert_eq!(pool["status"], "succeeded", "{pool}");
+        assert_eq!(pool["adds"], 1, "{pool}");
+    }
+
+    // A push changing one region's tfvars runs only that workspace.
+    repo.write(
+        "infra/node-pool/jp.tfvars",
+        "region        = \"jp\"\ndesired_nodes = 3\n",
+    );
+    let commit = repo.commit_push("jp: 3 nodes");
+    assert_eq!(daemon.sync()["result"], "applied");
+    let jp = find_run(
+        &daemon,
+        "the jp run of the push",
+        Duration::from_secs(60),
+        |r| r["workspace"] == "jp" && r["commit"] == commit.as_str(),
+    );
+    assert_eq!(
+        (jp["status"].as_str(), jp["changes"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{jp}"
+    );
+    assert_eq!(jp["trigger"], "push");
+    assert!(
+        !runs(&daemon)
+            .iter()
+            .any(|r| r["workspace"] == "sg" && r["commit"] == commit.as_str()),
+        "sg ran although its tfvars did not change"
+    );
+
+    // A health change runs only the affected record, targeted.
+    let _service = Service::start("127.0.0.40", port);
+    let mut agent = Agent::start(&daemon, dir.path(), "jp-1", "jp", "127.0.0.40");
+    let id = agent.node_id();
+    wait_for("the node up", Duration::from_secs(20), || {
+        daemon.node(&id).filter(|n| n["status"] == "up")
+    });
+    let before = runs(&daemon).len();
+    agent.stop();
+    wait_for("the node down", Duration::from_secs(10), || {
+        daemon.node(&id).filter(|n| n["status"] == "down")
+    });
+    let health = find_run(
+        &daemon,
+        "a health-triggered run",
+        Duration::from_secs(60),
+        |r| r["trigger"].as_str().is_some_and(|t| t.contains("health")),
+    );
+    assert_eq!(health["root"], "infra/gtm", "{health}");
+    assert_eq!(health["status"], "succeeded", "{health}");
+    assert!(runs(&daemon).len() > before);
+    let id = health["id"].as_i64().unwrap();
+    let detail = daemon.admin("GET", &format!("/runs/{id}"), None).json();
+    let log = detail["log"].as_str().unwrap();
+    assert!(
+        log.contains("-target=terraform_data.this[\"app.example.com\"]"),
+        "{log}"
+    );
+    assert!(
+        log.contains("-detailed-exitcode") && log.contains("-out="),
+        "the plan is saved for apply: {log}"
+    );
+
+    // Drift checks plan every workspace without applying.
+    let drift = find_run(&daemon, "a drift check", Duration::from_secs(30), |r| {
+        r["trigger"] == "drift"
+    });
+    assert_eq!(drift["status"], "succeeded", "{drift}");
+    let listing = daemon.get("/runs").json();
+    assert!(
+        listing["drift"].as_array().is_some_and(|d| !d.is_empty()),
+        "{listing}"
+    );
+}
