@@ -174,6 +174,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     shared.recompute("start").await;
 
     let (trigger, shutdown) = shutdown::channel();
+    let scheduler_events = shared.events.subscribe();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(sync::run(Arc::clone(&shared), sync_rx, shutdown.clone()));
     tasks.spawn(health::run_ticker(Arc::clone(&shared), shutdown.clone()));
@@ -188,6 +189,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         tasks.spawn(scheduler::run(
             Arc::clone(&shared),
             scheduler,
+            scheduler_events,
             shutdown.clone(),
         ));
     }

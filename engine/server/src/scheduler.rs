@@ -51,6 +51,8 @@ pub struct Scheduler {
     /// Latest drift check per workspace (`None`: no drift).
     pub drift: Mutex<BTreeMap<JobKey, Option<Drift>>>,
     root: PathBuf,
+    /// Runs of different roots start together; one export per commit.
+    exports: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +132,7 @@ impl Scheduler {
             last_commit: Mutex::new(None),
             drift: Mutex::new(BTreeMap::new()),
             root,
+            exports: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -196,8 +199,14 @@ pub fn jobs_for_paths(
 }
 
 /// Runs the scheduler until shutdown.
-pub async fn run(shared: Arc<Shared>, scheduler: Arc<Scheduler>, mut shutdown: Shutdown) {
-    let mut events = shared.events.subscribe();
+/// `events` must be subscribed before the other tasks start, so that no
+/// change (such as the first sync) can slip by.
+pub async fn run(
+    shared: Arc<Shared>,
+    scheduler: Arc<Scheduler>,
+    mut events: broadcast::Receiver<ChangeEvent>,
+    mut shutdown: Shutdown,
+) {
     let mut drift = tokio::time::interval(shared.args.drift_interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drift.tick().await; // the first tick is immediate; the first check waits one interval
@@ -334,7 +343,9 @@ fn start_ready(shared: &Arc<Shared>, scheduler: &Arc<Scheduler>) {
 /// Exports `commit` once into the scheduler's folder; returns its path.
 async fn export(shared: &Shared, scheduler: &Scheduler, commit: &str) -> anyhow::Result<PathBuf> {
     let dir = scheduler.root.join("src").join(sanitize(commit));
+    let _one_at_a_time = scheduler.exports.lock().await;
     if dir.is_dir() {
+
         return Ok(dir);
     }
     let (mirror, dest, sha) = (Arc::clone(&shared.mirror), dir.clone(), commit.to_owned());
