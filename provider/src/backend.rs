@@ -6,6 +6,10 @@
 //! - `powerdns`: PowerDNS' HTTP API; the zone must exist (zones are the DNS
 //!   operator's, not Terraform's).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
 use neutral_core::model::DnsBackendKind;
 
 use crate::client::{ClientError, ControlPlane, PowerDns, RrSetChange, Zone};
@@ -64,14 +68,43 @@ impl Backend {
         }
     }
 
+    /// Applies `changes` to `zone`. Terraform applies up to ten records at
+    /// once; PATCHes of one zone are serialized within the provider (PowerDNS'
+    /// SQLite backend fails concurrent writers with a 500), and a 5xx is
+    /// retried twice after a short pause.
     pub async fn patch(&self, zone: &str, changes: &[RrSetChange]) -> Result<(), ClientError> {
         if changes.is_empty() {
             return Ok(());
         }
         let name = fqdn(zone);
-        match self {
-            Backend::Embedded(cp) => cp.patch_zone(&name, changes).await,
-            Backend::PowerDns(pdns) => pdns.patch_zone(&name, changes).await,
+        let lock = zone_lock(self.kind(), &name);
+        let _held = lock.lock().await;
+        let mut attempt = 0;
+        loop {
+            let result = match self {
+                Backend::Embedded(cp) => cp.patch_zone(&name, changes).await,
+                Backend::PowerDns(pdns) => pdns.patch_zone(&name, changes).await,
+            };
+            match result {
+                Err(err) if attempt < 2 && err.status().is_some_and(|s| s >= 500) => {
+                    attempt += 1;
+                    tracing::warn!(zone = %name, attempt, "zone PATCH failed; retrying: {err}");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                other => return other,
+            }
         }
     }
+}
+
+type ZoneLocks = Mutex<HashMap<(DnsBackendKind, String), Arc<tokio::sync::Mutex<()>>>>;
+
+/// One async lock per backend and zone, for the life of the process.
+fn zone_lock(kind: DnsBackendKind, zone: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<ZoneLocks> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(locks.entry((kind, zone.to_owned())).or_default())
 }

@@ -117,6 +117,7 @@ impl Http {
         if let Some(body) = body {
             request = request.json(body);
         }
+        let _waited = Waited(std::time::Instant::now());
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             url: url.clone(),
             message: without_url(&e),
@@ -175,6 +176,16 @@ impl Http {
                 body: "not found".to_owned(),
             }),
         }
+    }
+}
+
+/// Counts a request's time as HTTP wait for [`crate::timing`], however the
+/// request ends.
+struct Waited(std::time::Instant);
+
+impl Drop for Waited {
+    fn drop(&mut self) {
+        crate::timing::add_http(self.0.elapsed());
     }
 }
 

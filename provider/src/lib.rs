@@ -17,6 +17,7 @@ pub mod live;
 pub mod plugin;
 pub mod provider;
 pub mod records;
+pub mod timing;
 
 /// The provider's name in Terraform (`neutral_gtm_record`, …).
 pub const PROVIDER_NAME: &str = "neutral";

@@ -310,7 +310,13 @@ fn attribute_path(path: &Path) -> AttributePath {
 
 fn report(diags: Diags, out: &mut Diagnostics) {
     for diag in diags.0 {
-        let converted = Diagnostic::new(diag.summary, diag.detail, attribute_path(&diag.path));
+        // Built by hand: `Diagnostic::new` appends a backtrace to the detail
+        // whenever RUST_BACKTRACE is set, which no user should read.
+        let converted = Diagnostic {
+            summary: diag.summary.into(),
+            detail: diag.detail.into(),
+            attribute: attribute_path(&diag.path),
+        };
         match diag.severity {
             Severity::Error => out.add_error(converted),
             Severity::Warning => out.add_warning(converted),
@@ -354,6 +360,7 @@ impl Provider for ProviderAdapter {
         _terraform_version: String,
         config: Wire,
     ) -> Option<()> {
+        let _span = crate::timing::Span::new("configure");
         let mut diags = Diags::default();
         self.0.configure(&config.0, &mut diags).await;
         report(diags, out);
@@ -432,6 +439,7 @@ impl Resource for ResourceAdapter {
         private: Wire,
         _meta: Wire,
     ) -> Option<(Wire, Wire)> {
+        let _span = crate::timing::Span::new("read");
         let mut diags = Diags::default();
         let result = self.resource.read(&state.0, &mut diags).await;
         report(diags, out);
@@ -451,6 +459,7 @@ impl Resource for ResourceAdapter {
         config: Wire,
         _meta: Wire,
     ) -> Option<(Wire, Wire)> {
+        let _span = crate::timing::Span::new("plan");
         let mut diags = Diags::default();
         let result = self.resource.plan(None, &config.0, &mut diags).await;
         let planned = finish(diags, out, result)?;
@@ -466,6 +475,7 @@ impl Resource for ResourceAdapter {
         _prior_private: Wire,
         _meta: Wire,
     ) -> Option<(Wire, Wire, Vec<AttributePath>)> {
+        let _span = crate::timing::Span::new("plan");
         let mut diags = Diags::default();
         let result = self
             .resource
@@ -498,6 +508,7 @@ impl Resource for ResourceAdapter {
         _private: Wire,
         _meta: Wire,
     ) -> Option<(Wire, Wire)> {
+        let _span = crate::timing::Span::new("apply");
         let mut diags = Diags::default();
         let result = self.resource.apply(None, &planned.0, &mut diags).await;
         let state = finish(diags, out, result)?;
@@ -513,6 +524,7 @@ impl Resource for ResourceAdapter {
         _private: Wire,
         _meta: Wire,
     ) -> Option<(Wire, Wire)> {
+        let _span = crate::timing::Span::new("apply");
         let mut diags = Diags::default();
         let result = self
             .resource
@@ -529,12 +541,14 @@ impl Resource for ResourceAdapter {
         _private: Wire,
         _meta: Wire,
     ) -> Option<()> {
+        let _span = crate::timing::Span::new("destroy");
         let mut diags = Diags::default();
         let result = self.resource.destroy(&prior.0, &mut diags).await;
         finish(diags, out, result)
     }
 
     async fn import<'a>(&self, out: &mut Diagnostics, id: String) -> Option<(Wire, Wire)> {
+        let _span = crate::timing::Span::new("import");
         let mut diags = Diags::default();
         let result = self.resource.import(&id, &mut diags).await;
         let state = finish(diags, out, result)?;
@@ -564,6 +578,7 @@ impl DataSource for DataSourceAdapter {
     }
 
     async fn read<'a>(&self, out: &mut Diagnostics, config: Wire, _meta: Wire) -> Option<Wire> {
+        let _span = crate::timing::Span::new("read_data");
         let mut diags = Diags::default();
         let result = self.source.read(&config.0, &mut diags).await;
         let state = finish(diags, out, result)?;

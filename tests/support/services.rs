@@ -496,7 +496,13 @@ impl Terraform {
 
     /// Runs terraform with `args` (no colour, no input), at most 3 minutes.
     pub fn run(&self, args: &[&str]) -> Finished {
+        self.run_with_env(args, &[])
+    }
+
+    /// [`Terraform::run`] with extra environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Finished {
         let mut cmd = Command::new(&self.bin);
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .current_dir(&self.dir)
             .env("TF_CLI_CONFIG_FILE", &self.config)
