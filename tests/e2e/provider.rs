@@ -257,6 +257,17 @@ fn gtm_record_lifecycle_in_the_embedded_backend() {
         "main.tf",
         &config(&cp, "", "app.example.com", "example.com", "embedded"),
     );
+    tf.write(
+        "domain.tf",
+        r#"data "neutral_domain" "app" {
+  domain = "app.example.com"
+}
+
+output "app_weights" {
+  value = data.neutral_domain.app.effective_weights
+}
+"#,
+    );
     let records = || {
         rrsets(&cp.zone("example.com"), "app.example.com")
             .into_iter()
@@ -293,6 +304,14 @@ fn gtm_record_lifecycle_in_the_embedded_backend() {
 
     // Live health: draining a node is a planned change with its reason.
     tf.expect(&["apply", "-auto-approve", "-no-color"], 0);
+
+    // The data sources read the control plane as it is.
+    let outputs: Value =
+        serde_json::from_str(&tf.expect(&["output", "-json", "-no-color"], 0)).expect("outputs");
+    assert_eq!(outputs["jp_ready"]["value"], 2, "{outputs}");
+    assert_eq!(outputs["app_weights"]["value"]["jp"], 100, "{outputs}");
+    assert_eq!(outputs["app_weights"]["value"]["sg"], 50, "{outputs}");
+
     let drained = &nodes.nodes[1].0;
     let (status, body) = cp.admin("POST", &format!("/nodes/{drained}/drain"), Some("{}"));
     assert_eq!(status, 200, "drain: {body}");
@@ -432,4 +451,39 @@ resource "neutral_gtm_record" "bad" {
     ] {
         assert!(text.contains(expected), "`{expected}` in:\n{text}");
     }
+}
+
+#[test]
+fn provider_examples_are_formatted_and_valid() {
+    let Some(terraform) = terraform_or_skip("provider_examples_are_formatted_and_valid") else {
+        return;
+    };
+    let examples = neutral_e2e::workspace_root().join("provider/examples");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tf = Terraform::new(terraform, dir.path());
+    let check = tf.run(&[
+        "fmt",
+        "-check",
+        "-recursive",
+        "-no-color",
+        examples.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(
+        check.code,
+        Some(0),
+        "terraform fmt -check:\n{}{}",
+        check.stdout,
+        check.stderr
+    );
+    // The snippets validate together with the provider block.
+    for (from, to) in [
+        ("provider/provider.tf", "provider.tf"),
+        ("resources/neutral_gtm_record/resource.tf", "resource.tf"),
+        ("data-sources/neutral_region/data-source.tf", "region.tf"),
+        ("data-sources/neutral_domain/data-source.tf", "domain.tf"),
+    ] {
+        let text = std::fs::read_to_string(examples.join(from)).expect("example");
+        tf.write(to, &text);
+    }
+    tf.expect(&["validate", "-no-color"], 0);
 }
