@@ -326,6 +326,22 @@ output "app_weights" {
     );
     tf.expect(&["destroy", "-auto-approve", "-no-color"], 0);
 
+    // An argument known only after apply: the plan leaves the answers
+    // unknown, the apply computes and writes them, and all is then stable.
+    let later = config(&cp, "", "app.example.com", "example.com", "embedded")
+        .replace("sg = var.sg", "sg = terraform_data.sg.output")
+        + "\nresource \"terraform_data\" \"sg\" {\n  input = 50\n}\n";
+    tf.write("main.tf", &later);
+    let plan = tf.expect(&["plan", "-no-color"], 0);
+    assert!(
+        plan.contains("answers           = (known after apply)"),
+        "{plan}"
+    );
+    tf.expect(&["apply", "-auto-approve", "-no-color"], 0);
+    tf.expect(&["plan", "-detailed-exitcode", "-no-color"], 0);
+    assert_eq!(rrsets(&cp.zone("example.com"), "app.example.com").len(), 1);
+    tf.expect(&["destroy", "-auto-approve", "-no-color"], 0);
+
     let zone = cp.zone("example.com");
     assert!(rrsets(&zone, "app.example.com").is_empty(), "{zone}");
     let www = rrsets(&zone, "www.example.com");
