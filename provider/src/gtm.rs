@@ -703,6 +703,8 @@ impl ResourceImpl for GtmRecord {
                 requires_replace,
             });
         };
+        // Fail at plan time, at `dns`, when the backend cannot be written.
+        self.backend(spec.dns, diags)?;
         let previous = prior
             .filter(|_| requires_replace.is_empty())
             .and_then(|prior| {

@@ -503,3 +503,18 @@ fn provider_examples_are_formatted_and_valid() {
     }
     tf.expect(&["validate", "-no-color"], 0);
 }
+
+#[test]
+fn the_plugin_run_by_hand_explains_itself() {
+    let finished = neutral_e2e::run_with_deadline(
+        std::process::Command::new(neutral_e2e::bin("terraform-provider-neutral"))
+            .env_remove("TF_PLUGIN_MAGIC_COOKIE"),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(finished.code, Some(1), "{finished:?}");
+    assert!(
+        finished.stderr.contains("is a Terraform plugin"),
+        "{}",
+        finished.stderr
+    );
+}
