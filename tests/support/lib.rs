@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod dns;
 pub mod http;
+pub mod services;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

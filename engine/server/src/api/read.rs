@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use neutral_core::health;
-use neutral_core::model::{Metrics, NodeMode, NodeStatus};
+use neutral_core::model::{GtmPolicy, Metrics, NodeMode, NodeStatus};
 use neutral_core::weights::DomainWeights;
 use neutral_store::{AuditQuery, AuditRecord};
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,9 @@ pub struct DomainView {
     computed_at: String,
     commit: Option<String>,
     split_brain: Option<String>,
+    /// The GTM policy the weights were computed for, so that a client (the
+    /// Terraform provider) can tell whether they apply to its own record.
+    policy: Option<GtmPolicy>,
 }
 
 pub async fn domain(
@@ -132,6 +135,7 @@ pub async fn domain(
         computed_at: rfc3339(world.report_at),
         commit: world.commit.clone(),
         split_brain: world.report.split_brain.as_ref().map(|g| g.message.clone()),
+        policy: world.decl.gtm.get(&name).cloned(),
     }))
 }
 

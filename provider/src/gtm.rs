@@ -1,0 +1,1083 @@
+//! The `neutral_gtm_record` resource: one domain's `A` or `AAAA` records,
+//! weighted by live health, in the embedded DNS backend or PowerDNS.
+//!
+//! - **Plan** reads live health and computes the answers with the core
+//!   ([`live`]), so the plan shows the new `answers`, `effective_weights`,
+//!   `reasons` and backend `records`. Changing `zone`, `domain`, `type` or
+//!   `dns` forces a new resource.
+//! - **Apply** writes exactly the planned answers, and only what differs
+//!   from the backend (the core's [`dnsplan`]), marking the rrsets as owned.
+//! - **Read** puts the backend's records and TTL into the state, so a hand
+//!   edit shows up as a difference in the next plan.
+//! - **Import** by `<zone>/<domain>/<type>` (optionally `/<dns>`): the
+//!   policy arguments come back from the ownership comment.
+//! - **Destroy** removes only owned records.
+//!
+//! This module owns the resource's schema, argument checks and the
+//! translation between Terraform values and the core's types. Weights come
+//! from the core; record shapes from [`records`].
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use neutral_core::config::{dns_label_problem, normalize_dns_name};
+use neutral_core::dnsplan;
+use neutral_core::model::{AllDownPolicy, DnsBackendKind, MAX_BASE_WEIGHT, RecordType};
+
+use crate::backend::Backend;
+use crate::client::Zone;
+use crate::framework::{
+    Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value,
+};
+use crate::live::{self, Outcome, Previous, RecordSpec};
+use crate::provider::{Configured, now};
+use crate::records::{self, AnswerRow, OWNER, Policy};
+
+pub const DEFAULT_TYPE: &str = "A";
+pub const DEFAULT_TTL: u32 = 30;
+pub const DEFAULT_DNS: &str = "embedded";
+pub const DEFAULT_MIN_READY_NODES: u32 = 1;
+pub const DEFAULT_ALL_DOWN: &str = "fail_open";
+/// The largest TTL (RFC 2181 §8).
+pub const MAX_TTL: u32 = 2_147_483_647;
+pub const MAX_MIN_READY_NODES: u32 = 10_000;
+
+/// Arguments whose change replaces the resource.
+const REPLACING: [&str; 4] = ["zone", "domain", "type", "dns"];
+const COMPUTED: [&str; 6] = [
+    "id",
+    "mode",
+    "effective_weights",
+    "answers",
+    "reasons",
+    "records",
+];
+
+fn answer_type() -> Type {
+    Type::Object(vec![
+        ("node", Type::String),
+        ("region", Type::String),
+        ("address", Type::String),
+        ("weight", Type::Number),
+    ])
+}
+
+pub fn schema() -> Block {
+    use Constraint::{Computed, OptionalComputed, Required};
+    Block {
+        description: "One domain's `A` or `AAAA` records, weighted by live node health: the \
+                      plan computes the answers from the control plane's health with neutral's \
+                      engine, the apply writes only what differs to the DNS backend.",
+        attributes: vec![
+            Attribute::new(
+                "id",
+                Type::String,
+                Computed,
+                "`<zone>/<domain>/<type>`, e.g. `example.com/app.example.com/A`.",
+            ),
+            Attribute::new(
+                "domain",
+                Type::String,
+                Required,
+                "The name the records answer for, lowercase without the trailing dot; inside \
+                 `zone`. Changing it replaces the resource.",
+            ),
+            Attribute::new(
+                "zone",
+                Type::String,
+                Required,
+                "The zone holding the records, lowercase without the trailing dot. Changing it \
+                 replaces the resource.",
+            ),
+            Attribute::new(
+                "type",
+                Type::String,
+                OptionalComputed,
+                "`A` or `AAAA` (default `A`). Only nodes of the matching address family are \
+                 answers. Changing it replaces the resource.",
+            ),
+            Attribute::new(
+                "ttl",
+                Type::Number,
+                OptionalComputed,
+                "TTL of the records in seconds, 1 to 2147483647 (default 30).",
+            ),
+            Attribute::new(
+                "dns",
+                Type::String,
+                OptionalComputed,
+                "The DNS backend: `embedded` (the control plane's DNS server; default) or \
+                 `powerdns` (needs the provider's `powerdns` block). Changing it replaces the \
+                 resource.",
+            ),
+            Attribute::new(
+                "min_ready_nodes",
+                Type::Number,
+                OptionalComputed,
+                "Per region: with fewer ready nodes the region's weight is 0 (default 1).",
+            ),
+            Attribute::new(
+                "regions",
+                Type::Map(Box::new(Type::Number)),
+                Required,
+                "Base weight per region, 0 to 1000. Regions not listed do not serve the domain; \
+                 at least one weight must be positive.",
+            ),
+            Attribute::new(
+                "all_down",
+                Type::String,
+                OptionalComputed,
+                "What to answer when every region's weight is 0: `fail_open` (every \
+                 non-drained node at base weight; default) or `last_known_good` (the last \
+                 applied answers).",
+            ),
+            Attribute::new(
+                "mode",
+                Type::String,
+                Computed,
+                "How the answers were chosen: `normal`, `fail_open`, `last_known_good`, \
+                 `split_brain_hold` or `empty`.",
+            ),
+            Attribute::new(
+                "effective_weights",
+                Type::Map(Box::new(Type::Number)),
+                Computed,
+                "Effective weight per serving region (0 to 1000) from live health.",
+            ),
+            Attribute::new(
+                "answers",
+                Type::List(Box::new(answer_type())),
+                Computed,
+                "The nodes answered: `node` id, `region`, `address` and `weight` (the node's \
+                 share of its region's effective weight).",
+            ),
+            Attribute::new(
+                "reasons",
+                Type::List(Box::new(Type::String)),
+                Computed,
+                "Why: where the weights were computed, each region's rule with its numbers, \
+                 and each answer's share.",
+            ),
+            Attribute::new(
+                "records",
+                Type::List(Box::new(Type::String)),
+                Computed,
+                "The records in the backend, `<type> <content>`: `A 192.0.2.1 weight=100` \
+                 (embedded), `A 192.0.2.1` or `LUA A \"pickwrandom({{2,'192.0.2.1'},…})\"` \
+                 (PowerDNS). Read from the backend on refresh, so hand edits show as drift.",
+            ),
+        ],
+        blocks: Vec::new(),
+    }
+}
+
+// ---- arguments ----
+
+fn known_int(value: &Value, path: &Path, min: u32, max: u32, diags: &mut Diags) -> Option<u32> {
+    match value {
+        Value::Int(number) => match u32::try_from(*number) {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                diags.error(
+                    path.clone(),
+                    "value out of range",
+                    format!("{number} is outside {min}..={max}"),
+                );
+                None
+            }
+        },
+        Value::Float(number) => {
+            diags.error(
+                path.clone(),
+                "not a whole number",
+                format!("{number} must be a whole number in {min}..={max}"),
+            );
+            None
+        }
+        Value::String(text) => {
+            diags.error(
+                path.clone(),
+                "value out of range",
+                format!("{text} is outside {min}..={max}"),
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+fn known_choice<T: Copy>(
+    value: &Value,
+    path: &Path,
+    choices: &[(&str, T)],
+    diags: &mut Diags,
+) -> Option<T> {
+    let text = value.as_str()?;
+    if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == text) {
+        return Some(*choice);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    diags.error(
+        path.clone(),
+        "unsupported value",
+        format!("`{text}` is not one of: {}", names.join(", ")),
+    );
+    None
+}
+
+fn known_name(value: &Value, path: &Path, diags: &mut Diags) -> Option<String> {
+    let text = value.as_str()?;
+    match normalize_dns_name(text) {
+        Ok(name) if name == text => Some(name),
+        Ok(name) => {
+            diags.error(
+                path.clone(),
+                "write DNS names lowercase without the trailing dot",
+                format!("write `{name}` instead of `{text}`"),
+            );
+            None
+        }
+        Err(problem) => {
+            diags.error(
+                path.clone(),
+                "invalid DNS name",
+                format!("`{text}`: {problem}"),
+            );
+            None
+        }
+    }
+}
+
+const TYPES: [(&str, RecordType); 2] = [("A", RecordType::A), ("AAAA", RecordType::Aaaa)];
+const BACKENDS: [(&str, DnsBackendKind); 2] = [
+    ("embedded", DnsBackendKind::Embedded),
+    ("powerdns", DnsBackendKind::Powerdns),
+];
+const ALL_DOWN: [(&str, AllDownPolicy); 2] = [
+    ("fail_open", AllDownPolicy::FailOpen),
+    ("last_known_good", AllDownPolicy::LastKnownGood),
+];
+
+fn known_backend(value: &Value, diags: &mut Diags) -> Option<DnsBackendKind> {
+    let path = Path::attr("dns");
+    if let Some(text) = value.as_str() {
+        if let Some(kind) = DnsBackendKind::ALL
+            .into_iter()
+            .filter(|k| !BACKENDS.iter().any(|(_, b)| b == k))
+            .find(|k| k.as_str() == text)
+        {
+            diags.error(
+                path,
+                "DNS backend not supported yet",
+                format!(
+                    "`{}` records are not managed by this provider yet; use `embedded` or `powerdns`",
+                    kind.as_str()
+                ),
+            );
+            return None;
+        }
+    }
+    known_choice(value, &path, &BACKENDS, diags)
+}
+
+fn known_regions(value: &Value, diags: &mut Diags) -> Option<BTreeMap<String, u32>> {
+    let path = Path::attr("regions");
+    let entries = value.as_map()?;
+    if entries.is_empty() {
+        diags.error(
+            path,
+            "no regions",
+            "List at least one region with a positive base weight.",
+        );
+        return None;
+    }
+    let mut regions = BTreeMap::new();
+    let mut all_known = true;
+    for (name, weight) in entries {
+        let entry_path = path.clone().key(name);
+        if let Some(problem) = dns_label_problem(name) {
+            diags.error(
+                entry_path.clone(),
+                "invalid region name",
+                format!("`{name}`: {problem}"),
+            );
+        }
+        match known_int(weight, &entry_path, 0, MAX_BASE_WEIGHT, diags) {
+            Some(w) => {
+                regions.insert(name.clone(), w);
+            }
+            None => all_known = false,
+        }
+    }
+    if all_known && regions.values().all(|w| *w == 0) {
+        diags.error(
+            path,
+            "every region has weight 0",
+            "The domain would never be answered; give at least one region a positive weight.",
+        );
+        return None;
+    }
+    all_known.then_some(regions)
+}
+
+/// Checks the known values of a configuration (or a state), each problem at
+/// its attribute.
+pub fn check(config: &Value, diags: &mut Diags) {
+    schema().reject_computed_in_config(config, diags);
+    let domain = known_name(config.get("domain"), &Path::attr("domain"), diags);
+    let zone = known_name(config.get("zone"), &Path::attr("zone"), diags);
+    if let (Some(domain), Some(zone)) = (&domain, &zone) {
+        if domain != zone && !domain.ends_with(&format!(".{zone}")) {
+            diags.error(
+                Path::attr("domain"),
+                "domain outside its zone",
+                format!("`{domain}` is not inside the zone `{zone}`"),
+            );
+        }
+    }
+    known_choice(config.get("type"), &Path::attr("type"), &TYPES, diags);
+    let dns = known_backend(config.get("dns"), diags);
+    if let Some(ttl) = known_int(config.get("ttl"), &Path::attr("ttl"), 1, MAX_TTL, diags) {
+        if let Some(dns) = dns {
+            if !dns.ttl_is_allowed(ttl) {
+                diags.error(
+                    Path::attr("ttl"),
+                    "TTL below the backend's floor",
+                    format!(
+                        "{} takes TTLs of at least {}",
+                        dns.as_str(),
+                        dns.ttl_floor()
+                    ),
+                );
+            }
+        }
+    }
+    known_int(
+        config.get("min_ready_nodes"),
+        &Path::attr("min_ready_nodes"),
+        1,
+        MAX_MIN_READY_NODES,
+        diags,
+    );
+    known_regions(config.get("regions"), diags);
+    known_choice(
+        config.get("all_down"),
+        &Path::attr("all_down"),
+        &ALL_DOWN,
+        diags,
+    );
+}
+
+/// The configuration with defaults for the optional arguments it leaves out,
+/// and only the arguments (computed attributes null).
+fn with_defaults(config: &Value) -> Value {
+    let mut state = Value::Map(BTreeMap::new());
+    for name in [
+        "domain",
+        "zone",
+        "type",
+        "ttl",
+        "dns",
+        "min_ready_nodes",
+        "regions",
+        "all_down",
+    ] {
+        let value = match (name, config.get(name)) {
+            ("type", Value::Null) => Value::string(DEFAULT_TYPE),
+            ("ttl", Value::Null) => DEFAULT_TTL.into(),
+            ("dns", Value::Null) => Value::string(DEFAULT_DNS),
+            ("min_ready_nodes", Value::Null) => DEFAULT_MIN_READY_NODES.into(),
+            ("all_down", Value::Null) => Value::string(DEFAULT_ALL_DOWN),
+            (_, value) => value.clone(),
+        };
+        state.set(name, value);
+    }
+    state
+}
+
+/// The record's arguments, when every one is known and valid.
+fn spec_of(state: &Value) -> Option<RecordSpec> {
+    let mut ignored = Diags::default();
+    let diags = &mut ignored;
+    let spec = RecordSpec {
+        domain: known_name(state.get("domain"), &Path::root(), diags)?,
+        zone: known_name(state.get("zone"), &Path::root(), diags)?,
+        rtype: known_choice(state.get("type"), &Path::root(), &TYPES, diags)?,
+        ttl: known_int(state.get("ttl"), &Path::root(), 1, MAX_TTL, diags)?,
+        dns: known_choice(state.get("dns"), &Path::root(), &BACKENDS, diags)?,
+        policy: Policy {
+            all_down: known_choice(state.get("all_down"), &Path::root(), &ALL_DOWN, diags)?,
+            min_ready_nodes: known_int(
+                state.get("min_ready_nodes"),
+                &Path::root(),
+                1,
+                MAX_MIN_READY_NODES,
+                diags,
+            )?,
+            regions: known_regions(state.get("regions"), diags)?,
+        },
+    };
+    (!diags.has_errors()).then_some(spec)
+}
+
+pub fn id_of(zone: &str, domain: &str, rtype: RecordType) -> String {
+    format!("{zone}/{domain}/{}", rtype.as_str())
+}
+
+fn answer_value(answer: &AnswerRow) -> Value {
+    let mut value = Value::Map(BTreeMap::new());
+    value.set("node", answer.node.clone().into());
+    value.set("region", answer.region.clone().into());
+    value.set("address", answer.address.to_string().into());
+    value.set("weight", answer.weight.into());
+    value
+}
+
+fn answers_of(value: &Value) -> Option<Vec<AnswerRow>> {
+    value
+        .as_list()?
+        .iter()
+        .map(|item| {
+            Some(AnswerRow {
+                node: item.get("node").as_str()?.to_owned(),
+                region: item.get("region").as_str()?.to_owned(),
+                address: item.get("address").as_str()?.parse().ok()?,
+                weight: match item.get("weight") {
+                    Value::Int(w) => u32::try_from(*w).ok()?,
+                    _ => return None,
+                },
+            })
+        })
+        .collect()
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::List(items.iter().map(|s| Value::string(s.as_str())).collect())
+}
+
+/// Sets the computed attributes of `state` from `outcome` and `records`.
+fn fill(state: &mut Value, spec: &RecordSpec, outcome: &Outcome, records: &[String]) {
+    state.set("id", id_of(&spec.zone, &spec.domain, spec.rtype).into());
+    state.set("mode", outcome.mode.as_str().into());
+    state.set(
+        "effective_weights",
+        Value::Map(
+            outcome
+                .effective_weights
+                .iter()
+                .map(|(region, weight)| (region.clone(), (*weight).into()))
+                .collect(),
+        ),
+    );
+    state.set(
+        "answers",
+        Value::List(outcome.answers.iter().map(answer_value).collect()),
+    );
+    state.set("reasons", strings(&outcome.reasons));
+    state.set("records", strings(records));
+}
+
+fn desired_presentation(spec: &RecordSpec, answers: &[AnswerRow]) -> Vec<String> {
+    records::presentation(&records::desired_sets(
+        spec.dns,
+        &spec.domain,
+        spec.rtype,
+        spec.ttl,
+        answers,
+    ))
+}
+
+// ---- the resource ----
+
+#[derive(Debug)]
+pub struct GtmRecord {
+    configured: Configured,
+}
+
+impl GtmRecord {
+    pub fn new(configured: Configured) -> GtmRecord {
+        GtmRecord { configured }
+    }
+
+    fn backend(&self, dns: DnsBackendKind, diags: &mut Diags) -> Option<Backend> {
+        let clients = self.configured.get(diags)?;
+        match dns {
+            DnsBackendKind::Powerdns => match &clients.powerdns {
+                Some(pdns) => Some(Backend::PowerDns(pdns.clone())),
+                None => {
+                    diags.error(
+                        Path::attr("dns"),
+                        "no PowerDNS server configured",
+                        "`dns = \"powerdns\"` needs a `powerdns { url, api_key }` block in the \
+                         provider configuration.",
+                    );
+                    None
+                }
+            },
+            DnsBackendKind::Embedded if !clients.has_token => {
+                diags.error(
+                    Path::attr("dns"),
+                    "no admin token for the embedded DNS backend",
+                    "The control plane's zone API needs its admin token: set the provider's \
+                     `token` or env NEUTRAL_TOKEN.",
+                );
+                None
+            }
+            _ => Some(Backend::Embedded(clients.control_plane.clone())),
+        }
+    }
+
+    async fn outcome(
+        &self,
+        spec: &RecordSpec,
+        previous: Option<&Previous>,
+        diags: &mut Diags,
+    ) -> Option<Outcome> {
+        let clients = self.configured.get(diags)?;
+        match live::compute(&clients.control_plane, spec, previous, now()).await {
+            Ok(outcome) => Some(outcome),
+            Err(message) => {
+                diags.error(
+                    Path::root(),
+                    format!("cannot compute the answers for {}", spec.domain),
+                    message,
+                );
+                None
+            }
+        }
+    }
+
+    async fn zone(
+        backend: &Backend,
+        spec: &RecordSpec,
+        diags: &mut Diags,
+    ) -> Result<Option<Zone>, ()> {
+        backend.zone(&spec.zone).await.map_err(|err| {
+            diags.error(
+                Path::root(),
+                format!(
+                    "cannot read zone {} from the {} backend",
+                    spec.zone,
+                    spec.dns.as_str()
+                ),
+                err.to_string(),
+            );
+        })
+    }
+
+    /// Plans and writes the changes that make `backend` hold `desired`.
+    async fn write(
+        backend: &Backend,
+        spec: &RecordSpec,
+        desired: &[dnsplan::RecordSet],
+        diags: &mut Diags,
+    ) -> Option<()> {
+        let zone = if desired.is_empty() {
+            match Self::zone(backend, spec, diags).await.ok()? {
+                Some(zone) => zone,
+                None => return Some(()),
+            }
+        } else {
+            match backend.ensure_zone(&spec.zone).await {
+                Ok(zone) => zone,
+                Err(message) => {
+                    diags.error(Path::attr("zone"), "zone unavailable", message);
+                    return None;
+                }
+            }
+        };
+        let current = records::current_sets(spec.dns, &zone, &spec.domain, spec.rtype);
+        let plan = dnsplan::plan(OWNER, desired, &current);
+        if !plan.conflicts.is_empty() {
+            for conflict in &plan.conflicts {
+                diags.error(
+                    Path::attr("domain"),
+                    format!("{} is not neutral's", conflict.key),
+                    format!(
+                        "{}. Records without the `{OWNER}` ownership comment are never changed: \
+                         remove them by hand, or pick another name.",
+                        conflict.reason
+                    ),
+                );
+            }
+            return None;
+        }
+        let comment =
+            (!desired.is_empty()).then(|| records::policy_comment(spec.rtype, &spec.policy));
+        let changes = records::patch(
+            &zone,
+            &spec.domain,
+            spec.rtype,
+            &plan,
+            desired,
+            comment.as_ref(),
+        );
+        let (creates, updates, deletes) = plan.counts();
+        tracing::info!(
+            domain = %spec.domain,
+            dns = spec.dns.as_str(),
+            creates, updates, deletes,
+            rrsets = changes.len(),
+            "writing records"
+        );
+        if let Err(err) = backend.patch(&spec.zone, &changes).await {
+            diags.error(
+                Path::root(),
+                format!("cannot write the records of {}", spec.domain),
+                err.to_string(),
+            );
+            return None;
+        }
+        Some(())
+    }
+}
+
+fn parse_import_id(
+    id: &str,
+    diags: &mut Diags,
+) -> Option<(String, String, RecordType, Option<DnsBackendKind>)> {
+    let parts: Vec<&str> = id.split('/').collect();
+    let (zone, domain, rtype, dns) = match parts.as_slice() {
+        [zone, domain, rtype] => (*zone, *domain, *rtype, None),
+        [zone, domain, rtype, dns] => (*zone, *domain, *rtype, Some(*dns)),
+        _ => {
+            diags.error(
+                Path::root(),
+                "invalid import id",
+                format!("`{id}`: expected `<zone>/<domain>/<type>`, optionally `/<dns>`"),
+            );
+            return None;
+        }
+    };
+    let zone = known_name(&Value::string(zone), &Path::root(), diags)?;
+    let domain = known_name(&Value::string(domain), &Path::root(), diags)?;
+    let rtype = known_choice(&Value::string(rtype), &Path::root(), &TYPES, diags)?;
+    let dns = match dns {
+        Some(dns) => Some(known_choice(
+            &Value::string(dns),
+            &Path::root(),
+            &BACKENDS,
+            diags,
+        )?),
+        None => None,
+    };
+    Some((zone, domain, rtype, dns))
+}
+
+#[async_trait]
+impl ResourceImpl for GtmRecord {
+    fn schema(&self) -> Block {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diags) {
+        check(config, diags);
+    }
+
+    async fn plan(
+        &self,
+        prior: Option<&Value>,
+        config: &Value,
+        diags: &mut Diags,
+    ) -> Option<Planned> {
+        check(config, diags);
+        if diags.has_errors() {
+            return None;
+        }
+        let mut state = with_defaults(config);
+        let requires_replace: Vec<Path> = match prior {
+            Some(prior) => REPLACING
+                .iter()
+                .filter(|name| state.get(name) != prior.get(name))
+                .map(|name| Path::attr(name))
+                .collect(),
+            None => Vec::new(),
+        };
+        let Some(spec) = spec_of(&state) else {
+            // Some argument is known only after apply: so are the answers.
+            for name in COMPUTED {
+                state.set(name, Value::Unknown);
+            }
+            return Some(Planned {
+                state,
+                requires_replace,
+            });
+        };
+        // Fail at plan time, at `dns`, when the backend cannot be written.
+        self.backend(spec.dns, diags)?;
+        let previous = prior
+            .filter(|_| requires_replace.is_empty())
+            .and_then(|prior| {
+                Some(Previous {
+                    mode: live::parse_mode(prior.get("mode").as_str()?)?,
+                    answers: answers_of(prior.get("answers"))?,
+                })
+            });
+        let outcome = self.outcome(&spec, previous.as_ref(), diags).await?;
+        let records = desired_presentation(&spec, &outcome.answers);
+        fill(&mut state, &spec, &outcome, &records);
+        Some(Planned {
+            state,
+            requires_replace,
+        })
+    }
+
+    async fn apply(
+        &self,
+        _prior: Option<&Value>,
+        planned: &Value,
+        diags: &mut Diags,
+    ) -> Option<Value> {
+        let (Some(spec), Some(answers)) = (spec_of(planned), answers_of(planned.get("answers")))
+        else {
+            diags.error(
+                Path::root(),
+                "the planned record is incomplete",
+                "An argument or the answers are unknown at apply time (a bug: the plan should \
+                 have computed them).",
+            );
+            return None;
+        };
+        let desired = records::desired_sets(spec.dns, &spec.domain, spec.rtype, spec.ttl, &answers);
+        let planned_records: Option<Vec<String>> = planned.get("records").as_list().map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        });
+        if planned_records.as_ref() != Some(&records::presentation(&desired)) {
+            diags.error(
+                Path::attr("records"),
+                "planned records do not match the planned answers",
+                "This is a bug in the provider; nothing was written.",
+            );
+            return None;
+        }
+        let backend = self.backend(spec.dns, diags)?;
+        Self::write(&backend, &spec, &desired, diags).await?;
+        Some(planned.clone())
+    }
+
+    async fn destroy(&self, prior: &Value, diags: &mut Diags) -> Option<()> {
+        let Some(spec) = spec_of(prior) else {
+            diags.error(
+                Path::root(),
+                "the state of this record is unreadable",
+                "Remove it with `terraform state rm` and delete its records by hand.",
+            );
+            return None;
+        };
+        let backend = self.backend(spec.dns, diags)?;
+        Self::write(&backend, &spec, &[], diags).await
+    }
+
+    async fn read(&self, state: &Value, diags: &mut Diags) -> Result<Option<Value>, ()> {
+        let Some(spec) = spec_of(state) else {
+            diags.error(
+                Path::root(),
+                "the state of this record is unreadable",
+                "Remove it with `terraform state rm` and import it again.",
+            );
+            return Err(());
+        };
+        let backend = self.backend(spec.dns, diags).ok_or(())?;
+        let had_records = state
+            .get("records")
+            .as_list()
+            .is_some_and(|r| !r.is_empty());
+        let Some(zone) = Self::zone(&backend, &spec, diags).await? else {
+            return Ok((!had_records).then(|| state.clone()));
+        };
+        let current = records::current_sets(spec.dns, &zone, &spec.domain, spec.rtype);
+        let owned: Vec<dnsplan::RecordSet> = current
+            .iter()
+            .filter(|s| s.owner.as_deref() == Some(OWNER))
+            .cloned()
+            .collect();
+        if owned.is_empty() {
+            if !had_records {
+                return Ok(Some(state.clone()));
+            }
+            if !current.is_empty() {
+                diags.warning(
+                    Path::root(),
+                    format!(
+                        "{} {} is no longer neutral's",
+                        spec.domain,
+                        spec.rtype.as_str()
+                    ),
+                    "Its records lost the ownership comment; Terraform plans to create them \
+                     again and will stop at the conflict until they are removed by hand.",
+                );
+            }
+            return Ok(None);
+        }
+        let mut refreshed = state.clone();
+        refreshed.set("records", strings(&records::presentation(&owned)));
+        if let Some(first) = owned.first() {
+            refreshed.set("ttl", first.ttl.into());
+        }
+        Ok(Some(refreshed))
+    }
+
+    async fn import(&self, id: &str, diags: &mut Diags) -> Option<Value> {
+        let (zone_name, domain, rtype, only) = parse_import_id(id, diags)?;
+        let clients = self.configured.get(diags)?;
+        let mut candidates = Vec::new();
+        if only.is_none_or(|k| k == DnsBackendKind::Embedded) && clients.has_token {
+            candidates.push(Backend::Embedded(clients.control_plane.clone()));
+        }
+        if only.is_none_or(|k| k == DnsBackendKind::Powerdns) {
+            if let Some(pdns) = &clients.powerdns {
+                candidates.push(Backend::PowerDns(pdns.clone()));
+            }
+        }
+        let mut found = Vec::new();
+        for backend in candidates {
+            let zone = match backend.zone(&zone_name).await {
+                Ok(Some(zone)) => zone,
+                Ok(None) => continue,
+                Err(err) => {
+                    diags.error(
+                        Path::root(),
+                        format!(
+                            "cannot read zone {zone_name} from the {} backend",
+                            backend.kind().as_str()
+                        ),
+                        err.to_string(),
+                    );
+                    return None;
+                }
+            };
+            let name = records::fqdn(&domain);
+            let policy = zone
+                .rrsets
+                .iter()
+                .filter(|r| r.name.eq_ignore_ascii_case(&name))
+                .find_map(|r| records::policy_of(r, rtype));
+            let owned: Vec<dnsplan::RecordSet> =
+                records::current_sets(backend.kind(), &zone, &domain, rtype)
+                    .into_iter()
+                    .filter(|s| s.owner.as_deref() == Some(OWNER))
+                    .collect();
+            if let (Some(policy), Some(first)) = (policy, owned.first()) {
+                let ttl = first.ttl;
+                found.push((backend.kind(), policy, ttl, records::presentation(&owned)));
+            }
+        }
+        let (dns, policy, ttl, present) = match found.len() {
+            0 => {
+                diags.error(
+                    Path::root(),
+                    format!("no record of neutral's at {domain} {}", rtype.as_str()),
+                    format!(
+                        "Import adopts only records carrying neutral's ownership comment \
+                         (account `{OWNER}`) in zone {zone_name}; none was found in the \
+                         configured backends."
+                    ),
+                );
+                return None;
+            }
+            1 => found.remove(0),
+            _ => {
+                diags.error(
+                    Path::root(),
+                    "the record exists in more than one backend",
+                    format!(
+                        "Import it as `{zone_name}/{domain}/{}/<dns>`.",
+                        rtype.as_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        let spec = RecordSpec {
+            domain,
+            zone: zone_name,
+            rtype,
+            ttl,
+            dns,
+            policy,
+        };
+        let outcome = self.outcome(&spec, None, diags).await?;
+        let mut state = Value::Map(BTreeMap::new());
+        state.set("domain", spec.domain.clone().into());
+        state.set("zone", spec.zone.clone().into());
+        state.set("type", spec.rtype.as_str().into());
+        state.set("ttl", spec.ttl.into());
+        state.set("dns", spec.dns.as_str().into());
+        state.set("min_ready_nodes", spec.policy.min_ready_nodes.into());
+        state.set(
+            "regions",
+            Value::Map(
+                spec.policy
+                    .regions
+                    .iter()
+                    .map(|(r, w)| (r.clone(), (*w).into()))
+                    .collect(),
+            ),
+        );
+        state.set("all_down", spec.policy.all_down.as_str().into());
+        fill(&mut state, &spec, &outcome, &present);
+        Some(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(entries: &[(&str, Value)]) -> Value {
+        let mut value = Value::Map(BTreeMap::new());
+        for (k, v) in entries {
+            value.set(k, v.clone());
+        }
+        value
+    }
+
+    fn regions(entries: &[(&str, Value)]) -> Value {
+        Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn valid() -> Value {
+        config(&[
+            ("domain", "app.example.com".into()),
+            ("zone", "example.com".into()),
+            (
+                "regions",
+                regions(&[("jp", Value::Int(100)), ("sg", Value::Int(50))]),
+            ),
+        ])
+    }
+
+    fn problems(config: &Value) -> Vec<String> {
+        let mut diags = Diags::default();
+        check(config, &mut diags);
+        diags
+            .0
+            .iter()
+            .map(|d| format!("{}: {}: {}", d.path, d.summary, d.detail))
+            .collect()
+    }
+
+    #[test]
+    fn a_minimal_configuration_is_valid_and_gets_defaults() {
+        assert_eq!(problems(&valid()), Vec::<String>::new());
+        let spec = spec_of(&with_defaults(&valid())).expect("spec");
+        assert_eq!(spec.rtype, RecordType::A);
+        assert_eq!(spec.ttl, DEFAULT_TTL);
+        assert_eq!(spec.dns, DnsBackendKind::Embedded);
+        assert_eq!(spec.policy.min_ready_nodes, 1);
+        assert_eq!(spec.policy.all_down, AllDownPolicy::FailOpen);
+    }
+
+    #[test]
+    fn out_of_range_values_are_reported_at_their_attribute() {
+        let mut bad = valid();
+        bad.set("ttl", Value::Int(0));
+        bad.set("min_ready_nodes", Value::Int(-1));
+        bad.set("type", "MX".into());
+        bad.set("dns", "route53".into());
+        bad.set("all_down", "panic".into());
+        bad.set(
+            "regions",
+            regions(&[("jp", Value::Int(1001)), ("Bad_Name", Value::Float(1.5))]),
+        );
+        let found = problems(&bad);
+        expect_test::expect![[r#"
+            type: unsupported value: `MX` is not one of: A, AAAA
+            dns: DNS backend not supported yet: `route53` records are not managed by this provider yet; use `embedded` or `powerdns`
+            ttl: value out of range: 0 is outside 1..=2147483647
+            min_ready_nodes: value out of range: -1 is outside 1..=10000
+            regions["Bad_Name"]: invalid region name: `Bad_Name`: label `Bad_Name` contains `B`; use a-z, 0-9 and `-`
+            regions["Bad_Name"]: not a whole number: 1.5 must be a whole number in 0..=1000
+            regions["jp"]: value out of range: 1001 is outside 0..=1000
+            all_down: unsupported value: `panic` is not one of: fail_open, last_known_good"#]]
+        .assert_eq(&found.join("\n"));
+    }
+
+    #[test]
+    fn names_must_be_normal_and_the_domain_inside_its_zone() {
+        let mut bad = valid();
+        bad.set("domain", "App.Example.com.".into());
+        bad.set("zone", "example.org".into());
+        assert_eq!(
+            problems(&bad),
+            [
+                "domain: write DNS names lowercase without the trailing dot: write `app.example.com` instead of `App.Example.com.`"
+            ]
+        );
+        bad.set("domain", "app.example.com".into());
+        assert_eq!(
+            problems(&bad),
+            [
+                "domain: domain outside its zone: `app.example.com` is not inside the zone `example.org`"
+            ]
+        );
+    }
+
+    #[test]
+    fn computed_attributes_and_all_zero_weights_are_rejected() {
+        let mut bad = valid();
+        bad.set("answers", Value::List(Vec::new()));
+        bad.set("regions", regions(&[("jp", Value::Int(0))]));
+        assert_eq!(
+            problems(&bad),
+            [
+                "answers: `answers` is computed by the provider: Remove it from the configuration: its value is set by the provider.",
+                "regions: every region has weight 0: The domain would never be answered; give at least one region a positive weight."
+            ]
+        );
+    }
+
+    #[test]
+    fn the_backend_ttl_floor_applies() {
+        let mut ok = valid();
+        ok.set("ttl", Value::Int(1));
+        ok.set("dns", "powerdns".into());
+        assert!(problems(&ok).is_empty());
+    }
+
+    #[test]
+    fn unknown_values_are_not_errors_and_leave_the_spec_unknown() {
+        let mut later = valid();
+        later.set("ttl", Value::Unknown);
+        later.set("regions", regions(&[("jp", Value::Unknown)]));
+        assert!(problems(&later).is_empty());
+        assert_eq!(spec_of(&with_defaults(&later)), None);
+    }
+
+    #[test]
+    fn import_ids_name_zone_domain_type_and_optionally_the_backend() {
+        let mut diags = Diags::default();
+        let parsed = parse_import_id("example.com/app.example.com/AAAA/powerdns", &mut diags);
+        assert_eq!(
+            parsed,
+            Some((
+                "example.com".to_owned(),
+                "app.example.com".to_owned(),
+                RecordType::Aaaa,
+                Some(DnsBackendKind::Powerdns)
+            ))
+        );
+        assert!(parse_import_id("example.com/app", &mut diags).is_none());
+        assert!(diags.has_errors());
+    }
+
+    #[test]
+    fn answers_survive_the_state() {
+        let rows = vec![AnswerRow {
+            node: "jp-1".into(),
+            region: "jp".into(),
+            address: "192.0.2.1".parse().expect("ip"),
+            weight: 100,
+        }];
+        let value = Value::List(rows.iter().map(answer_value).collect());
+        assert_eq!(answers_of(&value), Some(rows));
+    }
+}

@@ -1,0 +1,23 @@
+//! `terraform-provider-neutral`: neutral's Terraform provider.
+//!
+//! Terraform talks plugin protocol 6 to [`plugin`] (the only module that
+//! knows the plugin library); everything else works in the provider's own
+//! terms ([`framework`]). The resource [`gtm`] and the data sources in
+//! [`data`] read the control plane and DNS backends through [`client`] and
+//! [`backend`], and every computation — effective weights, weight scaling,
+//! record diffs — is a call into `neutral-core`.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod data;
+pub mod framework;
+pub mod gtm;
+pub mod live;
+pub mod plugin;
+pub mod provider;
+pub mod records;
+pub mod timing;
+
+/// The provider's name in Terraform (`neutral_gtm_record`, …).
+pub const PROVIDER_NAME: &str = "neutral";
