@@ -181,7 +181,22 @@ fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
         r["trigger"] == "drift"
     });
     assert_eq!(drift["status"], "succeeded", "{drift}");
+    let cli = std::process::Command::new(neutral_e2e::bin("neutral"))
+        .args(["runs", "--limit", "100", "--control-plane"])
+        .arg(format!("http://{}", daemon.api))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{table}");
+    assert!(table.starts_with("ID  ROOT"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("infra/gtm") && l.contains("health") && l.contains("succeeded")),
+        "{table}"
+    );
     let listing = daemon.get("/runs").json();
+
     assert!(
         listing["drift"].as_array().is_some_and(|d| !d.is_empty()),
         "{listing}"

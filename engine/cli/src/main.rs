@@ -6,6 +6,7 @@
 
 mod explain;
 mod repo_fs;
+mod runs;
 mod state;
 mod validate;
 
@@ -57,6 +58,23 @@ enum Command {
     Serve(Box<neutral_server::ServeArgs>),
     /// Run the node agent: register, heartbeat with metrics.
     Agent(Box<neutral_agent::AgentArgs>),
+    /// List the Terraform runs the control plane's scheduler recorded.
+    Runs {
+        /// The control plane (else $NEUTRAL_ENDPOINT, else http://127.0.0.1:7400).
+        #[arg(
+            long,
+            env = "NEUTRAL_ENDPOINT",
+            default_value = "http://127.0.0.1:7400"
+        )]
+        control_plane: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only runs of this root (e.g. infra/gtm).
+        #[arg(long)]
+        root: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 /// What a command asks `main` to exit with.
@@ -78,6 +96,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { dir, format } => validate::run(&dir, format),
         Command::Explain { state, dir, format } => explain::run(&state, &dir, format),
+        Command::Runs {
+            control_plane,
+            limit,
+            root,
+            format,
+        } => runs::run(&control_plane, limit, root.as_deref(), format),
         Command::Serve(args) => return neutral_server::run_blocking(*args),
         Command::Agent(args) => {
             init_agent_logging();

@@ -345,7 +345,6 @@ async fn export(shared: &Shared, scheduler: &Scheduler, commit: &str) -> anyhow:
     let dir = scheduler.root.join("src").join(sanitize(commit));
     let _one_at_a_time = scheduler.exports.lock().await;
     if dir.is_dir() {
-
         return Ok(dir);
     }
     let (mirror, dest, sha) = (Arc::clone(&shared.mirror), dir.clone(), commit.to_owned());
