@@ -57,6 +57,10 @@ enum Command {
     Serve(Box<neutral_server::ServeArgs>),
     /// Run the node agent: register, heartbeat with metrics.
     Agent(Box<neutral_agent::AgentArgs>),
+    /// Run a Git hook (pre-receive, pre-commit, post-receive); git runs it.
+    Hook(neutral_hooks::HookArgs),
+    /// Install the Git hooks into a bare repository or a working clone.
+    Hooks(neutral_hooks::HooksArgs),
 }
 
 /// What a command asks `main` to exit with.
@@ -83,6 +87,8 @@ fn main() -> ExitCode {
             init_agent_logging();
             return neutral_agent::run_blocking(*args);
         }
+        Command::Hook(args) => return neutral_hooks::run_hook(&args),
+        Command::Hooks(args) => return neutral_hooks::run_hooks(&args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
