@@ -183,14 +183,18 @@ pub fn print(
         Live::SkippedInvalid => "what-if checks skipped".to_owned(),
         Live::NoConfigChange => "no configuration change".to_owned(),
         Live::Unreachable(_) => "live health unavailable".to_owned(),
-        Live::Checked { nodes } => format!("what-if checked against {nodes} live nodes"),
+        Live::Checked { nodes } => format!(
+            "what-if checked against {nodes} live {}",
+            plural(*nodes, "node", "nodes")
+        ),
     };
     let elapsed = started.elapsed().as_millis();
     if verdict.accepted() {
         writeln!(
             out,
-            "neutral: ok: {subject}: {} config files valid, {warnings} {}; {live} ({elapsed} ms)",
+            "neutral: ok: {subject}: {} config {} valid, {warnings} {}; {live} ({elapsed} ms)",
             verdict.files,
+            plural(verdict.files, "file", "files"),
             plural(warnings, "warning", "warnings"),
         )
     } else {
@@ -294,7 +298,7 @@ mod tests {
         let verdict = judge(&after, never_read, &mut no_control_plane()).unwrap();
         assert!(verdict.accepted());
         expect_test::expect![[r#"
-            neutral: ok: refs/heads/main at 1234567: 1 config files valid, 0 warnings; static validation only (no neutral.controlPlane) (… ms)
+            neutral: ok: refs/heads/main at 1234567: 1 config file valid, 0 warnings; static validation only (no neutral.controlPlane) (… ms)
         "#]]
         .assert_eq(&render(&verdict));
     }

@@ -265,7 +265,7 @@ fn what_if_checks_use_live_health_and_post_receive_triggers_a_sync() {
     let lines = remote_lines(&push);
     assert!(
         lines.iter().any(|l| l.starts_with(&format!(
-            "neutral: ok: refs/heads/main at {}: 6 config files valid, 0 warnings; what-if checked against 1 live nodes",
+            "neutral: ok: refs/heads/main at {}: 6 config files valid, 0 warnings; what-if checked against 1 live node",
             &landed[..7]
         ))),
         "{}",
@@ -291,7 +291,7 @@ fn what_if_checks_use_live_health_and_post_receive_triggers_a_sync() {
     let shown: Vec<&str> = lines.iter().map(|l| without_timing(l)).collect();
     expect_test::expect![[r#"
         platform-config/regions/jp.yaml:7:8: error: this change drains `jp`, the last ready region of `app.example.com`: every region would be at weight 0 with the nodes live now (jp 100 -> 0 (declared state: down), sg 0 (down, 0 of 1 ready))
-        neutral: rejected: refs/heads/main at DRAIN: 1 error, 0 warnings in 1 file; what-if checked against 1 live nodes"#]]
+        neutral: rejected: refs/heads/main at DRAIN: 1 error, 0 warnings in 1 file; what-if checked against 1 live node"#]]
     .assert_eq(&shown.join("\n").replace(&drain[..7], "DRAIN"));
     assert_eq!(bare_ref(&repo, "main").as_deref(), Some(landed.as_str()));
 
