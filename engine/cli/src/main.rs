@@ -75,6 +75,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Run a Git hook (pre-receive, pre-commit, post-receive); git runs it.
+    Hook(neutral_hooks::HookArgs),
+    /// Install the Git hooks into a bare repository or a working clone.
+    Hooks(neutral_hooks::HooksArgs),
 }
 
 /// What a command asks `main` to exit with.
@@ -107,6 +111,8 @@ fn main() -> ExitCode {
             init_agent_logging();
             return neutral_agent::run_blocking(*args);
         }
+        Command::Hook(args) => return neutral_hooks::run_hook(&args),
+        Command::Hooks(args) => return neutral_hooks::run_hooks(&args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

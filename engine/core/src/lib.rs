@@ -21,3 +21,4 @@ pub mod health;
 pub mod liveness;
 pub mod model;
 pub mod weights;
+pub mod whatif;

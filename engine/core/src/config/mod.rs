@@ -246,6 +246,37 @@ pub fn load(files: &[RepoFile]) -> Loaded {
     }
 }
 
+/// Where `field` of the object declared at `path` is written: the place
+/// `load`'s diagnostics for that field point at, or where the object starts
+/// when the field is absent. Field names are as `load` records them:
+/// `state`, `base_weight`, `regions` or `regions.jp` (a map key),
+/// `desired_nodes`, `probe.port`. `None` when `path` declares no object or
+/// its text cannot be read (oversized, invalid UTF-8, a broken symlink).
+///
+/// For callers that report on a tree `load` already accepted (the what-if
+/// checks): the file is decoded again, so this costs one file's parse.
+pub fn locate(files: &[RepoFile], path: &str, field: &str) -> Option<Pos> {
+    let FileRole::Object { kind, name } = file_role(path) else {
+        return None;
+    };
+    let mut tree: BTreeMap<&str, &FileContent> = BTreeMap::new();
+    for file in files {
+        tree.entry(file.path.as_str()).or_insert(&file.content);
+    }
+    let content = tree.get(path).copied()?;
+    let text = read_text(&tree, path, content).ok()?;
+    let mut decls = Decls::default();
+    let mut ignored = Vec::new();
+    decode_file(&mut decls, &mut ignored, path, text, kind, name);
+    let places = match kind {
+        ObjectKind::Region => decls.regions.first().map(|d| &d.places),
+        ObjectKind::Gtm => decls.gtm.first().map(|d| &d.places),
+        ObjectKind::Autoscale => decls.autoscale.first().map(|d| &d.places),
+        ObjectKind::NodePool => decls.pools.first().map(|d| &d.places),
+    }?;
+    Some(places.at(field))
+}
+
 fn decode_file(
     decls: &mut Decls,
     diagnostics: &mut Vec<Diagnostic>,
@@ -439,6 +470,54 @@ pub fn resolve_link(link: &str, target: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locate_finds_fields_where_load_reports_them() {
+        let bytes = |text: &str| FileContent::Bytes(text.as_bytes().to_vec());
+        let files = [
+            RepoFile {
+                path: "platform-config/regions/jp.yaml".into(),
+                content: bytes("name: jp\nprovider: local\nmax_nodes: 5\nstate: down\n"),
+            },
+            RepoFile {
+                path: "platform-config/gtm/app.yaml".into(),
+                content: bytes("domain: app.example.com\nzone: example.com\nregions:\n  jp: 0\n"),
+            },
+            RepoFile {
+                path: "infra/node-pool/jp.tfvars".into(),
+                content: bytes("# jp\nregion = \"jp\"\ndesired_nodes = 0\n"),
+            },
+            RepoFile {
+                path: "platform-config/regions/link.yaml".into(),
+                content: FileContent::Symlink("jp.yaml".into()),
+            },
+        ];
+        let at = |path: &str, field: &str| locate(&files, path, field);
+        assert_eq!(
+            at("platform-config/regions/jp.yaml", "state"),
+            Some(Pos::new(4, 8))
+        );
+        assert_eq!(
+            at("platform-config/gtm/app.yaml", "regions.jp"),
+            Some(Pos::new(4, 3))
+        );
+        assert_eq!(
+            at("infra/node-pool/jp.tfvars", "desired_nodes"),
+            Some(Pos::new(3, 17))
+        );
+        // An absent field: where the object starts.
+        assert_eq!(
+            at("platform-config/regions/jp.yaml", "failover"),
+            Some(Pos::START)
+        );
+        // Links are followed inside the tree, as `load` does.
+        assert_eq!(
+            at("platform-config/regions/link.yaml", "state"),
+            Some(Pos::new(4, 8))
+        );
+        assert_eq!(at("platform-config/regions/none.yaml", "state"), None);
+        assert_eq!(at("docs/readme.md", "state"), None);
+    }
 
     #[test]
     fn paths_map_to_object_kinds_by_folder_and_extension() {
