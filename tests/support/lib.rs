@@ -3,6 +3,8 @@
 //! scratch repositories. Nothing here fakes a component; it only starts and
 //! stops real ones.
 
+pub mod bench;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
