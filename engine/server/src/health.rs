@@ -30,6 +30,7 @@ pub async fn run_ticker(shared: Arc<Shared>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = interval.tick() => shared.reconcile("health").await,
+            () = shared.reconcile_soon.notified() => shared.reconcile("heartbeat").await,
             _ = recompute.tick() => shared.recompute("time").await,
             () = shutdown.wait() => break,
         }

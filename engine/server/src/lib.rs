@@ -13,6 +13,7 @@
 pub mod api;
 pub mod args;
 pub mod auth;
+pub mod coalesce;
 pub mod dns;
 pub mod error;
 pub mod health;
@@ -153,6 +154,9 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         dns: DnsBridge::new(dns_server.handle()),
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
+        reconcile_soon: Notify::new(),
+        reconciles: coalesce::Coalescer::default(),
+        recomputes: coalesce::Coalescer::default(),
     });
     shared.recompute("start").await;
 
