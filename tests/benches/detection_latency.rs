@@ -31,7 +31,8 @@
 //! and the bench waits for the victim to be answered again.
 //!
 //! `cargo bench -p neutral-e2e --bench detection_latency`; `DETECT_TRIALS`
-//! (default 12) trials per series. PowerDNS is skipped, with the reason, when
+//! (default 12) trials per series; `DETECT_ONLY=neutral|pdns` runs one side;
+//! `DETECT_PDNS_CACHES=1` keeps PowerDNS' default packet and query caches. PowerDNS is skipped, with the reason, when
 //! `pdns_server`, its SQLite schema or `sqlite3` is missing (`scripts/bench`
 //! installs them).
 
@@ -88,8 +89,14 @@ fn main() {
         .build()
         .expect("tokio runtime");
 
-    let neutral = run_neutral(&runtime, port, trials);
+    let only = std::env::var("DETECT_ONLY").unwrap_or_default();
+    let neutral = if only == "pdns" {
+        Vec::new()
+    } else {
+        run_neutral(&runtime, port, trials)
+    };
     let pdns = match pdns_missing() {
+        _ if only == "neutral" => None,
         Some(reason) => {
             println!("\nPowerDNS: skipped ({reason}); run scripts/bench to install it");
             None
@@ -519,7 +526,12 @@ fn pdns_missing() -> Option<String> {
     None
 }
 
+/// The embedded server caches no answers; neither does PowerDNS here.
+const CACHES_OFF: &str = "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\n";
+
 fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Option<Vec<Series>> {
+    // DETECT_PDNS_CACHES=1 keeps PowerDNS' default packet and query caches.
+    let keep_caches = env_number("DETECT_PDNS_CACHES", 0) == 1;
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("pdns.db");
     let schema = std::fs::File::open(PDNS_SCHEMA).expect("open the PowerDNS schema");
@@ -535,10 +547,10 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
         "launch=gsqlite3\ngsqlite3-database={db}\nlocal-address=127.0.0.1\nlocal-port={dns_port}\n\
          api=yes\napi-key={PDNS_API_KEY}\nwebserver=yes\nwebserver-address=127.0.0.1\n\
          webserver-port={api_port}\nwebserver-allow-from=127.0.0.0/8\nenable-lua-records=yes\n\
-         lua-health-checks-interval=1\ncache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\n\
-         socket-dir={dir}\nguardian=no\ndaemon=no\nloglevel=4\n",
+         lua-health-checks-interval=1\n{caches}socket-dir={dir}\nguardian=no\ndaemon=no\nloglevel=4\n",
         db = db.display(),
         dir = dir.path().display(),
+        caches = if keep_caches { "" } else { CACHES_OFF },
     );
     std::fs::write(dir.path().join("pdns.conf"), config).expect("write pdns.conf");
     let log = std::fs::File::create(dir.path().join("pdns.log")).expect("create pdns log");
@@ -558,9 +570,14 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
         lines[lines.len().saturating_sub(15)..].join("\n")
     };
     println!(
-        "\nPowerDNS Authoritative ({}), gsqlite3, lua-health-checks-interval=1, caches off; \
+        "\nPowerDNS Authoritative ({}), gsqlite3, lua-health-checks-interval=1, {}; \
          LUA A ifurlup('http://{VICTIM}:{port}/healthz', {{{{'{VICTIM}','{SURVIVOR}'}}}}, {{selector='all', timeout='1'}})",
-        pdns_version()
+        pdns_version(),
+        if keep_caches {
+            "default caches"
+        } else {
+            "caches off"
+        }
     );
     let mut victim = start_service(SocketAddr::new(VICTIM, port));
     let _survivor = start_service(SocketAddr::new(SURVIVOR, port));
@@ -568,20 +585,23 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
         let key = HeaderValue::from_static(PDNS_API_KEY);
         let headers = [(HeaderName::from_static("x-api-key"), &key)];
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut http = loop {
+        loop {
             if let Ok(mut http) = Http::connect(api).await {
                 if let Ok((StatusCode::OK, _)) = http
                     .json_with(Method::GET, "/api/v1/servers/localhost", &headers, None)
                     .await
                 {
-                    break http;
+                    break;
                 }
             }
             if Instant::now() > deadline {
                 return Err(format!("the PowerDNS API did not answer within 20 s:\n{}", log_tail()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        }
+        // One connection per request: the PowerDNS web server may close
+        // connections after answering.
+        let mut http = Http::connect(api).await?;
         let zone = serde_json::json!({ "name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."] });
         let (status, reply) = http
             .json_with(Method::POST, "/api/v1/servers/localhost/zones", &headers, Some(&zone))
@@ -595,6 +615,7 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
         );
         let patch = serde_json::json!({ "rrsets": [{ "name": "app.example.com.", "type": "LUA", "ttl": 30,
             "changetype": "REPLACE", "records": [{ "content": lua, "disabled": false }] }] });
+        let mut http = Http::connect(api).await?;
         let (status, reply) = http
             .json_with(Method::PATCH, "/api/v1/servers/localhost/zones/example.com.", &headers, Some(&patch))
             .await?;
@@ -628,7 +649,11 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
         return None;
     }
     let mut series = Series {
-        name: "PowerDNS ifurlup, service death".into(),
+        name: if keep_caches {
+            "PowerDNS ifurlup (caches), service death".into()
+        } else {
+            "PowerDNS ifurlup, service death".into()
+        },
         trials,
         detections: Vec::new(),
     };

@@ -385,10 +385,14 @@ impl Http {
         let request = request
             .body(Full::new(body))
             .map_err(|e| format!("build request: {e}"))?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection not ready: {e}"))?;
+        if self.sender.ready().await.is_err() {
+            // Closed by the server between requests (nothing was sent yet).
+            self.sender = handshake(self.addr).await?;
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| format!("connection not ready: {e}"))?;
+        }
         let response = self
             .sender
             .send_request(request)
