@@ -48,7 +48,27 @@ pub fn neutral_bin() -> PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("building the daemon: cargo build --release --bin neutral");
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // The variables `cargo bench` sets for this package would reach build
+    // scripts that watch them (ring watches CARGO_MANIFEST_DIR) and make the
+    // next plain `cargo build --release` rebuild half the tree.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+    let status = command
         .current_dir(neutral_e2e::workspace_root())
         .args(["build", "--release", "--quiet", "--bin", "neutral"])
         .status()
