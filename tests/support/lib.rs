@@ -3,6 +3,7 @@
 //! scratch repositories. Nothing here fakes a component; it only starts and
 //! stops real ones.
 
+pub mod bench;
 pub mod cluster;
 pub mod dns;
 pub mod http;
@@ -27,9 +28,7 @@ pub fn workspace_root() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .current_dir(workspace_root())
+        let status = cargo()
             .args(["build", "--quiet", "--bins"])
             .status()
             .expect("run cargo build");
@@ -42,6 +41,32 @@ pub fn bin(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
     profile_dir.join(name)
+}
+
+/// A `cargo` command in the workspace root, without the variables `cargo
+/// test` sets for the running package: build scripts watch some of them
+/// (ring watches `CARGO_MANIFEST_DIR`), and passing them on would make this
+/// nested build, and the next plain one, rebuild half the tree.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(workspace_root());
+    command
 }
 
 /// The result of a finished process.

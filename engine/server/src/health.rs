@@ -30,6 +30,7 @@ pub async fn run_ticker(shared: Arc<Shared>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = interval.tick() => shared.reconcile("health").await,
+            () = shared.reconcile_soon.notified() => shared.reconcile("heartbeat").await,
             _ = recompute.tick() => shared.recompute("time").await,
             () = shutdown.wait() => break,
         }
@@ -65,12 +66,28 @@ pub async fn run_prober(shared: Arc<Shared>, mut shutdown: Shutdown) {
                 record_probe(&shared, &node_id, ok, &detail).await;
             });
         }
+        let until_next = next_probe_in(&shared, now());
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = tokio::time::sleep(until_next) => {}
             () = shared.probe_wakeup.notified() => {}
             () = shutdown.wait() => break,
         }
     }
+}
+
+/// How long until the earliest probe is due (at most 250 ms, so new nodes
+/// and changed settings are noticed).
+fn next_probe_in(shared: &Shared, at: Timestamp) -> Duration {
+    let world = shared.read_world();
+    let earliest = world
+        .nodes
+        .values()
+        .filter(|e| e.probe.is_some() && !e.probe_in_flight && !e.liveness.drained)
+        .map(|e| e.next_probe)
+        .min();
+    earliest.map_or(Duration::from_millis(250), |due| {
+        due.since(at).min(Duration::from_millis(250))
+    })
 }
 
 /// Marks the nodes whose next probe is due as in flight and returns them.
@@ -83,7 +100,14 @@ fn take_due_probes(shared: &Shared, at: Timestamp) -> Vec<(String, IpAddr, Probe
             continue;
         }
         entry.probe_in_flight = true;
-        entry.next_probe = at.plus(probe.interval);
+        // Keep the cadence: the next probe is due one interval after this one
+        // was due, not after the loop happened to notice it.
+        let cadence = entry.next_probe.plus(probe.interval);
+        entry.next_probe = if cadence > at {
+            cadence
+        } else {
+            at.plus(probe.interval)
+        };
         due.push((id.clone(), entry.record.node.address, probe.clone()));
     }
     due

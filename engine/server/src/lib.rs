@@ -14,6 +14,7 @@ pub mod api;
 pub mod args;
 pub mod auth;
 pub mod autoscaler;
+pub mod coalesce;
 pub mod dns;
 pub mod error;
 pub mod health;
@@ -170,6 +171,9 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         probe_wakeup: Notify::new(),
         mirror: Arc::new(std::sync::Mutex::new(mirror)),
         scheduler: scheduler.clone(),
+        reconcile_soon: Notify::new(),
+        reconciles: coalesce::Coalescer::default(),
+        recomputes: coalesce::Coalescer::default(),
     });
     shared.recompute("start").await;
 

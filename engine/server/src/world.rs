@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::args::ServeArgs;
+use crate::coalesce::Coalescer;
 use crate::dns::DnsBridge;
 use crate::sync::SyncRequest;
 
@@ -132,6 +133,11 @@ pub struct Shared {
     pub dns: DnsBridge,
     pub counters: Counters,
     pub probe_wakeup: Notify,
+    /// Asks the health ticker for a reconcile now (a heartbeat changed a
+    /// node's liveness); requests made while one runs fold into one.
+    pub reconcile_soon: Notify,
+    pub reconciles: Coalescer,
+    pub recomputes: Coalescer,
     pub weight_settings: WeightSettings,
     /// The local mirror of the configuration repository: sync fetches into
     /// it, the autoscaler commits and pushes from it.
@@ -275,7 +281,13 @@ impl Shared {
 
     /// Publishes liveness changes: node status in memory, in the store (with
     /// audit entries), in the DNS data plane and in the effective weights.
+    /// Concurrent calls fold into as few runs as keep their promise (see
+    /// [`Coalescer`]).
     pub async fn reconcile(&self, actor: &str) {
+        self.reconciles.run(|| self.reconcile_now(actor)).await;
+    }
+
+    async fn reconcile_now(&self, actor: &str) {
         let at = now();
         let updates = self.write_world().reconcile(at);
         self.publish_status_changes(updates, actor).await;
@@ -310,7 +322,13 @@ impl Shared {
     /// Recomputes effective weights from the current declarations and node
     /// statuses, publishes them, updates the DNS data plane, and emits one
     /// change event (and audit entry) per domain whose answers changed.
+    /// Concurrent calls fold into as few runs as keep their promise (see
+    /// [`Coalescer`]); runs never overlap.
     pub async fn recompute(&self, cause: &str) {
+        self.recomputes.run(|| self.recompute_now(cause)).await;
+    }
+
+    async fn recompute_now(&self, cause: &str) {
         Counters::bump(&self.counters.recomputes);
         let at = now();
         let (decl, nodes, previous, calm) = {

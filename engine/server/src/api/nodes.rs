@@ -294,8 +294,9 @@ pub async fn heartbeat(
         metrics,
     });
     if changed {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move { shared.reconcile("heartbeat").await });
+        // The health ticker reconciles at once; a burst of heartbeats that
+        // change liveness (thousands of nodes coming up) folds into few runs.
+        shared.reconcile_soon.notify_one();
     }
     Ok(Json(HeartbeatResponse {
         status,

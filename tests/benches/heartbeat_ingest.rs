@@ -1,0 +1,560 @@
+//! Heartbeat ingest of the real `neutral serve` (release build) over loopback.
+//!
+//! Starts the daemon on a scratch bare Git repository declaring four regions
+//! and one GTM domain, registers N simulated nodes through
+//! `POST /nodes/register`, brings them `up` with a warm-up round of
+//! heartbeats, then runs two bounded load phases over keep-alive HTTP/1.1
+//! connections (hyper), each for a fixed duration and a capped request count:
+//!
+//! - **paced**: the connections together send one heartbeat (with metrics)
+//!   every `1 / rate` seconds, at the target rate of 10,000 nodes at a 2 s
+//!   interval (5,000/s);
+//! - **max**: every connection sends its next heartbeat as soon as the last
+//!   one was answered ("as fast as possible").
+//!
+//! For each phase it prints the sustained rate (heartbeats answered 200 per
+//! second of the measured window), latency percentiles (send → full response;
+//! for the paced phase also scheduled time → full response, which includes
+//! any time the generator fell behind), the daemon's CPU (from
+//! `/proc/<pid>/stat` over the window) and RSS, and the generator's own CPU,
+//! which competes for the same two cores.
+//!
+//! Probes are off (`--no-probes`): the simulated nodes serve nothing to probe,
+//! and heartbeats alone keep them `up` (rise 2, heartbeat timeout 6 s).
+//!
+//! `cargo bench -p neutral-e2e --bench heartbeat_ingest`; tune with
+//! `INGEST_NODES` (10000), `INGEST_CONCURRENCY` (64), `INGEST_SECONDS` (20),
+//! `INGEST_RATE` (5000), `INGEST_MAX_REQUESTS` (2000000 per phase).
+
+#[allow(dead_code)]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{ConfigRepo, Daemon, DaemonSpec, Http, bearer, env_number, metric_sum};
+use hyper::header::{AUTHORIZATION, HeaderValue};
+use hyper::{Method, StatusCode};
+use neutral_e2e::bench::{LatencySummary, cores_used, scheduled_offset};
+
+const REGIONS: [&str; 4] = ["jp", "sg", "us", "eu"];
+const REGISTER_CONNECTIONS: usize = 16;
+const REGISTER_WITHIN: Duration = Duration::from_secs(600);
+const ALL_UP_WITHIN: Duration = Duration::from_secs(60);
+/// Rounds of heartbeats before measuring: `rise` (2) successes bring a node up.
+const WARM_UP_ROUNDS: usize = 2;
+/// A request unanswered this long counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    nodes: usize,
+    connections: usize,
+    seconds: u64,
+    rate: f64,
+    max_requests: u64,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            nodes: usize::try_from(env_number("INGEST_NODES", 10_000).clamp(1, 60_000))
+                .unwrap_or(10_000),
+            connections: usize::try_from(env_number("INGEST_CONCURRENCY", 64).clamp(1, 1024))
+                .unwrap_or(64),
+            seconds: env_number("INGEST_SECONDS", 20).clamp(1, 600),
+            rate: env_number("INGEST_RATE", 5_000).clamp(1, 1_000_000) as f64,
+            max_requests: env_number("INGEST_MAX_REQUESTS", 2_000_000).max(1),
+        }
+    }
+}
+
+/// A registered simulated node: its id and ready-made `Authorization`.
+#[derive(Debug)]
+struct SimNode {
+    id: String,
+    authorization: HeaderValue,
+}
+
+/// Node `index`'s loopback address: 127.1.0.1, 127.1.0.2, …
+fn node_address(index: usize) -> IpAddr {
+    let offset = u32::try_from(index).unwrap_or(0).saturating_add(1);
+    IpAddr::V4(Ipv4Addr::from(0x7F01_0000u32.saturating_add(offset)))
+}
+
+fn heartbeat_body(node: &SimNode, sequence: u64) -> Bytes {
+    // Metrics that vary from beat to beat, as real ones do.
+    let cpu = (sequence % 100) as f64 / 100.0;
+    let rtt = 1.0 + (sequence % 37) as f64 / 4.0;
+    let errors = if sequence % 50 == 0 { 0.01 } else { 0.0 };
+    Bytes::from(format!(
+        r#"{{"node_id":"{}","metrics":{{"cpu":{cpu},"rtt_ms":{rtt},"error_rate":{errors}}}}}"#,
+        node.id
+    ))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Paced,
+    Max,
+}
+
+#[derive(Debug, Default)]
+struct WorkerResult {
+    ok: u64,
+    http_errors: u64,
+    transport_errors: u64,
+    /// Send → full response, microseconds.
+    service_us: Vec<u64>,
+    /// Scheduled time → full response (paced phase only), microseconds.
+    scheduled_us: Vec<u64>,
+    last_done: Option<Instant>,
+}
+
+struct Phase {
+    mode: Mode,
+    rate: f64,
+    connections: usize,
+    start: Instant,
+    end: Instant,
+    budget: Arc<AtomicU64>,
+    /// Each worker stops after this many rounds over its nodes (warm-up).
+    rounds: Option<u64>,
+}
+
+async fn worker(
+    api: SocketAddr,
+    nodes: Arc<Vec<SimNode>>,
+    worker_index: usize,
+    phase: Arc<Phase>,
+) -> WorkerResult {
+    let mut result = WorkerResult::default();
+    let Ok(mut http) = Http::connect(api).await else {
+        result.transport_errors += 1;
+        return result;
+    };
+    let mine: Vec<&SimNode> = nodes
+        .iter()
+        .skip(worker_index)
+        .step_by(phase.connections)
+        .collect();
+    if mine.is_empty() {
+        return result;
+    }
+    let workers = phase.connections as u64;
+    let me = worker_index as u64;
+    let mut sequence: u64 = 0;
+    let limit = phase
+        .rounds
+        .map_or(u64::MAX, |r| r.saturating_mul(mine.len() as u64));
+    while sequence < limit {
+        let due = match phase.mode {
+            Mode::Paced => phase.start + scheduled_offset(me, sequence, workers, phase.rate),
+            Mode::Max => Instant::now(),
+        };
+        if due >= phase.end || Instant::now() >= phase.end {
+            break;
+        }
+        if phase
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let Some(node) = mine.get((sequence as usize) % mine.len()) else {
+            break;
+        };
+        let body = heartbeat_body(node, sequence.wrapping_mul(workers).wrapping_add(me));
+        sequence += 1;
+        let sent = Instant::now();
+        let reply = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            http.send(
+                Method::POST,
+                "/nodes/heartbeat",
+                &[(AUTHORIZATION, &node.authorization)],
+                body,
+            ),
+        )
+        .await;
+        let done = Instant::now();
+        match reply {
+            Ok(Ok((StatusCode::OK, _))) => {
+                result.ok += 1;
+                result.service_us.push(micros(done - sent));
+                if phase.mode == Mode::Paced {
+                    result
+                        .scheduled_us
+                        .push(micros(done.saturating_duration_since(due)));
+                }
+                result.last_done = Some(done);
+            }
+            Ok(Ok((status, body))) => {
+                result.http_errors += 1;
+                if result.http_errors <= 3 {
+                    eprintln!(
+                        "heartbeat {}: HTTP {status}: {}",
+                        node.id,
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+            Ok(Err(err)) => {
+                result.transport_errors += 1;
+                if result.transport_errors <= 3 {
+                    eprintln!("heartbeat {}: {err}", node.id);
+                }
+                match Http::connect(api).await {
+                    Ok(fresh) => http = fresh,
+                    Err(_) => break,
+                }
+            }
+            Err(_) => {
+                result.transport_errors += 1;
+                match Http::connect(api).await {
+                    Ok(fresh) => http = fresh,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    result
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+struct PhaseReport {
+    mode: Mode,
+    window: Duration,
+    ok: u64,
+    http_errors: u64,
+    transport_errors: u64,
+    service: Option<LatencySummary>,
+    scheduled: Option<LatencySummary>,
+    daemon_cores: f64,
+    generator_cores: f64,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    counted: f64,
+    dropped_samples: f64,
+    status_changes: f64,
+    recomputes: f64,
+    up_after: f64,
+}
+
+impl PhaseReport {
+    fn sustained(&self) -> f64 {
+        self.ok as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+}
+
+async fn run_phase(
+    api: SocketAddr,
+    daemon_pid: u32,
+    nodes: &Arc<Vec<SimNode>>,
+    settings: Settings,
+    mode: Mode,
+    admin: &mut Http,
+) -> PhaseReport {
+    let ticks_per_second = common::clock_ticks_per_second();
+    let before = admin.metrics().await.unwrap_or_default();
+    let start = Instant::now() + Duration::from_millis(100);
+    let phase = Arc::new(Phase {
+        mode,
+        rate: settings.rate,
+        connections: settings.connections,
+        start,
+        end: start + Duration::from_secs(settings.seconds),
+        budget: Arc::new(AtomicU64::new(settings.max_requests)),
+        rounds: None,
+    });
+    let tasks: Vec<_> = (0..settings.connections)
+        .map(|w| tokio::spawn(worker(api, Arc::clone(nodes), w, Arc::clone(&phase))))
+        .collect();
+    tokio::time::sleep_until(start.into()).await;
+    let daemon_before = common::cpu_ticks(daemon_pid);
+    let generator_before = common::cpu_ticks(std::process::id());
+    let measured_from = Instant::now();
+    let mut total = WorkerResult::default();
+    for task in tasks {
+        let Ok(result) = task.await else { continue };
+        total.ok += result.ok;
+        total.http_errors += result.http_errors;
+        total.transport_errors += result.transport_errors;
+        total.service_us.extend(result.service_us);
+        total.scheduled_us.extend(result.scheduled_us);
+        total.last_done = total.last_done.max(result.last_done);
+    }
+    let cpu_window = measured_from.elapsed();
+    let daemon_ticks = common::cpu_ticks(daemon_pid)
+        .total()
+        .saturating_sub(daemon_before.total());
+    let generator_ticks = common::cpu_ticks(std::process::id())
+        .total()
+        .saturating_sub(generator_before.total());
+    let (rss_mib, peak_rss_mib) = common::rss_mib(daemon_pid);
+    let window = total
+        .last_done
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
+    let after = admin.metrics().await.unwrap_or_default();
+    let delta = |name| metric_sum(&after, name, &[]) - metric_sum(&before, name, &[]);
+    PhaseReport {
+        mode,
+        window,
+        ok: total.ok,
+        http_errors: total.http_errors,
+        transport_errors: total.transport_errors,
+        service: LatencySummary::of(&mut total.service_us),
+        scheduled: LatencySummary::of(&mut total.scheduled_us),
+        daemon_cores: cores_used(daemon_ticks, ticks_per_second, cpu_window),
+        generator_cores: cores_used(generator_ticks, ticks_per_second, cpu_window),
+        rss_mib,
+        peak_rss_mib,
+        counted: delta("neutral_heartbeats_total"),
+        dropped_samples: delta("neutral_store_errors_total"),
+        status_changes: delta("neutral_node_status_changes_total"),
+        recomputes: delta("neutral_weight_recomputes_total"),
+        up_after: metric_sum(&after, "neutral_nodes", &["status=\"up\""]),
+    }
+}
+
+fn print_phase(report: &PhaseReport, settings: Settings) {
+    let title = match report.mode {
+        Mode::Paced => format!("paced at {:.0}/s", settings.rate),
+        Mode::Max => "as fast as possible".to_owned(),
+    };
+    println!(
+        "\n{title}, {} keep-alive connections, {:.2} s window (cap {} requests):",
+        settings.connections,
+        report.window.as_secs_f64(),
+        settings.max_requests
+    );
+    println!(
+        "  answered 200: {}  HTTP errors: {}  transport errors/timeouts: {}  sustained: {:.0} heartbeats/s",
+        report.ok,
+        report.http_errors,
+        report.transport_errors,
+        report.sustained()
+    );
+    if let Some(s) = &report.service {
+        println!("  latency send→response:      {}", s.millis_line());
+    }
+    if let Some(s) = &report.scheduled {
+        println!("  latency scheduled→response: {}", s.millis_line());
+    }
+    println!(
+        "  daemon: CPU {:.2} cores ({:.0}% of the machine), RSS {:.1} MiB (peak {:.1} MiB); \
+         generator: CPU {:.2} cores",
+        report.daemon_cores,
+        100.0 * report.daemon_cores / cores() as f64,
+        report.rss_mib,
+        report.peak_rss_mib,
+        report.generator_cores
+    );
+    println!(
+        "  daemon counters over the phase: {:.0} heartbeats, {:.0} samples dropped (writer behind), \
+         {:.0} status changes, {:.0} weight recomputes; nodes up after: {:.0}",
+        report.counted,
+        report.dropped_samples,
+        report.status_changes,
+        report.recomputes,
+        report.up_after
+    );
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+async fn register_all(api: SocketAddr, settings: Settings, admin: &mut Http) -> Vec<SimNode> {
+    let before = admin.metrics().await.unwrap_or_default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + REGISTER_WITHIN;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..REGISTER_CONNECTIONS)
+        .map(|_| {
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut http = Http::connect(api).await.expect("connect for registration");
+                let mut mine = Vec::new();
+                let mut latencies = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= settings.nodes {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "registration did not finish within {REGISTER_WITHIN:?}"
+                    );
+                    let region = REGIONS[index % REGIONS.len()];
+                    let sent = Instant::now();
+                    let (id, token) =
+                        common::register(&mut http, region, node_address(index)).await;
+                    latencies.push(micros(sent.elapsed()));
+                    mine.push((
+                        index,
+                        SimNode {
+                            id,
+                            authorization: bearer(&token),
+                        },
+                    ));
+                }
+                (mine, latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(settings.nodes);
+    let mut latencies = Vec::with_capacity(settings.nodes);
+    for task in tasks {
+        let (mine, lat) = task.await.expect("registration task");
+        all.extend(mine);
+        latencies.extend(lat);
+    }
+    let elapsed = started.elapsed();
+    all.sort_by_key(|(index, _)| *index);
+    println!(
+        "registration: {} nodes in {:.1} s ({:.0}/s over {REGISTER_CONNECTIONS} connections)",
+        all.len(),
+        elapsed.as_secs_f64(),
+        all.len() as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    if let Some(s) = LatencySummary::of(&mut latencies) {
+        println!("  latency: {}", s.millis_line());
+    }
+    let after = admin.metrics().await.unwrap_or_default();
+    let name = "neutral_weight_recomputes_total";
+    println!(
+        "  weight recomputes during registration: {:.0}",
+        metric_sum(&after, name, &[]) - metric_sum(&before, name, &[])
+    );
+    all.into_iter().map(|(_, node)| node).collect()
+}
+
+/// Heartbeats every node `WARM_UP_ROUNDS` times, then waits (bounded) until
+/// the daemon reports them all `up`.
+async fn warm_up(api: SocketAddr, nodes: &Arc<Vec<SimNode>>, settings: Settings, admin: &mut Http) {
+    let before = admin.metrics().await.unwrap_or_default();
+    let started = Instant::now();
+    let phase = Arc::new(Phase {
+        mode: Mode::Max,
+        rate: 0.0,
+        connections: settings.connections,
+        start: started,
+        end: started + Duration::from_secs(300),
+        budget: Arc::new(AtomicU64::new((nodes.len() * WARM_UP_ROUNDS) as u64)),
+        rounds: Some(WARM_UP_ROUNDS as u64),
+    });
+    let tasks: Vec<_> = (0..settings.connections)
+        .map(|w| tokio::spawn(worker(api, Arc::clone(nodes), w, Arc::clone(&phase))))
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.map_or(0, |r| r.ok);
+    }
+    let sent_in = started.elapsed();
+    let deadline = Instant::now() + ALL_UP_WITHIN;
+    let mut up = 0.0;
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = admin.metrics().await.unwrap_or_default();
+        up = metric_sum(&text, "neutral_nodes", &["status=\"up\""]);
+        if up >= nodes.len() as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let delta = |name| metric_sum(&text, name, &[]) - metric_sum(&before, name, &[]);
+    println!(
+        "warm-up: {ok} heartbeats in {:.1} s; {up:.0}/{} nodes up after {:.1} s \
+         ({:.0} status changes, {:.0} weight recomputes)",
+        sent_in.as_secs_f64(),
+        nodes.len(),
+        started.elapsed().as_secs_f64(),
+        delta("neutral_node_status_changes_total"),
+        delta("neutral_weight_recomputes_total"),
+    );
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    println!(
+        "heartbeat ingest: neutral serve (release), {} simulated nodes in {} regions, \
+         --no-probes, heartbeat interval 2s, timeout 6s",
+        settings.nodes,
+        REGIONS.len()
+    );
+    println!("machine before: {}", common::machine_load());
+    let bin = common::neutral_bin();
+    let max_nodes = u32::try_from(settings.nodes).unwrap_or(u32::MAX).max(1);
+    let mut files: Vec<(String, String)> = REGIONS
+        .iter()
+        .map(|r| common::region_file(r, max_nodes))
+        .collect();
+    files.push(common::gtm_file(
+        &REGIONS,
+        "{ http: /healthz, port: 80, interval: 10s, timeout: 2s, rise: 2, fall: 3 }",
+    ));
+    let repo = ConfigRepo::new(&files);
+    let spec = DaemonSpec {
+        heartbeat_interval: "2s".into(),
+        heartbeat_timeout: "6s".into(),
+        extra: vec!["--no-probes".into()],
+    };
+    let mut daemon = Daemon::start(&bin, &repo, &spec);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let api = daemon.api;
+    let pid = daemon.pid();
+    println!("daemon pid {pid}, API {api}");
+    let reports = runtime.block_on(async move {
+        let mut admin = Http::connect(api).await.expect("connect to the daemon");
+        common::sync_and_check(&mut admin, REGIONS.len()).await;
+        let nodes = Arc::new(register_all(api, settings, &mut admin).await);
+        warm_up(api, &nodes, settings, &mut admin).await;
+        let (rss, peak) = common::rss_mib(pid);
+        println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
+        let paced = run_phase(api, pid, &nodes, settings, Mode::Paced, &mut admin).await;
+        print_phase(&paced, settings);
+        let max = run_phase(api, pid, &nodes, settings, Mode::Max, &mut admin).await;
+        print_phase(&max, settings);
+        (paced, max)
+    });
+    drop(runtime);
+    println!("\nmachine after: {}", common::machine_load());
+    let (paced, max) = reports;
+    let paced_p99 = paced
+        .service
+        .map_or(f64::INFINITY, |s| s.p99_us as f64 / 1000.0);
+    let met = paced.sustained() >= settings.rate * 0.99
+        && paced_p99 < 20.0
+        && paced.http_errors + paced.transport_errors == 0;
+    println!(
+        "target ≥ {:.0} heartbeats/s with p99 < 20 ms: {} (paced: {:.0}/s, p99 {paced_p99:.3} ms; \
+         max: {:.0}/s)",
+        settings.rate,
+        if met { "MET" } else { "MISSED" },
+        paced.sustained(),
+        max.sustained()
+    );
+    let warnings = daemon.warnings();
+    if !warnings.is_empty() {
+        println!("daemon log: {} WARN/ERROR lines, last:", warnings.len());
+        for line in warnings.iter().rev().take(5).rev() {
+            println!("  {line}");
+        }
+    }
+    let status = daemon.stop();
+    println!("daemon stopped: {status:?}");
+}
