@@ -16,10 +16,14 @@
 
 mod agent;
 pub mod backoff;
+pub mod cli;
 mod client;
 mod config;
 pub mod cpu;
+pub mod drain;
+mod full_node;
 pub mod metrics_file;
+pub mod node;
 pub mod probe;
 pub mod protocol;
 pub mod state;

@@ -55,8 +55,9 @@ enum Command {
     },
     /// Run the control plane: node API, GitOps sync, health, GTM, embedded DNS.
     Serve(Box<neutral_server::ServeArgs>),
-    /// Run the node agent: register, heartbeat with metrics.
-    Agent(Box<neutral_agent::AgentArgs>),
+    /// Run the node agent (register, heartbeat, run the workload), or talk to
+    /// the running one: `neutral agent release`, `neutral agent status`.
+    Agent(Box<neutral_agent::cli::AgentCli>),
 }
 
 /// What a command asks `main` to exit with.
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => return neutral_server::run_blocking(*args),
         Command::Agent(args) => {
             init_agent_logging();
-            return neutral_agent::run_blocking(*args);
+            return neutral_agent::cli::main(*args);
         }
     };
     match result {
