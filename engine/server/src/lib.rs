@@ -153,6 +153,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         dns: DnsBridge::new(dns_server.handle()),
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
+        releases: api::releases::Releases::default(),
     });
     shared.recompute("start").await;
 

@@ -122,6 +122,8 @@ pub struct Shared {
     pub counters: Counters,
     pub probe_wakeup: Notify,
     pub weight_settings: WeightSettings,
+    /// Releases asked for through the API, delivered on heartbeats.
+    pub releases: crate::api::releases::Releases,
 }
 
 /// Probe settings and liveness thresholds for a node of `region`: those of the
