@@ -22,10 +22,12 @@ use crate::drain::{DrainStep, DrainTracker};
 use crate::full_node::FullNode;
 use crate::metrics_file::{FileMetrics, read_metrics_file};
 use crate::node::Node;
+use crate::node::ReleaseRequest;
 use crate::node::access_log::{AccessLogTail, summarise as summarise_access_log};
 use crate::node::runtime::Ctr;
+use crate::orders::Orders;
 use crate::probe::{ProbeSummary, Prober};
-use crate::protocol::{HeartbeatRequest, RegisterRequest};
+use crate::protocol::{HeartbeatRequest, RegisterRequest, ReleaseOrder, ReleaseResult};
 use crate::state::{self, Identity};
 
 /// Heartbeat intervals outside this range are clamped: a zero interval from
@@ -145,6 +147,8 @@ struct Agent {
     drain: DrainTracker,
     /// The origin of the drain countdown's clock.
     origin: Instant,
+    /// Releases ordered through the control plane (shared with their tasks).
+    orders: Arc<std::sync::Mutex<Orders>>,
 }
 
 /// How a registration ended.
@@ -189,6 +193,7 @@ impl Agent {
             node,
             drain,
             origin: Instant::now(),
+            orders: Arc::default(),
         };
         // A first reading, so the first heartbeat can already report CPU.
         agent.measure_cpu();
@@ -302,6 +307,7 @@ impl Agent {
             let request = HeartbeatRequest {
                 node_id: session.node_id.clone(),
                 metrics: self.collect_metrics(interval).await,
+                release: lock_orders(&self.orders).to_report(),
             };
             let result = self
                 .control_plane
@@ -310,6 +316,10 @@ impl Agent {
             match result {
                 Ok(response) => {
                     accepted = accepted.saturating_add(1);
+                    let order = lock_orders(&self.orders).on_answer(response.release.as_ref());
+                    if let Some(order) = order {
+                        self.start_ordered_release(order);
+                    }
                     if failures > 0 {
                         info!(failures, "control plane reachable again");
                     }
@@ -398,6 +408,54 @@ impl Agent {
         metrics
     }
 
+    /// Runs a release the control plane ordered in its own task; its result
+    /// goes out with the next heartbeats.
+    fn start_ordered_release(&self, order: ReleaseOrder) {
+        info!(release = %order.id, image = %order.image, "release ordered by the control plane");
+        let orders = Arc::clone(&self.orders);
+        let Some((node, _)) = &self.node else {
+            lock_orders(&orders).finished(ReleaseResult {
+                id: order.id,
+                ok: false,
+                message:
+                    "this node runs no workload (start its agent with --runtime containerd --nginx)"
+                        .to_owned(),
+                duration_ms: None,
+            });
+            return;
+        };
+        let node = Arc::clone(node);
+        tokio::spawn(async move {
+            let request = ReleaseRequest {
+                image: order.image,
+                archive: None,
+                health_path: order.health_path,
+                timeout_ms: order.timeout_ms,
+                id: Some(order.id.clone()),
+            };
+            let result = match node.release(&request).await {
+                Ok(report) => ReleaseResult {
+                    id: order.id,
+                    ok: true,
+                    message: format!(
+                        "released {} on {} (old requests {})",
+                        report.image,
+                        report.colour,
+                        if report.drained { "drained" } else { "cut off" }
+                    ),
+                    duration_ms: Some(report.stopped_ms),
+                },
+                Err(err) => ReleaseResult {
+                    id: order.id,
+                    ok: false,
+                    message: err.to_string(),
+                    duration_ms: None,
+                },
+            };
+            lock_orders(&orders).finished(result);
+        });
+    }
+
     fn measure_cpu(&mut self) -> Option<f64> {
         match read_proc_stat(&self.config.proc_stat) {
             Ok(times) => self.cpu.observe(times),
@@ -452,6 +510,12 @@ fn warn_about_plain_http(config: &AgentConfig) {
     if !loopback {
         warn!(control_plane = %url, "plain http to a remote control plane: tokens travel unencrypted; use https");
     }
+}
+
+fn lock_orders(orders: &std::sync::Mutex<Orders>) -> std::sync::MutexGuard<'_, Orders> {
+    orders
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn mode_name(mode: NodeMode) -> &'static str {

@@ -24,8 +24,10 @@ pub mod drain;
 mod full_node;
 pub mod metrics_file;
 pub mod node;
+pub mod orders;
 pub mod probe;
 pub mod protocol;
+pub mod remote_release;
 pub mod state;
 
 use std::future::Future;
