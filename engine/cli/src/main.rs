@@ -58,6 +58,8 @@ enum Command {
     /// Run the node agent (register, heartbeat, run the workload), or talk to
     /// the running one: `neutral agent release`, `neutral agent status`.
     Agent(Box<neutral_agent::cli::AgentCli>),
+    /// Release an image on a node through the control plane (blue/green).
+    Release(Box<neutral_agent::remote_release::RemoteReleaseArgs>),
 }
 
 /// What a command asks `main` to exit with.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             init_agent_logging();
             return neutral_agent::cli::main(*args);
         }
+        Command::Release(args) => return neutral_agent::remote_release::main(*args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
