@@ -25,6 +25,7 @@ use crate::node::Node;
 use crate::node::ReleaseRequest;
 use crate::node::access_log::{AccessLogTail, summarise as summarise_access_log};
 use crate::node::runtime::Ctr;
+use crate::node_exporter::NodeExporter;
 use crate::orders::Orders;
 use crate::probe::{ProbeSummary, Prober};
 use crate::protocol::{HeartbeatRequest, RegisterRequest, ReleaseOrder, ReleaseResult};
@@ -149,6 +150,7 @@ struct Agent {
     origin: Instant,
     /// Releases ordered through the control plane (shared with their tasks).
     orders: Arc<std::sync::Mutex<Orders>>,
+    node_exporter: Option<NodeExporter>,
 }
 
 /// How a registration ended.
@@ -184,6 +186,12 @@ impl Agent {
             (node, tail)
         });
         let drain = DrainTracker::new(config.drain_grace, config.dns_ttl);
+        let node_exporter = config
+            .node_exporter
+            .clone()
+            .map(NodeExporter::new)
+            .transpose()
+            .map_err(AgentError::ProbeClient)?;
         let mut agent = Agent {
             config,
             control_plane,
@@ -194,6 +202,7 @@ impl Agent {
             drain,
             origin: Instant::now(),
             orders: Arc::default(),
+            node_exporter,
         };
         // A first reading, so the first heartbeat can already report CPU.
         agent.measure_cpu();
@@ -368,7 +377,11 @@ impl Agent {
     }
 
     async fn collect_metrics(&mut self, interval: Duration) -> Option<Metrics> {
-        let measured_cpu = self.measure_cpu();
+        let proc_cpu = self.measure_cpu();
+        let measured_cpu = match &mut self.node_exporter {
+            Some(exporter) => exporter.measure().await.or(proc_cpu),
+            None => proc_cpu,
+        };
         let file = match &self.config.metrics_file {
             None => FileMetrics::default(),
             Some(path) => match read_metrics_file(path) {

@@ -77,6 +77,10 @@ pub struct AgentArgs {
     /// never exit on drain].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub drain_grace: Option<Duration>,
+    /// node_exporter's metrics URL: CPU comes from its
+    /// node_cpu_seconds_total counters instead of /proc/stat.
+    #[arg(long, value_name = "URL", value_parser = parse_probe_url)]
+    pub node_exporter: Option<Url>,
     /// The TTL of the node's DNS answers, for --drain-grace.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub dns_ttl: Duration,
@@ -328,6 +332,7 @@ pub struct AgentConfig {
     pub proc_stat: PathBuf,
     pub drain_grace: Option<Duration>,
     pub dns_ttl: Duration,
+    pub node_exporter: Option<Url>,
     /// Set for a full node (`--runtime containerd --nginx`).
     pub node: Option<NodeSetup>,
 }
@@ -434,6 +439,7 @@ impl AgentConfig {
             proc_stat: PathBuf::from(crate::cpu::PROC_STAT),
             drain_grace: args.drain_grace,
             dns_ttl: args.dns_ttl,
+            node_exporter: args.node_exporter,
             node,
         })
     }
@@ -460,6 +466,7 @@ impl Default for AgentArgs {
             probe_timeout: Duration::from_secs(1),
             drain_grace: None,
             dns_ttl: Duration::from_secs(30),
+            node_exporter: None,
             node: NodeArgs::default(),
         }
     }

@@ -24,6 +24,7 @@ pub mod drain;
 mod full_node;
 pub mod metrics_file;
 pub mod node;
+pub mod node_exporter;
 pub mod orders;
 pub mod probe;
 pub mod protocol;

@@ -13,6 +13,9 @@ use crate::probe::ProbeSummary;
 
 /// At most this much of the log is read per heartbeat (the newest part).
 const MAX_READ: u64 = 8 << 20;
+/// Once read this far, the log is truncated in place (nginx appends with
+/// `O_APPEND`, so it carries on at the new end): the agent is its only reader.
+pub const TRUNCATE_AFTER: u64 = 64 << 20;
 
 /// One logged request.
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -67,6 +70,7 @@ pub struct AccessLogTail {
     offset: u64,
     /// A partial last line kept for the next read.
     carry: String,
+    truncate_after: u64,
 }
 
 impl AccessLogTail {
@@ -78,12 +82,24 @@ impl AccessLogTail {
             path,
             offset,
             carry: String::new(),
+            truncate_after: TRUNCATE_AFTER,
         }
+    }
+
+    /// Truncates the log once `limit` bytes have been read.
+    #[must_use]
+    pub fn truncating_after(mut self, limit: u64) -> Self {
+        self.truncate_after = limit;
+        self
     }
 
     /// The requests logged since the previous call.
     pub fn read_new(&mut self) -> Vec<LoggedRequest> {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+        else {
             return Vec::new();
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -100,7 +116,7 @@ impl AccessLogTail {
             return Vec::new();
         }
         let mut bytes = Vec::new();
-        if file
+        if (&mut file)
             .take(len.saturating_sub(start))
             .read_to_end(&mut bytes)
             .is_err()
@@ -108,10 +124,18 @@ impl AccessLogTail {
             return Vec::new();
         }
         self.offset = start.saturating_add(u64::try_from(bytes.len()).unwrap_or(0));
+        let truncated = self.offset >= self.truncate_after && file.set_len(0).is_ok();
+        if truncated {
+            self.offset = 0;
+        }
         let mut text = std::mem::take(&mut self.carry);
         text.push_str(&String::from_utf8_lossy(&bytes));
         let complete = text.rfind('\n').map_or(0, |i| i.saturating_add(1));
-        self.carry = text.get(complete..).unwrap_or_default().to_owned();
+        self.carry = if truncated {
+            String::new()
+        } else {
+            text.get(complete..).unwrap_or_default().to_owned()
+        };
         text.get(..complete)
             .unwrap_or_default()
             .lines()
@@ -189,5 +213,34 @@ mod tests {
         assert_eq!(after_rotation.len(), 1);
         assert_eq!(after_rotation[0].status, 204);
         assert!(tail.read_new().is_empty());
+    }
+
+    #[test]
+    fn a_log_read_past_the_limit_is_truncated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, "").unwrap();
+        let mut tail = AccessLogTail::new(path.clone()).truncating_after(40);
+        std::fs::write(
+            &path,
+            "1.0 200 0.001 -
+2.0 200 0.001 -
+3.0 502 0.0",
+        )
+        .unwrap();
+        assert_eq!(tail.read_new().len(), 2);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "truncated");
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"4.0 200 0.002 -\n").unwrap();
+        }
+        // The partial line before the cut is dropped with the cut, not glued on.
+        let next = tail.read_new();
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert_eq!(next[0].status, 200);
     }
 }

@@ -409,7 +409,11 @@ impl<R: Runtime> Node<R> {
                 image: request.image.clone(),
                 since_unix_ms: unix_ms(),
             });
-            self.save(&state)?;
+            // nginx already serves the new colour: a lost write must not
+            // turn the release into a failure (the next write catches up).
+            if let Err(err) = self.save(&state) {
+                warn!(error = %err, "could not record the new active colour");
+            }
         }
         if let Some(old) = previous {
             if let Err(err) = self
