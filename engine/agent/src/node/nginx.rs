@@ -96,6 +96,7 @@ pub fn render_config(settings: &NginxSettings) -> String {
     format!(
         "# Written by neutral agent; rewritten at every start.\n\
          worker_processes {workers};\n\
+         worker_rlimit_nofile 16384;\n\
          pid {prefix}/logs/nginx.pid;\n\
          error_log {prefix}/logs/error.log notice;\n\
          worker_shutdown_timeout {shutdown}s;\n\
@@ -117,6 +118,7 @@ pub fn render_config(settings: &NginxSettings) -> String {
          \x20           proxy_set_header Host $host;\n\
          \x20           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
          \x20           proxy_connect_timeout 2s;\n\
+         \x20           proxy_max_temp_file_size 0;\n\
          \x20       }}\n\
          {include}\
          \x20   }}\n\
@@ -439,6 +441,7 @@ mod tests {
         expect_test::expect![[r#"
             # Written by neutral agent; rewritten at every start.
             worker_processes 1;
+            worker_rlimit_nofile 16384;
             pid /var/lib/neutral/nginx/logs/nginx.pid;
             error_log /var/lib/neutral/nginx/logs/error.log notice;
             worker_shutdown_timeout 30s;
@@ -462,6 +465,7 @@ mod tests {
                         proxy_set_header Host $host;
                         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
                         proxy_connect_timeout 2s;
+                        proxy_max_temp_file_size 0;
                     }
                 }
             }
