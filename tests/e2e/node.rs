@@ -186,6 +186,10 @@ fn a_full_node_serves_releases_fails_safely_recovers_and_drains() {
         "{}",
         agent.log_text()
     );
+    wait_for("heartbeats with metrics", Duration::from_secs(20), || {
+        let metrics = daemon.node(&id)?["metrics"].clone();
+        (metrics["error_rate"].as_f64()? == 0.0 && metrics["cpu"].as_f64().is_some()).then_some(())
+    });
     let status = neutral(&["agent", "status", "--node-dir", &node_dir_text]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     assert!(
@@ -270,6 +274,11 @@ fn a_full_node_serves_releases_fails_safely_recovers_and_drains() {
         String::from_utf8_lossy(&kill.stderr)
     );
     wait_status("down", Duration::from_secs(20));
+    // Its heartbeats report the errors nginx logged (probes answered 502).
+    wait_for("heartbeats with errors", Duration::from_secs(20), || {
+        let node = daemon.node(&id)?;
+        (node["metrics"]["error_rate"].as_f64()? > 0.5).then_some(())
+    });
     // The next release recovers it.
     let recovered = neutral(&[
         "release",

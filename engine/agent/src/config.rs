@@ -705,6 +705,120 @@ mod tests {
         assert!(found.is_loopback(), "{found}");
     }
 
+    fn node_args() -> NodeArgs {
+        NodeArgs {
+            runtime: RuntimeKind::Containerd,
+            nginx: true,
+            node_dir: "/var/lib/neutral/node".into(),
+            ..NodeArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_full_node_resolves_its_listen_address_ports_and_containerd() {
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        assert!(
+            NodeSetup::from_args(&NodeArgs::default(), ip)
+                .unwrap()
+                .is_none()
+        );
+        let setup = NodeSetup::from_args(&node_args(), ip).unwrap().unwrap();
+        assert_eq!(setup.nginx.listen, "127.0.0.7:80".parse().unwrap());
+        assert_eq!(
+            setup.nginx.prefix,
+            PathBuf::from("/var/lib/neutral/node/nginx")
+        );
+        assert_eq!(setup.node.ports, ColourPorts::default());
+        assert_eq!(
+            setup.containerd,
+            ContainerdSource::Socket(PathBuf::from(SYSTEM_CONTAINERD))
+        );
+        let private = NodeArgs {
+            containerd_private: true,
+            ..node_args()
+        };
+        assert_eq!(
+            NodeSetup::from_args(&private, ip)
+                .unwrap()
+                .unwrap()
+                .containerd,
+            ContainerdSource::Private {
+                binary: "containerd".into(),
+                dir: "/var/lib/neutral/node/containerd".into()
+            }
+        );
+    }
+
+    #[test]
+    fn inconsistent_full_node_flags_are_refused() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let cases = [
+            (
+                NodeArgs {
+                    nginx: false,
+                    ..node_args()
+                },
+                "--runtime containerd needs --nginx",
+            ),
+            (
+                NodeArgs {
+                    runtime: RuntimeKind::None,
+                    ..node_args()
+                },
+                "--nginx needs --runtime containerd",
+            ),
+            (
+                NodeArgs {
+                    green_port: 18080,
+                    ..node_args()
+                },
+                "two different non-zero ports",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("127.0.0.1:28080".parse().unwrap()),
+                    ..node_args()
+                },
+                "a colour uses that port",
+            ),
+            (
+                NodeArgs {
+                    health_path: "healthz".into(),
+                    ..node_args()
+                },
+                "must start with `/`",
+            ),
+            (
+                NodeArgs {
+                    image: Some("web v1".into()),
+                    ..node_args()
+                },
+                "holds ' '",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = NodeSetup::from_args(&args, ip).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} (expected {expected})");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_node_probes_through_its_own_nginx() {
+        let args = AgentArgs {
+            region: "jp".into(),
+            ip: Some("127.0.0.7".parse().unwrap()),
+            node: NodeArgs {
+                listen: Some("127.0.0.7:8080".parse().unwrap()),
+                ..node_args()
+            },
+            ..AgentArgs::default()
+        };
+        let config = AgentConfig::from_args_and_env(args, Some("t".into()))
+            .await
+            .unwrap();
+        assert_eq!(config.probe_url.as_str(), "http://127.0.0.7:8080/healthz");
+    }
+
     #[test]
     fn default_probe_url_brackets_ipv6() {
         assert_eq!(
