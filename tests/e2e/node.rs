@@ -125,48 +125,78 @@ fn a_full_node_serves_releases_fails_safely_recovers_and_drains() {
     let namespace = format!("neutral-e2e-{}", std::process::id());
     let (blue, green) = (free_port().to_string(), free_port().to_string());
     let log = dir.path().join("agent.log");
-    let mut cmd = Command::new(bin("neutral"));
-    cmd.args([
+    let state_file = dir.path().join("agent-state.json");
+    let mut args: Vec<String> = [
         "agent",
         "--control-plane",
         &format!("http://{}", daemon.api),
-    ])
-    .args(["--region", "jp", "--ip", ip, "--probe-count", "2"])
-    .args(["--runtime", "containerd", "--nginx", "--containerd-private"])
-    .args([
+        "--region",
+        "jp",
+        "--ip",
+        ip,
+        "--probe-count",
+        "2",
+        "--state-file",
+        state_file.to_str().unwrap(),
+        "--runtime",
+        "containerd",
+        "--nginx",
+        "--containerd-private",
         "--node-dir",
         &node_dir_text,
         "--listen",
         &listen.to_string(),
-    ])
-    .args(["--containerd-namespace", &namespace])
-    .args(["--blue-port", &blue, "--green-port", &green])
-    .args(["--image", "neutral.test/web:v1", "--pull", "never"])
-    .args([
+        "--containerd-namespace",
+        &namespace,
+        "--blue-port",
+        &blue,
+        "--green-port",
+        &green,
+        "--image",
+        "neutral.test/web:v1",
+        "--pull",
+        "never",
         "--health-timeout",
         "10s",
         "--stop-grace",
         "2s",
         "--drain-timeout",
         "5s",
-    ])
-    .args(["--dns-ttl", "1s", "--drain-grace", "1s"])
-    .args(["--backoff-min", "100ms", "--backoff-max", "1s"]);
+        "--dns-ttl",
+        "1s",
+        "--drain-grace",
+        "1s",
+        "--backoff-min",
+        "100ms",
+        "--backoff-max",
+        "1s",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
     for image in &images {
-        cmd.arg("--import").arg(image);
+        args.push("--import".to_owned());
+        args.push(image.to_str().unwrap().to_owned());
     }
-    cmd.env("NEUTRAL_JOIN_TOKEN", JOIN_TOKEN)
-        .env("NEUTRAL_LOG", "info")
-        .stdin(Stdio::null());
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&log)
-        .unwrap();
-    cmd.stdout(file.try_clone().unwrap()).stderr(file);
+    let spawn = || {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .unwrap();
+        Command::new(bin("neutral"))
+            .args(&args)
+            .env("NEUTRAL_JOIN_TOKEN", JOIN_TOKEN)
+            .env("NEUTRAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap()
+    };
     let mut agent = NodeAgent {
-        child: cmd.spawn().unwrap(),
-        log,
+        child: spawn(),
+        log: log.clone(),
     };
 
     // The node registers, serves v1 through its nginx and goes up.
@@ -302,6 +332,47 @@ fn a_full_node_serves_releases_fails_safely_recovers_and_drains() {
     let view: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(view["active"]["image"], "neutral.test/web:v1");
     assert_eq!(view["history"].as_array().unwrap().len(), 4, "{view}");
+
+    // The agent crashes: nginx and the workload keep serving; a new agent
+    // takes over nginx and the private containerd it finds and keeps the
+    // node's identity and history.
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    assert_eq!(
+        version(listen).as_deref(),
+        Some("v1"),
+        "served without the agent"
+    );
+    agent.child = spawn();
+    wait_for(
+        "the restarted agent's control socket",
+        Duration::from_secs(60),
+        || {
+            let status = neutral(&["agent", "status", "--node-dir", &node_dir_text]);
+            (status.code == Some(0)).then_some(status.stdout)
+        },
+    );
+    assert_eq!(version(listen).as_deref(), Some("v1"));
+    let status = neutral(&["agent", "status", "--node-dir", &node_dir_text, "--json"]);
+    let view: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(view["history"].as_array().unwrap().len(), 4, "{view}");
+    assert_eq!(
+        daemon.get("/nodes").json().as_array().unwrap().len(),
+        1,
+        "same node"
+    );
+    assert!(agent.log_text().contains("adopting the private containerd"));
+    let config = node_dir.join("containerd/config.toml");
+    let instances = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline).contains(config.to_str().unwrap())
+            })
+        })
+        .count();
+    assert_eq!(instances, 1, "one private containerd for the node");
 
     // Drain: the agent serves for TTL + grace, then stops nginx and the
     // workload and exits 0.

@@ -65,7 +65,7 @@ impl FullNode {
             ContainerdSource::Private { binary, dir } => {
                 let instance = PrivateContainerd::start(binary, dir).await?;
                 let socket = instance.socket().to_owned();
-                info!(socket = %socket.display(), "private containerd started");
+                info!(socket = %socket.display(), "private containerd ready");
                 (Some(instance), socket)
             }
         };

@@ -53,13 +53,21 @@ pub fn render_config(root: &Path, state: &Path, socket: &Path) -> String {
     )
 }
 
-/// A running private containerd; stopped by [`PrivateContainerd::stop`] or
-/// killed when dropped.
+/// A running private containerd; stopped by [`PrivateContainerd::stop`], or
+/// killed when dropped if this process started it.
 #[derive(Debug)]
 pub struct PrivateContainerd {
-    child: Child,
+    process: Process,
     socket: PathBuf,
     log: PathBuf,
+}
+
+#[derive(Debug)]
+enum Process {
+    Started(Child),
+    /// An instance a previous agent started (and did not stop: it was killed),
+    /// found through the pid file.
+    Adopted(u32),
 }
 
 impl PrivateContainerd {
@@ -76,9 +84,23 @@ impl PrivateContainerd {
             std::fs::create_dir_all(folder).map_err(files(folder))?;
         }
         let socket = dir.join("containerd.sock");
+        let pid_file = dir.join("containerd.pid");
+        let log = dir.join("containerd.log");
+        if let Some(pid) = live_containerd(&pid_file) {
+            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+                tracing::info!(
+                    pid,
+                    "adopting the private containerd a previous agent left running"
+                );
+                return Ok(PrivateContainerd {
+                    process: Process::Adopted(pid),
+                    socket,
+                    log,
+                });
+            }
+        }
         let config = dir.join("config.toml");
         std::fs::write(&config, render_config(&root, &state, &socket)).map_err(files(&config))?;
-        let log = dir.join("containerd.log");
         let log_file = std::fs::File::create(&log).map_err(files(&log))?;
         let log_clone = log_file.try_clone().map_err(files(&log))?;
         let child = Command::new(binary)
@@ -95,7 +117,14 @@ impl PrivateContainerd {
                 binary: binary.to_owned(),
                 source,
             })?;
-        let mut instance = PrivateContainerd { child, socket, log };
+        if let Some(pid) = child.id() {
+            std::fs::write(&pid_file, format!("{pid}\n")).map_err(files(&pid_file))?;
+        }
+        let mut instance = PrivateContainerd {
+            process: Process::Started(child),
+            socket,
+            log,
+        };
         instance.wait_ready().await?;
         Ok(instance)
     }
@@ -107,7 +136,11 @@ impl PrivateContainerd {
     async fn wait_ready(&mut self) -> Result<(), ContainerdError> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            let exited = match &mut self.process {
+                Process::Started(child) => child.try_wait().ok().flatten(),
+                Process::Adopted(_) => None,
+            };
+            if let Some(status) = exited {
                 let text = std::fs::read_to_string(&self.log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(3).collect();
                 return Err(ContainerdError::Exited {
@@ -131,15 +164,50 @@ impl PrivateContainerd {
 
     /// SIGTERM, then SIGKILL after `grace`. Containers' shims outlive
     /// containerd: stop the containers first.
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id() {
-            signal(pid, "TERM").await;
-            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
-                return;
+    pub async fn stop(self, grace: Duration) {
+        match self.process {
+            Process::Started(mut child) => {
+                if let Some(pid) = child.id() {
+                    signal(pid, "TERM").await;
+                    if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+                        return;
+                    }
+                }
+                let _ = child.kill().await;
+            }
+            Process::Adopted(pid) => {
+                signal(pid, "TERM").await;
+                let deadline = Instant::now() + grace;
+                while process_exists(pid) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if process_exists(pid) {
+                    signal(pid, "KILL").await;
+                }
             }
         }
-        let _ = self.child.kill().await;
     }
+}
+
+/// The pid in `pid_file` when it names a live `containerd` process.
+fn live_containerd(pid_file: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let program = cmdline.split(|b| *b == 0).next()?;
+    String::from_utf8_lossy(program)
+        .ends_with("containerd")
+        .then_some(pid)
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| super::nginx::parse_stat_parent(&stat))
+        .is_some()
 }
 
 /// Sends a signal with `kill(1)` (the crate forbids unsafe code, so no libc).
