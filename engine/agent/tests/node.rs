@@ -14,7 +14,7 @@ use neutral_agent::node::access_log::{AccessLogTail, summarise};
 use neutral_agent::node::nginx::NginxError;
 use neutral_agent::node::release::{Colour, Outcome};
 use neutral_agent::node::runtime::{Runtime, TaskState};
-use neutral_agent::node::{ReleaseError, ReleaseRequest};
+use neutral_agent::node::{BootError, ReleaseError, ReleaseRequest};
 use node_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,4 +283,31 @@ async fn bad_input_is_refused_clearly_and_the_serving_colour_is_untouched() {
     assert!(matches!(err, ReleaseError::Busy), "{err}");
     first.await.unwrap().unwrap();
     Arc::try_unwrap(node).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_service_address_is_taken_does_not_start_and_says_why() {
+    let Some(images) = prerequisites() else {
+        return;
+    };
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = squatter.local_addr().unwrap();
+    let node = TestNode::start_listening(images, None, listen).await;
+    let err = node
+        .node
+        .boot(Some("neutral.test/web:v1"))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, BootError::Nginx(NginxError::StartFailed(_))),
+        "{message}"
+    );
+    assert!(message.contains("Address already in use"), "{message}");
+    assert!(node.node.active().is_none(), "nothing was released");
+    drop(squatter);
+    // Once the address is free the same node boots.
+    node.node.boot(Some("neutral.test/web:v1")).await.unwrap();
+    assert_eq!(node.get("/version").await.unwrap(), (200, "v1".to_owned()));
+    node.stop().await;
 }

@@ -133,6 +133,16 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(images: &Images, include: Option<PathBuf>) -> TestNode {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_listening(images, include, listen).await
+    }
+
+    /// A node whose nginx listens on `listen`.
+    pub async fn start_listening(
+        images: &Images,
+        include: Option<PathBuf>,
+        listen: SocketAddr,
+    ) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let containerd =
             PrivateContainerd::start(Path::new("containerd"), &dir.path().join("containerd"))
@@ -145,7 +155,6 @@ impl TestNode {
         for tarball in &images.tarballs {
             ctr.import(tarball).await.unwrap();
         }
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let ports = ColourPorts {
             blue: free_port(),
             green: free_port(),
