@@ -396,4 +396,6 @@ fn a_full_node_serves_releases_fails_safely_recovers_and_drains() {
     );
     assert!(version(listen).is_none(), "nginx stopped with the node");
     assert!(agent.log_text().contains("drained"), "{}", agent.log_text());
+    // runc's (now empty) state folder for the namespace.
+    let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&namespace));
 }

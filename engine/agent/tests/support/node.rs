@@ -246,6 +246,8 @@ impl TestNode {
         if let Some(containerd) = self.containerd.take() {
             containerd.stop(Duration::from_secs(10)).await;
         }
+        // runc's (now empty) state folder for the namespace.
+        let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
         self.stopped = true;
     }
 }
