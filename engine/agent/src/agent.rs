@@ -13,12 +13,22 @@ use neutral_core::model::{Metrics, NodeMode, NodeStatus};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use std::sync::Arc;
+
 use crate::client::{CallError, ControlPlane, Disposition, TlsSetupError};
 use crate::config::{AgentConfig, ConfigError};
 use crate::cpu::{CpuMeter, read_proc_stat};
+use crate::drain::{DrainStep, DrainTracker};
+use crate::full_node::FullNode;
 use crate::metrics_file::{FileMetrics, read_metrics_file};
+use crate::node::Node;
+use crate::node::ReleaseRequest;
+use crate::node::access_log::{AccessLogTail, summarise as summarise_access_log};
+use crate::node::runtime::Ctr;
+use crate::node_exporter::NodeExporter;
+use crate::orders::Orders;
 use crate::probe::{ProbeSummary, Prober};
-use crate::protocol::{HeartbeatRequest, RegisterRequest};
+use crate::protocol::{HeartbeatRequest, RegisterRequest, ReleaseOrder, ReleaseResult};
 use crate::state::{self, Identity};
 
 /// Heartbeat intervals outside this range are clamped: a zero interval from
@@ -39,6 +49,8 @@ pub enum AgentError {
     ProbeClient(#[source] reqwest::Error),
     #[error("the control plane refused the registration: {0}")]
     RegistrationRefused(#[source] Box<CallError>),
+    #[error("the node could not start: {0}")]
+    Node(#[source] Box<crate::full_node::NodeStartError>),
 }
 
 impl AgentError {
@@ -88,15 +100,33 @@ pub async fn run_with_config(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let mut agent = Agent::new(config)?;
-    tokio::select! {
-        biased;
-        () = shutdown => {
-            info!("shutting down");
-            Ok(())
-        }
-        result = agent.run() => result,
+    let mut shutdown = std::pin::pin!(shutdown);
+    let full_node = match &config.node {
+        None => None,
+        Some(setup) => tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            started = FullNode::start(setup) => {
+                Some(started.map_err(|err| AgentError::Node(Box::new(err)))?)
+            }
+        },
+    };
+    let node = full_node.as_ref().map(|full| Arc::clone(&full.node));
+    let result = match Agent::new(config, node) {
+        Ok(mut agent) => tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                info!("shutting down");
+                Ok(())
+            }
+            result = agent.run() => result,
+        },
+        Err(err) => Err(err),
+    };
+    if let Some(full) = full_node {
+        full.stop().await;
     }
+    result
 }
 
 /// A registration in force.
@@ -113,10 +143,26 @@ struct Agent {
     cpu: CpuMeter,
     /// The node id to ask for at the next registration.
     remembered_id: Option<String>,
+    /// A full node's workload, and what its nginx logged since the last look.
+    node: Option<(Arc<Node<Ctr>>, AccessLogTail)>,
+    drain: DrainTracker,
+    /// The origin of the drain countdown's clock.
+    origin: Instant,
+    /// Releases ordered through the control plane (shared with their tasks).
+    orders: Arc<std::sync::Mutex<Orders>>,
+    node_exporter: Option<NodeExporter>,
+}
+
+/// How a registration ended.
+enum SessionEnd {
+    /// The control plane forgot the node after accepting this many heartbeats.
+    Lost { accepted: u64 },
+    /// The node drained and its grace ran out.
+    Drained,
 }
 
 impl Agent {
-    fn new(config: AgentConfig) -> Result<Self, AgentError> {
+    fn new(config: AgentConfig, node: Option<Arc<Node<Ctr>>>) -> Result<Self, AgentError> {
         warn_about_plain_http(&config);
         let control_plane = ControlPlane::new(&config.control_plane, config.ca_file.as_deref())?;
         let prober = Prober::new(
@@ -135,12 +181,28 @@ impl Agent {
                     None
                 }
             });
+        let node = node.map(|node| {
+            let tail = AccessLogTail::new(node.nginx().settings().access_log_path());
+            (node, tail)
+        });
+        let drain = DrainTracker::new(config.drain_grace, config.dns_ttl);
+        let node_exporter = config
+            .node_exporter
+            .clone()
+            .map(NodeExporter::new)
+            .transpose()
+            .map_err(AgentError::ProbeClient)?;
         let mut agent = Agent {
             config,
             control_plane,
             prober,
             cpu: CpuMeter::default(),
             remembered_id,
+            node,
+            drain,
+            origin: Instant::now(),
+            orders: Arc::default(),
+            node_exporter,
         };
         // A first reading, so the first heartbeat can already report CPU.
         agent.measure_cpu();
@@ -160,7 +222,13 @@ impl Agent {
         let mut futile_sessions = 0u32;
         loop {
             let session = self.register().await?;
-            let accepted = self.heartbeat_until_lost(&session).await;
+            let accepted = match self.heartbeat_until_lost(&session).await {
+                SessionEnd::Lost { accepted } => accepted,
+                SessionEnd::Drained => {
+                    info!(node_id = %session.node_id, "drained: DNS TTL and grace have passed; stopping");
+                    return Ok(());
+                }
+            };
             self.forget_identity();
             if accepted > 0 {
                 futile_sessions = 0;
@@ -226,20 +294,29 @@ impl Agent {
         }
     }
 
-    /// Heartbeats until the control plane no longer knows the node; returns
-    /// how many heartbeats it accepted.
-    async fn heartbeat_until_lost(&mut self, session: &Session) -> u64 {
+    /// Heartbeats until the control plane no longer knows the node, or the
+    /// node has drained.
+    async fn heartbeat_until_lost(&mut self, session: &Session) -> SessionEnd {
         let mut accepted = 0u64;
         let mut interval = session.interval;
         let mut failures = 0u32;
         let mut last_status: Option<NodeStatus> = None;
         let mut next = Instant::now();
         loop {
-            tokio::time::sleep_until(next).await;
+            let wake = self
+                .drain
+                .deadline()
+                .and_then(|deadline| self.origin.checked_add(deadline))
+                .map_or(next, |deadline| deadline.min(next));
+            tokio::time::sleep_until(wake).await;
+            if self.drain.step(self.origin.elapsed()) == DrainStep::Exit {
+                return SessionEnd::Drained;
+            }
             let started = Instant::now();
             let request = HeartbeatRequest {
                 node_id: session.node_id.clone(),
                 metrics: self.collect_metrics(interval).await,
+                release: lock_orders(&self.orders).to_report(),
             };
             let result = self
                 .control_plane
@@ -248,6 +325,10 @@ impl Agent {
             match result {
                 Ok(response) => {
                     accepted = accepted.saturating_add(1);
+                    let order = lock_orders(&self.orders).on_answer(response.release.as_ref());
+                    if let Some(order) = order {
+                        self.start_ordered_release(order);
+                    }
                     if failures > 0 {
                         info!(failures, "control plane reachable again");
                     }
@@ -255,6 +336,13 @@ impl Agent {
                     if last_status != Some(response.status) {
                         info!(node_id = %session.node_id, status = response.status.as_str(), "node status");
                         last_status = Some(response.status);
+                        let step = self.drain.observe(response.status, self.origin.elapsed());
+                        if let DrainStep::Wait { deadline } = step {
+                            info!(
+                                stop_in_ms = millis(deadline.saturating_sub(self.origin.elapsed())),
+                                "draining: serving until DNS answers without this node have expired"
+                            );
+                        }
                     }
                     let asked = clamp_interval(response.heartbeat_interval_ms);
                     if asked != interval {
@@ -270,7 +358,7 @@ impl Agent {
                 Err(err) => match err.on_heartbeat() {
                     Disposition::Reregister => {
                         warn!(error = %err, node_id = %session.node_id, "the control plane no longer knows this node; registering again");
-                        return accepted;
+                        return SessionEnd::Lost { accepted };
                     }
                     Disposition::Retry => {
                         failures = failures.saturating_add(1);
@@ -289,7 +377,11 @@ impl Agent {
     }
 
     async fn collect_metrics(&mut self, interval: Duration) -> Option<Metrics> {
-        let measured_cpu = self.measure_cpu();
+        let proc_cpu = self.measure_cpu();
+        let measured_cpu = match &mut self.node_exporter {
+            Some(exporter) => exporter.measure().await.or(proc_cpu),
+            None => proc_cpu,
+        };
         let file = match &self.config.metrics_file {
             None => FileMetrics::default(),
             Some(path) => match read_metrics_file(path) {
@@ -305,11 +397,18 @@ impl Agent {
                 }
             },
         };
-        let probe = if file.rtt_ms.is_none() || file.error_rate.is_none() {
+        let mut probe = if file.rtt_ms.is_none() || file.error_rate.is_none() {
             self.prober.measure(interval).await
         } else {
             None
         };
+        // A full node's nginx logged every request, the probes' included:
+        // that is the better measurement when there is one.
+        if let Some((_, tail)) = &mut self.node {
+            if let Some(logged) = summarise_access_log(&tail.read_new()) {
+                probe = Some(logged);
+            }
+        }
         let metrics = combine_metrics(file, measured_cpu, probe);
         if metrics.is_none() {
             debug!(
@@ -320,6 +419,54 @@ impl Agent {
             );
         }
         metrics
+    }
+
+    /// Runs a release the control plane ordered in its own task; its result
+    /// goes out with the next heartbeats.
+    fn start_ordered_release(&self, order: ReleaseOrder) {
+        info!(release = %order.id, image = %order.image, "release ordered by the control plane");
+        let orders = Arc::clone(&self.orders);
+        let Some((node, _)) = &self.node else {
+            lock_orders(&orders).finished(ReleaseResult {
+                id: order.id,
+                ok: false,
+                message:
+                    "this node runs no workload (start its agent with --runtime containerd --nginx)"
+                        .to_owned(),
+                duration_ms: None,
+            });
+            return;
+        };
+        let node = Arc::clone(node);
+        tokio::spawn(async move {
+            let request = ReleaseRequest {
+                image: order.image,
+                archive: None,
+                health_path: order.health_path,
+                timeout_ms: order.timeout_ms,
+                id: Some(order.id.clone()),
+            };
+            let result = match node.release(&request).await {
+                Ok(report) => ReleaseResult {
+                    id: order.id,
+                    ok: true,
+                    message: format!(
+                        "released {} on {} (old requests {})",
+                        report.image,
+                        report.colour,
+                        if report.drained { "drained" } else { "cut off" }
+                    ),
+                    duration_ms: Some(report.stopped_ms),
+                },
+                Err(err) => ReleaseResult {
+                    id: order.id,
+                    ok: false,
+                    message: err.to_string(),
+                    duration_ms: None,
+                },
+            };
+            lock_orders(&orders).finished(result);
+        });
     }
 
     fn measure_cpu(&mut self) -> Option<f64> {
@@ -376,6 +523,12 @@ fn warn_about_plain_http(config: &AgentConfig) {
     if !loopback {
         warn!(control_plane = %url, "plain http to a remote control plane: tokens travel unencrypted; use https");
     }
+}
+
+fn lock_orders(orders: &std::sync::Mutex<Orders>) -> std::sync::MutexGuard<'_, Orders> {
+    orders
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn mode_name(mode: NodeMode) -> &'static str {

@@ -10,6 +10,10 @@ use neutral_core::model::NodeMode;
 use reqwest::Url;
 
 use crate::backoff::{self, Backoff};
+use crate::node::NodeConfig;
+use crate::node::nginx::NginxSettings;
+use crate::node::release::{ColourPorts, check_health_path, check_image_ref};
+use crate::node::runtime::PullPolicy;
 
 /// The environment variable holding the join token when no file is given.
 pub const JOIN_TOKEN_ENV: &str = "NEUTRAL_JOIN_TOKEN";
@@ -68,6 +72,244 @@ pub struct AgentArgs {
     /// Timeout of one probe request (shortened to fit half the heartbeat interval).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub probe_timeout: Duration,
+    /// Once the control plane answers `drain`, keep serving for the DNS TTL
+    /// plus this long, then stop nginx and the workload and exit 0 [default:
+    /// never exit on drain].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub drain_grace: Option<Duration>,
+    /// node_exporter's metrics URL: CPU comes from its
+    /// node_cpu_seconds_total counters instead of /proc/stat.
+    #[arg(long, value_name = "URL", value_parser = parse_probe_url)]
+    pub node_exporter: Option<Url>,
+    /// The TTL of the node's DNS answers, for --drain-grace.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub dns_ttl: Duration,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// The container runtime that runs the node's workload.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// No workload: the agent only registers and heartbeats.
+    #[default]
+    None,
+    /// containerd (through `ctr`), with blue/green colours behind nginx.
+    Containerd,
+}
+
+/// How a full node runs its workload (`--runtime containerd --nginx`).
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Node runtime")]
+pub struct NodeArgs {
+    /// Run the node's workload: `containerd` makes a full node (needs --nginx).
+    #[arg(long, value_enum, default_value_t)]
+    pub runtime: RuntimeKind,
+    /// Run the node's own nginx in front of the workload.
+    #[arg(long)]
+    pub nginx: bool,
+    /// The node's folder: release state, nginx prefix, logs, control socket.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_NODE_DIR)]
+    pub node_dir: PathBuf,
+    /// Where nginx listens [default: <ip>:80].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// containerd's socket [default: /run/containerd/containerd.sock].
+    #[arg(long, value_name = "PATH", conflicts_with = "containerd_private")]
+    pub containerd_address: Option<PathBuf>,
+    /// Start a private containerd under <node-dir>/containerd.
+    #[arg(long)]
+    pub containerd_private: bool,
+    /// containerd namespace of the node's containers.
+    #[arg(long, value_name = "NAME", default_value = "neutral")]
+    pub containerd_namespace: String,
+    /// Port of the blue colour (on 127.0.0.1).
+    #[arg(long, value_name = "PORT", default_value_t = 18080)]
+    pub blue_port: u16,
+    /// Port of the green colour (on 127.0.0.1).
+    #[arg(long, value_name = "PORT", default_value_t = 28080)]
+    pub green_port: u16,
+    /// Image released at start when the node has no active colour yet.
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Image tarball (OCI layout or Docker) imported at start; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub import: Vec<PathBuf>,
+    /// Health-check path of the workload.
+    #[arg(long, value_name = "PATH", default_value = "/healthz")]
+    pub health_path: String,
+    /// How long a new colour may take to become healthy.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub health_timeout: Duration,
+    /// How long old nginx workers may take to finish requests after a switch.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a colour stops.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stop_grace: Duration,
+    /// Pull images missing from containerd's store: `missing` or `never`.
+    #[arg(long, value_name = "POLICY", default_value = "missing", value_parser = parse_pull)]
+    pub pull: PullPolicy,
+    /// nginx snippet included in the node's `server` block.
+    #[arg(long, value_name = "FILE")]
+    pub nginx_include: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", default_value = "nginx")]
+    pub nginx_bin: PathBuf,
+    #[arg(long, value_name = "PATH", default_value = "ctr")]
+    pub ctr_bin: PathBuf,
+    #[arg(long, value_name = "PATH", default_value = "containerd")]
+    pub containerd_bin: PathBuf,
+}
+
+/// The default node folder.
+pub const DEFAULT_NODE_DIR: &str = "/var/lib/neutral/node";
+/// The system containerd's socket.
+pub const SYSTEM_CONTAINERD: &str = "/run/containerd/containerd.sock";
+
+impl Default for NodeArgs {
+    fn default() -> Self {
+        NodeArgs {
+            runtime: RuntimeKind::None,
+            nginx: false,
+            node_dir: PathBuf::from(DEFAULT_NODE_DIR),
+            listen: None,
+            containerd_address: None,
+            containerd_private: false,
+            containerd_namespace: "neutral".to_owned(),
+            blue_port: 18080,
+            green_port: 28080,
+            image: None,
+            import: Vec::new(),
+            health_path: "/healthz".to_owned(),
+            health_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+            pull: PullPolicy::Missing,
+            nginx_include: None,
+            nginx_bin: PathBuf::from("nginx"),
+            ctr_bin: PathBuf::from("ctr"),
+            containerd_bin: PathBuf::from("containerd"),
+        }
+    }
+}
+
+/// Where a full node's containerd comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerdSource {
+    /// An instance already running on this socket.
+    Socket(PathBuf),
+    /// A private instance the agent starts under this folder.
+    Private { binary: PathBuf, dir: PathBuf },
+}
+
+/// A full node's resolved settings.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    pub node: NodeConfig,
+    pub nginx: NginxSettings,
+    pub containerd: ContainerdSource,
+    pub ctr_binary: PathBuf,
+    pub namespace: String,
+    pub initial_image: Option<String>,
+    pub imports: Vec<PathBuf>,
+}
+
+impl NodeSetup {
+    /// The full-node settings of `args`, or `None` without `--runtime`;
+    /// `address` is the node's service address.
+    pub fn from_args(args: &NodeArgs, address: IpAddr) -> Result<Option<Self>, ConfigError> {
+        if args.runtime == RuntimeKind::None {
+            if args.nginx {
+                return Err(ConfigError::Node(
+                    "--nginx needs --runtime containerd".to_owned(),
+                ));
+            }
+            return Ok(None);
+        }
+        if !args.nginx {
+            return Err(ConfigError::Node(
+                "--runtime containerd needs --nginx (blue/green switches through the node's nginx)"
+                    .to_owned(),
+            ));
+        }
+        if args.blue_port == args.green_port || args.blue_port == 0 || args.green_port == 0 {
+            return Err(ConfigError::Node(
+                "--blue-port and --green-port must be two different non-zero ports".to_owned(),
+            ));
+        }
+        check_health_path(&args.health_path).map_err(ConfigError::Node)?;
+        if let Some(image) = &args.image {
+            check_image_ref(image).map_err(ConfigError::Node)?;
+        }
+        let dir = absolute(&args.node_dir)?;
+        let listen = args.listen.unwrap_or(SocketAddr::new(address, 80));
+        let ports = ColourPorts {
+            blue: args.blue_port,
+            green: args.green_port,
+        };
+        let mut node = NodeConfig::new(dir.clone());
+        node.ports = ports;
+        node.health_path = args.health_path.clone();
+        node.health_timeout = args.health_timeout;
+        node.stop_grace = args.stop_grace;
+        node.pull = args.pull;
+        if [ports.blue, ports.green]
+            .iter()
+            .any(|port| SocketAddr::new(node.workload_host, *port) == listen)
+        {
+            return Err(ConfigError::Node(format!(
+                "nginx cannot listen on {listen}: a colour uses that port"
+            )));
+        }
+        let nginx = NginxSettings {
+            binary: args.nginx_bin.clone(),
+            prefix: dir.join("nginx"),
+            listen,
+            include: args.nginx_include.as_deref().map(absolute).transpose()?,
+            worker_processes: 1,
+            shutdown_timeout: args.drain_timeout,
+        };
+        let containerd = if args.containerd_private {
+            ContainerdSource::Private {
+                binary: args.containerd_bin.clone(),
+                dir: dir.join("containerd"),
+            }
+        } else {
+            ContainerdSource::Socket(
+                args.containerd_address
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(SYSTEM_CONTAINERD)),
+            )
+        };
+        Ok(Some(NodeSetup {
+            node,
+            nginx,
+            containerd,
+            ctr_binary: args.ctr_bin.clone(),
+            namespace: args.containerd_namespace.clone(),
+            initial_image: args.image.clone(),
+            imports: args
+                .import
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path).map_err(|source| ConfigError::Path {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse_pull(text: &str) -> Result<PullPolicy, String> {
+    match text {
+        "missing" => Ok(PullPolicy::Missing),
+        "never" => Ok(PullPolicy::Never),
+        other => Err(format!("unknown pull policy `{other}` (missing or never)")),
+    }
 }
 
 /// Everything the agent runs with, resolved and checked.
@@ -88,6 +330,11 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// Where CPU counters are read (`/proc/stat`).
     pub proc_stat: PathBuf,
+    pub drain_grace: Option<Duration>,
+    pub dns_ttl: Duration,
+    pub node_exporter: Option<Url>,
+    /// Set for a full node (`--runtime containerd --nginx`).
+    pub node: Option<NodeSetup>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -106,6 +353,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("mode", &self.mode)
             .field("hostname", &self.hostname)
             .field("backoff", &self.backoff)
+            .field("drain_grace", &self.drain_grace)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +376,13 @@ pub enum ConfigError {
     },
     #[error("{JOIN_TOKEN_ENV} is set but empty")]
     EmptyJoinTokenEnv,
+    #[error("{0}")]
+    Node(String),
+    #[error("{}: {source}", path.display())]
+    Path {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl AgentConfig {
@@ -158,9 +414,12 @@ impl AgentConfig {
                 .await
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
-        let probe_url = match args.probe_url {
-            Some(url) => url,
-            None => default_probe_url(address),
+        let node = NodeSetup::from_args(&args.node, address)?;
+        let probe_url = match (args.probe_url, &node) {
+            (Some(url), _) => url,
+            // A full node measures its service through its own nginx.
+            (None, Some(setup)) => probe_url_at(setup.nginx.listen),
+            (None, None) => default_probe_url(address),
         };
         let hostname = args.hostname.or_else(kernel_hostname);
         Ok(AgentConfig {
@@ -178,6 +437,10 @@ impl AgentConfig {
             hostname,
             backoff: Backoff::new(args.backoff_min, args.backoff_max),
             proc_stat: PathBuf::from(crate::cpu::PROC_STAT),
+            drain_grace: args.drain_grace,
+            dns_ttl: args.dns_ttl,
+            node_exporter: args.node_exporter,
+            node,
         })
     }
 }
@@ -201,6 +464,10 @@ impl Default for AgentArgs {
             backoff_max: backoff::DEFAULT_MAX,
             probe_count: 3,
             probe_timeout: Duration::from_secs(1),
+            drain_grace: None,
+            dns_ttl: Duration::from_secs(30),
+            node_exporter: None,
+            node: NodeArgs::default(),
         }
     }
 }
@@ -234,7 +501,12 @@ fn read_token_file(path: &Path) -> Result<String, ConfigError> {
 
 /// `http://<address>:80/healthz`.
 pub fn default_probe_url(address: IpAddr) -> Url {
-    let text = format!("http://{}/healthz", SocketAddr::new(address, 80));
+    probe_url_at(SocketAddr::new(address, 80))
+}
+
+/// `http://<listen>/healthz`.
+pub fn probe_url_at(listen: SocketAddr) -> Url {
+    let text = format!("http://{listen}/healthz");
     Url::parse(&text).unwrap_or_else(|_| unreachable!("a socket address always forms a URL"))
 }
 
@@ -431,6 +703,120 @@ mod tests {
         let localhost: Url = "http://localhost:7400".parse().unwrap();
         let found = route_source_address(&localhost).await.unwrap();
         assert!(found.is_loopback(), "{found}");
+    }
+
+    fn node_args() -> NodeArgs {
+        NodeArgs {
+            runtime: RuntimeKind::Containerd,
+            nginx: true,
+            node_dir: "/var/lib/neutral/node".into(),
+            ..NodeArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_full_node_resolves_its_listen_address_ports_and_containerd() {
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        assert!(
+            NodeSetup::from_args(&NodeArgs::default(), ip)
+                .unwrap()
+                .is_none()
+        );
+        let setup = NodeSetup::from_args(&node_args(), ip).unwrap().unwrap();
+        assert_eq!(setup.nginx.listen, "127.0.0.7:80".parse().unwrap());
+        assert_eq!(
+            setup.nginx.prefix,
+            PathBuf::from("/var/lib/neutral/node/nginx")
+        );
+        assert_eq!(setup.node.ports, ColourPorts::default());
+        assert_eq!(
+            setup.containerd,
+            ContainerdSource::Socket(PathBuf::from(SYSTEM_CONTAINERD))
+        );
+        let private = NodeArgs {
+            containerd_private: true,
+            ..node_args()
+        };
+        assert_eq!(
+            NodeSetup::from_args(&private, ip)
+                .unwrap()
+                .unwrap()
+                .containerd,
+            ContainerdSource::Private {
+                binary: "containerd".into(),
+                dir: "/var/lib/neutral/node/containerd".into()
+            }
+        );
+    }
+
+    #[test]
+    fn inconsistent_full_node_flags_are_refused() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let cases = [
+            (
+                NodeArgs {
+                    nginx: false,
+                    ..node_args()
+                },
+                "--runtime containerd needs --nginx",
+            ),
+            (
+                NodeArgs {
+                    runtime: RuntimeKind::None,
+                    ..node_args()
+                },
+                "--nginx needs --runtime containerd",
+            ),
+            (
+                NodeArgs {
+                    green_port: 18080,
+                    ..node_args()
+                },
+                "two different non-zero ports",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("127.0.0.1:28080".parse().unwrap()),
+                    ..node_args()
+                },
+                "a colour uses that port",
+            ),
+            (
+                NodeArgs {
+                    health_path: "healthz".into(),
+                    ..node_args()
+                },
+                "must start with `/`",
+            ),
+            (
+                NodeArgs {
+                    image: Some("web v1".into()),
+                    ..node_args()
+                },
+                "holds ' '",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = NodeSetup::from_args(&args, ip).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} (expected {expected})");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_node_probes_through_its_own_nginx() {
+        let args = AgentArgs {
+            region: "jp".into(),
+            ip: Some("127.0.0.7".parse().unwrap()),
+            node: NodeArgs {
+                listen: Some("127.0.0.7:8080".parse().unwrap()),
+                ..node_args()
+            },
+            ..AgentArgs::default()
+        };
+        let config = AgentConfig::from_args_and_env(args, Some("t".into()))
+            .await
+            .unwrap();
+        assert_eq!(config.probe_url.as_str(), "http://127.0.0.7:8080/healthz");
     }
 
     #[test]

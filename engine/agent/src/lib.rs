@@ -16,12 +16,19 @@
 
 mod agent;
 pub mod backoff;
+pub mod cli;
 mod client;
 mod config;
 pub mod cpu;
+pub mod drain;
+mod full_node;
 pub mod metrics_file;
+pub mod node;
+pub mod node_exporter;
+pub mod orders;
 pub mod probe;
 pub mod protocol;
+pub mod remote_release;
 pub mod state;
 
 use std::future::Future;

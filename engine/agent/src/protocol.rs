@@ -61,6 +61,10 @@ pub struct HeartbeatRequest {
     /// heartbeat still proves liveness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// The result of the release the control plane ordered, repeated until
+    /// the answer no longer carries the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseResult>,
 }
 
 /// 200 answer to a heartbeat.
@@ -68,6 +72,32 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     pub status: NodeStatus,
     pub heartbeat_interval_ms: u64,
+    /// A release to do (`POST /nodes/{id}/release`), repeated until the node
+    /// reports its result.
+    #[serde(default)]
+    pub release: Option<ReleaseOrder>,
+}
+
+/// A release ordered through the control plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseOrder {
+    pub id: String,
+    pub image: String,
+    #[serde(default)]
+    pub health_path: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// How an ordered release ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseResult {
+    pub id: String,
+    pub ok: bool,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// The body of every error answer.
@@ -114,6 +144,7 @@ mod tests {
     #[test]
     fn heartbeat_request_matches_the_documented_shape() {
         let with = HeartbeatRequest {
+            release: None,
             node_id: "jp-7f3a9c".into(),
             metrics: Some(Metrics {
                 cpu: 0.42,
@@ -128,7 +159,7 @@ mod tests {
         );
         let without = HeartbeatRequest {
             metrics: None,
-            ..with
+            ..with.clone()
         };
         assert_eq!(
             serde_json::to_value(&without).unwrap(),
@@ -152,5 +183,39 @@ mod tests {
             serde_json::from_str(r#"{ "status": "drain", "heartbeat_interval_ms": 10000 }"#)
                 .unwrap();
         assert_eq!(heartbeat.status, NodeStatus::Drain);
+        assert_eq!(heartbeat.release, None);
+        let ordered: HeartbeatResponse = serde_json::from_str(
+            r#"{ "status": "up", "heartbeat_interval_ms": 10000,
+                 "release": { "id": "rel-1", "image": "web:v2", "timeout_ms": 5000 } }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ordered.release,
+            Some(ReleaseOrder {
+                id: "rel-1".into(),
+                image: "web:v2".into(),
+                health_path: None,
+                timeout_ms: Some(5000),
+            })
+        );
+    }
+
+    #[test]
+    fn a_release_result_rides_on_the_heartbeat() {
+        let request = HeartbeatRequest {
+            node_id: "jp-1".into(),
+            metrics: None,
+            release: Some(ReleaseResult {
+                id: "rel-1".into(),
+                ok: false,
+                message: "health check failed".into(),
+                duration_ms: None,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            serde_json::json!({ "node_id": "jp-1",
+                "release": { "id": "rel-1", "ok": false, "message": "health check failed" } })
+        );
     }
 }

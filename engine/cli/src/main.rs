@@ -56,8 +56,11 @@ enum Command {
     },
     /// Run the control plane: node API, GitOps sync, health, GTM, embedded DNS.
     Serve(Box<neutral_server::ServeArgs>),
-    /// Run the node agent: register, heartbeat with metrics.
-    Agent(Box<neutral_agent::AgentArgs>),
+    /// Run the node agent (register, heartbeat, run the workload), or talk to
+    /// the running one: `neutral agent release`, `neutral agent status`.
+    Agent(Box<neutral_agent::cli::AgentCli>),
+    /// Release an image on a node through the control plane (blue/green).
+    Release(Box<neutral_agent::remote_release::RemoteReleaseArgs>),
     /// List the Terraform runs the control plane's scheduler recorded.
     Runs {
         /// The control plane (else $NEUTRAL_ENDPOINT, else http://127.0.0.1:7400).
@@ -109,10 +112,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => return neutral_server::run_blocking(*args),
         Command::Agent(args) => {
             init_agent_logging();
-            return neutral_agent::run_blocking(*args);
+            return neutral_agent::cli::main(*args);
         }
         Command::Hook(args) => return neutral_hooks::run_hook(&args),
         Command::Hooks(args) => return neutral_hooks::run_hooks(&args),
+        Command::Release(args) => return neutral_agent::remote_release::main(*args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -174,6 +174,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         reconcile_soon: Notify::new(),
         reconciles: coalesce::Coalescer::default(),
         recomputes: coalesce::Coalescer::default(),
+        releases: api::releases::Releases::default(),
     });
     shared.recompute("start").await;
 

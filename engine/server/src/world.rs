@@ -144,6 +144,8 @@ pub struct Shared {
     pub mirror: Arc<std::sync::Mutex<neutral_git::Mirror>>,
     /// The Terraform executor, when `--run-terraform` is on.
     pub scheduler: Option<Arc<crate::scheduler::Scheduler>>,
+    /// Releases asked for through the API, delivered on heartbeats.
+    pub releases: crate::api::releases::Releases,
 }
 
 /// Probe settings and liveness thresholds for a node of `region`: those of the

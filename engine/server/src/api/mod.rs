@@ -5,6 +5,7 @@
 mod dns;
 mod nodes;
 mod read;
+pub mod releases;
 
 use std::sync::Arc;
 
@@ -28,6 +29,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{id}", get(read::node).delete(nodes::delete))
         .route("/nodes/{id}/drain", post(nodes::drain))
         .route("/nodes/{id}/undrain", post(nodes::undrain))
+        .route(
+            "/nodes/{id}/release",
+            get(releases::latest).post(releases::request),
+        )
         .route("/sync", post(read::sync))
         .route("/regions", get(read::regions))
         .route("/autoscale", get(read::autoscale))

@@ -198,6 +198,9 @@ pub struct HeartbeatRequest {
     node_id: String,
     #[serde(default)]
     metrics: Option<MetricsBody>,
+    /// The result of a release the node was ordered to do.
+    #[serde(default)]
+    release: Option<super::releases::ReleaseResult>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +242,9 @@ impl MetricsBody {
 pub struct HeartbeatResponse {
     status: NodeStatus,
     heartbeat_interval_ms: u64,
+    /// A release the node should do (until it reports the result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<super::releases::ReleaseOrder>,
 }
 
 pub async fn heartbeat(
@@ -288,6 +294,12 @@ pub async fn heartbeat(
         ));
     };
     Counters::bump(&shared.counters.heartbeats);
+    let (release, finished) = shared
+        .releases
+        .exchange(&request.node_id, request.release.as_ref());
+    if let Some(finished) = finished {
+        super::releases::record_finished(&shared, &request.node_id, &finished).await;
+    }
     shared.enqueue_heartbeat(Heartbeat {
         node_id: request.node_id,
         at,
@@ -301,6 +313,7 @@ pub async fn heartbeat(
     Ok(Json(HeartbeatResponse {
         status,
         heartbeat_interval_ms: millis(shared.args.heartbeat_interval),
+        release,
     }))
 }
 
@@ -362,6 +375,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&shared, &headers)?;
+    shared.releases.forget(&id);
     if shared.write_world().nodes.remove(&id).is_none() {
         return Err(ApiError::not_found(
             "unknown_node",
