@@ -20,4 +20,5 @@ pub mod dnsplan;
 pub mod health;
 pub mod liveness;
 pub mod model;
+pub mod pool;
 pub mod weights;
