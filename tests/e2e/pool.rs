@@ -15,7 +15,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use neutral_e2e::cluster::{ADMIN_TOKEN, Daemon, JOIN_TOKEN, Repo, Service, free_port, wait_for};
+use neutral_e2e::cluster::{
+    ADMIN_TOKEN, Agent, Daemon, JOIN_TOKEN, Repo, Service, free_port, wait_for,
+};
 use neutral_e2e::services::{Terraform, terraform_bin};
 use neutral_e2e::{Finished, workspace_root};
 use serde_json::Value;
@@ -643,4 +645,166 @@ fn the_gtm_root_keys_one_record_per_domain_from_git() {
         "api takes each region's base weight: {shown}"
     );
     run(&["destroy", "-no-color", "-auto-approve"], 0);
+}
+
+#[test]
+fn an_external_pool_publishes_slots_and_drains_before_removal() {
+    let Some(terraform) =
+        terraform_or_skip("an_external_pool_publishes_slots_and_drains_before_removal")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // provider: edge, so modules/region picks the external launcher.
+    let config = [
+        (
+            "platform-config/regions/jp.yaml",
+            "name: jp\nprovider: edge\nmin_nodes: 1\nmax_nodes: 3\nbase_weight: 100\n".to_owned(),
+        ),
+        (
+            "platform-config/gtm/app.yaml",
+            format!(
+                "domain: app.example.com\nzone: example.com\nttl: {TTL_SECS}\nregions: {{ jp: 100 }}\n"
+            ),
+        ),
+        (
+            "infra/node-pool/jp.tfvars",
+            "region        = \"jp\"\ndesired_nodes = 2\n".to_owned(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = config.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &files);
+    let daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        &[
+            "--heartbeat-interval",
+            "300ms",
+            "--heartbeat-timeout",
+            "1s",
+            "--no-autoscale",
+            "--no-probes",
+        ],
+    );
+    let export = dir.path().join("export");
+    let workdir = export_root(&export, "infra/node-pool");
+    for (path, text) in &config {
+        let target = export.join(path);
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("folder");
+        std::fs::write(target, text).expect("file");
+    }
+    let mut tf = Terraform::new(terraform, &dir.path().join("tf"));
+    tf.dir = workdir;
+    let state_root = dir.path().join("nodes");
+    let run = PoolRun {
+        tf,
+        env: vec![
+            ("NEUTRAL_ENDPOINT", format!("http://{}", daemon.api).into()),
+            ("NEUTRAL_TOKEN", ADMIN_TOKEN.into()),
+            ("TF_VAR_drain_grace", format!("{GRACE_SECS}s").into()),
+        ],
+        state_root: state_root.clone(),
+    };
+    run.expect(&["init", "-no-color", "-input=false"], 0);
+    let plan = run.plan(2);
+    assert!(plan.contains("launcher      = \"external\""), "{plan}");
+    run.apply();
+    assert_eq!(run.slots(), ["jp-1", "jp-2"]);
+    let pool = run.pool();
+    assert_eq!(
+        pool["nodes"][0]["status"], "pending",
+        "no machine yet: {pool}"
+    );
+    assert!(pool["state_dir"].is_null());
+    run.plan(0);
+
+    // The machines come up (here: agents started by the test), each
+    // registering with its slot key as hostname.
+    let url = format!("http://{}", daemon.api);
+    let agents_dir = dir.path().join("agents");
+    std::fs::create_dir_all(&agents_dir).expect("agents dir");
+    let _first = Agent::start_with(
+        &url,
+        &agents_dir,
+        "a",
+        "jp",
+        "127.0.0.61",
+        &["--hostname", "jp-1"],
+    );
+    let second = Agent::start_with(
+        &url,
+        &agents_dir,
+        "b",
+        "jp",
+        "127.0.0.62",
+        &["--hostname", "jp-2"],
+    );
+    let node_b = second.node_id();
+    wait_up(&daemon, &node_b);
+    run.expect(
+        &[
+            "apply",
+            "-refresh-only",
+            "-auto-approve",
+            "-no-color",
+            "-var-file=jp.tfvars",
+        ],
+        0,
+    );
+    let ids = run.node_ids();
+    assert_eq!(ids[1], ("jp-2".to_owned(), node_b.clone()), "{ids:?}");
+    run.plan(0);
+
+    // Scale in: the newest slot's node is drained, kept for the TTL plus
+    // the grace, then deleted; the slot leaves `slots` (its machine goes).
+    run.set_desired(1);
+    let plan = run.plan(2);
+    assert!(
+        plan.contains(&format!(
+            "remove jp-2: scale in 2 → 1; its node {node_b} is up"
+        )),
+        "{plan}"
+    );
+    let start = Instant::now();
+    run.apply();
+    assert!(
+        start.elapsed() >= Duration::from_secs(TTL_SECS + GRACE_SECS),
+        "drained, then kept for the TTL plus the grace"
+    );
+    assert_eq!(run.slots(), ["jp-1"]);
+    let audit = daemon
+        .admin("GET", &format!("/audit?subject={node_b}&limit=50"), None)
+        .json();
+    let messages: Vec<&str> = audit["entries"]
+        .as_array()
+        .or_else(|| audit.as_array())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["message"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let drained = messages.iter().position(|m| m.starts_with("drain node"));
+    let deleted = messages.iter().position(|m| m.starts_with("deleted node"));
+    assert!(
+        drained.is_some() && deleted.is_some() && drained < deleted,
+        "drained before deleted: {messages:?}"
+    );
+    let processes = processes_mentioning(state_root.to_str().expect("utf-8"));
+    assert!(
+        processes.is_empty(),
+        "no process of the pool's: {processes:?}"
+    );
+    drop(second);
+
+    run.expect(
+        &[
+            "destroy",
+            "-no-color",
+            "-auto-approve",
+            "-var-file=jp.tfvars",
+        ],
+        0,
+    );
 }
