@@ -253,6 +253,21 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, u32)> {
     found
 }
 
+/// Kills, when dropped, every process whose command line mentions its
+/// folder: agents the provider started outlive Terraform by design, so a
+/// failing test must not leave them behind.
+struct Sweep(PathBuf);
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        for (pid, _) in processes_mentioning(&self.0.to_string_lossy()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 fn region_nodes(daemon: &Daemon) -> Vec<Value> {
     daemon
         .get("/nodes")
@@ -309,6 +324,7 @@ fn node_pool_lifecycle_with_local_agents() {
     let mut tf = Terraform::new(terraform, &dir.path().join("tf"));
     tf.dir = workdir;
     let state_root = dir.path().join("nodes");
+    let _sweep = Sweep(state_root.clone());
     let metrics = dir.path().join("metrics.prom");
     std::fs::write(
         &metrics,
@@ -508,21 +524,14 @@ fn modules_roots_and_the_minimal_example_are_formatted_and_valid() {
             check.stderr
         );
     }
-    // Every root, exported with the modules beside it: the repository's
-    // and the minimal example's (assembled as its README says).
+    // Every root, exported with the modules beside it: the repository's,
+    // and the minimal example's as its `assemble` script builds it.
     let minimal = dir.path().join("minimal");
-    copy_tree(&repo.join("examples/minimal"), &minimal);
-    copy_tree(&repo.join("modules"), &minimal.join("modules"));
-    for root in ["infra/gtm", "infra/node-pool"] {
-        for entry in std::fs::read_dir(repo.join(root)).expect("root") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "tf") {
-                let target = minimal.join(root).join(path.file_name().expect("name"));
-                std::fs::create_dir_all(target.parent().expect("parent")).expect("folder");
-                std::fs::copy(&path, target).expect("copy");
-            }
-        }
-    }
+    let assembled = neutral_e2e::run_with_deadline(
+        std::process::Command::new(repo.join("examples/minimal/assemble")).arg(&minimal),
+        Duration::from_secs(60),
+    );
+    assert_eq!(assembled.code, Some(0), "{assembled:?}");
     let roots = [
         (repo.clone(), "infra/gtm"),
         (repo.clone(), "infra/node-pool"),
@@ -542,6 +551,20 @@ fn modules_roots_and_the_minimal_example_are_formatted_and_valid() {
         tf.expect(&["init", "-backend=false", "-no-color", "-input=false"], 0);
         tf.expect(&["validate", "-no-color"], 0);
     }
+    // The provider's node-pool example validates with the provider block.
+    let examples = repo.join("provider/examples");
+    let mut tf = Terraform::new(terraform.clone(), &dir.path().join("tf-example"));
+    tf.dir = dir.path().join("example");
+    std::fs::create_dir_all(&tf.dir).expect("example folder");
+    for (from, to) in [
+        ("provider/provider.tf", "provider.tf"),
+        ("resources/neutral_node_pool/resource.tf", "resource.tf"),
+    ] {
+        std::fs::copy(examples.join(from), tf.dir.join(to)).expect("copy example");
+    }
+    tf.expect(&["init", "-backend=false", "-no-color", "-input=false"], 0);
+    tf.expect(&["validate", "-no-color"], 0);
+
     // The minimal example's tfvars is what the node-pool root reads.
     let tfvars = std::fs::read_to_string(minimal.join("infra/node-pool/local.tfvars"))
         .expect("local.tfvars");
