@@ -166,10 +166,10 @@ impl Http {
         match self.send(method.clone(), path, Some(body)).await? {
             Some(_) => Ok(()),
             None => Err(ClientError::Status {
-                method: if method == reqwest::Method::POST {
-                    "POST"
-                } else {
-                    "PATCH"
+                method: match method {
+                    reqwest::Method::POST => "POST",
+                    reqwest::Method::DELETE => "DELETE",
+                    _ => "PATCH",
                 },
                 url: format!("{}{path}", self.base),
                 status: 404,
@@ -339,6 +339,12 @@ pub struct NodeView {
     pub last_heartbeat: Option<String>,
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    #[serde(default)]
+    pub registered_at: Option<String>,
+    /// What the node registered as (the local launcher registers its
+    /// agents as their slot key).
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// An RFC 3339 time as a [`Timestamp`].
@@ -395,6 +401,32 @@ impl ControlPlane {
 
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
         Ok(self.http.get("/nodes").await?.unwrap_or_default())
+    }
+
+    /// The domains the control plane computes weights for.
+    pub async fn domain_names(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self.http.get("/domains").await?.unwrap_or_default())
+    }
+
+    /// `POST /nodes/{id}/drain` (admin): out of the answers at once.
+    pub async fn drain_node(&self, id: &str) -> Result<(), ClientError> {
+        self.http
+            .write(
+                reqwest::Method::POST,
+                &format!("/nodes/{}/drain", segment(id)),
+                &serde_json::json!({}),
+            )
+            .await
+    }
+
+    /// `DELETE /nodes/{id}` (admin); `false` when the node was not there.
+    pub async fn delete_node(&self, id: &str) -> Result<bool, ClientError> {
+        let path = format!("/nodes/{}", segment(id));
+        Ok(self
+            .http
+            .send(reqwest::Method::DELETE, &path, None)
+            .await?
+            .is_some())
     }
 
     /// `None` when the zone does not exist.

@@ -114,7 +114,7 @@ pub fn schema() -> Block {
 
 /// Checks an `http://` or `https://` base URL; returns it without trailing
 /// slashes.
-fn base_url(text: &str) -> Result<String, String> {
+pub(crate) fn base_url(text: &str) -> Result<String, String> {
     let trimmed = text.trim_end_matches('/');
     let rest = trimmed
         .strip_prefix("http://")

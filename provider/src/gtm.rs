@@ -173,7 +173,13 @@ pub fn schema() -> Block {
 
 // ---- arguments ----
 
-fn known_int(value: &Value, path: &Path, min: u32, max: u32, diags: &mut Diags) -> Option<u32> {
+pub(crate) fn known_int(
+    value: &Value,
+    path: &Path,
+    min: u32,
+    max: u32,
+    diags: &mut Diags,
+) -> Option<u32> {
     match value {
         Value::Int(number) => match u32::try_from(*number) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -206,7 +212,7 @@ fn known_int(value: &Value, path: &Path, min: u32, max: u32, diags: &mut Diags) 
     }
 }
 
-fn known_choice<T: Copy>(
+pub(crate) fn known_choice<T: Copy>(
     value: &Value,
     path: &Path,
     choices: &[(&str, T)],

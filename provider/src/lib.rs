@@ -2,10 +2,11 @@
 //!
 //! Terraform talks plugin protocol 6 to [`plugin`] (the only module that
 //! knows the plugin library); everything else works in the provider's own
-//! terms ([`framework`]). The resource [`gtm`] and the data sources in
-//! [`data`] read the control plane and DNS backends through [`client`] and
-//! [`backend`], and every computation — effective weights, weight scaling,
-//! record diffs — is a call into `neutral-core`.
+//! terms ([`framework`]). The resources [`gtm`] and [`pool`] and the data
+//! sources in [`data`] read the control plane and DNS backends through
+//! [`client`] and [`backend`], the node pool's local agents run through
+//! [`launcher`], and every computation — effective weights, weight scaling,
+//! record diffs, slot plans — is a call into `neutral-core`.
 
 pub mod backend;
 pub mod client;
@@ -13,8 +14,10 @@ pub mod config;
 pub mod data;
 pub mod framework;
 pub mod gtm;
+pub mod launcher;
 pub mod live;
 pub mod plugin;
+pub mod pool;
 pub mod provider;
 pub mod records;
 pub mod timing;

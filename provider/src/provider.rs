@@ -15,6 +15,7 @@ use crate::config;
 use crate::data::{DomainData, RegionData};
 use crate::framework::{Block, DataSourceImpl, Diags, Path, ProviderImpl, ResourceImpl, Value};
 use crate::gtm::GtmRecord;
+use crate::pool::NodePool;
 
 /// The clients a configured provider talks through.
 #[derive(Debug)]
@@ -130,10 +131,16 @@ impl ProviderImpl for NeutralProvider {
     }
 
     fn resources(&self) -> Vec<(&'static str, Arc<dyn ResourceImpl>)> {
-        vec![(
-            "gtm_record",
-            Arc::new(GtmRecord::new(self.configured.clone())),
-        )]
+        vec![
+            (
+                "gtm_record",
+                Arc::new(GtmRecord::new(self.configured.clone())),
+            ),
+            (
+                "node_pool",
+                Arc::new(NodePool::new(self.configured.clone())),
+            ),
+        ]
     }
 
     fn data_sources(&self) -> Vec<(&'static str, Arc<dyn DataSourceImpl>)> {

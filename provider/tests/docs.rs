@@ -2,7 +2,7 @@
 //! `` `name` `` at the start of a list item of the right page.
 
 use terraform_provider_neutral::framework::Block;
-use terraform_provider_neutral::{config, data, gtm};
+use terraform_provider_neutral::{config, data, gtm, pool};
 
 fn documented(page: &str, block: &Block, prefix: &str) -> Vec<String> {
     let mut missing = Vec::new();
@@ -33,6 +33,11 @@ fn every_attribute_is_described() {
             "docs/resources/gtm_record.md",
             include_str!("../docs/resources/gtm_record.md"),
             gtm::schema(),
+        ),
+        (
+            "docs/resources/node_pool.md",
+            include_str!("../docs/resources/node_pool.md"),
+            pool::schema(),
         ),
         (
             "docs/data-sources/region.md",

@@ -457,7 +457,8 @@ pub fn terraform_bin() -> Option<PathBuf> {
 }
 
 /// A Terraform working folder using the locally built provider through
-/// `dev_overrides`, with its plugin cache, state and home in temp folders.
+/// `dev_overrides` (and a filesystem mirror, so `init` works too), with its
+/// plugin cache, state and home in temp folders.
 #[derive(Debug)]
 pub struct Terraform {
     pub bin: PathBuf,
@@ -473,12 +474,23 @@ impl Terraform {
         let home = dir.join("home");
         std::fs::create_dir_all(&work).expect("work dir");
         std::fs::create_dir_all(home.join("plugin-cache")).expect("home dir");
+        // `dev_overrides` for plan and apply; a filesystem mirror holding the
+        // same binary so that `terraform init` (needed for modules and
+        // backends) finds the provider without a registry.
+        let mirror = dir.join("mirror");
+        let platform_dir = mirror.join("registry.terraform.io/neutral/neutral/0.1.0/linux_amd64");
+        std::fs::create_dir_all(&platform_dir).expect("mirror dir");
+        let _ = std::os::unix::fs::symlink(
+            provider_dir.join("terraform-provider-neutral"),
+            platform_dir.join("terraform-provider-neutral"),
+        );
         let config = dir.join("cli.tfrc");
         std::fs::write(
             &config,
             format!(
-                "provider_installation {{\n  dev_overrides {{\n    \"registry.terraform.io/neutral/neutral\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-                provider_dir.display()
+                "provider_installation {{\n  dev_overrides {{\n    \"registry.terraform.io/neutral/neutral\" = \"{}\"\n  }}\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"registry.terraform.io/neutral/neutral\"]\n  }}\n  direct {{\n    exclude = [\"registry.terraform.io/neutral/neutral\"]\n  }}\n}}\n",
+                provider_dir.display(),
+                mirror.display()
             ),
         )
         .expect("cli config");

@@ -20,5 +20,6 @@ pub mod dnsplan;
 pub mod health;
 pub mod liveness;
 pub mod model;
+pub mod pool;
 pub mod weights;
 pub mod whatif;

@@ -1,0 +1,394 @@
+//! The local launcher's processes: one `neutral agent` per slot, started
+//! detached from Terraform and the provider, found again and stopped by
+//! the files it leaves in the pool's state folder.
+//!
+//! Layout under the pool's `state_dir`, one folder per slot:
+//!
+//! - `<slot>/agent.pid` — the agent's pid (it leads its own process group);
+//! - `<slot>/agent.json` — the agent's identity (`--state-file`: node id
+//!   and node token, mode 0600), so a restarted agent keeps its node;
+//! - `<slot>/agent.log` — the agent's stdout and stderr;
+//! - `<slot>/address` — the address it was started with.
+//!
+//! An agent runs in its own process group with stdin from `/dev/null` and
+//! its output in the log file: Terraform neither waits for it nor kills it
+//! when the plugin exits. It gets a clean environment (no admin token):
+//! `PATH`, `HOME`, locale, TLS and log settings, and the join token.
+//!
+//! This module owns processes and files. It decides nothing about which
+//! slots exist; [`crate::pool`] does (with the core's rules).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use neutral_core::model::Timestamp;
+
+use crate::config::Secret;
+
+/// How long an agent gets to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The environment variables an agent inherits from the provider.
+const PASSED_ENV: [&str; 11] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "NEUTRAL_LOG",
+    "RUST_LOG",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NO_COLOR",
+];
+/// The agent flags the launcher sets itself; `agent_args` must not repeat
+/// them.
+pub const LAUNCHER_FLAGS: [&str; 5] = [
+    "--control-plane",
+    "--region",
+    "--ip",
+    "--state-file",
+    "--hostname",
+];
+
+/// One slot's folder.
+#[derive(Clone, Debug)]
+pub struct SlotDir {
+    pub dir: PathBuf,
+}
+
+impl SlotDir {
+    pub fn new(state_dir: &Path, slot: &str) -> SlotDir {
+        SlotDir {
+            dir: state_dir.join(slot),
+        }
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("agent.pid")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("agent.json")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    pub fn address_file(&self) -> PathBuf {
+        self.dir.join("address")
+    }
+
+    /// The address the slot's agent was started with.
+    pub fn address(&self) -> Option<IpAddr> {
+        std::fs::read_to_string(self.address_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The pid recorded for the slot, if any.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// When the recorded agent was started (the pid file's time).
+    pub fn started_at(&self) -> Option<Timestamp> {
+        let modified = std::fs::metadata(self.pid_file()).ok()?.modified().ok()?;
+        let since = modified.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+        i64::try_from(since.as_millis()).ok().map(Timestamp)
+    }
+
+    /// The node id the agent registered as, from its state file.
+    pub fn node_id(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.state_file()).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+        doc.get("node_id")?.as_str().map(str::to_owned)
+    }
+
+    /// Whether the slot's recorded agent is alive.
+    pub fn running(&self) -> bool {
+        self.pid().is_some_and(|pid| self.is_our_agent(pid))
+    }
+
+    /// Whether `pid` is a live (not zombie) `neutral agent` using this
+    /// slot's state file, so a reused pid is never mistaken for it.
+    fn is_our_agent(&self, pid: u32) -> bool {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
+            return false;
+        };
+        // `pid (comm) S ...`: the state follows the last `)`.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if matches!(state, Some("Z" | "X") | None) {
+            return false;
+        }
+        let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+            return false;
+        };
+        let state_file = self.state_file();
+        let state_file = state_file.as_os_str().as_encoded_bytes();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.contains(&b"agent".as_slice()) && args.contains(&state_file)
+    }
+
+    /// The last lines of the agent's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        const MAX_BYTES: u64 = 4096;
+        const MAX_LINES: usize = 15;
+        let Ok(mut file) = File::open(self.log_file()) else {
+            return "(no log)".to_owned();
+        };
+        let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(length.saturating_sub(MAX_BYTES)));
+        let mut bytes = Vec::new();
+        let _ = file.take(MAX_BYTES).read_to_end(&mut bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines
+            .get(lines.len().saturating_sub(MAX_LINES)..)
+            .unwrap_or_default()
+            .join("\n");
+        if tail.trim().is_empty() {
+            "(empty log)".to_owned()
+        } else {
+            tail
+        }
+    }
+}
+
+/// Everything needed to start one slot's agent.
+#[derive(Clone, Debug)]
+pub struct AgentLaunch {
+    pub binary: PathBuf,
+    pub control_plane: String,
+    pub region: String,
+    pub slot: String,
+    pub address: IpAddr,
+    pub join_token: Option<Secret>,
+    pub extra_args: Vec<String>,
+}
+
+/// Children this process started, kept so that a stopped one is reaped.
+fn children() -> &'static Mutex<HashMap<u32, Child>> {
+    static CHILDREN: OnceLock<Mutex<HashMap<u32, Child>>> = OnceLock::new();
+    CHILDREN.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn reap(pid: u32) {
+    let mut children = children()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(child) = children.get_mut(&pid) {
+        if child.try_wait().ok().flatten().is_some() {
+            children.remove(&pid);
+        }
+    }
+}
+
+/// Starts the slot's agent, detached; returns its pid. The caller clears
+/// the slot's folder first when the slot is new, so that a reused slot key
+/// never takes over a removed node's identity.
+pub fn start(slot: &SlotDir, launch: &AgentLaunch) -> Result<u32, String> {
+    std::fs::create_dir_all(&slot.dir)
+        .map_err(|e| format!("cannot create {}: {e}", slot.dir.display()))?;
+    std::fs::write(slot.address_file(), format!("{}\n", launch.address))
+        .map_err(|e| format!("cannot write {}: {e}", slot.address_file().display()))?;
+    let log = File::create(slot.log_file())
+        .map_err(|e| format!("cannot create {}: {e}", slot.log_file().display()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot open {}: {e}", slot.log_file().display()))?;
+    let mut cmd = Command::new(&launch.binary);
+    cmd.arg("agent")
+        .arg("--control-plane")
+        .arg(&launch.control_plane)
+        .arg("--region")
+        .arg(&launch.region)
+        .arg("--ip")
+        .arg(launch.address.to_string())
+        .arg("--state-file")
+        .arg(slot.state_file())
+        .arg("--hostname")
+        .arg(&launch.slot)
+        .args(&launch.extra_args)
+        .env_clear()
+        .envs(
+            PASSED_ENV
+                .iter()
+                .filter_map(|name| Some((*name, std::env::var_os(name)?))),
+        )
+        .current_dir(&slot.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        // Its own process group: Terraform's signals to the plugin's group
+        // do not reach it, and stopping it stops whatever it started.
+        .process_group(0);
+    if let Some(token) = &launch.join_token {
+        cmd.env("NEUTRAL_JOIN_TOKEN", token.expose());
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", launch.binary.display()))?;
+    let pid = child.id();
+    children()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(pid, child);
+    let staging = slot.dir.join(".agent.pid.tmp");
+    std::fs::write(&staging, format!("{pid}\n"))
+        .and_then(|()| std::fs::rename(&staging, slot.pid_file()))
+        .map_err(|e| format!("cannot write {}: {e}", slot.pid_file().display()))?;
+    tracing::info!(slot = %launch.slot, pid, address = %launch.address, "agent started");
+    Ok(pid)
+}
+
+fn signal_group(pid: u32, signal: &str) {
+    // `--` then `-<pgid>`: the whole process group the agent leads.
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{pid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops the slot's agent and its process group: SIGTERM, then SIGKILL
+/// after [`STOP_GRACE`]. Returns whether an agent was running.
+pub async fn stop(slot: &SlotDir) -> bool {
+    let Some(pid) = slot.pid().filter(|pid| slot.is_our_agent(*pid)) else {
+        return false;
+    };
+    signal_group(pid, "TERM");
+    let start = Instant::now();
+    while start.elapsed() < STOP_GRACE {
+        reap(pid);
+        if !slot.is_our_agent(pid) {
+            tracing::info!(slot = %slot.dir.display(), pid, "agent stopped");
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal_group(pid, "KILL");
+    for _ in 0..50 {
+        reap(pid);
+        if !slot.is_our_agent(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(slot = %slot.dir.display(), pid, "agent killed after the stop grace");
+    true
+}
+
+/// Removes the slot's folder (identity, pid file, log).
+pub fn forget(slot: &SlotDir) {
+    if let Err(err) = std::fs::remove_dir_all(&slot.dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %slot.dir.display(), error = %err, "cannot remove the slot folder");
+        }
+    }
+}
+
+/// The slot folders under `state_dir` (for destroy's sweep).
+pub fn slot_dirs(state_dir: &Path) -> Vec<(String, SlotDir)> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            let dir = SlotDir { dir: e.path() };
+            Some((name, dir))
+        })
+        .collect()
+}
+
+/// The `neutral` binary: `configured` when given, else the one next to
+/// this provider's binary, else `neutral` on `PATH`.
+pub fn find_binary(configured: Option<&str>) -> Result<PathBuf, String> {
+    if let Some(path) = configured {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{} is not a file", path.display()))
+        };
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("neutral")));
+    if let Some(path) = beside.filter(|p| p.is_file()) {
+        return Ok(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("neutral"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no `neutral` binary next to terraform-provider-neutral or on PATH; set \
+             `neutral_binary`"
+                .to_owned()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_that_is_not_the_slots_agent_is_not_running() {
+        let dir = std::env::temp_dir().join(format!("neutral-launcher-{}", std::process::id()));
+        let slot = SlotDir::new(&dir, "jp-1");
+        std::fs::create_dir_all(&slot.dir).expect("dir");
+        // This test process is alive but is no agent of this slot.
+        std::fs::write(slot.pid_file(), format!("{}\n", std::process::id())).expect("pid");
+        assert_eq!(slot.pid(), Some(std::process::id()));
+        assert!(!slot.running());
+        assert!(slot.started_at().is_some());
+        std::fs::write(slot.log_file(), "one\ntwo\n").expect("log");
+        assert_eq!(slot.log_tail(), "one\ntwo");
+        std::fs::write(
+            slot.state_file(),
+            r#"{"node_id":"jp-abc123","node_token":"t"}"#,
+        )
+        .expect("state");
+        assert_eq!(slot.node_id().as_deref(), Some("jp-abc123"));
+        assert_eq!(
+            slot_dirs(&dir)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>(),
+            ["jp-1"]
+        );
+        forget(&slot);
+        assert!(!slot.dir.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_configured_binary_must_exist() {
+        assert!(find_binary(Some("/nonexistent/neutral")).is_err());
+        assert!(find_binary(Some("/bin/sh")).is_ok());
+    }
+}
