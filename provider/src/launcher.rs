@@ -201,7 +201,22 @@ fn reap(pid: u32) {
     }
 }
 
+/// `agent_args` with the per-slot placeholders filled in: `{slot}` (the
+/// slot key), `{address}` (the slot's IP) and `{slot_dir}` (its folder), so
+/// one list can give every node its own node folder, containerd namespace
+/// and workload address.
+pub fn expand_args(args: &[String], slot: &str, address: IpAddr, dir: &Path) -> Vec<String> {
+    args.iter()
+        .map(|arg| {
+            arg.replace("{slot}", slot)
+                .replace("{address}", &address.to_string())
+                .replace("{slot_dir}", &dir.display().to_string())
+        })
+        .collect()
+}
+
 /// Starts the slot's agent, detached; returns its pid. The caller clears
+
 /// the slot's folder first when the slot is new, so that a reused slot key
 /// never takes over a removed node's identity.
 pub fn start(slot: &SlotDir, launch: &AgentLaunch) -> Result<u32, String> {
@@ -226,7 +241,12 @@ pub fn start(slot: &SlotDir, launch: &AgentLaunch) -> Result<u32, String> {
         .arg(slot.state_file())
         .arg("--hostname")
         .arg(&launch.slot)
-        .args(&launch.extra_args)
+        .args(expand_args(
+            &launch.extra_args,
+            &launch.slot,
+            launch.address,
+            &slot.dir,
+        ))
         .env_clear()
         .envs(
             PASSED_ENV
@@ -390,5 +410,44 @@ mod tests {
     fn a_configured_binary_must_exist() {
         assert!(find_binary(Some("/nonexistent/neutral")).is_err());
         assert!(find_binary(Some("/bin/sh")).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod expand_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_the_slots_own_values() {
+        let args: Vec<String> = [
+            "--node-dir",
+            "{slot_dir}/node",
+            "--containerd-namespace",
+            "neutral-{slot}",
+            "--workload-host",
+            "{address}",
+            "--nginx",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let out = expand_args(
+            &args,
+            "jp-2",
+            "127.0.0.51".parse().unwrap(),
+            Path::new("/var/lib/pool/jp-2"),
+        );
+        assert_eq!(
+            out,
+            [
+                "--node-dir",
+                "/var/lib/pool/jp-2/node",
+                "--containerd-namespace",
+                "neutral-jp-2",
+                "--workload-host",
+                "127.0.0.51",
+                "--nginx"
+            ]
+        );
     }
 }

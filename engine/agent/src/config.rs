@@ -124,8 +124,14 @@ pub struct NodeArgs {
     #[arg(long, value_name = "NAME", default_value = "neutral")]
     pub containerd_namespace: String,
     /// Port of the blue colour (on 127.0.0.1).
+    /// Address the workload containers bind (`$BIND`); default 127.0.0.1.
+    /// Give each node on a shared machine its own (e.g. its `--ip`) so the
+    /// colour ports do not collide.
+    #[arg(long, value_name = "IP")]
+    pub workload_host: Option<std::net::IpAddr>,
     #[arg(long, value_name = "PORT", default_value_t = 18080)]
     pub blue_port: u16,
+
     /// Port of the green colour (on 127.0.0.1).
     #[arg(long, value_name = "PORT", default_value_t = 28080)]
     pub green_port: u16,
@@ -176,7 +182,9 @@ impl Default for NodeArgs {
             containerd_address: None,
             containerd_private: false,
             containerd_namespace: "neutral".to_owned(),
+            workload_host: None,
             blue_port: 18080,
+
             green_port: 28080,
             image: None,
             import: Vec::new(),
@@ -249,6 +257,9 @@ impl NodeSetup {
         };
         let mut node = NodeConfig::new(dir.clone());
         node.ports = ports;
+        if let Some(host) = args.workload_host {
+            node.workload_host = host;
+        }
         node.health_path = args.health_path.clone();
         node.health_timeout = args.health_timeout;
         node.stop_grace = args.stop_grace;

@@ -144,8 +144,9 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             .context("cannot open the Git mirror")?
     };
     let scheduler = if args.run_terraform {
-        let secret = auth::read_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")?;
-        Some(Arc::new(scheduler::Scheduler::new(&args, &secret)?))
+        let admin = auth::read_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")?;
+        let join = auth::read_secret(args.join_token_file.as_deref(), "NEUTRAL_JOIN_TOKEN")?;
+        Some(Arc::new(scheduler::Scheduler::new(&args, &admin, &join)?))
     } else {
         None
     };

@@ -74,7 +74,11 @@ fn sanitize(text: &str) -> String {
 impl Scheduler {
     /// Finds terraform and the provider, writes the CLI configuration, and
     /// prepares the scheduler's folders under `--data/terraform`.
-    pub fn new(shared_args: &crate::ServeArgs, admin_secret: &str) -> anyhow::Result<Scheduler> {
+    pub fn new(
+        shared_args: &crate::ServeArgs,
+        admin_secret: &str,
+        join_secret: &str,
+    ) -> anyhow::Result<Scheduler> {
         use anyhow::Context;
         let root = shared_args.data.join("terraform");
         std::fs::create_dir_all(&root)
@@ -94,12 +98,26 @@ impl Scheduler {
         if !provider_dir.join("terraform-provider-neutral").is_file() {
             tracing::warn!(dir = %provider_dir.display(), "terraform-provider-neutral not found there; runs using it will fail");
         }
+        // `dev_overrides` alone still makes `init` look the provider up in the
+        // registry; a filesystem mirror holding it satisfies `init`.
+        let version = env!("CARGO_PKG_VERSION");
+        let mirror = root.join("mirror");
+        let platform_dir = mirror.join(format!(
+            "registry.terraform.io/neutral/neutral/{version}/linux_amd64"
+        ));
+        std::fs::create_dir_all(&platform_dir)
+            .with_context(|| format!("cannot create {}", platform_dir.display()))?;
+        let link = platform_dir.join("terraform-provider-neutral");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(provider_dir.join("terraform-provider-neutral"), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
         let cli_config = root.join("cli.tfrc");
         std::fs::write(
             &cli_config,
             format!(
-                "# Written by neutral serve: use the local provider build, no registry.\nprovider_installation {{\n  dev_overrides {{\n    \"registry.terraform.io/neutral/neutral\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-                provider_dir.display()
+                "# Written by neutral serve: use the local provider build, no registry.\nprovider_installation {{\n  dev_overrides {{\n    \"registry.terraform.io/neutral/neutral\" = \"{}\"\n  }}\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"registry.terraform.io/neutral/neutral\"]\n  }}\n  direct {{\n    exclude = [\"registry.terraform.io/neutral/neutral\"]\n  }}\n}}\n",
+                provider_dir.display(),
+                mirror.display()
             ),
         )
         .with_context(|| format!("cannot write {}", cli_config.display()))?;
@@ -120,6 +138,12 @@ impl Scheduler {
                     format!("{scheme}://{}", shared_args.listen),
                 ),
                 ("NEUTRAL_TOKEN".into(), admin_secret.to_owned()),
+                // The node-pool root's local launcher gives it to the agents.
+                ("NEUTRAL_JOIN_TOKEN".into(), join_secret.to_owned()),
+                (
+                    "TF_VAR_state_root".into(),
+                    shared_args.data.join("nodes").display().to_string(),
+                ),
             ],
             command_timeout: Duration::from_secs(600),
             lock_timeout: Duration::from_secs(120),
