@@ -216,7 +216,6 @@ pub fn expand_args(args: &[String], slot: &str, address: IpAddr, dir: &Path) -> 
 }
 
 /// Starts the slot's agent, detached; returns its pid. The caller clears
-
 /// the slot's folder first when the slot is new, so that a reused slot key
 /// never takes over a removed node's identity.
 pub fn start(slot: &SlotDir, launch: &AgentLaunch) -> Result<u32, String> {
