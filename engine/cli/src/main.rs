@@ -59,6 +59,9 @@ enum Command {
     /// Run the node agent (register, heartbeat, run the workload), or talk to
     /// the running one: `neutral agent release`, `neutral agent status`.
     Agent(Box<neutral_agent::cli::AgentCli>),
+    /// Run the minimal deployment end to end with a scripted story (the
+    /// README's main command).
+    Demo(Box<neutral_demo::DemoArgs>),
     /// Release an image on a node through the control plane (blue/green).
     Release(Box<neutral_agent::remote_release::RemoteReleaseArgs>),
     /// List the Terraform runs the control plane's scheduler recorded.
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Hook(args) => return neutral_hooks::run_hook(&args),
         Command::Hooks(args) => return neutral_hooks::run_hooks(&args),
         Command::Release(args) => return neutral_agent::remote_release::main(*args),
+        Command::Demo(args) => return neutral_demo::run_blocking(*args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -118,6 +118,9 @@ const TRANSIENT: &[&str] = &[
     "503 Service Unavailable",
     "429 Too Many Requests",
     "connection reset",
+    // Live health changed between plan and apply (the GTM record computes
+    // its answers from live health); a fresh plan applies cleanly.
+    "Provider produced inconsistent final plan",
 ];
 
 /// Whether a failed run's log shows a failure a retry may fix.
