@@ -985,6 +985,89 @@ mod tests {
         assert_eq!(changes[0].changetype, ChangeType::Delete);
     }
 
+    fn weighted() -> Vec<AnswerRow> {
+        vec![
+            answer("jp-1", "192.0.2.1", 50),
+            answer("jp-2", "192.0.2.2", 50),
+            answer("sg-1", "192.0.2.9", 100),
+        ]
+    }
+
+    #[test]
+    fn route53_gets_one_weighted_set_per_node_scaled_to_255() {
+        let sets = desired_sets(
+            DnsBackendKind::Route53,
+            "app.example.com",
+            RecordType::A,
+            30,
+            &weighted(),
+        );
+        expect![[r#"["A 192.0.2.1 weight=128 id=jp-1", "A 192.0.2.2 weight=127 id=jp-2", "A 192.0.2.9 weight=255 id=sg-1"]"#]]
+            .assert_eq(&format!("{:?}", presentation(&sets)));
+        assert!(sets.iter().all(|s| s.set_id.is_some()));
+    }
+
+    #[test]
+    fn cloudflare_gets_plain_records_and_alidns_weights_to_100() {
+        let cloudflare = desired_sets(
+            DnsBackendKind::Cloudflare,
+            "app.example.com",
+            RecordType::A,
+            60,
+            &weighted(),
+        );
+        expect![[r#"["A 192.0.2.1", "A 192.0.2.2", "A 192.0.2.9"]"#]]
+            .assert_eq(&format!("{:?}", presentation(&cloudflare)));
+        let mut answers = weighted();
+        answers.push(answer("sg-2", "192.0.2.10", 0));
+        let alidns = desired_sets(
+            DnsBackendKind::Alidns,
+            "app.example.com",
+            RecordType::A,
+            600,
+            &answers,
+        );
+        expect![[r#"["A 192.0.2.1 weight=50", "A 192.0.2.10 weight=0", "A 192.0.2.2 weight=50", "A 192.0.2.9 weight=100"]"#]]
+            .assert_eq(&format!("{:?}", presentation(&alidns)));
+    }
+
+    #[test]
+    fn the_registry_names_its_owner_and_policy_and_reads_back() {
+        let text = registry_text("prod", RecordType::A, &policy());
+        expect![[r#"heritage=neutral,owner=prod,resource=neutral_gtm_record,type=A,all_down=fail_open,min_ready_nodes=1,regions=jp:100"#]]
+            .assert_eq(&text);
+        let expected = Some(Registry {
+            owner: "prod".to_owned(),
+            policy: Some(policy()),
+        });
+        assert_eq!(parse_registry(&text, RecordType::A), expected);
+        assert_eq!(parse_registry(&quote_txt(&text), RecordType::A), expected);
+        assert_eq!(parse_registry(&text, RecordType::Aaaa), None);
+        assert_eq!(
+            parse_registry("\"heritage=external-dns,owner=prod\"", RecordType::A),
+            None
+        );
+        let route53 = registry_set(
+            DnsBackendKind::Route53,
+            "app.example.com",
+            RecordType::A,
+            "prod",
+            &policy(),
+        );
+        assert_eq!(route53.name, "_neutral-a.app.example.com");
+        assert!(is_registry(&route53));
+        assert!(presentation(&[route53]).is_empty());
+    }
+
+    #[test]
+    fn long_txt_text_is_split_into_255_character_strings() {
+        let text = "x".repeat(600);
+        let quoted = quote_txt(&text);
+        assert_eq!(quoted.matches('"').count(), 6);
+        assert_eq!(unquote_txt(&quoted), text);
+        assert_eq!(unquote_txt("\"a\\\"b\" \"c\""), "a\"bc");
+    }
+
     #[test]
     fn a_hand_edited_record_shows_in_the_presentation() {
         let comment = policy_comment(RecordType::A, &policy());
