@@ -29,7 +29,7 @@ use neutral_core::model::{AllDownPolicy, DnsBackendKind, MAX_BASE_WEIGHT, Record
 
 use crate::backend::embedded::Embedded;
 use crate::backend::powerdns::PowerDnsBackend;
-use crate::backend::{DnsBackend, Listing, Target};
+use crate::backend::{self, DnsBackend, Listing, SyncError, Target};
 use crate::framework::{
     Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value,
 };
@@ -589,47 +589,38 @@ impl GtmRecord {
             rtype: spec.rtype,
             policy: (!records.is_empty()).then_some(&spec.policy),
         };
-        let listing = match Self::list(backend, &target, diags).await.ok()? {
-            Some(listing) => listing,
-            None if records.is_empty() => return Some(()),
-            None => match backend.create_zone(&spec.zone).await {
-                Ok(()) => Listing::empty(),
-                Err(message) => {
-                    diags.error(Path::attr("zone"), "zone unavailable", message);
-                    return None;
-                }
-            },
-        };
-        let desired = backend.desired(&target, records.to_vec());
-        let owner = backend.owner();
-        let plan = dnsplan::plan(owner, &desired, &listing.sets);
-        if !plan.conflicts.is_empty() {
-            for conflict in &plan.conflicts {
-                diags.error(
-                    Path::attr("domain"),
-                    format!("{} is not this deployment's", conflict.key),
-                    format!(
-                        "{}. Records without the ownership marker of `{owner}` are never \
-                         changed: remove them by hand, or pick another name.",
-                        conflict.reason
-                    ),
-                );
-            }
-            return None;
-        }
-        let (creates, updates, deletes) = plan.counts();
-        match backend.apply(&target, &listing, &plan, &desired).await {
-            Ok(applied) => {
+        match backend::sync(backend, &target, records).await {
+            Ok(synced) => {
+                let (creates, updates, deletes) = synced.counts;
                 tracing::info!(
                     domain = %spec.domain,
                     dns = spec.dns.as_str(),
                     creates, updates, deletes,
-                    write_calls = applied.write_calls,
+                    write_calls = synced.applied.write_calls,
                     "records written"
                 );
                 Some(())
             }
-            Err(err) => {
+            Err(SyncError::Conflicts(conflicts)) => {
+                let owner = backend.owner();
+                for conflict in &conflicts {
+                    diags.error(
+                        Path::attr("domain"),
+                        format!("{} is not this deployment's", conflict.key),
+                        format!(
+                            "{}. Records without the ownership marker of `{owner}` are never \
+                             changed: remove them by hand, or pick another name.",
+                            conflict.reason
+                        ),
+                    );
+                }
+                None
+            }
+            Err(SyncError::Zone(message)) => {
+                diags.error(Path::attr("zone"), "zone unavailable", message);
+                None
+            }
+            Err(SyncError::Backend(err)) => {
                 diags.error(
                     Path::root(),
                     format!("cannot write the records of {}", spec.domain),

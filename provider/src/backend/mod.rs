@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use neutral_core::dnsplan::batch::TooLarge;
-use neutral_core::dnsplan::{DnsPlan, RecordKey, RecordSet};
+use neutral_core::dnsplan::{self, Conflict, DnsPlan, RecordKey, RecordSet};
 use neutral_core::model::{DnsBackendKind, RecordType};
 
 use crate::client::{self, ClientError, RrSetChange, Zone};
@@ -141,6 +141,58 @@ pub trait DnsBackend: fmt::Debug + Send + Sync {
         plan: &DnsPlan,
         desired: &[RecordSet],
     ) -> Result<Applied, BackendError>;
+}
+
+/// Why [`sync`] wrote nothing (or not all).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Desired records collide with records this deployment does not own.
+    #[error("{} record set(s) are not this deployment's", .0.len())]
+    Conflicts(Vec<Conflict>),
+    #[error("zone unavailable: {0}")]
+    Zone(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// What [`sync`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// `(creates, updates, deletes)` of the plan.
+    pub counts: (usize, usize, usize),
+    pub applied: Applied,
+}
+
+/// Makes `backend` hold `records` for `target` (with its ownership marker),
+/// writing only the difference: list, plan with the core, apply. `records`
+/// empty removes what this deployment owns there. A missing zone is created
+/// where the backend allows it.
+pub async fn sync(
+    backend: &dyn DnsBackend,
+    target: &Target<'_>,
+    records: &[RecordSet],
+) -> Result<Synced, SyncError> {
+    let listing = match backend.list(target).await? {
+        Some(listing) => listing,
+        None if records.is_empty() => return Ok(Synced::default()),
+        None => {
+            backend
+                .create_zone(target.zone)
+                .await
+                .map_err(SyncError::Zone)?;
+            Listing::empty()
+        }
+    };
+    let desired = backend.desired(target, records.to_vec());
+    let plan = dnsplan::plan(backend.owner(), &desired, &listing.sets);
+    if !plan.conflicts.is_empty() {
+        return Err(SyncError::Conflicts(plan.conflicts));
+    }
+    let applied = backend.apply(target, &listing, &plan, &desired).await?;
+    Ok(Synced {
+        counts: plan.counts(),
+        applied,
+    })
 }
 
 /// The ownership registry record's key of a target, for the backends that
