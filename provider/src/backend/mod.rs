@@ -397,8 +397,11 @@ where
 }
 
 /// The HTTP client the cloud backends use: the same timeouts and user agent
-/// as the control plane's.
+/// as the control plane's, TLS through rustls with ring.
 pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
+    // The plugin installs ring at start; a library user (tests, benches)
+    // may not have: ring, never aws-lc. A provider already set stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(client::REQUEST_TIMEOUT)
         .connect_timeout(client::CONNECT_TIMEOUT)
