@@ -17,6 +17,13 @@
 //! deleted: a record of ours never exists without its marker, even when a
 //! later call fails.
 //!
+//! # Pairing
+//!
+//! Where a record has an identity of its own (Cloudflare's and AliDNS'
+//! record ids), [`pair_replacements`] turns a delete and a create of the
+//! same name and type into one update of the old record: a node replaced by
+//! another costs one write instead of two.
+//!
 //! # Packing
 //!
 //! [`batches`] packs the ordered changes greedily into calls: a call takes
@@ -147,6 +154,59 @@ pub fn write_order(plan: &DnsPlan, registry: Option<&RecordKey>) -> Vec<Change> 
         .into_iter()
         .map(|(_, _, change)| change.clone())
         .collect()
+}
+
+/// Turns each pair of a delete and a create of the same name and type into
+/// one update of the deleted record to the created one, for APIs whose
+/// records have an identity of their own (a record id) that an update can
+/// keep while changing the content: one write instead of two. `keep` (the
+/// ownership record) is never paired. Pairs are made in key order within
+/// each name and type; a paired update takes its create's place, its delete
+/// goes, everything else keeps its place.
+pub fn pair_replacements(changes: &[Change], keep: Option<&RecordKey>) -> Vec<Change> {
+    type Group = (String, String);
+    let group = |record: &RecordSet| -> Group {
+        let key = record.key();
+        (key.name, key.rtype)
+    };
+    let pairable = |record: &RecordSet| keep.is_none_or(|k| record.key() != *k);
+    let mut deletes: std::collections::BTreeMap<Group, Vec<&RecordSet>> =
+        std::collections::BTreeMap::new();
+    for change in changes {
+        if let Change::Delete { record } = change {
+            if pairable(record) {
+                deletes.entry(group(record)).or_default().push(record);
+            }
+        }
+    }
+    for list in deletes.values_mut() {
+        list.sort_by_key(|r| r.key());
+        list.reverse();
+    }
+    let mut paired_away: Vec<RecordKey> = Vec::new();
+    let mut out = Vec::with_capacity(changes.len());
+    for change in changes {
+        match change {
+            Change::Create { record } if pairable(record) => {
+                match deletes.get_mut(&group(record)).and_then(Vec::pop) {
+                    Some(from) => {
+                        paired_away.push(from.key());
+                        out.push(Change::Update {
+                            from: from.clone(),
+                            to: record.clone(),
+                        });
+                    }
+                    None => out.push(change.clone()),
+                }
+            }
+            _ => out.push(change.clone()),
+        }
+    }
+    out.retain(|change| match change {
+        Change::Delete { record } => !paired_away.contains(&record.key()),
+        _ => true,
+    });
+    out
 }
 
 /// Packs `changes`, in their order, into the fewest consecutive calls that
@@ -311,6 +371,39 @@ mod tests {
     }
 
     #[test]
+    fn replacements_pair_into_updates_of_the_old_record() {
+        let current = [
+            set("app.example.com", "192.0.2.1", &["192.0.2.1"], Some(OWNER)),
+            set("app.example.com", "192.0.2.2", &["192.0.2.2"], Some(OWNER)),
+            set("app.example.com", "192.0.2.3", &["192.0.2.3"], Some(OWNER)),
+            set("_neutral-a.app.example.com", "", &["old"], Some(OWNER)),
+        ];
+        let desired = [
+            set("app.example.com", "192.0.2.1", &["192.0.2.1"], None),
+            set("app.example.com", "192.0.2.8", &["192.0.2.8"], None),
+        ];
+        let planned = plan(OWNER, &desired, &current);
+        let ordered = write_order(&planned, Some(&registry_key()));
+        let paired = pair_replacements(&ordered, Some(&registry_key()));
+        assert_eq!(
+            summary(&paired),
+            [
+                "update app.example.com A [192.0.2.8]",
+                "delete app.example.com A [192.0.2.3]",
+                "delete _neutral-a.app.example.com TXT",
+            ]
+        );
+        let Some(Change::Update { from, .. }) = paired.first() else {
+            panic!("an update first");
+        };
+        assert_eq!(
+            from.set_id.as_deref(),
+            Some("192.0.2.2"),
+            "the first delete in key order"
+        );
+    }
+
+    #[test]
     fn route53_upserts_count_twice_against_the_thousand_records() {
         let calls = batches(&updates(1_000), &BatchLimits::ROUTE53).expect("fits");
         assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500]);
@@ -348,6 +441,32 @@ mod tests {
                 .expect("ok")
                 .is_empty()
         );
+    }
+
+    /// How many delete/create pairs share a name and type.
+    fn paired_count(plan: &DnsPlan) -> usize {
+        let mut deletes: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        let mut creates: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for change in &plan.changes {
+            let key = change.key();
+            match change {
+                Change::Delete { .. } => *deletes.entry((key.name, key.rtype)).or_default() += 1,
+                Change::Create { .. } => *creates.entry((key.name, key.rtype)).or_default() += 1,
+                Change::Update { .. } => {}
+            }
+        }
+        deletes
+            .iter()
+            .map(|(k, d)| (*d).min(creates.get(k).copied().unwrap_or(0)))
+            .sum()
+    }
+
+    fn arb_set() -> impl Strategy<Value = RecordSet> {
+        (
+            prop::sample::select(vec!["a.example.com", "b.example.com"]),
+            prop::sample::select(vec!["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]),
+        )
+            .prop_map(|(name, value)| set(name, value, &[value], None))
     }
 
     fn arb_change() -> impl Strategy<Value = Change> {
@@ -423,6 +542,39 @@ mod tests {
             let calls = batches(&changes, &limits).expect("fits");
             prop_assert_eq!(calls.len(), count.div_ceil(max_changes));
             prop_assert_eq!(calls.len(), lower_bound(&changes, &limits));
+        }
+
+        #[test]
+        fn pairing_writes_the_same_result_in_fewer_changes(
+            desired in prop::collection::vec(arb_set(), 0..12),
+            current in prop::collection::vec(arb_set(), 0..12),
+        ) {
+            let current: Vec<RecordSet> = current
+                .into_iter()
+                .map(|mut r| { r.owner = Some(OWNER.to_owned()); r })
+                .collect();
+            let planned = plan(OWNER, &desired, &current);
+            let paired = pair_replacements(&planned.changes, None);
+            let (c, _, d) = planned.counts();
+            prop_assert_eq!(paired.len(), planned.changes.len() - paired_count(&planned));
+            prop_assert!(paired_count(&planned) <= c.min(d));
+            // Applying the paired changes gives what the plan gives.
+            let mut records: std::collections::BTreeMap<RecordKey, RecordSet> = current
+                .iter()
+                .map(|r| (r.key(), r.normalized()))
+                .collect();
+            for change in &paired {
+                match change {
+                    Change::Create { record } => { records.insert(record.key(), record.clone()); }
+                    Change::Update { from, to } => {
+                        records.remove(&from.key());
+                        records.insert(to.key(), to.clone());
+                    }
+                    Change::Delete { record } => { records.remove(&record.key()); }
+                }
+            }
+            let expected: Vec<RecordSet> = crate::dnsplan::apply(&current, &planned);
+            prop_assert_eq!(records.into_values().collect::<Vec<_>>(), expected);
         }
 
         #[test]
