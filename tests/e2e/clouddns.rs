@@ -263,7 +263,8 @@ async fn cloudflare_writes_only_the_difference_in_the_fewest_batches() {
     assert_eq!((synced.counts, synced.applied.write_calls), ((0, 0, 0), 0));
     assert_eq!(cf.state().write_calls, before);
 
-    // Seven addresses change: 7 deletes and 7 posts, one batch.
+    // Seven addresses change: planned as 7 deletes and 7 creates, written as
+    // 7 patches of the old records, in one batch.
     let synced = sync(
         &backend,
         "example.dev",
@@ -276,8 +277,10 @@ async fn cloudflare_writes_only_the_difference_in_the_fewest_batches() {
     assert_eq!(synced.counts, (7, 0, 7));
     assert_eq!(synced.applied.write_calls, 1);
     let last = cf.state().batches.last().cloned().expect("batch");
-    assert_eq!(last["deletes"].as_array().map(Vec::len), Some(7));
-    assert_eq!(last["posts"].as_array().map(Vec::len), Some(7));
+    assert_eq!(last["patches"].as_array().map(Vec::len), Some(7));
+    assert_eq!(last["deletes"].as_array().map(Vec::len), Some(0));
+    assert_eq!(last["posts"].as_array().map(Vec::len), Some(0));
+    assert_eq!(cf.records("app.example.dev").len(), 46);
 
     // Destroy keeps the foreign record.
     sync(&backend, "example.dev", "app.example.dev", 60, &[])
@@ -450,6 +453,16 @@ async fn alidns_writes_only_what_changed_one_call_per_record() {
     .expect("reweigh");
     assert_eq!((synced.counts, synced.applied.write_calls), ((0, 4, 0), 4));
     assert_eq!(ali.state().write_log, vec!["UpdateDNSSLBWeight"; 4]);
+
+    // Two nodes replaced by two others: two updates in place, weights kept.
+    ali.state().write_log.clear();
+    let replaced = cloud::replaced(&changed(DnsBackendKind::Alidns, &nodes, 4)[..], 2);
+    let synced = sync(&backend, "example.cn", "app.example.cn", 600, &replaced)
+        .await
+        .expect("replace");
+    assert_eq!(synced.counts, (2, 0, 2));
+    assert_eq!(ali.state().write_log, vec!["UpdateDomainRecord"; 2]);
+    assert_eq!(ali.records("app.example.cn").len(), 10);
 
     // A weight of 0 is a disabled record; back again enables it.
     let mut zero = nodes.clone();

@@ -17,8 +17,9 @@
 //!   of these: `AddDomainRecord`, `UpdateDomainRecord` (only when the value
 //!   or TTL changed: AliDNS refuses an update that changes nothing),
 //!   `DeleteDomainRecord`, `SetDomainRecordStatus`, `UpdateDNSSLBWeight`
-//!   (only when the weight changed). Throttling answers are retried with
-//!   backoff.
+//!   (only when the weight changed). A record replaced by another of the
+//!   same name is updated in place (its weight kept), not deleted and added.
+//!   Throttling answers are retried with backoff.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -425,7 +426,10 @@ impl DnsBackend for AliDns {
         let mut applied = Applied::default();
         let mut slb: Option<bool> = None;
         let zone = normalize_name(target.zone);
-        for change in batch::write_order(plan, Some(&super::registry_key(target))) {
+        let registry = super::registry_key(target);
+        let ordered =
+            batch::pair_replacements(&batch::write_order(plan, Some(&registry)), Some(&registry));
+        for change in ordered {
             let (record, native) = match &change {
                 Change::Create { record } => (record, None),
                 Change::Update { from, to } => (to, listed.records.get(&from.key())),

@@ -14,7 +14,9 @@
 //! - **Writes**: `POST /zones/{id}/dns_records/batch`, which Cloudflare runs
 //!   in one transaction as deletes → patches → puts → posts; the core's
 //!   write order is packed into batches of at most the plan's batch size
-//!   (200 on the Free plan, 3,500 on the others). A record is posted only
+//!   (200 on the Free plan, 3,500 on the others); a record replaced by
+//!   another of the same name is patched rather than deleted and posted,
+//!   one operation instead of two. A record is posted only
 //!   when no record of its address exists, so an identical record is never
 //!   posted. A 429 is retried after its `Retry-After`.
 
@@ -389,7 +391,9 @@ impl DnsBackend for Cloudflare {
                 "a Cloudflare apply needs a Cloudflare listing".to_owned(),
             ));
         };
-        let ordered = batch::write_order(plan, Some(&super::registry_key(target)));
+        let registry = super::registry_key(target);
+        let ordered =
+            batch::pair_replacements(&batch::write_order(plan, Some(&registry)), Some(&registry));
         let limits = BatchLimits::changes(self.config.batch_size.max(1));
         let calls = batch::batches(&ordered, &limits)?;
         let lock = super::zone_lock(self.kind(), &listed.zone_id);

@@ -87,7 +87,8 @@ use terraform_provider_neutral::backend::{
     self, DnsBackend, RetryPolicy, SyncError, Synced, Target,
 };
 use terraform_provider_neutral::config::Secret;
-use terraform_provider_neutral::records::{self, AnswerRow, Policy};
+pub use terraform_provider_neutral::records::AnswerRow;
+use terraform_provider_neutral::records::{self, Policy};
 
 pub const AWS_ACCESS_KEY_ID: &str = "AKIDTEST";
 pub const AWS_SECRET_ACCESS_KEY: &str = "aws-secret-for-tests";
@@ -211,4 +212,29 @@ pub async fn sync(
     };
     let records = records::desired_sets(backend.kind(), domain, RecordType::A, ttl, answers);
     backend::sync(backend, &target, &records).await
+}
+
+/// `answers` with the first `replaced` nodes replaced by new nodes (new ids,
+/// addresses from 198.19.0.0/16).
+pub fn replaced(answers: &[AnswerRow], replaced: usize) -> Vec<AnswerRow> {
+    answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i >= replaced {
+                return a.clone();
+            }
+            AnswerRow {
+                node: format!("jp-new-{i:04}"),
+                region: a.region.clone(),
+                address: std::net::IpAddr::from([
+                    198,
+                    19,
+                    u8::try_from(i / 250).unwrap_or(255),
+                    u8::try_from(i % 250 + 1).unwrap_or(255),
+                ]),
+                weight: a.weight,
+            }
+        })
+        .collect()
 }
