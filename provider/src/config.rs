@@ -1,6 +1,8 @@
 //! The `provider "neutral" { … }` block: the control plane's endpoint and
-//! admin token, and the optional PowerDNS server, with environment
-//! fallbacks (`NEUTRAL_ENDPOINT`, `NEUTRAL_TOKEN`, `PDNS_API_KEY`).
+//! admin token, and the optional DNS backends — PowerDNS, Route53,
+//! Cloudflare, AliDNS — with environment fallbacks for every credential
+//! (`NEUTRAL_ENDPOINT`, `NEUTRAL_TOKEN`, `PDNS_API_KEY`, `AWS_ACCESS_KEY_ID`,
+//! `CLOUDFLARE_API_TOKEN`, `ALIBABA_CLOUD_ACCESS_KEY_ID`, …).
 //!
 //! This module owns parsing and checking that block. Secrets are kept in
 //! [`Secret`], whose `Debug` and `Display` print a placeholder, so no log
@@ -8,6 +10,9 @@
 
 use std::fmt;
 
+use crate::backend::alidns::{self, AliDnsConfig};
+use crate::backend::cloudflare::{self, CloudflareConfig};
+use crate::backend::route53::{self, AwsCredentials, Route53Config};
 use crate::framework::{Attribute, Block, Constraint, Diags, NestedBlock, Path, Type, Value};
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
@@ -15,6 +20,20 @@ pub const DEFAULT_POWERDNS_SERVER_ID: &str = "localhost";
 pub const ENV_ENDPOINT: &str = "NEUTRAL_ENDPOINT";
 pub const ENV_TOKEN: &str = "NEUTRAL_TOKEN";
 pub const ENV_POWERDNS_API_KEY: &str = "PDNS_API_KEY";
+pub const ENV_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const ENV_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const ENV_AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+/// AWS' own variable for a service's endpoint.
+pub const ENV_ROUTE53_ENDPOINT: &str = "AWS_ENDPOINT_URL_ROUTE_53";
+pub const ENV_CLOUDFLARE_API_TOKEN: &str = "CLOUDFLARE_API_TOKEN";
+pub const ENV_ALIDNS_ACCESS_KEY_ID: [&str; 2] =
+    ["ALIBABA_CLOUD_ACCESS_KEY_ID", "ALICLOUD_ACCESS_KEY"];
+pub const ENV_ALIDNS_ACCESS_KEY_SECRET: [&str; 2] =
+    ["ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALICLOUD_SECRET_KEY"];
+/// The owner id the cloud backends' ownership markers name by default.
+pub const DEFAULT_OWNER_ID: &str = "neutral";
+/// Cloudflare's largest batch (Pro plans and up).
+pub const MAX_CLOUDFLARE_BATCH_SIZE: usize = 3_500;
 
 /// A secret value; prints as `(sensitive)`.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,12 +77,147 @@ pub struct ProviderConfig {
     /// The control plane's admin token.
     pub token: Option<Secret>,
     pub powerdns: Option<PowerDnsConfig>,
+    pub route53: Option<Route53Config>,
+    pub cloudflare: Option<CloudflareConfig>,
+    pub alidns: Option<AliDnsConfig>,
+}
+
+fn owner_id_attribute() -> Attribute {
+    Attribute::new(
+        "owner_id",
+        Type::String,
+        Constraint::Optional,
+        "Who this deployment is in the ownership markers: only records marked with this id are \
+         ever changed or deleted. a-z, 0-9, `-`, `_`, `.`. Default: `neutral`.",
+    )
+}
+
+fn route53_block() -> NestedBlock {
+    NestedBlock {
+        name: "route53",
+        block: Block {
+            description: "AWS Route53 for records with `dns = \"route53\"`.",
+            attributes: vec![
+                Attribute::new(
+                    "access_key_id",
+                    Type::String,
+                    Constraint::Optional,
+                    "AWS access key id. Default: env `AWS_ACCESS_KEY_ID`.",
+                ),
+                Attribute::new(
+                    "secret_access_key",
+                    Type::String,
+                    Constraint::Optional,
+                    "AWS secret access key. Default: env `AWS_SECRET_ACCESS_KEY`. Sensitive.",
+                )
+                .sensitive(),
+                Attribute::new(
+                    "session_token",
+                    Type::String,
+                    Constraint::Optional,
+                    "AWS session token for temporary credentials. Default: env \
+                     `AWS_SESSION_TOKEN`. Sensitive.",
+                )
+                .sensitive(),
+                Attribute::new(
+                    "region",
+                    Type::String,
+                    Constraint::Optional,
+                    "The region requests are signed for. Default: `us-east-1` (Route53 is global).",
+                ),
+                Attribute::new(
+                    "endpoint",
+                    Type::String,
+                    Constraint::Optional,
+                    "Base URL of the Route53 API. Default: env `AWS_ENDPOINT_URL_ROUTE_53`, else \
+                     `https://route53.amazonaws.com`.",
+                ),
+                Attribute::new(
+                    "wait_for_sync",
+                    Type::Bool,
+                    Constraint::Optional,
+                    "Wait until each change is `INSYNC` on Route53's name servers before the \
+                     apply returns. Default: false.",
+                ),
+                owner_id_attribute(),
+            ],
+            blocks: Vec::new(),
+        },
+    }
+}
+
+fn cloudflare_block() -> NestedBlock {
+    NestedBlock {
+        name: "cloudflare",
+        block: Block {
+            description: "Cloudflare DNS for records with `dns = \"cloudflare\"`.",
+            attributes: vec![
+                Attribute::new(
+                    "api_token",
+                    Type::String,
+                    Constraint::Optional,
+                    "An API token with DNS edit permission (`Authorization: Bearer`). Default: \
+                     env `CLOUDFLARE_API_TOKEN`. Sensitive.",
+                )
+                .sensitive(),
+                Attribute::new(
+                    "api_url",
+                    Type::String,
+                    Constraint::Optional,
+                    "Base URL of the v4 API. Default: `https://api.cloudflare.com/client/v4`.",
+                ),
+                Attribute::new(
+                    "batch_size",
+                    Type::Number,
+                    Constraint::Optional,
+                    "The most record operations one batch call may hold: the zone plan's limit, \
+                     200 on Free, 3500 on Pro and up. Default: 200.",
+                ),
+                owner_id_attribute(),
+            ],
+            blocks: Vec::new(),
+        },
+    }
+}
+
+fn alidns_block() -> NestedBlock {
+    NestedBlock {
+        name: "alidns",
+        block: Block {
+            description: "Alibaba Cloud DNS for records with `dns = \"alidns\"`.",
+            attributes: vec![
+                Attribute::new(
+                    "access_key_id",
+                    Type::String,
+                    Constraint::Optional,
+                    "AccessKey id. Default: env `ALIBABA_CLOUD_ACCESS_KEY_ID`, else \
+                     `ALICLOUD_ACCESS_KEY`.",
+                ),
+                Attribute::new(
+                    "access_key_secret",
+                    Type::String,
+                    Constraint::Optional,
+                    "AccessKey secret. Default: env `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, else \
+                     `ALICLOUD_SECRET_KEY`. Sensitive.",
+                )
+                .sensitive(),
+                Attribute::new(
+                    "endpoint",
+                    Type::String,
+                    Constraint::Optional,
+                    "Base URL of the RPC API. Default: `https://alidns.aliyuncs.com`.",
+                ),
+                owner_id_attribute(),
+            ],
+            blocks: Vec::new(),
+        },
+    }
 }
 
 pub fn schema() -> Block {
     Block {
         description: "Talks to neutral's control plane (live node health, the embedded DNS \
-                      backend) and, optionally, to a PowerDNS Authoritative server.",
+                      backend) and, optionally, to PowerDNS, Route53, Cloudflare and AliDNS.",
         attributes: vec![
             Attribute::new(
                 "endpoint",
@@ -81,34 +235,39 @@ pub fn schema() -> Block {
             )
             .sensitive(),
         ],
-        blocks: vec![NestedBlock {
-            name: "powerdns",
-            block: Block {
-                description: "A PowerDNS Authoritative server for records with `dns = \"powerdns\"`.",
-                attributes: vec![
-                    Attribute::new(
-                        "url",
-                        Type::String,
-                        Constraint::Required,
-                        "Base URL of the PowerDNS HTTP API, e.g. `http://127.0.0.1:8081`.",
-                    ),
-                    Attribute::new(
-                        "api_key",
-                        Type::String,
-                        Constraint::Optional,
-                        "The API key (`X-API-Key`). Default: env `PDNS_API_KEY`. Sensitive.",
-                    )
-                    .sensitive(),
-                    Attribute::new(
-                        "server_id",
-                        Type::String,
-                        Constraint::Optional,
-                        "The PowerDNS server id. Default: `localhost`.",
-                    ),
-                ],
-                blocks: Vec::new(),
+        blocks: vec![
+            NestedBlock {
+                name: "powerdns",
+                block: Block {
+                    description: "A PowerDNS Authoritative server for records with `dns = \"powerdns\"`.",
+                    attributes: vec![
+                        Attribute::new(
+                            "url",
+                            Type::String,
+                            Constraint::Required,
+                            "Base URL of the PowerDNS HTTP API, e.g. `http://127.0.0.1:8081`.",
+                        ),
+                        Attribute::new(
+                            "api_key",
+                            Type::String,
+                            Constraint::Optional,
+                            "The API key (`X-API-Key`). Default: env `PDNS_API_KEY`. Sensitive.",
+                        )
+                        .sensitive(),
+                        Attribute::new(
+                            "server_id",
+                            Type::String,
+                            Constraint::Optional,
+                            "The PowerDNS server id. Default: `localhost`.",
+                        ),
+                    ],
+                    blocks: Vec::new(),
+                },
             },
-        }],
+            route53_block(),
+            cloudflare_block(),
+            alidns_block(),
+        ],
     }
 }
 
@@ -177,6 +336,237 @@ pub fn validate(config: &Value, diags: &mut Diags) {
             }
         }
     }
+    validate_cloud(config, diags);
+}
+
+/// The one block named `name`, if given.
+fn block<'v>(config: &'v Value, name: &str) -> Option<&'v Value> {
+    config.get(name).as_list().and_then(<[Value]>::first)
+}
+
+/// Checks the URL attribute `attr` of block `name`, when known.
+fn validate_url(config: &Value, name: &str, attr: &str, diags: &mut Diags) {
+    if let Some(Value::String(text)) = block(config, name).map(|b| b.get(attr)) {
+        if let Err(problem) = base_url(text) {
+            diags.error(
+                Path::attr(name).index(0).then(attr),
+                format!("invalid {name} {attr}"),
+                problem,
+            );
+        }
+    }
+}
+
+/// Checks the cloud blocks' known values.
+fn validate_cloud(config: &Value, diags: &mut Diags) {
+    validate_url(config, "route53", "endpoint", diags);
+    validate_url(config, "cloudflare", "api_url", diags);
+    validate_url(config, "alidns", "endpoint", diags);
+    for name in ["route53", "cloudflare", "alidns"] {
+        if let Some(Value::String(id)) = block(config, name).map(|b| b.get("owner_id")) {
+            if let Some(problem) = crate::backend::owner_id_problem(id) {
+                diags.error(
+                    Path::attr(name).index(0).then("owner_id"),
+                    "invalid owner id",
+                    problem,
+                );
+            }
+        }
+    }
+    if let Some(size) = block(config, "cloudflare").map(|b| b.get("batch_size")) {
+        let fits = match size {
+            Value::Int(n) => {
+                usize::try_from(*n).is_ok_and(|n| (1..=MAX_CLOUDFLARE_BATCH_SIZE).contains(&n))
+            }
+            Value::Null | Value::Unknown => true,
+            _ => false,
+        };
+        if !fits {
+            diags.error(
+                Path::attr("cloudflare").index(0).then("batch_size"),
+                "invalid batch size",
+                format!("a whole number from 1 to {MAX_CLOUDFLARE_BATCH_SIZE}"),
+            );
+        }
+    }
+}
+
+/// A string attribute of a block, else the first of `vars` set in `env`;
+/// empty values count as unset.
+fn string_or_env(
+    block: &Value,
+    path: &Path,
+    attr: &str,
+    vars: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diags,
+) -> Option<String> {
+    known_string(block.get(attr), &path.clone().then(attr), diags)
+        .map(str::to_owned)
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            vars.iter()
+                .find_map(|var| env(var).filter(|v| !v.is_empty()))
+        })
+}
+
+/// A required credential: from the block or the environment, else an error
+/// at the attribute naming both.
+fn credential(
+    block: &Value,
+    path: &Path,
+    attr: &str,
+    vars: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diags,
+) -> Option<String> {
+    let found = string_or_env(block, path, attr, vars, env, diags);
+    if found.is_none() {
+        diags.error(
+            path.clone().then(attr),
+            format!("missing {attr}"),
+            format!("Set `{attr}` in the block or env {}.", vars.join(" or ")),
+        );
+    }
+    found
+}
+
+fn owner_id(block: &Value, path: &Path, diags: &mut Diags) -> String {
+    known_string(block.get("owner_id"), &path.clone().then("owner_id"), diags)
+        .unwrap_or(DEFAULT_OWNER_ID)
+        .to_owned()
+}
+
+fn parse_route53(
+    config: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diags,
+) -> Option<Route53Config> {
+    let block = block(config, "route53")?;
+    let path = Path::attr("route53").index(0);
+    let access_key_id = credential(
+        block,
+        &path,
+        "access_key_id",
+        &[ENV_AWS_ACCESS_KEY_ID],
+        env,
+        diags,
+    );
+    let secret = credential(
+        block,
+        &path,
+        "secret_access_key",
+        &[ENV_AWS_SECRET_ACCESS_KEY],
+        env,
+        diags,
+    );
+    let session_token = string_or_env(
+        block,
+        &path,
+        "session_token",
+        &[ENV_AWS_SESSION_TOKEN],
+        env,
+        diags,
+    );
+    let endpoint = string_or_env(
+        block,
+        &path,
+        "endpoint",
+        &[ENV_ROUTE53_ENDPOINT],
+        env,
+        diags,
+    )
+    .unwrap_or_else(|| route53::DEFAULT_ENDPOINT.to_owned());
+    let endpoint = match base_url(&endpoint) {
+        Ok(endpoint) => endpoint,
+        Err(problem) => {
+            diags.error(
+                path.clone().then("endpoint"),
+                "invalid route53 endpoint",
+                problem,
+            );
+            return None;
+        }
+    };
+    let region = known_string(block.get("region"), &path.clone().then("region"), diags)
+        .unwrap_or(route53::DEFAULT_REGION)
+        .to_owned();
+    let wait_for_sync = matches!(block.get("wait_for_sync"), Value::Bool(true));
+    Some(Route53Config {
+        endpoint,
+        region,
+        credentials: AwsCredentials {
+            access_key_id: access_key_id?,
+            secret_access_key: Secret::new(secret?),
+            session_token: session_token.map(Secret::new),
+        },
+        wait_for_sync,
+        owner_id: owner_id(block, &path, diags),
+    })
+}
+
+fn parse_cloudflare(
+    config: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diags,
+) -> Option<CloudflareConfig> {
+    let block = block(config, "cloudflare")?;
+    let path = Path::attr("cloudflare").index(0);
+    let token = credential(
+        block,
+        &path,
+        "api_token",
+        &[ENV_CLOUDFLARE_API_TOKEN],
+        env,
+        diags,
+    );
+    let api_url = known_string(block.get("api_url"), &path.clone().then("api_url"), diags)
+        .and_then(|u| base_url(u).ok())
+        .unwrap_or_else(|| cloudflare::DEFAULT_API_URL.to_owned());
+    let batch_size = match block.get("batch_size") {
+        Value::Int(n) => usize::try_from(*n).unwrap_or(cloudflare::DEFAULT_BATCH_SIZE),
+        _ => cloudflare::DEFAULT_BATCH_SIZE,
+    };
+    Some(CloudflareConfig {
+        api_url,
+        api_token: Secret::new(token?),
+        batch_size,
+        owner_id: owner_id(block, &path, diags),
+    })
+}
+
+fn parse_alidns(
+    config: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diags,
+) -> Option<AliDnsConfig> {
+    let block = block(config, "alidns")?;
+    let path = Path::attr("alidns").index(0);
+    let key_id = credential(
+        block,
+        &path,
+        "access_key_id",
+        &ENV_ALIDNS_ACCESS_KEY_ID,
+        env,
+        diags,
+    );
+    let secret = credential(
+        block,
+        &path,
+        "access_key_secret",
+        &ENV_ALIDNS_ACCESS_KEY_SECRET,
+        env,
+        diags,
+    );
+    let endpoint = known_string(block.get("endpoint"), &path.clone().then("endpoint"), diags)
+        .and_then(|u| base_url(u).ok())
+        .unwrap_or_else(|| alidns::DEFAULT_ENDPOINT.to_owned());
+    Some(AliDnsConfig {
+        endpoint,
+        access_key_id: key_id?,
+        access_key_secret: Secret::new(secret?),
+        owner_id: owner_id(block, &path, diags),
+    })
 }
 
 /// The provider's settings from its block and, for what the block leaves
@@ -242,6 +632,9 @@ pub fn parse(
             }
         }
     };
+    let route53 = parse_route53(config, env, diags);
+    let cloudflare = parse_cloudflare(config, env, diags);
+    let alidns = parse_alidns(config, env, diags);
     if diags.has_errors() {
         return None;
     }
@@ -249,6 +642,9 @@ pub fn parse(
         endpoint,
         token,
         powerdns,
+        route53,
+        cloudflare,
+        alidns,
     })
 }
 
@@ -281,6 +677,9 @@ mod tests {
                 api_key: Secret::new("pdns-secret"),
                 server_id: "localhost".into(),
             }),
+            route53: None,
+            cloudflare: None,
+            alidns: None,
         };
         let printed = format!("{config:?}");
         assert!(!printed.contains("admin-secret"), "{printed}");
@@ -320,6 +719,100 @@ mod tests {
         assert_eq!(parsed.powerdns, None);
         let parsed = parse(&object(&[]), &no_env, &mut diags).expect("valid");
         assert_eq!(parsed.endpoint, DEFAULT_ENDPOINT);
+    }
+
+    #[test]
+    fn cloud_blocks_take_their_credentials_from_the_environment() {
+        let env = |name: &str| match name {
+            ENV_AWS_ACCESS_KEY_ID => Some("AKID".to_owned()),
+            ENV_AWS_SECRET_ACCESS_KEY => Some("aws-secret".to_owned()),
+            ENV_CLOUDFLARE_API_TOKEN => Some("cf-token".to_owned()),
+            "ALICLOUD_ACCESS_KEY" => Some("ali-id".to_owned()),
+            "ALICLOUD_SECRET_KEY" => Some("ali-secret".to_owned()),
+            _ => None,
+        };
+        let config = object(&[
+            (
+                "route53",
+                Value::List(vec![object(&[("wait_for_sync", Value::Bool(true))])]),
+            ),
+            (
+                "cloudflare",
+                Value::List(vec![object(&[
+                    ("batch_size", Value::Int(3500)),
+                    ("owner_id", "prod".into()),
+                ])]),
+            ),
+            ("alidns", Value::List(vec![object(&[])])),
+        ]);
+        let mut diags = Diags::default();
+        let parsed = parse(&config, &env, &mut diags).expect("valid");
+        let route53 = parsed.route53.expect("route53");
+        assert_eq!(route53.endpoint, route53::DEFAULT_ENDPOINT);
+        assert_eq!(route53.region, "us-east-1");
+        assert_eq!(route53.credentials.access_key_id, "AKID");
+        assert!(route53.wait_for_sync);
+        assert_eq!(route53.owner_id, DEFAULT_OWNER_ID);
+        let cloudflare = parsed.cloudflare.expect("cloudflare");
+        assert_eq!(cloudflare.api_token, Secret::new("cf-token"));
+        assert_eq!(
+            (cloudflare.batch_size, cloudflare.owner_id.as_str()),
+            (3500, "prod")
+        );
+        let alidns = parsed.alidns.expect("alidns");
+        assert_eq!(alidns.access_key_id, "ali-id");
+        assert_eq!(alidns.access_key_secret, Secret::new("ali-secret"));
+        for secret in ["aws-secret", "cf-token", "ali-secret"] {
+            let printed = format!("{route53:?}{cloudflare:?}{alidns:?}");
+            assert!(!printed.contains(secret), "{printed}");
+        }
+    }
+
+    #[test]
+    fn cloud_blocks_without_credentials_or_with_bad_values_say_where() {
+        let config = object(&[
+            (
+                "route53",
+                Value::List(vec![object(&[("endpoint", "localhost:5000".into())])]),
+            ),
+            (
+                "cloudflare",
+                Value::List(vec![object(&[
+                    ("batch_size", Value::Int(0)),
+                    ("owner_id", "Prod Team".into()),
+                ])]),
+            ),
+            ("alidns", Value::List(vec![object(&[])])),
+        ]);
+        let mut diags = Diags::default();
+        assert!(parse(&config, &no_env, &mut diags).is_none());
+        let paths: Vec<String> = diags.0.iter().map(|d| d.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "route53[0].endpoint",
+                "cloudflare[0].owner_id",
+                "cloudflare[0].batch_size",
+            ]
+        );
+        let config = object(&[
+            ("route53", Value::List(vec![object(&[])])),
+            ("cloudflare", Value::List(vec![object(&[])])),
+            ("alidns", Value::List(vec![object(&[])])),
+        ]);
+        let mut diags = Diags::default();
+        assert!(parse(&config, &no_env, &mut diags).is_none());
+        let paths: Vec<String> = diags.0.iter().map(|d| d.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "route53[0].access_key_id",
+                "route53[0].secret_access_key",
+                "cloudflare[0].api_token",
+                "alidns[0].access_key_id",
+                "alidns[0].access_key_secret",
+            ]
+        );
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The `neutral_gtm_record` resource: one domain's `A` or `AAAA` records,
-//! weighted by live health, in the embedded DNS backend or PowerDNS.
+//! weighted by live health, in the embedded DNS backend, PowerDNS, Route53,
+//! Cloudflare or AliDNS (each behind [`DnsBackend`]).
 //!
 //! - **Plan** reads live health and computes the answers with the core
 //!   ([`live`]), so the plan shows the new `answers`, `effective_weights`,
 //!   `reasons` and backend `records`. Changing `zone`, `domain`, `type` or
 //!   `dns` forces a new resource.
 //! - **Apply** writes exactly the planned answers, and only what differs
-//!   from the backend (the core's [`dnsplan`]), marking the rrsets as owned.
+//!   from the backend (the core's [`dnsplan`]), marking the records as
+//!   owned (a comment, or the cloud backends' TXT registry record).
 //! - **Read** puts the backend's records and TTL into the state, so a hand
 //!   edit shows up as a difference in the next plan.
 //! - **Import** by `<zone>/<domain>/<type>` (optionally `/<dns>`): the
-//!   policy arguments come back from the ownership comment.
+//!   policy arguments come back from the ownership marker.
 //! - **Destroy** removes only owned records.
 //!
 //! This module owns the resource's schema, argument checks and the
@@ -18,20 +20,22 @@
 //! from the core; record shapes from [`records`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use neutral_core::config::{dns_label_problem, normalize_dns_name};
 use neutral_core::dnsplan;
 use neutral_core::model::{AllDownPolicy, DnsBackendKind, MAX_BASE_WEIGHT, RecordType};
 
-use crate::backend::Backend;
-use crate::client::Zone;
+use crate::backend::embedded::Embedded;
+use crate::backend::powerdns::PowerDnsBackend;
+use crate::backend::{self, DnsBackend, Listing, SyncError, Target};
 use crate::framework::{
     Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value,
 };
 use crate::live::{self, Outcome, Previous, RecordSpec};
 use crate::provider::{Configured, now};
-use crate::records::{self, AnswerRow, OWNER, Policy};
+use crate::records::{self, AnswerRow, Policy};
 
 pub const DEFAULT_TYPE: &str = "A";
 pub const DEFAULT_TTL: u32 = 30;
@@ -106,9 +110,9 @@ pub fn schema() -> Block {
                 "dns",
                 Type::String,
                 OptionalComputed,
-                "The DNS backend: `embedded` (the control plane's DNS server; default) or \
-                 `powerdns` (needs the provider's `powerdns` block). Changing it replaces the \
-                 resource.",
+                "The DNS backend: `embedded` (the control plane's DNS server; default), \
+                 `powerdns`, `route53`, `cloudflare` or `alidns` (each needs its block in the \
+                 provider configuration). Changing it replaces the resource.",
             ),
             Attribute::new(
                 "min_ready_nodes",
@@ -164,7 +168,9 @@ pub fn schema() -> Block {
                 Computed,
                 "The records in the backend, `<type> <content>`: `A 192.0.2.1 weight=100` \
                  (embedded), `A 192.0.2.1` or `LUA A \"pickwrandom({{2,'192.0.2.1'},…})\"` \
-                 (PowerDNS). Read from the backend on refresh, so hand edits show as drift.",
+                 (PowerDNS), `A 192.0.2.1 weight=255 id=jp-1` (Route53), `A 192.0.2.1` \
+                 (Cloudflare), `A 192.0.2.1 weight=100` (AliDNS). Read from the backend on \
+                 refresh, so hand edits show as drift.",
             ),
         ],
         blocks: Vec::new(),
@@ -255,9 +261,12 @@ fn known_name(value: &Value, path: &Path, diags: &mut Diags) -> Option<String> {
 }
 
 const TYPES: [(&str, RecordType); 2] = [("A", RecordType::A), ("AAAA", RecordType::Aaaa)];
-const BACKENDS: [(&str, DnsBackendKind); 2] = [
+const BACKENDS: [(&str, DnsBackendKind); 5] = [
     ("embedded", DnsBackendKind::Embedded),
     ("powerdns", DnsBackendKind::Powerdns),
+    ("route53", DnsBackendKind::Route53),
+    ("cloudflare", DnsBackendKind::Cloudflare),
+    ("alidns", DnsBackendKind::Alidns),
 ];
 const ALL_DOWN: [(&str, AllDownPolicy); 2] = [
     ("fail_open", AllDownPolicy::FailOpen),
@@ -265,25 +274,7 @@ const ALL_DOWN: [(&str, AllDownPolicy); 2] = [
 ];
 
 fn known_backend(value: &Value, diags: &mut Diags) -> Option<DnsBackendKind> {
-    let path = Path::attr("dns");
-    if let Some(text) = value.as_str() {
-        if let Some(kind) = DnsBackendKind::ALL
-            .into_iter()
-            .filter(|k| !BACKENDS.iter().any(|(_, b)| b == k))
-            .find(|k| k.as_str() == text)
-        {
-            diags.error(
-                path,
-                "DNS backend not supported yet",
-                format!(
-                    "`{}` records are not managed by this provider yet; use `embedded` or `powerdns`",
-                    kind.as_str()
-                ),
-            );
-            return None;
-        }
-    }
-    known_choice(value, &path, &BACKENDS, diags)
+    known_choice(value, &Path::attr("dns"), &BACKENDS, diags)
 }
 
 fn known_regions(value: &Value, diags: &mut Diags) -> Option<BTreeMap<String, u32>> {
@@ -505,21 +496,21 @@ impl GtmRecord {
         GtmRecord { configured }
     }
 
-    fn backend(&self, dns: DnsBackendKind, diags: &mut Diags) -> Option<Backend> {
+    fn backend(&self, dns: DnsBackendKind, diags: &mut Diags) -> Option<Arc<dyn DnsBackend>> {
         let clients = self.configured.get(diags)?;
-        match dns {
-            DnsBackendKind::Powerdns => match &clients.powerdns {
-                Some(pdns) => Some(Backend::PowerDns(pdns.clone())),
-                None => {
-                    diags.error(
-                        Path::attr("dns"),
-                        "no PowerDNS server configured",
-                        "`dns = \"powerdns\"` needs a `powerdns { url, api_key }` block in the \
-                         provider configuration.",
-                    );
-                    None
-                }
-            },
+        let missing = |diags: &mut Diags, block: &str| -> Option<Arc<dyn DnsBackend>> {
+            diags.error(
+                Path::attr("dns"),
+                format!("no {block} backend configured"),
+                format!(
+                    "`dns = \"{}\"` needs a `{block} {{ … }}` block in the provider \
+                     configuration.",
+                    dns.as_str()
+                ),
+            );
+            None
+        };
+        let backend: Arc<dyn DnsBackend> = match dns {
             DnsBackendKind::Embedded if !clients.has_token => {
                 diags.error(
                     Path::attr("dns"),
@@ -527,10 +518,27 @@ impl GtmRecord {
                     "The control plane's zone API needs its admin token: set the provider's \
                      `token` or env NEUTRAL_TOKEN.",
                 );
-                None
+                return None;
             }
-            _ => Some(Backend::Embedded(clients.control_plane.clone())),
-        }
+            DnsBackendKind::Embedded => Arc::new(Embedded::new(clients.control_plane.clone())),
+            DnsBackendKind::Powerdns => match &clients.powerdns {
+                Some(pdns) => Arc::new(PowerDnsBackend::new(pdns.clone())),
+                None => return missing(diags, "powerdns"),
+            },
+            DnsBackendKind::Route53 => match &clients.route53 {
+                Some(client) => Arc::new(client.clone()),
+                None => return missing(diags, "route53"),
+            },
+            DnsBackendKind::Cloudflare => match &clients.cloudflare {
+                Some(client) => Arc::new(client.clone()),
+                None => return missing(diags, "cloudflare"),
+            },
+            DnsBackendKind::Alidns => match &clients.alidns {
+                Some(client) => Arc::new(client.clone()),
+                None => return missing(diags, "alidns"),
+            },
+        };
+        Some(backend)
     }
 
     async fn outcome(
@@ -553,88 +561,80 @@ impl GtmRecord {
         }
     }
 
-    async fn zone(
-        backend: &Backend,
-        spec: &RecordSpec,
+    /// What `backend` holds for `target`; `None` when the zone is missing.
+    async fn list(
+        backend: &dyn DnsBackend,
+        target: &Target<'_>,
         diags: &mut Diags,
-    ) -> Result<Option<Zone>, ()> {
-        backend.zone(&spec.zone).await.map_err(|err| {
+    ) -> Result<Option<Listing>, ()> {
+        backend.list(target).await.map_err(|err| {
             diags.error(
                 Path::root(),
                 format!(
-                    "cannot read zone {} from the {} backend",
-                    spec.zone,
-                    spec.dns.as_str()
+                    "cannot read {} {} from the {} backend",
+                    target.domain,
+                    target.rtype.as_str(),
+                    backend.kind().as_str()
                 ),
                 err.to_string(),
             );
         })
     }
 
-    /// Plans and writes the changes that make `backend` hold `desired`.
+    /// Plans and writes the changes that make `backend` hold `records`
+    /// (with its ownership marker); `records` empty removes what is ours.
     async fn write(
-        backend: &Backend,
+        backend: &dyn DnsBackend,
         spec: &RecordSpec,
-        desired: &[dnsplan::RecordSet],
+        records: &[dnsplan::RecordSet],
         diags: &mut Diags,
     ) -> Option<()> {
-        let zone = if desired.is_empty() {
-            match Self::zone(backend, spec, diags).await.ok()? {
-                Some(zone) => zone,
-                None => return Some(()),
-            }
-        } else {
-            match backend.ensure_zone(&spec.zone).await {
-                Ok(zone) => zone,
-                Err(message) => {
-                    diags.error(Path::attr("zone"), "zone unavailable", message);
-                    return None;
-                }
-            }
+        let target = Target {
+            zone: &spec.zone,
+            domain: &spec.domain,
+            rtype: spec.rtype,
+            policy: (!records.is_empty()).then_some(&spec.policy),
         };
-        let current = records::current_sets(spec.dns, &zone, &spec.domain, spec.rtype);
-        let plan = dnsplan::plan(OWNER, desired, &current);
-        if !plan.conflicts.is_empty() {
-            for conflict in &plan.conflicts {
-                diags.error(
-                    Path::attr("domain"),
-                    format!("{} is not neutral's", conflict.key),
-                    format!(
-                        "{}. Records without the `{OWNER}` ownership comment are never changed: \
-                         remove them by hand, or pick another name.",
-                        conflict.reason
-                    ),
+        match backend::sync(backend, &target, records).await {
+            Ok(synced) => {
+                let (creates, updates, deletes) = synced.counts;
+                tracing::info!(
+                    domain = %spec.domain,
+                    dns = spec.dns.as_str(),
+                    creates, updates, deletes,
+                    write_calls = synced.applied.write_calls,
+                    "records written"
                 );
+                Some(())
             }
-            return None;
+            Err(SyncError::Conflicts(conflicts)) => {
+                let owner = backend.owner();
+                for conflict in &conflicts {
+                    diags.error(
+                        Path::attr("domain"),
+                        format!("{} is not this deployment's", conflict.key),
+                        format!(
+                            "{}. Records without the ownership marker of `{owner}` are never \
+                             changed: remove them by hand, or pick another name.",
+                            conflict.reason
+                        ),
+                    );
+                }
+                None
+            }
+            Err(SyncError::Zone(message)) => {
+                diags.error(Path::attr("zone"), "zone unavailable", message);
+                None
+            }
+            Err(SyncError::Backend(err)) => {
+                diags.error(
+                    Path::root(),
+                    format!("cannot write the records of {}", spec.domain),
+                    err.to_string(),
+                );
+                None
+            }
         }
-        let comment =
-            (!desired.is_empty()).then(|| records::policy_comment(spec.rtype, &spec.policy));
-        let changes = records::patch(
-            &zone,
-            &spec.domain,
-            spec.rtype,
-            &plan,
-            desired,
-            comment.as_ref(),
-        );
-        let (creates, updates, deletes) = plan.counts();
-        tracing::info!(
-            domain = %spec.domain,
-            dns = spec.dns.as_str(),
-            creates, updates, deletes,
-            rrsets = changes.len(),
-            "writing records"
-        );
-        if let Err(err) = backend.patch(&spec.zone, &changes).await {
-            diags.error(
-                Path::root(),
-                format!("cannot write the records of {}", spec.domain),
-                err.to_string(),
-            );
-            return None;
-        }
-        Some(())
     }
 }
 
@@ -760,7 +760,7 @@ impl ResourceImpl for GtmRecord {
             return None;
         }
         let backend = self.backend(spec.dns, diags)?;
-        Self::write(&backend, &spec, &desired, diags).await?;
+        Self::write(backend.as_ref(), &spec, &desired, diags).await?;
         Some(planned.clone())
     }
 
@@ -774,7 +774,7 @@ impl ResourceImpl for GtmRecord {
             return None;
         };
         let backend = self.backend(spec.dns, diags)?;
-        Self::write(&backend, &spec, &[], diags).await
+        Self::write(backend.as_ref(), &spec, &[], diags).await
     }
 
     async fn read(&self, state: &Value, diags: &mut Diags) -> Result<Option<Value>, ()> {
@@ -791,28 +791,33 @@ impl ResourceImpl for GtmRecord {
             .get("records")
             .as_list()
             .is_some_and(|r| !r.is_empty());
-        let Some(zone) = Self::zone(&backend, &spec, diags).await? else {
+        let target = Target {
+            zone: &spec.zone,
+            domain: &spec.domain,
+            rtype: spec.rtype,
+            policy: None,
+        };
+        let Some(listing) = Self::list(backend.as_ref(), &target, diags).await? else {
             return Ok((!had_records).then(|| state.clone()));
         };
-        let current = records::current_sets(spec.dns, &zone, &spec.domain, spec.rtype);
-        let owned: Vec<dnsplan::RecordSet> = current
-            .iter()
-            .filter(|s| s.owner.as_deref() == Some(OWNER))
-            .cloned()
+        let owned: Vec<dnsplan::RecordSet> = listing
+            .owned(backend.owner())
+            .into_iter()
+            .filter(|s| !records::is_registry(s))
             .collect();
         if owned.is_empty() {
             if !had_records {
                 return Ok(Some(state.clone()));
             }
-            if !current.is_empty() {
+            if !listing.sets.is_empty() {
                 diags.warning(
                     Path::root(),
                     format!(
-                        "{} {} is no longer neutral's",
+                        "{} {} is no longer this deployment's",
                         spec.domain,
                         spec.rtype.as_str()
                     ),
-                    "Its records lost the ownership comment; Terraform plans to create them \
+                    "Its records lost the ownership marker; Terraform plans to create them \
                      again and will stop at the conflict until they are removed by hand.",
                 );
             }
@@ -828,47 +833,33 @@ impl ResourceImpl for GtmRecord {
 
     async fn import(&self, id: &str, diags: &mut Diags) -> Option<Value> {
         let (zone_name, domain, rtype, only) = parse_import_id(id, diags)?;
-        let clients = self.configured.get(diags)?;
-        let mut candidates = Vec::new();
-        if only.is_none_or(|k| k == DnsBackendKind::Embedded) && clients.has_token {
-            candidates.push(Backend::Embedded(clients.control_plane.clone()));
-        }
-        if only.is_none_or(|k| k == DnsBackendKind::Powerdns) {
-            if let Some(pdns) = &clients.powerdns {
-                candidates.push(Backend::PowerDns(pdns.clone()));
-            }
-        }
         let mut found = Vec::new();
-        for backend in candidates {
-            let zone = match backend.zone(&zone_name).await {
-                Ok(Some(zone)) => zone,
-                Ok(None) => continue,
-                Err(err) => {
-                    diags.error(
-                        Path::root(),
-                        format!(
-                            "cannot read zone {zone_name} from the {} backend",
-                            backend.kind().as_str()
-                        ),
-                        err.to_string(),
-                    );
-                    return None;
-                }
+        for kind in DnsBackendKind::ALL {
+            if only.is_some_and(|k| k != kind) {
+                continue;
+            }
+            // Backends that are not configured are not searched.
+            let mut quiet = Diags::default();
+            let Some(backend) = self.backend(kind, &mut quiet) else {
+                continue;
             };
-            let name = records::fqdn(&domain);
-            let policy = zone
-                .rrsets
-                .iter()
-                .filter(|r| r.name.eq_ignore_ascii_case(&name))
-                .find_map(|r| records::policy_of(r, rtype));
-            let owned: Vec<dnsplan::RecordSet> =
-                records::current_sets(backend.kind(), &zone, &domain, rtype)
-                    .into_iter()
-                    .filter(|s| s.owner.as_deref() == Some(OWNER))
-                    .collect();
-            if let (Some(policy), Some(first)) = (policy, owned.first()) {
+            let target = Target {
+                zone: &zone_name,
+                domain: &domain,
+                rtype,
+                policy: None,
+            };
+            let Some(listing) = Self::list(backend.as_ref(), &target, diags).await.ok()? else {
+                continue;
+            };
+            let owned: Vec<dnsplan::RecordSet> = listing
+                .owned(backend.owner())
+                .into_iter()
+                .filter(|s| !records::is_registry(s))
+                .collect();
+            if let (Some(policy), Some(first)) = (listing.policy.clone(), owned.first()) {
                 let ttl = first.ttl;
-                found.push((backend.kind(), policy, ttl, records::presentation(&owned)));
+                found.push((kind, policy, ttl, records::presentation(&owned)));
             }
         }
         let (dns, policy, ttl, present) = match found.len() {
@@ -877,9 +868,10 @@ impl ResourceImpl for GtmRecord {
                     Path::root(),
                     format!("no record of neutral's at {domain} {}", rtype.as_str()),
                     format!(
-                        "Import adopts only records carrying neutral's ownership comment \
-                         (account `{OWNER}`) in zone {zone_name}; none was found in the \
-                         configured backends."
+                        "Import adopts only records carrying this deployment's ownership \
+                         marker (a comment with account `neutral`, or a `_neutral-<type>` \
+                         TXT registry record naming its owner id) in zone {zone_name}; none \
+                         was found in the configured backends."
                     ),
                 );
                 return None;
@@ -988,7 +980,7 @@ mod tests {
         bad.set("ttl", Value::Int(0));
         bad.set("min_ready_nodes", Value::Int(-1));
         bad.set("type", "MX".into());
-        bad.set("dns", "route53".into());
+        bad.set("dns", "bind9".into());
         bad.set("all_down", "panic".into());
         bad.set(
             "regions",
@@ -997,7 +989,7 @@ mod tests {
         let found = problems(&bad);
         expect_test::expect![[r#"
             type: unsupported value: `MX` is not one of: A, AAAA
-            dns: DNS backend not supported yet: `route53` records are not managed by this provider yet; use `embedded` or `powerdns`
+            dns: unsupported value: `bind9` is not one of: embedded, powerdns, route53, cloudflare, alidns
             ttl: value out of range: 0 is outside 1..=2147483647
             min_ready_nodes: value out of range: -1 is outside 1..=10000
             regions["Bad_Name"]: invalid region name: `Bad_Name`: label `Bad_Name` contains `B`; use a-z, 0-9 and `-`
@@ -1047,6 +1039,13 @@ mod tests {
         ok.set("ttl", Value::Int(1));
         ok.set("dns", "powerdns".into());
         assert!(problems(&ok).is_empty());
+        ok.set("dns", "cloudflare".into());
+        assert!(problems(&ok).is_empty(), "1 is Cloudflare's automatic TTL");
+        ok.set("ttl", Value::Int(30));
+        assert_eq!(
+            problems(&ok),
+            ["ttl: TTL below the backend's floor: cloudflare takes TTLs of at least 60"]
+        );
     }
 
     #[test]

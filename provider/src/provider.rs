@@ -10,6 +10,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use neutral_core::model::Timestamp;
 
+use crate::backend::alidns::AliDns;
+use crate::backend::cloudflare::Cloudflare;
+use crate::backend::route53::Route53;
 use crate::client::{ControlPlane, PowerDns};
 use crate::config;
 use crate::data::{DomainData, RegionData};
@@ -24,6 +27,9 @@ pub struct Clients {
     /// Whether an admin token was given (the zone API needs it).
     pub has_token: bool,
     pub powerdns: Option<PowerDns>,
+    pub route53: Option<Route53>,
+    pub cloudflare: Option<Cloudflare>,
+    pub alidns: Option<AliDns>,
 }
 
 /// The provider's clients, once Terraform has configured it.
@@ -117,16 +123,38 @@ impl ProviderImpl for NeutralProvider {
                 }
             },
         };
+        let cloud = (
+            settings.route53.map(Route53::new).transpose(),
+            settings.cloudflare.map(Cloudflare::new).transpose(),
+            settings.alidns.map(AliDns::new).transpose(),
+        );
+        let (route53, cloudflare, alidns) = match cloud {
+            (Ok(route53), Ok(cloudflare), Ok(alidns)) => (route53, cloudflare, alidns),
+            (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
+                diags.error(
+                    Path::root(),
+                    "cannot set up a DNS backend client",
+                    err.to_string(),
+                );
+                return;
+            }
+        };
         tracing::info!(
             endpoint = %settings.endpoint,
             token = has_token,
             powerdns = powerdns.is_some(),
+            route53 = route53.is_some(),
+            cloudflare = cloudflare.is_some(),
+            alidns = alidns.is_some(),
             "configured"
         );
         self.configured.set(Clients {
             control_plane,
             has_token,
             powerdns,
+            route53,
+            cloudflare,
+            alidns,
         });
     }
 

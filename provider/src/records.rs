@@ -15,11 +15,22 @@
 //!   type), and a `PATCH` rewrites the shared rrset keeping the other's
 //!   records and comments.
 //!
-//! Ownership: an rrset is neutral's when a comment's account is
-//! [`OWNER`]; the comment's content names the record type and the policy
-//! arguments (`neutral_gtm_record A {"all_down":…}`), so an import can
-//! rebuild the resource from the backend alone. Records owned by anyone else
-//! are never changed: the core's plan reports them as conflicts.
+//! - **Route53**: one weighted record set per node (`SetIdentifier` = node
+//!   id, `Weight` = the node weight scaled to 0..=255 by the core).
+//! - **Cloudflare**: one plain record per address whose weight is positive
+//!   (Cloudflare's DNS has no weights); record sets are keyed by address.
+//! - **AliDNS**: one record per address with its weight scaled to 1..=100;
+//!   weight 0 is a disabled record.
+//!
+//! Ownership: on embedded and PowerDNS an rrset is neutral's when a
+//! comment's account is [`OWNER`]; the comment's content names the record
+//! type and the policy arguments (`neutral_gtm_record A {"all_down":…}`), so
+//! an import can rebuild the resource from the backend alone. The cloud
+//! backends keep an ownership *registry* record as external-dns does: a TXT
+//! record at `_neutral-<type>.<domain>` ([`registry_name`]) reading
+//! `heritage=neutral,owner=<owner id>,…` followed by the same policy
+//! arguments ([`registry_text`]). Records owned by anyone else are never
+//! changed: the core's plan reports them as conflicts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -96,10 +107,15 @@ pub fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
-/// Answers summed per address (a node that re-registered may share one).
+/// Answers summed per address (a node that re-registered may share one),
+/// leaving out answers of weight 0 unless `keep_zero`.
 fn by_address(answers: &[AnswerRow]) -> Vec<(IpAddr, u32)> {
+    sum_by_address(answers, false)
+}
+
+fn sum_by_address(answers: &[AnswerRow], keep_zero: bool) -> Vec<(IpAddr, u32)> {
     let mut sums: BTreeMap<IpAddr, u32> = BTreeMap::new();
-    for answer in answers.iter().filter(|a| a.weight > 0) {
+    for answer in answers.iter().filter(|a| keep_zero || a.weight > 0) {
         let sum = sums.entry(answer.address).or_default();
         *sum = sum.saturating_add(answer.weight);
     }
@@ -138,6 +154,12 @@ pub fn desired_sets(
     ttl: u32,
     answers: &[AnswerRow],
 ) -> Vec<RecordSet> {
+    match kind {
+        DnsBackendKind::Route53 => return route53_sets(domain, rtype, ttl, answers),
+        DnsBackendKind::Alidns => return per_address_sets(kind, domain, rtype, ttl, answers),
+        DnsBackendKind::Cloudflare => return per_address_sets(kind, domain, rtype, ttl, answers),
+        DnsBackendKind::Embedded | DnsBackendKind::Powerdns => {}
+    }
     let entries = by_address(answers);
     if entries.is_empty() {
         return Vec::new();
@@ -169,15 +191,257 @@ pub fn desired_sets(
     }
 }
 
+/// Route53: one weighted set per answering node, weights scaled to 0..=255.
+fn route53_sets(
+    domain: &str,
+    rtype: RecordType,
+    ttl: u32,
+    answers: &[AnswerRow],
+) -> Vec<RecordSet> {
+    let serving: Vec<&AnswerRow> = answers.iter().filter(|a| a.weight > 0).collect();
+    let weights: Vec<u32> = serving.iter().map(|a| a.weight).collect();
+    let rendered = scale::render_weights(DnsBackendKind::Route53, &weights);
+    serving
+        .iter()
+        .zip(rendered)
+        .map(|(answer, weight)| RecordSet {
+            weight: Some(weight),
+            ..set(
+                domain,
+                rtype.as_str(),
+                Some(&answer.node),
+                ttl,
+                vec![answer.address.to_string()],
+            )
+        })
+        .collect()
+}
+
+/// Cloudflare and AliDNS: one record per address, keyed by the address.
+/// Cloudflare's records carry no weight and only positive answers are
+/// records; AliDNS' carry the weight scaled to 1..=100, 0 being a disabled
+/// record.
+fn per_address_sets(
+    kind: DnsBackendKind,
+    domain: &str,
+    rtype: RecordType,
+    ttl: u32,
+    answers: &[AnswerRow],
+) -> Vec<RecordSet> {
+    let entries = sum_by_address(answers, kind == DnsBackendKind::Alidns);
+    let weights: Vec<u32> = entries.iter().map(|(_, w)| *w).collect();
+    let rendered = scale::render_weights(kind, &weights);
+    entries
+        .iter()
+        .zip(rendered)
+        .filter(|(_, weight)| kind == DnsBackendKind::Alidns || *weight > 0)
+        .map(|((address, _), weight)| {
+            let address = address.to_string();
+            RecordSet {
+                weight: (kind == DnsBackendKind::Alidns).then_some(weight),
+                ..set(
+                    domain,
+                    rtype.as_str(),
+                    Some(&address),
+                    ttl,
+                    vec![address.clone()],
+                )
+            }
+        })
+        .collect()
+}
+
 /// How record sets read in a plan and in the `records` attribute:
-/// `<type> <content>` per record, sorted.
+/// `<type> <content>` per record, sorted, with ` weight=<w>` where the set
+/// carries a weight and ` id=<set id>` where the set id is neither the
+/// value nor the inner type of a `LUA` record (Route53's node ids). The
+/// ownership registry record is left out.
 pub fn presentation(sets: &[RecordSet]) -> Vec<String> {
     let mut lines: Vec<String> = sets
         .iter()
-        .flat_map(|s| s.values.iter().map(move |v| format!("{} {v}", s.rtype)))
+        .filter(|s| !is_registry(s))
+        .flat_map(|s| {
+            s.values.iter().map(move |v| {
+                let mut line = format!("{} {v}", s.rtype);
+                if let Some(weight) = s.weight {
+                    line.push_str(&format!(" weight={weight}"));
+                }
+                if let Some(id) = s.set_id.as_deref() {
+                    if id != v && !s.rtype.eq_ignore_ascii_case(LUA) {
+                        line.push_str(&format!(" id={id}"));
+                    }
+                }
+                line
+            })
+        })
         .collect();
     lines.sort();
     lines
+}
+
+// ---- the ownership registry of the cloud backends ----
+
+/// First label prefix of a registry record's name.
+pub const REGISTRY_PREFIX: &str = "_neutral-";
+/// The registry record's `heritage`, as external-dns writes its own.
+const HERITAGE: &str = "heritage=neutral";
+/// The longest character-string of a TXT record.
+const TXT_STRING_MAX: usize = 255;
+
+/// The name of the registry record of `domain`'s `rtype` records:
+/// `_neutral-a.app.example.com`.
+pub fn registry_name(domain: &str, rtype: RecordType) -> String {
+    format!(
+        "{REGISTRY_PREFIX}{}.{}",
+        rtype.as_str().to_ascii_lowercase(),
+        dnsplan::normalize_name(domain)
+    )
+}
+
+/// Whether `set` is an ownership registry record.
+pub fn is_registry(set: &RecordSet) -> bool {
+    set.rtype.eq_ignore_ascii_case("TXT") && set.name.starts_with(REGISTRY_PREFIX)
+}
+
+/// The registry record's text: who owns the records and the policy
+/// arguments an import needs, as `key=value` pairs without quotes:
+/// `heritage=neutral,owner=prod,resource=neutral_gtm_record,type=A,
+/// all_down=fail_open,min_ready_nodes=1,regions=jp:100;sg:50`.
+pub fn registry_text(owner: &str, rtype: RecordType, policy: &Policy) -> String {
+    let regions: Vec<String> = policy
+        .regions
+        .iter()
+        .map(|(region, weight)| format!("{region}:{weight}"))
+        .collect();
+    format!(
+        "{HERITAGE},owner={owner},resource={COMMENT_PREFIX},type={},all_down={},\
+         min_ready_nodes={},regions={}",
+        rtype.as_str(),
+        policy.all_down.as_str(),
+        policy.min_ready_nodes,
+        regions.join(";")
+    )
+}
+
+/// What a registry record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registry {
+    pub owner: String,
+    /// `None` when the text names no readable policy (another tool's).
+    pub policy: Option<Policy>,
+}
+
+/// Reads a registry record's text (quoted character-strings or plain);
+/// `None` when it is not neutral's registry for `rtype`.
+pub fn parse_registry(value: &str, rtype: RecordType) -> Option<Registry> {
+    let text = unquote_txt(value);
+    let mut fields = BTreeMap::new();
+    for pair in text.split(',') {
+        let (key, value) = pair.split_once('=')?;
+        fields.insert(key.trim(), value.trim());
+    }
+    if fields.get("heritage") != Some(&"neutral") {
+        return None;
+    }
+    if fields
+        .get("type")
+        .is_some_and(|t| !t.eq_ignore_ascii_case(rtype.as_str()))
+    {
+        return None;
+    }
+    let owner = (*fields.get("owner")?).to_owned();
+    let policy = (|| {
+        let all_down = match *fields.get("all_down")? {
+            "fail_open" => AllDownPolicy::FailOpen,
+            "last_known_good" => AllDownPolicy::LastKnownGood,
+            _ => return None,
+        };
+        let min_ready_nodes = fields.get("min_ready_nodes")?.parse().ok()?;
+        let mut regions = BTreeMap::new();
+        for entry in fields.get("regions")?.split(';').filter(|e| !e.is_empty()) {
+            let (region, weight) = entry.split_once(':')?;
+            regions.insert(region.to_owned(), weight.parse().ok()?);
+        }
+        Some(Policy {
+            all_down,
+            min_ready_nodes,
+            regions,
+        })
+    })();
+    Some(Registry { owner, policy })
+}
+
+/// A TXT value's text: quoted character-strings (`"a" "b"`) joined, or the
+/// value as it is when unquoted.
+pub fn unquote_txt(value: &str) -> String {
+    let trimmed = value.trim();
+    if !trimmed.starts_with('"') {
+        return trimmed.to_owned();
+    }
+    let mut text = String::new();
+    let mut inside = false;
+    let mut escaped = false;
+    for c in trimmed.chars() {
+        match (inside, escaped, c) {
+            (true, true, _) => {
+                text.push(c);
+                escaped = false;
+            }
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => inside = !inside,
+            (true, false, _) => text.push(c),
+            (false, _, _) => {}
+        }
+    }
+    text
+}
+
+/// `text` as quoted TXT character-strings of at most 255 characters each
+/// (Route53's presentation).
+pub fn quote_txt(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let strings: Vec<String> = chars
+        .chunks(TXT_STRING_MAX)
+        .map(|chunk| {
+            let piece: String = chunk.iter().collect();
+            format!("\"{}\"", piece.replace('\\', "\\\\").replace('"', "\\\""))
+        })
+        .collect();
+    if strings.is_empty() {
+        "\"\"".to_owned()
+    } else {
+        strings.join(" ")
+    }
+}
+
+/// The TTL of registry records: long enough not to matter, and within
+/// every backend's floor (AliDNS' free edition takes 600 and up).
+pub fn registry_ttl(kind: DnsBackendKind) -> u32 {
+    kind.ttl_floor().max(300)
+}
+
+/// The registry record of `domain`'s `rtype` records for `owner` with
+/// `policy`, in `kind`'s presentation (Route53 quotes TXT values).
+pub fn registry_set(
+    kind: DnsBackendKind,
+    domain: &str,
+    rtype: RecordType,
+    owner: &str,
+    policy: &Policy,
+) -> RecordSet {
+    let text = registry_text(owner, rtype, policy);
+    let value = if kind == DnsBackendKind::Route53 {
+        quote_txt(&text)
+    } else {
+        text
+    };
+    set(
+        &registry_name(domain, rtype),
+        "TXT",
+        None,
+        registry_ttl(kind),
+        vec![value],
+    )
 }
 
 /// A backend record as a record set value.
@@ -719,6 +983,89 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].name, "app.example.com.");
         assert_eq!(changes[0].changetype, ChangeType::Delete);
+    }
+
+    fn weighted() -> Vec<AnswerRow> {
+        vec![
+            answer("jp-1", "192.0.2.1", 50),
+            answer("jp-2", "192.0.2.2", 50),
+            answer("sg-1", "192.0.2.9", 100),
+        ]
+    }
+
+    #[test]
+    fn route53_gets_one_weighted_set_per_node_scaled_to_255() {
+        let sets = desired_sets(
+            DnsBackendKind::Route53,
+            "app.example.com",
+            RecordType::A,
+            30,
+            &weighted(),
+        );
+        expect![[r#"["A 192.0.2.1 weight=128 id=jp-1", "A 192.0.2.2 weight=127 id=jp-2", "A 192.0.2.9 weight=255 id=sg-1"]"#]]
+            .assert_eq(&format!("{:?}", presentation(&sets)));
+        assert!(sets.iter().all(|s| s.set_id.is_some()));
+    }
+
+    #[test]
+    fn cloudflare_gets_plain_records_and_alidns_weights_to_100() {
+        let cloudflare = desired_sets(
+            DnsBackendKind::Cloudflare,
+            "app.example.com",
+            RecordType::A,
+            60,
+            &weighted(),
+        );
+        expect![[r#"["A 192.0.2.1", "A 192.0.2.2", "A 192.0.2.9"]"#]]
+            .assert_eq(&format!("{:?}", presentation(&cloudflare)));
+        let mut answers = weighted();
+        answers.push(answer("sg-2", "192.0.2.10", 0));
+        let alidns = desired_sets(
+            DnsBackendKind::Alidns,
+            "app.example.com",
+            RecordType::A,
+            600,
+            &answers,
+        );
+        expect![[r#"["A 192.0.2.1 weight=50", "A 192.0.2.10 weight=0", "A 192.0.2.2 weight=50", "A 192.0.2.9 weight=100"]"#]]
+            .assert_eq(&format!("{:?}", presentation(&alidns)));
+    }
+
+    #[test]
+    fn the_registry_names_its_owner_and_policy_and_reads_back() {
+        let text = registry_text("prod", RecordType::A, &policy());
+        expect![[r#"heritage=neutral,owner=prod,resource=neutral_gtm_record,type=A,all_down=fail_open,min_ready_nodes=1,regions=jp:100"#]]
+            .assert_eq(&text);
+        let expected = Some(Registry {
+            owner: "prod".to_owned(),
+            policy: Some(policy()),
+        });
+        assert_eq!(parse_registry(&text, RecordType::A), expected);
+        assert_eq!(parse_registry(&quote_txt(&text), RecordType::A), expected);
+        assert_eq!(parse_registry(&text, RecordType::Aaaa), None);
+        assert_eq!(
+            parse_registry("\"heritage=external-dns,owner=prod\"", RecordType::A),
+            None
+        );
+        let route53 = registry_set(
+            DnsBackendKind::Route53,
+            "app.example.com",
+            RecordType::A,
+            "prod",
+            &policy(),
+        );
+        assert_eq!(route53.name, "_neutral-a.app.example.com");
+        assert!(is_registry(&route53));
+        assert!(presentation(&[route53]).is_empty());
+    }
+
+    #[test]
+    fn long_txt_text_is_split_into_255_character_strings() {
+        let text = "x".repeat(600);
+        let quoted = quote_txt(&text);
+        assert_eq!(quoted.matches('"').count(), 6);
+        assert_eq!(unquote_txt(&quoted), text);
+        assert_eq!(unquote_txt("\"a\\\"b\" \"c\""), "a\"bc");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!
 //! This module owns comparison and ordering only. It does not render weights
 //! into records (see `render`) and does not know any backend's API; scoping the
-//! current records to the names a caller manages is the caller's job.
+//! current records to the names a caller manages is the caller's job. How a
+//! plan is ordered and packed into an API's write calls is [`batch`].
+
+pub mod batch;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

@@ -21,6 +21,36 @@ resource "neutral_gtm_record" "api" {
   all_down = "last_known_good"
 }
 
+# One weighted Route53 record set per node, weights scaled to 0..255; a TXT
+# registry record _neutral-a.www.example.net marks them as this deployment's.
+resource "neutral_gtm_record" "www" {
+  domain  = "www.example.net"
+  zone    = "example.net"
+  dns     = "route53"
+  ttl     = 60
+  regions = { jp = 100, sg = 50 }
+}
+
+# Cloudflare has no weights: one plain record per node with a positive
+# weight. TTL 1 is Cloudflare's automatic TTL, else at least 60.
+resource "neutral_gtm_record" "edge" {
+  domain  = "edge.example.dev"
+  zone    = "example.dev"
+  dns     = "cloudflare"
+  ttl     = 60
+  regions = { jp = 100, sg = 100 }
+}
+
+# AliDNS weighted round robin, weights 1..100; AliDNS' free edition takes
+# TTLs of 600 and up.
+resource "neutral_gtm_record" "cn" {
+  domain  = "cn.example.cn"
+  zone    = "example.cn"
+  dns     = "alidns"
+  ttl     = 600
+  regions = { jp = 100, sg = 50 }
+}
+
 output "app_answers" {
   value = neutral_gtm_record.app.answers
 }
