@@ -168,6 +168,7 @@ pub struct Daemon {
     pub data: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     repo: PathBuf,
 }
 
@@ -175,6 +176,17 @@ impl Daemon {
     /// Starts the daemon on free loopback ports with the test tokens and
     /// waits until it answers `/healthz`.
     pub fn start(repo: &Path, data: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(repo, data, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables (for the
+    /// Terraform runs of its scheduler, say).
+    pub fn start_with_env(
+        repo: &Path,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dns = SocketAddr::from(([127, 0, 0, 1], free_dns_port()));
         let mut daemon = Daemon {
@@ -184,6 +196,10 @@ impl Daemon {
             data: data.to_path_buf(),
             log: data.with_extension("log"),
             args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             repo: repo.to_path_buf(),
         };
         daemon.spawn();
@@ -205,7 +221,8 @@ impl Daemon {
             .args(&self.args)
             .env("NEUTRAL_JOIN_TOKEN", JOIN_TOKEN)
             .env("NEUTRAL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("NEUTRAL_LOG", "info,hickory_server=warn");
+            .env("NEUTRAL_LOG", "info,hickory_server=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.log.clone();
         // Keep earlier runs' logs: append a run marker by renaming.
         if log.exists() {

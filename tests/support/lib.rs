@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dns;
 pub mod http;
 pub mod services;
+pub mod stack;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

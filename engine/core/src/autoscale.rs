@@ -85,6 +85,10 @@
 //! it shrinks only the region's own capacity. A region whose policy does not
 //! enable `failover_capacity` (or has no policy) reports `failover_extra` 0:
 //! turning the feature off turns earlier extra nodes into ordinary capacity.
+//! A source that is starting (down, not declared down, and none of its nodes
+//! has been ready yet, so no `since`) is no source: it lost no traffic. The
+//! caller leaves out nodes that were never ready, so a region whose first
+//! nodes are still proving themselves does not make its targets grow.
 //!
 //! # Which nodes a scale-in drains (rule 8)
 //!
@@ -126,8 +130,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::health::{self, RegionStatus};
 use crate::model::{
-    AutoscalePolicy, Declarations, MetricSample, Metrics, Node, NodeStatus, Region, RegionHealth,
-    Timestamp,
+    AutoscalePolicy, Declarations, DeclaredRegionState, MetricSample, Metrics, Node, NodeStatus,
+    Region, RegionHealth, Timestamp,
 };
 
 /// A metric sample of one node.
@@ -289,6 +293,9 @@ fn sources_from(
         .filter(|source| source.name != region && source.failover.iter().any(|t| t == region))
         .filter_map(|source| {
             let status = statuses.get(source.name.as_str())?;
+            if starting(source, status) {
+                return None;
+            }
             let targets: BTreeSet<&str> = source
                 .failover
                 .iter()
@@ -313,6 +320,16 @@ fn sources_from(
             })
         })
         .collect()
+}
+
+/// A region that is down only because none of its nodes has been ready yet
+/// (no node up, none left `up`: `since` unknown) and that is not declared
+/// down is starting, not failing: it lost no traffic, so it is no failover
+/// source.
+fn starting(region: &Region, status: &RegionStatus) -> bool {
+    status.health == RegionHealth::Down
+        && status.since.is_none()
+        && region.state != DeclaredRegionState::Down
 }
 
 /// The decision for one region. See the module docs for the rules.
@@ -1829,6 +1846,26 @@ mod tests {
         let kr = failover_sources(&decl, &nodes, "kr");
         assert_eq!(kr[0].share(), 2);
         assert!(failover_sources(&decl, &nodes, "jp").is_empty());
+    }
+
+    #[test]
+    fn a_starting_region_is_no_failover_source_but_a_declared_down_one_is() {
+        let mut decl = Declarations::default();
+        for r in [region("jp", 1, 5, &["sg"]), region("sg", 1, 5, &[])] {
+            decl.regions.insert(r.name.clone(), r);
+        }
+        // jp's first node has not registered (or not been ready) yet.
+        let nodes = vec![node("sg-1", NodeStatus::Up)];
+        assert!(failover_sources(&decl, &nodes, "sg").is_empty());
+        // Declared down is down, nodes or not.
+        decl.regions.get_mut("jp").unwrap().state = DeclaredRegionState::Down;
+        let sg = failover_sources(&decl, &nodes, "sg");
+        assert_eq!(sg.len(), 1, "{sg:?}");
+        assert_eq!(sg[0].health, RegionHealth::Down);
+        // A node that was ready and went down is a failure.
+        decl.regions.get_mut("jp").unwrap().state = DeclaredRegionState::Up;
+        let nodes = vec![node("jp-1", NodeStatus::Down), node("sg-1", NodeStatus::Up)];
+        assert_eq!(failover_sources(&decl, &nodes, "sg").len(), 1);
     }
 
     // Rule 8 -----------------------------------------------------------------

@@ -7,7 +7,8 @@
 //! file). Triggers coalesce per root and workspace, one run per root at a
 //! time ([`neutral_terraform::Queue`]); each run exports the commit in force,
 //! plans to a file and applies exactly that plan, retries transient failures
-//! with backoff, and is recorded (trigger, commit, adds/changes/destroys,
+//! with backoff (a plan gone stale because live health moved before apply is
+//! re-planned at once), and is recorded (trigger, commit, adds/changes/destroys,
 //! exit code, duration, log). A periodic drift check plans every workspace
 //! and reports drift without applying it unless `--apply-drift`.
 
@@ -30,6 +31,8 @@ use crate::world::{ChangeEvent, Shared, now};
 const SETTLE: Duration = Duration::from_millis(100);
 /// Attempts of a run whose failure looks transient.
 const ATTEMPTS: u32 = 3;
+/// Attempts of a run whose plan keeps going stale before it applies.
+const STALE_PLAN_ATTEMPTS: u32 = 5;
 /// Exported commit trees kept on disk.
 const KEEP_EXPORTS: usize = 4;
 
@@ -465,16 +468,25 @@ async fn execute(shared: &Shared, scheduler: &Scheduler, job: Job) {
 
     let mut log = String::new();
     let mut outcome: Option<Outcome> = None;
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=STALE_PLAN_ATTEMPTS {
         match scheduler.runner.run(&request).await {
             Ok(result) => {
                 log.push_str(&format!("--- attempt {attempt}\n{}", result.log));
-                let retry = !result.succeeded && result.transient && attempt < ATTEMPTS;
+                let delay = neutral_terraform::runner::retry_delay(&result.log, attempt);
+                // A plan gone stale (live health moved between plan and
+                // apply) is retried at once, and a few more times: health
+                // settles within seconds.
+                let limit = if delay.is_zero() {
+                    STALE_PLAN_ATTEMPTS
+                } else {
+                    ATTEMPTS
+                };
+                let retry = !result.succeeded && result.transient && attempt < limit;
                 outcome = Some(result);
                 if !retry {
                     break;
                 }
-                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+                tokio::time::sleep(delay).await;
             }
             Err(err) => {
                 log.push_str(&format!("--- attempt {attempt}\n{err}\n"));

@@ -197,6 +197,20 @@ impl World {
         self.nodes.values().map(|e| e.record.node.clone()).collect()
     }
 
+    /// The nodes as the autoscaler sees them: without the ones that were
+    /// never ready. A node still proving itself is neither capacity nor a
+    /// failure; it is the provisioning an in-flight action waits for, and a
+    /// region whose only nodes are such is starting, not down (no failover
+    /// capacity for it). The node pool's plan replaces a node that never
+    /// becomes ready within its grace.
+    pub fn nodes_for_autoscale(&self) -> Vec<Node> {
+        self.nodes
+            .values()
+            .filter(|e| e.record.node.status != NodeStatus::Down || e.liveness.ever_ready)
+            .map(|e| e.record.node.clone())
+            .collect()
+    }
+
     /// The nodes as the weight computation sees them. A node that was never
     /// ready (just registered, still proving itself) counts as down since
     /// forever rather than as a node that just went down, so a wave of new

@@ -128,6 +128,18 @@ pub fn is_transient(log: &str) -> bool {
     TRANSIENT.iter().any(|needle| log.contains(needle))
 }
 
+/// How long to wait before retry `attempt` (1-based) of a transient
+/// failure: nothing when the world only moved between plan and apply (a
+/// fresh plan fixes it, and waiting would only delay the change), else
+/// 1 s, 2 s, 4 s... for something to recover.
+pub fn retry_delay(log: &str, attempt: u32) -> std::time::Duration {
+    if log.contains("Provider produced inconsistent final plan") {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_secs(1 << attempt.saturating_sub(1).min(6))
+    }
+}
+
 /// Whether any `.tf` file of `dir` declares its own backend.
 fn declares_backend(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -452,5 +464,16 @@ mod tests {
         assert!(!is_transient(
             "Error: Reference to undeclared input variable"
         ));
+    }
+
+    #[test]
+    fn a_stale_plan_is_retried_at_once_other_failures_back_off() {
+        let stale = "Error: Provider produced inconsistent final plan\n";
+        assert!(is_transient(stale));
+        assert_eq!(retry_delay(stale, 1), std::time::Duration::ZERO);
+        let locked = "Error: Error acquiring the state lock\n";
+        assert_eq!(retry_delay(locked, 1), std::time::Duration::from_secs(1));
+        assert_eq!(retry_delay(locked, 2), std::time::Duration::from_secs(2));
+        assert_eq!(retry_delay(locked, 40), std::time::Duration::from_secs(64));
     }
 }

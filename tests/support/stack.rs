@@ -1,0 +1,666 @@
+//! The whole deployment of DESIGN.md's five flows, from real processes on
+//! loopback: a bare Git repository with neutral's hooks installed holding
+//! the platform config, the repository's own Terraform roots and modules;
+//! `neutral serve` with its scheduler running real Terraform and the real
+//! provider, whose local launcher starts `neutral agent`s; a node service on
+//! every address the launcher may hand out (the control plane probes it);
+//! optionally PowerDNS with a zone for a second domain.
+//!
+//! A flow drives only public surfaces through it (`git push`, the agents'
+//! metrics files, killing processes) and looks at what a user would: DNS
+//! answers, `git log` of the bare repository, `GET /runs`, `GET /nodes`.
+//! Dropping it stops the daemon, every agent the provider started and every
+//! service; every wait is bounded.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use serde_json::Value;
+
+use crate::cluster::{ADMIN_TOKEN, Daemon, Repo, Service, free_port};
+use crate::services::{PDNS_API_KEY, PowerDns, terraform_bin};
+use crate::{bin, dns, workspace_root};
+
+/// The domain served by the embedded DNS server.
+pub const EMBEDDED_DOMAIN: &str = "app.example.com";
+/// The domain served by PowerDNS (when the stack has it).
+pub const POWERDNS_DOMAIN: &str = "www.example.org";
+/// Records' TTL and the pools' drain grace, in seconds.
+pub const TTL_SECS: u64 = 2;
+pub const DRAIN_GRACE_SECS: u64 = 1;
+/// How long any one step of a flow may take.
+pub const STEP: Duration = Duration::from_secs(120);
+
+/// What a flow starts from.
+#[derive(Clone, Copy, Debug)]
+pub struct StackOptions {
+    /// A unique number per test (a loopback /24 of its own: 127.0.N.0).
+    pub net: u8,
+    /// `desired_nodes` of jp in the first commit (sg has 1).
+    pub jp_nodes: u32,
+    /// Also declare a domain served by PowerDNS.
+    pub powerdns: bool,
+}
+
+/// A node as `GET /nodes` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub region: String,
+    pub address: String,
+    pub status: String,
+    pub slot: String,
+}
+
+#[derive(Debug)]
+pub struct Stack {
+    pub started: Instant,
+    pub repo: Repo,
+    pub daemon: Daemon,
+    pub pdns: Option<PowerDns>,
+    services: RefCell<BTreeMap<String, Service>>,
+    cpu: RefCell<BTreeMap<String, f64>>,
+    nodes_dir: PathBuf,
+    // Last: the folder outlives everything that writes into it.
+    dir: tempfile::TempDir,
+}
+
+/// `first-last` addresses of a region's nodes in the stack's /24.
+fn range(net: u8, region: &str) -> (String, Vec<String>) {
+    let base = if region == "jp" { 10 } else { 20 };
+    let all: Vec<String> = (base..base + 10)
+        .map(|i| format!("127.0.{net}.{i}"))
+        .collect();
+    (format!("{}-{}", all[0], all[9]), all)
+}
+
+fn platform_config(probe_port: u16, options: StackOptions) -> Vec<(String, String)> {
+    let probe = format!(
+        "probe: {{ http: /healthz, port: {probe_port}, interval: 300ms, timeout: 250ms, rise: 2, fall: 2 }}"
+    );
+    let mut files = vec![
+        (
+            "platform-config/regions/jp.yaml".to_owned(),
+            "name: jp\nprovider: local\nmin_nodes: 1\nmax_nodes: 3\nbase_weight: 100\nstate: up\nfailover: [sg]\n".to_owned(),
+        ),
+        (
+            "platform-config/regions/sg.yaml".to_owned(),
+            "name: sg\nprovider: local\nmin_nodes: 1\nmax_nodes: 3\nbase_weight: 50\nstate: up\n".to_owned(),
+        ),
+        (
+            "platform-config/gtm/app.yaml".to_owned(),
+            format!(
+                "domain: {EMBEDDED_DOMAIN}\nzone: example.com\ntype: A\nttl: {TTL_SECS}\ndns: embedded\n\
+                 min_ready_nodes: 1\nregions: {{ jp: 100, sg: 50 }}\nall_down: fail_open\n{probe}\n"
+            ),
+        ),
+        (
+            "platform-config/autoscale/jp.yaml".to_owned(),
+            "region: jp\nscale_up:   { cpu_above: 0.75, for: 2s, step: 1 }\nscale_down: { cpu_below: 0.30, for: 3s, step: 1 }\ncooldown: 2s\nfailover_capacity: false\n".to_owned(),
+        ),
+        (
+            "platform-config/autoscale/sg.yaml".to_owned(),
+            "region: sg\nscale_up:   { cpu_above: 0.75, for: 2s, step: 1 }\nscale_down: { cpu_below: 0.30, for: 3s, step: 1 }\ncooldown: 2s\nfailover_capacity: true\n".to_owned(),
+        ),
+        (
+            "infra/node-pool/jp.tfvars".to_owned(),
+            format!(
+                "# jp's node pool: people and the autoscaler edit it.\nregion        = \"jp\"\ndesired_nodes = {}\n",
+                options.jp_nodes
+            ),
+        ),
+        (
+            "infra/node-pool/sg.tfvars".to_owned(),
+            "region        = \"sg\"\ndesired_nodes = 1\n".to_owned(),
+        ),
+        (
+            ".gitignore".to_owned(),
+            ".terraform/\n.terraform.lock.hcl\n*.tfstate\n*.tfstate.backup\n".to_owned(),
+        ),
+    ];
+    if options.powerdns {
+        files.push((
+            "platform-config/gtm/www.yaml".to_owned(),
+            format!(
+                "domain: {POWERDNS_DOMAIN}\nzone: example.org\ntype: A\nttl: {TTL_SECS}\ndns: powerdns\n\
+                 min_ready_nodes: 1\nregions: {{ jp: 100, sg: 50 }}\nall_down: fail_open\n{probe}\n"
+            ),
+        ));
+    }
+    files
+}
+
+/// The repository's Terraform roots and modules, as `examples/minimal/assemble`
+/// puts them in a configuration repository.
+fn terraform_files() -> Vec<(String, String)> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in ["infra/gtm", "infra/node-pool"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("list root") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "tf") {
+                let name = path.file_name().expect("name").to_string_lossy();
+                files.push((
+                    format!("{dir}/{name}"),
+                    std::fs::read_to_string(&path).expect("read .tf"),
+                ));
+            }
+        }
+    }
+    for module in ["gtm", "region"] {
+        let dir = format!("modules/{module}");
+        for entry in std::fs::read_dir(root.join(&dir)).expect("list module") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name").to_string_lossy();
+            files.push((
+                format!("{dir}/{name}"),
+                std::fs::read_to_string(&path).expect("read module file"),
+            ));
+        }
+    }
+    files
+}
+
+fn git_out(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Platform Person",
+            "-c",
+            "user.email=person@example.com",
+        ])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if pid != me && String::from_utf8_lossy(&cmdline).contains(needle) && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+impl Stack {
+    /// Everything up, or `None` (with a note) when this machine has no
+    /// Terraform.
+    pub fn start(options: StackOptions) -> Option<Stack> {
+        let Some(terraform) = terraform_bin() else {
+            eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+            return None;
+        };
+        let started = Instant::now();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probe_port = free_port();
+        let mut services = BTreeMap::new();
+        let mut ranges = serde_json::Map::new();
+        for region in ["jp", "sg"] {
+            let (span, addresses) = range(options.net, region);
+            ranges.insert(region.to_owned(), Value::String(span));
+            for address in addresses {
+                let service = Service::start(&address, probe_port);
+                services.insert(address, service);
+            }
+        }
+
+        let pdns = options.powerdns.then(|| {
+            let pdns = PowerDns::start(&dir.path().join("pdns"));
+            let (status, body) = pdns.request(
+                "POST",
+                "/api/v1/servers/localhost/zones",
+                Some(
+                    r#"{"name":"example.org.","kind":"Native","nameservers":["ns1.example.org."]}"#,
+                ),
+            );
+            assert_eq!(status, 201, "create zone example.org: {body}");
+            pdns
+        });
+
+        let mut files = platform_config(probe_port, options);
+        files.extend(terraform_files());
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let repo = Repo::create(dir.path(), &refs);
+
+        let token_file = dir.path().join("admin.token");
+        std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+        let agent_args = serde_json::json!([
+            "--metrics-file",
+            "{slot_dir}/metrics.prom",
+            "--backoff-min",
+            "100ms",
+            "--backoff-max",
+            "1s"
+        ])
+        .to_string();
+        let ranges = Value::Object(ranges).to_string();
+        let terraform = terraform.display().to_string();
+        let drain_grace = format!("{DRAIN_GRACE_SECS}s");
+        let mut env = vec![
+            ("TERRAFORM_BIN", terraform.as_str()),
+            ("TF_VAR_agent_args", agent_args.as_str()),
+            ("TF_VAR_address_ranges", ranges.as_str()),
+            ("TF_VAR_drain_grace", drain_grace.as_str()),
+        ];
+        let pdns_url = pdns.as_ref().map(|p| p.api.clone());
+        if let Some(url) = &pdns_url {
+            env.push(("TF_VAR_powerdns_url", url.as_str()));
+            env.push(("PDNS_API_KEY", PDNS_API_KEY));
+        }
+        let daemon = Daemon::start_with_env(
+            &repo.bare,
+            &dir.path().join("data"),
+            &[
+                "--run-terraform",
+                "--heartbeat-interval",
+                "300ms",
+                "--heartbeat-timeout",
+                "1500ms",
+                "--sync-interval",
+                "2s",
+                "--autoscale-interval",
+                "500ms",
+                "--drift-interval",
+                "1h",
+            ],
+            &env,
+        );
+        // The hooks ask this daemon for live health (what-if checks) and tell
+        // its scheduler about pushes.
+        let out = Command::new(bin("neutral"))
+            .args(["hooks", "install", "--repo"])
+            .arg(&repo.bare)
+            .arg("--control-plane")
+            .arg(format!("http://{}", daemon.api))
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()
+            .expect("run neutral hooks install");
+        assert!(
+            out.status.success(),
+            "neutral hooks install: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nodes_dir = dir.path().join("data/nodes");
+        let stack = Stack {
+            started,
+            repo,
+            daemon,
+            pdns,
+            services: RefCell::new(services),
+            cpu: RefCell::new(BTreeMap::from([
+                ("jp".to_owned(), 0.5),
+                ("sg".to_owned(), 0.5),
+            ])),
+            nodes_dir,
+            dir,
+        };
+        Some(stack)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `GET /nodes`, as plain values. Gives nodes that appeared since the
+    /// last look their metrics file (with their region's CPU).
+    pub fn nodes(&self) -> Vec<Node> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let nodes: Vec<Node> = self
+            .daemon
+            .get("/nodes")
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|n| Node {
+                id: text(&n["id"]),
+                region: text(&n["region"]),
+                address: text(&n["address"]),
+                status: text(&n["status"]),
+                slot: text(&n["hostname"]),
+            })
+            .collect();
+        self.feed_metrics(false);
+        nodes
+    }
+
+    /// The live slot folders of `region` (an agent pid file in each).
+    fn slot_dirs(&self, region: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(self.nodes_dir.join(region))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.join("agent.pid").exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn feed_metrics(&self, overwrite: bool) {
+        for (region, cpu) in self.cpu.borrow().iter() {
+            for slot in self.slot_dirs(region) {
+                let file = slot.join("metrics.prom");
+                if overwrite || !file.exists() {
+                    let _ = std::fs::write(
+                        &file,
+                        format!(
+                            "neutral_node_cpu_ratio {cpu}\nneutral_node_rtt_seconds 0.004\nneutral_node_error_ratio 0\n"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every node of `region` reports `cpu` from now on (new ones too).
+    pub fn set_cpu(&self, region: &str, cpu: f64) {
+        self.cpu.borrow_mut().insert(region.to_owned(), cpu);
+        self.feed_metrics(true);
+    }
+
+    /// Polls `check` every 100 ms for up to [`STEP`]; on timeout, fails
+    /// naming `what` with the stack's state.
+    pub fn wait<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            self.feed_metrics(false);
+            assert!(
+                start.elapsed() < STEP,
+                "timed out after {STEP:?} waiting for {what}\n{}",
+                self.diagnosis()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for `check` over the nodes.
+    pub fn wait_nodes<T>(&self, what: &str, check: impl Fn(&[Node]) -> Option<T>) -> T {
+        self.wait(what, || check(&self.nodes()))
+    }
+
+    /// At least `count` up nodes of `region`, returned.
+    pub fn wait_up(&self, region: &str, count: usize) -> Vec<Node> {
+        self.wait_nodes(&format!("{count} up node(s) in {region}"), |nodes| {
+            let up: Vec<Node> = nodes
+                .iter()
+                .filter(|n| n.region == region && n.status == "up")
+                .cloned()
+                .collect();
+            (up.len() >= count).then_some(up)
+        })
+    }
+
+    /// The addresses `samples` A queries of `domain` at `server` answered.
+    pub fn answers(server: SocketAddr, domain: &str, samples: usize) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        for _ in 0..samples {
+            if let Ok(answer) = dns::udp(server, &format!("{domain}."), RecordType::A) {
+                seen.extend(answer.addresses());
+            }
+        }
+        seen
+    }
+
+    /// The embedded DNS server's address.
+    pub fn embedded_dns(&self) -> SocketAddr {
+        self.daemon.dns
+    }
+
+    /// PowerDNS' DNS address (the stack must have it).
+    pub fn powerdns_dns(&self) -> SocketAddr {
+        let pdns = self.pdns.as_ref().expect("a stack with PowerDNS");
+        SocketAddr::from(([127, 0, 0, 1], pdns.dns_port))
+    }
+
+    /// Waits until 40 queries of `domain` at `server` answer a set for which
+    /// `check` holds; returns it and when it was seen.
+    pub fn wait_answers(
+        &self,
+        what: &str,
+        server: SocketAddr,
+        domain: &str,
+        check: impl Fn(&BTreeSet<String>) -> bool,
+    ) -> (BTreeSet<String>, Instant) {
+        let start = Instant::now();
+        loop {
+            let seen = Stack::answers(server, domain, 40);
+            if check(&seen) {
+                return (seen, Instant::now());
+            }
+            self.feed_metrics(false);
+            assert!(
+                start.elapsed() < STEP,
+                "timed out after {STEP:?} waiting for DNS: {what} (last answers {seen:?})\n{}",
+                self.diagnosis()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET /runs` (newest first).
+    pub fn runs(&self) -> Vec<Value> {
+        self.daemon.get("/runs?limit=200").json()["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits for a finished run for which `pick` holds.
+    pub fn wait_run(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        self.wait(what, || {
+            self.runs()
+                .into_iter()
+                .find(|r| pick(r) && matches!(r["status"].as_str(), Some("succeeded" | "failed")))
+        })
+    }
+
+    /// `git log` subjects of the bare repository's main, newest first.
+    pub fn commits(&self) -> Vec<(String, String, String)> {
+        git_out(
+            &self.repo.bare,
+            &["log", "--format=%H%x09%an%x09%s", "main"],
+        )
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+            ))
+        })
+        .collect()
+    }
+
+    /// Waits for a commit whose subject starts with `prefix`; returns
+    /// `(sha, author, subject)`.
+    pub fn wait_commit(&self, prefix: &str) -> (String, String, String) {
+        self.wait(&format!("a commit `{prefix}…`"), || {
+            self.commits()
+                .into_iter()
+                .find(|(_, _, s)| s.starts_with(prefix))
+        })
+    }
+
+    /// A person edits `path` in their clone (after pulling) and pushes
+    /// through the hooks; returns the new commit and what the hooks said.
+    pub fn push_edit(
+        &self,
+        path: &str,
+        edit: impl Fn(&str) -> String,
+        message: &str,
+    ) -> (String, String) {
+        let work = &self.repo.work;
+        git_out(work, &["pull", "-q", "--rebase", "origin", "main"]);
+        let file = work.join(path);
+        let text = std::fs::read_to_string(&file).expect("read the file to edit");
+        std::fs::write(&file, edit(&text)).expect("write the edit");
+        git_out(work, &["commit", "-q", "-am", message]);
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(work)
+            .args(["push", "origin", "main"])
+            .output()
+            .expect("git push");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "git push was rejected:\n{said}");
+        (git_out(work, &["rev-parse", "HEAD"]), said)
+    }
+
+    /// The pid of the agent in the slot folder whose state names node `id`.
+    pub fn agent_pid(&self, id: &str) -> Option<u32> {
+        let needle = format!("\"{id}\"");
+        for region in ["jp", "sg"] {
+            for slot in self.slot_dirs(region) {
+                let state = std::fs::read_to_string(slot.join("agent.json")).unwrap_or_default();
+                if state.contains(&needle) {
+                    return std::fs::read_to_string(slot.join("agent.pid"))
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// Kills node `id` as if its machine died: its agent (SIGKILL to its
+    /// process group) and the service on its address.
+    pub fn kill_node(&self, node: &Node) {
+        let pid = self
+            .agent_pid(&node.id)
+            .unwrap_or_else(|| panic!("no agent pid for node {}", node.id));
+        let status = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill the agent of {}", node.id);
+        self.services.borrow_mut().remove(&node.address);
+    }
+
+    /// Everything worth reading when a wait fails.
+    pub fn diagnosis(&self) -> String {
+        let runs: Vec<String> = self
+            .runs()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} [{}] {} {} +{} ~{} -{}",
+                    r["id"],
+                    r["root"],
+                    r["workspace"],
+                    r["trigger"],
+                    r["status"],
+                    r["adds"],
+                    r["changes"],
+                    r["destroys"]
+                )
+            })
+            .collect();
+        let log = self.daemon.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        format!(
+            "nodes: {:#?}\nruns:\n{}\ncommits: {:#?}\nserve log (last lines, newest first):\n{}",
+            self.nodes(),
+            runs.join("\n"),
+            self.commits(),
+            tail.join("\n")
+        )
+    }
+
+    /// Stops the daemon and every agent and checks that nothing of the
+    /// stack keeps running.
+    pub fn shut_down(mut self) {
+        self.stop_everything();
+        let left = processes_mentioning(&self.dir.path().to_string_lossy());
+        assert!(left.is_empty(), "processes left running: {left:?}");
+    }
+
+    fn stop_everything(&mut self) {
+        self.daemon.stop();
+        for region in ["jp", "sg"] {
+            for slot in self.slot_dirs(region) {
+                let Some(pid) = std::fs::read_to_string(slot.join("agent.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let _ = Command::new("kill")
+                    .args(["-TERM", "--", &format!("-{pid}")])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        for pid in processes_mentioning(&self.dir.path().to_string_lossy()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        self.services.borrow_mut().clear();
+        self.pdns.take();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_everything();
+    }
+}
