@@ -19,6 +19,7 @@ use neutral_e2e::cluster::{
     ADMIN_TOKEN, Agent, Daemon, JOIN_TOKEN, Repo, Service, free_port, wait_for,
 };
 use neutral_e2e::services::{Terraform, terraform_bin};
+use neutral_e2e::stack::alive;
 use neutral_e2e::{Finished, workspace_root};
 use serde_json::Value;
 
@@ -214,17 +215,6 @@ impl PoolRun {
             .parse()
             .expect("pid")
     }
-}
-
-/// Whether `pid` is a live process (not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
-        })
-        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// `(pid, process group)` of every live process whose command line
