@@ -374,6 +374,10 @@ impl NodeView {
 #[derive(Clone, Debug)]
 pub struct ControlPlane {
     http: Http,
+    /// The published health view to read weights from (`?view=`), when
+    /// pinned; the control plane answers from its live view when it no
+    /// longer holds that one.
+    view: Option<String>,
 }
 
 impl ControlPlane {
@@ -381,7 +385,16 @@ impl ControlPlane {
         let auth = token.map_or(Auth::None, Auth::Bearer);
         Ok(ControlPlane {
             http: Http::new(endpoint, auth)?,
+            view: None,
         })
+    }
+
+    /// Reads weights from the published view `view` (see
+    /// [`crate::config::ENV_HEALTH_VIEW`]).
+    #[must_use]
+    pub fn pinned_to(mut self, view: Option<String>) -> ControlPlane {
+        self.view = view;
+        self
     }
 
     pub fn endpoint(&self) -> &str {
@@ -390,9 +403,11 @@ impl ControlPlane {
 
     /// `None` when no GTM policy declares `domain`.
     pub async fn domain(&self, domain: &str) -> Result<Option<DomainView>, ClientError> {
-        self.http
-            .get(&format!("/domains/{}", segment(domain)))
-            .await
+        let path = match &self.view {
+            Some(view) => format!("/domains/{}?view={}", segment(domain), segment(view)),
+            None => format!("/domains/{}", segment(domain)),
+        };
+        self.http.get(&path).await
     }
 
     pub async fn regions(&self) -> Result<Vec<RegionView>, ClientError> {

@@ -19,6 +19,10 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
 pub const DEFAULT_POWERDNS_SERVER_ID: &str = "localhost";
 pub const ENV_ENDPOINT: &str = "NEUTRAL_ENDPOINT";
 pub const ENV_TOKEN: &str = "NEUTRAL_TOKEN";
+/// A published health view of the control plane to plan against (set by
+/// the scheduler for both `plan` and `apply` of one run, so the apply-time
+/// re-plan sees the same health as the plan did).
+pub const ENV_HEALTH_VIEW: &str = "NEUTRAL_HEALTH_VIEW";
 pub const ENV_POWERDNS_API_KEY: &str = "PDNS_API_KEY";
 pub const ENV_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 pub const ENV_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";

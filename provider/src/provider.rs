@@ -99,7 +99,7 @@ impl ProviderImpl for NeutralProvider {
         };
         let has_token = settings.token.is_some();
         let control_plane = match ControlPlane::new(&settings.endpoint, settings.token) {
-            Ok(client) => client,
+            Ok(client) => client.pinned_to(env(config::ENV_HEALTH_VIEW).filter(|v| !v.is_empty())),
             Err(err) => {
                 diags.error(
                     Path::attr("endpoint"),

@@ -138,6 +138,10 @@ fn agents_register_and_weights_follow_health_with_hysteresis() {
             ("127.0.0.4".to_owned(), 50)
         ]
     );
+    let full_view = d["view"]
+        .as_str()
+        .expect("the published view's id")
+        .to_owned();
 
     // Stop one jp agent: down within the heartbeat timeout (2 s) + 1 s.
     let stopped = Instant::now();
@@ -158,6 +162,18 @@ fn agents_register_and_weights_follow_health_with_hysteresis() {
         answers(&d),
         [("127.0.0.2".to_owned(), 50), ("127.0.0.4".to_owned(), 50)]
     );
+    // A run that pinned the earlier view still reads it (plan and apply of
+    // one Terraform run agree); an unknown view reads the live one.
+    assert_ne!(d["view"], full_view.as_str(), "{d}");
+    let pinned = daemon
+        .get(&format!("/domains/app.example.com?view={full_view}"))
+        .json();
+    assert_eq!(pinned["view"], full_view.as_str(), "{pinned}");
+    assert_eq!(effective(&pinned, "jp"), 100, "{pinned}");
+    assert_eq!(answers(&pinned).len(), 3, "{pinned}");
+    let unknown = daemon.get("/domains/app.example.com?view=gone-1").json();
+    assert_eq!(unknown["view"], d["view"], "{unknown}");
+    assert_eq!(effective(&unknown, "jp"), 50, "{unknown}");
     let jp_reason = d["regions"][0]["reason"].as_str().unwrap().to_owned();
     assert!(
         jp_reason.contains(&format!("down {}", ids[1])),

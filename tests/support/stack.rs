@@ -498,6 +498,26 @@ impl Stack {
         })
     }
 
+    /// Runs (id, root, workspace) whose log shows a plan gone stale before
+    /// its apply ("Provider produced inconsistent final plan").
+    pub fn stale_plans(&self) -> Vec<(i64, String, String)> {
+        self.runs()
+            .iter()
+            .filter(|r| matches!(r["status"].as_str(), Some("succeeded" | "failed")))
+            .filter_map(|r| {
+                let id = r["id"].as_i64()?;
+                let detail = self
+                    .daemon
+                    .admin("GET", &format!("/runs/{id}"), None)
+                    .json();
+                detail["log"]
+                    .as_str()?
+                    .contains("inconsistent final plan")
+                    .then(|| (id, r["root"].to_string(), r["workspace"].to_string()))
+            })
+            .collect()
+    }
+
     /// `git log` subjects of the bare repository's main, newest first.
     pub fn commits(&self) -> Vec<(String, String, String)> {
         git_out(
@@ -617,9 +637,13 @@ impl Stack {
         )
     }
 
-    /// Stops the daemon and every agent and checks that nothing of the
-    /// stack keeps running.
+    /// Checks that no run's plan went stale, stops the daemon and every
+    /// agent and checks that nothing of the stack keeps running.
     pub fn shut_down(mut self) {
+        // Each run pins one published health view for its plan and apply,
+        // so moving health never makes a saved plan inconsistent.
+        let stale = self.stale_plans();
+        assert!(stale.is_empty(), "runs whose plan went stale: {stale:?}");
         self.stop_everything();
         let left = processes_mentioning(&self.dir.path().to_string_lossy());
         assert!(left.is_empty(), "processes left running: {left:?}");

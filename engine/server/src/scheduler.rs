@@ -31,6 +31,9 @@ use crate::world::{ChangeEvent, Shared, now};
 const SETTLE: Duration = Duration::from_millis(100);
 /// Attempts of a run whose failure looks transient.
 const ATTEMPTS: u32 = 3;
+/// The provider reads the published health view to plan against from this
+/// variable (`terraform-provider-neutral`'s `ENV_HEALTH_VIEW`).
+const HEALTH_VIEW_ENV: &str = "NEUTRAL_HEALTH_VIEW";
 /// Attempts of a run whose plan keeps going stale before it applies.
 const STALE_PLAN_ATTEMPTS: u32 = 5;
 /// Exported commit trees kept on disk.
@@ -428,7 +431,7 @@ async fn execute(shared: &Shared, scheduler: &Scheduler, job: Job) {
         var_files.push(file);
     }
     let slug = sanitize(&job.key.root);
-    let request = RunRequest {
+    let mut request = RunRequest {
         workdir,
         data_dir: scheduler
             .root
@@ -443,6 +446,7 @@ async fn execute(shared: &Shared, scheduler: &Scheduler, job: Job) {
         var_files,
         targets: job.targets.iter().flatten().cloned().collect(),
         plan_only: job.plan_only,
+        env: Vec::new(),
     };
     let new_run = NewRun {
         root: job.key.root.clone(),
@@ -469,6 +473,15 @@ async fn execute(shared: &Shared, scheduler: &Scheduler, job: Job) {
     let mut log = String::new();
     let mut outcome: Option<Outcome> = None;
     for attempt in 1..=STALE_PLAN_ATTEMPTS {
+        // Plan and apply read the same published health (the newest when
+        // this attempt starts): the provider's apply-time re-plan then
+        // matches the saved plan however health moves meanwhile.
+        request.env = shared
+            .read_world()
+            .views
+            .latest()
+            .map(|view| vec![(HEALTH_VIEW_ENV.to_owned(), view.id.clone())])
+            .unwrap_or_default();
         match scheduler.runner.run(&request).await {
             Ok(result) => {
                 log.push_str(&format!("--- attempt {attempt}\n{}", result.log));

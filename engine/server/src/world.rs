@@ -7,7 +7,7 @@
 //! change is written to the store (with its audit entry) right after it is
 //! made here. Locks are `std` locks held for short, non-async sections only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -66,6 +66,74 @@ pub struct World {
     /// The autoscaler's latest decision per region and when it was made.
     pub decisions: BTreeMap<String, neutral_core::autoscale::Decision>,
     pub decisions_at: Option<Timestamp>,
+    /// The recently published reports, by view id.
+    pub views: PublishedViews,
+}
+
+/// One published weights report with what it was computed from.
+#[derive(Clone, Debug)]
+pub struct PublishedView {
+    pub id: String,
+    pub report: Arc<WeightsReport>,
+    pub at: Timestamp,
+    pub decl: Arc<Declarations>,
+    pub commit: Option<String>,
+}
+
+/// The last [`PublishedViews::KEEP`] published reports. A Terraform run pins
+/// one (`NEUTRAL_HEALTH_VIEW` for both its plan and its apply), so the
+/// provider's apply-time re-plan reads the same health its plan read and
+/// the saved plan stays consistent while live health moves on. Ids carry
+/// this process's start, so a restarted control plane never mistakes an
+/// old id for one of its own.
+#[derive(Debug)]
+pub struct PublishedViews {
+    epoch: String,
+    next: u64,
+    recent: VecDeque<PublishedView>,
+}
+
+impl PublishedViews {
+    pub const KEEP: usize = 64;
+
+    pub fn new(epoch: String) -> PublishedViews {
+        PublishedViews {
+            epoch,
+            next: 1,
+            recent: VecDeque::with_capacity(Self::KEEP),
+        }
+    }
+
+    /// Records a newly published report; returns its id.
+    pub fn publish(
+        &mut self,
+        report: Arc<WeightsReport>,
+        at: Timestamp,
+        decl: Arc<Declarations>,
+        commit: Option<String>,
+    ) -> String {
+        let id = format!("{}-{}", self.epoch, self.next);
+        self.next += 1;
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(PublishedView {
+            id: id.clone(),
+            report,
+            at,
+            decl,
+            commit,
+        });
+        id
+    }
+
+    pub fn get(&self, id: &str) -> Option<&PublishedView> {
+        self.recent.iter().rev().find(|v| v.id == id)
+    }
+
+    pub fn latest(&self) -> Option<&PublishedView> {
+        self.recent.back()
+    }
 }
 
 /// Something that changed and may need a Terraform run (issue: scheduler).
@@ -383,6 +451,10 @@ impl Shared {
             let mut world = self.write_world();
             world.report = Arc::clone(&report);
             world.report_at = at;
+            let commit = world.commit.clone();
+            world
+                .views
+                .publish(Arc::clone(&report), at, Arc::clone(&decl), commit);
             if split_brain.is_none() && !recent_failures(&nodes, at, settings.split_brain_window) {
                 world.calm = Some((Arc::clone(&report), nodes.clone()));
             }
@@ -529,6 +601,12 @@ pub fn restore(args: &ServeArgs, store: &Store, at: Timestamp) -> anyhow::Result
         calm: None,
         decisions: BTreeMap::new(),
         decisions_at: None,
+        views: PublishedViews::new(format!(
+            "{:x}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        )),
     })
 }
 
@@ -538,3 +616,26 @@ pub fn domain_weights(world: &World, domain: &str) -> Option<DomainWeights> {
 }
 
 pub type DomainMap = BTreeMap<String, DomainWeights>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_views_keep_the_latest_and_forget_the_oldest() {
+        let mut views = PublishedViews::new("e".into());
+        let decl = Arc::new(Declarations::default());
+        let report = Arc::new(WeightsReport::default());
+        let first = views.publish(Arc::clone(&report), Timestamp(1), Arc::clone(&decl), None);
+        assert_eq!(first, "e-1");
+        assert_eq!(views.get("e-1").map(|v| v.at), Some(Timestamp(1)));
+        for at in 2..=i64::try_from(PublishedViews::KEEP).unwrap() + 1 {
+            views.publish(Arc::clone(&report), Timestamp(at), Arc::clone(&decl), None);
+        }
+        assert!(views.get("e-1").is_none(), "the oldest is forgotten");
+        assert_eq!(views.get("e-2").map(|v| v.at), Some(Timestamp(2)));
+        let latest = views.latest().unwrap();
+        assert_eq!(latest.id, format!("e-{}", PublishedViews::KEEP + 1));
+        assert!(views.get("other-2").is_none(), "another epoch's id");
+    }
+}

@@ -77,6 +77,9 @@ pub struct RunRequest {
     pub var_files: Vec<PathBuf>,
     pub targets: Vec<String>,
     pub plan_only: bool,
+    /// Environment for this run's commands only (after the runner's own),
+    /// the same for its plan and its apply.
+    pub env: Vec<(String, String)>,
 }
 
 /// How a run ended.
@@ -288,6 +291,7 @@ impl Runner {
             .env("TF_INPUT", "0")
             .env("TF_DATA_DIR", &request.data_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -375,6 +379,7 @@ mod tests {
             var_files: Vec::new(),
             targets: Vec::new(),
             plan_only: false,
+            env: Vec::new(),
         }
     }
 

@@ -119,23 +119,47 @@ pub struct DomainView {
     /// The GTM policy the weights were computed for, so that a client (the
     /// Terraform provider) can tell whether they apply to its own record.
     policy: Option<GtmPolicy>,
+    /// The published view these weights come from (see `?view=`).
+    view: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainParams {
+    /// A published view to read from (a Terraform run pins one); the live
+    /// view when it is not (or no longer) held.
+    view: Option<String>,
 }
 
 pub async fn domain(
     State(shared): State<Arc<Shared>>,
     Path(domain): Path<String>,
+    params: Result<Query<DomainParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DomainView>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = domain.trim_end_matches('.').to_ascii_lowercase();
     let world = shared.read_world();
-    let weights = world.report.domains.get(&name).cloned().ok_or_else(|| {
+    let pinned = params.view.as_deref().and_then(|id| world.views.get(id));
+    let (report, at, decl, commit, view) = match pinned {
+        Some(v) => (&v.report, v.at, &v.decl, &v.commit, Some(v.id.clone())),
+        None => (
+            &world.report,
+            world.report_at,
+            &world.decl,
+            &world.commit,
+            world.views.latest().map(|v| v.id.clone()),
+        ),
+    };
+    let weights = report.domains.get(&name).cloned().ok_or_else(|| {
         ApiError::not_found("unknown_domain", format!("no GTM policy declares `{name}`"))
     })?;
     Ok(Json(DomainView {
         weights,
-        computed_at: rfc3339(world.report_at),
-        commit: world.commit.clone(),
-        split_brain: world.report.split_brain.as_ref().map(|g| g.message.clone()),
-        policy: world.decl.gtm.get(&name).cloned(),
+        computed_at: rfc3339(at),
+        commit: commit.clone(),
+        split_brain: report.split_brain.as_ref().map(|g| g.message.clone()),
+        policy: decl.gtm.get(&name).cloned(),
+        view,
     }))
 }
 
