@@ -97,6 +97,31 @@ async fn shutdown_signal() {
     }
 }
 
+/// Holds `<data>/serve.lock` (an advisory lock the kernel drops when the
+/// process ends, kill -9 included) for as long as the returned file lives:
+/// two daemons on one data directory would interleave their store, DNS and
+/// Terraform state.
+fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File> {
+    let path = data.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "data directory {} is in use by another neutral serve (it holds {})",
+            data.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 /// Runs the control plane until `stop` resolves.
 pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -106,6 +131,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         .context("admin token")?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+    let _data_lock = lock_data_dir(&args.data)?;
     let data = args.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data, StoreOptions::default()))
         .await?
