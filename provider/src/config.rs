@@ -313,30 +313,30 @@ fn known_string<'v>(value: &'v Value, path: &Path, diags: &mut Diags) -> Option<
 
 /// Checks what can be checked before values are known (for `validate`).
 pub fn validate(config: &Value, diags: &mut Diags) {
-    if let Value::String(text) = config.get("endpoint") {
-        if let Err(problem) = base_url(text) {
-            diags.error(Path::attr("endpoint"), "invalid endpoint", problem);
-        }
+    if let Value::String(text) = config.get("endpoint")
+        && let Err(problem) = base_url(text)
+    {
+        diags.error(Path::attr("endpoint"), "invalid endpoint", problem);
     }
     if let Some(blocks) = config.get("powerdns").as_list() {
         for (index, block) in blocks.iter().enumerate() {
-            if let Value::String(text) = block.get("url") {
-                if let Err(problem) = base_url(text) {
-                    diags.error(
-                        Path::attr("powerdns").index(index).then("url"),
-                        "invalid PowerDNS URL",
-                        problem,
-                    );
-                }
+            if let Value::String(text) = block.get("url")
+                && let Err(problem) = base_url(text)
+            {
+                diags.error(
+                    Path::attr("powerdns").index(index).then("url"),
+                    "invalid PowerDNS URL",
+                    problem,
+                );
             }
-            if let Value::String(id) = block.get("server_id") {
-                if id.is_empty() || id.contains('/') {
-                    diags.error(
-                        Path::attr("powerdns").index(index).then("server_id"),
-                        "invalid PowerDNS server id",
-                        format!("`{id}` must be non-empty and without `/`"),
-                    );
-                }
+            if let Value::String(id) = block.get("server_id")
+                && (id.is_empty() || id.contains('/'))
+            {
+                diags.error(
+                    Path::attr("powerdns").index(index).then("server_id"),
+                    "invalid PowerDNS server id",
+                    format!("`{id}` must be non-empty and without `/`"),
+                );
             }
         }
     }
@@ -350,14 +350,14 @@ fn block<'v>(config: &'v Value, name: &str) -> Option<&'v Value> {
 
 /// Checks the URL attribute `attr` of block `name`, when known.
 fn validate_url(config: &Value, name: &str, attr: &str, diags: &mut Diags) {
-    if let Some(Value::String(text)) = block(config, name).map(|b| b.get(attr)) {
-        if let Err(problem) = base_url(text) {
-            diags.error(
-                Path::attr(name).index(0).then(attr),
-                format!("invalid {name} {attr}"),
-                problem,
-            );
-        }
+    if let Some(Value::String(text)) = block(config, name).map(|b| b.get(attr))
+        && let Err(problem) = base_url(text)
+    {
+        diags.error(
+            Path::attr(name).index(0).then(attr),
+            format!("invalid {name} {attr}"),
+            problem,
+        );
     }
 }
 
@@ -367,14 +367,14 @@ fn validate_cloud(config: &Value, diags: &mut Diags) {
     validate_url(config, "cloudflare", "api_url", diags);
     validate_url(config, "alidns", "endpoint", diags);
     for name in ["route53", "cloudflare", "alidns"] {
-        if let Some(Value::String(id)) = block(config, name).map(|b| b.get("owner_id")) {
-            if let Some(problem) = crate::backend::owner_id_problem(id) {
-                diags.error(
-                    Path::attr(name).index(0).then("owner_id"),
-                    "invalid owner id",
-                    problem,
-                );
-            }
+        if let Some(Value::String(id)) = block(config, name).map(|b| b.get("owner_id"))
+            && let Some(problem) = crate::backend::owner_id_problem(id)
+        {
+            diags.error(
+                Path::attr(name).index(0).then("owner_id"),
+                "invalid owner id",
+                problem,
+            );
         }
     }
     if let Some(size) = block(config, "cloudflare").map(|b| b.get("batch_size")) {

@@ -323,31 +323,31 @@ pub fn check(config: &Value, diags: &mut Diags) {
     schema().reject_computed_in_config(config, diags);
     let domain = known_name(config.get("domain"), &Path::attr("domain"), diags);
     let zone = known_name(config.get("zone"), &Path::attr("zone"), diags);
-    if let (Some(domain), Some(zone)) = (&domain, &zone) {
-        if domain != zone && !domain.ends_with(&format!(".{zone}")) {
-            diags.error(
-                Path::attr("domain"),
-                "domain outside its zone",
-                format!("`{domain}` is not inside the zone `{zone}`"),
-            );
-        }
+    if let (Some(domain), Some(zone)) = (&domain, &zone)
+        && domain != zone
+        && !domain.ends_with(&format!(".{zone}"))
+    {
+        diags.error(
+            Path::attr("domain"),
+            "domain outside its zone",
+            format!("`{domain}` is not inside the zone `{zone}`"),
+        );
     }
     known_choice(config.get("type"), &Path::attr("type"), &TYPES, diags);
     let dns = known_backend(config.get("dns"), diags);
-    if let Some(ttl) = known_int(config.get("ttl"), &Path::attr("ttl"), 1, MAX_TTL, diags) {
-        if let Some(dns) = dns {
-            if !dns.ttl_is_allowed(ttl) {
-                diags.error(
-                    Path::attr("ttl"),
-                    "TTL below the backend's floor",
-                    format!(
-                        "{} takes TTLs of at least {}",
-                        dns.as_str(),
-                        dns.ttl_floor()
-                    ),
-                );
-            }
-        }
+    if let Some(ttl) = known_int(config.get("ttl"), &Path::attr("ttl"), 1, MAX_TTL, diags)
+        && let Some(dns) = dns
+        && !dns.ttl_is_allowed(ttl)
+    {
+        diags.error(
+            Path::attr("ttl"),
+            "TTL below the backend's floor",
+            format!(
+                "{} takes TTLs of at least {}",
+                dns.as_str(),
+                dns.ttl_floor()
+            ),
+        );
     }
     known_int(
         config.get("min_ready_nodes"),

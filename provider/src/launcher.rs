@@ -194,10 +194,10 @@ fn reap(pid: u32) {
     let mut children = children()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(child) = children.get_mut(&pid) {
-        if child.try_wait().ok().flatten().is_some() {
-            children.remove(&pid);
-        }
+    if let Some(child) = children.get_mut(&pid)
+        && child.try_wait().ok().flatten().is_some()
+    {
+        children.remove(&pid);
     }
 }
 
@@ -320,10 +320,10 @@ pub async fn stop(slot: &SlotDir) -> bool {
 
 /// Removes the slot's folder (identity, pid file, log).
 pub fn forget(slot: &SlotDir) {
-    if let Err(err) = std::fs::remove_dir_all(&slot.dir) {
-        if err.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %slot.dir.display(), error = %err, "cannot remove the slot folder");
-        }
+    if let Err(err) = std::fs::remove_dir_all(&slot.dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %slot.dir.display(), error = %err, "cannot remove the slot folder");
     }
 }
 

@@ -313,14 +313,14 @@ fn known_args(value: &Value, diags: &mut Diags) -> Option<Vec<String>> {
 /// attribute.
 pub fn check(config: &Value, diags: &mut Diags) {
     schema().reject_computed_in_config(config, diags);
-    if let Some(region) = config.get("region").as_str() {
-        if let Some(problem) = dns_label_problem(region) {
-            diags.error(
-                Path::attr("region"),
-                "invalid region name",
-                format!("`{region}`: {problem}"),
-            );
-        }
+    if let Some(region) = config.get("region").as_str()
+        && let Some(problem) = dns_label_problem(region)
+    {
+        diags.error(
+            Path::attr("region"),
+            "invalid region name",
+            format!("`{region}`: {problem}"),
+        );
     }
     let min = known_int(
         config.get("min_nodes"),
@@ -343,37 +343,37 @@ pub fn check(config: &Value, diags: &mut Diags) {
         MAX_NODES,
         diags,
     );
-    if let (Some(min), Some(max)) = (min, max) {
-        if min > max {
-            diags.error(
-                Path::attr("min_nodes"),
-                "min_nodes above max_nodes",
-                format!("min_nodes {min} is greater than max_nodes {max}"),
-            );
-        }
+    if let (Some(min), Some(max)) = (min, max)
+        && min > max
+    {
+        diags.error(
+            Path::attr("min_nodes"),
+            "min_nodes above max_nodes",
+            format!("min_nodes {min} is greater than max_nodes {max}"),
+        );
     }
     let launcher = match config.get("launcher") {
         Value::Null => Some(Launcher::Local),
         value => known_choice(value, &Path::attr("launcher"), &LAUNCHERS, diags),
     };
     known_duration(config.get("drain_grace"), &Path::attr("drain_grace"), diags);
-    if let Some(url) = config.get("control_plane").as_str() {
-        if let Err(problem) = base_url(url) {
-            diags.error(Path::attr("control_plane"), "invalid URL", problem);
-        }
+    if let Some(url) = config.get("control_plane").as_str()
+        && let Err(problem) = base_url(url)
+    {
+        diags.error(Path::attr("control_plane"), "invalid URL", problem);
     }
     let range = known_range(config.get("address_range"), diags);
-    if let Some(dir) = config.get("state_dir").as_str() {
-        if !FsPath::new(dir).is_absolute() {
-            diags.error(
-                Path::attr("state_dir"),
-                "state_dir must be absolute",
-                format!(
-                    "`{dir}` is relative: Terraform runs in changing folders (the scheduler \
+    if let Some(dir) = config.get("state_dir").as_str()
+        && !FsPath::new(dir).is_absolute()
+    {
+        diags.error(
+            Path::attr("state_dir"),
+            "state_dir must be absolute",
+            format!(
+                "`{dir}` is relative: Terraform runs in changing folders (the scheduler \
                      exports each commit), the pool's agents must be found again"
-                ),
-            );
-        }
+            ),
+        );
     }
     known_args(config.get("agent_args"), diags);
     match launcher {
@@ -403,17 +403,17 @@ pub fn check(config: &Value, diags: &mut Diags) {
                     );
                 }
             }
-            if let (Some(range), Some(max)) = (range, max) {
-                if range.len() < u128::from(max) {
-                    diags.error(
-                        Path::attr("address_range"),
-                        "address range smaller than max_nodes",
-                        format!(
-                            "`{range}` holds {} addresses; max_nodes is {max}",
-                            range.len()
-                        ),
-                    );
-                }
+            if let (Some(range), Some(max)) = (range, max)
+                && range.len() < u128::from(max)
+            {
+                diags.error(
+                    Path::attr("address_range"),
+                    "address range smaller than max_nodes",
+                    format!(
+                        "`{range}` holds {} addresses; max_nodes is {max}",
+                        range.len()
+                    ),
+                );
             }
         }
         None => {}
@@ -795,10 +795,10 @@ fn has_token_file(local: &LocalSettings) -> bool {
 fn used_addresses(live: &[NodeView], state_dir: &FsPath) -> BTreeSet<IpAddr> {
     let mut used: BTreeSet<IpAddr> = live.iter().filter_map(|n| n.address.parse().ok()).collect();
     for (_, dir) in launcher::slot_dirs(state_dir) {
-        if dir.running() {
-            if let Some(address) = dir.address() {
-                used.insert(address);
-            }
+        if dir.running()
+            && let Some(address) = dir.address()
+        {
+            used.insert(address);
         }
     }
     used
@@ -1171,13 +1171,13 @@ impl ResourceImpl for NodePool {
                 }
             }
             _ => {
-                if let Some(local) = &spec.local {
-                    if !plan.add.is_empty() {
-                        let used = used_addresses(&live, &local.state_dir);
-                        check_can_start(local, plan.add.len(), &used, diags);
-                        if diags.has_errors() {
-                            return None;
-                        }
+                if let Some(local) = &spec.local
+                    && !plan.add.is_empty()
+                {
+                    let used = used_addresses(&live, &local.state_dir);
+                    check_can_start(local, plan.add.len(), &used, diags);
+                    if diags.has_errors() {
+                        return None;
                     }
                 }
                 state.set("slots", strings(&plan.slots));

@@ -266,10 +266,11 @@ pub fn presentation(sets: &[RecordSet]) -> Vec<String> {
                 if let Some(weight) = s.weight {
                     line.push_str(&format!(" weight={weight}"));
                 }
-                if let Some(id) = s.set_id.as_deref() {
-                    if id != v && !s.rtype.eq_ignore_ascii_case(LUA) {
-                        line.push_str(&format!(" id={id}"));
-                    }
+                if let Some(id) = s.set_id.as_deref()
+                    && id != v
+                    && !s.rtype.eq_ignore_ascii_case(LUA)
+                {
+                    line.push_str(&format!(" id={id}"));
                 }
                 line
             })

@@ -732,14 +732,13 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
         let headers = [(HeaderName::from_static("x-api-key"), &key)];
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut http) = Http::connect(api).await {
-                if let Ok((StatusCode::OK, _)) = http
+            if let Ok(mut http) = Http::connect(api).await
+                && let Ok((StatusCode::OK, _)) = http
                     .json_with(Method::GET, "/api/v1/servers/localhost", &headers, None)
                     .await
                 {
                     break;
                 }
-            }
             if Instant::now() > deadline {
                 return Err(format!("the PowerDNS API did not answer within 20 s:\n{}", log_tail()));
             }
@@ -779,11 +778,12 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut both = false;
     while Instant::now() < deadline {
-        if let Some(answer) = dns.ask() {
-            if answer.addresses.contains(&VICTIM) && answer.addresses.contains(&SURVIVOR) {
-                both = true;
-                break;
-            }
+        if let Some(answer) = dns.ask()
+            && answer.addresses.contains(&VICTIM)
+            && answer.addresses.contains(&SURVIVOR)
+        {
+            both = true;
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -89,7 +89,11 @@ fn heartbeat_body(node: &SimNode, sequence: u64) -> Bytes {
     // Metrics that vary from beat to beat, as real ones do.
     let cpu = (sequence % 100) as f64 / 100.0;
     let rtt = 1.0 + (sequence % 37) as f64 / 4.0;
-    let errors = if sequence % 50 == 0 { 0.01 } else { 0.0 };
+    let errors = if sequence.is_multiple_of(50) {
+        0.01
+    } else {
+        0.0
+    };
     Bytes::from(format!(
         r#"{{"node_id":"{}","metrics":{{"cpu":{cpu},"rtt_ms":{rtt},"error_rate":{errors}}}}}"#,
         node.id

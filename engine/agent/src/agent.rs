@@ -404,10 +404,10 @@ impl Agent {
         };
         // A full node's nginx logged every request, the probes' included:
         // that is the better measurement when there is one.
-        if let Some((_, tail)) = &mut self.node {
-            if let Some(logged) = summarise_access_log(&tail.read_new()) {
-                probe = Some(logged);
-            }
+        if let Some((_, tail)) = &mut self.node
+            && let Some(logged) = summarise_access_log(&tail.read_new())
+        {
+            probe = Some(logged);
         }
         let metrics = combine_metrics(file, measured_cpu, probe);
         if metrics.is_none() {
@@ -498,10 +498,10 @@ impl Agent {
 
     fn forget_identity(&mut self) {
         self.remembered_id = None;
-        if let Some(path) = &self.config.state_file {
-            if let Err(err) = state::forget(path) {
-                warn!(error = %err, "could not remove the stale identity");
-            }
+        if let Some(path) = &self.config.state_file
+            && let Err(err) = state::forget(path)
+        {
+            warn!(error = %err, "could not remove the stale identity");
         }
     }
 }

@@ -550,10 +550,10 @@ pub async fn route_source_address(control_plane: &Url) -> Option<IpAddr> {
         if socket.connect(target).await.is_err() {
             continue;
         }
-        if let Ok(found) = socket.local_addr() {
-            if !found.ip().is_unspecified() {
-                return Some(found.ip());
-            }
+        if let Ok(found) = socket.local_addr()
+            && !found.ip().is_unspecified()
+        {
+            return Some(found.ip());
         }
     }
     None

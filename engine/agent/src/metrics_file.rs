@@ -210,10 +210,10 @@ fn parse_line(raw: &str) -> Result<Option<(&str, f64)>, Problem> {
             text: excerpt(text),
         });
     }
-    if let Some(timestamp) = fields.next() {
-        if timestamp.parse::<i64>().is_err() {
-            return Err(Problem::BadTimestamp(excerpt(timestamp)));
-        }
+    if let Some(timestamp) = fields.next()
+        && timestamp.parse::<i64>().is_err()
+    {
+        return Err(Problem::BadTimestamp(excerpt(timestamp)));
     }
     if let Some(extra) = fields.next() {
         return Err(Problem::TrailingText(excerpt(extra)));

@@ -548,10 +548,10 @@ impl AddressRange {
         // Every address skipped is in `used`, so this loop runs at most
         // `count + used.len()` times.
         while found.len() < count {
-            if let Some(ip) = from_bits(bits, self.first) {
-                if !used.contains(&ip) {
-                    found.push(ip);
-                }
+            if let Some(ip) = from_bits(bits, self.first)
+                && !used.contains(&ip)
+            {
+                found.push(ip);
             }
             if bits >= last {
                 break;

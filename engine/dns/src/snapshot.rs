@@ -394,11 +394,11 @@ impl Snapshot {
         };
         let mut name = qname.clone();
         for _ in 0..=MAX_CNAME_CHAIN {
-            if let Some(cut) = zone.cut_at_or_above(&name) {
-                if !(cut == name && qtype == RecordType::DS) {
-                    referral(zone, &cut, &mut resolution);
-                    return resolution;
-                }
+            if let Some(cut) = zone.cut_at_or_above(&name)
+                && !(cut == name && qtype == RecordType::DS)
+            {
+                referral(zone, &cut, &mut resolution);
+                return resolution;
             }
             let Some(node) = zone.nodes.get(&name) else {
                 resolution.rcode = ResponseCode::NXDomain;
@@ -420,10 +420,11 @@ impl Snapshot {
                 push_rrset(served, rrset, &mut resolution, roll);
                 if resolution.answers.len() == before {
                     resolution.authorities.push(&zone.negative_soa);
-                } else if qtype == RecordType::SOA && name == zone.origin {
-                    if let Some(ns) = node.rrset(RecordType::NS) {
-                        resolution.authorities.extend(ns.records.iter());
-                    }
+                } else if qtype == RecordType::SOA
+                    && name == zone.origin
+                    && let Some(ns) = node.rrset(RecordType::NS)
+                {
+                    resolution.authorities.extend(ns.records.iter());
                 }
                 return resolution;
             }

@@ -219,18 +219,18 @@ impl NodeStore<'_> {
                     }),
                 },
             )?;
-            if let Some((_, _, previous)) = &existing {
-                if previous != node.status.as_str() {
-                    audit_status(
-                        tx,
-                        &node.id,
-                        previous,
-                        node.status,
-                        node.at,
-                        "re-registered",
-                        actor,
-                    )?;
-                }
+            if let Some((_, _, previous)) = &existing
+                && previous != node.status.as_str()
+            {
+                audit_status(
+                    tx,
+                    &node.id,
+                    previous,
+                    node.status,
+                    node.at,
+                    "re-registered",
+                    actor,
+                )?;
             }
             read_node(tx, &node.id)?.ok_or_else(|| StoreError::NodeNotFound {
                 op: OP,

@@ -589,11 +589,11 @@ impl DnsBackend for Route53 {
             let (result, tries) = self.call("POST", &path, &body).await;
             applied.write_calls = applied.write_calls.saturating_add(tries);
             let root = result?;
-            if self.config.wait_for_sync {
-                if let Some(id) = root.child("ChangeInfo").and_then(|c| c.text_of("Id")) {
-                    self.wait_for_sync(id.trim_start_matches("/change/"))
-                        .await?;
-                }
+            if self.config.wait_for_sync
+                && let Some(id) = root.child("ChangeInfo").and_then(|c| c.text_of("Id"))
+            {
+                self.wait_for_sync(id.trim_start_matches("/change/"))
+                    .await?;
             }
         }
         Ok(applied)

@@ -86,18 +86,18 @@ impl PrivateContainerd {
         let socket = dir.join("containerd.sock");
         let pid_file = dir.join("containerd.pid");
         let log = dir.join("containerd.log");
-        if let Some(pid) = live_containerd(&pid_file) {
-            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-                tracing::info!(
-                    pid,
-                    "adopting the private containerd a previous agent left running"
-                );
-                return Ok(PrivateContainerd {
-                    process: Process::Adopted(pid),
-                    socket,
-                    log,
-                });
-            }
+        if let Some(pid) = live_containerd(&pid_file)
+            && tokio::net::UnixStream::connect(&socket).await.is_ok()
+        {
+            tracing::info!(
+                pid,
+                "adopting the private containerd a previous agent left running"
+            );
+            return Ok(PrivateContainerd {
+                process: Process::Adopted(pid),
+                socket,
+                log,
+            });
         }
         let config = dir.join("config.toml");
         std::fs::write(&config, render_config(&root, &state, &socket)).map_err(files(&config))?;

@@ -415,14 +415,13 @@ impl<R: Runtime> Node<R> {
                 warn!(error = %err, "could not record the new active colour");
             }
         }
-        if let Some(old) = previous {
-            if let Err(err) = self
+        if let Some(old) = previous
+            && let Err(err) = self
                 .runtime
                 .stop(old.colour.container(), self.config.stop_grace)
                 .await
-            {
-                warn!(colour = %old.colour, error = %err, "the old colour did not stop cleanly");
-            }
+        {
+            warn!(colour = %old.colour, error = %err, "the old colour did not stop cleanly");
         }
         Ok(ReleaseReport {
             image: request.image.clone(),
@@ -457,7 +456,7 @@ impl<R: Runtime> Node<R> {
                 return Ok(());
             }
             attempts = attempts.saturating_add(1);
-            if attempts % 5 == 0 {
+            if attempts.is_multiple_of(5) {
                 let state = self.runtime.state(colour.container()).await;
                 if matches!(&state, Ok(s) if !s.is_running()) {
                     return Err(ReleaseError::Exited {

@@ -198,10 +198,11 @@ fn register_answer(
             "address is not an IP",
         );
     };
-    if let Some(mode) = &body.mode {
-        if mode != "containerd-only" && mode != "k3s-worker" {
-            return fail(StatusCode::BAD_REQUEST, "bad_mode", "mode");
-        }
+    if let Some(mode) = &body.mode
+        && mode != "containerd-only"
+        && mode != "k3s-worker"
+    {
+        return fail(StatusCode::BAD_REQUEST, "bad_mode", "mode");
     }
     let kept = body.node_id.as_ref().filter(|id| {
         cp.nodes

@@ -256,16 +256,16 @@ impl<'a> Checker<'a, '_> {
             ),
         ];
         for (below_name, below, above_name, above) in pairs {
-            if let (Some(below), Some(above)) = (below, above) {
-                if below >= above {
-                    self.out.push(Diagnostic::error(
+            if let (Some(below), Some(above)) = (below, above)
+                && below >= above
+            {
+                self.out.push(Diagnostic::error(
                         &decoded.path,
                         decoded.places.at(&format!("scale_down.{below_name}")),
                         format!(
                             "`scale_down.{below_name}` ({below}) must be below `scale_up.{above_name}` ({above}), or the region would flap between scaling up and down"
                         ),
                     ));
-                }
             }
         }
     }

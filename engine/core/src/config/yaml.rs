@@ -129,10 +129,10 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
     if let Some(int) = resolve_int(text) {
         return Scalar::Int(int);
     }
-    if looks_like_float(text) {
-        if let Ok(value) = text.parse::<f64>() {
-            return Scalar::Float(value);
-        }
+    if looks_like_float(text)
+        && let Ok(value) = text.parse::<f64>()
+    {
+        return Scalar::Float(value);
     }
     Scalar::Str(text)
 }
@@ -430,13 +430,13 @@ impl Builder {
     }
 
     fn check_tag(&mut self, tag: Option<&Tag>, pos: Pos) {
-        if let Some(tag) = tag {
-            if !tag.is_yaml_core_schema() {
-                self.problem(
-                    pos,
-                    format!("unsupported YAML tag `{tag}`; platform-config uses plain values"),
-                );
-            }
+        if let Some(tag) = tag
+            && !tag.is_yaml_core_schema()
+        {
+            self.problem(
+                pos,
+                format!("unsupported YAML tag `{tag}`; platform-config uses plain values"),
+            );
         }
     }
 

@@ -173,10 +173,10 @@ pub fn pair_replacements(changes: &[Change], keep: Option<&RecordKey>) -> Vec<Ch
     let mut deletes: std::collections::BTreeMap<Group, Vec<&RecordSet>> =
         std::collections::BTreeMap::new();
     for change in changes {
-        if let Change::Delete { record } = change {
-            if pairable(record) {
-                deletes.entry(group(record)).or_default().push(record);
-            }
+        if let Change::Delete { record } = change
+            && pairable(record)
+        {
+            deletes.entry(group(record)).or_default().push(record);
         }
     }
     for list in deletes.values_mut() {

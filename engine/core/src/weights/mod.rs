@@ -698,7 +698,7 @@ fn shares(nodes: &RegionNodes<'_>, effective: u32) -> (Option<Arc<str>>, Vec<Str
         .filter(|&(_, weight)| weight == 0)
         .map(|(member, _)| format!("{} gets 0: {share}", member.node.id))
         .collect();
-    let uneven = effective % count_u32(count).max(1) != 0;
+    let uneven = !effective.is_multiple_of(count_u32(count).max(1));
     let reason = if uneven {
         format!("{share} (largest remainder, by node id)")
     } else {

@@ -756,13 +756,14 @@ fn check_records(rtype: RrType, records: &[Record], path: &str, problems: &mut V
             ));
         }
     }
-    if rtype.is_address() && records.iter().any(|r| r.weight.is_some()) {
-        if let Some(index) = records.iter().position(|r| r.weight.is_none()) {
-            problems.push(Problem::new(
-                format!("{path}.records[{index}].weight"),
-                "missing; give every record of the rrset a weight, or none",
-            ));
-        }
+    if rtype.is_address()
+        && records.iter().any(|r| r.weight.is_some())
+        && let Some(index) = records.iter().position(|r| r.weight.is_none())
+    {
+        problems.push(Problem::new(
+            format!("{path}.records[{index}].weight"),
+            "missing; give every record of the rrset a weight, or none",
+        ));
     }
     let single = match rtype {
         RrType::Cname => Some("a CNAME"),
@@ -785,13 +786,13 @@ fn check_records(rtype: RrType, records: &[Record], path: &str, problems: &mut V
             ));
         }
     }
-    if rtype == RrType::Soa {
-        if let Some(index) = records.iter().position(|r| r.disabled) {
-            problems.push(Problem::new(
-                format!("{path}.records[{index}].disabled"),
-                "the SOA record cannot be disabled",
-            ));
-        }
+    if rtype == RrType::Soa
+        && let Some(index) = records.iter().position(|r| r.disabled)
+    {
+        problems.push(Problem::new(
+            format!("{path}.records[{index}].disabled"),
+            "the SOA record cannot be disabled",
+        ));
     }
 }
 

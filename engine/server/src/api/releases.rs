@@ -93,13 +93,14 @@ impl Releases {
             return (None, None);
         };
         let mut finished = None;
-        if let Some(result) = result {
-            if view.state == "pending" && result.id == view.order.id {
-                view.state = if result.ok { "released" } else { "failed" };
-                view.message = Some(result.message.chars().take(2000).collect());
-                view.duration_ms = result.duration_ms;
-                finished = Some(view.clone());
-            }
+        if let Some(result) = result
+            && view.state == "pending"
+            && result.id == view.order.id
+        {
+            view.state = if result.ok { "released" } else { "failed" };
+            view.message = Some(result.message.chars().take(2000).collect());
+            view.duration_ms = result.duration_ms;
+            finished = Some(view.clone());
         }
         let order = (view.state == "pending").then(|| view.order.clone());
         (order, finished)
@@ -123,15 +124,14 @@ fn check_body(body: &ReleaseBody) -> Result<(), ApiError> {
             "image: 1 to 255 printable ASCII characters without spaces, not starting with `-`",
         ));
     }
-    if let Some(path) = &body.health_path {
-        if !path.starts_with('/')
+    if let Some(path) = &body.health_path
+        && (!path.starts_with('/')
             || path.len() > 1024
-            || !path.chars().all(|c| c.is_ascii_graphic())
-        {
-            return Err(ApiError::bad_request(
-                "health_path: an absolute path of printable ASCII without spaces",
-            ));
-        }
+            || !path.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request(
+            "health_path: an absolute path of printable ASCII without spaces",
+        ));
     }
     if body.timeout_ms.is_some_and(|t| t == 0 || t > 3_600_000) {
         return Err(ApiError::bad_request("timeout_ms: 1..=3600000"));
