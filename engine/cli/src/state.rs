@@ -45,6 +45,8 @@ struct RawNode {
     region: String,
     ip: String,
     status: NodeStatus,
+    /// When `status` last changed; left out, "since forever" (a down node
+    /// without it counts as never ready, as the control plane sees one).
     status_since: Option<TimeText>,
     last_heartbeat: Option<TimeText>,
     #[serde(default)]
@@ -121,7 +123,7 @@ pub fn parse(text: &str, clock: Timestamp) -> Result<ObservedState> {
             .map_err(|_| anyhow!("{}: `{}` is not an IP address", at("ip"), node.ip))?;
         let status_since = match &node.status_since {
             Some(t) => resolve(t, now).with_context(|| at("status_since"))?,
-            None => Timestamp(0),
+            None => Timestamp::SINCE_FOREVER,
         };
         let last_heartbeat = match &node.last_heartbeat {
             Some(t) => Some(resolve(t, now).with_context(|| at("last_heartbeat"))?),

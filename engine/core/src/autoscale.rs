@@ -86,9 +86,11 @@
 //! enable `failover_capacity` (or has no policy) reports `failover_extra` 0:
 //! turning the feature off turns earlier extra nodes into ordinary capacity.
 //! A source that is starting (down, not declared down, and none of its nodes
-//! has been ready yet, so no `since`) is no source: it lost no traffic. The
-//! caller leaves out nodes that were never ready, so a region whose first
-//! nodes are still proving themselves does not make its targets grow.
+//! has ever been ready: no nodes, or only down ones since
+//! [`Timestamp::SINCE_FOREVER`]) is no source: it lost no traffic, so a
+//! region whose first nodes are still proving themselves does not make its
+//! targets grow. (Its own decision still replaces such nodes; the node
+//! pool's plan gives a starting node its grace.)
 //!
 //! # Which nodes a scale-in drains (rule 8)
 //!
@@ -322,13 +324,12 @@ fn sources_from(
         .collect()
 }
 
-/// A region that is down only because none of its nodes has been ready yet
-/// (no node up, none left `up`: `since` unknown) and that is not declared
-/// down is starting, not failing: it lost no traffic, so it is no failover
-/// source.
+/// A region that is down only because none of its nodes has ever been ready
+/// (no node left `up` at a known time) and that is not declared down is
+/// starting, not failing: it lost no traffic, so it is no failover source.
 fn starting(region: &Region, status: &RegionStatus) -> bool {
     status.health == RegionHealth::Down
-        && status.since.is_none()
+        && status.since.is_none_or(|t| t == Timestamp::SINCE_FOREVER)
         && region.state != DeclaredRegionState::Down
 }
 
@@ -1202,7 +1203,8 @@ mod tests {
             region: region.into(),
             address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             status,
-            status_since: at(0),
+            // A known time: Timestamp::SINCE_FOREVER would mean "never ready".
+            status_since: at(1),
             mode: NodeMode::ContainerdOnly,
             last_heartbeat: None,
             metrics: None,
@@ -1837,7 +1839,7 @@ mod tests {
             node("kr-1", NodeStatus::Up),
         ];
         let sg = failover_sources(&decl, &nodes, "sg");
-        assert_eq!(sg, vec![source("jp", RegionHealth::Down, Some(0), 3, 2)]);
+        assert_eq!(sg, vec![source("jp", RegionHealth::Down, Some(1), 3, 2)]);
         assert_eq!(sg[0].share(), 2);
         nodes[2].status = NodeStatus::Down;
         let sg = failover_sources(&decl, &nodes, "sg");
@@ -1854,8 +1856,12 @@ mod tests {
         for r in [region("jp", 1, 5, &["sg"]), region("sg", 1, 5, &[])] {
             decl.regions.insert(r.name.clone(), r);
         }
-        // jp's first node has not registered (or not been ready) yet.
-        let nodes = vec![node("sg-1", NodeStatus::Up)];
+        // jp's first node has not registered yet, then not been ready yet.
+        let mut nodes = vec![node("sg-1", NodeStatus::Up)];
+        assert!(failover_sources(&decl, &nodes, "sg").is_empty());
+        let mut proving = node("jp-1", NodeStatus::Down);
+        proving.status_since = Timestamp::SINCE_FOREVER;
+        nodes.push(proving);
         assert!(failover_sources(&decl, &nodes, "sg").is_empty());
         // Declared down is down, nodes or not.
         decl.regions.get_mut("jp").unwrap().state = DeclaredRegionState::Down;

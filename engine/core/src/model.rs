@@ -25,6 +25,11 @@ use serde::{Deserialize, Serialize};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// "Since forever": the `status_since` of a down node that was never
+    /// ready (just registered, still proving itself), as opposed to a node
+    /// that went down at a known time.
+    pub const SINCE_FOREVER: Timestamp = Timestamp(0);
+
     pub const fn from_millis(millis: i64) -> Self {
         Timestamp(millis)
     }
@@ -427,7 +432,8 @@ pub struct Node {
     pub region: String,
     pub address: IpAddr,
     pub status: NodeStatus,
-    /// When `status` last changed.
+    /// When `status` last changed; [`Timestamp::SINCE_FOREVER`] for a down
+    /// node that was never ready.
     pub status_since: Timestamp,
     pub mode: NodeMode,
     pub last_heartbeat: Option<Timestamp>,

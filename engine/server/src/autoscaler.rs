@@ -111,12 +111,12 @@ fn commit_message(decision: &Decision, from: u32, to: u32) -> String {
 
 pub async fn evaluate(shared: &Arc<Shared>) {
     let at = now();
-    let (decl, nodes, deciding, commit) = {
+    let (decl, nodes, observed, commit) = {
         let world = shared.read_world();
         (
             Arc::clone(&world.decl),
             world.node_list(),
-            world.nodes_for_autoscale(),
+            world.nodes_for_engine(),
             world.commit.clone(),
         )
     };
@@ -143,7 +143,7 @@ pub async fn evaluate(shared: &Arc<Shared>) {
     let settings = AutoscaleSettings {
         in_flight_timeout: shared.args.autoscale_in_flight_timeout,
     };
-    let decisions = autoscale::decide_all(&decl, &deciding, &samples, &last, at, &settings);
+    let decisions = autoscale::decide_all(&decl, &observed, &samples, &last, at, &settings);
     {
         let mut world = shared.write_world();
         world.decisions.clone_from(&decisions);

@@ -265,31 +265,19 @@ impl World {
         self.nodes.values().map(|e| e.record.node.clone()).collect()
     }
 
-    /// The nodes as the autoscaler sees them: without the ones that were
-    /// never ready. A node still proving itself is neither capacity nor a
-    /// failure; it is the provisioning an in-flight action waits for, and a
-    /// region whose only nodes are such is starting, not down (no failover
-    /// capacity for it). The node pool's plan replaces a node that never
-    /// becomes ready within its grace.
-    pub fn nodes_for_autoscale(&self) -> Vec<Node> {
-        self.nodes
-            .values()
-            .filter(|e| e.record.node.status != NodeStatus::Down || e.liveness.ever_ready)
-            .map(|e| e.record.node.clone())
-            .collect()
-    }
-
-    /// The nodes as the weight computation sees them. A node that was never
-    /// ready (just registered, still proving itself) counts as down since
-    /// forever rather than as a node that just went down, so a wave of new
-    /// registrations cannot trip the split-brain guard.
-    pub fn nodes_for_weights(&self) -> Vec<Node> {
+    /// The nodes as the engine's computations (weights, autoscale) see
+    /// them. A node that was never ready (just registered, still proving
+    /// itself) is down since [`Timestamp::SINCE_FOREVER`] rather than a node
+    /// that just went down: a wave of new registrations cannot trip the
+    /// split-brain guard, and a region whose first nodes are still starting
+    /// is no failover source.
+    pub fn nodes_for_engine(&self) -> Vec<Node> {
         self.nodes
             .values()
             .map(|e| {
                 let mut node = e.record.node.clone();
                 if node.status == NodeStatus::Down && !e.liveness.ever_ready {
-                    node.status_since = Timestamp(0);
+                    node.status_since = Timestamp::SINCE_FOREVER;
                 }
                 node
             })
@@ -419,7 +407,7 @@ impl Shared {
             let world = self.read_world();
             (
                 Arc::clone(&world.decl),
-                world.nodes_for_weights(),
+                world.nodes_for_engine(),
                 Arc::clone(&world.report),
                 world.calm.clone(),
             )
