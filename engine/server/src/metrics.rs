@@ -73,7 +73,7 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
         "gauge",
         "Effective weight of a region for a domain.",
     );
-    for (domain, weights) in &world.report.domains {
+    for (domain, weights) in &world.report().domains {
         for region in &weights.regions {
             let _ = writeln!(
                 out,
@@ -90,7 +90,7 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
         "gauge",
         "Answers a domain serves.",
     );
-    for (domain, weights) in &world.report.domains {
+    for (domain, weights) in &world.report().domains {
         let _ = writeln!(
             out,
             "neutral_domain_answers{{domain=\"{}\",mode=\"{}\"}} {}",
@@ -108,7 +108,7 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
     let _ = writeln!(
         out,
         "neutral_split_brain_active {}",
-        u8::from(world.report.split_brain.is_some())
+        u8::from(world.report().split_brain.is_some())
     );
 
     family(

@@ -6,9 +6,9 @@
 //! root (`infra/node-pool`, one state per `<region>.tfvars`, fed with that
 //! file). Triggers coalesce per root and workspace, one run per root at a
 //! time ([`neutral_terraform::Queue`]); each run exports the commit in force,
-//! plans to a file and applies exactly that plan, retries transient failures
-//! with backoff (a plan gone stale because live health moved before apply is
-//! re-planned at once), and is recorded (trigger, commit, adds/changes/destroys,
+//! plans to a file and applies exactly that plan against one published
+//! health view, retries transient failures ([`Outcome::retry_after`]), and
+//! is recorded (trigger, commit, adds/changes/destroys,
 //! exit code, duration, log). A periodic drift check plans every workspace
 //! and reports drift without applying it unless `--apply-drift`.
 
@@ -29,13 +29,9 @@ use crate::world::{ChangeEvent, Shared, now};
 
 /// A burst of triggers settles this long before its run starts.
 const SETTLE: Duration = Duration::from_millis(100);
-/// Attempts of a run whose failure looks transient.
-const ATTEMPTS: u32 = 3;
 /// The provider reads the published health view to plan against from this
 /// variable (`terraform-provider-neutral`'s `ENV_HEALTH_VIEW`).
 const HEALTH_VIEW_ENV: &str = "NEUTRAL_HEALTH_VIEW";
-/// Attempts of a run whose plan keeps going stale before it applies.
-const STALE_PLAN_ATTEMPTS: u32 = 5;
 /// Exported commit trees kept on disk.
 const KEEP_EXPORTS: usize = 4;
 
@@ -472,33 +468,20 @@ async fn execute(shared: &Shared, scheduler: &Scheduler, job: Job) {
 
     let mut log = String::new();
     let mut outcome: Option<Outcome> = None;
-    for attempt in 1..=STALE_PLAN_ATTEMPTS {
+    for attempt in 1.. {
         // Plan and apply read the same published health (the newest when
         // this attempt starts): the provider's apply-time re-plan then
         // matches the saved plan however health moves meanwhile.
-        request.env = shared
-            .read_world()
-            .views
-            .latest()
-            .map(|view| vec![(HEALTH_VIEW_ENV.to_owned(), view.id.clone())])
-            .unwrap_or_default();
+        let view = shared.read_world().views.latest().id.clone();
+        request.env = vec![(HEALTH_VIEW_ENV.to_owned(), view)];
         match scheduler.runner.run(&request).await {
             Ok(result) => {
                 log.push_str(&format!("--- attempt {attempt}\n{}", result.log));
-                let delay = neutral_terraform::runner::retry_delay(&result.log, attempt);
-                // A plan gone stale (live health moved between plan and
-                // apply) is retried at once, and a few more times: health
-                // settles within seconds.
-                let limit = if delay.is_zero() {
-                    STALE_PLAN_ATTEMPTS
-                } else {
-                    ATTEMPTS
-                };
-                let retry = !result.succeeded && result.transient && attempt < limit;
+                let retry = result.retry_after(attempt);
                 outcome = Some(result);
-                if !retry {
+                let Some(delay) = retry else {
                     break;
-                }
+                };
                 tokio::time::sleep(delay).await;
             }
             Err(err) => {

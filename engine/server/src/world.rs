@@ -56,8 +56,6 @@ pub struct World {
     pub commit: Option<String>,
     pub decl: Arc<Declarations>,
     pub nodes: BTreeMap<String, NodeEntry>,
-    pub report: Arc<WeightsReport>,
-    pub report_at: Timestamp,
     pub sync: SyncView,
     /// The last report and node list computed while no node had gone down
     /// within the split-brain window: what the guard holds on to when it
@@ -66,7 +64,8 @@ pub struct World {
     /// The autoscaler's latest decision per region and when it was made.
     pub decisions: BTreeMap<String, neutral_core::autoscale::Decision>,
     pub decisions_at: Option<Timestamp>,
-    /// The recently published reports, by view id.
+    /// The published weights reports: the latest is the one in force
+    /// ([`World::report`]), the recent ones stay readable by id.
     pub views: PublishedViews,
 }
 
@@ -90,18 +89,22 @@ pub struct PublishedView {
 pub struct PublishedViews {
     epoch: String,
     next: u64,
+    /// Never empty: [`PublishedViews::new`] publishes the first one.
     recent: VecDeque<PublishedView>,
 }
 
 impl PublishedViews {
     pub const KEEP: usize = 64;
 
-    pub fn new(epoch: String) -> PublishedViews {
-        PublishedViews {
+    /// Views whose ids start with `epoch`, holding `first` as the latest.
+    pub fn new(epoch: String, first: PublishedView) -> PublishedViews {
+        let mut views = PublishedViews {
             epoch,
             next: 1,
             recent: VecDeque::with_capacity(Self::KEEP),
-        }
+        };
+        views.publish(first.report, first.at, first.decl, first.commit);
+        views
     }
 
     /// Records a newly published report; returns its id.
@@ -131,8 +134,16 @@ impl PublishedViews {
         self.recent.iter().rev().find(|v| v.id == id)
     }
 
-    pub fn latest(&self) -> Option<&PublishedView> {
-        self.recent.back()
+    /// The view `id`, else the latest (a view no longer held, or another
+    /// process's, reads as the one in force).
+    pub fn get_or_latest(&self, id: Option<&str>) -> &PublishedView {
+        id.and_then(|id| self.get(id)).unwrap_or_else(|| self.latest())
+    }
+
+    pub fn latest(&self) -> &PublishedView {
+        self.recent
+            .back()
+            .unwrap_or_else(|| unreachable!("PublishedViews is never empty"))
     }
 }
 
@@ -261,6 +272,11 @@ pub fn liveness_for(
 }
 
 impl World {
+    /// The weights report in force: the latest published.
+    pub fn report(&self) -> &Arc<WeightsReport> {
+        &self.views.latest().report
+    }
+
     pub fn node_list(&self) -> Vec<Node> {
         self.nodes.values().map(|e| e.record.node.clone()).collect()
     }
@@ -408,7 +424,7 @@ impl Shared {
             (
                 Arc::clone(&world.decl),
                 world.nodes_for_engine(),
-                Arc::clone(&world.report),
+                Arc::clone(world.report()),
                 world.calm.clone(),
             )
         };
@@ -437,8 +453,6 @@ impl Shared {
         let report = Arc::new(report);
         {
             let mut world = self.write_world();
-            world.report = Arc::clone(&report);
-            world.report_at = at;
             let commit = world.commit.clone();
             world
                 .views
@@ -579,28 +593,35 @@ pub fn restore(args: &ServeArgs, store: &Store, at: Timestamp) -> anyhow::Result
             },
         );
     }
+    let decl = Arc::new(decl);
+    let epoch = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let nothing_yet = PublishedView {
+        id: String::new(),
+        report: Arc::new(WeightsReport::default()),
+        at,
+        decl: Arc::clone(&decl),
+        commit: commit.clone(),
+    };
     Ok(World {
         commit,
-        decl: Arc::new(decl),
+        decl,
         nodes,
-        report: Arc::new(WeightsReport::default()),
-        report_at: at,
         sync: SyncView::default(),
         calm: None,
         decisions: BTreeMap::new(),
         decisions_at: None,
-        views: PublishedViews::new(format!(
-            "{:x}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-        )),
+        views: PublishedViews::new(epoch, nothing_yet),
     })
 }
 
 /// Previous answers of a domain, for reads.
 pub fn domain_weights(world: &World, domain: &str) -> Option<DomainWeights> {
-    world.report.domains.get(domain).cloned()
+    world.report().domains.get(domain).cloned()
 }
 
 pub type DomainMap = BTreeMap<String, DomainWeights>;
@@ -609,21 +630,33 @@ pub type DomainMap = BTreeMap<String, DomainWeights>;
 mod tests {
     use super::*;
 
+    fn view(at: i64) -> PublishedView {
+        PublishedView {
+            id: String::new(),
+            report: Arc::new(WeightsReport::default()),
+            at: Timestamp(at),
+            decl: Arc::new(Declarations::default()),
+            commit: None,
+        }
+    }
+
     #[test]
     fn published_views_keep_the_latest_and_forget_the_oldest() {
-        let mut views = PublishedViews::new("e".into());
-        let decl = Arc::new(Declarations::default());
-        let report = Arc::new(WeightsReport::default());
-        let first = views.publish(Arc::clone(&report), Timestamp(1), Arc::clone(&decl), None);
-        assert_eq!(first, "e-1");
+        let mut views = PublishedViews::new("e".into(), view(1));
+        assert_eq!(views.latest().id, "e-1");
         assert_eq!(views.get("e-1").map(|v| v.at), Some(Timestamp(1)));
         for at in 2..=i64::try_from(PublishedViews::KEEP).unwrap() + 1 {
-            views.publish(Arc::clone(&report), Timestamp(at), Arc::clone(&decl), None);
+            let v = view(at);
+            let id = views.publish(v.report, v.at, v.decl, v.commit);
+            assert_eq!(id, format!("e-{at}"));
         }
         assert!(views.get("e-1").is_none(), "the oldest is forgotten");
         assert_eq!(views.get("e-2").map(|v| v.at), Some(Timestamp(2)));
-        let latest = views.latest().unwrap();
+        let latest = views.latest();
         assert_eq!(latest.id, format!("e-{}", PublishedViews::KEEP + 1));
         assert!(views.get("other-2").is_none(), "another epoch's id");
+        assert_eq!(views.get_or_latest(Some("e-2")).at, Timestamp(2));
+        assert_eq!(views.get_or_latest(Some("e-1")).id, latest.id);
+        assert_eq!(views.get_or_latest(None).id, latest.id);
     }
 }

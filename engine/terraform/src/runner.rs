@@ -123,7 +123,7 @@ const TRANSIENT: &[&str] = &[
     "connection reset",
     // Live health changed between plan and apply (the GTM record computes
     // its answers from live health); a fresh plan applies cleanly.
-    "Provider produced inconsistent final plan",
+    STALE_PLAN,
 ];
 
 /// Whether a failed run's log shows a failure a retry may fix.
@@ -131,15 +131,28 @@ pub fn is_transient(log: &str) -> bool {
     TRANSIENT.iter().any(|needle| log.contains(needle))
 }
 
-/// How long to wait before retry `attempt` (1-based) of a transient
-/// failure: nothing when the world only moved between plan and apply (a
-/// fresh plan fixes it, and waiting would only delay the change), else
-/// 1 s, 2 s, 4 s... for something to recover.
-pub fn retry_delay(log: &str, attempt: u32) -> std::time::Duration {
-    if log.contains("Provider produced inconsistent final plan") {
-        std::time::Duration::ZERO
-    } else {
-        std::time::Duration::from_secs(1 << attempt.saturating_sub(1).min(6))
+/// The apply-time re-plan differed from the saved plan: what the provider
+/// read moved between plan and apply.
+const STALE_PLAN: &str = "Provider produced inconsistent final plan";
+/// Attempts of a run whose failure looks transient.
+const ATTEMPTS: u32 = 3;
+/// Attempts of a run whose plan keeps going stale.
+const STALE_PLAN_ATTEMPTS: u32 = 5;
+
+impl Outcome {
+    /// Whether to retry after attempt `attempt` (1-based) ended like this,
+    /// and after how long: a stale plan at once (a fresh plan fixes it;
+    /// waiting would only delay the change), up to 5 attempts; another
+    /// transient failure after 1 s, 2 s, up to 3 attempts; else not.
+    pub fn retry_after(&self, attempt: u32) -> Option<std::time::Duration> {
+        if self.succeeded || !self.transient {
+            None
+        } else if self.log.contains(STALE_PLAN) {
+            (attempt < STALE_PLAN_ATTEMPTS).then_some(std::time::Duration::ZERO)
+        } else {
+            (attempt < ATTEMPTS)
+                .then(|| std::time::Duration::from_secs(1 << attempt.saturating_sub(1)))
+        }
     }
 }
 
@@ -473,12 +486,36 @@ mod tests {
 
     #[test]
     fn a_stale_plan_is_retried_at_once_other_failures_back_off() {
-        let stale = "Error: Provider produced inconsistent final plan\n";
-        assert!(is_transient(stale));
-        assert_eq!(retry_delay(stale, 1), std::time::Duration::ZERO);
-        let locked = "Error: Error acquiring the state lock\n";
-        assert_eq!(retry_delay(locked, 1), std::time::Duration::from_secs(1));
-        assert_eq!(retry_delay(locked, 2), std::time::Duration::from_secs(2));
-        assert_eq!(retry_delay(locked, 40), std::time::Duration::from_secs(64));
+        use std::time::Duration;
+        let failed = |log: &str| Outcome {
+            succeeded: false,
+            summary: None,
+            applied: false,
+            exit_code: Some(1),
+            transient: is_transient(log),
+            log: log.to_owned(),
+            duration: Duration::ZERO,
+        };
+        let stale = failed("Error: Provider produced inconsistent final plan\n");
+        let retries: Vec<_> = (1..=6).map(|a| stale.retry_after(a)).collect();
+        assert_eq!(
+            retries,
+            [Some(Duration::ZERO); 4]
+                .into_iter()
+                .chain([None, None])
+                .collect::<Vec<_>>()
+        );
+        let locked = failed("Error: Error acquiring the state lock\n");
+        let retries: Vec<_> = (1..=3).map(|a| locked.retry_after(a)).collect();
+        assert_eq!(
+            retries,
+            [Some(Duration::from_secs(1)), Some(Duration::from_secs(2)), None]
+        );
+        assert_eq!(failed("Error: Unsupported argument\n").retry_after(1), None);
+        let done = Outcome {
+            succeeded: true,
+            ..failed("Error: Error acquiring the state lock\n")
+        };
+        assert_eq!(done.retry_after(1), None);
     }
 }

@@ -106,7 +106,7 @@ pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
 }
 
 pub async fn domains(State(shared): State<Arc<Shared>>) -> Json<Vec<String>> {
-    Json(shared.read_world().report.domains.keys().cloned().collect())
+    Json(shared.read_world().report().domains.keys().cloned().collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -120,7 +120,7 @@ pub struct DomainView {
     /// Terraform provider) can tell whether they apply to its own record.
     policy: Option<GtmPolicy>,
     /// The published view these weights come from (see `?view=`).
-    view: Option<String>,
+    view: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,27 +139,18 @@ pub async fn domain(
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = domain.trim_end_matches('.').to_ascii_lowercase();
     let world = shared.read_world();
-    let pinned = params.view.as_deref().and_then(|id| world.views.get(id));
-    let (report, at, decl, commit, view) = match pinned {
-        Some(v) => (&v.report, v.at, &v.decl, &v.commit, Some(v.id.clone())),
-        None => (
-            &world.report,
-            world.report_at,
-            &world.decl,
-            &world.commit,
-            world.views.latest().map(|v| v.id.clone()),
-        ),
-    };
-    let weights = report.domains.get(&name).cloned().ok_or_else(|| {
+    // The weights and the policy they were computed for, from one view.
+    let view = world.views.get_or_latest(params.view.as_deref());
+    let weights = view.report.domains.get(&name).cloned().ok_or_else(|| {
         ApiError::not_found("unknown_domain", format!("no GTM policy declares `{name}`"))
     })?;
     Ok(Json(DomainView {
         weights,
-        computed_at: rfc3339(at),
-        commit: commit.clone(),
-        split_brain: report.split_brain.as_ref().map(|g| g.message.clone()),
-        policy: decl.gtm.get(&name).cloned(),
-        view,
+        computed_at: rfc3339(view.at),
+        commit: view.commit.clone(),
+        split_brain: view.report.split_brain.as_ref().map(|g| g.message.clone()),
+        policy: view.decl.gtm.get(&name).cloned(),
+        view: view.id.clone(),
     }))
 }
 
@@ -193,8 +184,8 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Ap
         "nodes": counts,
         "regions": world.decl.regions.len(),
         "domains": world.decl.gtm.len(),
-        "split_brain": world.report.split_brain.as_ref().map(|g| g.message.clone()),
-        "weights_computed_at": rfc3339(world.report_at),
+        "split_brain": world.report().split_brain.as_ref().map(|g| g.message.clone()),
+        "weights_computed_at": rfc3339(world.views.latest().at),
         "dns_degraded": shared.dns.handle().degraded(),
     })))
 }
