@@ -137,7 +137,8 @@ impl PublishedViews {
     /// The view `id`, else the latest (a view no longer held, or another
     /// process's, reads as the one in force).
     pub fn get_or_latest(&self, id: Option<&str>) -> &PublishedView {
-        id.and_then(|id| self.get(id)).unwrap_or_else(|| self.latest())
+        id.and_then(|id| self.get(id))
+            .unwrap_or_else(|| self.latest())
     }
 
     pub fn latest(&self) -> &PublishedView {
@@ -408,7 +409,8 @@ impl Shared {
     }
 
     /// Recomputes effective weights from the current declarations and node
-    /// statuses, publishes them, updates the DNS data plane, and emits one
+    /// statuses, publishes them (a new view when they or the declarations
+    /// changed), updates the DNS data plane, and emits one
     /// change event (and audit entry) per domain whose answers changed.
     /// Concurrent calls fold into as few runs as keep their promise (see
     /// [`Coalescer`]); runs never overlap.
@@ -419,12 +421,14 @@ impl Shared {
     async fn recompute_now(&self, cause: &str) {
         Counters::bump(&self.counters.recomputes);
         let at = now();
-        let (decl, nodes, previous, calm) = {
+        let (decl, nodes, previous, previous_decl, calm) = {
             let world = self.read_world();
+            let latest = world.views.latest();
             (
                 Arc::clone(&world.decl),
                 world.nodes_for_engine(),
-                Arc::clone(world.report()),
+                Arc::clone(&latest.report),
+                Arc::clone(&latest.decl),
                 world.calm.clone(),
             )
         };
@@ -450,13 +454,18 @@ impl Shared {
             .collect();
         let split_brain = report.split_brain.clone();
         let guard_changed = split_brain.is_some() != previous.split_brain.is_some();
+        // Only a new report (or new declarations) is a new view: a pinned
+        // view then stays readable as long as nothing changes.
+        let publish = report != *previous || !Arc::ptr_eq(&decl, &previous_decl);
         let report = Arc::new(report);
         {
             let mut world = self.write_world();
-            let commit = world.commit.clone();
-            world
-                .views
-                .publish(Arc::clone(&report), at, Arc::clone(&decl), commit);
+            if publish {
+                let commit = world.commit.clone();
+                world
+                    .views
+                    .publish(Arc::clone(&report), at, Arc::clone(&decl), commit);
+            }
             if split_brain.is_none() && !recent_failures(&nodes, at, settings.split_brain_window) {
                 world.calm = Some((Arc::clone(&report), nodes.clone()));
             }

@@ -509,7 +509,11 @@ mod tests {
         let retries: Vec<_> = (1..=3).map(|a| locked.retry_after(a)).collect();
         assert_eq!(
             retries,
-            [Some(Duration::from_secs(1)), Some(Duration::from_secs(2)), None]
+            [
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_secs(2)),
+                None
+            ]
         );
         assert_eq!(failed("Error: Unsupported argument\n").retry_after(1), None);
         let done = Outcome {

@@ -106,7 +106,15 @@ pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
 }
 
 pub async fn domains(State(shared): State<Arc<Shared>>) -> Json<Vec<String>> {
-    Json(shared.read_world().report().domains.keys().cloned().collect())
+    Json(
+        shared
+            .read_world()
+            .report()
+            .domains
+            .keys()
+            .cloned()
+            .collect(),
+    )
 }
 
 #[derive(Debug, Serialize)]
