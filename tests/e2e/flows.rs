@@ -83,18 +83,6 @@ fn last_run_id(stack: &Stack) -> i64 {
         .unwrap_or(0)
 }
 
-/// The commit `sha`'s version of `path` in the bare repository.
-fn show(stack: &Stack, sha: &str, path: &str) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&stack.repo.bare)
-        .args(["show", &format!("{sha}:{path}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git show {sha}:{path}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The `N` of `autoscale(r): M -> N, ...`.
 fn scaled_to(subject: &str) -> usize {
     subject
@@ -105,8 +93,8 @@ fn scaled_to(subject: &str) -> usize {
         .unwrap_or_else(|| panic!("no target in `{subject}`"))
 }
 
-/// Both regions' first nodes up, in the embedded DNS answers (and in
-/// PowerDNS' when the stack has it); returns jp's and sg's nodes.
+/// `jp_nodes` of jp and one of sg up, and exactly those in the embedded
+/// DNS answers; returns jp's and sg's nodes.
 fn bootstrapped(stack: &Stack, jp_nodes: usize) -> (Vec<Node>, Vec<Node>) {
     let jp = stack.wait_up("jp", jp_nodes);
     let sg = stack.wait_up("sg", 1);
@@ -146,15 +134,6 @@ fn flow_1_bootstrap_terraform_creates_the_first_node_and_dns_answers_with_it() {
     });
     succeeded(&stack, &gtm);
     assert_eq!(jp.len(), 1, "{jp:?}");
-    // Regions still starting are not failures: nobody scaled.
-    assert!(
-        !stack
-            .commits()
-            .iter()
-            .any(|(_, _, s)| s.starts_with("autoscale")),
-        "{:?}",
-        stack.commits()
-    );
     assert!(
         alive(stack.agent_pid(&jp[0].id).expect("jp's agent pid")),
         "jp's agent runs"
@@ -229,6 +208,13 @@ fn flow_1_bootstrap_terraform_creates_the_first_node_and_dns_answers_with_it() {
         EMBEDDED_DOMAIN,
         |a| *a == expected,
     );
+    // Regions that were still starting were no failures: in all this time
+    // (the autoscaler decides every 500 ms) nobody scaled.
+    let commits = stack.commits();
+    assert!(
+        !commits.iter().any(|(_, _, s)| s.starts_with("autoscale")),
+        "{commits:?}"
+    );
     stack.shut_down();
 }
 
@@ -254,7 +240,7 @@ fn flow_2_scale_out_commits_applies_and_the_new_node_joins_dns() {
         "{subject}"
     );
     assert_eq!(author, "neutral autoscaler");
-    let tfvars = show(&stack, &sha, "infra/node-pool/jp.tfvars");
+    let tfvars = stack.show(&sha, "infra/node-pool/jp.tfvars");
     assert_eq!(
         tfvars,
         "# jp's node pool: people and the autoscaler edit it.\nregion        = \"jp\"\ndesired_nodes = 2\n",
@@ -347,13 +333,13 @@ fn flow_3_scale_in_drains_first_then_terraform_removes_exactly_that_node() {
     let kept_pid = stack.agent_pid(&kept.id).expect("kept agent pid");
 
     // DNS drops it while it still runs (it serves out the TTL).
-    let (answers, _) = stack.wait_answers(
+    stack.wait_answers(
         "the drained node leaves DNS",
         stack.embedded_dns(),
         EMBEDDED_DOMAIN,
         |a| !a.contains(&drained.address) && a.contains(&kept.address),
     );
-    assert!(!answers.is_empty());
+    assert!(alive(drained_pid), "the drained agent still runs");
 
     // Terraform destroys exactly that node, after TTL plus grace.
     let run = stack.wait_run("the node-pool run of the scale-in commit", |r| {
@@ -378,7 +364,6 @@ fn flow_3_scale_in_drains_first_then_terraform_removes_exactly_that_node() {
     });
     assert_eq!(remaining[0].id, kept.id, "the other node stays");
     assert_eq!(remaining[0].status, "up");
-    assert!(!alive(drained_pid), "the drained agent stopped");
     assert!(alive(kept_pid), "the kept agent runs");
     stack.shut_down();
 }
@@ -462,31 +447,25 @@ fn flow_4_a_dead_node_leaves_dns_at_once_and_is_replaced_through_terraform() {
         "node death to PowerDNS exclusion",
         pdns_dropped - died,
     );
-    // The run that applied it: the first health-triggered run of the GTM
-    // root that changed the records and finished after the detection (its
-    // plan read live health; one queued just before may carry it). A run
-    // whose plan went stale meanwhile retries; this one finally applied.
+    // The run that applied it: the first (oldest) health-triggered run of
+    // the GTM root that changed the records and finished after the
+    // detection (its plan read live health; one queued just before may
+    // carry it).
     let health = stack.wait("the health-triggered GTM run", || {
-        let mut runs: Vec<Value> = stack
+        stack
             .runs()
             .into_iter()
             .filter(|r| {
                 r["id"].as_i64() > Some(before)
                     && r["root"] == "infra/gtm"
                     && has_trigger(r, "health")
-                    && r["changes"].as_u64() >= Some(1)
                     && r["status"] == "succeeded"
+                    && r["changes"].as_u64() >= Some(1)
                     && millis(&r["finished_at"]) >= detected
             })
-            .collect();
-        runs.sort_by_key(|r| r["id"].as_i64());
-        runs.into_iter()
-            .next()
-            .filter(|r| matches!(r["status"].as_str(), Some("succeeded" | "failed")))
+            .min_by_key(|r| r["id"].as_i64())
     });
-    succeeded(&stack, &health);
     let applied = millis(&health["finished_at"]);
-    assert!(applied <= now_millis());
     figure(
         "self-heal",
         "detection to applied health run",

@@ -823,23 +823,8 @@ fn a_second_daemon_on_the_same_data_directory_is_refused() {
     let repo = repo_with(dir.path(), free_port());
     let data = dir.path().join("data");
     let first = Daemon::start(&repo.bare, &data, FAST);
-    let mut second = std::process::Command::new(neutral_e2e::bin("neutral"));
-    second
-        .arg("serve")
-        .arg("--repo")
-        .arg(&repo.bare)
-        .arg("--data")
-        .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--dns-listen")
-        .arg(format!(
-            "127.0.0.1:{}",
-            neutral_e2e::cluster::free_dns_port()
-        ))
-        .env("NEUTRAL_JOIN_TOKEN", neutral_e2e::cluster::JOIN_TOKEN)
-        .env("NEUTRAL_ADMIN_TOKEN", neutral_e2e::cluster::ADMIN_TOKEN);
-    let out = neutral_e2e::run_with_deadline(&mut second, Duration::from_secs(30));
+    // The same command again: refused at the lock, before it binds a port.
+    let out = neutral_e2e::run_with_deadline(&mut first.command(), Duration::from_secs(30));
     assert_ne!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr.contains("is in use by another neutral serve"),

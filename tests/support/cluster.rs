@@ -206,8 +206,9 @@ impl Daemon {
         daemon
     }
 
-    fn spawn(&mut self) {
-        let _ = self.child.wait();
+    /// The `neutral serve` command this daemon runs (same repository,
+    /// data, ports, flags and environment), not started.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(bin("neutral"));
         cmd.arg("serve")
             .arg("--repo")
@@ -223,6 +224,12 @@ impl Daemon {
             .env("NEUTRAL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("NEUTRAL_LOG", "info,hickory_server=warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let _ = self.child.wait();
+        let mut cmd = self.command();
         let log = self.log.clone();
         // Keep earlier runs' logs: append a run marker by renaming.
         if log.exists() {

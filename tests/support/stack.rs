@@ -140,33 +140,31 @@ fn platform_config(probe_port: u16, options: StackOptions) -> Vec<(String, Strin
 fn terraform_files() -> Vec<(String, String)> {
     let root = workspace_root();
     let mut files = Vec::new();
-    for dir in ["infra/gtm", "infra/node-pool"] {
-        for entry in std::fs::read_dir(root.join(dir)).expect("list root") {
+    for dir in [
+        "infra/gtm",
+        "infra/node-pool",
+        "modules/gtm",
+        "modules/region",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("list a Terraform folder") {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "tf") {
                 let name = path.file_name().expect("name").to_string_lossy();
-                files.push((
-                    format!("{dir}/{name}"),
-                    std::fs::read_to_string(&path).expect("read .tf"),
-                ));
+                let text = std::fs::read_to_string(&path).expect("read a .tf file");
+                files.push((format!("{dir}/{name}"), text));
             }
-        }
-    }
-    for module in ["gtm", "region"] {
-        let dir = format!("modules/{module}");
-        for entry in std::fs::read_dir(root.join(&dir)).expect("list module") {
-            let path = entry.expect("entry").path();
-            let name = path.file_name().expect("name").to_string_lossy();
-            files.push((
-                format!("{dir}/{name}"),
-                std::fs::read_to_string(&path).expect("read module file"),
-            ));
         }
     }
     files
 }
 
+/// `git` in `dir` as a person; its standard output, trimmed.
 fn git_out(dir: &Path, args: &[&str]) -> String {
+    git_raw(dir, args).trim().to_owned()
+}
+
+/// `git` in `dir` as a person; its standard output as it is.
+fn git_raw(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -185,7 +183,7 @@ fn git_out(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether `pid` is a live process (not a zombie).
@@ -336,12 +334,7 @@ impl Stack {
         Some(stack)
     }
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `GET /nodes`, as plain values. Gives nodes that appeared since the
-    /// last look their metrics file (with their region's CPU).
+    /// `GET /nodes`, as plain values.
     pub fn nodes(&self) -> Vec<Node> {
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let nodes: Vec<Node> = self
@@ -360,7 +353,6 @@ impl Stack {
                 slot: text(&n["hostname"]),
             })
             .collect();
-        self.feed_metrics(false);
         nodes
     }
 
@@ -399,22 +391,29 @@ impl Stack {
         self.feed_metrics(true);
     }
 
-    /// Polls `check` every 100 ms for up to [`STEP`]; on timeout, fails
-    /// naming `what` with the stack's state.
-    pub fn wait<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    /// Polls `check` every 100 ms for up to [`STEP`], giving new nodes
+    /// their metrics files meanwhile; on timeout, fails naming `what`, what
+    /// `check` last said, and the stack's state.
+    fn wait_with<T>(&self, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
         let start = Instant::now();
         loop {
-            if let Some(value) = check() {
-                return value;
-            }
+            let last = match check() {
+                Ok(value) => return value,
+                Err(last) => last,
+            };
             self.feed_metrics(false);
             assert!(
                 start.elapsed() < STEP,
-                "timed out after {STEP:?} waiting for {what}\n{}",
+                "timed out after {STEP:?} waiting for {what} {last}\n{}",
                 self.diagnosis()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Polls `check` (see [`Stack::wait_with`]) until it returns `Some`.
+    pub fn wait<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        self.wait_with(what, || check().ok_or_else(String::new))
     }
 
     /// Waits for `check` over the nodes.
@@ -465,20 +464,14 @@ impl Stack {
         domain: &str,
         check: impl Fn(&BTreeSet<String>) -> bool,
     ) -> (BTreeSet<String>, Instant) {
-        let start = Instant::now();
-        loop {
+        self.wait_with(&format!("DNS: {what}"), || {
             let seen = Stack::answers(server, domain, 40);
             if check(&seen) {
-                return (seen, Instant::now());
+                Ok((seen, Instant::now()))
+            } else {
+                Err(format!("(last answers {seen:?})"))
             }
-            self.feed_metrics(false);
-            assert!(
-                start.elapsed() < STEP,
-                "timed out after {STEP:?} waiting for DNS: {what} (last answers {seen:?})\n{}",
-                self.diagnosis()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// `GET /runs` (newest first).
@@ -516,6 +509,11 @@ impl Stack {
                     .then(|| (id, r["root"].to_string(), r["workspace"].to_string()))
             })
             .collect()
+    }
+
+    /// The commit `sha`'s version of `path` in the bare repository.
+    pub fn show(&self, sha: &str, path: &str) -> String {
+        git_raw(&self.repo.bare, &["show", &format!("{sha}:{path}")])
     }
 
     /// `git log` subjects of the bare repository's main, newest first.
@@ -598,7 +596,7 @@ impl Stack {
     pub fn kill_node(&self, node: &Node) {
         let pid = self
             .agent_pid(&node.id)
-            .unwrap_or_else(|| panic!("no agent pid for node {}", node.id));
+            .unwrap_or_else(|| panic!("no agent pid for node {}\n{}", node.id, self.diagnosis()));
         let status = Command::new("kill")
             .args(["-KILL", "--", &format!("-{pid}")])
             .status()
@@ -656,6 +654,7 @@ impl Stack {
                 let Some(pid) = std::fs::read_to_string(slot.join("agent.pid"))
                     .ok()
                     .and_then(|p| p.trim().parse::<u32>().ok())
+                    .filter(|pid| alive(*pid))
                 else {
                     continue;
                 };
