@@ -18,7 +18,7 @@ use neutral_core::weights::DomainWeights;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The longest any one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -8,12 +8,11 @@
 //! [`Secret`], whose `Debug` and `Display` print a placeholder, so no log
 //! line or error message can carry them. It does no network IO.
 
-use std::fmt;
-
 use crate::backend::alidns::{self, AliDnsConfig};
 use crate::backend::cloudflare::{self, CloudflareConfig};
 use crate::backend::route53::{self, AwsCredentials, Route53Config};
 use crate::framework::{Attribute, Block, Constraint, Diags, NestedBlock, Path, Type, Value};
+use crate::secret::Secret;
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
 pub const DEFAULT_POWERDNS_SERVER_ID: &str = "localhost";
@@ -38,33 +37,6 @@ pub const ENV_ALIDNS_ACCESS_KEY_SECRET: [&str; 2] =
 pub const DEFAULT_OWNER_ID: &str = "neutral";
 /// Cloudflare's largest batch (Pro plans and up).
 pub const MAX_CLOUDFLARE_BATCH_SIZE: usize = 3_500;
-
-/// A secret value; prints as `(sensitive)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(text: impl Into<String>) -> Secret {
-        Secret(text.into())
-    }
-
-    /// The secret itself, for an HTTP header. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(sensitive)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(sensitive)")
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PowerDnsConfig {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::context::Configured;
 use crate::framework::{Attribute, Block, Constraint, DataSourceImpl, Diags, Path, Type, Value};
 use crate::live;
-use crate::provider::Configured;
 
 fn object() -> Value {
     Value::Map(BTreeMap::new())

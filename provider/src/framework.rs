@@ -374,6 +374,64 @@ pub trait ProviderImpl: Send + Sync + 'static {
     fn data_sources(&self) -> Vec<(&'static str, Arc<dyn DataSourceImpl>)>;
 }
 
+// ---- reading known values, each problem at its attribute ----
+
+/// A whole number in `min..=max`; `None` (with a diagnostic unless the
+/// value is unknown or null) otherwise.
+pub fn known_int(value: &Value, path: &Path, min: u32, max: u32, diags: &mut Diags) -> Option<u32> {
+    match value {
+        Value::Int(number) => match u32::try_from(*number) {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                diags.error(
+                    path.clone(),
+                    "value out of range",
+                    format!("{number} is outside {min}..={max}"),
+                );
+                None
+            }
+        },
+        Value::Float(number) => {
+            diags.error(
+                path.clone(),
+                "not a whole number",
+                format!("{number} must be a whole number in {min}..={max}"),
+            );
+            None
+        }
+        Value::String(text) => {
+            diags.error(
+                path.clone(),
+                "value out of range",
+                format!("{text} is outside {min}..={max}"),
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// One of `choices` by name; `None` (with a diagnostic listing the names
+/// unless the value is unknown or null) otherwise.
+pub fn known_choice<T: Copy>(
+    value: &Value,
+    path: &Path,
+    choices: &[(&str, T)],
+    diags: &mut Diags,
+) -> Option<T> {
+    let text = value.as_str()?;
+    if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == text) {
+        return Some(*choice);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    diags.error(
+        path.clone(),
+        "unsupported value",
+        format!("`{text}` is not one of: {}", names.join(", ")),
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,11 +30,12 @@ use neutral_core::model::{AllDownPolicy, DnsBackendKind, MAX_BASE_WEIGHT, Record
 use crate::backend::embedded::Embedded;
 use crate::backend::powerdns::PowerDnsBackend;
 use crate::backend::{self, DnsBackend, Listing, SyncError, Target};
+use crate::context::{Configured, now};
 use crate::framework::{
-    Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value,
+    Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value, known_choice,
+    known_int,
 };
 use crate::live::{self, Outcome, Previous, RecordSpec};
-use crate::provider::{Configured, now};
 use crate::records::{self, AnswerRow, Policy};
 
 pub const DEFAULT_TYPE: &str = "A";
@@ -178,64 +179,6 @@ pub fn schema() -> Block {
 }
 
 // ---- arguments ----
-
-pub(crate) fn known_int(
-    value: &Value,
-    path: &Path,
-    min: u32,
-    max: u32,
-    diags: &mut Diags,
-) -> Option<u32> {
-    match value {
-        Value::Int(number) => match u32::try_from(*number) {
-            Ok(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                diags.error(
-                    path.clone(),
-                    "value out of range",
-                    format!("{number} is outside {min}..={max}"),
-                );
-                None
-            }
-        },
-        Value::Float(number) => {
-            diags.error(
-                path.clone(),
-                "not a whole number",
-                format!("{number} must be a whole number in {min}..={max}"),
-            );
-            None
-        }
-        Value::String(text) => {
-            diags.error(
-                path.clone(),
-                "value out of range",
-                format!("{text} is outside {min}..={max}"),
-            );
-            None
-        }
-        _ => None,
-    }
-}
-
-pub(crate) fn known_choice<T: Copy>(
-    value: &Value,
-    path: &Path,
-    choices: &[(&str, T)],
-    diags: &mut Diags,
-) -> Option<T> {
-    let text = value.as_str()?;
-    if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == text) {
-        return Some(*choice);
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    diags.error(
-        path.clone(),
-        "unsupported value",
-        format!("`{text}` is not one of: {}", names.join(", ")),
-    );
-    None
-}
 
 fn known_name(value: &Value, path: &Path, diags: &mut Diags) -> Option<String> {
     let text = value.as_str()?;

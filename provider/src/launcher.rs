@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use neutral_core::model::Timestamp;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// How long an agent gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);

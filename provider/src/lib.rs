@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod data;
 pub mod framework;
 pub mod gtm;
@@ -20,6 +21,7 @@ pub mod plugin;
 pub mod pool;
 pub mod provider;
 pub mod records;
+pub mod secret;
 pub mod timing;
 
 /// The provider's name in Terraform (`neutral_gtm_record`, …).

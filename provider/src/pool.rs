@@ -37,13 +37,14 @@ use neutral_core::pool::{
 };
 
 use crate::client::{ControlPlane, NodeView, parse_time};
-use crate::config::{Secret, base_url};
+use crate::config::base_url;
+use crate::context::{Clients, Configured, now};
 use crate::framework::{
-    Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value,
+    Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value, known_choice,
+    known_int,
 };
-use crate::gtm::{known_choice, known_int};
 use crate::launcher::{self, AgentLaunch, LAUNCHER_FLAGS, SlotDir};
-use crate::provider::{Clients, Configured, now};
+use crate::secret::Secret;
 
 pub const DEFAULT_LAUNCHER: &str = "local";
 pub const DEFAULT_DRAIN_GRACE: &str = "10s";

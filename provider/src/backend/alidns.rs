@@ -38,8 +38,8 @@ use super::{
     Applied, BackendError, DnsBackend, Listing, Native, RetryPolicy, Target, Try, with_retries,
 };
 use crate::client::ClientError;
-use crate::config::Secret;
 use crate::records;
+use crate::secret::Secret;
 
 pub const DEFAULT_ENDPOINT: &str = "https://alidns.aliyuncs.com";
 pub const VERSION: &str = "2015-01-09";
@@ -402,7 +402,7 @@ impl DnsBackend for AliDns {
         Ok(Some(Listing {
             sets,
             policy,
-            native: Native::Alidns(Listed { records: by_key }),
+            native: Native::of(Listed { records: by_key }),
         }))
     }
 
@@ -416,7 +416,7 @@ impl DnsBackend for AliDns {
         if plan.is_empty() {
             return Ok(Applied::default());
         }
-        let Native::Alidns(listed) = &listing.native else {
+        let Some(listed) = listing.native.get::<Listed>() else {
             return Err(BackendError::Api(
                 "an AliDNS apply needs an AliDNS listing".to_owned(),
             ));

@@ -34,8 +34,8 @@ use super::{
     Applied, BackendError, DnsBackend, Listing, Native, RetryPolicy, Target, Try, with_retries,
 };
 use crate::client::ClientError;
-use crate::config::Secret;
 use crate::records;
+use crate::secret::Secret;
 
 pub const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
 /// The Free plan's batch size; Pro and up take 3,500.
@@ -372,7 +372,7 @@ impl DnsBackend for Cloudflare {
         Ok(Some(Listing {
             sets,
             policy,
-            native: Native::Cloudflare(Listed { zone_id, ids }),
+            native: Native::of(Listed { zone_id, ids }),
         }))
     }
 
@@ -386,7 +386,7 @@ impl DnsBackend for Cloudflare {
         if plan.is_empty() {
             return Ok(Applied::default());
         }
-        let Native::Cloudflare(listed) = &listing.native else {
+        let Some(listed) = listing.native.get::<Listed>() else {
             return Err(BackendError::Api(
                 "a Cloudflare apply needs a Cloudflare listing".to_owned(),
             ));

@@ -21,6 +21,7 @@ pub mod powerdns;
 pub mod route53;
 pub mod xml;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -59,14 +60,40 @@ pub struct Listing {
 }
 
 /// The backend's own view of what it listed, for writing the difference.
-#[derive(Clone, Debug)]
+/// A cloud backend keeps its own type here ([`Native::of`], read back with
+/// [`Native::get`]), so this module never names a backend.
+#[derive(Clone)]
 pub(crate) enum Native {
     /// A zone that does not exist yet (and was just created).
     Empty,
+    /// A PowerDNS-API zone (PowerDNS, the embedded server).
     Zone(Zone),
-    Route53(route53::Listed),
-    Cloudflare(cloudflare::Listed),
-    Alidns(alidns::Listed),
+    /// What one cloud backend listed (zone ids, record ids).
+    Backend(Arc<dyn Any + Send + Sync>),
+}
+
+impl Native {
+    pub(crate) fn of<T: Any + Send + Sync>(listed: T) -> Native {
+        Native::Backend(Arc::new(listed))
+    }
+
+    /// The backend's own listing, if this is one of type `T`.
+    pub(crate) fn get<T: Any>(&self) -> Option<&T> {
+        match self {
+            Native::Backend(listed) => listed.downcast_ref(),
+            Native::Empty | Native::Zone(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Native {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Native::Empty => f.write_str("Empty"),
+            Native::Zone(zone) => f.debug_tuple("Zone").field(zone).finish(),
+            Native::Backend(_) => f.write_str("Backend(..)"),
+        }
+    }
 }
 
 impl Listing {

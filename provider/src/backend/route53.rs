@@ -37,8 +37,8 @@ use super::{
     Applied, BackendError, DnsBackend, Listing, Native, RetryPolicy, Target, Try, with_retries,
 };
 use crate::client::ClientError;
-use crate::config::Secret;
 use crate::records::{self, fqdn};
+use crate::secret::Secret;
 
 pub const DEFAULT_ENDPOINT: &str = "https://route53.amazonaws.com";
 /// Route53 is global; its requests are signed for `us-east-1`.
@@ -525,7 +525,7 @@ impl DnsBackend for Route53 {
         Ok(Some(Listing {
             sets,
             policy,
-            native: Native::Route53(Listed { zone_id, elements }),
+            native: Native::of(Listed { zone_id, elements }),
         }))
     }
 
@@ -539,7 +539,7 @@ impl DnsBackend for Route53 {
         if plan.is_empty() {
             return Ok(Applied::default());
         }
-        let Native::Route53(listed) = &listing.native else {
+        let Some(listed) = listing.native.get::<Listed>() else {
             return Err(BackendError::Api(
                 "a Route53 apply needs a Route53 listing".to_owned(),
             ));

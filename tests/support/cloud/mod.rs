@@ -86,7 +86,7 @@ use terraform_provider_neutral::backend::route53::{AwsCredentials, Route53, Rout
 use terraform_provider_neutral::backend::{
     self, DnsBackend, RetryPolicy, SyncError, Synced, Target,
 };
-use terraform_provider_neutral::config::Secret;
+use terraform_provider_neutral::secret::Secret;
 pub use terraform_provider_neutral::records::AnswerRow;
 use terraform_provider_neutral::records::{self, Policy};
 
