@@ -314,6 +314,77 @@ pub struct Planned {
     pub requires_replace: Vec<Path>,
 }
 
+/// What a resource's plan reads from its arguments, for [`open_plan`].
+pub trait PlanArguments {
+    /// The arguments, once every one is known.
+    type Spec;
+    /// Attributes the plan computes: unknown while some argument is.
+    const COMPUTED_LATER: &'static [&'static str];
+    /// Checks the known values, each problem at its attribute.
+    fn check(config: &Value, diags: &mut Diags);
+    /// The state to plan: the configuration with its defaults (and what
+    /// the arguments alone decide, such as the id).
+    fn with_defaults(config: &Value) -> Value;
+    /// The attributes whose change from `prior` replaces the resource.
+    fn replacing(prior: &Value, state: &Value) -> Vec<Path>;
+    /// The arguments, if all are known.
+    fn spec_of(state: &Value) -> Option<Self::Spec>;
+}
+
+/// A plan opened on known arguments.
+#[derive(Debug)]
+pub struct Opened<'p, S> {
+    pub state: Value,
+    pub requires_replace: Vec<Path>,
+    /// The prior state, unless the resource is replaced.
+    pub prior: Option<&'p Value>,
+    pub spec: S,
+}
+
+/// How a plan's shared opening ended.
+#[derive(Debug)]
+pub enum Opening<'p, S> {
+    /// Every argument is known: the resource plans on.
+    Open(Opened<'p, S>),
+    /// Finished already: `None` on errors, else a plan whose computed
+    /// attributes are unknown until apply.
+    Done(Option<Planned>),
+}
+
+/// The opening every resource's plan shares: check the configuration, fill
+/// in defaults, find what forces a replacement, and read the arguments —
+/// or, while some is unknown, plan the computed attributes as unknown.
+pub fn open_plan<'p, A: PlanArguments>(
+    prior: Option<&'p Value>,
+    config: &Value,
+    diags: &mut Diags,
+) -> Opening<'p, A::Spec> {
+    A::check(config, diags);
+    if diags.has_errors() {
+        return Opening::Done(None);
+    }
+    let mut state = A::with_defaults(config);
+    let requires_replace = prior.map(|p| A::replacing(p, &state)).unwrap_or_default();
+    let prior = prior.filter(|_| requires_replace.is_empty());
+    match A::spec_of(&state) {
+        Some(spec) => Opening::Open(Opened {
+            state,
+            requires_replace,
+            prior,
+            spec,
+        }),
+        None => {
+            for name in A::COMPUTED_LATER {
+                state.set(name, Value::Unknown);
+            }
+            Opening::Done(Some(Planned {
+                state,
+                requires_replace,
+            }))
+        }
+    }
+}
+
 /// A managed resource. `None` results mean "failed; see the diagnostics",
 /// except for [`ResourceImpl::read`], where `Ok(None)` means "gone".
 #[async_trait]

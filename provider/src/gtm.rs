@@ -32,8 +32,8 @@ use crate::backend::powerdns::PowerDnsBackend;
 use crate::backend::{self, DnsBackend, Listing, SyncError, Target};
 use crate::context::{Configured, now};
 use crate::framework::{
-    Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value, known_choice,
-    known_int,
+    Attribute, Block, Constraint, Diags, Opened, Opening, Path, PlanArguments, Planned,
+    ResourceImpl, Type, Value, known_choice, known_int, open_plan,
 };
 use crate::live::{self, Outcome, Previous, RecordSpec};
 use crate::records::{self, AnswerRow, Policy};
@@ -613,6 +613,31 @@ fn parse_import_id(
     Some((zone, domain, rtype, dns))
 }
 
+impl PlanArguments for GtmRecord {
+    type Spec = RecordSpec;
+    const COMPUTED_LATER: &'static [&'static str] = &COMPUTED;
+
+    fn check(config: &Value, diags: &mut Diags) {
+        check(config, diags);
+    }
+
+    fn with_defaults(config: &Value) -> Value {
+        with_defaults(config)
+    }
+
+    fn replacing(prior: &Value, state: &Value) -> Vec<Path> {
+        REPLACING
+            .iter()
+            .filter(|name| state.get(name) != prior.get(name))
+            .map(|name| Path::attr(name))
+            .collect()
+    }
+
+    fn spec_of(state: &Value) -> Option<RecordSpec> {
+        spec_of(state)
+    }
+}
+
 #[async_trait]
 impl ResourceImpl for GtmRecord {
     fn schema(&self) -> Block {
@@ -629,39 +654,23 @@ impl ResourceImpl for GtmRecord {
         config: &Value,
         diags: &mut Diags,
     ) -> Option<Planned> {
-        check(config, diags);
-        if diags.has_errors() {
-            return None;
-        }
-        let mut state = with_defaults(config);
-        let requires_replace: Vec<Path> = match prior {
-            Some(prior) => REPLACING
-                .iter()
-                .filter(|name| state.get(name) != prior.get(name))
-                .map(|name| Path::attr(name))
-                .collect(),
-            None => Vec::new(),
-        };
-        let Some(spec) = spec_of(&state) else {
-            // Some argument is known only after apply: so are the answers.
-            for name in COMPUTED {
-                state.set(name, Value::Unknown);
-            }
-            return Some(Planned {
-                state,
-                requires_replace,
-            });
+        let Opened {
+            mut state,
+            requires_replace,
+            prior,
+            spec,
+        } = match open_plan::<Self>(prior, config, diags) {
+            Opening::Open(opened) => opened,
+            Opening::Done(planned) => return planned,
         };
         // Fail at plan time, at `dns`, when the backend cannot be written.
         self.backend(spec.dns, diags)?;
-        let previous = prior
-            .filter(|_| requires_replace.is_empty())
-            .and_then(|prior| {
-                Some(Previous {
-                    mode: live::parse_mode(prior.get("mode").as_str()?)?,
-                    answers: answers_of(prior.get("answers"))?,
-                })
-            });
+        let previous = prior.and_then(|prior| {
+            Some(Previous {
+                mode: live::parse_mode(prior.get("mode").as_str()?)?,
+                answers: answers_of(prior.get("answers"))?,
+            })
+        });
         let outcome = self.outcome(&spec, previous.as_ref(), diags).await?;
         let records = desired_presentation(&spec, &outcome.answers);
         fill(&mut state, &spec, &outcome, &records);

@@ -40,7 +40,9 @@ use neutral_core::pool::{self, CurrentSlot, SlotStatus};
 
 use crate::client::NodeView;
 use crate::context::{Clients, Configured, now};
-use crate::framework::{Block, Diags, Path, Planned, ResourceImpl, Value};
+use crate::framework::{
+    Block, Diags, Opened, Opening, Path, PlanArguments, Planned, ResourceImpl, Value, open_plan,
+};
 use crate::launcher;
 
 use apply::{check_can_start, used_addresses};
@@ -79,6 +81,29 @@ impl NodePool {
     }
 }
 
+impl PlanArguments for NodePool {
+    type Spec = PoolSpec;
+    const COMPUTED_LATER: &'static [&'static str] = &["slots", "nodes", "ready_count", "reasons"];
+
+    fn check(config: &Value, diags: &mut Diags) {
+        check(config, diags);
+    }
+
+    fn with_defaults(config: &Value) -> Value {
+        let mut state = with_defaults(config);
+        state.set("id", state.get("region").clone());
+        state
+    }
+
+    fn replacing(prior: &Value, state: &Value) -> Vec<Path> {
+        replacing(prior, state)
+    }
+
+    fn spec_of(state: &Value) -> Option<PoolSpec> {
+        spec_of(state)
+    }
+}
+
 #[async_trait]
 impl ResourceImpl for NodePool {
     fn schema(&self) -> Block {
@@ -95,23 +120,14 @@ impl ResourceImpl for NodePool {
         config: &Value,
         diags: &mut Diags,
     ) -> Option<Planned> {
-        check(config, diags);
-        if diags.has_errors() {
-            return None;
-        }
-        let mut state = with_defaults(config);
-        let requires_replace = prior.map(|p| replacing(p, &state)).unwrap_or_default();
-        let prior = prior.filter(|_| requires_replace.is_empty());
-        state.set("id", state.get("region").clone());
-        let Some(spec) = spec_of(&state) else {
-            // Some argument is known only after apply: so are the slots.
-            for name in ["slots", "nodes", "ready_count", "reasons"] {
-                state.set(name, Value::Unknown);
-            }
-            return Some(Planned {
-                state,
-                requires_replace,
-            });
+        let Opened {
+            mut state,
+            requires_replace,
+            prior,
+            spec,
+        } = match open_plan::<Self>(prior, config, diags) {
+            Opening::Open(opened) => opened,
+            Opening::Done(planned) => return planned,
         };
         let clients = self.clients(diags)?;
         let live = live(&clients.control_plane, diags).await?;
