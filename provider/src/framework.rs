@@ -498,7 +498,7 @@ pub fn known_choice<T: Copy>(
     diags.error(
         path.clone(),
         "unsupported value",
-        format!("`{text}` is not one of: {}", names.join(", ")),
+        format!("must be one of: {}; found `{text}`", names.join(", ")),
     );
     None
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use neutral_core::config::{dns_label_problem, normalize_dns_name};
+use neutral_core::diag::Severity;
 use neutral_core::dnsplan;
 use neutral_core::model::{AllDownPolicy, DnsBackendKind, MAX_BASE_WEIGHT, RecordType};
 
@@ -203,21 +204,8 @@ fn known_name(value: &Value, path: &Path, diags: &mut Diags) -> Option<String> {
     }
 }
 
-const TYPES: [(&str, RecordType); 2] = [("A", RecordType::A), ("AAAA", RecordType::Aaaa)];
-const BACKENDS: [(&str, DnsBackendKind); 5] = [
-    ("embedded", DnsBackendKind::Embedded),
-    ("powerdns", DnsBackendKind::Powerdns),
-    ("route53", DnsBackendKind::Route53),
-    ("cloudflare", DnsBackendKind::Cloudflare),
-    ("alidns", DnsBackendKind::Alidns),
-];
-const ALL_DOWN: [(&str, AllDownPolicy); 2] = [
-    ("fail_open", AllDownPolicy::FailOpen),
-    ("last_known_good", AllDownPolicy::LastKnownGood),
-];
-
 fn known_backend(value: &Value, diags: &mut Diags) -> Option<DnsBackendKind> {
-    known_choice(value, &Path::attr("dns"), &BACKENDS, diags)
+    known_choice(value, &Path::attr("dns"), &DnsBackendKind::choices(), diags)
 }
 
 fn known_regions(value: &Value, diags: &mut Diags) -> Option<BTreeMap<String, u32>> {
@@ -276,22 +264,33 @@ pub fn check(config: &Value, diags: &mut Diags) {
             format!("`{domain}` is not inside the zone `{zone}`"),
         );
     }
-    known_choice(config.get("type"), &Path::attr("type"), &TYPES, diags);
+    known_choice(
+        config.get("type"),
+        &Path::attr("type"),
+        &RecordType::choices(),
+        diags,
+    );
     let dns = known_backend(config.get("dns"), diags);
-    if let Some(ttl) = known_int(config.get("ttl"), &Path::attr("ttl"), 1, MAX_TTL, diags)
-        && let Some(dns) = dns
-        && !dns.ttl_is_allowed(ttl)
+    // The core's rule, as `neutral validate` reports it (the default TTL
+    // included, at `dns` then).
+    let defaulted = config.get("ttl").is_null();
+    let ttl = if defaulted {
+        Some(DEFAULT_TTL)
+    } else {
+        known_int(config.get("ttl"), &Path::attr("ttl"), 1, MAX_TTL, diags)
+    };
+    if let (Some(ttl), Some(dns)) = (ttl, dns)
+        && let Some((severity, message)) = dns.ttl_check(ttl, defaulted)
     {
-        diags.error(
-            Path::attr("ttl"),
-            "TTL below the backend's floor",
-            format!(
-                "{} takes TTLs of at least {}",
-                dns.as_str(),
-                dns.ttl_floor()
-            ),
-        );
+        let at = Path::attr(if defaulted { "dns" } else { "ttl" });
+        match severity {
+            Severity::Error => diags.error(at, "TTL below the backend's minimum", message),
+            Severity::Warning => {
+                diags.warning(at, "TTL below the backend's usual minimum", message);
+            }
+        }
     }
+
     known_int(
         config.get("min_ready_nodes"),
         &Path::attr("min_ready_nodes"),
@@ -303,7 +302,7 @@ pub fn check(config: &Value, diags: &mut Diags) {
     known_choice(
         config.get("all_down"),
         &Path::attr("all_down"),
-        &ALL_DOWN,
+        &AllDownPolicy::choices(),
         diags,
     );
 }
@@ -342,11 +341,26 @@ fn spec_of(state: &Value) -> Option<RecordSpec> {
     let spec = RecordSpec {
         domain: known_name(state.get("domain"), &Path::root(), diags)?,
         zone: known_name(state.get("zone"), &Path::root(), diags)?,
-        rtype: known_choice(state.get("type"), &Path::root(), &TYPES, diags)?,
+        rtype: known_choice(
+            state.get("type"),
+            &Path::root(),
+            &RecordType::choices(),
+            diags,
+        )?,
         ttl: known_int(state.get("ttl"), &Path::root(), 1, MAX_TTL, diags)?,
-        dns: known_choice(state.get("dns"), &Path::root(), &BACKENDS, diags)?,
+        dns: known_choice(
+            state.get("dns"),
+            &Path::root(),
+            &DnsBackendKind::choices(),
+            diags,
+        )?,
         policy: Policy {
-            all_down: known_choice(state.get("all_down"), &Path::root(), &ALL_DOWN, diags)?,
+            all_down: known_choice(
+                state.get("all_down"),
+                &Path::root(),
+                &AllDownPolicy::choices(),
+                diags,
+            )?,
             min_ready_nodes: known_int(
                 state.get("min_ready_nodes"),
                 &Path::root(),
@@ -600,12 +614,17 @@ fn parse_import_id(
     };
     let zone = known_name(&Value::string(zone), &Path::root(), diags)?;
     let domain = known_name(&Value::string(domain), &Path::root(), diags)?;
-    let rtype = known_choice(&Value::string(rtype), &Path::root(), &TYPES, diags)?;
+    let rtype = known_choice(
+        &Value::string(rtype),
+        &Path::root(),
+        &RecordType::choices(),
+        diags,
+    )?;
     let dns = match dns {
         Some(dns) => Some(known_choice(
             &Value::string(dns),
             &Path::root(),
-            &BACKENDS,
+            &DnsBackendKind::choices(),
             diags,
         )?),
         None => None,
@@ -940,14 +959,14 @@ mod tests {
         );
         let found = problems(&bad);
         expect_test::expect![[r#"
-            type: unsupported value: `MX` is not one of: A, AAAA
-            dns: unsupported value: `bind9` is not one of: embedded, powerdns, route53, cloudflare, alidns
+            type: unsupported value: must be one of: A, AAAA; found `MX`
+            dns: unsupported value: must be one of: embedded, powerdns, route53, cloudflare, alidns; found `bind9`
             ttl: value out of range: 0 is outside 1..=2147483647
             min_ready_nodes: value out of range: -1 is outside 1..=10000
             regions["Bad_Name"]: invalid region name: `Bad_Name`: label `Bad_Name` contains `B`; use a-z, 0-9 and `-`
             regions["Bad_Name"]: not a whole number: 1.5 must be a whole number in 0..=1000
             regions["jp"]: value out of range: 1001 is outside 0..=1000
-            all_down: unsupported value: `panic` is not one of: fail_open, last_known_good"#]]
+            all_down: unsupported value: must be one of: fail_open, last_known_good; found `panic`"#]]
         .assert_eq(&found.join("\n"));
     }
 
@@ -996,8 +1015,87 @@ mod tests {
         ok.set("ttl", Value::Int(30));
         assert_eq!(
             problems(&ok),
-            ["ttl: TTL below the backend's floor: cloudflare takes TTLs of at least 60"]
+            [
+                "ttl: TTL below the backend's minimum: ttl 30 is below cloudflare's minimum of 60; \
+                 cloudflare also accepts 1, meaning automatic"
+            ]
         );
+    }
+
+    /// `terraform plan` (this check) and `neutral validate` (the core's
+    /// load) say the same about the same record type, backend, policy and
+    /// TTL: the same message, at the same severity.
+    #[test]
+    fn the_provider_and_neutral_validate_report_the_same_problems() {
+        use neutral_core::config::{FileContent, RepoFile, load};
+        use neutral_core::diag::Severity as CoreSeverity;
+
+        use crate::framework::Severity;
+
+        let region = "name: jp\nprovider: local\nmin_nodes: 1\nmax_nodes: 3\nbase_weight: 100\n\
+                      state: up\nfailover: []\n";
+        let cases: [(&str, &str, Option<i64>, &str); 8] = [
+            ("A", "cloudflare", Some(30), "fail_open"),
+            ("A", "cloudflare", Some(1), "fail_open"),
+            ("A", "alidns", Some(60), "fail_open"),
+            ("A", "alidns", None, "fail_open"),
+            ("A", "alidns", Some(600), "last_known_good"),
+            ("AAAA", "route53", Some(1), "fail_open"),
+            ("MX", "embedded", Some(30), "fail_open"),
+            ("A", "bind", Some(30), "sometimes"),
+        ];
+        for (rtype, dns, ttl, all_down) in cases {
+            // The provider.
+            let mut config = valid();
+            config.set("type", rtype.into());
+            config.set("dns", dns.into());
+            config.set("all_down", all_down.into());
+            if let Some(ttl) = ttl {
+                config.set("ttl", Value::Int(ttl));
+            }
+            let mut diags = Diags::default();
+            check(&config, &mut diags);
+            let mut provider: Vec<(bool, String)> = diags
+                .0
+                .iter()
+                .map(|d| (d.severity == Severity::Error, d.detail.clone()))
+                .collect();
+            // The core.
+            let ttl_line = ttl.map(|t| format!("ttl: {t}\n")).unwrap_or_default();
+            let gtm = format!(
+                "domain: app.example.com\nzone: example.com\ntype: {rtype}\n{ttl_line}\
+                 dns: {dns}\nregions: {{ jp: 100 }}\nall_down: {all_down}\n"
+            );
+            let file = |path: &str, text: &str| RepoFile {
+                path: path.to_owned(),
+                content: FileContent::Bytes(text.as_bytes().to_vec()),
+            };
+            let loaded = load(&[
+                file("platform-config/regions/jp.yaml", region),
+                file("platform-config/gtm/app.yaml", &gtm),
+            ]);
+            let mut core: Vec<(bool, String)> = loaded
+                .diagnostics
+                .iter()
+                .map(|d| (d.severity == CoreSeverity::Error, d.message.clone()))
+                .collect();
+            provider.sort();
+            core.sort();
+            // The core names the field in choice messages; compare the
+            // substance: each provider message appears in the core's.
+            assert_eq!(
+                provider.len(),
+                core.len(),
+                "{rtype} {dns} {ttl:?} {all_down}: provider {provider:?}, core {core:?}"
+            );
+            for (p_error, p_message) in &provider {
+                assert!(
+                    core.iter().any(|(c_error, c_message)| c_error == p_error
+                        && c_message.contains(p_message.as_str())),
+                    "{rtype} {dns} {ttl:?}: provider says `{p_message}`, core says {core:?}"
+                );
+            }
+        }
     }
 
     #[test]

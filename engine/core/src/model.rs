@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diag::Severity;
+
 /// A point in time: milliseconds since the Unix epoch, UTC.
 ///
 /// The core never reads a clock; callers pass `now` in as one of these.
@@ -157,6 +159,8 @@ pub enum RecordType {
 }
 
 impl RecordType {
+    pub const ALL: [RecordType; 2] = [RecordType::A, RecordType::Aaaa];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecordType::A => "A",
@@ -223,6 +227,40 @@ impl DnsBackendKind {
             _ => ttl >= self.ttl_floor(),
         }
     }
+
+    /// The one rule on a record's TTL on this backend, as every front end
+    /// (`neutral validate`, the Terraform provider) reports it: an error
+    /// below the floor, a warning below AliDNS' free-edition minimum.
+    /// `defaulted`: the TTL was not written (the message says so).
+    pub fn ttl_check(self, ttl: u32, defaulted: bool) -> Option<(Severity, String)> {
+        let default_note = if defaulted { " (the default)" } else { "" };
+        if !self.ttl_is_allowed(ttl) {
+            let special = if self == DnsBackendKind::Cloudflare {
+                "; cloudflare also accepts 1, meaning automatic"
+            } else {
+                ""
+            };
+            Some((
+                Severity::Error,
+                format!(
+                    "ttl {ttl}{default_note} is below {}'s minimum of {}{special}",
+                    self.as_str(),
+                    self.ttl_floor()
+                ),
+            ))
+        } else if self == DnsBackendKind::Alidns && ttl < self.ttl_floor() {
+            Some((
+                Severity::Warning,
+                format!(
+                    "ttl {ttl}{default_note} is below {}'s free-edition minimum of {}; it needs a paid edition",
+                    self.as_str(),
+                    self.ttl_floor()
+                ),
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// What a domain answers when every region's effective weight is 0.
@@ -237,6 +275,8 @@ pub enum AllDownPolicy {
 }
 
 impl AllDownPolicy {
+    pub const ALL: [AllDownPolicy; 2] = [AllDownPolicy::FailOpen, AllDownPolicy::LastKnownGood];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AllDownPolicy::FailOpen => "fail_open",
@@ -536,6 +576,55 @@ pub fn format_duration(d: Duration) -> String {
     }
     out
 }
+
+/// A value not among an enumeration's names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    pub value: String,
+    /// The accepted names, comma-separated.
+    pub expected: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not one of: {}", self.value, self.expected)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// `FromStr` by [`as_str`] over `ALL`, and `choices()`: the (name, value)
+/// table every front end checks a written value against.
+macro_rules! named {
+    ($($kind:ty),*) => {$(
+        impl $kind {
+            /// Every value with its name, in declaration order.
+            pub fn choices() -> Vec<(&'static str, $kind)> {
+                <$kind>::ALL.iter().map(|k| (k.as_str(), *k)).collect()
+            }
+        }
+
+        impl std::str::FromStr for $kind {
+            type Err = UnknownName;
+            fn from_str(text: &str) -> Result<$kind, UnknownName> {
+                <$kind>::ALL
+                    .iter()
+                    .copied()
+                    .find(|k| k.as_str() == text)
+                    .ok_or_else(|| UnknownName {
+                        value: text.to_owned(),
+                        expected: <$kind>::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            }
+        }
+    )*};
+}
+
+named!(RecordType, DnsBackendKind, AllDownPolicy);
 
 #[cfg(test)]
 mod tests {

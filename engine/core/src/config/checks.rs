@@ -10,10 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::diag::Diagnostic;
+use crate::diag::{Diagnostic, Severity};
 use crate::model::{
-    AutoscalePolicy, DeclaredRegionState, DnsBackendKind, GtmPolicy, NodePoolDecl, Region,
-    format_duration,
+    AutoscalePolicy, DeclaredRegionState, GtmPolicy, NodePoolDecl, Region, format_duration,
 };
 
 use super::decode::Decoded;
@@ -328,36 +327,16 @@ impl<'a> Checker<'a, '_> {
         let dns = policy.dns;
         let ttl = policy.ttl;
         let at = decoded.places.at_or("ttl", "dns");
-        let default_note = if decoded.places.get("ttl").is_none() {
-            " (the default)"
-        } else {
-            ""
-        };
-        if !dns.ttl_is_allowed(ttl) {
-            let special = if dns == DnsBackendKind::Cloudflare {
-                "; cloudflare also accepts 1, meaning automatic"
-            } else {
-                ""
-            };
-            self.out.push(Diagnostic::error(
-                &decoded.path,
-                at,
-                format!(
-                    "ttl {ttl}{default_note} is below {}'s minimum of {}{special}",
-                    dns.as_str(),
-                    dns.ttl_floor()
-                ),
-            ));
-        } else if dns == DnsBackendKind::Alidns && ttl < dns.ttl_floor() {
-            self.out.push(Diagnostic::warning(
-                &decoded.path,
-                at,
-                format!(
-                    "ttl {ttl}{default_note} is below {}'s free-edition minimum of {}; it needs a paid edition",
-                    dns.as_str(),
-                    dns.ttl_floor()
-                ),
-            ));
+        let defaulted = decoded.places.get("ttl").is_none();
+        match dns.ttl_check(ttl, defaulted) {
+            Some((Severity::Error, message)) => {
+                self.out.push(Diagnostic::error(&decoded.path, at, message));
+            }
+            Some((Severity::Warning, message)) => {
+                self.out
+                    .push(Diagnostic::warning(&decoded.path, at, message));
+            }
+            None => {}
         }
     }
 

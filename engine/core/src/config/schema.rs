@@ -95,21 +95,6 @@ const STATES: [(&str, DeclaredRegionState); 2] = [
     ("down", DeclaredRegionState::Down),
 ];
 
-const RECORD_TYPES: [(&str, RecordType); 2] = [("A", RecordType::A), ("AAAA", RecordType::Aaaa)];
-
-const DNS_BACKENDS: [(&str, DnsBackendKind); 5] = [
-    ("embedded", DnsBackendKind::Embedded),
-    ("powerdns", DnsBackendKind::Powerdns),
-    ("route53", DnsBackendKind::Route53),
-    ("cloudflare", DnsBackendKind::Cloudflare),
-    ("alidns", DnsBackendKind::Alidns),
-];
-
-const ALL_DOWN_POLICIES: [(&str, AllDownPolicy); 2] = [
-    ("fail_open", AllDownPolicy::FailOpen),
-    ("last_known_good", AllDownPolicy::LastKnownGood),
-];
-
 /// Reads optional field `name` with `read`, or gives `default` when it is
 /// absent or broken (a broken field has been reported already).
 fn optional<'n, 'd, T>(
@@ -245,13 +230,13 @@ pub fn gtm(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<GtmPolicy> {
     let domain = required(d, &fields, "domain", Decoder::dns_name);
     let zone = required(d, &fields, "zone", Decoder::dns_name);
     let record_type = optional(d, &fields, "type", RecordType::A, |d, n, f| {
-        d.choice(n, f, &RECORD_TYPES)
+        d.choice(n, f, &RecordType::choices())
     });
     let ttl = optional(d, &fields, "ttl", DEFAULT_TTL, |d, n, f| {
         d.integer(n, f, 1..=MAX_TTL)
     });
     let dns = optional(d, &fields, "dns", DnsBackendKind::Embedded, |d, n, f| {
-        d.choice(n, f, &DNS_BACKENDS)
+        d.choice(n, f, &DnsBackendKind::choices())
     });
     let min_ready_nodes = optional(
         d,
@@ -266,7 +251,7 @@ pub fn gtm(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<GtmPolicy> {
         &fields,
         "all_down",
         AllDownPolicy::FailOpen,
-        |d, n, f| d.choice(n, f, &ALL_DOWN_POLICIES),
+        |d, n, f| d.choice(n, f, &AllDownPolicy::choices()),
     );
     let probe = optional(d, &fields, "probe", Probe::default(), probe);
     let slow_start = optional(d, &fields, "slow_start", None, |d, n, f| {
