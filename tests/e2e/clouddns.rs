@@ -27,7 +27,13 @@ use neutral_e2e::services::{ADMIN_TOKEN, ControlPlane, Nodes, Terraform, http, t
 use serde_json::{Value, json};
 use terraform_provider_neutral::backend::SyncError;
 
+/// Reports a test skipped for a missing tool; under CI (env `CI` set) a
+/// missing tool is a failure instead, so CI cannot pass without running it.
 fn skip(test: &str, what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs a tool CI must have: {what}"
+    );
     eprintln!(
         "\n======================================================================\n\
          SKIPPED {test}: {what}\n\
