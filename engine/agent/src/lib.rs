@@ -15,7 +15,8 @@
 //! through `tracing`; installing a subscriber is the caller's job.
 
 mod agent;
-pub mod backoff;
+/// The backoff schedule is the core's (shared with the provider and the scheduler).
+pub use neutral_core::backoff;
 pub mod cli;
 mod client;
 mod config;

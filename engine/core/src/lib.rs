@@ -14,6 +14,7 @@
 )]
 
 pub mod autoscale;
+pub mod backoff;
 pub mod config;
 pub mod diag;
 pub mod dnsplan;

@@ -150,8 +150,14 @@ impl Outcome {
         } else if self.log.contains(STALE_PLAN) {
             (attempt < STALE_PLAN_ATTEMPTS).then_some(std::time::Duration::ZERO)
         } else {
-            (attempt < ATTEMPTS)
-                .then(|| std::time::Duration::from_secs(1 << attempt.saturating_sub(1)))
+            // The core's schedule without jitter: 1 s, 2 s, …
+            (attempt < ATTEMPTS).then(|| {
+                neutral_core::backoff::Backoff::new(
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(60),
+                )
+                .ceiling(attempt)
+            })
         }
     }
 }

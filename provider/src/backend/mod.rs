@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use neutral_core::backoff::Backoff;
 use neutral_core::dnsplan::batch::TooLarge;
 use neutral_core::dnsplan::{self, Conflict, DnsPlan, RecordKey, RecordSet};
 use neutral_core::model::{DnsBackendKind, RecordType};
@@ -373,9 +374,7 @@ impl RetryPolicy {
     /// The pause before try `attempt + 1` (after `attempt` refusals), or
     /// the server's own wish, capped.
     pub fn pause(&self, attempt: u32, server: Option<Duration>) -> Duration {
-        let doubled = self
-            .base
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let doubled = Backoff::new(self.base, self.cap).ceiling(attempt);
         server.unwrap_or(doubled).min(self.cap)
     }
 }

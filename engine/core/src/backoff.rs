@@ -1,8 +1,11 @@
-//! Retry delays while the control plane is unreachable or failing: exponential
-//! growth from a floor to a cap, with full jitter over the span above the floor.
+//! The one backoff schedule: exponential growth from a floor to a cap
+//! ([`Backoff::ceiling`]), with full jitter over the span above the floor
+//! ([`Backoff::delay`]). The agent retries the control plane with it, the
+//! provider's DNS backends pause between refused calls with it, and the
+//! scheduler spaces Terraform retries with it.
 //!
 //! Pure: the random draw comes in as a number in `0..1`, so the schedule can be
-//! tested exactly. Sleeping and drawing happen in the agent loop.
+//! tested exactly. Sleeping and drawing happen at the edges.
 
 use std::time::Duration;
 
@@ -177,5 +180,21 @@ mod tests {
         let inverted = Backoff::new(ms(900), ms(100));
         assert_eq!((inverted.min(), inverted.max()), (ms(900), ms(900)));
         assert_eq!(inverted.delay(5, 0.7), ms(900));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_schedule_stays_within_its_bounds_and_never_shrinks(
+            min_ms in 0u64..100_000,
+            max_ms in 0u64..10_000_000,
+            failures in 0u32..200,
+            draw in proptest::num::f64::ANY,
+        ) {
+            let b = Backoff::new(ms(min_ms), ms(max_ms));
+            let d = b.delay(failures, draw);
+            proptest::prop_assert!(b.min() <= d && d <= b.ceiling(failures));
+            proptest::prop_assert!(b.ceiling(failures) <= b.max());
+            proptest::prop_assert!(b.ceiling(failures) <= b.ceiling(failures.saturating_add(1)));
+        }
     }
 }
