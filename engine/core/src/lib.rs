@@ -17,6 +17,7 @@ pub mod autoscale;
 pub mod config;
 pub mod diag;
 pub mod dnsplan;
+pub mod failover;
 pub mod health;
 pub mod liveness;
 pub mod model;
