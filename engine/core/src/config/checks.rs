@@ -334,6 +334,10 @@ impl<'a> Checker<'a, '_> {
         let mut reasons = Vec::new();
         let mut any_traffic = false;
         let mut all_known = true;
+        let mut all_limits_known = true;
+        // Regions that can take traffic, with their max_nodes.
+        let mut limits: Vec<(&str, u32)> = Vec::new();
+        let mut too_small = Vec::new();
         for name in &serving {
             let Some(region_file) = self.region_value(name) else {
                 all_known = false;
@@ -358,11 +362,15 @@ impl<'a> Checker<'a, '_> {
                 any_traffic = true;
             }
             let max_nodes_ok = region_file.places.ok("max_nodes");
+            all_limits_known &= max_nodes_ok;
+            if region.state != DeclaredRegionState::Down && weight > 0 {
+                limits.push((*name, region.max_nodes));
+            }
             if places.ok("min_ready_nodes")
                 && max_nodes_ok
                 && policy.min_ready_nodes > region.max_nodes
             {
-                self.out.push(Diagnostic::warning(
+                too_small.push(Diagnostic::warning(
                     path,
                     places.at("min_ready_nodes"),
                     format!(
@@ -371,6 +379,18 @@ impl<'a> Checker<'a, '_> {
                     ),
                 ));
             }
+        }
+        let never = (places.ok("min_ready_nodes") && all_known && all_limits_known)
+            .then(|| never_servable(&policy.domain, policy.min_ready_nodes, &limits))
+            .flatten();
+        if let Some(message) = never {
+            self.out.push(Diagnostic::error(
+                path,
+                places.at("min_ready_nodes"),
+                message,
+            ));
+        } else {
+            self.out.append(&mut too_small);
         }
         if !any_traffic && all_known {
             self.out.push(Diagnostic::error(
@@ -384,6 +404,31 @@ impl<'a> Checker<'a, '_> {
             ));
         }
     }
+}
+
+/// A domain that can never be served normally: `min_ready_nodes` above the
+/// `max_nodes` of every region that can take its traffic (`limits`: name and
+/// `max_nodes` of each serving region with weight above 0 not declared
+/// down), so it would live in its `all_down` policy forever. The message
+/// names the field and every region's limit; `None` when some region can
+/// reach `min_ready_nodes`, or when no region takes traffic (reported as
+/// "no traffic" instead). Shared with the what-if checks.
+pub fn never_servable(
+    domain: &str,
+    min_ready_nodes: u32,
+    limits: &[(&str, u32)],
+) -> Option<String> {
+    if limits.is_empty() || limits.iter().any(|(_, max)| *max >= min_ready_nodes) {
+        return None;
+    }
+    let listed: Vec<String> = limits
+        .iter()
+        .map(|(name, max)| format!("{name} max_nodes {max}"))
+        .collect();
+    Some(format!(
+        "`min_ready_nodes` ({min_ready_nodes}) is above the max_nodes of every region serving `{domain}` ({}): it could never be served normally, only by its all_down policy",
+        listed.join(", ")
+    ))
 }
 
 #[cfg(test)]
