@@ -168,14 +168,8 @@ impl DnsServer {
         limit: RateLimit,
     ) -> Result<DnsServer, DnsError> {
         let (udp, tcp, local_addr) = bind_sockets(addr).await?;
-        let shared = Arc::new(Shared {
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            state: Mutex::new(State::default()),
-            counters: Counters::default(),
-        });
-        let handle = DnsHandle { shared };
         // Problems in `initial` are logged as the zones compile.
-        let report = handle.set_zones(initial);
+        let (handle, report) = DnsHandle::detached(initial);
         let mut server = Server::new(Handler {
             shared: handle.shared.clone(),
         });
@@ -311,6 +305,21 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl DnsHandle {
+    /// A handle serving `zones` without any socket: packets are answered in
+    /// process by [`DnsHandle::answer_udp`] (the fuzz targets, tools).
+    /// [`DnsServer::bind`] starts from one.
+    pub fn detached(zones: ZoneSet) -> (DnsHandle, LoadReport) {
+        let handle = DnsHandle {
+            shared: Arc::new(Shared {
+                snapshot: RwLock::new(Arc::new(Snapshot::default())),
+                state: Mutex::new(State::default()),
+                counters: Counters::default(),
+            }),
+        };
+        let report = handle.set_zones(zones);
+        (handle, report)
+    }
+
     /// Replaces every zone. Rrsets and records that break the zone rules are
     /// left out and reported; the rest is served.
     pub fn set_zones(&self, zones: ZoneSet) -> LoadReport {

@@ -332,3 +332,36 @@ async fn under_a_flood_from_one_client_another_clients_queries_are_answered() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn any_packet_gets_nothing_or_a_response_with_its_id_within_the_udp_size() {
+    use rand::{RngCore, SeedableRng};
+    let (handle, _) = neutral_dns::DnsHandle::detached([zone()].into_iter().collect());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let valid = query(5, "app.example.com.", RecordType::ANY, Some((4096, 0)));
+    for round in 0..20_000usize {
+        let mut packet = if round % 2 == 0 {
+            let mut bytes = vec![0u8; round % 700];
+            rng.fill_bytes(&mut bytes);
+            bytes
+        } else {
+            // A real query with a few bytes flipped.
+            let mut bytes = valid.clone();
+            for _ in 0..1 + round % 4 {
+                let at = usize::try_from(rng.next_u32()).unwrap() % bytes.len();
+                bytes[at] ^= u8::try_from(rng.next_u32() & 0xff).unwrap();
+            }
+            bytes
+        };
+        if round % 3 == 0 && packet.len() > 2 {
+            packet[2] &= 0x7f; // mostly queries
+        }
+        let Some(reply) = handle.answer_udp(&packet) else {
+            continue;
+        };
+        assert!(packet.len() >= 12 && packet[2] & 0x80 == 0, "{packet:02x?}");
+        assert_eq!(reply[..2], packet[..2]);
+        assert!(reply.len() <= 4096);
+        assert!(reply[2] & 0x80 != 0, "QR set in every reply");
+    }
+}
