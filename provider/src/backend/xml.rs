@@ -142,6 +142,15 @@ fn push_text(out: &mut String, raw: &str, at: usize) -> Result<(), XmlError> {
     Ok(())
 }
 
+/// An XML element name (after its prefix): a letter or `_`, then letters,
+/// digits, `-`, `.` or `_`. A tag such as `<a,b//>` is refused rather than
+/// read as an element its writer could not write back.
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
 fn local_name(tag: &str) -> &str {
     let name = tag.split(|c: char| c.is_whitespace()).next().unwrap_or("");
     name.rsplit(':').next().unwrap_or(name)
@@ -213,6 +222,12 @@ pub fn parse(xml: &str) -> Result<Element, XmlError> {
                 if name.is_empty() {
                     return fail(at, "a tag without a name");
                 }
+                if !is_name(&name) {
+                    return fail(
+                        at,
+                        format!("`{}` is not an element name", name.escape_debug()),
+                    );
+                }
                 if stack.len() >= MAX_DEPTH {
                     return fail(at, format!("nested deeper than {MAX_DEPTH}"));
                 }
@@ -243,6 +258,20 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Found by `scripts/fuzz` (target route53_xml): a self-closing tag whose
+    /// name held `,` and `/` was read, and written back as XML that did not
+    /// read again.
+    #[test]
+    fn tags_whose_name_is_not_an_xml_name_are_refused() {
+        let crash = "<source,e////\n\0\0\0\0\0\0\0////////////////////>ax.e";
+        let error = parse(crash).unwrap_err();
+        assert!(error.problem.contains("is not an element name"), "{error}");
+        assert!(parse("<a,b/>").is_err());
+        assert!(parse("<1a/>").is_err());
+        let ok = parse("<r53:Some-Name_1.x/>").unwrap();
+        assert_eq!(parse(&ok.to_xml()).unwrap(), ok);
+    }
 
     #[test]
     fn reads_a_route53_answer_with_entities_and_namespaces() {
