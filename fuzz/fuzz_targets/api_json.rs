@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
         0 => drop(serde_json::from_slice::<api::RegisterRequest>(body)),
         1 => drop(serde_json::from_slice::<api::HeartbeatRequest>(body)),
         2 => drop(serde_json::from_slice::<api::releases::ReleaseBody>(body)),
-        3 => drop(serde_json::from_slice::<api::releases::ReleaseResult>(body)),
+        3 => drop(serde_json::from_slice::<
+            neutral_server::releases::ReleaseResult,
+        >(body)),
         4 => drop(serde_json::from_slice::<api::CreateZone>(body)),
         _ => drop(serde_json::from_slice::<neutral_dns::ZonePatch>(body)),
     }
