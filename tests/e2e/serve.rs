@@ -550,6 +550,35 @@ fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
             "bad_request",
         ),
         (
+            "broadcast address",
+            register(
+                Some(JOIN_TOKEN),
+                r#"{"region": "jp", "address": "255.255.255.255"}"#,
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "link-local address",
+            register(
+                Some(JOIN_TOKEN),
+                r#"{"region": "jp", "address": "169.254.1.1"}"#,
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "release image that is a path",
+            http::post(
+                api,
+                "/nodes/jp-000000/release",
+                Some(ADMIN_TOKEN),
+                r#"{"image": "../../../../etc/passwd"}"#,
+            ),
+            400,
+            "bad_request",
+        ),
+        (
             "oversized body",
             register(
                 Some(JOIN_TOKEN),
@@ -591,6 +620,18 @@ fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
     ];
     for (name, response, status, code) in &cases {
         assert_eq!(response.status, *status, "{name}: {}", response.body);
+        if name.contains("address") || name.contains("image") {
+            let message = response.json()["message"].as_str().unwrap_or("").to_owned();
+            let field = if name.contains("image") {
+                "image: "
+            } else {
+                "address: "
+            };
+            assert!(
+                message.starts_with(field),
+                "{name}: the reason names the field: {message}"
+            );
+        }
         let body = response.json();
         assert_eq!(body["error"], *code, "{name}: {body}");
         assert!(

@@ -134,7 +134,10 @@ fn main() -> ExitCode {
 
 fn init_agent_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("NEUTRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // NEUTRAL_LOG first, then the usual RUST_LOG.
+    let filter = EnvFilter::try_from_env("NEUTRAL_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

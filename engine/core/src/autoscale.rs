@@ -70,11 +70,16 @@
 //!
 //! # Failover capacity (rule 7)
 //!
-//! The sources of a region R are the regions S that list R in `failover`. A
-//! source that is down ([`health::capacity_status`]) loses `desired_nodes(S)`
-//! nodes, shared among its failover targets that are not down, rounded up
-//! ([`FailoverSource::share`]). R always counts itself among the sharers, so a
-//! target that is down too keeps its share instead of releasing it. R grows
+//! The sources of a region R are the regions S whose load reaches R over the
+//! failover graph ([`failover::absorbers`]): R is in S's `failover` list, or
+//! behind targets of S that are down themselves; the walk never goes past a
+//! region already visited, so mutual failover and longer cycles are fine and
+//! no region is counted twice. A source that is down
+//! ([`health::capacity_status`]) loses `desired_nodes(S)` nodes, shared among
+//! the regions its load reaches, rounded up ([`FailoverSource::share`]). R
+//! always counts itself among the sharers (the walk stops at R even when R is
+//! down), so a target that is down too keeps its share instead of releasing
+//! it. R grows
 //! (not limited by `step`, clamped to `max_nodes`) when the sum of the shares
 //! of its down sources exceeds its `failover_extra`; the new extra counts only
 //! the nodes actually added. The extra is released (clamped to `min_nodes`)
@@ -130,6 +135,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::failover;
 use crate::health::{self, RegionStatus};
 use crate::model::{
     AutoscalePolicy, Declarations, DeclaredRegionState, MetricSample, Metrics, Node, NodeStatus,
@@ -215,8 +221,9 @@ pub struct FailoverSource {
     pub since: Option<Timestamp>,
     /// Its `desired_nodes`: the capacity lost while it is down.
     pub lost_nodes: u32,
-    /// How many of its failover targets share that capacity: those not down,
-    /// always counting the region being decided.
+    /// How many regions share that capacity: those its load reaches over the
+    /// failover graph ([`failover::absorbers`]), always counting the region
+    /// being decided.
     pub sharing_regions: u32,
 }
 
@@ -290,35 +297,32 @@ fn sources_from(
     statuses: &BTreeMap<&str, RegionStatus>,
     region: &str,
 ) -> Vec<FailoverSource> {
+    // `region` counts itself among the sharers even when down, so a target
+    // that is down too keeps its share instead of releasing it.
+    let is_down = |name: &str| {
+        name != region
+            && statuses
+                .get(name)
+                .is_none_or(|s| s.health == RegionHealth::Down)
+    };
     decl.regions
         .values()
-        .filter(|source| source.name != region && source.failover.iter().any(|t| t == region))
+        .filter(|source| source.name != region)
         .filter_map(|source| {
             let status = statuses.get(source.name.as_str())?;
             if starting(source, status) {
                 return None;
             }
-            let targets: BTreeSet<&str> = source
-                .failover
-                .iter()
-                .map(String::as_str)
-                .filter(|t| *t != source.name)
-                .collect();
-            let sharing = targets
-                .iter()
-                .filter(|t| {
-                    **t == region
-                        || statuses
-                            .get(**t)
-                            .is_some_and(|s| s.health != RegionHealth::Down)
-                })
-                .count();
+            let sharing = failover::absorbers(&decl.regions, &source.name, is_down);
+            if !sharing.contains(&region) {
+                return None;
+            }
             Some(FailoverSource {
                 region: source.name.clone(),
                 health: status.health,
                 since: status.since,
                 lost_nodes: decl.desired_nodes(&source.name),
-                sharing_regions: count_u32(sharing),
+                sharing_regions: count_u32(sharing.len()),
             })
         })
         .collect()
@@ -1872,6 +1876,181 @@ mod tests {
         decl.regions.get_mut("jp").unwrap().state = DeclaredRegionState::Up;
         let nodes = vec![node("jp-1", NodeStatus::Down), node("sg-1", NodeStatus::Up)];
         assert_eq!(failover_sources(&decl, &nodes, "sg").len(), 1);
+    }
+
+    #[test]
+    fn mutual_failover_shares_each_way_and_a_cycle_ends() {
+        let mut decl = Declarations::default();
+        for r in [region("jp", 1, 5, &["sg"]), region("sg", 1, 5, &["jp"])] {
+            decl.regions.insert(r.name.clone(), r);
+        }
+        let mut nodes = vec![node("jp-1", NodeStatus::Down), node("sg-1", NodeStatus::Up)];
+        assert_eq!(
+            failover_sources(&decl, &nodes, "sg"),
+            vec![source("jp", RegionHealth::Down, Some(1), 1, 1)]
+        );
+        assert_eq!(
+            failover_sources(&decl, &nodes, "jp"),
+            vec![source("sg", RegionHealth::Up, Some(1), 1, 1)]
+        );
+        // Both down: each keeps its share of the other, nothing loops.
+        nodes[1].status = NodeStatus::Down;
+        assert_eq!(failover_sources(&decl, &nodes, "sg")[0].share(), 1);
+        assert_eq!(failover_sources(&decl, &nodes, "jp")[0].share(), 1);
+    }
+
+    #[test]
+    fn failover_goes_on_through_down_targets_never_back() {
+        // jp -> sg -> us, sg -> jp: with jp and sg down, jp's load passes sg
+        // and lands on us, next to sg's own.
+        let mut decl = Declarations::default();
+        for r in [
+            region("jp", 1, 5, &["sg"]),
+            region("sg", 1, 5, &["jp", "us"]),
+            region("us", 1, 5, &[]),
+        ] {
+            decl.regions.insert(r.name.clone(), r);
+        }
+        decl.node_pools.insert(
+            "jp".into(),
+            NodePoolDecl {
+                region: "jp".into(),
+                desired_nodes: 2,
+            },
+        );
+        let mut nodes = vec![
+            node("jp-1", NodeStatus::Down),
+            node("sg-1", NodeStatus::Up),
+            node("us-1", NodeStatus::Up),
+        ];
+        // sg up: it takes jp's load alone; us backs up sg only.
+        assert_eq!(
+            failover_sources(&decl, &nodes, "us"),
+            vec![source("sg", RegionHealth::Up, Some(1), 1, 1)]
+        );
+        nodes[1].status = NodeStatus::Down;
+        assert_eq!(
+            failover_sources(&decl, &nodes, "us"),
+            vec![
+                source("jp", RegionHealth::Down, Some(1), 2, 1),
+                source("sg", RegionHealth::Down, Some(1), 1, 1),
+            ]
+        );
+        // sg, down itself, still counts itself for jp's load (and shares
+        // nothing of its own).
+        assert_eq!(
+            failover_sources(&decl, &nodes, "sg"),
+            vec![source("jp", RegionHealth::Down, Some(1), 2, 1)]
+        );
+        let decisions = decide_all(
+            &decl,
+            &nodes,
+            &[],
+            &BTreeMap::new(),
+            at(NOW),
+            &AutoscaleSettings::default(),
+        );
+        assert_eq!(decisions.len(), 3);
+    }
+
+    /// Up to 6 regions, any failover edges (cycles, self-loops, unknown
+    /// targets), any node states.
+    fn arb_failover_world() -> impl Strategy<Value = (Declarations, Vec<Node>)> {
+        let regions = proptest::collection::vec(
+            (
+                proptest::collection::vec(0usize..7, 0..5),
+                0u32..4,
+                any::<bool>(),
+                proptest::collection::vec(arb_status(), 0..3),
+            ),
+            1..7,
+        );
+        regions.prop_map(|regions| {
+            let count = regions.len();
+            let name = |i: usize| {
+                if i >= count {
+                    "mars".to_owned()
+                } else {
+                    format!("r{i}")
+                }
+            };
+            let mut decl = Declarations::default();
+            let mut nodes = Vec::new();
+            for (i, (targets, desired, declared_down, statuses)) in regions.into_iter().enumerate()
+            {
+                let mut r = region(&name(i), 0, 5, &[]);
+                for t in targets {
+                    if !r.failover.contains(&name(t)) {
+                        r.failover.push(name(t));
+                    }
+                }
+                if declared_down {
+                    r.state = DeclaredRegionState::Down;
+                }
+                decl.regions.insert(name(i), r);
+                decl.node_pools.insert(
+                    name(i),
+                    NodePoolDecl {
+                        region: name(i),
+                        desired_nodes: desired,
+                    },
+                );
+                let mut p = policy(&name(i));
+                p.failover_capacity = true;
+                decl.autoscale.insert(name(i), p);
+                for (j, status) in statuses.into_iter().enumerate() {
+                    nodes.push(node(&format!("{}-{j}", name(i)), status));
+                }
+            }
+            (decl, nodes)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn failover_over_any_graph_ends_and_counts_no_region_twice(
+            (decl, nodes) in arb_failover_world()
+        ) {
+            for name in decl.regions.keys() {
+                let sources = failover_sources(&decl, &nodes, name);
+                let unique: BTreeSet<&str> = sources.iter().map(|s| s.region.as_str()).collect();
+                prop_assert_eq!(unique.len(), sources.len());
+                prop_assert!(!unique.contains(name.as_str()));
+                for s in &sources {
+                    prop_assert!(s.sharing_regions >= 1);
+                    prop_assert!(
+                        usize::try_from(s.sharing_regions).unwrap() < decl.regions.len(),
+                        "{s:?}"
+                    );
+                }
+            }
+            // A source's load is counted once per region it reaches: the
+            // regions that are not down and claim a share of it are exactly
+            // as many as each of them divides it by.
+            let up: BTreeSet<&str> = decl
+                .regions
+                .values()
+                .filter(|r| health::capacity_status(&decl, r, &nodes).health != RegionHealth::Down)
+                .map(|r| r.name.as_str())
+                .collect();
+            let mut claims: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for name in &up {
+                for s in failover_sources(&decl, &nodes, name) {
+                    claims.entry(s.region).or_default().push(s.sharing_regions);
+                }
+            }
+            for (source, sharing) in &claims {
+                let claimants = u32::try_from(sharing.len()).unwrap();
+                prop_assert!(sharing.iter().all(|&n| n == claimants), "{source}: {sharing:?}");
+            }
+            let all = decide_all(&decl, &nodes, &[], &BTreeMap::new(), at(NOW), &AutoscaleSettings::default());
+            prop_assert_eq!(all.len(), decl.regions.len());
+            for d in all.values() {
+                prop_assert!(d.failover_extra <= 5);
+            }
+        }
     }
 
     // Rule 8 -----------------------------------------------------------------

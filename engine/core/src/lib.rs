@@ -13,12 +13,15 @@
     clippy::panic
 )]
 
+pub mod address;
 pub mod autoscale;
 pub mod backoff;
 pub mod config;
 pub mod diag;
 pub mod dnsplan;
+pub mod failover;
 pub mod health;
+pub mod image_ref;
 pub mod liveness;
 pub mod model;
 pub mod pool;

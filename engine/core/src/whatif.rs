@@ -34,6 +34,12 @@
 //! 4. **Not reported:** new domains and domains without traffic before. A
 //!    change cannot take away traffic that is not there, and the first push of
 //!    a deployment declares domains before any node exists.
+//! 5. **Never servable,** whatever the nodes: a domain (new or not) whose
+//!    `min_ready_nodes` is above the `max_nodes` of every region that can take
+//!    its traffic would only ever be served by its `all_down` policy. This is
+//!    static validation's rule ([`checks::never_servable`]), checked here too
+//!    so a caller that runs the what-if alone refuses it as well; reported
+//!    at the domain's `min_ready_nodes` instead of rule 3's message.
 //!
 //! The checks assume `after` passed static validation: objects whose files
 //! failed to decode are missing from [`Declarations`], which would look like
@@ -42,7 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::config::{self, FileRole, ObjectKind, RepoFile};
+use crate::config::{self, FileRole, ObjectKind, RepoFile, checks};
 use crate::diag::{Diagnostic, Pos};
 use crate::health;
 use crate::model::{Declarations, DeclaredRegionState, GtmPolicy, Node, NodeStatus, Timestamp};
@@ -92,8 +98,20 @@ pub fn check(
     let before = weights::compute(change.before, &before_nodes, &no_previous, now, settings);
     let after = weights::compute(change.after, &after_nodes, &no_previous, now, settings);
     let mut diagnostics = Vec::new();
+    let mut never = BTreeSet::new();
+    for policy in change.after.gtm.values() {
+        if let Some(message) = never_servable(change.after, policy) {
+            let path = object_path(change.after_files, ObjectKind::Gtm, &policy.name)
+                .unwrap_or_else(|| format!("platform-config/gtm/{}.yaml", policy.name));
+            let pos =
+                config::locate(change.after_files, &path, "min_ready_nodes").unwrap_or(Pos::START);
+            diagnostics.push(Diagnostic::error(path, pos, message));
+            never.insert(policy.domain.as_str());
+        }
+    }
     for (domain, after_weights) in &after.domains {
-        if after_weights.regions.iter().any(|r| r.effective > 0) {
+        if after_weights.regions.iter().any(|r| r.effective > 0) || never.contains(domain.as_str())
+        {
             continue;
         }
         let Some(before_weights) = before.domains.get(domain) else {
@@ -132,6 +150,23 @@ pub fn check(
     }
     config::sort_diagnostics(&mut diagnostics);
     diagnostics
+}
+
+/// Rule 5: the static rule [`checks::never_servable`] on `decl`: every
+/// region that can take the domain's traffic has fewer `max_nodes` than its
+/// `min_ready_nodes`.
+fn never_servable(decl: &Declarations, policy: &GtmPolicy) -> Option<String> {
+    let limits: Vec<(&str, u32)> = decl
+        .regions
+        .values()
+        .filter(|r| {
+            r.state != DeclaredRegionState::Down
+                && health::serves(decl, policy, &r.name)
+                && decl.base_weight(policy, &r.name) > 0
+        })
+        .map(|r| (r.name.as_str(), r.max_nodes))
+        .collect();
+    checks::never_servable(&policy.domain, policy.min_ready_nodes, &limits)
 }
 
 /// Rule 1: the nodes as they will be once every declared pool is at its
@@ -426,6 +461,58 @@ mod tests {
 
     fn check_change(after: &[(String, String)], nodes: &[Node], expected: &Expect) {
         expected.assert_eq(&run(&base_tree(), after, nodes));
+    }
+
+    #[test]
+    fn a_domain_that_can_never_be_served_normally_is_refused_like_static_validation() {
+        // min_ready_nodes 9 with jp and sg at max_nodes 5: traffic before, and
+        // new domains too (rule 5 does not need traffic before).
+        let after = with(
+            &with(
+                &base_tree(),
+                "platform-config/gtm/app.yaml",
+                &app("min_ready_nodes: 9\nregions: { jp: 100, sg: 50 }\n"),
+            ),
+            "platform-config/gtm/new.yaml",
+            "domain: new.example.com\nzone: example.com\nmin_ready_nodes: 6\n",
+        );
+        let before = config::load(&files(&base_tree()));
+        let after_files = files(&after);
+        let loaded = config::load(&after_files);
+        let change = Change {
+            before: &before.declarations,
+            after: &loaded.declarations,
+            after_files: &after_files,
+        };
+        let found: String = check(&change, &live(), Timestamp(NOW), &WeightSettings::default())
+            .iter()
+            .map(|d| format!("{d}\n"))
+            .collect();
+        expect![[r#"
+            platform-config/gtm/app.yaml:4:18: error: `min_ready_nodes` (9) is above the max_nodes of every region serving `app.example.com` (jp max_nodes 5, sg max_nodes 5): it could never be served normally, only by its all_down policy
+            platform-config/gtm/new.yaml:3:18: error: `min_ready_nodes` (6) is above the max_nodes of every region serving `new.example.com` (jp max_nodes 5, sg max_nodes 5): it could never be served normally, only by its all_down policy
+        "#]]
+        .assert_eq(&found);
+        let statically: String = loaded
+            .diagnostics
+            .iter()
+            .map(|d| format!("{d}\n"))
+            .collect();
+        assert_eq!(found, statically);
+        // Lowering min_ready_nodes to what one region can reach is fine.
+        let fine = with(
+            &base_tree(),
+            "platform-config/gtm/app.yaml",
+            &app("min_ready_nodes: 5\nregions: { jp: 100, sg: 50 }\n"),
+        );
+        let loaded = config::load(&files(&fine));
+        assert!(
+            loaded
+                .declarations
+                .gtm
+                .values()
+                .all(|p| never_servable(&loaded.declarations, p).is_none())
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn the_example_tree_declares_three_regions_one_domain_two_policies_two_pools() {
     assert_eq!(jp.provider, CloudProvider::Edge);
     assert_eq!((jp.min_nodes, jp.max_nodes, jp.base_weight), (1, 5, 100));
     assert_eq!(jp.failover, ["sg"]);
-    assert_eq!(decl.regions["sg"].failover, ["us"]);
+    assert_eq!(decl.regions["sg"].failover, ["jp", "us"]);
     assert!(decl.regions["us"].failover.is_empty());
 
     let app = &decl.gtm["app.example.com"];

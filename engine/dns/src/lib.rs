@@ -7,7 +7,8 @@
 //! - [`health`]: data-plane health, all-down policies and the weighted pick
 //!   (pure);
 //! - [`snapshot`]: compiled zones and the resolution of one query (pure);
-//! - [`server`]: the hickory-server sockets, the [`DnsHandle`] the daemon
+//! - [`rrl`]: response-rate limiting per client prefix (pure);
+//! - [`server`]: the UDP loop and hickory-server TCP sockets, the [`DnsHandle`] the daemon
 //!   updates zones and health through, and [`metrics`].
 
 #![warn(
@@ -20,13 +21,14 @@
 pub mod content;
 pub mod health;
 pub mod metrics;
+pub mod rrl;
 pub mod server;
 pub mod snapshot;
 pub mod zone;
 
 pub use health::{HealthView, ServeMode};
 pub use metrics::DnsMetrics;
-pub use server::{DegradedRrSet, DnsError, DnsHandle, DnsServer, LoadReport};
+pub use server::{DegradedRrSet, DnsError, DnsHandle, DnsServer, LoadReport, RateLimit};
 pub use zone::{
     ChangeType, Comment, PatchError, Problem, Record, RrSet, RrSetChange, Zone, ZoneError,
     ZonePatch, ZoneSet, apply_patch,

@@ -26,6 +26,9 @@ pub(crate) struct Counters {
     fail_open_answers: AtomicU64,
     last_known_good_answers: AtomicU64,
     send_failures: AtomicU64,
+    dropped_responses: AtomicU64,
+    rate_limited_dropped: AtomicU64,
+    rate_limited_slipped: AtomicU64,
 }
 
 /// Which transport a query came over.
@@ -68,6 +71,21 @@ impl Counters {
         self.send_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A packet with QR=1 (a response) was dropped unanswered.
+    pub(crate) fn dropped_response(&self) {
+        self.dropped_responses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A UDP query over its prefix's rate: dropped, or slipped (TC=1).
+    pub(crate) fn rate_limited(&self, slipped: bool) {
+        let counter = if slipped {
+            &self.rate_limited_slipped
+        } else {
+            &self.rate_limited_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn read(&self) -> Counts {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {
@@ -82,6 +100,9 @@ impl Counters {
             fail_open_answers: load(&self.fail_open_answers),
             last_known_good_answers: load(&self.last_known_good_answers),
             send_failures: load(&self.send_failures),
+            dropped_responses: load(&self.dropped_responses),
+            rate_limited_dropped: load(&self.rate_limited_dropped),
+            rate_limited_slipped: load(&self.rate_limited_slipped),
         }
     }
 }
@@ -100,6 +121,12 @@ pub struct Counts {
     pub last_known_good_answers: u64,
     /// Responses that could not be sent (client gone, encoding failed).
     pub send_failures: u64,
+    /// Packets with QR=1 (responses) dropped unanswered.
+    pub dropped_responses: u64,
+    /// UDP queries over their prefix's rate, dropped unanswered.
+    pub rate_limited_dropped: u64,
+    /// UDP queries over their prefix's rate, answered empty with TC=1.
+    pub rate_limited_slipped: u64,
 }
 
 /// A point-in-time view of the server for `/metrics` and `/status`.
@@ -174,6 +201,32 @@ impl DnsMetrics {
             "Responses that could not be sent.",
         );
         let _ = writeln!(out, "neutral_dns_send_failures_total {}", c.send_failures);
+        family(
+            &mut out,
+            "neutral_dns_dropped_total",
+            "counter",
+            "Packets dropped unanswered: responses sent to the server (QR=1), UDP queries over their prefix's rate.",
+        );
+        for (reason, value) in [
+            ("response", c.dropped_responses),
+            ("rate_limit", c.rate_limited_dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "neutral_dns_dropped_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "neutral_dns_rate_limit_slipped_total",
+            "counter",
+            "UDP queries over their prefix's rate answered empty with TC=1, so real clients retry over TCP.",
+        );
+        let _ = writeln!(
+            out,
+            "neutral_dns_rate_limit_slipped_total {}",
+            c.rate_limited_slipped
+        );
         family(&mut out, "neutral_dns_zones", "gauge", "Zones served.");
         let _ = writeln!(out, "neutral_dns_zones {}", self.zones);
         family(
@@ -223,6 +276,8 @@ mod tests {
         counters.response(5);
         counters.response(23);
         counters.fallback(ServeMode::FailOpen);
+        counters.dropped_response();
+        counters.rate_limited(true);
         let metrics = DnsMetrics {
             counts: counters.read(),
             zones: 1,
@@ -251,6 +306,13 @@ mod tests {
             # HELP neutral_dns_send_failures_total Responses that could not be sent.
             # TYPE neutral_dns_send_failures_total counter
             neutral_dns_send_failures_total 0
+            # HELP neutral_dns_dropped_total Packets dropped unanswered: responses sent to the server (QR=1), UDP queries over their prefix's rate.
+            # TYPE neutral_dns_dropped_total counter
+            neutral_dns_dropped_total{reason="response"} 1
+            neutral_dns_dropped_total{reason="rate_limit"} 0
+            # HELP neutral_dns_rate_limit_slipped_total UDP queries over their prefix's rate answered empty with TC=1, so real clients retry over TCP.
+            # TYPE neutral_dns_rate_limit_slipped_total counter
+            neutral_dns_rate_limit_slipped_total 1
             # HELP neutral_dns_zones Zones served.
             # TYPE neutral_dns_zones gauge
             neutral_dns_zones 1

@@ -1,6 +1,16 @@
-//! The embedded authoritative DNS server: UDP and TCP sockets (hickory-server
-//! on tokio), the current [`Snapshot`], and the handle the daemon updates it
-//! through.
+//! The embedded authoritative DNS server: UDP and TCP sockets, the current
+//! [`Snapshot`], and the handle the daemon updates it through.
+//!
+//! TCP is served by hickory-server. UDP is served by this module's own socket
+//! loop, because UDP is where source addresses are spoofed and the server
+//! must decide before anything is decoded or sent: a packet with QR=1 (a
+//! response: reflection or a loop between two servers) is dropped unread,
+//! and every query passes the per-prefix response-rate limiter
+//! ([`crate::rrl`]) first, which answers, drops, or "slips" an empty TC=1
+//! response so a real client retries over TCP (not limited). Both transports
+//! share [`judge`]: EDNS version (anything but 0 gets BADVERS, RFC 6891),
+//! opcode, class, then [`Snapshot::resolve`]. UDP answers are cut to the
+//! client's EDNS payload size (512 without EDNS, at most 4096) with TC=1.
 //!
 //! This module owns the IO edge: binding, per-query request handling, the
 //! swap of immutable snapshots, the last-known-good memory between health
@@ -21,8 +31,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record as DnsRecord};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+    emit_message_parts,
+};
+use hickory_proto::rr::{DNSClass, LowerName, Record as DnsRecord, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -31,11 +45,15 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::content::RrType;
 use crate::health::{HealthView, ServeMode};
 use crate::metrics::{Counters, DnsMetrics, Transport};
-use crate::snapshot::{CompiledZone, ServedZone, Skipped, Snapshot};
+pub use crate::rrl::RateLimit;
+use crate::rrl::{Limiter, Verdict};
+use crate::snapshot::{CompiledZone, Resolution, ServedZone, Skipped, Snapshot};
 use crate::zone::{Zone, ZoneSet, zone_key};
 
 /// How long an idle TCP connection stays open.
@@ -46,6 +64,10 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 const BIND_ATTEMPTS: usize = 20;
 /// How long [`DnsServer::shutdown`] waits for the socket tasks to end.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// UDP answers never exceed this, whatever payload size a client offers.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
+/// UDP answers to clients without EDNS (RFC 1035).
+const CLASSIC_UDP_PAYLOAD: u16 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -86,6 +108,21 @@ pub struct DnsServer {
     local_addr: SocketAddr,
     handle: DnsHandle,
     server: Server<Handler>,
+    udp: UdpTask,
+}
+
+/// The UDP socket loops; aborted when dropped.
+struct UdpTask {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for UdpTask {
+    fn drop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 /// Cheap to clone; updates what the server answers.
@@ -118,27 +155,57 @@ struct Handler {
 
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0: one free port for both) and starts
-    /// serving `initial`. Must be called inside a tokio runtime.
+    /// serving `initial`, with the default [`RateLimit`]. Must be called
+    /// inside a tokio runtime.
     pub async fn bind(addr: SocketAddr, initial: ZoneSet) -> Result<DnsServer, DnsError> {
+        DnsServer::bind_with(addr, initial, RateLimit::default()).await
+    }
+
+    /// [`DnsServer::bind`] with explicit UDP response-rate limits.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        initial: ZoneSet,
+        limit: RateLimit,
+    ) -> Result<DnsServer, DnsError> {
         let (udp, tcp, local_addr) = bind_sockets(addr).await?;
-        let shared = Arc::new(Shared {
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            state: Mutex::new(State::default()),
-            counters: Counters::default(),
-        });
-        let handle = DnsHandle { shared };
         // Problems in `initial` are logged as the zones compile.
-        let report = handle.set_zones(initial);
+        let (handle, report) = DnsHandle::detached(initial);
         let mut server = Server::new(Handler {
             shared: handle.shared.clone(),
         });
-        server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        tracing::info!(%local_addr, zones = report.zones, "embedded DNS server listening (UDP and TCP)");
+        let (stop, stopped) = watch::channel(false);
+        let udp = Arc::new(udp);
+        let limiter = Arc::new(Mutex::new(Limiter::new(limit.clone())));
+        let started = tokio::time::Instant::now();
+        // One loop per core (at most 4) on the same socket: a flood is read
+        // and dropped as fast as it comes, so other clients' queries are not
+        // lost in a full socket buffer.
+        let loops = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        let tasks = (0..loops)
+            .map(|_| {
+                tokio::spawn(serve_udp(
+                    udp.clone(),
+                    handle.clone(),
+                    limiter.clone(),
+                    started,
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        tracing::info!(
+            %local_addr,
+            zones = report.zones,
+            rate_limit_per_prefix = limit.responses_per_second,
+            burst = limit.burst,
+            slip = limit.slip,
+            "embedded DNS server listening (UDP and TCP)"
+        );
         Ok(DnsServer {
             local_addr,
             handle,
             server,
+            udp: UdpTask { stop, tasks },
         })
     }
 
@@ -155,6 +222,15 @@ impl DnsServer {
     /// the socket tasks to end.
     pub async fn shutdown(mut self) -> Result<(), DnsError> {
         let addr = self.local_addr;
+        let _ = self.udp.stop.send(true);
+        for task in self.udp.tasks.drain(..) {
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
+                return Err(DnsError::Shutdown {
+                    addr,
+                    message: format!("UDP task still running after {SHUTDOWN_TIMEOUT:?}"),
+                });
+            }
+        }
         let result =
             tokio::time::timeout(SHUTDOWN_TIMEOUT, self.server.shutdown_gracefully()).await;
         match result {
@@ -174,6 +250,26 @@ impl DnsServer {
     }
 }
 
+/// The UDP receive buffer asked for (the kernel caps it at
+/// `net.core.rmem_max`): a burst of a flood queues instead of pushing other
+/// clients' queries out.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// A UDP socket on `addr` with a large receive buffer.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(error) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(%error, "could not enlarge the DNS UDP receive buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 async fn bind_sockets(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
     let bind_error = |protocol, addr, source| DnsError::Bind {
         protocol,
@@ -181,18 +277,14 @@ async fn bind_sockets(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, Socke
         source,
     };
     if addr.port() != 0 {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| bind_error("UDP", addr, e))?;
+        let udp = bind_udp(addr).map_err(|e| bind_error("UDP", addr, e))?;
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| bind_error("TCP", addr, e))?;
         return Ok((udp, tcp, addr));
     }
     for _ in 0..BIND_ATTEMPTS {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| bind_error("UDP", addr, e))?;
+        let udp = bind_udp(addr).map_err(|e| bind_error("UDP", addr, e))?;
         let bound = udp.local_addr().map_err(|e| bind_error("UDP", addr, e))?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((udp, tcp, bound)),
@@ -213,6 +305,21 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl DnsHandle {
+    /// A handle serving `zones` without any socket: packets are answered in
+    /// process by [`DnsHandle::answer_udp`] (the fuzz targets, tools).
+    /// [`DnsServer::bind`] starts from one.
+    pub fn detached(zones: ZoneSet) -> (DnsHandle, LoadReport) {
+        let handle = DnsHandle {
+            shared: Arc::new(Shared {
+                snapshot: RwLock::new(Arc::new(Snapshot::default())),
+                state: Mutex::new(State::default()),
+                counters: Counters::default(),
+            }),
+        };
+        let report = handle.set_zones(zones);
+        (handle, report)
+    }
+
     /// Replaces every zone. Rrsets and records that break the zone rules are
     /// left out and reported; the rest is served.
     pub fn set_zones(&self, zones: ZoneSet) -> LoadReport {
@@ -400,64 +507,339 @@ impl RequestHandler for Handler {
             _ => Transport::Other,
         });
 
-        let mut response_edns = None;
-        if let Some(request_edns) = &request.edns {
-            let mut edns = Edns::new();
-            edns.set_max_payload(request_edns.max_payload().max(512));
-            edns.set_version(0);
-            if request_edns.version() > 0 {
+        let snapshot = self.shared.snapshot();
+        let info = request.request_info();
+        let question = info.as_ref().ok().map(|info| {
+            (
+                info.query.name(),
+                info.query.query_type(),
+                info.query.query_class(),
+            )
+        });
+        let (edns, judged) = judge(
+            &snapshot,
+            counters,
+            &request.metadata,
+            request.edns.as_ref(),
+            question,
+        );
+        let resolution = match judged {
+            Judged::Error(rcode) => {
                 return self
-                    .send_error(request, ResponseCode::BADVERS, Some(&edns), response_handle)
+                    .send_error(request, rcode, edns.as_ref(), response_handle)
                     .await;
             }
-            response_edns = Some(edns);
-        }
-        let edns = response_edns.as_ref();
-
-        if request.metadata.message_type != MessageType::Query {
-            return self
-                .send_error(request, ResponseCode::FormErr, edns, response_handle)
-                .await;
-        }
-        if request.metadata.op_code != OpCode::Query {
-            return self
-                .send_error(request, ResponseCode::NotImp, edns, response_handle)
-                .await;
-        }
-        let Ok(info) = request.request_info() else {
-            return self
-                .send_error(request, ResponseCode::FormErr, edns, response_handle)
-                .await;
+            Judged::Answer(resolution) => resolution,
         };
-        if info.query.query_class() != DNSClass::IN {
-            return self
-                .send_error(request, ResponseCode::Refused, edns, response_handle)
-                .await;
-        }
-
-        let snapshot = self.shared.snapshot();
-        let resolution = {
-            let mut rng = rand::rng();
-            snapshot.resolve(info.query.name(), info.query.query_type(), &mut |total| {
-                rng.random_range(0..total)
-            })
-        };
-        if let Some(mode) = resolution.fallback {
-            counters.fallback(mode);
-        }
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = resolution.authoritative;
-        metadata.recursion_available = false;
-        metadata.response_code = resolution.rcode;
-        let response = MessageResponseBuilder::new(&request.queries, edns).build(
-            metadata,
-            resolution.answers.iter().copied(),
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            answer_metadata(&request.metadata, &resolution),
+            resolution
+                .answers
+                .iter()
+                .copied()
+                .chain(resolution.synthesized.iter()),
             resolution.authorities.iter().copied(),
             std::iter::empty::<&DnsRecord>(),
             resolution.additionals.iter().copied(),
         );
         self.sent(request, response_handle.send_response(response).await)
     }
+}
+
+/// What one query gets, whatever the transport. Lives on the stack for one
+/// query only, so the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Judged<'s> {
+    /// A response with this code and no records.
+    Error(ResponseCode),
+    Answer(Resolution<'s>),
+}
+
+/// The response's EDNS record and what to answer: an EDNS version other than
+/// 0 gets BADVERS (RFC 6891 section 6.1.3, with an OPT record of version 0),
+/// anything but a query FORMERR, another opcode NOTIMP, not exactly one
+/// question FORMERR, another class than IN REFUSED; the rest is resolved in
+/// `snapshot`.
+fn judge<'s>(
+    snapshot: &'s Snapshot,
+    counters: &Counters,
+    metadata: &Metadata,
+    request_edns: Option<&Edns>,
+    question: Option<(&LowerName, RecordType, DNSClass)>,
+) -> (Option<Edns>, Judged<'s>) {
+    let mut response_edns = None;
+    if let Some(request_edns) = request_edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(request_edns.max_payload().max(CLASSIC_UDP_PAYLOAD));
+        edns.set_version(0);
+        if request_edns.version() > 0 {
+            return (Some(edns), Judged::Error(ResponseCode::BADVERS));
+        }
+        response_edns = Some(edns);
+    }
+    if metadata.message_type != MessageType::Query {
+        return (response_edns, Judged::Error(ResponseCode::FormErr));
+    }
+    if metadata.op_code != OpCode::Query {
+        return (response_edns, Judged::Error(ResponseCode::NotImp));
+    }
+    let Some((name, qtype, class)) = question else {
+        return (response_edns, Judged::Error(ResponseCode::FormErr));
+    };
+    if class != DNSClass::IN {
+        return (response_edns, Judged::Error(ResponseCode::Refused));
+    }
+    let resolution = {
+        let mut rng = rand::rng();
+        snapshot.resolve(name, qtype, &mut |total| rng.random_range(0..total))
+    };
+    if let Some(mode) = resolution.fallback {
+        counters.fallback(mode);
+    }
+    (response_edns, Judged::Answer(resolution))
+}
+
+fn answer_metadata(request: &Metadata, resolution: &Resolution<'_>) -> Metadata {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.authoritative = resolution.authoritative;
+    metadata.recursion_available = false;
+    metadata.response_code = resolution.rcode;
+    metadata
+}
+
+/// The UDP socket loop: rate limit, answer, send; until `stopped`.
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    handle: DnsHandle,
+    limiter: Arc<Mutex<Limiter>>,
+    started: tokio::time::Instant,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    loop {
+        let received = tokio::select! {
+            _ = stopped.changed() => return,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, src) = match received {
+            Ok(received) => received,
+            Err(error) => {
+                // E.g. an ICMP error for an earlier answer; the socket is fine.
+                tracing::debug!(%error, "UDP receive failed");
+                continue;
+            }
+        };
+        let Some(packet) = buf.get(..len) else {
+            continue;
+        };
+        let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let Some(reply) = handle.answer_udp_limited(packet, src.ip(), &limiter, now_ms) else {
+            continue;
+        };
+        if let Err(error) = socket.send_to(&reply, src).await {
+            handle.shared.counters.send_failure();
+            tracing::debug!(%error, %src, "could not send DNS response");
+        }
+    }
+}
+
+impl DnsHandle {
+    /// The bytes to send back for one UDP packet, or `None` when nothing must
+    /// be sent: shorter than a DNS header, or a response (QR=1), which is
+    /// never answered (reflection, loops between servers). No rate limit;
+    /// the socket loop applies it first. Public for the fuzz targets.
+    pub fn answer_udp(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let counters = &self.shared.counters;
+        if !is_query_header(packet) {
+            if packet.len() >= HEADER_LEN {
+                counters.dropped_response();
+            }
+            return None;
+        }
+        counters.query(Transport::Udp);
+        let Ok(message) = Message::from_vec(packet) else {
+            counters.response(u16::from(ResponseCode::FormErr));
+            return Some(header_reply(packet, ResponseCode::FormErr, false, &[]));
+        };
+        let snapshot = self.shared.snapshot();
+        let lower = match message.queries.as_slice() {
+            [query] => Some((
+                LowerName::from(query.name()),
+                query.query_type(),
+                query.query_class(),
+            )),
+            _ => None,
+        };
+        let question = lower
+            .as_ref()
+            .map(|(name, qtype, class)| (name, *qtype, *class));
+        let (edns, judged) = judge(
+            &snapshot,
+            counters,
+            &message.metadata,
+            message.edns.as_ref(),
+            question,
+        );
+        let max = message.edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, |e| {
+            e.max_payload().clamp(CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+        });
+        let encoded = match &judged {
+            Judged::Error(rcode) => {
+                let mut metadata = Metadata::response_from_request(&message.metadata);
+                metadata.response_code = *rcode;
+                encode(
+                    &metadata,
+                    &message.queries,
+                    &[],
+                    None,
+                    &[],
+                    &[],
+                    edns.as_ref(),
+                    max,
+                )
+            }
+            Judged::Answer(resolution) => encode(
+                &answer_metadata(&message.metadata, resolution),
+                &message.queries,
+                &resolution.answers,
+                resolution.synthesized.as_ref(),
+                &resolution.authorities,
+                &resolution.additionals,
+                edns.as_ref(),
+                max,
+            ),
+        };
+        match encoded {
+            Ok((bytes, rcode)) => {
+                counters.response(rcode);
+                Some(bytes)
+            }
+            Err(error) => {
+                counters.send_failure();
+                tracing::debug!(%error, "could not encode a DNS response");
+                None
+            }
+        }
+    }
+
+    /// [`DnsHandle::answer_udp`] behind the rate limiter.
+    fn answer_udp_limited(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        limiter: &Mutex<Limiter>,
+        now_ms: u64,
+    ) -> Option<Vec<u8>> {
+        if !is_query_header(packet) {
+            return self.answer_udp(packet);
+        }
+        let verdict = limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(source, now_ms);
+        match verdict {
+            Verdict::Answer => self.answer_udp(packet),
+            Verdict::Drop => {
+                self.shared.counters.rate_limited(false);
+                None
+            }
+            Verdict::Slip => {
+                self.shared.counters.rate_limited(true);
+                Some(header_reply(
+                    packet,
+                    ResponseCode::NoError,
+                    true,
+                    question_bytes(packet).unwrap_or_default(),
+                ))
+            }
+        }
+    }
+}
+
+const HEADER_LEN: usize = 12;
+
+/// At least a header, and QR=0 (a query, not a response).
+fn is_query_header(packet: &[u8]) -> bool {
+    packet.len() >= HEADER_LEN && packet.get(2).is_some_and(|flags| flags & 0x80 == 0)
+}
+
+/// A reply built from the query's header alone (id, opcode, RD): QR=1, the
+/// given code, TC when `truncated`, and `question` (the query's own question
+/// bytes, or nothing) as the only section. Never larger than the query.
+fn header_reply(packet: &[u8], rcode: ResponseCode, truncated: bool, question: &[u8]) -> Vec<u8> {
+    let byte = |i: usize| packet.get(i).copied().unwrap_or(0);
+    let opcode_and_rd = byte(2) & 0x79;
+    let mut flags = 0x80 | opcode_and_rd;
+    if truncated {
+        flags |= 0x02;
+    }
+    let low_code = u8::try_from(u16::from(rcode) & 0x0f).unwrap_or(0);
+    let mut out = vec![
+        byte(0),
+        byte(1),
+        flags,
+        low_code,
+        0,
+        u8::from(!question.is_empty()),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    out.extend_from_slice(question);
+    out
+}
+
+/// The raw question section of a query with exactly one question whose name
+/// is uncompressed (as queries' are); `None` otherwise.
+fn question_bytes(packet: &[u8]) -> Option<&[u8]> {
+    if packet.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut at = HEADER_LEN;
+    loop {
+        let len = usize::from(*packet.get(at)?);
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 || at - HEADER_LEN > 255 {
+            return None;
+        }
+        at = at.checked_add(len)?.checked_add(1)?;
+    }
+    packet.get(HEADER_LEN..at.checked_add(5)?)
+}
+
+/// Encodes a response within `max` bytes: records that do not fit are left
+/// out and TC is set (the client retries over TCP). Returns the bytes and the
+/// full response code.
+#[allow(clippy::too_many_arguments)]
+fn encode(
+    metadata: &Metadata,
+    queries: &[Query],
+    answers: &[&DnsRecord],
+    synthesized: Option<&DnsRecord>,
+    authorities: &[&DnsRecord],
+    additionals: &[&DnsRecord],
+    edns: Option<&Edns>,
+    max: u16,
+) -> Result<(Vec<u8>, u16), hickory_proto::ProtoError> {
+    let mut bytes = Vec::with_capacity(usize::from(CLASSIC_UDP_PAYLOAD));
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max);
+    let header = emit_message_parts(
+        metadata,
+        &mut queries.iter(),
+        &mut answers.iter().copied().chain(synthesized),
+        &mut authorities.iter().copied(),
+        &mut additionals.iter().copied(),
+        edns,
+        None,
+        &mut encoder,
+    )?;
+    Ok((bytes, u16::from(header.metadata.response_code)))
 }
 
 impl Handler {

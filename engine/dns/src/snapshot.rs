@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, Record as DnsRecord, RecordType};
 
 use crate::content::{self, RrType};
@@ -302,6 +303,9 @@ pub struct Resolution<'s> {
     pub additionals: Vec<&'s DnsRecord>,
     /// Set when an address answer came from an all-down fallback.
     pub fallback: Option<ServeMode>,
+    /// An answer made up for this query rather than stored: the HINFO of a
+    /// minimal `ANY` answer (RFC 8482). Goes after `answers`.
+    pub synthesized: Option<DnsRecord>,
 }
 
 impl Resolution<'_> {
@@ -313,6 +317,7 @@ impl Resolution<'_> {
             authorities: Vec::new(),
             additionals: Vec::new(),
             fallback: None,
+            synthesized: None,
         }
     }
 }
@@ -391,6 +396,7 @@ impl Snapshot {
             authorities: Vec::new(),
             additionals: Vec::new(),
             fallback: None,
+            synthesized: None,
         };
         let mut name = qname.clone();
         for _ in 0..=MAX_CNAME_CHAIN {
@@ -406,13 +412,7 @@ impl Snapshot {
                 return resolution;
             };
             if qtype == RecordType::ANY {
-                let before = resolution.answers.len();
-                for rrset in &node.rrsets {
-                    push_rrset(served, rrset, &mut resolution, roll);
-                }
-                if resolution.answers.len() == before {
-                    resolution.authorities.push(&zone.negative_soa);
-                }
+                any_minimal(served, node, &name, &mut resolution, roll);
                 return resolution;
             }
             if let Some(rrset) = node.rrset(qtype) {
@@ -452,6 +452,45 @@ impl Snapshot {
             authoritative: false,
             ..Resolution::refused()
         }
+    }
+}
+
+/// `ANY` answered minimally (RFC 8482), so that a small query never draws
+/// every RRset of a name (the ×59 amplification of a fat apex): the CNAME if
+/// the name has one, else its address set (one weighted address, A before
+/// AAAA), else a synthesized `HINFO "RFC8482" ""` with the smallest TTL of
+/// the name's RRsets (RFC 8482 section 4.2). A name without RRsets gets the
+/// usual empty answer with the SOA.
+fn any_minimal<'s>(
+    served: &'s ServedZone,
+    node: &'s NameNode,
+    name: &LowerName,
+    resolution: &mut Resolution<'s>,
+    roll: &mut dyn FnMut(u64) -> u64,
+) {
+    let before = resolution.answers.len();
+    for rtype in [RecordType::CNAME, RecordType::A, RecordType::AAAA] {
+        if let Some(rrset) = node.rrset(rtype) {
+            push_rrset(served, rrset, resolution, roll);
+            if resolution.answers.len() > before {
+                return;
+            }
+        }
+    }
+    let ttl = node
+        .rrsets
+        .iter()
+        .flat_map(|rrset| rrset.records.iter().map(|r| r.ttl))
+        .min();
+    match ttl {
+        Some(ttl) => {
+            resolution.synthesized = Some(DnsRecord::from_rdata(
+                Name::from(name.clone()),
+                ttl,
+                RData::HINFO(HINFO::new("RFC8482".to_owned(), String::new())),
+            ));
+        }
+        None => resolution.authorities.push(&served.compiled.negative_soa),
     }
 }
 
@@ -606,8 +645,10 @@ mod tests {
                 .map(|m| format!(" fallback={}", m.as_str()))
                 .unwrap_or_default()
         )];
+        let synthesized: Vec<&DnsRecord> = resolution.synthesized.iter().collect();
         for (section, records) in [
             ("an", &resolution.answers),
+            ("an", &synthesized),
             ("ns", &resolution.authorities),
             ("ad", &resolution.additionals),
         ] {
@@ -758,13 +799,18 @@ mod tests {
     }
 
     #[test]
-    fn any_returns_every_rrset_with_one_address() {
+    fn any_is_answered_minimally_per_rfc_8482() {
         let snap = snapshot(vec![example()], &HealthView::new());
+        // A name with an address set: one weighted address, nothing else.
         expect_test::expect![[r#"
             No Error aa=true
-            an app.example.com. 30 A 192.0.2.2
-            an app.example.com. 60 TXT hello"#]]
+            an app.example.com. 30 A 192.0.2.2"#]]
         .assert_eq(&answer(&snap, "app.example.com.", RecordType::ANY, 3));
+        // The apex (SOA, NS, ...): a synthesized HINFO.
+        expect_test::expect![[r#"
+            No Error aa=true
+            an example.com. 3600 HINFO RFC8482 "#]]
+        .assert_eq(&answer(&snap, "example.com.", RecordType::ANY, 0));
     }
 
     #[test]

@@ -61,10 +61,12 @@ pub struct ServeArgs {
     /// How often to fetch the repository (besides `POST /sync`).
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub sync_interval: Duration,
-    /// File holding the join token (else env NEUTRAL_JOIN_TOKEN).
+    /// File holding the join token (else env NEUTRAL_JOIN_TOKEN); at least
+    /// 16 characters.
     #[arg(long)]
     pub join_token_file: Option<PathBuf>,
-    /// File holding the admin token (else env NEUTRAL_ADMIN_TOKEN).
+    /// File holding the admin token (else env NEUTRAL_ADMIN_TOKEN); at least
+    /// 16 characters.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
     /// PEM certificate chain: serve the API over TLS (needs --tls-key).

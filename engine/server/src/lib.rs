@@ -90,7 +90,9 @@ pub fn run_blocking(args: ServeArgs) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    // NEUTRAL_LOG first, then the usual RUST_LOG.
     let filter = EnvFilter::try_from_env("NEUTRAL_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_proto=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -168,6 +168,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tags_whose_name_is_not_an_xml_name_are_refused() {
+        // Found by the route53_xml fuzz target against the hand-written reader.
+        let crash = "<source,e////\n\0\0\0\0\0\0\0////////////////////>ax.e";
+        assert!(parse(crash).is_err());
+        assert!(parse("<a,b/>").is_err());
+        assert!(parse("<1a/>").is_err());
+        let ok = parse("<Some-Name_1.x/>").unwrap();
+        assert_eq!(parse(&ok.to_xml()).unwrap(), ok);
+    }
+
+    #[test]
     fn reads_a_route53_answer_with_entities_and_namespaces() {
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <ListResourceRecordSetsResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">

@@ -1,6 +1,7 @@
 //! Semantic checks across the decoded objects of a repository: references to
 //! regions, node-count bounds, domains and zones, TTL floors, domains left
-//! without traffic, failover cycles, flapping autoscale thresholds.
+//! without traffic, a region failing over to itself, flapping autoscale
+//! thresholds. Failover cycles are valid (see [`crate::failover`]).
 //!
 //! This module owns every rule that needs more than one field's value, and
 //! reports each problem at the place a person would fix it. It works on
@@ -8,7 +9,7 @@
 //! (it has been reported already), so one mistake does not cascade into
 //! misleading follow-up errors. It must not parse anything.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::{Diagnostic, Severity};
 use crate::model::{
@@ -60,7 +61,6 @@ impl<'a> Checker<'a, '_> {
         for region in &decls.regions {
             self.region(region);
         }
-        self.failover_cycles(&decls.regions);
         for pool in &decls.pools {
             self.node_pool(pool);
         }
@@ -111,79 +111,21 @@ impl<'a> Checker<'a, '_> {
             ));
         }
         for target in &region.failover {
-            if !self.regions.contains_key(target.as_str()) {
+            if *target == region.name {
+                self.out.push(Diagnostic::error(
+                    &decoded.path,
+                    places.at(&format!("failover.{target}")),
+                    format!(
+                        "region `{target}` lists itself in `failover`: a region cannot fail over to itself"
+                    ),
+                ));
+            } else if !self.regions.contains_key(target.as_str()) {
                 self.out.push(Diagnostic::error(
                     &decoded.path,
                     places.at(&format!("failover.{target}")),
                     unknown_region(target),
                 ));
             }
-        }
-    }
-
-    /// Reports each strongly connected group of regions in the failover graph
-    /// once, with its shortest cycle through its first region by name.
-    fn failover_cycles(&mut self, regions: &[Decoded<Region>]) {
-        let nodes: Vec<(&Decoded<Region>, &Region)> = regions
-            .iter()
-            .filter_map(|decoded| decoded.value.as_ref().map(|region| (decoded, region)))
-            .collect();
-        let index: BTreeMap<&str, usize> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, (decoded, _))| (decoded.stem.as_str(), i))
-            .collect();
-        let edges: Vec<Vec<usize>> = nodes
-            .iter()
-            .map(|(_, region)| {
-                region
-                    .failover
-                    .iter()
-                    .filter_map(|target| index.get(target.as_str()).copied())
-                    .collect()
-            })
-            .collect();
-        for component in strongly_connected(&edges) {
-            let self_loop = component.len() == 1
-                && component.first().is_some_and(|&only| {
-                    edges
-                        .get(only)
-                        .is_some_and(|targets| targets.contains(&only))
-                });
-            if component.len() < 2 && !self_loop {
-                continue;
-            }
-            let Some(&start) = component
-                .iter()
-                .min_by_key(|&&i| nodes.get(i).map(|(decoded, _)| decoded.stem.as_str()))
-            else {
-                continue;
-            };
-            let members: BTreeSet<usize> = component.iter().copied().collect();
-            let Some(cycle) = shortest_cycle(&edges, &members, start) else {
-                continue;
-            };
-            let names: Vec<&str> = cycle
-                .iter()
-                .chain(cycle.first())
-                .filter_map(|&i| nodes.get(i).map(|(decoded, _)| decoded.stem.as_str()))
-                .collect();
-            let Some((decoded, _)) = nodes.get(start) else {
-                continue;
-            };
-            let next = names.get(1).copied().unwrap_or_default();
-            let hint = if self_loop {
-                " (a region cannot fail over to itself)"
-            } else {
-                ""
-            };
-            self.out.push(Diagnostic::error(
-                &decoded.path,
-                decoded
-                    .places
-                    .at_or(&format!("failover.{next}"), "failover"),
-                format!("failover cycle: {}{hint}", names.join(" -> ")),
-            ));
         }
     }
 
@@ -371,6 +313,10 @@ impl<'a> Checker<'a, '_> {
         let mut reasons = Vec::new();
         let mut any_traffic = false;
         let mut all_known = true;
+        let mut all_limits_known = true;
+        // Regions that can take traffic, with their max_nodes.
+        let mut limits: Vec<(&str, u32)> = Vec::new();
+        let mut too_small = Vec::new();
         for name in &serving {
             let Some(region_file) = self.region_value(name) else {
                 all_known = false;
@@ -395,11 +341,15 @@ impl<'a> Checker<'a, '_> {
                 any_traffic = true;
             }
             let max_nodes_ok = region_file.places.ok("max_nodes");
+            all_limits_known &= max_nodes_ok;
+            if region.state != DeclaredRegionState::Down && weight > 0 {
+                limits.push((*name, region.max_nodes));
+            }
             if places.ok("min_ready_nodes")
                 && max_nodes_ok
                 && policy.min_ready_nodes > region.max_nodes
             {
-                self.out.push(Diagnostic::warning(
+                too_small.push(Diagnostic::warning(
                     path,
                     places.at("min_ready_nodes"),
                     format!(
@@ -408,6 +358,18 @@ impl<'a> Checker<'a, '_> {
                     ),
                 ));
             }
+        }
+        let never = (places.ok("min_ready_nodes") && all_known && all_limits_known)
+            .then(|| never_servable(&policy.domain, policy.min_ready_nodes, &limits))
+            .flatten();
+        if let Some(message) = never {
+            self.out.push(Diagnostic::error(
+                path,
+                places.at("min_ready_nodes"),
+                message,
+            ));
+        } else {
+            self.out.append(&mut too_small);
         }
         if !any_traffic && all_known {
             self.out.push(Diagnostic::error(
@@ -423,164 +385,64 @@ impl<'a> Checker<'a, '_> {
     }
 }
 
-/// Tarjan's strongly connected components, iteratively (no recursion, so a
-/// long failover chain cannot overflow the stack). `edges[v]` lists the
-/// successors of `v`; out-of-range successors are ignored.
-pub fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
-    const UNVISITED: usize = usize::MAX;
-    let count = edges.len();
-    let mut order = vec![UNVISITED; count];
-    let mut low = vec![0usize; count];
-    let mut on_stack = vec![false; count];
-    let mut stack: Vec<usize> = Vec::new();
-    let mut next_order = 0usize;
-    let mut components = Vec::new();
-    for root in 0..count {
-        if order.get(root) != Some(&UNVISITED) {
-            continue;
-        }
-        // (vertex, index of its next edge to explore)
-        let mut calls: Vec<(usize, usize)> = vec![(root, 0)];
-        visit(root, &mut order, &mut low, &mut next_order);
-        stack.push(root);
-        set(&mut on_stack, root, true);
-        while let Some(&(vertex, edge)) = calls.last() {
-            let successor = edges
-                .get(vertex)
-                .and_then(|targets| targets.get(edge))
-                .copied();
-            if let Some(call) = calls.last_mut() {
-                call.1 = edge.saturating_add(1);
-            }
-            match successor {
-                Some(target) if target >= count => {}
-                Some(target) if order.get(target) == Some(&UNVISITED) => {
-                    visit(target, &mut order, &mut low, &mut next_order);
-                    stack.push(target);
-                    set(&mut on_stack, target, true);
-                    calls.push((target, 0));
-                }
-                Some(target) => {
-                    if on_stack.get(target) == Some(&true) {
-                        let target_order = order.get(target).copied().unwrap_or(UNVISITED);
-                        lower(&mut low, vertex, target_order);
-                    }
-                }
-                None => {
-                    calls.pop();
-                    let vertex_low = low.get(vertex).copied().unwrap_or(0);
-                    if let Some(&(parent, _)) = calls.last() {
-                        lower(&mut low, parent, vertex_low);
-                    }
-                    if order.get(vertex) == Some(&vertex_low) {
-                        let mut component = Vec::new();
-                        while let Some(member) = stack.pop() {
-                            set(&mut on_stack, member, false);
-                            component.push(member);
-                            if member == vertex {
-                                break;
-                            }
-                        }
-                        components.push(component);
-                    }
-                }
-            }
-        }
+/// A domain that can never be served normally: `min_ready_nodes` above the
+/// `max_nodes` of every region that can take its traffic (`limits`: name and
+/// `max_nodes` of each serving region with weight above 0 not declared
+/// down), so it would live in its `all_down` policy forever. The message
+/// names the field and every region's limit; `None` when some region can
+/// reach `min_ready_nodes`, or when no region takes traffic (reported as
+/// "no traffic" instead). Shared with the what-if checks.
+pub fn never_servable(
+    domain: &str,
+    min_ready_nodes: u32,
+    limits: &[(&str, u32)],
+) -> Option<String> {
+    if limits.is_empty() || limits.iter().any(|(_, max)| *max >= min_ready_nodes) {
+        return None;
     }
-    components
-}
-
-fn visit(vertex: usize, order: &mut [usize], low: &mut [usize], next_order: &mut usize) {
-    if let Some(slot) = order.get_mut(vertex) {
-        *slot = *next_order;
-    }
-    if let Some(slot) = low.get_mut(vertex) {
-        *slot = *next_order;
-    }
-    *next_order = next_order.saturating_add(1);
-}
-
-fn set(flags: &mut [bool], index: usize, value: bool) {
-    if let Some(flag) = flags.get_mut(index) {
-        *flag = value;
-    }
-}
-
-fn lower(low: &mut [usize], index: usize, value: usize) {
-    if let Some(slot) = low.get_mut(index) {
-        *slot = (*slot).min(value);
-    }
-}
-
-/// The shortest cycle through `start` inside `members`, as the list of its
-/// vertices starting at `start` (without repeating it at the end).
-fn shortest_cycle(
-    edges: &[Vec<usize>],
-    members: &BTreeSet<usize>,
-    start: usize,
-) -> Option<Vec<usize>> {
-    let mut parent: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut queue = VecDeque::from([start]);
-    while let Some(vertex) = queue.pop_front() {
-        for &target in edges.get(vertex).into_iter().flatten() {
-            if target == start {
-                let mut cycle = vec![vertex];
-                let mut current = vertex;
-                while current != start {
-                    current = *parent.get(&current)?;
-                    cycle.push(current);
-                }
-                cycle.reverse();
-                return Some(cycle);
-            }
-            if members.contains(&target) && !parent.contains_key(&target) {
-                parent.insert(target, vertex);
-                queue.push_back(target);
-            }
-        }
-    }
-    None
+    let listed: Vec<String> = limits
+        .iter()
+        .map(|(name, max)| format!("{name} max_nodes {max}"))
+        .collect();
+    Some(format!(
+        "`min_ready_nodes` ({min_ready_nodes}) is above the max_nodes of every region serving `{domain}` ({}): it could never be served normally, only by its all_down policy",
+        listed.join(", ")
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FileContent, RepoFile, load};
 
-    fn sorted(mut components: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
-        for component in &mut components {
-            component.sort_unstable();
-        }
-        components.sort();
-        components
+    fn files(entries: &[(&str, &str)]) -> Vec<RepoFile> {
+        entries
+            .iter()
+            .map(|(path, text)| RepoFile {
+                path: (*path).to_owned(),
+                content: FileContent::Bytes(text.as_bytes().to_vec()),
+            })
+            .collect()
     }
 
     #[test]
-    fn strongly_connected_components_group_mutual_reachability() {
-        // 0 -> 1 -> 2 -> 0, 2 -> 3, 3 -> 3, 4 alone, 5 -> 9 (out of range)
-        let edges = vec![vec![1], vec![2], vec![0, 3], vec![3], vec![], vec![9]];
-        assert_eq!(
-            sorted(strongly_connected(&edges)),
-            vec![vec![0, 1, 2], vec![3], vec![4], vec![5]]
-        );
-    }
-
-    #[test]
-    fn long_chains_do_not_recurse() {
-        let count = 100_000;
-        let edges: Vec<Vec<usize>> = (0..count).map(|i| vec![(i + 1) % count]).collect();
-        let components = strongly_connected(&edges);
-        assert_eq!(components.len(), 1);
-        assert_eq!(components[0].len(), count);
-    }
-
-    #[test]
-    fn shortest_cycles_start_at_the_given_vertex() {
-        // 0 -> 1 -> 2 -> 0 and 0 -> 2 -> 0
-        let edges = vec![vec![1, 2], vec![2], vec![0]];
-        let members: BTreeSet<usize> = [0, 1, 2].into();
-        assert_eq!(shortest_cycle(&edges, &members, 0), Some(vec![0, 2]));
-        assert_eq!(shortest_cycle(&edges, &members, 1), Some(vec![1, 2, 0]));
-        let self_loop = vec![vec![0]];
-        assert_eq!(shortest_cycle(&self_loop, &[0].into(), 0), Some(vec![0]));
+    fn mutual_failover_is_valid() {
+        let loaded = load(&files(&[
+            (
+                "platform-config/regions/jp.yaml",
+                "name: jp\nprovider: edge\nmax_nodes: 5\nfailover: [sg]\n",
+            ),
+            (
+                "platform-config/regions/sg.yaml",
+                "name: sg\nprovider: edge\nmax_nodes: 5\nfailover: [jp]\n",
+            ),
+        ]));
+        let rendered: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .map(Diagnostic::to_string)
+            .collect();
+        assert_eq!(rendered, Vec::<String>::new());
+        assert_eq!(loaded.declarations.regions["sg"].failover, ["jp"]);
     }
 }

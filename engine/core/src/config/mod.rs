@@ -17,7 +17,7 @@
 //! caused by an earlier mistake. A region file that failed entirely still
 //! declares its name: references to it are not reported as unknown.
 
-mod checks;
+pub(crate) mod checks;
 mod decode;
 mod schema;
 mod tfvars;

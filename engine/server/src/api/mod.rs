@@ -8,6 +8,10 @@ mod nodes;
 mod read;
 pub mod releases;
 
+/// The request bodies, for the fuzz targets (`fuzz/`).
+pub use dns::CreateZone;
+pub use nodes::{HeartbeatRequest, RegisterRequest};
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -81,10 +81,8 @@ pub async fn register(
             request.address
         ))
     })?;
-    if address.is_unspecified() || address.is_multicast() {
-        return Err(ApiError::bad_request(format!(
-            "address: {address} cannot serve traffic (unspecified or multicast)"
-        )));
+    if let Err(problem) = neutral_core::address::check_node_address(address) {
+        return Err(ApiError::bad_request(format!("address: {problem}")));
     }
     check_text("hostname", request.hostname.as_ref(), 253)?;
     check_text("agent_version", request.agent_version.as_ref(), 64)?;

@@ -38,17 +38,10 @@ pub struct ReleaseBody {
 }
 
 fn check_body(body: &ReleaseBody) -> Result<(), ApiError> {
-    let image = &body.image;
-    if image.is_empty()
-        || image.len() > 255
-        || image.starts_with('-')
-        || image
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
-    {
-        return Err(ApiError::bad_request(
-            "image: 1 to 255 printable ASCII characters without spaces, not starting with `-`",
-        ));
+    if let Err(error) = neutral_core::image_ref::parse(&body.image) {
+        return Err(ApiError::bad_request(format!(
+            "image: not an OCI image reference (registry/name:tag or name@digest): {error}"
+        )));
     }
     if let Some(path) = &body.health_path
         && (!path.starts_with('/')
@@ -160,6 +153,16 @@ mod tests {
         assert!(check_body(&body("web:v2", Some("/healthz"), Some(30_000))).is_ok());
         assert!(check_body(&body("", None, None)).is_err());
         assert!(check_body(&body("web v2", None, None)).is_err());
+        for hostile in [
+            "../../../../etc/passwd",
+            "/etc/passwd",
+            "-v",
+            "web;rm",
+            "WEB",
+        ] {
+            assert!(check_body(&body(hostile, None, None)).is_err(), "{hostile}");
+        }
+        assert!(check_body(&body("registry.example.com:5000/team/web:v2", None, None)).is_ok());
         assert!(check_body(&body("web", Some("healthz"), None)).is_err());
         assert!(check_body(&body("web", None, Some(0))).is_err());
     }
