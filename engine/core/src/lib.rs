@@ -21,5 +21,6 @@ pub mod health;
 pub mod liveness;
 pub mod model;
 pub mod pool;
+pub mod redact;
 pub mod weights;
 pub mod whatif;
