@@ -360,6 +360,28 @@ fn replace_table(
     Ok(changes)
 }
 
+/// The `pause_inside_apply` fault point: every write of the transaction is
+/// done and nothing is committed. Creates `marker` (so the test knows) and
+/// waits for the kill; gives up with an error (rolling back) after 60 s so a
+/// test that forgot to kill cannot hang.
+fn pause_until_killed(marker: &std::path::Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    std::fs::write(marker, b"inside apply_declarations, not committed\n").map_err(|source| {
+        StoreError::DataDir {
+            path: marker.to_owned(),
+            source,
+        }
+    })?;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(StoreError::FaultPoint {
+        path: marker.to_owned(),
+        point: "pause_inside_apply",
+        waited_ms: started.elapsed().as_millis(),
+    })
+}
+
 impl Store {
     /// Stores `declarations` (validated by the core) as those of `commit`:
     /// replaces the four declaration tables, marks `commit` last good and
@@ -412,6 +434,9 @@ impl Store {
                     data: json!({ "changes": &changes, "changed_objects": changes.count() }),
                 },
             )?;
+            if let Some(marker) = &self.options.pause_inside_apply {
+                pause_until_killed(marker)?;
+            }
             Ok(SyncApplied { audit_id, changes })
         })
     }
