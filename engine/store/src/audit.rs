@@ -26,6 +26,7 @@ pub mod kinds {
     pub const AUTOSCALE_ACTION: &str = "autoscale.action";
     pub const RUN_QUEUED: &str = "run.queued";
     pub const RUN_FINISHED: &str = "run.finished";
+    pub const RUN_INTERRUPTED: &str = "run.interrupted";
     pub const DNS_ZONE_PUT: &str = "dns.zone.put";
     pub const DNS_ZONE_DELETED: &str = "dns.zone.deleted";
 }
