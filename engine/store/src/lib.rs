@@ -63,7 +63,7 @@ pub use declarations::{
 pub use error::{Result, StoreError};
 pub use neutral_core::model::Timestamp;
 pub use nodes::{NewNode, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash};
-pub use runs::{NewRun, Run, RunOutcome, RunStatus, RunStore, RunSummary};
+pub use runs::{NewRun, Run, RunOutcome, RunQuery, RunStatus, RunStore, RunSummary};
 pub use samples::{Heartbeat, HeartbeatOutcome, SampleStore};
 pub use zones::{StoredZone, ZoneStore};
 

@@ -122,6 +122,20 @@ pub struct Run {
     pub log: String,
 }
 
+/// Which runs [`RunStore::list_page`] returns: newest first, optionally
+/// before a cursor (a run id from the previous page) and filtered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// At most this many (capped at 10,000).
+    pub limit: u32,
+    /// Only runs with a smaller id (the last id of the previous page).
+    pub before_id: Option<i64>,
+    pub root: Option<String>,
+    /// The workspace: the region for the node-pool root.
+    pub workspace: Option<String>,
+    pub status: Option<RunStatus>,
+}
+
 /// The run view of a [`Store`].
 #[derive(Clone, Copy, Debug)]
 pub struct RunStore<'a> {
@@ -342,6 +356,38 @@ impl RunStore<'_> {
                 .during(OP)?;
             let rows = stmt
                 .query_map(params![root, limit], raw_summary)
+                .during(OP)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(into_summary(OP, row.during(OP)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// A page of runs, newest first (see [`RunQuery`]).
+    pub fn list_page(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
+        const OP: &str = "list runs";
+        self.store.read(OP, |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM runs
+                     WHERE id < ?1 AND (?2 IS NULL OR root = ?2)
+                       AND (?3 IS NULL OR workspace = ?3) AND (?4 IS NULL OR status = ?4)
+                     ORDER BY id DESC LIMIT ?5"
+                ))
+                .during(OP)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.before_id.unwrap_or(i64::MAX),
+                        query.root,
+                        query.workspace,
+                        query.status.map(RunStatus::as_str),
+                        query.limit.min(10_000)
+                    ],
+                    raw_summary,
+                )
                 .during(OP)?;
             let mut out = Vec::new();
             for row in rows {
@@ -606,6 +652,59 @@ mod tests {
             .collect();
         assert_eq!(a, vec![ids[3], ids[2]]);
         assert_eq!(runs.list_runs(10, None).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn pages_of_runs_walk_every_run_once_with_filters() {
+        let (_dir, store) = open_temp();
+        let runs = store.runs();
+        for i in 0..25i64 {
+            let mut run = new_run(if i % 2 == 0 { "a" } else { "b" });
+            run.workspace = format!("w{}", i % 3);
+            runs.create_run(&run, Timestamp(i), "t").unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = runs
+                .list_page(&RunQuery {
+                    limit: 4,
+                    before_id: before,
+                    ..RunQuery::default()
+                })
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            seen.extend(page.iter().map(|r| r.id));
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(seen, sorted, "newest first, each once");
+        assert_eq!(seen.len(), 25);
+        let filtered = runs
+            .list_page(&RunQuery {
+                limit: 100,
+                root: Some("a".into()),
+                workspace: Some("w0".into()),
+                status: Some(RunStatus::Queued),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(filtered.len(), 5, "i in 0, 6, 12, 18, 24");
+        assert!(
+            filtered
+                .iter()
+                .all(|r| r.root == "a" && r.workspace == "w0")
+        );
+        let none = runs
+            .list_page(&RunQuery {
+                limit: 100,
+                status: Some(RunStatus::Failed),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]
