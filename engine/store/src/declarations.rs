@@ -361,14 +361,21 @@ fn replace_table(
 }
 
 /// The `pause_inside_apply` fault point: every write of the transaction is
-/// done and nothing is committed. Creates `marker` (so the test knows) and
-/// waits for the kill; gives up with an error (rolling back) after 60 s so a
-/// test that forgot to kill cannot hang.
-fn pause_until_killed(marker: &std::path::Path) -> Result<()> {
+/// done and nothing is committed. Fires only while the arm file exists; then
+/// creates `<arm>.reached` (so the test knows) and waits for the kill. Gives
+/// up with an error (rolling back) after 60 s, so a test that forgot to kill
+/// cannot hang.
+fn pause_until_killed(arm: &std::path::Path) -> Result<()> {
+    if !arm.exists() {
+        return Ok(());
+    }
     let started = std::time::Instant::now();
-    std::fs::write(marker, b"inside apply_declarations, not committed\n").map_err(|source| {
+    let mut reached = arm.as_os_str().to_owned();
+    reached.push(".reached");
+    let reached = std::path::PathBuf::from(reached);
+    std::fs::write(&reached, b"inside apply_declarations, not committed\n").map_err(|source| {
         StoreError::DataDir {
-            path: marker.to_owned(),
+            path: reached.clone(),
             source,
         }
     })?;
@@ -376,7 +383,7 @@ fn pause_until_killed(marker: &std::path::Path) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Err(StoreError::FaultPoint {
-        path: marker.to_owned(),
+        path: reached,
         point: "pause_inside_apply",
         waited_ms: started.elapsed().as_millis(),
     })

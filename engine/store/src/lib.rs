@@ -102,10 +102,12 @@ pub struct StoreOptions {
     /// plane must never silently come back with no nodes. A data directory
     /// with no store and no other state is a first start and needs no flag.
     pub init: bool,
-    /// Fault point for crash tests: when set, [`Store::apply_declarations`]
-    /// does all its writes, then creates this file and waits (at most 60 s)
-    /// before committing, so a test can kill the process provably *inside*
-    /// the transaction. Never set in production.
+    /// Fault point for crash tests (an "arm" file): while this file exists,
+    /// [`Store::apply_declarations`] does all its writes, then creates
+    /// `<file>.reached` and waits (at most 60 s) before committing, so a test
+    /// can kill the process provably *inside* the transaction. The daemon
+    /// sets it from env `NEUTRAL_FAULT_PAUSE_INSIDE_APPLY`; never in
+    /// production.
     pub pause_inside_apply: Option<PathBuf>,
 }
 

@@ -369,7 +369,9 @@ fn crash_child_applies_declarations_until_killed() {
 fn apply_is_all_or_nothing_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("neutral.sqlite3");
-    let marker = dir.path().join("inside-apply");
+    let arm = dir.path().join("pause-inside-apply");
+    let marker = dir.path().join("pause-inside-apply.reached");
+    std::fs::write(&arm, b"armed").unwrap();
     let exe = std::env::current_exe().unwrap();
     for round in 0..3u32 {
         let start = round * 1_000_000;
@@ -378,7 +380,7 @@ fn apply_is_all_or_nothing_across_kill_9() {
             .args([CHILD_TEST, "--exact", "--ignored", "--test-threads=1"])
             .env(CRASH_DB_ENV, &path)
             .env(CRASH_START_ENV, start.to_string())
-            .env(CRASH_MARKER_ENV, &marker)
+            .env(CRASH_MARKER_ENV, &arm)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
