@@ -83,10 +83,30 @@ fn secret_name(name: &str) -> bool {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     const EXACT: &[&str] = &[
-        "token", "password", "passwd", "pwd", "pass", "key", "secret", "auth", "sig", "signature",
-        "credential", "credentials", "code", "session", "sessionid",
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "key",
+        "secret",
+        "auth",
+        "sig",
+        "signature",
+        "credential",
+        "credentials",
+        "code",
+        "session",
+        "sessionid",
     ];
-    const SUFFIXES: &[&str] = &["token", "password", "secret", "key", "signature", "credential"];
+    const SUFFIXES: &[&str] = &[
+        "token",
+        "password",
+        "secret",
+        "key",
+        "signature",
+        "credential",
+    ];
     EXACT.contains(&name.as_str()) || SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
@@ -196,7 +216,9 @@ fn headers(text: &str) -> Option<String> {
         let secret_start = after_name
             .saturating_add(value_at)
             .saturating_add(scheme_len);
-        search = after_name.saturating_add(value_at).saturating_add(value_len);
+        search = after_name
+            .saturating_add(value_at)
+            .saturating_add(value_len);
         if secret.is_empty() || secret == MASK {
             continue;
         }

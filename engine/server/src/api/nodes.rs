@@ -4,9 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use neutral_core::liveness::Liveness;
 use neutral_core::model::{Metrics, NodeMode, NodeStatus};
 use neutral_store::{AuditEntry, Heartbeat, NewNode, StoreError, TokenHash};
@@ -15,6 +17,7 @@ use serde_json::json;
 
 use super::common::require_admin;
 use super::read;
+use crate::admission;
 use crate::app::App;
 use crate::auth;
 use crate::counters::Counters;
@@ -34,6 +37,10 @@ pub struct RegisterRequest {
     agent_version: Option<String>,
     #[serde(default)]
     node_id: Option<String>,
+    /// Proof of `node_id`'s identity: that node's current token (or the
+    /// admin token). See docs/api.md, "Identity rule".
+    #[serde(default)]
+    node_token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,8 +66,17 @@ fn check_text(field: &str, value: Option<&String>, max: usize) -> Result<(), Api
     }
 }
 
+/// What the identity rule decided for a registration.
+enum Place {
+    /// A new node (a fresh id).
+    New,
+    /// The existing node with this id keeps it, with a new token.
+    Existing { id: String, drained: bool },
+}
+
 pub async fn register(
     State(app): State<Arc<App>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
@@ -74,6 +90,24 @@ pub async fn register(
             return Err(ApiError::unauthorized("invalid join token"));
         }
         Some(_) => {}
+    }
+    if let Some(Extension(ConnectInfo(client))) = &connect
+        && let Err(wait) = app
+            .registrations
+            .take(client.ip(), std::time::Instant::now())
+    {
+        Counters::bump(&app.counters.registrations_refused);
+        let seconds = wait.as_secs_f64().ceil().max(1.0);
+        tracing::warn!(client = %client.ip(), retry_after_s = seconds, "registration refused: rate limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many registrations from {}: retry in {seconds} s",
+                client.ip()
+            ),
+        )
+        .with_retry_after(seconds as u64));
     }
     let address: IpAddr = request.address.trim().parse().map_err(|_| {
         ApiError::bad_request(format!(
@@ -89,9 +123,10 @@ pub async fn register(
     check_text("hostname", request.hostname.as_ref(), 253)?;
     check_text("agent_version", request.agent_version.as_ref(), 64)?;
     check_text("node_id", request.node_id.as_ref(), 64)?;
-    let (settings, probe, previous_drained, reuse_id) = {
+    check_text("node_token", request.node_token.as_ref(), 256)?;
+    let decided = {
         let world = app.read_world();
-        if !world.decl.regions.contains_key(&request.region) {
+        let Some(region) = world.decl.regions.get(&request.region) else {
             let known: Vec<&str> = world.decl.regions.keys().map(String::as_str).collect();
             return Err(ApiError::not_found(
                 "unknown_region",
@@ -105,17 +140,85 @@ pub async fn register(
                     }
                 ),
             ));
-        }
+        };
         let (settings, probe) = liveness_for(&app.settings.liveness, &world.decl, &request.region);
-        let old = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
-        let reuse = old
-            .filter(|e| e.record.node.region == request.region && e.record.node.address == address);
-        (
-            settings,
-            probe,
-            reuse.is_some_and(|e| e.liveness.drained),
-            reuse.map(|e| e.record.node.id.clone()),
-        )
+        // Proof of an identity: the node's current token, or the admin token.
+        let proves = |entry: &NodeEntry| {
+            request
+                .node_token
+                .as_deref()
+                .is_some_and(|t| entry.token.matches(t) || app.admin_token.matches(t))
+        };
+        let here = |entry: &&NodeEntry| {
+            entry.record.node.region == request.region && entry.record.node.address == address
+        };
+        let by_id = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
+        let at_address = world.nodes.values().find(here);
+        let place = match (by_id, at_address) {
+            (Some(entry), _) if !proves(entry) => Err(format!(
+                "node `{}` exists: re-registering it needs its current token in `node_token`",
+                entry.record.node.id
+            )),
+            (Some(entry), _) if here(&entry) => Ok(Place::Existing {
+                id: entry.record.node.id.clone(),
+                drained: entry.liveness.drained,
+            }),
+            (_, Some(entry)) if proves(entry) || entry.record.node.status == NodeStatus::Down => {
+                Ok(Place::Existing {
+                    id: entry.record.node.id.clone(),
+                    drained: entry.liveness.drained,
+                })
+            }
+            (_, Some(entry)) => Err(format!(
+                "{address} is node `{}` of region {} (status {}): one address is one node per \
+                 region; re-register it with its `node_id` and current `node_token`",
+                entry.record.node.id,
+                request.region,
+                entry.record.node.status.as_str()
+            )),
+            (_, None) => Ok(Place::New),
+        };
+        if let Ok(Place::New) = &place {
+            let counted = world
+                .nodes
+                .values()
+                .filter(|e| e.record.node.region == request.region)
+                // Nodes that were up once and are now down wait for their
+                // replacement; they do not hold its place.
+                .filter(|e| {
+                    !(e.record.node.status == NodeStatus::Down
+                        && e.record.node.last_heartbeat.is_some())
+                })
+                .count();
+            let cap = admission::region_cap(region.max_nodes);
+            if counted >= usize::try_from(cap).unwrap_or(usize::MAX) {
+                Counters::bump(&app.counters.registrations_refused);
+                tracing::warn!(region = %request.region, %address, nodes = counted, cap, "registration refused: region full");
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "region_full",
+                    format!(
+                        "region {} holds {counted} nodes, its limit: max_nodes {} + slack {} \
+                         (nodes that were up and are down do not count)",
+                        request.region,
+                        region.max_nodes,
+                        admission::region_slack(region.max_nodes)
+                    ),
+                ));
+            }
+        }
+        (settings, probe, place)
+    };
+    let (settings, probe, place) = decided;
+    let place = match place {
+        Ok(place) => place,
+        Err(message) => {
+            return Err(identity_conflict(&app, &request.region, address, message).await);
+        }
+    };
+    let (previous_drained, reuse_id) = match place {
+        Place::New => (false, None),
+        Place::Existing { id, drained } => (drained, Some(id)),
     };
     let at = now();
     let token = auth::new_token();
@@ -185,6 +288,24 @@ pub async fn register(
             heartbeat_timeout_ms: millis(app.settings.liveness.heartbeat_timeout),
         }),
     ))
+}
+
+/// Refuses a registration that would take over an existing node: logged,
+/// audited (`node.identity_conflict`) and counted.
+async fn identity_conflict(app: &App, region: &str, address: IpAddr, message: String) -> ApiError {
+    Counters::bump(&app.counters.registrations_refused);
+    tracing::warn!(%region, %address, reason = %message, "registration refused: identity conflict");
+    app.audit(AuditEntry {
+        at: now(),
+        actor: "join".into(),
+        kind: "node.identity_conflict".into(),
+        subject: address.to_string(),
+        message: message.clone(),
+        commit: None,
+        data: json!({ "region": region, "address": address.to_string() }),
+    })
+    .await;
+    ApiError::new(StatusCode::CONFLICT, "identity_conflict", message)
 }
 
 fn new_node_id(region: &str) -> String {

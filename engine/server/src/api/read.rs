@@ -174,7 +174,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError
         "version": env!("CARGO_PKG_VERSION"),
         "commit": world.commit,
         "sync": {
-            "repo": app.settings.repo,
+            "repo": neutral_core::redact::redact(&app.settings.repo),
             "branch": app.settings.branch,
             "last_good": sync_status.last_good.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
             "last_seen": sync_status.last_seen.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),

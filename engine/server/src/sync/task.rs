@@ -138,7 +138,11 @@ fn unchanged(commit: String) -> SyncOutcome {
     }
 }
 
+/// Records a failed sync. The message is redacted here, once, before it
+/// reaches `/status`, the log or the `POST /sync` answer: a `--repo` URL
+/// with credentials in it must never show them.
 fn sync_error(app: &App, message: String) -> SyncOutcome {
+    let message = neutral_core::redact::redact(&message).into_owned();
     Counters::bump(&app.counters.sync_errors);
     let mut world = app.write_world();
     if world.sync.last_error.as_deref() != Some(message.as_str()) {

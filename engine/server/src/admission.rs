@@ -3,7 +3,8 @@
 //! taken over), the per-region cap, and the per-client rate limit.
 //!
 //! Everything here decides from values handed in (the nodes of the world,
-//! the time); it stores nothing and answers no request itself.
+//! the time); it stores nothing and answers no request itself. A leaf: it
+//! imports no other module of the crate.
 //!
 //! - **Identity.** A node is its `node_id`, and one `(region, address)` is
 //!   one node. Re-registering an existing `node_id` — or registering an
@@ -129,7 +130,10 @@ mod tests {
         }
         let wait = limiter.take(a, start).unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
-        assert!(limiter.take(b, start).is_ok(), "another client has its own bucket");
+        assert!(
+            limiter.take(b, start).is_ok(),
+            "another client has its own bucket"
+        );
         // Half a second later one more (2 per second).
         assert!(limiter.take(a, start + Duration::from_millis(500)).is_ok());
         assert!(limiter.take(a, start + Duration::from_millis(500)).is_err());
