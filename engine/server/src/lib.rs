@@ -381,6 +381,7 @@ fn spawn_singleton_tasks(
         shutdown.clone(),
     ));
     tasks.spawn(autoscaler::run(Arc::clone(app), shutdown.clone()));
+    tasks.spawn(api::expire_registrations(Arc::clone(app), shutdown.clone()));
     if let Some(scheduler) = &app.scheduler {
         tasks.spawn(scheduler::task::run(
             Arc::clone(app),

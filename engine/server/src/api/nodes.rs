@@ -321,7 +321,9 @@ fn new_node_id(region: &str) -> String {
 pub struct HeartbeatRequest {
     node_id: String,
     #[serde(default)]
-    metrics: Option<MetricsBody>,
+    /// Checked by [`metrics_of`]: an object only (serde would also take a
+    /// struct from an array).
+    metrics: Option<serde_json::Value>,
     /// The result of a release the node was ordered to do.
     #[serde(default)]
     release: Option<crate::releases::ReleaseResult>,
@@ -335,6 +337,41 @@ struct MetricsBody {
     rtt_ms: f64,
     #[serde(default)]
     error_rate: f64,
+}
+
+/// The heartbeat's `metrics`: absent or `null` for none, else an object
+/// with the documented fields and ranges. Anything else is a 400 naming the
+/// field, before anything changes.
+fn metrics_of(value: Option<&serde_json::Value>) -> Result<Option<Metrics>, ApiError> {
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    };
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(object @ serde_json::Value::Object(_)) => {
+            let body: MetricsBody = serde_json::from_value(object.clone()).map_err(|err| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("metrics: {err}"),
+                )
+            })?;
+            body.check().map(Some)
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "metrics: expected an object {{\"cpu\", \"rtt_ms\", \"error_rate\"}}, got {}",
+                kind(other)
+            ),
+        )),
+    }
 }
 
 impl MetricsBody {
@@ -382,11 +419,7 @@ pub async fn heartbeat(
             "missing `Authorization: Bearer <node token>`",
         ));
     };
-    let metrics = request
-        .metrics
-        .as_ref()
-        .map(MetricsBody::check)
-        .transpose()?;
+    let metrics = metrics_of(request.metrics.as_ref())?;
     let at = now();
     let outcome = {
         let mut world = app.write_world();
@@ -511,4 +544,63 @@ pub async fn delete(
         .await?;
     app.recompute("node deleted").await;
     Ok(Json(json!({ "deleted": id })))
+}
+
+/// Deletes registrations that never sent a heartbeat within
+/// `--registration-expiry` of registering — a node whose registration
+/// answer never reached it (the daemon was killed at that moment), or a
+/// client that registered and vanished — so they hold no place in their
+/// region's cap and no address. Checks every second until shutdown.
+pub async fn expire_registrations(app: Arc<App>, mut shutdown: crate::shutdown::Shutdown) {
+    let expiry = app.settings.registration.expiry;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let at = now();
+        let expired: Vec<String> = app
+            .read_world()
+            .nodes
+            .values()
+            .filter(|e| {
+                e.record.node.last_heartbeat.is_none() && at.since(e.record.registered_at) >= expiry
+            })
+            .map(|e| e.record.node.id.clone())
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        for id in expired {
+            // Still a ghost under the write lock (a heartbeat may have come).
+            let removed = {
+                let mut world = app.write_world();
+                let ghost = world
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|e| e.record.node.last_heartbeat.is_none());
+                ghost && world.nodes.remove(&id).is_some()
+            };
+            if !removed {
+                continue;
+            }
+            app.releases.forget(&id);
+            Counters::bump(&app.counters.registrations_expired);
+            let reason = format!(
+                "registered and never heartbeated within {}",
+                humantime::format_duration(expiry)
+            );
+            tracing::warn!(node = %id, %reason, "registration expired");
+            let node = id.clone();
+            if let Err(err) = app
+                .with_store(move |s| s.nodes().delete_because(&node, at, "expiry", Some(&reason)))
+                .await
+            {
+                tracing::error!(node = %id, error = %format!("{err:#}"), "cannot delete the expired registration");
+            }
+        }
+        app.recompute("registrations expired").await;
+    }
 }
