@@ -5,6 +5,7 @@
 mod common;
 mod dns;
 mod nodes;
+mod page;
 mod read;
 pub mod releases;
 
