@@ -397,7 +397,11 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
             .iter()
             .map(|r| r["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(status["commit"], previous.as_str(), "round {round}: {status}");
+        assert_eq!(
+            status["commit"],
+            previous.as_str(),
+            "round {round}: {status}"
+        );
         assert!(
             !regions.contains(&format!("x{round}")),
             "round {round}: half-applied? {regions:?}"
@@ -405,7 +409,10 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
         // The daemon converges on the branch head.
         wait_for_commit(&daemon, Some(&commit));
         let regions = daemon.admin("GET", "/regions", None).json();
-        assert!(regions.to_string().contains(&format!("\"x{round}\"")), "{regions}");
+        assert!(
+            regions.to_string().contains(&format!("\"x{round}\"")),
+            "{regions}"
+        );
         // The node kept its identity and comes back up.
         assert!(daemon.node(&id).is_some(), "node {id} lost after kill -9");
         wait_status(&daemon, &id, "up", Duration::from_secs(15));

@@ -161,9 +161,9 @@ fn headers(text: &str) -> Option<String> {
     let mut out = String::new();
     let mut copied = 0;
     let mut search = 0;
-    loop {
-        // The earliest header name from `search` on.
-        let Some((found, name)) = SECRET_HEADERS
+    // The earliest header name from `search` on.
+    let next_name = |search: usize| {
+        SECRET_HEADERS
             .iter()
             .filter_map(|name| {
                 lower
@@ -172,9 +172,8 @@ fn headers(text: &str) -> Option<String> {
                     .map(|at| (search.saturating_add(at), *name))
             })
             .min_by_key(|(at, name)| (*at, std::cmp::Reverse(name.len())))
-        else {
-            break;
-        };
+    };
+    while let Some((found, name)) = next_name(search) {
         let after_name = found.saturating_add(name.len());
         search = after_name;
         // A name inside a longer word (`my-authorization: x`) counts too:
@@ -196,7 +195,7 @@ fn headers(text: &str) -> Option<String> {
         };
         let value = rest.get(value_at..).unwrap_or_default();
         let value_len = value
-            .find(|c: char| matches!(c, '\r' | '\n' | '"' | '\'' | ',' | ';'))
+            .find(['\r', '\n', '"', '\'', ',', ';'])
             .unwrap_or(value.len());
         let value = value.get(..value_len).unwrap_or_default();
         // Keep an authentication scheme (`Bearer`, `Basic`, `token`, ...).

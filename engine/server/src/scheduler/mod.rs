@@ -212,34 +212,6 @@ pub fn jobs_for_paths(
     (gtm, pools)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn changed_paths_map_to_the_runs_they_need() {
-        let regions = vec!["jp".to_owned(), "sg".to_owned()];
-        let run = |paths: &[&str]| {
-            let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
-            jobs_for_paths(&paths, "infra/gtm", "infra/node-pool", &regions)
-        };
-        assert_eq!(
-            run(&["infra/node-pool/jp.tfvars"]),
-            (false, BTreeSet::from(["jp".to_owned()]))
-        );
-        assert_eq!(
-            run(&["platform-config/gtm/app.yaml"]),
-            (true, BTreeSet::new())
-        );
-        assert_eq!(run(&["infra/node-pool/main.tf"]).1.len(), 2);
-        assert_eq!(
-            run(&["platform-config/regions/jp.yaml"]),
-            (true, regions.iter().cloned().collect())
-        );
-        assert_eq!(run(&["README.md", "docs/api.md"]), (false, BTreeSet::new()));
-    }
-}
-
 /// Makes a workspace's state files (`<state>`, `<state>.backup`) mode 0600
 /// and their folders 0700.
 pub fn private_state_files(state: &Path) {
@@ -284,4 +256,50 @@ pub fn clean_stale_locks(state_root: &Path) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_paths_map_to_the_runs_they_need() {
+        let regions = vec!["jp".to_owned(), "sg".to_owned()];
+        let run = |paths: &[&str]| {
+            let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+            jobs_for_paths(&paths, "infra/gtm", "infra/node-pool", &regions)
+        };
+        assert_eq!(
+            run(&["infra/node-pool/jp.tfvars"]),
+            (false, BTreeSet::from(["jp".to_owned()]))
+        );
+        assert_eq!(
+            run(&["platform-config/gtm/app.yaml"]),
+            (true, BTreeSet::new())
+        );
+        assert_eq!(run(&["infra/node-pool/main.tf"]).1.len(), 2);
+        assert_eq!(
+            run(&["platform-config/regions/jp.yaml"]),
+            (true, regions.iter().cloned().collect())
+        );
+        assert_eq!(run(&["README.md", "docs/api.md"]), (false, BTreeSet::new()));
+    }
+
+    #[test]
+    fn stale_state_locks_are_removed_and_state_files_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("infra_gtm");
+        std::fs::create_dir_all(&root).unwrap();
+        let state = root.join("default.tfstate");
+        std::fs::write(&state, "{}").unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let lock = root.join(".default.tfstate.lock.info");
+        std::fs::write(&lock, "{}").unwrap();
+        assert_eq!(clean_stale_locks(dir.path()), vec![lock.clone()]);
+        assert!(!lock.exists());
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(clean_stale_locks(&dir.path().join("missing")).is_empty());
+    }
 }
