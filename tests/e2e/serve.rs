@@ -379,13 +379,18 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
             Duration::from_secs(20),
             || reached.exists().then_some(()),
         );
-        // Disarm (the restarted daemon must get through), then kill -9 while
-        // the transaction is provably open.
-        std::fs::remove_file(&arm).unwrap();
+        // kill -9 while the transaction is provably open.
         std::fs::remove_file(&reached).unwrap();
         daemon.kill9();
         let _ = request.join();
+        // Still armed: the restarted daemon's first sync stops inside its
+        // transaction too, so what it serves now is what the store held.
         daemon.restart();
+        wait_for(
+            "the restarted sync to stop inside its transaction",
+            Duration::from_secs(20),
+            || reached.exists().then_some(()),
+        );
         // Nothing of the killed transaction is in the store: the previous
         // commit, whole.
         let status = daemon.admin("GET", "/status", None).json();
@@ -406,6 +411,11 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
             !regions.contains(&format!("x{round}")),
             "round {round}: half-applied? {regions:?}"
         );
+        // Disarm, kill again (inside the second transaction), and restart.
+        std::fs::remove_file(&arm).unwrap();
+        std::fs::remove_file(&reached).unwrap();
+        daemon.kill9();
+        daemon.restart();
         // The daemon converges on the branch head.
         wait_for_commit(&daemon, Some(&commit));
         let regions = daemon.admin("GET", "/regions", None).json();
