@@ -656,3 +656,96 @@ fn every_list_pages_with_one_shape_and_10000_nodes_are_walked_exactly_once() {
     let bad = daemon.admin("GET", "/nodes?limit=0", None);
     assert_eq!(bad.status, 400);
 }
+
+fn terraform_available() -> bool {
+    std::env::var_os("TERRAFORM_BIN").is_some()
+        || ["terraform", "tofu"].iter().any(|bin| {
+            std::process::Command::new(bin)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// A GTM root whose apply takes a while (a `local-exec` sleep), so a run is
+/// provably `running` when the daemon is killed.
+const SLOW_GTM_ROOT: &str = r#"resource "terraform_data" "slow" {
+  input = "slow"
+  provisioner "local-exec" {
+    command = "sleep 8"
+  }
+}
+"#;
+
+#[test]
+fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again() {
+    if !terraform_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but there is no terraform or tofu"
+        );
+        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = fast_config(free_port());
+    files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
+    files.push(("infra/gtm/main.tf", SLOW_GTM_ROOT.to_owned()));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let mut daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        &[FAST, &["--run-terraform", "--drift-interval", "1h"]].concat(),
+    );
+    let running = wait_for("a running gtm run", Duration::from_secs(60), || {
+        let runs = admin_get(&daemon, "/runs?root=infra/gtm&status=running");
+        runs["runs"].as_array()?.first().cloned()
+    });
+    let id = running["id"].as_i64().unwrap();
+    daemon.kill9();
+    daemon.restart();
+    let runs = admin_get(&daemon, "/runs?root=infra/gtm&limit=100");
+    let killed = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(killed["status"], "interrupted", "{killed}");
+    assert!(
+        killed["finished_at"].is_number() || killed["finished_at"].is_string(),
+        "{killed}"
+    );
+    let interrupted = admin_get(&daemon, "/runs?status=interrupted");
+    assert_eq!(
+        interrupted["runs"].as_array().unwrap().len(),
+        1,
+        "{interrupted}"
+    );
+    // The root is planned again by the restarted daemon.
+    wait_for("a new run of the root", Duration::from_secs(60), || {
+        let runs = admin_get(&daemon, "/runs?root=infra/gtm&limit=100");
+        runs["runs"]
+            .as_array()?
+            .iter()
+            .any(|r| r["id"].as_i64().is_some_and(|other| other > id))
+            .then_some(())
+    });
+    let audit = admin_get(&daemon, "/audit?kind=run.interrupted");
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
+    assert!(daemon.log_text().contains("marked interrupted"));
+    let cli = neutral_e2e::run_with_deadline(
+        std::process::Command::new(neutral_e2e::bin("neutral"))
+            .args(["runs", "--control-plane", &format!("http://{}", daemon.api)])
+            .env("NEUTRAL_ADMIN_TOKEN", ADMIN_TOKEN),
+        Duration::from_secs(30),
+    );
+    assert!(
+        cli.stdout.contains("interrupted"),
+        "{}\n{}",
+        cli.stdout,
+        cli.stderr
+    );
+}
