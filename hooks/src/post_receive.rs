@@ -15,9 +15,14 @@ use crate::control_plane::{CallError, ControlPlane};
 use crate::settings::Settings;
 use crate::updates::{self, Plan};
 
-/// Reports on `out`; never fails the push (write errors are ignored).
+/// Reports on `out`; never fails the push (write errors are ignored). The
+/// report is redacted first (`neutral_core::redact`): a control-plane URL
+/// with credentials in it must not reach the pusher's terminal.
 pub fn run(settings: &Settings, input: &str, out: &mut dyn Write) {
-    let _ = report(settings, input, out);
+    let mut text = Vec::new();
+    let _ = report(settings, input, &mut text);
+    let text = String::from_utf8_lossy(&text);
+    let _ = out.write_all(neutral_core::redact::redact(&text).as_bytes());
 }
 
 fn report(settings: &Settings, input: &str, out: &mut dyn Write) -> std::io::Result<()> {
@@ -109,4 +114,28 @@ fn admin_token(file: Option<&Path>) -> Result<String, String> {
         return Err("the admin token is empty".to_owned());
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_never_shows_credentials_of_the_control_plane_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "admin-token-of-sixteen+").unwrap();
+        let settings = Settings {
+            // Nothing listens on port 9 of loopback.
+            control_plane: Some("http://ops:HOOK-SECRET@127.0.0.1:9".into()),
+            token_file: Some(token),
+            ..Settings::default()
+        };
+        let input = format!("{} {} refs/heads/main\n", "0".repeat(40), "1".repeat(40));
+        let mut out = Vec::new();
+        run(&settings, &input, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("http://***@127.0.0.1:9"), "{text}");
+        assert!(!text.contains("HOOK-SECRET"), "{text}");
+    }
 }

@@ -331,7 +331,17 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let repo = repo_with(dir.path(), port);
-    let mut daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    // The store's fault point: while `arm` exists, a sync stops inside its
+    // transaction (every write done, nothing committed), says so with
+    // `arm.reached`, and waits to be killed.
+    let arm = dir.path().join("pause-inside-apply");
+    let reached = dir.path().join("pause-inside-apply.reached");
+    let mut daemon = Daemon::start_with_env(
+        &repo.bare,
+        &dir.path().join("data"),
+        FAST,
+        &[("NEUTRAL_FAULT_PAUSE_INSIDE_APPLY", arm.to_str().unwrap())],
+    );
     let first = std::process::Command::new("git")
         .args(["-C", repo.work.to_str().unwrap(), "rev-parse", "HEAD"])
         .output()
@@ -343,7 +353,8 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
     let id = agent.node_id();
     wait_status(&daemon, &id, "up", Duration::from_secs(20));
 
-    for (round, delay_ms) in [0u64, 3, 10, 30].into_iter().enumerate() {
+    let mut previous = first;
+    for round in 0..3 {
         // A commit that changes every kind of object at once.
         let regions = 1 + round;
         repo.write(
@@ -357,37 +368,65 @@ fn kill_9_mid_sync_leaves_consistent_stores_and_nodes_keep_their_identity() {
             &format!("platform-config/regions/x{round}.yaml"),
             &format!("name: x{round}\nprovider: local\nmin_nodes: 1\nmax_nodes: 2\n"),
         );
+        std::fs::write(&arm, b"armed").unwrap();
         let commit = repo.commit_push(&format!("round {round}: {regions} more regions"));
         let api = daemon.api;
         let request = std::thread::spawn(move || {
             http::request(api, "POST", "/sync", Some(ADMIN_TOKEN), None).map(|r| r.status)
         });
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        wait_for(
+            "the sync to stop inside its transaction",
+            Duration::from_secs(20),
+            || reached.exists().then_some(()),
+        );
+        // kill -9 while the transaction is provably open.
+        std::fs::remove_file(&reached).unwrap();
         daemon.kill9();
         let _ = request.join();
+        // Still armed: the restarted daemon's first sync stops inside its
+        // transaction too, so what it serves now is what the store held.
         daemon.restart();
-        // After restart the store holds one whole commit: either the new one
-        // with every change, or the previous one with none of them.
-        let status = daemon.get("/status").json();
+        wait_for(
+            "the restarted sync to stop inside its transaction",
+            Duration::from_secs(20),
+            || reached.exists().then_some(()),
+        );
+        // Nothing of the killed transaction is in the store: the previous
+        // commit, whole.
+        let status = daemon.admin("GET", "/status", None).json();
         let regions: Vec<String> = daemon
-            .get("/regions")
+            .admin("GET", "/regions", None)
             .json()
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["name"].as_str().unwrap().to_owned())
             .collect();
-        let has_new_region = regions.contains(&format!("x{round}"));
-        let at_new = status["commit"] == commit.as_str();
         assert_eq!(
-            has_new_region, at_new,
-            "round {round}: half-applied? {status} {regions:?}"
+            status["commit"],
+            previous.as_str(),
+            "round {round}: {status}"
         );
-        // Whatever was stored, the daemon converges on the branch head.
+        assert!(
+            !regions.contains(&format!("x{round}")),
+            "round {round}: half-applied? {regions:?}"
+        );
+        // Disarm, kill again (inside the second transaction), and restart.
+        std::fs::remove_file(&arm).unwrap();
+        std::fs::remove_file(&reached).unwrap();
+        daemon.kill9();
+        daemon.restart();
+        // The daemon converges on the branch head.
         wait_for_commit(&daemon, Some(&commit));
+        let regions = daemon.admin("GET", "/regions", None).json();
+        assert!(
+            regions.to_string().contains(&format!("\"x{round}\"")),
+            "{regions}"
+        );
         // The node kept its identity and comes back up.
         assert!(daemon.node(&id).is_some(), "node {id} lost after kill -9");
         wait_status(&daemon, &id, "up", Duration::from_secs(15));
+        previous = commit;
     }
     assert_eq!(agent.node_id(), id);
     let nodes = daemon.get("/nodes").json();

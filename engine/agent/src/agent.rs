@@ -143,6 +143,8 @@ struct Agent {
     cpu: CpuMeter,
     /// The node id to ask for at the next registration.
     remembered_id: Option<String>,
+    /// The token of `remembered_id`, proof of that identity when registering.
+    remembered_token: Option<String>,
     /// A full node's workload, and what its nginx logged since the last look.
     node: Option<(Arc<Node<Ctr>>, AccessLogTail)>,
     drain: DrainTracker,
@@ -171,11 +173,11 @@ impl Agent {
             config.probe_timeout,
         )
         .map_err(AgentError::ProbeClient)?;
-        let remembered_id = config
+        let remembered = config
             .state_file
             .as_deref()
             .and_then(|path| match state::load(path) {
-                Ok(identity) => identity.map(|identity| identity.node_id),
+                Ok(identity) => identity.map(|identity| (identity.node_id, identity.node_token)),
                 Err(err) => {
                     warn!(error = %err, "ignoring the state file; registering as a new node");
                     None
@@ -197,7 +199,8 @@ impl Agent {
             control_plane,
             prober,
             cpu: CpuMeter::default(),
-            remembered_id,
+            remembered_id: remembered.as_ref().map(|(id, _)| id.clone()),
+            remembered_token: remembered.map(|(_, token)| token),
             node,
             drain,
             origin: Instant::now(),
@@ -257,6 +260,10 @@ impl Agent {
                 hostname: self.config.hostname.clone(),
                 agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
                 node_id: self.remembered_id.clone(),
+                node_token: self
+                    .remembered_id
+                    .as_ref()
+                    .and(self.remembered_token.clone()),
             };
             let result = self
                 .control_plane
@@ -481,6 +488,7 @@ impl Agent {
 
     fn remember_identity(&mut self, session: &Session) {
         self.remembered_id = Some(session.node_id.clone());
+        self.remembered_token = Some(session.node_token.clone());
         let Some(path) = &self.config.state_file else {
             return;
         };
@@ -498,6 +506,7 @@ impl Agent {
 
     fn forget_identity(&mut self) {
         self.remembered_id = None;
+        self.remembered_token = None;
         if let Some(path) = &self.config.state_file
             && let Err(err) = state::forget(path)
         {

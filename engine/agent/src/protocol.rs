@@ -15,7 +15,7 @@ pub const REGISTER_PATH: &str = "nodes/register";
 pub const HEARTBEAT_PATH: &str = "nodes/heartbeat";
 
 /// `POST /nodes/register`, authorised by the join token.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub region: String,
@@ -29,6 +29,27 @@ pub struct RegisterRequest {
     /// only for the same region and address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// Proof of `node_id`: the node's current token (the control plane
+    /// refuses to hand an existing identity to anyone without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegisterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("region", &self.region)
+            .field("address", &self.address)
+            .field("mode", &self.mode)
+            .field("hostname", &self.hostname)
+            .field("agent_version", &self.agent_version)
+            .field("node_id", &self.node_id)
+            .field(
+                "node_token",
+                &self.node_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// 201 answer to a registration.
@@ -122,14 +143,18 @@ mod tests {
             hostname: Some("node-a".into()),
             agent_version: Some("0.1.0".into()),
             node_id: Some("jp-7f3a9c".into()),
+            node_token: Some("proof-token".into()),
         };
         assert_eq!(
             serde_json::to_value(&request).unwrap(),
             serde_json::json!({ "region": "jp", "address": "127.0.0.2", "mode": "containerd-only",
-                "hostname": "node-a", "agent_version": "0.1.0", "node_id": "jp-7f3a9c" })
+                "hostname": "node-a", "agent_version": "0.1.0", "node_id": "jp-7f3a9c",
+                "node_token": "proof-token" })
         );
+        assert!(!format!("{request:?}").contains("proof-token"));
         let fresh = RegisterRequest {
             node_id: None,
+            node_token: None,
             hostname: None,
             mode: NodeMode::K3sWorker,
             ..request

@@ -318,15 +318,20 @@ async fn keeps_its_identity_across_a_restart_through_the_state_file() {
         registered_ids(&state).len() >= 2
     })
     .await;
-    let (asked, granted) = {
+    let (asked, granted, proof) = {
         let cp_state = lock(&state);
         let seen = &cp_state.registrations[1];
         (
             seen.body.clone().unwrap().node_id,
             seen.node_id.clone().unwrap(),
+            seen.body.clone().unwrap().node_token,
         )
     };
     assert_eq!(asked.as_deref(), Some(first_id.as_str()));
+    assert!(
+        proof.is_some_and(|t| !t.is_empty()),
+        "the agent proves its identity with the token it was given"
+    );
     assert_eq!(granted, first_id, "same region and address: identity kept");
     restarted.stop().await.unwrap();
     cp.stop().await;

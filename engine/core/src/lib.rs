@@ -25,5 +25,6 @@ pub mod image_ref;
 pub mod liveness;
 pub mod model;
 pub mod pool;
+pub mod redact;
 pub mod weights;
 pub mod whatif;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{FetchOptions, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use neutral_core::config::{FileContent, MAX_FILE_BYTES, RepoFile, is_config_path};
+use neutral_core::redact::redact;
 
 pub use git2::Oid as CommitId;
 
@@ -23,16 +24,124 @@ pub enum GitError {
         path: PathBuf,
         source: git2::Error,
     },
-    #[error("fetching branch `{branch}` from {url}: {source}")]
+    /// `url` and `message` are redacted ([`neutral_core::redact`]): a URL's
+    /// credentials never reach an error text.
+    #[error("fetching branch `{branch}` from {url}: {message}")]
     Fetch {
         url: String,
         branch: String,
-        source: git2::Error,
+        message: String,
     },
     #[error("branch `{branch}` not found in {url}")]
     NoSuchBranch { url: String, branch: String },
     #[error("reading commit {commit}: {source}")]
     Read { commit: String, source: git2::Error },
+    #[error("credentials file {path}: {message}")]
+    Credentials { path: PathBuf, message: String },
+}
+
+/// One line of a git-credential-store file.
+#[derive(Clone, PartialEq, Eq)]
+struct CredentialEntry {
+    target: CredentialTarget,
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialEntry")
+            .field("target", &self.target)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Scheme, host (with port) and path of a URL, as credentials are matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CredentialTarget {
+    scheme: String,
+    host: String,
+    path: String,
+}
+
+impl CredentialTarget {
+    /// `scheme://[userinfo@]host[:port][/path]`; `None` for anything else.
+    fn parse(url: &str) -> Option<CredentialTarget> {
+        let (scheme, rest) = url.split_once("://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = rest.get(..end)?;
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let path = rest.get(end..).unwrap_or_default();
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        (!scheme.is_empty() && !host.is_empty()).then(|| CredentialTarget {
+            scheme: scheme.to_ascii_lowercase(),
+            host: host.to_ascii_lowercase(),
+            path: path.trim_matches('/').to_owned(),
+        })
+    }
+}
+
+impl CredentialEntry {
+    /// Same scheme and host; an entry with a path only fits URLs under it.
+    fn matches(&self, url: &CredentialTarget) -> bool {
+        self.target.scheme == url.scheme
+            && self.target.host == url.host
+            && (self.target.path.is_empty()
+                || url.path == self.target.path
+                || url.path.starts_with(&format!("{}/", self.target.path)))
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Reads a git-credential-store file. Errors name the line, never its
+/// content.
+fn read_credentials(path: &Path) -> Result<Vec<CredentialEntry>, GitError> {
+    let fail = |message: String| GitError::Credentials {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            fail(format!(
+                "line {}: expected `scheme://user:password@host[/path]`",
+                number + 1
+            ))
+        };
+        let target = CredentialTarget::parse(line).ok_or_else(bad)?;
+        let (_, rest) = line.split_once("://").ok_or_else(bad)?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (userinfo, _) = authority.rsplit_once('@').ok_or_else(bad)?;
+        let (user, password) = userinfo.split_once(':').ok_or_else(bad)?;
+        entries.push(CredentialEntry {
+            target,
+            username: percent_decode(user).ok_or_else(bad)?,
+            password: percent_decode(password).ok_or_else(bad)?,
+        });
+    }
+    Ok(entries)
 }
 
 /// A commit's identity and the first line of its message.
@@ -52,14 +161,17 @@ pub struct Mirror {
     path: PathBuf,
     url: String,
     branch: String,
+    /// Credentials in git-credential-store format ([`Mirror::with_credentials_file`]).
+    credentials_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mirror")
             .field("path", &self.path)
-            .field("url", &self.url)
+            .field("url", &redact(&self.url))
             .field("branch", &self.branch)
+            .field("credentials_file", &self.credentials_file)
             .finish()
     }
 }
@@ -81,7 +193,63 @@ impl Mirror {
             path: path.to_path_buf(),
             url: url.to_owned(),
             branch: branch.to_owned(),
+            credentials_file: None,
         })
+    }
+
+    /// Takes the credentials for the remote from `file`, in the format of
+    /// `git credential-store` (one `https://user:password@host[/path]` per
+    /// line, percent-encoded; `#` comments), instead of from the URL. The
+    /// file is read at every fetch and push (so it can be rotated) and is
+    /// checked now: it must parse and hold an entry for the URL's host.
+    /// Fetches answer libgit2's credential request from it; pushes run
+    /// `git push` with `credential.helper=store --file=<file>`.
+    pub fn with_credentials_file(mut self, file: &Path) -> Result<Mirror, GitError> {
+        let entries = read_credentials(file)?;
+        let target = CredentialTarget::parse(&self.url);
+        if !entries
+            .iter()
+            .any(|e| target.as_ref().is_some_and(|t| e.matches(t)))
+        {
+            return Err(GitError::Credentials {
+                path: file.to_path_buf(),
+                message: format!("no entry for {}", redact(&self.url)),
+            });
+        }
+        self.credentials_file = Some(file.to_path_buf());
+        Ok(self)
+    }
+
+    /// libgit2 callbacks answering credential requests from the file.
+    fn callbacks(&self) -> git2::RemoteCallbacks<'static> {
+        let mut callbacks = git2::RemoteCallbacks::new();
+        if let Some(file) = self.credentials_file.clone() {
+            let mut tries = 0u32;
+            callbacks.credentials(move |url, _user, allowed| {
+                // libgit2 asks again after a refusal: answer once, then fail.
+                tries += 1;
+                if tries > 1 || !allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                    return Err(git2::Error::from_str(
+                        "the credentials file's entry was refused (or does not fit)",
+                    ));
+                }
+                let entries = read_credentials(&file)
+                    .map_err(|err| git2::Error::from_str(&err.to_string()))?;
+                let target = CredentialTarget::parse(url);
+                let entry = entries
+                    .iter()
+                    .find(|e| target.as_ref().is_some_and(|t| e.matches(t)))
+                    .ok_or_else(|| {
+                        git2::Error::from_str(&format!(
+                            "{}: no entry for {}",
+                            file.display(),
+                            redact(url)
+                        ))
+                    })?;
+                git2::Cred::userpass_plaintext(&entry.username, &entry.password)
+            });
+        }
+        callbacks
     }
 
     fn tracking_ref(&self) -> String {
@@ -90,20 +258,25 @@ impl Mirror {
 
     /// Fetches the branch and returns the commit it points at.
     pub fn fetch(&self) -> Result<Oid, GitError> {
-        let fetch_err = |source| GitError::Fetch {
-            url: self.url.clone(),
+        let fetch_err = |source: git2::Error| GitError::Fetch {
+            url: redact(&self.url).into_owned(),
+            message: redact(source.message()).into_owned(),
             branch: self.branch.clone(),
-            source,
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fetch_err)?;
         let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking_ref());
         let mut options = FetchOptions::new();
         options.download_tags(git2::AutotagOption::None);
+        // A branch deleted on the remote must not be served from the stale
+        // tracking ref: pruning removes it, and `head()` then says so. The
+        // commits already fetched stay in the object database.
+        options.prune(git2::FetchPrune::On);
+        options.remote_callbacks(self.callbacks());
         remote
             .fetch(&[refspec.as_str()], Some(&mut options), None)
             .map_err(fetch_err)?;
         self.head().ok_or_else(|| GitError::NoSuchBranch {
-            url: self.url.clone(),
+            url: redact(&self.url).into_owned(),
             branch: self.branch.clone(),
         })
     }
@@ -508,6 +681,88 @@ mod tests {
             Mirror::open_or_init(&data.path().join("m3"), "/nonexistent/repo", "main").unwrap();
         assert!(unreachable.fetch().is_err());
     }
+
+    #[test]
+    fn a_deleted_branch_is_reported_missing_not_served_from_the_stale_mirror() {
+        let work = work_repo();
+        let data = tempfile::tempdir().unwrap();
+        let url = work.path().to_str().unwrap();
+        git(work.path(), &["branch", "-q", "config"]);
+        let mirror = Mirror::open_or_init(&data.path().join("m"), url, "config").unwrap();
+        let first = mirror.fetch().unwrap();
+        git(work.path(), &["branch", "-q", "-D", "config"]);
+        let err = mirror.fetch().unwrap_err();
+        assert!(
+            matches!(err, GitError::NoSuchBranch { .. }),
+            "a deleted branch must fail the fetch: {err}"
+        );
+        assert!(
+            err.to_string().starts_with("branch `config` not found in"),
+            "{err}"
+        );
+        // The objects of the last good commit stay readable.
+        assert_eq!(mirror.config_tree(first).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn credentials_files_parse_match_by_host_and_path_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("creds");
+        std::fs::write(
+            &file,
+            "# deploy keys\nhttps://deploy:p%40ss%3Aword@git.example.com/team\n\
+             http://other:x@127.0.0.1:8080\n",
+        )
+        .unwrap();
+        let entries = read_credentials(&file).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].username, "deploy");
+        assert_eq!(entries[0].password, "p@ss:word");
+        let url = |u: &str| CredentialTarget::parse(u).unwrap();
+        assert!(entries[0].matches(&url("https://git.example.com/team/config.git")));
+        assert!(!entries[0].matches(&url("https://git.example.com/other/config.git")));
+        assert!(!entries[0].matches(&url("http://git.example.com/team/config.git")));
+        assert!(entries[1].matches(&url("http://127.0.0.1:8080/x.git")));
+        assert!(!format!("{entries:?}").contains("word"));
+
+        let mirror = Mirror::open_or_init(
+            &dir.path().join("m"),
+            "https://git.example.com/team/config.git",
+            "main",
+        )
+        .unwrap();
+        let mirror = mirror.with_credentials_file(&file).unwrap();
+        assert!(!format!("{mirror:?}").contains("word"));
+        let elsewhere =
+            Mirror::open_or_init(&dir.path().join("m2"), "https://elsewhere/x.git", "main")
+                .unwrap();
+        let err = elsewhere.with_credentials_file(&file).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no entry for https://elsewhere/x.git"),
+            "{err}"
+        );
+        std::fs::write(&file, "https://nopassword@host\n").unwrap();
+        let err = read_credentials(&file).unwrap_err().to_string();
+        assert!(err.contains("line 1: expected"), "{err}");
+        assert!(!err.contains("nopassword"), "{err}");
+    }
+
+    #[test]
+    fn urls_in_errors_and_debug_output_carry_no_credentials() {
+        let data = tempfile::tempdir().unwrap();
+        // Nothing listens on port 9 of loopback: the fetch fails at once.
+        let url = "http://deploy:SECRET-PW@127.0.0.1:9/x.git?token=SECRET-TK";
+        let mirror = Mirror::open_or_init(&data.path().join("m"), url, "main").unwrap();
+        let err = mirror.fetch().unwrap_err();
+        for text in [err.to_string(), format!("{err:?}"), format!("{mirror:?}")] {
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+        assert!(
+            err.to_string().contains("http://***@127.0.0.1:9/x.git"),
+            "{err}"
+        );
+    }
 }
 
 /// Who the control plane commits as.
@@ -576,9 +831,15 @@ impl Mirror {
             let commit = write_commit(&self.repo, head, path, &new, message, author)
                 .map_err(PushError::Write)?;
             let sha = commit.to_string();
-            let output = std::process::Command::new("git")
-                .arg("--git-dir")
-                .arg(&self.path)
+            let mut push = std::process::Command::new("git");
+            push.arg("--git-dir").arg(&self.path);
+            if let Some(file) = &self.credentials_file {
+                // The empty helper first clears helpers from other configs.
+                push.args(["-c", "credential.helper="])
+                    .arg("-c")
+                    .arg(format!("credential.helper=store --file={}", file.display()));
+            }
+            let output = push
                 .args(["push", "--quiet", "--porcelain"])
                 .arg(&self.url)
                 .arg(format!("{sha}:refs/heads/{}", self.branch))
@@ -604,7 +865,7 @@ impl Mirror {
             if !non_fast_forward {
                 return Err(PushError::Rejected {
                     sha,
-                    stderr: format!("{stdout}{stderr}").trim().to_owned(),
+                    stderr: redact(format!("{stdout}{stderr}").trim()).into_owned(),
                 });
             }
         }

@@ -50,6 +50,8 @@ pub struct App {
     pub scheduler: Option<Arc<Scheduler>>,
     /// Releases asked for through the API, delivered on heartbeats.
     pub releases: Releases,
+    /// Registrations per client address (`--register-rate`/`--register-burst`).
+    pub registrations: crate::admission::RateLimiter,
 }
 
 impl App {

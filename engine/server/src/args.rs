@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use neutral_core::weights::WeightSettings;
 
-use crate::settings::{AutoscaleSettings, Settings, TerraformSettings};
+use crate::settings::{AutoscaleSettings, RegistrationSettings, Settings, TerraformSettings};
 use crate::world::LivenessDefaults;
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -133,6 +133,24 @@ pub struct ServeArgs {
     /// Apply drift found by the periodic check instead of only reporting it.
     #[arg(long)]
     pub apply_drift: bool,
+    /// Git credentials in `git credential-store` format
+    /// (`https://user:password@host[/path]` per line), instead of in --repo.
+    #[arg(long)]
+    pub repo_credentials_file: Option<PathBuf>,
+    /// Start over from nothing when the store file is empty (0 bytes) or
+    /// missing from a data folder that holds other state. Without it such a
+    /// folder is refused. A new, empty folder needs no flag.
+    #[arg(long)]
+    pub init: bool,
+    /// Registrations per second each client address may make (after its burst).
+    #[arg(long, default_value = "20")]
+    pub register_rate: f64,
+    /// Registrations a client address may make at once.
+    #[arg(long, default_value = "300")]
+    pub register_burst: u32,
+    /// A registration without a single heartbeat is deleted after this long.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub registration_expiry: Duration,
 }
 
 impl ServeArgs {
@@ -154,6 +172,18 @@ impl ServeArgs {
             return Err(
                 "--autoscale-interval must be positive (use --no-autoscale to turn it off)".into(),
             );
+        }
+        if !(self.register_rate.is_finite() && self.register_rate >= 0.0) {
+            return Err("--register-rate must be a number ≥ 0".into());
+        }
+        if self.register_burst == 0 {
+            return Err("--register-burst must be at least 1".into());
+        }
+        if self.registration_expiry <= self.heartbeat_timeout {
+            return Err(format!(
+                "--registration-expiry ({:?}) must be longer than --heartbeat-timeout ({:?})",
+                self.registration_expiry, self.heartbeat_timeout
+            ));
         }
         Ok(())
     }
@@ -180,6 +210,11 @@ impl ServeArgs {
                 split_brain_min_nodes: self.split_brain_min_nodes,
             },
             sync_interval: self.sync_interval,
+            registration: RegistrationSettings {
+                rate_per_second: self.register_rate,
+                burst: self.register_burst,
+                expiry: self.registration_expiry,
+            },
             autoscale: AutoscaleSettings {
                 enabled: !self.no_autoscale,
                 interval: self.autoscale_interval,

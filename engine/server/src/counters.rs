@@ -9,6 +9,10 @@ pub struct Counters {
     pub heartbeats: AtomicU64,
     pub heartbeats_rejected: AtomicU64,
     pub registrations: AtomicU64,
+    /// Registrations refused: identity conflict, region full, rate limited.
+    pub registrations_refused: AtomicU64,
+    /// Registrations deleted because they never heartbeated.
+    pub registrations_expired: AtomicU64,
     pub status_changes: AtomicU64,
     pub syncs_applied: AtomicU64,
     pub syncs_rejected: AtomicU64,

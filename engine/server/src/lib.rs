@@ -17,6 +17,7 @@
 //! Terraform. It only pushes node health into the embedded server's data
 //! plane, which is what makes failover as fast as detection.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod args;
@@ -82,7 +83,10 @@ pub fn run_blocking(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!(
+                "error: {}",
+                neutral_core::redact::redact(&format!("{err:#}"))
+            );
             ExitCode::from(1)
         }
     }
@@ -140,6 +144,10 @@ fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File> {
     }
 }
 
+/// Env var naming the store's `pause_inside_apply` arm file (crash tests
+/// only; see `neutral_store::StoreOptions`).
+pub const FAULT_PAUSE_INSIDE_APPLY: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_APPLY";
+
 /// Runs the control plane until `stop` resolves.
 pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -147,14 +155,54 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         .context("join token")?;
     let admin_token = auth::load_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")
         .context("admin token")?;
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+    if join_token == admin_token {
+        anyhow::bail!(
+            "the join token must differ from the admin token: every node would hold admin \
+             rights (set NEUTRAL_JOIN_TOKEN / --join-token-file to a secret of its own)"
+        );
+    }
+    // The data folder is the daemon's alone: created 0700, refused when
+    // others may write into it, tightened (loudly) when they may read it.
+    let data = args.data.clone();
+    match tokio::task::spawn_blocking(move || neutral_store::secure_data_dir(&data)).await?? {
+        neutral_store::DataDirSecurity::Tightened { old_mode } => tracing::warn!(
+            data = %args.data.display(),
+            old_mode = format!("{old_mode:o}"),
+            "the data folder was readable by other users (its store and Terraform state may hold \
+             secrets); it is now 0700"
+        ),
+        neutral_store::DataDirSecurity::Created | neutral_store::DataDirSecurity::Private => {}
+    }
     let _data_lock = lock_data_dir(&args.data)?;
     let data = args.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, StoreOptions::default()))
+    let options = StoreOptions {
+        init: args.init,
+        pause_inside_apply: std::env::var_os(FAULT_PAUSE_INSIDE_APPLY).map(Into::into),
+        ..StoreOptions::default()
+    };
+    if args.init {
+        tracing::warn!(data = %args.data.display(), "--init: an empty or missing store starts over from nothing");
+    }
+    let store = tokio::task::spawn_blocking(move || Store::open(&data, options))
         .await?
         .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
     let store = Arc::new(store);
+    // Runs a killed daemon left queued or running end `interrupted`; the
+    // scheduler's first pass plans every root again.
+    let interrupted = {
+        let store = Arc::clone(&store);
+        let at = world::now();
+        tokio::task::spawn_blocking(move || store.runs().interrupt_unfinished(at, "start"))
+            .await??
+    };
+    for run in &interrupted {
+        tracing::warn!(
+            run = run.id,
+            root = %run.root,
+            workspace = %run.workspace,
+            "run was left unfinished by a stopped control plane: marked interrupted; its root is planned again"
+        );
+    }
 
     let settings = args.settings();
     let at = world::now();
@@ -184,9 +232,16 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     let mirror = {
         let path = args.data.join("mirror.git");
         let (url, branch) = (args.repo.clone(), args.branch.clone());
-        tokio::task::spawn_blocking(move || neutral_git::Mirror::open_or_init(&path, &url, &branch))
-            .await?
-            .context("cannot open the Git mirror")?
+        let credentials = args.repo_credentials_file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mirror = neutral_git::Mirror::open_or_init(&path, &url, &branch)?;
+            match credentials {
+                Some(file) => mirror.with_credentials_file(&file),
+                None => Ok(mirror),
+            }
+        })
+        .await?
+        .context("cannot open the Git mirror")?
     };
     let scheduler = match &settings.terraform {
         Some(terraform) => {
@@ -219,6 +274,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         reconciles: coalesce::Coalescer::default(),
         recomputes: coalesce::Coalescer::default(),
         releases: releases::Releases::default(),
+        registrations: admission::RateLimiter::new(args.register_rate, args.register_burst),
     });
     app.recompute("start").await;
 
@@ -253,7 +309,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             .with_context(|| format!("cannot listen on {listen}"))?;
         listener.set_nonblocking(true)?;
         tracing::info!(%listen, tls = tls.is_some(), "API listening");
-        let service = router.into_make_service();
+        // The client's address reaches the handlers (registration rate limit).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move {
             match tls {
                 Some(config) => {
@@ -326,6 +383,7 @@ fn spawn_singleton_tasks(
         shutdown.clone(),
     ));
     tasks.spawn(autoscaler::run(Arc::clone(app), shutdown.clone()));
+    tasks.spawn(api::expire_registrations(Arc::clone(app), shutdown.clone()));
     if let Some(scheduler) = &app.scheduler {
         tasks.spawn(scheduler::task::run(
             Arc::clone(app),

@@ -115,12 +115,13 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
         &mut out,
         "neutral_sync_failing",
         "gauge",
-        "1 while the newest commit is rejected.",
+        "1 while the newest commit is rejected or the branch cannot be fetched (unreachable, \
+         deleted); GET /status says why.",
     );
     let _ = writeln!(
         out,
         "neutral_sync_failing {}",
-        u8::from(failing_errors.is_some())
+        u8::from(failing_errors.is_some() || world.sync.last_error.is_some())
     );
     family(
         &mut out,
@@ -147,6 +148,16 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
             "neutral_registrations_total",
             "Node registrations.",
             &c.registrations,
+        ),
+        (
+            "neutral_registrations_refused_total",
+            "Registrations refused (identity conflict, region full, rate limited).",
+            &c.registrations_refused,
+        ),
+        (
+            "neutral_registrations_expired_total",
+            "Registrations deleted because they never heartbeated (--registration-expiry).",
+            &c.registrations_expired,
         ),
         (
             "neutral_node_status_changes_total",

@@ -29,9 +29,21 @@ pub struct Settings {
     pub weights: WeightSettings,
     /// How often the repository is fetched.
     pub sync_interval: Duration,
+    /// Limits on node registrations (see `api::admission`).
+    pub registration: RegistrationSettings,
     pub autoscale: AutoscaleSettings,
     /// The scheduler's settings; `None` when an external CI runs Terraform.
     pub terraform: Option<TerraformSettings>,
+}
+
+/// Limits on node registrations.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationSettings {
+    /// Per client address: refill rate and burst of its token bucket.
+    pub rate_per_second: f64,
+    pub burst: u32,
+    /// A registration that never heartbeated is deleted after this long.
+    pub expiry: Duration,
 }
 
 /// The autoscaler's settings.

@@ -26,6 +26,7 @@ pub mod kinds {
     pub const AUTOSCALE_ACTION: &str = "autoscale.action";
     pub const RUN_QUEUED: &str = "run.queued";
     pub const RUN_FINISHED: &str = "run.finished";
+    pub const RUN_INTERRUPTED: &str = "run.interrupted";
     pub const DNS_ZONE_PUT: &str = "dns.zone.put";
     pub const DNS_ZONE_DELETED: &str = "dns.zone.deleted";
 }
@@ -63,6 +64,8 @@ pub struct AuditRecord {
 pub struct AuditQuery {
     /// Only entries with an id greater than this (for paging and tailing).
     pub since_id: Option<i64>,
+    /// Only entries with an id smaller than this (paging newest first).
+    pub before_id: Option<i64>,
     pub kind: Option<String>,
     pub subject: Option<String>,
     /// At most this many entries (capped at [`MAX_AUDIT_PAGE`]).
@@ -75,6 +78,7 @@ impl Default for AuditQuery {
     fn default() -> Self {
         AuditQuery {
             since_id: None,
+            before_id: None,
             kind: None,
             subject: None,
             limit: 100,
@@ -101,7 +105,8 @@ impl AuditLog<'_> {
         let order = if query.newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT id, at, actor, kind, subject, message, commit_sha, data FROM audit_log
-             WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR subject = ?3)
+             WHERE id > ?1 AND id < ?5 AND (?2 IS NULL OR kind = ?2)
+               AND (?3 IS NULL OR subject = ?3)
              ORDER BY id {order} LIMIT ?4"
         );
         self.store.read(OP, |tx| {
@@ -112,7 +117,8 @@ impl AuditLog<'_> {
                         query.since_id.unwrap_or(0),
                         query.kind,
                         query.subject,
-                        query.limit.min(MAX_AUDIT_PAGE)
+                        query.limit.min(MAX_AUDIT_PAGE),
+                        query.before_id.unwrap_or(i64::MAX)
                     ],
                     |row| {
                         Ok((

@@ -15,6 +15,45 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    #[error(
+        "{path} is writable by other users (mode {mode:o}): anyone who can write there can \
+         replace the store or the Terraform state; run `chmod 700 {path}`"
+    )]
+    UnsafeDataDir { path: PathBuf, mode: u32 },
+
+    #[error(
+        "{path}: the store is empty (0 bytes) — it held state before and was truncated or \
+         replaced, so starting would serve an empty control plane; restore it from a backup, \
+         or pass --init to start over from nothing"
+    )]
+    EmptyStore { path: PathBuf },
+
+    #[error(
+        "{dir} holds neutral state ({found}) but no store file {file}; it was deleted or moved, \
+         so starting would serve an empty control plane; restore it, or pass --init to start \
+         over from nothing"
+    )]
+    MissingStore {
+        dir: PathBuf,
+        file: String,
+        found: String,
+    },
+
+    #[error("{path}: cannot set its permissions to {mode:o}: {source}")]
+    Permissions {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: the fault point `{point}` gave up after waiting {waited_ms} ms to be killed")]
+    FaultPoint {
+        path: PathBuf,
+        point: &'static str,
+        waited_ms: u128,
+    },
+
     #[error("invalid store options: {0}")]
     InvalidOptions(String),
 

@@ -63,7 +63,7 @@ pub use declarations::{
 pub use error::{Result, StoreError};
 pub use neutral_core::model::Timestamp;
 pub use nodes::{NewNode, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash};
-pub use runs::{NewRun, Run, RunOutcome, RunStatus, RunStore, RunSummary};
+pub use runs::{NewRun, Run, RunOutcome, RunQuery, RunStatus, RunStore, RunSummary};
 pub use samples::{Heartbeat, HeartbeatOutcome, SampleStore};
 pub use zones::{StoredZone, ZoneStore};
 
@@ -95,6 +95,20 @@ pub struct StoreOptions {
     /// [`Store::checkpoint`] about once a second, off the write path.
     /// Default 16,384 pages (64 MiB).
     pub wal_autocheckpoint_pages: u32,
+    /// Start over from nothing when the store file exists but is empty, or
+    /// is missing from a data directory that holds other neutral state
+    /// (`--init`). Without it such a store is refused
+    /// ([`StoreError::EmptyStore`], [`StoreError::MissingStore`]): a control
+    /// plane must never silently come back with no nodes. A data directory
+    /// with no store and no other state is a first start and needs no flag.
+    pub init: bool,
+    /// Fault point for crash tests (an "arm" file): while this file exists,
+    /// [`Store::apply_declarations`] does all its writes, then creates
+    /// `<file>.reached` and waits (at most 60 s) before committing, so a test
+    /// can kill the process provably *inside* the transaction. The daemon
+    /// sets it from env `NEUTRAL_FAULT_PAUSE_INSIDE_APPLY`; never in
+    /// production.
+    pub pause_inside_apply: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -106,6 +120,8 @@ impl Default for StoreOptions {
             run_log_limit: 256 * 1024,
             readers: 2,
             wal_autocheckpoint_pages: 16_384,
+            init: false,
+            pause_inside_apply: None,
         }
     }
 }
@@ -156,18 +172,34 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) `data_dir/neutral.sqlite3` and brings its
-    /// schema up to date.
+    /// schema up to date. The data directory is made private first
+    /// ([`secure_data_dir`]). A store file that is missing from a directory
+    /// holding other neutral state is refused unless `options.init`.
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        Store::open_file(&data_dir.join(DB_FILE_NAME), options)
+        secure_data_dir(data_dir)?;
+        let path = data_dir.join(DB_FILE_NAME);
+        if !path.exists() && !options.init {
+            let found: Vec<&str> = STATE_MARKERS
+                .iter()
+                .copied()
+                .filter(|marker| data_dir.join(marker).exists())
+                .collect();
+            if !found.is_empty() {
+                return Err(StoreError::MissingStore {
+                    dir: data_dir.to_owned(),
+                    file: DB_FILE_NAME.to_owned(),
+                    found: found.join(", "),
+                });
+            }
+        }
+        Store::open_file(&path, options)
     }
 
-    /// Opens (creating if needed) the database file at `path`.
+    /// Opens (creating if needed, mode 0600) the database file at `path`.
+    /// An existing empty (0-byte) file is refused unless `options.init`.
     pub fn open_file(path: &Path, options: StoreOptions) -> Result<Store> {
         options.check()?;
+        prepare_file(path, options.init)?;
         let mut writer = connect(path, &options)?;
         schema::migrate(&mut writer, path, schema::MIGRATIONS)?;
         writer
@@ -189,6 +221,16 @@ impl Store {
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<Vec<_>>>()?;
+        // SQLite creates `-wal` and `-shm` with the database file's mode;
+        // files left by an older version are tightened here.
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let companion = PathBuf::from(name);
+            if companion.exists() {
+                set_mode(&companion, FILE_MODE)?;
+            }
+        }
         Ok(Store {
             path: path.to_owned(),
             options,
@@ -327,6 +369,110 @@ impl Store {
     fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&lock(&self.writer))
     }
+}
+
+/// Mode of the data directory: only the daemon's user may enter it.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the store's files (and the Terraform state the daemon keeps).
+pub const FILE_MODE: u32 = 0o600;
+
+/// Entries of a data directory that show a store was there before.
+const STATE_MARKERS: &[&str] = &["mirror.git", "terraform", "nodes"];
+
+/// What [`secure_data_dir`] found.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DataDirSecurity {
+    /// Created now, mode 0700.
+    Created,
+    /// Existed, already private.
+    Private,
+    /// Existed readable by others (the old mode); now 0700. Worth a loud
+    /// warning: what was in it may have been read.
+    Tightened { old_mode: u32 },
+}
+
+/// Makes `dir` the daemon's private folder: creates it with mode 0700, or
+/// refuses it when it is writable by group or others (someone else could
+/// swap the store or the Terraform state), or takes away the group's and
+/// others' read and enter permissions when it has them.
+pub fn secure_data_dir(dir: &Path) -> Result<DataDirSecurity> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let data_dir_error = |source| StoreError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(data_dir_error)?;
+        // The umask may have taken bits away, never added any; set it exactly.
+        set_mode(dir, DIR_MODE)?;
+        return Ok(DataDirSecurity::Created);
+    }
+    let mode = std::fs::metadata(dir)
+        .map_err(data_dir_error)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(StoreError::UnsafeDataDir {
+            path: dir.to_owned(),
+            mode,
+        });
+    }
+    if mode & 0o077 != 0 {
+        set_mode(dir, mode & !0o077)?;
+        return Ok(DataDirSecurity::Tightened { old_mode: mode });
+    }
+    Ok(DataDirSecurity::Private)
+}
+
+/// Sets `path`'s permission bits to `mode`.
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::Permissions {
+            path: path.to_owned(),
+            mode,
+            source,
+        }
+    })
+}
+
+/// Creates the store file with mode 0600 when it does not exist (so SQLite's
+/// `-wal` and `-shm` get that mode too), tightens an existing one, and
+/// refuses an existing empty file unless `init`.
+fn prepare_file(path: &Path, init: bool) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.len() == 0 && !init {
+                return Err(StoreError::EmptyStore {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(path)
+                .map_err(|source| StoreError::DataDir {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+        Err(source) => {
+            return Err(StoreError::DataDir {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    set_mode(path, FILE_MODE)
 }
 
 /// What [`Store::checkpoint`] did.

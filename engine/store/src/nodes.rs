@@ -327,6 +327,18 @@ impl NodeStore<'_> {
     /// returned and age out with the retention window. Appends
     /// `node.deleted`.
     pub fn delete(&self, id: &str, at: Timestamp, actor: &str) -> Result<bool> {
+        self.delete_because(id, at, actor, None)
+    }
+
+    /// [`NodeStore::delete`], with why (added to the audit entry's message
+    /// and data), e.g. "registered and never heartbeated".
+    pub fn delete_because(
+        &self,
+        id: &str,
+        at: Timestamp,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<bool> {
         const OP: &str = "delete node";
         self.store.write(OP, |tx| {
             let gone: Option<(String, String)> = tx
@@ -347,9 +359,14 @@ impl NodeStore<'_> {
                     actor: actor.to_owned(),
                     kind: kinds::NODE_DELETED.to_owned(),
                     subject: id.to_owned(),
-                    message: format!("deleted node {id} of region {region} at {address}"),
+                    message: match reason {
+                        Some(reason) => {
+                            format!("deleted node {id} of region {region} at {address}: {reason}")
+                        }
+                        None => format!("deleted node {id} of region {region} at {address}"),
+                    },
                     commit: None,
-                    data: json!({ "region": region, "address": address }),
+                    data: json!({ "region": region, "address": address, "reason": reason }),
                 },
             )?;
             Ok(true)

@@ -3,7 +3,10 @@
 //!
 //! This module owns the `runs` table and the run lifecycle
 //! `queued → running → succeeded | failed | cancelled` (a queued run may also
-//! end directly, e.g. cancelled or failed to start). It stores what the runner
+//! end directly, e.g. cancelled or failed to start), and `interrupted` for a
+//! run that was queued or running when the daemon stopped without finishing
+//! it (kill -9, a crash, a power cut): [`RunStore::interrupt_unfinished`] at
+//! start. It stores what the runner
 //! reports; it does not run anything. A stored log keeps its last
 //! `run_log_limit` bytes, prefixed with a marker saying how much was cut.
 //! Queuing and finishing a run append audit entries in the same transaction.
@@ -26,15 +29,18 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// The daemon stopped (was killed) while the run was queued or running.
+    Interrupted,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
+    pub const ALL: [RunStatus; 6] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::Cancelled,
+        RunStatus::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +50,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 
@@ -54,7 +61,10 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Succeeded
+                | RunStatus::Failed
+                | RunStatus::Cancelled
+                | RunStatus::Interrupted
         )
     }
 }
@@ -110,6 +120,20 @@ pub struct Run {
     #[serde(flatten)]
     pub summary: RunSummary,
     pub log: String,
+}
+
+/// Which runs [`RunStore::list_page`] returns: newest first, optionally
+/// before a cursor (a run id from the previous page) and filtered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// At most this many (capped at 10,000).
+    pub limit: u32,
+    /// Only runs with a smaller id (the last id of the previous page).
+    pub before_id: Option<i64>,
+    pub root: Option<String>,
+    /// The workspace: the region for the node-pool root.
+    pub workspace: Option<String>,
+    pub status: Option<RunStatus>,
 }
 
 /// The run view of a [`Store`].
@@ -249,6 +273,77 @@ impl RunStore<'_> {
         })
     }
 
+    /// Marks every run still `queued` or `running` — left so by a daemon that
+    /// was killed — `interrupted` at `at`, appending a line to its log and a
+    /// `run.interrupted` audit entry each, in one transaction. Call it at
+    /// start, before any run of this process is created. Returns the runs
+    /// it marked (so the caller can plan their roots again).
+    pub fn interrupt_unfinished(&self, at: Timestamp, actor: &str) -> Result<Vec<RunSummary>> {
+        const OP: &str = "interrupt unfinished runs";
+        let limit = self.store.options.run_log_limit;
+        self.store.write(OP, |tx| {
+            let ids: Vec<i64> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
+                    )
+                    .during(OP)?;
+                let rows = stmt.query_map([], |row| row.get(0)).during(OP)?;
+                rows.collect::<rusqlite::Result<_>>().during(OP)?
+            };
+            let mut marked = Vec::with_capacity(ids.len());
+            for id in ids {
+                let (status, started_at, log, commit): (
+                    String,
+                    Option<i64>,
+                    String,
+                    Option<String>,
+                ) = tx
+                    .query_row(
+                        "SELECT status, started_at, log, commit_sha FROM runs WHERE id = ?1",
+                        [id],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                    )
+                    .during(OP)?;
+                let duration_ms = started_at.map(|started| at.0.saturating_sub(started).max(0));
+                let note = format!(
+                    "{log}\n[interrupted: the control plane stopped while this run was {status}; \
+                     marked at restart, and its root is planned again]\n"
+                );
+                let log = bounded_tail(&note, limit);
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, duration_ms = ?3,
+                     log = ?4 WHERE id = ?1",
+                    params![id, at.0, duration_ms, log.as_ref()],
+                )
+                .during(OP)?;
+                append_in(
+                    tx,
+                    &AuditEntry {
+                        at,
+                        actor: actor.to_owned(),
+                        kind: kinds::RUN_INTERRUPTED.to_owned(),
+                        subject: format!("run:{id}"),
+                        message: format!(
+                            "run {id} was {status} when the control plane stopped: interrupted"
+                        ),
+                        commit,
+                        data: json!({ "run": id, "was": status, "duration_ms": duration_ms }),
+                    },
+                )?;
+                let summary = tx
+                    .query_row(
+                        &format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = ?1"),
+                        [id],
+                        raw_summary,
+                    )
+                    .during(OP)?;
+                marked.push(into_summary(OP, summary)?);
+            }
+            Ok(marked)
+        })
+    }
+
     /// The newest `limit` runs (of one root, if given), newest first.
     pub fn list_runs(&self, limit: u32, root: Option<&str>) -> Result<Vec<RunSummary>> {
         const OP: &str = "list runs";
@@ -261,6 +356,38 @@ impl RunStore<'_> {
                 .during(OP)?;
             let rows = stmt
                 .query_map(params![root, limit], raw_summary)
+                .during(OP)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(into_summary(OP, row.during(OP)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// A page of runs, newest first (see [`RunQuery`]).
+    pub fn list_page(&self, query: &RunQuery) -> Result<Vec<RunSummary>> {
+        const OP: &str = "list runs";
+        self.store.read(OP, |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM runs
+                     WHERE id < ?1 AND (?2 IS NULL OR root = ?2)
+                       AND (?3 IS NULL OR workspace = ?3) AND (?4 IS NULL OR status = ?4)
+                     ORDER BY id DESC LIMIT ?5"
+                ))
+                .during(OP)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.before_id.unwrap_or(i64::MAX),
+                        query.root,
+                        query.workspace,
+                        query.status.map(RunStatus::as_str),
+                        query.limit.min(10_000)
+                    ],
+                    raw_summary,
+                )
                 .during(OP)?;
             let mut out = Vec::new();
             for row in rows {
@@ -528,6 +655,59 @@ mod tests {
     }
 
     #[test]
+    fn pages_of_runs_walk_every_run_once_with_filters() {
+        let (_dir, store) = open_temp();
+        let runs = store.runs();
+        for i in 0..25i64 {
+            let mut run = new_run(if i % 2 == 0 { "a" } else { "b" });
+            run.workspace = format!("w{}", i % 3);
+            runs.create_run(&run, Timestamp(i), "t").unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = runs
+                .list_page(&RunQuery {
+                    limit: 4,
+                    before_id: before,
+                    ..RunQuery::default()
+                })
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            seen.extend(page.iter().map(|r| r.id));
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(seen, sorted, "newest first, each once");
+        assert_eq!(seen.len(), 25);
+        let filtered = runs
+            .list_page(&RunQuery {
+                limit: 100,
+                root: Some("a".into()),
+                workspace: Some("w0".into()),
+                status: Some(RunStatus::Queued),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(filtered.len(), 5, "i in 0, 6, 12, 18, 24");
+        assert!(
+            filtered
+                .iter()
+                .all(|r| r.root == "a" && r.workspace == "w0")
+        );
+        let none = runs
+            .list_page(&RunQuery {
+                limit: 100,
+                status: Some(RunStatus::Failed),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
     fn a_long_log_keeps_its_tail_within_the_limit() {
         let (_dir, store) = open_temp_with(StoreOptions {
             run_log_limit: 4096,
@@ -549,6 +729,74 @@ mod tests {
         assert!(stored.starts_with("[... "), "{}", &stored[..40]);
         let dropped = log.len() - (stored.len() - stored.find('\n').unwrap() - 1);
         assert!(stored.contains(&format!("[... {dropped} earlier bytes")));
+    }
+
+    #[test]
+    fn runs_left_unfinished_by_a_killed_daemon_are_marked_interrupted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, queued, done) = {
+            let store = crate::Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let runs = store.runs();
+            let running = runs
+                .create_run(&new_run("infra/gtm"), Timestamp(1_000), "s")
+                .unwrap();
+            runs.start_run(running, Timestamp(2_000)).unwrap();
+            let queued = runs
+                .create_run(&new_run("infra/node-pool"), Timestamp(3_000), "s")
+                .unwrap();
+            let done = runs
+                .create_run(&new_run("infra/gtm"), Timestamp(0), "s")
+                .unwrap();
+            runs.finish_run(done, &succeeded("ok"), Timestamp(500), "s")
+                .unwrap();
+            (running, queued, done)
+            // Dropped without finishing: what kill -9 leaves.
+        };
+        let store = crate::Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let marked = store
+            .runs()
+            .interrupt_unfinished(Timestamp(9_000), "start")
+            .unwrap();
+        let ids: Vec<i64> = marked.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![running, queued]);
+        let run = store.runs().get_run(running).unwrap().unwrap();
+        assert_eq!(run.summary.status, RunStatus::Interrupted);
+        assert_eq!(run.summary.finished_at, Some(Timestamp(9_000)));
+        assert_eq!(run.summary.duration_ms, Some(7_000));
+        assert!(
+            run.log
+                .contains("[interrupted: the control plane stopped while this run was running"),
+            "{}",
+            run.log
+        );
+        let queued_run = store.runs().get_run(queued).unwrap().unwrap();
+        assert_eq!(queued_run.summary.status, RunStatus::Interrupted);
+        assert_eq!(queued_run.summary.duration_ms, None);
+        assert_eq!(
+            store.runs().get_run(done).unwrap().unwrap().summary.status,
+            RunStatus::Succeeded
+        );
+        // Once is enough: nothing left to mark, and an interrupted run is final.
+        assert!(
+            store
+                .runs()
+                .interrupt_unfinished(Timestamp(9_500), "start")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.runs().start_run(running, Timestamp(9_600)).is_err());
+        let audit = store
+            .audit()
+            .list(&crate::AuditQuery {
+                kind: Some(kinds::RUN_INTERRUPTED.into()),
+                ..crate::AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(audit.len(), 2);
+        assert_eq!(
+            audit[0].entry.message,
+            format!("run {running} was running when the control plane stopped: interrupted")
+        );
     }
 
     #[test]

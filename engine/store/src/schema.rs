@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -161,6 +161,35 @@ CREATE TABLE dns_zones (
 ) STRICT;
 ";
 
+/// Version 2: a run the daemon was killed during ends `interrupted`
+/// (SQLite cannot change a CHECK constraint in place: the table is rebuilt).
+const V2: &str = r"
+CREATE TABLE runs_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    root TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    commit_sha TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled',
+                          'interrupted')),
+    adds INTEGER,
+    changes INTEGER,
+    destroys INTEGER,
+    exit_code INTEGER,
+    queued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    duration_ms INTEGER,
+    log TEXT NOT NULL DEFAULT ''
+) STRICT;
+INSERT INTO runs_v2 SELECT * FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+CREATE INDEX runs_by_root ON runs (root, id);
+CREATE INDEX runs_by_status ON runs (status, id);
+";
+
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying
 /// the missing steps in order. Re-running on an up-to-date file changes
 /// nothing. Returns the version reached.
@@ -290,6 +319,34 @@ mod tests {
             .query_row("SELECT count(*) FROM dns_zones", [], |row| row.get(0))
             .unwrap();
         assert_eq!(zones, 1, "re-opening keeps the data");
+    }
+
+    #[test]
+    fn version_2_keeps_the_runs_of_version_1_and_allows_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &[V1]).unwrap();
+        conn.execute(
+            "INSERT INTO runs (root, workspace, trigger, status, queued_at, log)
+             VALUES ('infra/gtm', 'default', 'push', 'running', 5, 'half a log')",
+            [],
+        )
+        .unwrap();
+        assert!(
+            conn.execute("UPDATE runs SET status = 'interrupted'", [])
+                .is_err(),
+            "version 1 has no interrupted"
+        );
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 2);
+        let (status, log): (String, String) = conn
+            .query_row("SELECT status, log FROM runs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((status.as_str(), log.as_str()), ("running", "half a log"));
+        conn.execute("UPDATE runs SET status = 'interrupted'", [])
+            .unwrap();
     }
 
     #[test]

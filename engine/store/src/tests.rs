@@ -12,7 +12,9 @@ use neutral_core::model::{
 };
 use tempfile::TempDir;
 
-use crate::{AuditQuery, Heartbeat, NewNode, Store, StoreOptions, Timestamp, TokenHash, kinds};
+use crate::{
+    AuditQuery, Heartbeat, NewNode, Store, StoreError, StoreOptions, Timestamp, TokenHash, kinds,
+};
 
 pub(crate) fn open_temp() -> (TempDir, Store) {
     open_temp_with(StoreOptions::default())
@@ -310,4 +312,165 @@ fn a_checkpoint_copies_the_wal_into_the_database_file() {
     let again = store.checkpoint().unwrap();
     assert_eq!(again.copied_pages, again.wal_pages);
     assert_eq!(store.nodes().list().unwrap().len(), 20);
+}
+
+// ---- files, modes and damaged stores ----------------------------------------
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_data_directory_is_0700_and_the_store_files_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    store
+        .nodes()
+        .register(&new_node("n1", "r000", "127.0.0.2", 1), "join")
+        .unwrap();
+    assert_eq!(mode_of(&data), 0o700);
+    let db = data.join(crate::DB_FILE_NAME);
+    for file in [
+        db.clone(),
+        data.join("neutral.sqlite3-wal"),
+        data.join("neutral.sqlite3-shm"),
+    ] {
+        assert!(file.exists(), "{}", file.display());
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+    drop(store);
+    // A store file an older version left world-readable is tightened.
+    crate::set_mode(&db, 0o644).unwrap();
+    let _store = Store::open(&data, StoreOptions::default()).unwrap();
+    assert_eq!(mode_of(&db), 0o600);
+}
+
+#[test]
+fn a_data_directory_others_can_write_is_refused_and_one_they_can_read_is_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    crate::set_mode(&data, 0o777).unwrap();
+    let err = Store::open(&data, StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsafeDataDir { mode: 0o777, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+    assert!(!data.join(crate::DB_FILE_NAME).exists(), "nothing written");
+    crate::set_mode(&data, 0o770).unwrap();
+    assert!(Store::open(&data, StoreOptions::default()).is_err());
+
+    crate::set_mode(&data, 0o755).unwrap();
+    assert_eq!(
+        crate::secure_data_dir(&data).unwrap(),
+        crate::DataDirSecurity::Tightened { old_mode: 0o755 }
+    );
+    assert_eq!(mode_of(&data), 0o700);
+    assert_eq!(
+        crate::secure_data_dir(&data).unwrap(),
+        crate::DataDirSecurity::Private
+    );
+}
+
+#[test]
+fn an_empty_store_file_is_refused_unless_init() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        store
+            .nodes()
+            .register(&new_node("n1", "r000", "127.0.0.2", 1), "join")
+            .unwrap();
+    }
+    // Truncated to 0 bytes (its WAL gone with it, as after a bad restore).
+    let db = dir.path().join(crate::DB_FILE_NAME);
+    std::fs::write(&db, b"").unwrap();
+    let _ = std::fs::remove_file(dir.path().join("neutral.sqlite3-wal"));
+    let _ = std::fs::remove_file(dir.path().join("neutral.sqlite3-shm"));
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::EmptyStore { .. }), "{err}");
+    assert!(err.to_string().contains("--init"), "{err}");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left untouched");
+
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            init: true,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(store.nodes().list().unwrap().is_empty(), "started over");
+}
+
+#[test]
+fn a_store_missing_from_a_used_data_directory_is_refused_but_a_fresh_one_is_a_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A brand-new (even existing, empty) folder is a first start.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    crate::set_mode(&fresh, 0o700).unwrap();
+    Store::open(&fresh, StoreOptions::default()).unwrap();
+
+    let used = dir.path().join("used");
+    std::fs::create_dir_all(used.join("mirror.git")).unwrap();
+    crate::set_mode(&used, 0o700).unwrap();
+    let err = Store::open(&used, StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::MissingStore { .. }), "{err}");
+    assert!(err.to_string().contains("mirror.git"), "{err}");
+    Store::open(
+        &used,
+        StoreOptions {
+            init: true,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn damaged_or_foreign_store_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    {
+        let store = Store::open(&good, StoreOptions::default()).unwrap();
+        for i in 0..200 {
+            store
+                .nodes()
+                .register(&new_node(&format!("n{i}"), "r000", "127.0.0.2", i), "join")
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+    }
+    let bytes = std::fs::read(good.join(crate::DB_FILE_NAME)).unwrap();
+    let case = |name: &str, content: &[u8]| {
+        let data = dir.path().join(name);
+        std::fs::create_dir(&data).unwrap();
+        crate::set_mode(&data, 0o700).unwrap();
+        std::fs::write(data.join(crate::DB_FILE_NAME), content).unwrap();
+        let result = Store::open(&data, StoreOptions::default())
+            .and_then(|store| store.nodes().list().map(|nodes| nodes.len()));
+        (data, result)
+    };
+    // Garbage where the header should be.
+    let mut garbage = bytes.clone();
+    garbage[..100].copy_from_slice(&[0x5a; 100]);
+    let (_, result) = case("garbage", &garbage);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("not a database"), "{err}");
+    // Half the file: either refused, or a read of the missing pages fails.
+    let (_, result) = case("half", &bytes[..bytes.len() / 2]);
+    assert!(result.is_err(), "a truncated store must not read as valid");
+    // Another application's SQLite database.
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE theirs (x TEXT); INSERT INTO theirs VALUES ('y');")
+        .unwrap();
+    let (_, result) = case("foreign", &std::fs::read(&foreign).unwrap());
+    let err = result.unwrap_err();
+    assert!(matches!(err, StoreError::NotNeutral { .. }), "{err}");
 }

@@ -258,6 +258,9 @@ impl Daemon {
             .args(["--dns-listen", &dns.to_string()])
             .args(["--heartbeat-interval", &spec.heartbeat_interval])
             .args(["--heartbeat-timeout", &spec.heartbeat_timeout])
+            // The load generators register thousands of nodes from one
+            // loopback address: no per-client registration limit.
+            .args(["--register-rate", "1000000", "--register-burst", "1000000"])
             .args(&spec.extra)
             .env("NEUTRAL_JOIN_TOKEN", JOIN_TOKEN)
             .env("NEUTRAL_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -42,6 +42,9 @@ pub struct RegisterBody {
     pub agent_version: Option<String>,
     #[serde(default)]
     pub node_id: Option<String>,
+    /// Proof of `node_id`: the token the agent was given for it.
+    #[serde(default)]
+    pub node_token: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Deserialize)]

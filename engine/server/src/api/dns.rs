@@ -30,17 +30,34 @@ fn no_zone(name: &str) -> ApiError {
     ApiError::not_found("unknown_zone", format!("no zone `{name}`"))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Zones by name, in pages (see `page`).
 pub async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-) -> Result<Json<Vec<Value>>, ApiError> {
+    uri: axum::http::Uri,
+    params: Result<axum::extract::Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<(HeaderMap, Json<Vec<Value>>), ApiError> {
     require_admin(&app, &headers)?;
+    let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let page = super::page::Page::new(params.limit, params.cursor)?;
     let zones = app.dns.handle().zones();
-    Ok(Json(
-        zones
-            .iter()
-            .map(|z| json!({ "id": z.id, "name": z.name, "kind": z.kind, "serial": z.serial }))
-            .collect(),
+    let mut views: Vec<Value> = zones
+        .iter()
+        .map(|z| json!({ "id": z.id, "name": z.name, "kind": z.kind, "serial": z.serial }))
+        .collect();
+    let name = |v: &Value| v["name"].as_str().unwrap_or_default().to_owned();
+    views.sort_by_key(name);
+    let (views, next) = page.cut(views, name);
+    Ok((
+        super::page::next_headers(&uri, next.as_deref()),
+        Json(views),
     ))
 }
 

@@ -5,12 +5,14 @@
 mod common;
 mod dns;
 mod nodes;
+mod page;
 mod read;
 pub mod releases;
 
 /// The request bodies, for the fuzz targets (`fuzz/`).
 pub use dns::CreateZone;
 pub use nodes::{HeartbeatRequest, RegisterRequest};
+pub use nodes::expire_registrations;
 
 use std::sync::Arc;
 
@@ -56,7 +58,52 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(app)
+}
+
+/// Every 4xx/5xx in the documented JSON shape: answers axum made itself
+/// (a path or query that does not parse, say) carry plain text; they are
+/// rewritten here with a code for their status and their text, redacted,
+/// as the message.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let retry_after = response
+        .headers()
+        .get(axum::http::header::RETRY_AFTER)
+        .cloned();
+    let text = axum::body::to_bytes(response.into_body(), MAX_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        neutral_core::redact::redact(&text).into_owned()
+    };
+    let mut error = ApiError::new(status, code, message);
+    error.retry_after = retry_after.and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok()));
+    axum::response::IntoResponse::into_response(error)
 }
 
 async fn not_found() -> ApiError {

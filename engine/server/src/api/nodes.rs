@@ -4,9 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use neutral_core::liveness::Liveness;
 use neutral_core::model::{Metrics, NodeMode, NodeStatus};
 use neutral_store::{AuditEntry, Heartbeat, NewNode, StoreError, TokenHash};
@@ -15,6 +17,7 @@ use serde_json::json;
 
 use super::common::require_admin;
 use super::read;
+use crate::admission;
 use crate::app::App;
 use crate::auth;
 use crate::counters::Counters;
@@ -34,6 +37,10 @@ pub struct RegisterRequest {
     agent_version: Option<String>,
     #[serde(default)]
     node_id: Option<String>,
+    /// Proof of `node_id`'s identity: that node's current token (or the
+    /// admin token). See docs/api.md, "Identity rule".
+    #[serde(default)]
+    node_token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,8 +66,17 @@ fn check_text(field: &str, value: Option<&String>, max: usize) -> Result<(), Api
     }
 }
 
+/// What the identity rule decided for a registration.
+enum Place {
+    /// A new node (a fresh id).
+    New,
+    /// The existing node with this id keeps it, with a new token.
+    Existing { id: String, drained: bool },
+}
+
 pub async fn register(
     State(app): State<Arc<App>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
@@ -75,6 +91,24 @@ pub async fn register(
         }
         Some(_) => {}
     }
+    if let Some(Extension(ConnectInfo(client))) = &connect
+        && let Err(wait) = app
+            .registrations
+            .take(client.ip(), std::time::Instant::now())
+    {
+        Counters::bump(&app.counters.registrations_refused);
+        let seconds = wait.as_secs_f64().ceil().max(1.0);
+        tracing::warn!(client = %client.ip(), retry_after_s = seconds, "registration refused: rate limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many registrations from {}: retry in {seconds} s",
+                client.ip()
+            ),
+        )
+        .with_retry_after(seconds as u64));
+    }
     let address: IpAddr = request.address.trim().parse().map_err(|_| {
         ApiError::bad_request(format!(
             "address: `{}` is not an IP address",
@@ -87,9 +121,10 @@ pub async fn register(
     check_text("hostname", request.hostname.as_ref(), 253)?;
     check_text("agent_version", request.agent_version.as_ref(), 64)?;
     check_text("node_id", request.node_id.as_ref(), 64)?;
-    let (settings, probe, previous_drained, reuse_id) = {
+    check_text("node_token", request.node_token.as_ref(), 256)?;
+    let decided = {
         let world = app.read_world();
-        if !world.decl.regions.contains_key(&request.region) {
+        let Some(region) = world.decl.regions.get(&request.region) else {
             let known: Vec<&str> = world.decl.regions.keys().map(String::as_str).collect();
             return Err(ApiError::not_found(
                 "unknown_region",
@@ -103,17 +138,85 @@ pub async fn register(
                     }
                 ),
             ));
-        }
+        };
         let (settings, probe) = liveness_for(&app.settings.liveness, &world.decl, &request.region);
-        let old = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
-        let reuse = old
-            .filter(|e| e.record.node.region == request.region && e.record.node.address == address);
-        (
-            settings,
-            probe,
-            reuse.is_some_and(|e| e.liveness.drained),
-            reuse.map(|e| e.record.node.id.clone()),
-        )
+        // Proof of an identity: the node's current token, or the admin token.
+        let proves = |entry: &NodeEntry| {
+            request
+                .node_token
+                .as_deref()
+                .is_some_and(|t| entry.token.matches(t) || app.admin_token.matches(t))
+        };
+        let here = |entry: &&NodeEntry| {
+            entry.record.node.region == request.region && entry.record.node.address == address
+        };
+        let by_id = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
+        let at_address = world.nodes.values().find(here);
+        let place = match (by_id, at_address) {
+            (Some(entry), _) if !proves(entry) => Err(format!(
+                "node `{}` exists: re-registering it needs its current token in `node_token`",
+                entry.record.node.id
+            )),
+            (Some(entry), _) if here(&entry) => Ok(Place::Existing {
+                id: entry.record.node.id.clone(),
+                drained: entry.liveness.drained,
+            }),
+            (_, Some(entry)) if proves(entry) || entry.record.node.status == NodeStatus::Down => {
+                Ok(Place::Existing {
+                    id: entry.record.node.id.clone(),
+                    drained: entry.liveness.drained,
+                })
+            }
+            (_, Some(entry)) => Err(format!(
+                "{address} is node `{}` of region {} (status {}): one address is one node per \
+                 region; re-register it with its `node_id` and current `node_token`",
+                entry.record.node.id,
+                request.region,
+                entry.record.node.status.as_str()
+            )),
+            (_, None) => Ok(Place::New),
+        };
+        if let Ok(Place::New) = &place {
+            let counted = world
+                .nodes
+                .values()
+                .filter(|e| e.record.node.region == request.region)
+                // Nodes that were up once and are now down wait for their
+                // replacement; they do not hold its place.
+                .filter(|e| {
+                    !(e.record.node.status == NodeStatus::Down
+                        && e.record.node.last_heartbeat.is_some())
+                })
+                .count();
+            let cap = admission::region_cap(region.max_nodes);
+            if counted >= usize::try_from(cap).unwrap_or(usize::MAX) {
+                Counters::bump(&app.counters.registrations_refused);
+                tracing::warn!(region = %request.region, %address, nodes = counted, cap, "registration refused: region full");
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "region_full",
+                    format!(
+                        "region {} holds {counted} nodes, its limit: max_nodes {} + slack {} \
+                         (nodes that were up and are down do not count)",
+                        request.region,
+                        region.max_nodes,
+                        admission::region_slack(region.max_nodes)
+                    ),
+                ));
+            }
+        }
+        (settings, probe, place)
+    };
+    let (settings, probe, place) = decided;
+    let place = match place {
+        Ok(place) => place,
+        Err(message) => {
+            return Err(identity_conflict(&app, &request.region, address, message).await);
+        }
+    };
+    let (previous_drained, reuse_id) = match place {
+        Place::New => (false, None),
+        Place::Existing { id, drained } => (drained, Some(id)),
     };
     let at = now();
     let token = auth::new_token();
@@ -185,6 +288,24 @@ pub async fn register(
     ))
 }
 
+/// Refuses a registration that would take over an existing node: logged,
+/// audited (`node.identity_conflict`) and counted.
+async fn identity_conflict(app: &App, region: &str, address: IpAddr, message: String) -> ApiError {
+    Counters::bump(&app.counters.registrations_refused);
+    tracing::warn!(%region, %address, reason = %message, "registration refused: identity conflict");
+    app.audit(AuditEntry {
+        at: now(),
+        actor: "join".into(),
+        kind: "node.identity_conflict".into(),
+        subject: address.to_string(),
+        message: message.clone(),
+        commit: None,
+        data: json!({ "region": region, "address": address.to_string() }),
+    })
+    .await;
+    ApiError::new(StatusCode::CONFLICT, "identity_conflict", message)
+}
+
 fn new_node_id(region: &str) -> String {
     use rand::Rng;
     format!(
@@ -198,7 +319,9 @@ fn new_node_id(region: &str) -> String {
 pub struct HeartbeatRequest {
     node_id: String,
     #[serde(default)]
-    metrics: Option<MetricsBody>,
+    /// Checked by [`metrics_of`]: an object only (serde would also take a
+    /// struct from an array).
+    metrics: Option<serde_json::Value>,
     /// The result of a release the node was ordered to do.
     #[serde(default)]
     release: Option<crate::releases::ReleaseResult>,
@@ -212,6 +335,41 @@ struct MetricsBody {
     rtt_ms: f64,
     #[serde(default)]
     error_rate: f64,
+}
+
+/// The heartbeat's `metrics`: absent or `null` for none, else an object
+/// with the documented fields and ranges. Anything else is a 400 naming the
+/// field, before anything changes.
+fn metrics_of(value: Option<&serde_json::Value>) -> Result<Option<Metrics>, ApiError> {
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    };
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(object @ serde_json::Value::Object(_)) => {
+            let body: MetricsBody = serde_json::from_value(object.clone()).map_err(|err| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("metrics: {err}"),
+                )
+            })?;
+            body.check().map(Some)
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "metrics: expected an object {{\"cpu\", \"rtt_ms\", \"error_rate\"}}, got {}",
+                kind(other)
+            ),
+        )),
+    }
 }
 
 impl MetricsBody {
@@ -259,11 +417,7 @@ pub async fn heartbeat(
             "missing `Authorization: Bearer <node token>`",
         ));
     };
-    let metrics = request
-        .metrics
-        .as_ref()
-        .map(MetricsBody::check)
-        .transpose()?;
+    let metrics = metrics_of(request.metrics.as_ref())?;
     let at = now();
     let outcome = {
         let mut world = app.write_world();
@@ -388,4 +542,63 @@ pub async fn delete(
         .await?;
     app.recompute("node deleted").await;
     Ok(Json(json!({ "deleted": id })))
+}
+
+/// Deletes registrations that never sent a heartbeat within
+/// `--registration-expiry` of registering — a node whose registration
+/// answer never reached it (the daemon was killed at that moment), or a
+/// client that registered and vanished — so they hold no place in their
+/// region's cap and no address. Checks every second until shutdown.
+pub async fn expire_registrations(app: Arc<App>, mut shutdown: crate::shutdown::Shutdown) {
+    let expiry = app.settings.registration.expiry;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let at = now();
+        let expired: Vec<String> = app
+            .read_world()
+            .nodes
+            .values()
+            .filter(|e| {
+                e.record.node.last_heartbeat.is_none() && at.since(e.record.registered_at) >= expiry
+            })
+            .map(|e| e.record.node.id.clone())
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        for id in expired {
+            // Still a ghost under the write lock (a heartbeat may have come).
+            let removed = {
+                let mut world = app.write_world();
+                let ghost = world
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|e| e.record.node.last_heartbeat.is_none());
+                ghost && world.nodes.remove(&id).is_some()
+            };
+            if !removed {
+                continue;
+            }
+            app.releases.forget(&id);
+            Counters::bump(&app.counters.registrations_expired);
+            let reason = format!(
+                "registered and never heartbeated within {}",
+                humantime::format_duration(expiry)
+            );
+            tracing::warn!(node = %id, %reason, "registration expired");
+            let node = id.clone();
+            if let Err(err) = app
+                .with_store(move |s| s.nodes().delete_because(&node, at, "expiry", Some(&reason)))
+                .await
+            {
+                tracing::error!(node = %id, error = %format!("{err:#}"), "cannot delete the expired registration");
+            }
+        }
+        app.recompute("registrations expired").await;
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use neutral_core::health;
 use neutral_core::model::{GtmPolicy, Metrics, NodeMode, NodeStatus};
 use neutral_core::weights::DomainWeights;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::common::{require_admin, rfc3339};
+use super::page::{self, Page};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::sync::SyncOutcome;
@@ -60,9 +61,67 @@ impl NodeView {
     }
 }
 
-pub async fn nodes(State(app): State<Arc<App>>) -> Json<Vec<NodeView>> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeParams {
+    region: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(params: QueryResult<T>) -> Result<T, ApiError> {
+    params
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// Nodes by id; `?region=`, `?status=`, pages (see `page`).
+pub async fn nodes(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    params: QueryResult<NodeParams>,
+) -> Result<(HeaderMap, Json<Vec<NodeView>>), ApiError> {
+    let params = query(params)?;
+    let page = Page::new(params.limit, params.cursor)?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| {
+            [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain]
+                .into_iter()
+                .find(|status| status.as_str() == s)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("status: `{s}` is not one of up, down, drain"))
+                })
+        })
+        .transpose()?;
     let world = app.read_world();
-    Json(world.nodes.values().map(NodeView::of).collect())
+    let after = page.cursor.as_deref().unwrap_or("");
+    let mut views = Vec::new();
+    let mut more = None;
+    // The map is ordered by id: walk from the cursor, stop one past the page.
+    for entry in world
+        .nodes
+        .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+        .map(|(_, e)| e)
+        .filter(|e| {
+            params
+                .region
+                .as_ref()
+                .is_none_or(|r| e.record.node.region == *r)
+        })
+        .filter(|e| status.is_none_or(|s| e.record.node.status == s))
+    {
+        if page.limit.is_some_and(|limit| views.len() >= limit) {
+            more = views.last().map(|v: &NodeView| v.id.clone());
+            break;
+        }
+        views.push(NodeView::of(entry));
+    }
+    Ok((page::next_headers(&uri, more.as_deref()), Json(views)))
 }
 
 pub async fn node(
@@ -77,7 +136,20 @@ pub async fn node(
         .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))
 }
 
-pub async fn regions(State(app): State<Arc<App>>) -> Json<Vec<Value>> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn regions(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    params: QueryResult<ListParams>,
+) -> Result<(HeaderMap, Json<Vec<Value>>), ApiError> {
+    let params = query(params)?;
+    let page = Page::new(params.limit, params.cursor)?;
     let world = app.read_world();
     let nodes = world.node_list();
     let views = world
@@ -103,11 +175,20 @@ pub async fn regions(State(app): State<Arc<App>>) -> Json<Vec<Value>> {
             })
         })
         .collect();
-    Json(views)
+    let (views, next) = page.cut(views, |v| v["name"].as_str().unwrap_or_default().to_owned());
+    Ok((page::next_headers(&uri, next.as_deref()), Json(views)))
 }
 
-pub async fn domains(State(app): State<Arc<App>>) -> Json<Vec<String>> {
-    Json(app.read_world().report().domains.keys().cloned().collect())
+pub async fn domains(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    params: QueryResult<ListParams>,
+) -> Result<(HeaderMap, Json<Vec<String>>), ApiError> {
+    let params = query(params)?;
+    let page = Page::new(params.limit, params.cursor)?;
+    let names: Vec<String> = app.read_world().report().domains.keys().cloned().collect();
+    let (names, next) = page.cut(names, Clone::clone);
+    Ok((page::next_headers(&uri, next.as_deref()), Json(names)))
 }
 
 #[derive(Debug, Serialize)]
@@ -174,7 +255,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError
         "version": env!("CARGO_PKG_VERSION"),
         "commit": world.commit,
         "sync": {
-            "repo": app.settings.repo,
+            "repo": neutral_core::redact::redact(&app.settings.repo),
             "branch": app.settings.branch,
             "last_good": sync_status.last_good.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
             "last_seen": sync_status.last_seen.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
@@ -202,25 +283,44 @@ pub struct AuditParams {
     kind: Option<String>,
     subject: Option<String>,
     limit: Option<u32>,
+    cursor: Option<String>,
     #[serde(default)]
     newest_first: bool,
 }
 
+/// The audit log, oldest first (or `newest_first`), 100 entries unless
+/// `limit` says otherwise; the cursor is the last id of the previous page.
 pub async fn audit(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    uri: Uri,
+    params: QueryResult<AuditParams>,
+) -> Result<(HeaderMap, Json<Vec<AuditRecord>>), ApiError> {
     require_admin(&app, &headers)?;
-    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let params = query(params)?;
+    let page = Page::new(Some(params.limit.unwrap_or(100)), params.cursor)?;
+    let cursor = page.cursor_id()?;
+    let limit = params.limit.unwrap_or(100);
     let query = AuditQuery {
-        since_id: params.since_id,
+        since_id: if params.newest_first {
+            params.since_id
+        } else {
+            cursor.max(params.since_id)
+        },
+        before_id: if params.newest_first { cursor } else { None },
         kind: params.kind,
         subject: params.subject,
-        limit: params.limit.unwrap_or(100),
+        limit: limit.saturating_add(1),
         newest_first: params.newest_first,
     };
-    Ok(Json(app.with_store(move |s| s.audit().list(&query)).await?))
+    let mut records = app.with_store(move |s| s.audit().list(&query)).await?;
+    let next = if records.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        records.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok((page::next_headers(&uri, next.as_deref()), Json(records)))
 }
 
 pub async fn sync(
@@ -264,20 +364,51 @@ pub async fn autoscale(State(app): State<Arc<App>>) -> Json<Value> {
 #[serde(deny_unknown_fields)]
 pub struct RunParams {
     limit: Option<u32>,
+    cursor: Option<String>,
     root: Option<String>,
+    /// The node-pool workspace.
+    region: Option<String>,
+    status: Option<String>,
 }
 
-/// Recorded Terraform runs, newest first, plus the queue and drift state.
+/// Recorded Terraform runs, newest first (50 unless `limit` says
+/// otherwise), plus the queue and drift state.
 pub async fn runs(
     State(app): State<Arc<App>>,
-    params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = params.limit.unwrap_or(50).min(1000);
-    let root = params.root.clone();
-    let runs = app
-        .with_store(move |s| s.runs().list_runs(limit, root.as_deref()))
+    uri: Uri,
+    params: QueryResult<RunParams>,
+) -> Result<(HeaderMap, Json<Value>), ApiError> {
+    let params = query(params)?;
+    let limit = params.limit.unwrap_or(50);
+    let page = Page::new(Some(limit), params.cursor)?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| {
+            neutral_store::RunStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "status: `{s}` is not one of queued, running, succeeded, failed, cancelled, \
+                     interrupted"
+                ))
+            })
+        })
+        .transpose()?;
+    let run_query = neutral_store::RunQuery {
+        limit: limit.saturating_add(1),
+        before_id: page.cursor_id()?,
+        root: params.root,
+        workspace: params.region,
+        status,
+    };
+    let mut runs = app
+        .with_store(move |s| s.runs().list_page(&run_query))
         .await?;
+    let next = if runs.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        runs.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
     let (pending, drift) = match &app.scheduler {
         Some(scheduler) => (
             json!(scheduler.pending()),
@@ -291,12 +422,15 @@ pub async fn runs(
         ),
         None => (json!([]), json!([])),
     };
-    Ok(Json(json!({
-        "scheduler": app.scheduler.is_some(),
-        "pending": pending,
-        "drift": drift,
-        "runs": runs,
-    })))
+    Ok((
+        page::next_headers(&uri, next.as_deref()),
+        Json(json!({
+            "scheduler": app.scheduler.is_some(),
+            "pending": pending,
+            "drift": drift,
+            "runs": runs,
+        })),
+    ))
 }
 
 /// One run with its log (admin: logs can name infrastructure details).

@@ -90,6 +90,7 @@ impl Scheduler {
         let root = settings.data.join("terraform");
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
+        clean_stale_locks(&root.join("state"));
         let repo_build = std::env::current_dir()
             .map(|d| d.join(".build/terraform/bin/terraform"))
             .unwrap_or_default();
@@ -211,6 +212,52 @@ pub fn jobs_for_paths(
     (gtm, pools)
 }
 
+/// Makes a workspace's state files (`<state>`, `<state>.backup`) mode 0600
+/// and their folders 0700.
+pub fn private_state_files(state: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = state.parent() {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let mut backup = state.as_os_str().to_owned();
+    backup.push(".backup");
+    for file in [state.to_path_buf(), PathBuf::from(backup)] {
+        if file.exists() {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// Terraform's local backend leaves `.<state>.lock.info` behind when it is
+/// killed (the lock itself is an OS lock the kernel dropped). At start —
+/// this daemon holds the data folder's lock, so no run of its own is under
+/// way — such files are stale: each is logged and removed, and every state
+/// file is made private.
+pub fn clean_stale_locks(state_root: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(roots) = std::fs::read_dir(state_root) else {
+        return removed;
+    };
+    for root in roots.flatten() {
+        let Ok(files) = std::fs::read_dir(root.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".lock.info") {
+                if std::fs::remove_file(&path).is_ok() {
+                    tracing::warn!(file = %path.display(), "removed a stale Terraform state lock left by a stopped run");
+                    removed.push(path);
+                }
+            } else if name.ends_with(".tfstate") {
+                private_state_files(&path);
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +283,23 @@ mod tests {
             (true, regions.iter().cloned().collect())
         );
         assert_eq!(run(&["README.md", "docs/api.md"]), (false, BTreeSet::new()));
+    }
+
+    #[test]
+    fn stale_state_locks_are_removed_and_state_files_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("infra_gtm");
+        std::fs::create_dir_all(&root).unwrap();
+        let state = root.join("default.tfstate");
+        std::fs::write(&state, "{}").unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let lock = root.join(".default.tfstate.lock.info");
+        std::fs::write(&lock, "{}").unwrap();
+        assert_eq!(clean_stale_locks(dir.path()), vec![lock.clone()]);
+        assert!(!lock.exists());
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(clean_stale_locks(&dir.path().join("missing")).is_empty());
     }
 }

@@ -324,6 +324,12 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
             lock(&scheduler.drift).insert(job.key.clone(), drift);
         }
     }
+    // Terraform writes its state 0644; it can hold tokens. The data folder
+    // is 0700 already, the files themselves are made 0600 too.
+    let state_path = request.state_path.clone();
+    let _ = tokio::task::spawn_blocking(move || super::private_state_files(&state_path)).await;
+    // A run log may quote a URL with credentials or a header; never store it.
+    let log = neutral_core::redact::redact(&log).into_owned();
     let record = RunOutcome {
         status: if succeeded {
             RunStatus::Succeeded

@@ -58,8 +58,8 @@ async fn sync_once(
     .await;
     let (commit, files, info) = match fetched {
         Ok(Ok(fetched)) => fetched,
-        Ok(Err(err)) => return sync_error(app, err.to_string()),
-        Err(err) => return sync_error(app, format!("sync task failed: {err}")),
+        Ok(Err(err)) => return sync_error(app, &err.to_string()),
+        Err(err) => return sync_error(app, &format!("sync task failed: {err}")),
     };
     app.write_world().sync.last_error = None;
     if !requested && last_handled.as_deref() == Some(commit.as_str()) {
@@ -81,7 +81,7 @@ async fn sync_once(
             .await;
         let changes = match applied {
             Ok(applied) => applied.changes.summary(),
-            Err(err) => return sync_error(app, format!("storing commit {commit}: {err:#}")),
+            Err(err) => return sync_error(app, &format!("storing commit {commit}: {err:#}")),
         };
         {
             let mut world = app.write_world();
@@ -138,7 +138,11 @@ fn unchanged(commit: String) -> SyncOutcome {
     }
 }
 
-fn sync_error(app: &App, message: String) -> SyncOutcome {
+/// Records a failed sync. The message is redacted here, once, before it
+/// reaches `/status`, the log or the `POST /sync` answer: a `--repo` URL
+/// with credentials in it must never show them.
+fn sync_error(app: &App, message: &str) -> SyncOutcome {
+    let message = neutral_core::redact::redact(message).into_owned();
     Counters::bump(&app.counters.sync_errors);
     let mut world = app.write_world();
     if world.sync.last_error.as_deref() != Some(message.as_str()) {

@@ -309,6 +309,7 @@ fn a_stored_document_from_another_version_is_a_named_decode_error() {
 
 const CRASH_DB_ENV: &str = "NEUTRAL_STORE_CRASH_TEST_DB";
 const CRASH_START_ENV: &str = "NEUTRAL_STORE_CRASH_TEST_START";
+const CRASH_MARKER_ENV: &str = "NEUTRAL_STORE_CRASH_TEST_MARKER";
 const CHILD_TEST: &str = "declarations::tests::crash_child_applies_declarations_until_killed";
 
 /// Commit `i`'s declarations: sizes and values differ from one commit to the
@@ -321,8 +322,10 @@ fn crash_commit(i: u32) -> String {
     format!("commit-{i:08}")
 }
 
-/// Run by `apply_is_all_or_nothing_across_kill_9` as a child process: applies
-/// commit after commit until it is killed (or 30 s pass).
+/// Run by `apply_is_all_or_nothing_across_kill_9` as a child process:
+/// applies three commits, then a fourth that stops at the
+/// `pause_inside_apply` fault point — every write done, nothing committed —
+/// and waits there to be killed.
 #[test]
 #[ignore = "child process of apply_is_all_or_nothing_across_kill_9"]
 fn crash_child_applies_declarations_until_killed() {
@@ -330,62 +333,80 @@ fn crash_child_applies_declarations_until_killed() {
         return;
     };
     let start: u32 = std::env::var(CRASH_START_ENV).unwrap().parse().unwrap();
-    let store = Store::open_file(Path::new(&path), StoreOptions::default()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for i in start..start + 1_000_000 {
-        if Instant::now() > deadline {
-            break;
+    let marker = std::env::var(CRASH_MARKER_ENV).unwrap();
+    {
+        let store = Store::open_file(Path::new(&path), StoreOptions::default()).unwrap();
+        for i in start..start + 3 {
+            store
+                .apply_declarations(
+                    &crash_commit(i),
+                    &crash_variant(i),
+                    Timestamp(i.into()),
+                    "crash",
+                )
+                .unwrap();
         }
-        store
-            .apply_declarations(
-                &crash_commit(i),
-                &crash_variant(i),
-                Timestamp(i.into()),
-                "crash",
-            )
-            .unwrap();
     }
+    let store = Store::open_file(
+        Path::new(&path),
+        StoreOptions {
+            pause_inside_apply: Some(marker.into()),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let i = start + 3;
+    let paused = store.apply_declarations(
+        &crash_commit(i),
+        &crash_variant(i),
+        Timestamp(i.into()),
+        "crash",
+    );
+    panic!("the fault point returned instead of being killed: {paused:?}");
 }
 
 #[test]
 fn apply_is_all_or_nothing_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("neutral.sqlite3");
+    let arm = dir.path().join("pause-inside-apply");
+    let marker = dir.path().join("pause-inside-apply.reached");
+    std::fs::write(&arm, b"armed").unwrap();
     let exe = std::env::current_exe().unwrap();
-    for round in 0..5u32 {
+    for round in 0..3u32 {
         let start = round * 1_000_000;
+        let _ = std::fs::remove_file(&marker);
         let mut child = Command::new(&exe)
             .args([CHILD_TEST, "--exact", "--ignored", "--test-threads=1"])
             .env(CRASH_DB_ENV, &path)
             .env(CRASH_START_ENV, start.to_string())
+            .env(CRASH_MARKER_ENV, &arm)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Wait (bounded) until the child has committed a few applies of this
-        // round, then kill it at a varying moment.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline, "child made no progress");
+        // Wait (bounded) until the child sits inside the fourth apply's
+        // transaction, then kill it there.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !marker.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "child never reached the fault point"
+            );
             assert!(child.try_wait().unwrap().is_none(), "child exited early");
-            if path.exists() {
-                let store = Store::open_file(&path, StoreOptions::default()).unwrap();
-                let applied = store
-                    .sync_status()
-                    .unwrap()
-                    .last_good
-                    .map(|good| good.commit >= crash_commit(start + 3))
-                    .unwrap_or(false);
-                if applied {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(u64::from(round * 7 % 11)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
+        let store = Store::open_file(&path, StoreOptions::default()).unwrap();
+        let (commit, _) = store.load_declarations().unwrap().unwrap();
+        assert_eq!(
+            commit,
+            crash_commit(start + 2),
+            "round {round}: the killed transaction left a trace"
+        );
+        drop(store);
         let store = Store::open_file(&path, StoreOptions::default()).unwrap();
         let integrity: String = store.with_writer(|conn| {
             conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
@@ -394,7 +415,7 @@ fn apply_is_all_or_nothing_across_kill_9() {
         assert_eq!(integrity, "ok");
         let (commit, decl) = store.load_declarations().unwrap().unwrap();
         let i: u32 = commit.trim_start_matches("commit-").parse().unwrap();
-        assert!(i >= start + 3, "round {round}: {commit}");
+        assert_eq!(i, start + 2, "round {round}: {commit}");
         assert_eq!(decl, crash_variant(i), "round {round}: a mix of commits");
         let status = store.sync_status().unwrap();
         assert_eq!(status.last_seen.unwrap().commit, commit);
