@@ -20,6 +20,7 @@ pub mod dnsplan;
 pub mod health;
 pub mod liveness;
 pub mod model;
+pub mod policy;
 pub mod pool;
 pub mod weights;
 pub mod whatif;
