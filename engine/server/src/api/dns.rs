@@ -13,7 +13,7 @@ use neutral_dns::{Zone, ZonePatch, apply_patch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::require_admin;
+use super::common::require_writer;
 use crate::app::App;
 use crate::error::{ApiError, JsonBody};
 use crate::world::now;
@@ -34,7 +34,7 @@ pub async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     let zones = app.dns.handle().zones();
     Ok(Json(
         zones
@@ -58,7 +58,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(request): JsonBody<CreateZone>,
 ) -> Result<(StatusCode, Json<Zone>), ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     if let Some(kind) = request
         .kind
         .as_deref()
@@ -88,7 +88,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Zone>, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     app.dns
         .handle()
         .zone(&zone_key(&name))
@@ -102,7 +102,7 @@ pub async fn patch(
     Path(name): Path<String>,
     JsonBody(mut request): JsonBody<ZonePatch>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     let at = now();
     request.stamp_comments(at.millis() / 1000);
     let _guard = app.dns.zone_writes.lock().await;
@@ -127,7 +127,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     let key = zone_key(&name);
     let _guard = app.dns.zone_writes.lock().await;
     if app.dns.handle().zone(&key).is_none() {

@@ -1,12 +1,15 @@
 //! The HTTP API: the node API, admin writes, reads for people and tools, and
 //! the embedded DNS backend's zone API. JSON everywhere; bodies capped at
-//! 64 KiB; unknown fields rejected; every failure a JSON error.
+//! 64 KiB; unknown fields rejected; every failure a JSON error. Only
+//! `/healthz` and the node API answer without a viewer, admin or run token
+//! (roles: `auth`, docs/api.md).
 
 mod common;
 mod dns;
 mod nodes;
 mod read;
 pub mod releases;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -22,9 +25,9 @@ use crate::error::ApiError;
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/nodes/register", post(nodes::register))
-        .route("/nodes/heartbeat", post(nodes::heartbeat))
+    // Every route here needs a viewer, admin or run token (the layer
+    // answers 401 otherwise); writes check their own role on top.
+    let protected = Router::new()
         .route("/nodes", get(read::nodes))
         .route("/nodes/{id}", get(read::node).delete(nodes::delete))
         .route("/nodes/{id}/drain", post(nodes::drain))
@@ -42,17 +45,41 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/domains/{domain}", get(read::domain))
         .route("/status", get(read::status))
         .route("/audit", get(read::audit))
-        .route("/healthz", get(read::healthz))
         .route("/metrics", get(crate::metrics::handler))
+        .route("/join-tokens", post(tokens::mint_join))
         .route("/dns/zones", get(dns::list).post(dns::create))
         .route(
             "/dns/zones/{zone}",
             get(dns::get).patch(dns::patch).delete(dns::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        ));
+    // Public: liveness, and the node API (join and node tokens, checked by
+    // the handlers).
+    Router::new()
+        .route("/healthz", get(read::healthz))
+        .route("/nodes/register", post(nodes::register))
+        .route("/nodes/heartbeat", post(nodes::heartbeat))
+        .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
+}
+
+/// The layer of the protected routes: a viewer, admin or live run token.
+async fn require_token(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match common::require_read(&app, request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -13,7 +13,6 @@ use neutral_store::{AuditEntry, Heartbeat, NewNode, StoreError, TokenHash};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::common::require_admin;
 use super::read;
 use crate::app::App;
 use crate::auth;
@@ -70,7 +69,11 @@ pub async fn register(
                 "missing `Authorization: Bearer <join token>`",
             ));
         }
-        Some(token) if !app.join_token.matches(token) => {
+        // The daemon's join token, or one minted for this region.
+        Some(token)
+            if !app.join_token.matches(token)
+                && app.grants.join_region(token).as_deref() != Some(request.region.as_str()) =>
+        {
             return Err(ApiError::unauthorized("invalid join token"));
         }
         Some(_) => {}
@@ -320,13 +323,26 @@ pub async fn heartbeat(
     }))
 }
 
+/// Admin, or a run token whose scope holds the node's region: 401 for
+/// any other token, then 404 for an unknown node, then 403 outside scope.
+fn require_node_writer(app: &App, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+    super::common::require_writer(app, headers, None)?;
+    let region = app
+        .read_world()
+        .nodes
+        .get(id)
+        .map(|entry| entry.record.node.region.clone())
+        .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))?;
+    super::common::require_writer(app, headers, Some(&region)).map(|_| ())
+}
+
 async fn set_drained(
     app: &Arc<App>,
     headers: &HeaderMap,
     id: &str,
     drained: bool,
 ) -> Result<Json<read::NodeView>, ApiError> {
-    require_admin(app, headers)?;
+    require_node_writer(app, headers, id)?;
     {
         let mut world = app.write_world();
         let entry = world
@@ -376,7 +392,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_admin(&app, &headers)?;
+    require_node_writer(&app, &headers, &id)?;
     app.releases.forget(&id);
     if app.write_world().nodes.remove(&id).is_none() {
         return Err(ApiError::not_found(
