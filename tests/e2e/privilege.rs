@@ -268,3 +268,130 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
     }
     stack.shut_down();
 }
+
+/// Issue 19's roles: reads need a token; the viewer token reads everything
+/// and writes nothing; region join tokens minted by an admin register nodes
+/// of their region only. No Terraform needed.
+#[test]
+fn anonymous_reads_are_refused_and_the_viewer_reads_but_never_writes() {
+    use neutral_e2e::cluster::{Daemon, Repo, VIEWER_TOKEN, fast_config, free_port, wait_for};
+    let dir = tempfile::tempdir().unwrap();
+    let files = fast_config(free_port());
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        &["--sync-interval", "1s", "--no-autoscale", "--no-probes"],
+    );
+    let api = daemon.api;
+    let call = |method: &str, path: &str, token: Option<&str>, body: Option<&str>| {
+        http::request(api, method, path, token, body).unwrap()
+    };
+    wait_for("the first sync", Duration::from_secs(30), || {
+        (daemon.get("/status").json()["commit"].is_string()).then_some(())
+    });
+
+    // Anonymous: only liveness and the node API answer.
+    assert_eq!(call("GET", "/healthz", None, None).status, 200);
+    for path in [
+        "/nodes",
+        "/regions",
+        "/domains",
+        "/domains/app.example.com",
+        "/status",
+        "/runs",
+        "/autoscale",
+        "/metrics",
+        "/audit",
+        "/dns/zones",
+    ] {
+        let answer = call("GET", path, None, None);
+        assert_eq!(answer.status, 401, "anonymous GET {path}: {}", answer.body);
+        assert_eq!(answer.json()["error"], "unauthorized", "{path}");
+    }
+    assert_eq!(
+        call("GET", "/nodes", Some("a-guess-of-some-length"), None).status,
+        401
+    );
+
+    // The viewer reads.
+    for path in [
+        "/nodes",
+        "/regions",
+        "/domains",
+        "/status",
+        "/runs",
+        "/autoscale",
+        "/metrics",
+    ] {
+        let answer = call("GET", path, Some(VIEWER_TOKEN), None);
+        assert_eq!(answer.status, 200, "viewer GET {path}: {}", answer.body);
+    }
+
+    // A node, registered with a join token an admin minted for jp.
+    let minted = daemon.admin("POST", "/join-tokens", Some(r#"{"region": "jp"}"#));
+    assert_eq!(minted.status, 201, "{}", minted.body);
+    let jp_join = minted.json()["token"].as_str().unwrap().to_owned();
+    let sg = call(
+        "POST",
+        "/nodes/register",
+        Some(&jp_join),
+        Some(r#"{"region": "sg", "address": "127.0.0.31"}"#),
+    );
+    assert_eq!(
+        sg.status, 401,
+        "a jp join token registered an sg node: {}",
+        sg.body
+    );
+    let jp = call(
+        "POST",
+        "/nodes/register",
+        Some(&jp_join),
+        Some(r#"{"region": "jp", "address": "127.0.0.30"}"#),
+    );
+    assert_eq!(jp.status, 201, "{}", jp.body);
+    let id = jp.json()["node_id"].as_str().unwrap().to_owned();
+
+    // Every write the viewer tries is refused, and nothing changed.
+    let writes: Vec<(&str, String, Option<&str>)> = vec![
+        ("POST", "/sync".into(), None),
+        ("POST", format!("/nodes/{id}/drain"), None),
+        ("POST", format!("/nodes/{id}/undrain"), None),
+        ("DELETE", format!("/nodes/{id}"), None),
+        (
+            "POST",
+            format!("/nodes/{id}/release"),
+            Some(r#"{"image": "registry.example/app:1"}"#),
+        ),
+        ("POST", "/join-tokens".into(), Some(r#"{"region": "jp"}"#)),
+        (
+            "POST",
+            "/dns/zones".into(),
+            Some(r#"{"name": "example.net."}"#),
+        ),
+        (
+            "PATCH",
+            "/dns/zones/example.com.".into(),
+            Some(r#"{"rrsets": []}"#),
+        ),
+        ("DELETE", "/dns/zones/example.com.".into(), None),
+        (
+            "POST",
+            "/nodes/register".into(),
+            Some(r#"{"region": "jp", "address": "127.0.0.32"}"#),
+        ),
+    ];
+    for (method, path, body) in &writes {
+        let answer = call(method, path, Some(VIEWER_TOKEN), *body);
+        assert!(
+            answer.status == 401 || answer.status == 403,
+            "viewer {method} {path} answered {}: {}",
+            answer.status,
+            answer.body
+        );
+    }
+    let node = daemon.get(&format!("/nodes/{id}")).json();
+    assert_ne!(node["status"], "drain", "{node}");
+    assert_eq!(daemon.get("/nodes").json().as_array().unwrap().len(), 1);
+}

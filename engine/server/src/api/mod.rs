@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
 
 use crate::app::App;
@@ -76,7 +76,15 @@ async fn require_token(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
     match common::require_read(&app, request.headers()) {
+        // The viewer is refused every write before its body is even read.
+        Ok(common::Caller::Viewer) if !read_only => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the viewer token is read-only",
+        )
+        .into_response(),
         Ok(_) => next.run(request).await,
         Err(err) => err.into_response(),
     }
