@@ -6,7 +6,9 @@
 //!
 //! This module owns reading the tree the way the hooks read a commit
 //! (symbolic links passed on as links, never followed; files over the
-//! core's size limit left unread). It must not judge anything itself.
+//! core's size limit left unread; the runner's backend override skipped:
+//! the runner rewrites it before every command). It must not judge anything
+//! itself.
 
 use std::path::Path;
 
@@ -68,6 +70,9 @@ fn read_dir(
                 continue;
             }
             read_dir(tree, &path, depth + 1, files)?;
+        } else if name == crate::runner::BACKEND_OVERRIDE {
+            // The runner's own file, rewritten before every run.
+            continue;
         } else if let Some(file) = read_file(tree, &path)? {
             files.push(file);
         }
@@ -117,6 +122,12 @@ mod tests {
         std::fs::write(
             root.join("platform-config.tf"),
             "not judged: outside the folders",
+        )
+        .unwrap();
+        // The runner's backend override (rewritten before every run).
+        std::fs::write(
+            root.join("infra/gtm").join(crate::runner::BACKEND_OVERRIDE),
+            "terraform {\n  backend \"local\" {}\n}\n",
         )
         .unwrap();
         let found = check_tree(root).unwrap();

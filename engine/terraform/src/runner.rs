@@ -5,8 +5,9 @@
 //! (a held state lock, an unreachable API) or not (a configuration error).
 //!
 //! State lives where the scheduler says (`RunRequest::state_path`, through a
-//! generated `backend "local"` override) unless the root declares its own
-//! backend; Terraform's own lock (`-lock-timeout`) serialises writers.
+//! generated `backend "local"` override, always written: the Terraform
+//! policy refuses a root's own backend); Terraform's own lock
+//! (`-lock-timeout`) serialises writers.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -280,19 +281,6 @@ pub async fn stop_group(pgid: u32, grace: Duration) {
     signal("-KILL").await;
 }
 
-/// Whether any `.tf` file of `dir` declares its own backend.
-fn declares_backend(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let path = entry.path();
-        path.extension().is_some_and(|e| e == "tf")
-            && path.file_name().is_some_and(|n| n != BACKEND_OVERRIDE)
-            && std::fs::read_to_string(&path).is_ok_and(|text| text.contains("backend \""))
-    })
-}
-
 impl Runner {
     pub async fn run(&self, request: &RunRequest) -> Result<Outcome, RunnerError> {
         let start = Instant::now();
@@ -308,7 +296,10 @@ impl Runner {
         if let Some(parent) = request.state_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| prepare(parent, e))?;
         }
-        if !declares_backend(&request.workdir) {
+        // Always written, over anything a commit put at that name: the
+        // Terraform policy refuses a root's own backend, and skips this file
+        // (its content is the runner's, whatever the commit held).
+        {
             let override_path = request.workdir.join(BACKEND_OVERRIDE);
             let state = request
                 .state_path
