@@ -29,8 +29,8 @@
 //!   `filebase64`, `fileexists`, `file*sha*`, `filemd5`) must not name an
 //!   absolute or home path, nor climb out of the repository with `..`. A
 //!   path whose start is computed (not a literal or `path.module`,
-//!   `path.root`, `path.cwd`) cannot be judged statically: a warning (the
-//!   run's confinement, not this check, protects the machine then).
+//!   `path.root`, `path.cwd`) cannot be judged statically and is not
+//!   reported: that is a known limit (ARCHITECTURE.md, run isolation).
 //! - `json-config`: no `*.tf.json` (Terraform reads them; this checker reads
 //!   HCL only).
 //! - `symlink`: no symbolic link below `infra/` or `modules/` (it could
@@ -133,10 +133,6 @@ pub fn is_policy_input(path: &str) -> bool {
 
 fn error(path: &str, pos: Pos, rule: Rule, message: impl std::fmt::Display) -> Diagnostic {
     Diagnostic::error(path, pos, format!("[{}] {message}", rule.name()))
-}
-
-fn warning(path: &str, pos: Pos, rule: Rule, message: impl std::fmt::Display) -> Diagnostic {
-    Diagnostic::warning(path, pos, format!("[{}] {message}", rule.name()))
 }
 
 /// Judges `files` (any repository files; those [`is_policy_input`] selects
@@ -626,14 +622,10 @@ impl Module<'_> {
         let name = &call.name;
         match &call.path {
             PathArg::None => {}
-            PathArg::Dynamic => diagnostics.push(warning(
-                &file.path,
-                pos,
-                Rule::FilePath,
-                format!(
-                    "`{name}` reads a path computed at run time; it cannot be judged here (the run's confinement applies)"
-                ),
-            )),
+            // A path computed at run time (`file(var.x)`, `file(local.dir)`,
+            // as the repository's own modules do) cannot be judged here;
+            // reporting every one would bury the findings that matter.
+            PathArg::Dynamic => {}
             PathArg::Literal { base, rest } => {
                 let start = match base {
                     Base::None => None,
