@@ -188,9 +188,9 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
         "{grown}\n{}",
         run_log(&stack, &grown)
     );
-    assert_eq!(
+    assert!(
         grown["adds"].as_u64().unwrap_or(0) + grown["changes"].as_u64().unwrap_or(0) > 0,
-        true
+        "the legitimate change planned nothing: {grown}"
     );
     stack.wait_up("jp", 2);
 
