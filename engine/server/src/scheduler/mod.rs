@@ -142,8 +142,13 @@ impl Scheduler {
         .with_context(|| format!("cannot write {}", cli_config.display()))?;
         // Terraform sees an allowlist of the daemon's environment, never its
         // tokens; each run adds its own token (`NEUTRAL_TOKEN`).
-        let (mut env, withheld) =
-            pass_environment(std::env::vars(), &terraform_settings.pass_env, secrets);
+        let (mut env, withheld) = pass_environment(
+            // `vars()` would panic on a name or value that is not UTF-8.
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            &terraform_settings.pass_env,
+            secrets,
+        );
         if !withheld.is_empty() {
             tracing::warn!(
                 ?withheld,
