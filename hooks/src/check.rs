@@ -44,6 +44,8 @@ pub struct Verdict {
     pub diagnostics: Vec<Diagnostic>,
     /// Configuration files read.
     pub files: usize,
+    /// Terraform files judged by the policy (`infra/**`, `modules/**`).
+    pub terraform_files: usize,
     pub live: Live,
 }
 
@@ -66,6 +68,7 @@ impl Verdict {
 #[derive(Debug)]
 pub struct LiveHealth {
     control_plane: Option<Result<ControlPlane, String>>,
+    token: Result<Option<String>, String>,
     deadline: std::time::Duration,
     fetched: Option<Result<Vec<Node>, String>>,
 }
@@ -78,6 +81,7 @@ impl LiveHealth {
         });
         LiveHealth {
             control_plane,
+            token: settings.read_token(),
             deadline: settings.live_timeout,
             fetched: None,
         }
@@ -92,9 +96,12 @@ impl LiveHealth {
             let fetched = match &self.control_plane {
                 None => Err("no control plane configured".to_owned()),
                 Some(Err(err)) => Err(err.clone()),
-                Some(Ok(cp)) => cp
-                    .nodes(self.deadline)
-                    .map_err(|err| format!("control plane {}: {err}", cp.base())),
+                Some(Ok(cp)) => match &self.token {
+                    Err(err) => Err(err.clone()),
+                    Ok(token) => cp
+                        .nodes(token.as_deref(), self.deadline)
+                        .map_err(|err| format!("control plane {}: {err}", cp.base())),
+                },
             };
             self.fetched = Some(fetched);
         }
@@ -118,6 +125,7 @@ pub fn judge<E>(
     let mut verdict = Verdict {
         diagnostics: loaded.diagnostics,
         files: after.len(),
+        terraform_files: 0,
         live: Live::NotConfigured,
     };
     if !live.is_configured() {
@@ -149,6 +157,18 @@ pub fn judge<E>(
     verdict.diagnostics.extend(found);
     verdict.live = Live::Checked { nodes: nodes.len() };
     Ok(verdict)
+}
+
+/// Adds the Terraform policy's findings on `terraform` (the files
+/// [`neutral_core::policy::is_policy_input`] selects) to `verdict`.
+pub fn add_policy(verdict: &mut Verdict, terraform: &[RepoFile]) {
+    verdict.terraform_files = terraform
+        .iter()
+        .filter(|f| f.path.ends_with(".tf") || f.path.ends_with(".tf.json"))
+        .count();
+    verdict
+        .diagnostics
+        .extend(neutral_core::policy::check(terraform));
 }
 
 fn now() -> Timestamp {
@@ -189,10 +209,14 @@ pub fn print(
         ),
     };
     let elapsed = started.elapsed().as_millis();
+    let terraform = match verdict.terraform_files {
+        0 => String::new(),
+        n => format!(" and {n} Terraform {}", plural(n, "file", "files")),
+    };
     if verdict.accepted() {
         writeln!(
             out,
-            "neutral: ok: {subject}: {} config {} valid, {warnings} {}; {live} ({elapsed} ms)",
+            "neutral: ok: {subject}: {} config {}{terraform} valid, {warnings} {}; {live} ({elapsed} ms)",
             verdict.files,
             plural(verdict.files, "file", "files"),
             plural(warnings, "warning", "warnings"),
@@ -340,5 +364,38 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("live health unavailable (… ms)\n"), "{text}");
+    }
+
+    #[test]
+    fn a_provisioner_in_a_root_is_refused_with_its_place_and_rule() {
+        let after = [file(
+            "platform-config/regions/jp.yaml",
+            "name: jp\nprovider: local\nmax_nodes: 1\n",
+        )];
+        let mut verdict = judge(&after, never_read, &mut no_control_plane()).unwrap();
+        add_policy(
+            &mut verdict,
+            &[
+                file(
+                    "infra/gtm/main.tf",
+                    "module \"gtm\" {\n  source = \"../../modules/gtm\"\n}\n",
+                ),
+                file(
+                    "infra/gtm/x.tf",
+                    "resource \"terraform_data\" \"x\" {\n  provisioner \"local-exec\" {\n    command = \"env > /tmp/leak\"\n  }\n}\n",
+                ),
+                file(
+                    "modules/x/main.tf",
+                    "data \"external\" \"e\" {\n  program = [\"env\"]\n}\n",
+                ),
+            ],
+        );
+        assert!(!verdict.accepted());
+        expect_test::expect![[r#"
+            infra/gtm/x.tf:2:3: error: [provisioner] provisioner `local-exec` in resource `terraform_data`: provisioners run commands on the control plane's machine; not allowed
+            modules/x/main.tf:1:1: error: [external-data] data source `external` runs a program on the control plane's machine; never allowed
+            modules/x/main.tf:1:1: error: [provider] data `external` uses provider `external` (registry.terraform.io/hashicorp/external), which is not allowed; allowed: registry.terraform.io/neutral/neutral, terraform.io/builtin/terraform
+            neutral: rejected: refs/heads/main at 1234567: 3 errors, 0 warnings in 2 files; static validation only (no neutral.controlPlane) (… ms)
+        "#]].assert_eq(&render(&verdict));
     }
 }

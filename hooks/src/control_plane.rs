@@ -77,9 +77,13 @@ impl ControlPlane {
         &self.base
     }
 
-    /// `GET /nodes`, as core nodes, within `deadline`.
-    pub fn nodes(&self, deadline: Duration) -> Result<Vec<Node>, CallError> {
-        let request = self.http.get(format!("{}/nodes", self.base));
+    /// `GET /nodes` with a viewer (or admin) token, as core nodes, within
+    /// `deadline`.
+    pub fn nodes(&self, token: Option<&str>, deadline: Duration) -> Result<Vec<Node>, CallError> {
+        let mut request = self.http.get(format!("{}/nodes", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         let body = self.call(request, deadline)?;
         let views: Vec<NodeView> = serde_json::from_slice(&body)
             .map_err(|err| CallError::BadAnswer(format!("GET /nodes: {err}")))?;
@@ -261,7 +265,7 @@ mod tests {
             .port();
         let cp = ControlPlane::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         let start = std::time::Instant::now();
-        let err = cp.nodes(Duration::from_millis(500)).unwrap_err();
+        let err = cp.nodes(None, Duration::from_millis(500)).unwrap_err();
         assert!(matches!(err, CallError::Transport(_)), "{err}");
         assert!(start.elapsed() < Duration::from_secs(2));
     }
@@ -273,7 +277,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let cp = ControlPlane::new(&format!("http://{addr}"), None).unwrap();
         let start = std::time::Instant::now();
-        let err = cp.nodes(Duration::from_millis(200)).unwrap_err();
+        let err = cp.nodes(None, Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, CallError::Timeout(_)), "{err}");
         assert!(start.elapsed() < Duration::from_secs(2));
         drop(listener);

@@ -38,6 +38,8 @@ pub struct Request {
     pub binary: PathBuf,
     pub control_plane: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// A viewer token file for the what-if reads (`neutral.readTokenFile`).
+    pub read_token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub branches: Vec<String>,
     /// Replace hooks someone else wrote (keeping a copy).
@@ -271,6 +273,12 @@ fn configure(repo: &Repository, request: &Request) -> Result<Vec<Action>, Instal
         set(
             settings::CONTROL_PLANE,
             url.trim_end_matches('/').to_owned(),
+        )?;
+    }
+    if let Some(path) = &request.read_token_file {
+        set(
+            settings::READ_TOKEN_FILE,
+            absolute(path).display().to_string(),
         )?;
     }
     if let Some(path) = &request.token_file {

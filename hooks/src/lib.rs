@@ -87,6 +87,10 @@ pub struct InstallArgs {
     /// File holding the admin token for POST /sync (neutral.tokenFile).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// File holding a viewer token for the what-if checks' GET /nodes
+    /// (neutral.readTokenFile; else the admin token file is used).
+    #[arg(long, value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
     /// PEM CA for a control plane with a private certificate (neutral.caFile).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -193,6 +197,7 @@ pub fn run_hooks(args: &HooksArgs) -> ExitCode {
         binary,
         control_plane: install_args.control_plane.clone(),
         token_file: install_args.token_file.clone(),
+        read_token_file: install_args.read_token_file.clone(),
         ca_file: install_args.ca_file.clone(),
         branches: install_args.branches.clone(),
         force: install_args.force,

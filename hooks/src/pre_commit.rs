@@ -6,7 +6,8 @@
 //! index entries' blob ids (git sets `GIT_INDEX_FILE` for `git commit -a` and
 //! `git commit <paths>`, which [`git2::Repository::open_from_env`] honours);
 //! "before" is `HEAD` (nothing on an unborn branch). A commit that stages no
-//! change under those folders is not judged at all: a clone whose
+//! change under those folders (nor under `infra/`, `modules/` or the
+//! Terraform policy file, which the Terraform policy judges) is not judged at all: a clone whose
 //! configuration is already broken can still commit other work. This module
 //! owns that; it must not validate by itself.
 
@@ -28,12 +29,15 @@ pub fn run(
     started: Instant,
 ) -> Result<bool, HookError> {
     let staged = neutral_git::config_index(repo)?;
-    let head = head_files(repo)?;
-    if staged == head {
+    let head = head_files(repo, neutral_git::config_tree)?;
+    let staged_terraform = neutral_git::policy_index(repo)?;
+    let head_terraform = head_files(repo, neutral_git::policy_tree)?;
+    if staged == head && staged_terraform == head_terraform {
         return Ok(true);
     }
     let mut live = LiveHealth::new(settings);
-    let verdict = check::judge(&staged, || Ok::<_, HookError>(head), &mut live)?;
+    let mut verdict = check::judge(&staged, || Ok::<_, HookError>(head), &mut live)?;
+    check::add_policy(&mut verdict, &staged_terraform);
     check::print(out, &verdict, "staged changes", started)?;
     if !verdict.accepted() {
         writeln!(
@@ -44,8 +48,11 @@ pub fn run(
     Ok(verdict.accepted())
 }
 
-/// The configuration files of `HEAD`; none on an unborn branch.
-fn head_files(repo: &Repository) -> Result<Vec<RepoFile>, HookError> {
+/// The files `read` selects from `HEAD`; none on an unborn branch.
+fn head_files(
+    repo: &Repository,
+    read: fn(&Repository, git2::Oid) -> Result<Vec<RepoFile>, neutral_git::GitError>,
+) -> Result<Vec<RepoFile>, HookError> {
     let head = match repo.head() {
         Ok(head) => head,
         Err(err)
@@ -62,7 +69,7 @@ fn head_files(repo: &Repository) -> Result<Vec<RepoFile>, HookError> {
         }
     };
     match head.target() {
-        Some(commit) => Ok(neutral_git::config_tree(repo, commit)?),
+        Some(commit) => Ok(read(repo, commit)?),
         None => Ok(Vec::new()),
     }
 }

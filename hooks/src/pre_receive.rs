@@ -8,7 +8,9 @@
 //! in git's quarantine; [`git2::Repository::open_from_env`] honours
 //! `GIT_OBJECT_DIRECTORY` and `GIT_ALTERNATE_OBJECT_DIRECTORIES`), validated
 //! by the core and, when the control plane answers, checked against live
-//! health with the old tip as "before".
+//! health with the old tip as "before"; its Terraform roots and modules
+//! (`infra/**`, `modules/**`) are judged by the core's Terraform policy
+//! (`neutral_core::policy`: allowed providers, no provisioners, …).
 //!
 //! Only the tip is judged, not every pushed commit: the control plane and
 //! Terraform only ever act on the branch's tip, so an intermediate commit
@@ -59,7 +61,9 @@ pub fn run(
                         Some(old) => Ok(neutral_git::config_tree(repo, oid(old.as_str())?)?),
                     }
                 };
-                let verdict = check::judge(&after, before, &mut live)?;
+                let mut verdict = check::judge(&after, before, &mut live)?;
+                let terraform = neutral_git::policy_tree(repo, new_id)?;
+                check::add_policy(&mut verdict, &terraform);
                 let subject = format!("{} at {}", update.name, new.short());
                 check::print(out, &verdict, &subject, started)?;
                 accepted &= verdict.accepted();

@@ -7,6 +7,7 @@
 //! | `neutral.branch` | branch the control plane follows; repeat the key (or separate with commas) for several | `main` |
 //! | `neutral.controlPlane` | control plane URL for what-if checks and the sync trigger | none: static validation only |
 //! | `neutral.tokenFile` | file holding the admin token for `POST /sync` (else env `NEUTRAL_ADMIN_TOKEN`) | none |
+//! | `neutral.readTokenFile` | file holding a viewer (read-only) token for `GET /nodes` in the what-if checks (else `neutral.tokenFile`, else env `NEUTRAL_VIEWER_TOKEN`, else env `NEUTRAL_ADMIN_TOKEN`) | none |
 //! | `neutral.caFile` | PEM CA the control plane's certificate must chain to (else the system roots) | none |
 //! | `neutral.liveTimeout` | total time the pre-receive/pre-commit hooks wait for live health | `500ms` |
 //! | `neutral.syncTimeout` | total time the post-receive hook waits for `POST /sync` | `2s` |
@@ -23,6 +24,7 @@ use neutral_core::model::parse_duration;
 pub const BRANCH: &str = "neutral.branch";
 pub const CONTROL_PLANE: &str = "neutral.controlPlane";
 pub const TOKEN_FILE: &str = "neutral.tokenFile";
+pub const READ_TOKEN_FILE: &str = "neutral.readTokenFile";
 pub const CA_FILE: &str = "neutral.caFile";
 pub const LIVE_TIMEOUT: &str = "neutral.liveTimeout";
 pub const SYNC_TIMEOUT: &str = "neutral.syncTimeout";
@@ -39,6 +41,7 @@ pub struct Settings {
     pub branches: Vec<String>,
     pub control_plane: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub live_timeout: Duration,
     pub sync_timeout: Duration,
@@ -53,6 +56,7 @@ impl Default for Settings {
             branches: vec![DEFAULT_BRANCH.to_owned()],
             control_plane: None,
             token_file: None,
+            read_token_file: None,
             ca_file: None,
             live_timeout: DEFAULT_LIVE_TIMEOUT,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
@@ -62,6 +66,26 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The token the what-if checks read live nodes with: the viewer token
+    /// file, else the admin token file, else env `NEUTRAL_VIEWER_TOKEN`,
+    /// else env `NEUTRAL_ADMIN_TOKEN`; `Err` says why none was usable.
+    pub fn read_token(&self) -> Result<Option<String>, String> {
+        if let Some(file) = self.read_token_file.as_ref().or(self.token_file.as_ref()) {
+            let text = std::fs::read_to_string(file)
+                .map_err(|err| format!("cannot read token file {}: {err}", file.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(format!("token file {} is empty", file.display()));
+            }
+            return Ok(Some(token.to_owned()));
+        }
+        Ok(["NEUTRAL_VIEWER_TOKEN", "NEUTRAL_ADMIN_TOKEN"]
+            .iter()
+            .filter_map(|var| std::env::var(var).ok())
+            .map(|v| v.trim().to_owned())
+            .find(|v| !v.is_empty()))
+    }
+
     /// Reads the settings from `repo`'s config (repository, global and
     /// system levels, as git does). A missing or unreadable config gives
     /// the defaults.
@@ -96,6 +120,7 @@ impl Settings {
         };
         settings.control_plane = text(CONTROL_PLANE);
         settings.token_file = text(TOKEN_FILE).map(PathBuf::from);
+        settings.read_token_file = text(READ_TOKEN_FILE).map(PathBuf::from);
         settings.ca_file = text(CA_FILE).map(PathBuf::from);
         for (key, slot) in [
             (LIVE_TIMEOUT, &mut settings.live_timeout),

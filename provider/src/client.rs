@@ -434,6 +434,38 @@ impl ControlPlane {
             .await
     }
 
+    /// `POST /join-tokens`: a short-lived join token for `region`, minted
+    /// with this client's token (a scheduler run's token may mint them for
+    /// its own region only). The agents the local launcher starts get it,
+    /// so the daemon's own join token never passes through Terraform.
+    pub async fn mint_join_token(&self, region: &str) -> Result<Secret, ClientError> {
+        let url = format!("{}/join-tokens", self.http.base);
+        let body = self
+            .http
+            .send(
+                reqwest::Method::POST,
+                "/join-tokens",
+                Some(&serde_json::json!({ "region": region })),
+            )
+            .await?
+            .ok_or_else(|| ClientError::Decode {
+                url: url.clone(),
+                message: "no such endpoint (a control plane older than join tokens)".to_owned(),
+            })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| ClientError::Decode {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        value["token"]
+            .as_str()
+            .map(|t| Secret::new(t.to_owned()))
+            .ok_or_else(|| ClientError::Decode {
+                url,
+                message: "no `token` in the answer".to_owned(),
+            })
+    }
+
     /// `DELETE /nodes/{id}` (admin); `false` when the node was not there.
     pub async fn delete_node(&self, id: &str) -> Result<bool, ClientError> {
         let path = format!("/nodes/{}", segment(id));

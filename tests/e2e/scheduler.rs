@@ -183,6 +183,7 @@ fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
     assert_eq!(drift["status"], "succeeded", "{drift}");
     let cli = std::process::Command::new(neutral_e2e::bin("neutral"))
         .args(["runs", "--limit", "100", "--control-plane"])
+        .env("NEUTRAL_VIEWER_TOKEN", neutral_e2e::cluster::VIEWER_TOKEN)
         .arg(format!("http://{}", daemon.api))
         .output()
         .unwrap();

@@ -15,6 +15,7 @@ use crate::{bin, http};
 
 pub const JOIN_TOKEN: &str = "join-token-for-e2e-tests";
 pub const ADMIN_TOKEN: &str = "admin-token-for-e2e-tests";
+pub const VIEWER_TOKEN: &str = "viewer-token-for-e2e-tests";
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics naming `what`
 /// after `timeout`.
@@ -222,6 +223,7 @@ impl Daemon {
             .args(&self.args)
             .env("NEUTRAL_JOIN_TOKEN", JOIN_TOKEN)
             .env("NEUTRAL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("NEUTRAL_VIEWER_TOKEN", VIEWER_TOKEN)
             .env("NEUTRAL_LOG", "info,hickory_server=warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
@@ -289,7 +291,14 @@ impl Daemon {
         self.spawn();
     }
 
+    /// A read with the viewer token (reads need one).
     pub fn get(&self, path: &str) -> http::Response {
+        http::request(self.api, "GET", path, Some(VIEWER_TOKEN), None)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// A read without any token.
+    pub fn anonymous_get(&self, path: &str) -> http::Response {
         http::get(self.api, path)
     }
 

@@ -209,14 +209,26 @@ impl ControlPlane {
         };
         wait_until("the control plane to sync", Duration::from_secs(60), || {
             cp.process.assert_running();
-            let (status, body) = http("GET", &format!("{}/status", cp.url), &[], None);
+            let auth = format!("Bearer {ADMIN_TOKEN}");
+            let (status, body) = http(
+                "GET",
+                &format!("{}/status", cp.url),
+                &[("Authorization", &auth)],
+                None,
+            );
             status == 200 && !json(&body)["commit"].is_null()
         });
         cp
     }
 
     pub fn get(&self, path: &str) -> Value {
-        let (status, body) = http("GET", &format!("{}{path}", self.url), &[], None);
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let (status, body) = http(
+            "GET",
+            &format!("{}{path}", self.url),
+            &[("Authorization", &auth)],
+            None,
+        );
         assert_eq!(status, 200, "GET {path}: {body}");
         json(&body)
     }

@@ -158,6 +158,36 @@ fn terraform_files() -> Vec<(String, String)> {
     files
 }
 
+/// Writes `<dir>/terraform-wrapper`: it saves its environment in
+/// `<dir>/terraform-env/<pid>` and execs `terraform` (resolved on `PATH`
+/// when it is a bare name).
+fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = if terraform.is_absolute() {
+        terraform.to_path_buf()
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(terraform))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| terraform.to_path_buf())
+    };
+    let envs = dir.join("terraform-env");
+    std::fs::create_dir_all(&envs).expect("terraform-env folder");
+    let wrapper = dir.join("terraform-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n/usr/bin/env > '{}/'$$\nexec '{}' \"$@\"\n",
+            envs.display(),
+            real.display()
+        ),
+    )
+    .expect("write the terraform wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the terraform wrapper");
+    wrapper
+}
+
 /// `git` in `dir` as a person; its standard output, trimmed.
 fn git_out(dir: &Path, args: &[&str]) -> String {
     git_raw(dir, args).trim().to_owned()
@@ -270,6 +300,9 @@ impl Stack {
         ])
         .to_string();
         let ranges = Value::Object(ranges).to_string();
+        // Terraform through a wrapper that records the environment of every
+        // command the scheduler runs (`Stack::terraform_environments`).
+        let terraform = record_environments(dir.path(), &terraform);
         let terraform = terraform.display().to_string();
         let drain_grace = format!("{DRAIN_GRACE_SECS}s");
         let mut env = vec![
@@ -472,6 +505,18 @@ impl Stack {
                 Err(format!("(last answers {seen:?})"))
             }
         })
+    }
+
+    /// The environment of every Terraform command the scheduler ran so
+    /// far, one `NAME=value` per line each.
+    pub fn terraform_environments(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("terraform-env")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
     }
 
     /// `GET /runs` (newest first).

@@ -131,7 +131,7 @@ async fn run(args: RemoteReleaseArgs) -> Result<ExitCode, String> {
     let deadline = tokio::time::Instant::now() + args.wait_timeout;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let view: serde_json::Value = match http.get(url.clone()).send().await {
+        let view: serde_json::Value = match http.get(url.clone()).bearer_auth(&token).send().await {
             Ok(response) => response.json().await.unwrap_or_default(),
             Err(err) => {
                 eprintln!("warning: {url}: {err}");

@@ -78,6 +78,10 @@ enum Command {
         /// Only runs of this root (e.g. infra/gtm).
         #[arg(long)]
         root: Option<String>,
+        /// File holding a viewer (or admin) token; else env
+        /// NEUTRAL_VIEWER_TOKEN, else env NEUTRAL_ADMIN_TOKEN.
+        #[arg(long)]
+        token_file: Option<std::path::PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -111,7 +115,14 @@ fn main() -> ExitCode {
             limit,
             root,
             format,
-        } => runs::run(&control_plane, limit, root.as_deref(), format),
+            token_file,
+        } => runs::run(
+            &control_plane,
+            limit,
+            root.as_deref(),
+            token_file.as_deref(),
+            format,
+        ),
         Command::Serve(args) => return neutral_server::run_blocking(*args),
         Command::Agent(args) => {
             init_agent_logging();

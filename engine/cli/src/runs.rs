@@ -6,9 +6,31 @@ use serde_json::Value;
 
 use crate::{Format, Outcome};
 
+/// The token to read with: `file`, else env `NEUTRAL_VIEWER_TOKEN`, else
+/// env `NEUTRAL_ADMIN_TOKEN` (reads need a viewer or admin token).
+fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(["NEUTRAL_VIEWER_TOKEN", "NEUTRAL_ADMIN_TOKEN"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty()))
+}
+
 /// Fetches `GET /runs` and prints it.
-pub fn run(control_plane: &str, limit: u32, root: Option<&str>, format: Format) -> Result<Outcome> {
+pub fn run(
+    control_plane: &str,
+    limit: u32,
+    root: Option<&str>,
+    token_file: Option<&std::path::Path>,
+    format: Format,
+) -> Result<Outcome> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let token = read_token(token_file)?;
     let base = control_plane.trim_end_matches('/');
     let mut url = format!("{base}/runs?limit={limit}");
     if let Some(root) = root {
@@ -24,8 +46,11 @@ pub fn run(control_plane: &str, limit: u32, root: Option<&str>, format: Format) 
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .context("cannot build the HTTP client")?;
-        let response = client
-            .get(&url)
+        let mut request = client.get(&url);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach the control plane at {base}"))?;

@@ -24,6 +24,7 @@ pub mod health;
 pub mod image_ref;
 pub mod liveness;
 pub mod model;
+pub mod policy;
 pub mod pool;
 pub mod redact;
 pub mod weights;

@@ -836,13 +836,10 @@ impl World {
 
     pub async fn print_runs(&self) -> Result<()> {
         let out = run(
-            Command::new(&self.neutral).args([
-                "runs",
-                "--limit",
-                "100",
-                "--control-plane",
-                &self.api,
-            ]),
+            Command::new(&self.neutral)
+                .args(["runs", "--limit", "100", "--control-plane", &self.api])
+                // Reads need a token (the demo is the operator).
+                .env("NEUTRAL_ADMIN_TOKEN", &self.admin),
             "neutral runs",
         )?;
         println!();

@@ -383,6 +383,42 @@ pub fn commit_info(repo: &Repository, commit: Oid) -> Result<CommitInfo, GitErro
 /// larger than the core's limit), symlinks become their target text;
 /// submodules are skipped (they hold no files of this repository).
 pub fn config_tree(repo: &Repository, commit: Oid) -> Result<Vec<RepoFile>, GitError> {
+    tree_files(
+        repo,
+        commit,
+        is_config_path,
+        &["platform-config/", "infra/node-pool/"],
+    )
+}
+
+/// The folders the Terraform policy reads (`neutral_core::policy`).
+const POLICY_FOLDERS: [&str; 3] = ["infra/", "modules/", ".neutral/"];
+
+/// Reads the files the Terraform policy judges (`infra/**`, `modules/**`
+/// and the policy file) from the tree of `commit`, like [`config_tree`].
+pub fn policy_tree(repo: &Repository, commit: Oid) -> Result<Vec<RepoFile>, GitError> {
+    tree_files(
+        repo,
+        commit,
+        neutral_core::policy::is_policy_input,
+        &POLICY_FOLDERS,
+    )
+}
+
+/// Reads the files the Terraform policy judges from the index, like
+/// [`config_index`].
+pub fn policy_index(repo: &Repository) -> Result<Vec<RepoFile>, GitError> {
+    index_files(repo, neutral_core::policy::is_policy_input)
+}
+
+/// The files of `commit`'s tree for which `wanted` holds, descending only
+/// into folders below or leading to one of `folders` (each ending in `/`).
+fn tree_files(
+    repo: &Repository,
+    commit: Oid,
+    wanted: fn(&str) -> bool,
+    folders: &[&str],
+) -> Result<Vec<RepoFile>, GitError> {
     let read_err = |source| GitError::Read {
         commit: commit.to_string(),
         source,
@@ -402,16 +438,16 @@ pub fn config_tree(repo: &Repository, commit: Oid) -> Result<Vec<RepoFile>, GitE
         if entry.kind() == Some(ObjectType::Tree) {
             // Descend only into folders that are, or lead to, config folders.
             let folder = format!("{path}/");
-            let wanted = is_config_path(&folder)
-                || "platform-config/".starts_with(&folder)
-                || "infra/node-pool/".starts_with(&folder);
-            return if wanted {
+            let descend = folders
+                .iter()
+                .any(|f| folder.starts_with(f) || f.starts_with(&folder));
+            return if descend {
                 TreeWalkResult::Ok
             } else {
                 TreeWalkResult::Skip
             };
         }
-        if !is_config_path(&path) || entry.kind() != Some(ObjectType::Blob) {
+        if !wanted(&path) || entry.kind() != Some(ObjectType::Blob) {
             return TreeWalkResult::Ok;
         }
         let content = match read_blob(&odb, entry.id(), entry.filemode()) {
@@ -440,6 +476,10 @@ pub fn config_tree(repo: &Repository, commit: Oid) -> Result<Vec<RepoFile>, GitE
 /// Only merged entries (stage 0) are read; submodules and entries added with
 /// `git add --intent-to-add` (no content yet) are skipped.
 pub fn config_index(repo: &Repository) -> Result<Vec<RepoFile>, GitError> {
+    index_files(repo, is_config_path)
+}
+
+fn index_files(repo: &Repository, wanted: fn(&str) -> bool) -> Result<Vec<RepoFile>, GitError> {
     let read_err = |source| GitError::Repo {
         op: "reading the index",
         path: repo.path().to_path_buf(),
@@ -458,7 +498,7 @@ pub fn config_index(repo: &Repository) -> Result<Vec<RepoFile>, GitError> {
             continue;
         };
         let mode = i32::try_from(entry.mode).unwrap_or_default();
-        if !is_config_path(&path) || (mode != SYMLINK_MODE && mode & 0o170_000 != 0o100_000) {
+        if !wanted(&path) || (mode != SYMLINK_MODE && mode & 0o170_000 != 0o100_000) {
             continue;
         }
         let content = read_blob(&odb, entry.id, mode).map_err(read_err)?;

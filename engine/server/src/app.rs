@@ -31,6 +31,10 @@ pub struct App {
     pub store: Arc<Store>,
     pub join_token: TokenHash,
     pub admin_token: TokenHash,
+    /// The read-only viewer token, when configured.
+    pub viewer_token: Option<TokenHash>,
+    /// Run tokens and region join tokens minted by the scheduler.
+    pub grants: crate::auth::Grants,
     pub world: RwLock<World>,
     pub heartbeats: mpsc::Sender<Heartbeat>,
     pub sync_requests: mpsc::Sender<SyncRequest>,

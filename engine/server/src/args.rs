@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// 16 characters.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// File holding a read-only viewer token for dashboards, scrapers and
+    /// the hooks' what-if reads (else env NEUTRAL_VIEWER_TOKEN; optional).
+    #[arg(long)]
+    pub viewer_token_file: Option<PathBuf>,
     /// PEM certificate chain: serve the API over TLS (needs --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -130,6 +134,15 @@ pub struct ServeArgs {
     /// How often every root is planned to detect drift.
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub drift_interval: Duration,
+    /// Terraform's working folder (exported commits, plans, state, HOME),
+    /// outside the data directory; default: `<data>-terraform` beside it.
+    #[arg(long)]
+    pub terraform_dir: Option<PathBuf>,
+    /// Pass this variable of the daemon's environment on to Terraform
+    /// (besides TF_VAR_*, the locale, TLS roots and the DNS backends'
+    /// credentials); repeat for several. NEUTRAL_* never passes.
+    #[arg(long = "terraform-pass-env", value_name = "NAME")]
+    pub terraform_pass_env: Vec<String>,
     /// Apply drift found by the periodic check instead of only reporting it.
     #[arg(long)]
     pub apply_drift: bool,
@@ -231,6 +244,12 @@ impl ServeArgs {
                 node_pool_root: self.node_pool_root.clone(),
                 drift_interval: self.drift_interval,
                 apply_drift: self.apply_drift,
+                dir: self.terraform_dir.clone().unwrap_or_else(|| {
+                    let mut name = self.data.file_name().unwrap_or_default().to_os_string();
+                    name.push("-terraform");
+                    self.data.with_file_name(name)
+                }),
+                pass_env: self.terraform_pass_env.clone(),
             }),
         }
     }

@@ -173,6 +173,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         ),
         neutral_store::DataDirSecurity::Created | neutral_store::DataDirSecurity::Private => {}
     }
+    let viewer_token =
+        auth::load_viewer(args.viewer_token_file.as_deref()).context("viewer token")?;
     let _data_lock = lock_data_dir(&args.data)?;
     let data = args.data.clone();
     let options = StoreOptions {
@@ -245,10 +247,18 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     };
     let scheduler = match &settings.terraform {
         Some(terraform) => {
+            // Only to keep them out of Terraform's environment.
             let admin = auth::read_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")?;
             let join = auth::read_secret(args.join_token_file.as_deref(), "NEUTRAL_JOIN_TOKEN")?;
+            let viewer = std::env::var(auth::VIEWER_ENV).unwrap_or_default();
+            let viewer = match &args.viewer_token_file {
+                Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
+                None => viewer,
+            };
             Some(Arc::new(Scheduler::new(
-                &settings, terraform, &admin, &join,
+                &settings,
+                terraform,
+                &[admin.as_str(), join.as_str(), viewer.trim()],
             )?))
         }
         None => None,
@@ -261,6 +271,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         store,
         join_token,
         admin_token,
+        viewer_token,
+        grants: auth::Grants::default(),
         world: RwLock::new(restored),
         heartbeats: heartbeat_tx,
         sync_requests: sync_tx,

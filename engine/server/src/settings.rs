@@ -73,4 +73,8 @@ pub struct TerraformSettings {
     pub node_pool_root: String,
     pub drift_interval: Duration,
     pub apply_drift: bool,
+    /// Terraform's working folder, outside the data directory.
+    pub dir: PathBuf,
+    /// Extra variables passed from the daemon's environment to Terraform.
+    pub pass_env: Vec<String>,
 }

@@ -5,8 +5,9 @@
 //! (a held state lock, an unreachable API) or not (a configuration error).
 //!
 //! State lives where the scheduler says (`RunRequest::state_path`, through a
-//! generated `backend "local"` override) unless the root declares its own
-//! backend; Terraform's own lock (`-lock-timeout`) serialises writers.
+//! generated `backend "local"` override, always written: the Terraform
+//! policy refuses a root's own backend); Terraform's own lock
+//! (`-lock-timeout`) serialises writers.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -100,6 +101,15 @@ pub struct Outcome {
 
 /// Runs Terraform with a fixed environment (CLI configuration, provider
 /// settings and credentials; never logged).
+///
+/// **Isolation.** Every command starts from an empty environment: only
+/// `env` (which the caller builds with [`pass_environment`]), the request's
+/// own variables, `HOME`/`TMPDIR` (`home`) and Terraform's automation
+/// switches reach it — never the daemon's secrets. It runs in a process
+/// group of its own, so a command that outlives `command_timeout`, or is
+/// still running when `stop` turns true (the daemon shuts down), is
+/// stopped with every process it started: SIGTERM to the group, SIGKILL
+/// after `kill_grace`.
 #[derive(Clone, Debug)]
 pub struct Runner {
     pub terraform: Terraform,
@@ -108,6 +118,73 @@ pub struct Runner {
     pub command_timeout: Duration,
     /// `-lock-timeout` for plan and apply.
     pub lock_timeout: Duration,
+    /// `HOME` and `TMPDIR` of the commands (created when missing); `None`:
+    /// `/nonexistent`, and the system's temporary folder.
+    pub home: Option<PathBuf>,
+    /// Turns true when the daemon stops: running commands are stopped.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// How long a stopped command's group gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// Variables passed from the daemon's environment to Terraform by name
+/// (besides `TF_VAR_*`): the locale, TLS roots, Terraform's logging, and
+/// the DNS backends' credentials the provider documents.
+pub const PASS_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "TF_LOG",
+    "TF_LOG_PROVIDER",
+    "PDNS_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_ROUTE_53",
+    "CLOUDFLARE_API_TOKEN",
+    "ALICLOUD_ACCESS_KEY",
+    "ALICLOUD_SECRET_KEY",
+    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+];
+
+/// Prefixes of variables passed by name pattern.
+pub const PASS_PREFIXES: &[&str] = &["TF_VAR_"];
+
+/// The part of `inherited` (the daemon's environment) Terraform may see:
+/// [`PASS_ENV`], [`PASS_PREFIXES`] and the names in `extra`, except any
+/// `NEUTRAL_*` variable and any variable whose value holds one of
+/// `secrets` (the daemon's own tokens, however they are named). Returns
+/// what passes and the names left out because of a secret.
+pub fn pass_environment(
+    inherited: impl IntoIterator<Item = (String, String)>,
+    extra: &[String],
+    secrets: &[&str],
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut passed = Vec::new();
+    let mut withheld = Vec::new();
+    for (name, value) in inherited {
+        let wanted = PASS_ENV.contains(&name.as_str())
+            || PASS_PREFIXES.iter().any(|p| name.starts_with(p))
+            || extra.contains(&name);
+        if !wanted || name.starts_with("NEUTRAL_") {
+            continue;
+        }
+        if secrets.iter().any(|s| !s.is_empty() && value.contains(s)) {
+            withheld.push(name);
+            continue;
+        }
+        passed.push((name, value));
+    }
+    passed.sort();
+    withheld.sort();
+    (passed, withheld)
 }
 
 /// Failures worth a retry, as Terraform and providers print them.
@@ -162,17 +239,52 @@ impl Outcome {
     }
 }
 
-/// Whether any `.tf` file of `dir` declares its own backend.
-fn declares_backend(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+/// `PATH` when the caller passes none (see [`PASS_ENV`]).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Whether the process group `pgid` still has a live member.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
     entries.flatten().any(|entry| {
-        let path = entry.path();
-        path.extension().is_some_and(|e| e == "tf")
-            && path.file_name().is_some_and(|n| n != BACKEND_OVERRIDE)
-            && std::fs::read_to_string(&path).is_ok_and(|text| text.contains("backend \""))
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.first().is_some_and(|s| *s != "Z" && *s != "X")
+            && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
     })
+}
+
+/// SIGTERM to the process group `pgid`, SIGKILL after `grace` if any
+/// member is left (through procps' `kill`: signalling needs no `unsafe`).
+pub async fn stop_group(pgid: u32, grace: Duration) {
+    let signal = |sig: &'static str| {
+        let group = format!("-{pgid}");
+        async move {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+    };
+    signal("-TERM").await;
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !group_alive(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal("-KILL").await;
 }
 
 impl Runner {
@@ -183,10 +295,17 @@ impl Runner {
             source,
         };
         std::fs::create_dir_all(&request.data_dir).map_err(|e| prepare(&request.data_dir, e))?;
+        if let Some(home) = &self.home {
+            let tmp = home.join("tmp");
+            std::fs::create_dir_all(&tmp).map_err(|e| prepare(&tmp, e))?;
+        }
         if let Some(parent) = request.state_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| prepare(parent, e))?;
         }
-        if !declares_backend(&request.workdir) {
+        // Always written, over anything a commit put at that name: the
+        // Terraform policy refuses a root's own backend, and skips this file
+        // (its content is the runner's, whatever the commit held).
+        {
             let override_path = request.workdir.join(BACKEND_OVERRIDE);
             let state = request
                 .state_path
@@ -304,8 +423,16 @@ impl Runner {
 
     fn command(&self, request: &RunRequest, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.terraform.bin);
+        let (home, tmp) = match &self.home {
+            Some(home) => (home.clone(), home.join("tmp")),
+            None => (PathBuf::from("/nonexistent"), std::env::temp_dir()),
+        };
         cmd.args(args)
             .current_dir(&request.workdir)
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .env("HOME", &home)
+            .env("TMPDIR", &tmp)
             .env("TF_IN_AUTOMATION", "1")
             .env("TF_INPUT", "0")
             .env("TF_DATA_DIR", &request.data_dir)
@@ -314,8 +441,40 @@ impl Runner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         cmd
+    }
+
+    /// Runs `cmd` to its end, or until the deadline or the stop signal;
+    /// then its whole process group is stopped. `Err` names why it was cut.
+    async fn output(
+        &self,
+        mut cmd: Command,
+    ) -> Result<std::io::Result<std::process::Output>, String> {
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(err) => return Ok(Err(err)),
+        };
+        let pgid = child.id();
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            match stop.as_mut() {
+                Some(stop) => {
+                    let _ = stop.wait_for(|s| *s).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let cut = tokio::select! {
+            output = child.wait_with_output() => return Ok(output),
+            () = tokio::time::sleep(self.command_timeout) => format!("timed out after {:?}", self.command_timeout),
+            () = stopped => "stopped: the daemon is shutting down".to_owned(),
+        };
+        if let Some(pgid) = pgid {
+            stop_group(pgid, self.kill_grace).await;
+        }
+        Err(cut)
     }
 
     /// Runs one command, appending `$ terraform <args>` and its output to
@@ -323,8 +482,7 @@ impl Runner {
     async fn step(&self, request: &RunRequest, log: &mut String, args: &[&str]) -> Option<i32> {
         log.push_str(&format!("$ terraform {}\n", args.join(" ")));
         let started = Instant::now();
-        let output =
-            tokio::time::timeout(self.command_timeout, self.command(request, args).output()).await;
+        let output = self.output(self.command(request, args)).await;
         match output {
             Ok(Ok(output)) => {
                 log.push_str(&String::from_utf8_lossy(&output.stdout));
@@ -343,8 +501,8 @@ impl Runner {
                 ));
                 None
             }
-            Err(_) => {
-                log.push_str(&format!("timed out after {:?}\n", self.command_timeout));
+            Err(why) => {
+                log.push_str(&format!("{why}; its process group was stopped\n"));
                 None
             }
         }
@@ -352,8 +510,7 @@ impl Runner {
 
     /// Runs one command and returns its exit code and stdout.
     async fn capture(&self, request: &RunRequest, args: &[&str]) -> (Option<i32>, String) {
-        match tokio::time::timeout(self.command_timeout, self.command(request, args).output()).await
-        {
+        match self.output(self.command(request, args)).await {
             Ok(Ok(output)) => (
                 output.status.code(),
                 String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -374,6 +531,9 @@ mod tests {
             env: Vec::new(),
             command_timeout: Duration::from_secs(120),
             lock_timeout: Duration::from_secs(10),
+            home: None,
+            stop: None,
+            kill_grace: Duration::from_secs(2),
         })
     }
 
@@ -527,5 +687,164 @@ mod tests {
             ..failed("Error: Error acquiring the state lock\n")
         };
         assert_eq!(done.retry_after(1), None);
+    }
+
+    /// A stand-in `terraform` that records its environment and starts a
+    /// grandchild that would outlive it.
+    fn fake_terraform(dir: &Path) -> Terraform {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("terraform");
+        std::fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\n/usr/bin/env > '{env}'\nsleep 300 &\necho $! > '{pid}'\nwait\n",
+                env = dir.join("env").display(),
+                pid = dir.join("grandchild").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Terraform { bin }
+    }
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+            })
+            == Some(false)
+    }
+
+    fn grandchild(dir: &Path) -> u32 {
+        let path = dir.join("grandchild");
+        for _ in 0..100 {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the fake terraform never started its grandchild");
+    }
+
+    #[tokio::test]
+    async fn commands_see_only_the_given_environment_and_a_timeout_stops_their_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = root(dir.path(), "x");
+        let runner = Runner {
+            terraform: fake_terraform(dir.path()),
+            env: vec![("TF_VAR_a".into(), "1".into())],
+            command_timeout: Duration::from_millis(500),
+            lock_timeout: Duration::from_secs(1),
+            home: Some(dir.path().join("home")),
+            stop: None,
+            kill_grace: Duration::from_secs(2),
+        };
+        let out = runner.run(&request(dir.path(), root)).await.unwrap();
+        assert!(!out.succeeded);
+        assert!(
+            out.log
+                .contains("timed out after 500ms; its process group was stopped"),
+            "{}",
+            out.log
+        );
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let mut names: Vec<&str> = env
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "HOME",
+                "PATH",
+                "PWD",
+                "TF_DATA_DIR",
+                "TF_INPUT",
+                "TF_IN_AUTOMATION",
+                "TF_VAR_a",
+                "TMPDIR"
+            ],
+            "{env}"
+        );
+        assert!(env.contains(&format!("HOME={}", dir.path().join("home").display())));
+        let pid = grandchild(dir.path());
+        assert!(!alive(pid), "the grandchild {pid} outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn the_stop_signal_ends_a_running_command_and_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = root(dir.path(), "x");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let runner = Runner {
+            terraform: fake_terraform(dir.path()),
+            env: Vec::new(),
+            command_timeout: Duration::from_secs(300),
+            lock_timeout: Duration::from_secs(1),
+            home: None,
+            stop: Some(stopped),
+            kill_grace: Duration::from_secs(2),
+        };
+        let request = request(dir.path(), root);
+        let run = tokio::spawn(async move { runner.run(&request).await });
+        let pid = tokio::task::spawn_blocking({
+            let dir = dir.path().to_path_buf();
+            move || grandchild(&dir)
+        })
+        .await
+        .unwrap();
+        stop.send(true).unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the run ends after the stop signal")
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.log.contains("stopped: the daemon is shutting down"),
+            "{}",
+            out.log
+        );
+        assert!(!alive(pid), "the grandchild {pid} outlived the stop");
+    }
+
+    #[test]
+    fn only_allowed_variables_pass_and_never_a_daemon_secret() {
+        let inherited = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/root"),
+            ("NEUTRAL_ADMIN_TOKEN", "admin-secret-123456"),
+            ("NEUTRAL_JOIN_TOKEN", "join-secret-1234567"),
+            ("NEUTRAL_TOKEN", "anything"),
+            ("TF_VAR_agent_args", "[]"),
+            ("TF_VAR_join_token", "join-secret-1234567"),
+            ("PDNS_API_KEY", "pdns"),
+            ("AWS_SECRET_ACCESS_KEY", "aws"),
+            ("MY_SETTING", "x"),
+            ("OTHER", "y"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let (passed, withheld) = pass_environment(
+            inherited,
+            &["MY_SETTING".to_owned(), "NEUTRAL_ADMIN_TOKEN".to_owned()],
+            &["admin-secret-123456", "join-secret-1234567"],
+        );
+        let names: Vec<&str> = passed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "AWS_SECRET_ACCESS_KEY",
+                "MY_SETTING",
+                "PATH",
+                "PDNS_API_KEY",
+                "TF_VAR_agent_args"
+            ]
+        );
+        assert_eq!(withheld, ["TF_VAR_join_token"]);
     }
 }

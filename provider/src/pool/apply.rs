@@ -32,16 +32,6 @@ pub(super) fn check_can_start(
             message,
         );
     }
-    if join_token(local).is_none() && !has_token_file(local) {
-        diags.error(
-            Path::attr("join_token"),
-            "no join token for the agents",
-            format!(
-                "Set `join_token`, env {ENV_JOIN_TOKEN} for Terraform, or pass \
-                 `--join-token-file` in agent_args."
-            ),
-        );
-    }
     let free = local.address_range.free(used, count).len();
     if free < count {
         diags.error(
@@ -137,14 +127,26 @@ pub(super) async fn start_slots(
             return fail_all(diags, "neutral_binary", "no neutral binary", message);
         }
     };
-    let token = join_token(local);
+    // A configured join token, else one minted for this region with the
+    // provider's token (`POST /join-tokens`): how the scheduler's runs
+    // start agents without the daemon's join token.
+    let mut token = join_token(local);
     if token.is_none() && !has_token_file(local) {
-        return fail_all(
-            diags,
-            "join_token",
-            "no join token for the agents",
-            format!("Set `join_token` or env {ENV_JOIN_TOKEN}."),
-        );
+        match clients.control_plane.mint_join_token(&spec.region).await {
+            Ok(minted) => token = Some(minted),
+            Err(err) => {
+                return fail_all(
+                    diags,
+                    "join_token",
+                    "no join token for the agents",
+                    format!(
+                        "Set `join_token` or env {ENV_JOIN_TOKEN}, or give the provider a \
+                         token that may mint one for region {} (POST /join-tokens): {err}",
+                        spec.region
+                    ),
+                );
+            }
+        }
     }
     let Some(live) = live(&clients.control_plane, diags).await else {
         return added.to_vec();

@@ -18,7 +18,7 @@
 //! declares its name: references to it are not reported as unknown.
 
 pub(crate) mod checks;
-mod decode;
+pub(crate) mod decode;
 mod schema;
 mod tfvars;
 pub mod yaml;

@@ -13,7 +13,7 @@ use neutral_dns::{Zone, ZonePatch, apply_patch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::require_admin;
+use super::common::require_writer;
 use crate::app::App;
 use crate::error::{ApiError, JsonBody};
 use crate::world::now;
@@ -44,7 +44,7 @@ pub async fn list(
     uri: axum::http::Uri,
     params: Result<axum::extract::Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(HeaderMap, Json<Vec<Value>>), ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let page = super::page::Page::new(params.limit, params.cursor)?;
     let zones = app.dns.handle().zones();
@@ -75,7 +75,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(request): JsonBody<CreateZone>,
 ) -> Result<(StatusCode, Json<Zone>), ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     if let Some(kind) = request
         .kind
         .as_deref()
@@ -105,7 +105,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Zone>, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     app.dns
         .handle()
         .zone(&zone_key(&name))
@@ -119,7 +119,7 @@ pub async fn patch(
     Path(name): Path<String>,
     JsonBody(mut request): JsonBody<ZonePatch>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     let at = now();
     request.stamp_comments(at.millis() / 1000);
     let _guard = app.dns.zone_writes.lock().await;
@@ -144,7 +144,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&app, &headers)?;
+    require_writer(&app, &headers, None)?;
     let key = zone_key(&name);
     let _guard = app.dns.zone_writes.lock().await;
     if app.dns.handle().zone(&key).is_none() {

@@ -1,6 +1,8 @@
 //! The HTTP API: the node API, admin writes, reads for people and tools, and
 //! the embedded DNS backend's zone API. JSON everywhere; bodies capped at
-//! 64 KiB; unknown fields rejected; every failure a JSON error.
+//! 64 KiB; unknown fields rejected; every failure a JSON error. Only
+//! `/healthz` and the node API answer without a viewer, admin or run token
+//! (roles: `auth`, docs/api.md).
 
 mod common;
 mod dns;
@@ -8,6 +10,7 @@ mod nodes;
 mod page;
 mod read;
 pub mod releases;
+mod tokens;
 
 /// The request bodies, for the fuzz targets (`fuzz/`).
 pub use dns::CreateZone;
@@ -18,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
 
 use crate::app::App;
@@ -28,9 +31,9 @@ use crate::error::ApiError;
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/nodes/register", post(nodes::register))
-        .route("/nodes/heartbeat", post(nodes::heartbeat))
+    // Every route here needs a viewer, admin or run token (the layer
+    // answers 401 otherwise); writes check their own role on top.
+    let protected = Router::new()
         .route("/nodes", get(read::nodes))
         .route("/nodes/{id}", get(read::node).delete(nodes::delete))
         .route("/nodes/{id}/drain", post(nodes::drain))
@@ -48,13 +51,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/domains/{domain}", get(read::domain))
         .route("/status", get(read::status))
         .route("/audit", get(read::audit))
-        .route("/healthz", get(read::healthz))
         .route("/metrics", get(crate::metrics::handler))
+        .route("/join-tokens", post(tokens::mint_join))
         .route("/dns/zones", get(dns::list).post(dns::create))
         .route(
             "/dns/zones/{zone}",
             get(dns::get).patch(dns::patch).delete(dns::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        ));
+    // Public: liveness, and the node API (join and node tokens, checked by
+    // the handlers).
+    Router::new()
+        .route("/healthz", get(read::healthz))
+        .route("/nodes/register", post(nodes::register))
+        .route("/nodes/heartbeat", post(nodes::heartbeat))
+        .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -104,6 +118,27 @@ async fn json_errors(response: axum::response::Response) -> axum::response::Resp
     let mut error = ApiError::new(status, code, message);
     error.retry_after = retry_after.and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok()));
     axum::response::IntoResponse::into_response(error)
+}
+
+/// The layer of the protected routes: a viewer, admin or live run token.
+async fn require_token(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
+    match common::require_read(&app, request.headers()) {
+        // The viewer is refused every write before its body is even read.
+        Ok(common::Caller::Viewer) if !read_only => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the viewer token is read-only",
+        )
+        .into_response(),
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

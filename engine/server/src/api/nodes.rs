@@ -15,7 +15,6 @@ use neutral_store::{AuditEntry, Heartbeat, NewNode, StoreError, TokenHash};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::common::require_admin;
 use super::read;
 use crate::admission;
 use crate::app::App;
@@ -86,7 +85,11 @@ pub async fn register(
                 "missing `Authorization: Bearer <join token>`",
             ));
         }
-        Some(token) if !app.join_token.matches(token) => {
+        // The daemon's join token, or one minted for this region.
+        Some(token)
+            if !app.join_token.matches(token)
+                && app.grants.join_region(token).as_deref() != Some(request.region.as_str()) =>
+        {
             return Err(ApiError::unauthorized("invalid join token"));
         }
         Some(_) => {}
@@ -472,13 +475,30 @@ pub async fn heartbeat(
     }))
 }
 
+/// Admin, or a run token whose scope holds the node's region: 401 for
+/// any other token, then 404 for an unknown node, then 403 outside scope.
+/// Returns the actor the audit log names (`admin`, `terraform-run:<grant>`).
+fn require_node_writer(app: &App, headers: &HeaderMap, id: &str) -> Result<String, ApiError> {
+    super::common::require_writer(app, headers, None)?;
+    let region = app
+        .read_world()
+        .nodes
+        .get(id)
+        .map(|entry| entry.record.node.region.clone())
+        .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))?;
+    super::common::require_writer(app, headers, Some(&region)).map(|caller| match caller {
+        super::common::Caller::Run(scope) => format!("terraform-run:{}", scope.grant),
+        _ => "admin".to_owned(),
+    })
+}
+
 async fn set_drained(
     app: &Arc<App>,
     headers: &HeaderMap,
     id: &str,
     drained: bool,
 ) -> Result<Json<read::NodeView>, ApiError> {
-    require_admin(app, headers)?;
+    let actor = require_node_writer(app, headers, id)?;
     {
         let mut world = app.write_world();
         let entry = world
@@ -490,7 +510,7 @@ async fn set_drained(
     let verb = if drained { "drain" } else { "undrain" };
     app.audit(AuditEntry {
         at: now(),
-        actor: "admin".into(),
+        actor: actor.clone(),
         kind: "api.write".into(),
         subject: id.to_owned(),
         message: format!("{verb} node {id}"),
@@ -498,7 +518,7 @@ async fn set_drained(
         data: json!({ "endpoint": format!("POST /nodes/{id}/{verb}") }),
     })
     .await;
-    app.reconcile("admin").await;
+    app.reconcile(&actor).await;
     let world = app.read_world();
     let entry = world
         .nodes
@@ -528,7 +548,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_admin(&app, &headers)?;
+    let actor = require_node_writer(&app, &headers, &id)?;
     app.releases.forget(&id);
     if app.write_world().nodes.remove(&id).is_none() {
         return Err(ApiError::not_found(
@@ -538,7 +558,7 @@ pub async fn delete(
     }
     let at = now();
     let node = id.clone();
-    app.with_store(move |s| s.nodes().delete(&node, at, "admin"))
+    app.with_store(move |s| s.nodes().delete(&node, at, &actor))
         .await?;
     app.recompute("node deleted").await;
     Ok(Json(json!({ "deleted": id })))

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use neutral_terraform::{Job, JobKey, PlanSummary, Queue, Runner, Terraform, Trigger};
+use neutral_terraform::{
+    Job, JobKey, PlanSummary, Queue, Runner, Terraform, Trigger, pass_environment,
+};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -59,6 +61,10 @@ pub struct Scheduler {
     /// Runs of different roots start together; one export per commit.
     exports: tokio::sync::Mutex<()>,
     settings: TerraformSettings,
+    /// Set when the daemon stops: running Terraform commands are stopped.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Runs in progress.
+    running: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,11 +89,17 @@ impl Scheduler {
     pub fn new(
         settings: &Settings,
         terraform_settings: &TerraformSettings,
-        admin_secret: &str,
-        join_secret: &str,
+        secrets: &[&str],
     ) -> anyhow::Result<Scheduler> {
         use anyhow::Context;
-        let root = settings.data.join("terraform");
+        let root = terraform_settings.dir.clone();
+        if root.starts_with(&settings.data) {
+            anyhow::bail!(
+                "--terraform-dir {} is inside the data directory {}: Terraform's working copy must not reach the daemon's data",
+                root.display(),
+                settings.data.display()
+            );
+        }
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         clean_stale_locks(&root.join("state"));
@@ -129,27 +141,44 @@ impl Scheduler {
             ),
         )
         .with_context(|| format!("cannot write {}", cli_config.display()))?;
+        // Terraform sees an allowlist of the daemon's environment, never its
+        // tokens; each run adds its own token (`NEUTRAL_TOKEN`).
+        let (mut env, withheld) = pass_environment(
+            // `vars()` would panic on a name or value that is not UTF-8.
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            &terraform_settings.pass_env,
+            secrets,
+        );
+        if !withheld.is_empty() {
+            tracing::warn!(
+                ?withheld,
+                "variables holding a daemon token are not passed to Terraform"
+            );
+        }
+        env.extend([
+            (
+                "TF_CLI_CONFIG_FILE".to_owned(),
+                cli_config.display().to_string(),
+            ),
+            (
+                "NEUTRAL_ENDPOINT".to_owned(),
+                terraform_settings.endpoint.clone(),
+            ),
+            (
+                "TF_VAR_state_root".to_owned(),
+                settings.data.join("nodes").display().to_string(),
+            ),
+        ]);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let runner = Runner {
             terraform,
-            env: vec![
-                (
-                    "TF_CLI_CONFIG_FILE".into(),
-                    cli_config.display().to_string(),
-                ),
-                (
-                    "NEUTRAL_ENDPOINT".into(),
-                    terraform_settings.endpoint.clone(),
-                ),
-                ("NEUTRAL_TOKEN".into(), admin_secret.to_owned()),
-                // The node-pool root's local launcher gives it to the agents.
-                ("NEUTRAL_JOIN_TOKEN".into(), join_secret.to_owned()),
-                (
-                    "TF_VAR_state_root".into(),
-                    settings.data.join("nodes").display().to_string(),
-                ),
-            ],
+            env,
             command_timeout: Duration::from_secs(600),
             lock_timeout: Duration::from_secs(120),
+            home: Some(root.join("home")),
+            stop: Some(stopped),
+            kill_grace: Duration::from_secs(10),
         };
         tracing::info!(terraform = %runner.terraform.bin.display(), provider = %provider_dir.display(), "scheduler ready");
         Ok(Scheduler {
@@ -161,6 +190,8 @@ impl Scheduler {
             root,
             exports: tokio::sync::Mutex::new(()),
             settings: terraform_settings.clone(),
+            stop,
+            running: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

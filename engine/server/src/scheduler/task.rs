@@ -69,6 +69,15 @@ pub async fn run(
             () = shutdown.wait() => break,
         }
     }
+    // Running Terraform commands are stopped (their whole process group:
+    // SIGTERM, SIGKILL after a grace) and their runs recorded.
+    let _ = scheduler.stop.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while scheduler.running.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn regions_with_pools(app: &App) -> Vec<String> {
@@ -174,9 +183,15 @@ fn start_ready(app: &Arc<App>, scheduler: &Arc<Scheduler>) {
             return;
         };
         let (app, scheduler) = (Arc::clone(app), Arc::clone(scheduler));
+        scheduler
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             let key = job.key.clone();
             execute(&app, &scheduler, job).await;
+            scheduler
+                .running
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             lock(&scheduler.queue).finish(&key);
             scheduler.wake.notify_one();
         });
@@ -226,6 +241,23 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
         Ok(src) => src,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), %commit, "cannot export the commit for Terraform");
+            return;
+        }
+    };
+    // The Terraform policy before any command: a commit that bypassed the
+    // hooks cannot run what pre-receive would have refused.
+    let judged = {
+        let src = src.clone();
+        tokio::task::spawn_blocking(move || neutral_terraform::policy::check_tree(&src)).await
+    };
+    let findings = match judged {
+        Ok(Ok(findings)) => findings,
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, %commit, "cannot read the exported commit for the Terraform policy");
+            return;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "the Terraform policy check failed");
             return;
         }
     };
@@ -284,13 +316,56 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
         .await;
 
     let mut log = String::new();
+    if !findings.is_empty() {
+        let refused = neutral_terraform::policy::refuses(&findings);
+        log.push_str(if refused {
+            "refused by the Terraform policy (neutral_core::policy, .neutral/terraform-policy.yaml); no Terraform command ran:\n"
+        } else {
+            "Terraform policy warnings:\n"
+        });
+        for finding in &findings {
+            log.push_str(&format!("{finding}\n"));
+        }
+        if refused {
+            tracing::warn!(run = id, root = %job.key.root, %commit, errors = findings.iter().filter(|d| d.is_error()).count(), "run refused by the Terraform policy");
+            let record = RunOutcome {
+                status: RunStatus::Failed,
+                adds: None,
+                changes: None,
+                destroys: None,
+                exit_code: None,
+                log,
+            };
+            let finished = now();
+            if let Err(err) = app
+                .with_store(move |s| s.runs().finish_run(id, &record, finished, "scheduler"))
+                .await
+            {
+                tracing::error!(error = %format!("{err:#}"), "cannot record the run's outcome");
+            }
+            return;
+        }
+    }
+    // The run's own token: what the provider needs for this root (reads,
+    // records; the node pool's region for a node-pool run), revoked below.
+    let regions = if job.key.root == scheduler.settings.node_pool_root {
+        BTreeSet::from([job.key.workspace.clone()])
+    } else {
+        BTreeSet::new()
+    };
+    let (grant, run_token) = app
+        .grants
+        .mint_run(regions, crate::auth::MAX_RUN_TOKEN_LIFETIME);
     let mut outcome: Option<Outcome> = None;
     for attempt in 1.. {
         // Plan and apply read the same published health (the newest when
         // this attempt starts): the provider's apply-time re-plan then
         // matches the saved plan however health moves meanwhile.
         let view = app.read_world().views.latest().id.clone();
-        request.env = vec![(HEALTH_VIEW_ENV.to_owned(), view)];
+        request.env = vec![
+            (HEALTH_VIEW_ENV.to_owned(), view),
+            ("NEUTRAL_TOKEN".to_owned(), run_token.clone()),
+        ];
         match scheduler.runner.run(&request).await {
             Ok(result) => {
                 log.push_str(&format!("--- attempt {attempt}\n{}", result.log));
@@ -307,6 +382,8 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
             }
         }
     }
+    app.grants.revoke(grant);
+    let log = log.replace(&run_token, "[run token]");
     let summary = outcome.as_ref().and_then(|o| o.summary.clone());
     let succeeded = outcome.as_ref().is_some_and(|o| o.succeeded);
     if job.triggers.contains(&Trigger::Drift) {
