@@ -509,7 +509,9 @@ fn render_nodes(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
         .map(|n| {
             let mut reason = text(&n["status_reason"]);
             if n["status"] != "up"
-                && let Some(detail) = n["health_detail"].as_str().filter(|d| !d.is_empty())
+                && let Some(detail) = n["health_detail"]
+                    .as_str()
+                    .filter(|d| !d.is_empty() && Some(*d) != n["status_reason"].as_str())
             {
                 reason = format!("{reason}; health: {detail}");
             }

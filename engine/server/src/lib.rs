@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod shutdown;
 pub mod sync;
+pub mod ui;
 pub mod world;
 
 use std::future::Future;

@@ -44,6 +44,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/audit", get(read::audit))
         .route("/healthz", get(read::healthz))
         .route("/metrics", get(crate::metrics::handler))
+        .merge(crate::ui::routes())
         .route("/dns/zones", get(dns::list).post(dns::create))
         .route(
             "/dns/zones/{zone}",

@@ -1,0 +1,472 @@
+//! The `/ui` status page in a real headless Chromium (Debian's `chromium`
+//! and `chromium-driver`), driven over the W3C WebDriver protocol with the
+//! test support's plain HTTP client, against a real `neutral serve` with
+//! real agents. The story: without a token the page shows no data; with one
+//! it shows the nodes; a node dies and the page shows it down without a
+//! reload within 2 s; its region dies and the page shows the region down and
+//! the domain answered from the other region; forgetting the token clears
+//! everything. A screenshot per step is kept under
+//! `target/tmp/ui-screenshots/`; the browser's console must stay free of
+//! errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use neutral_e2e::cluster::{
+    ADMIN_TOKEN, Agent, Daemon, Repo, Service, fast_config, free_port, wait_for,
+};
+use serde_json::{Value, json};
+
+const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "500ms",
+    "--heartbeat-timeout",
+    "2s",
+    "--sync-interval",
+    "1s",
+    "--no-autoscale",
+];
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A chromedriver process and one headless Chromium session.
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Browser").field("addr", &self.addr).finish()
+    }
+}
+
+impl Browser {
+    /// Starts one, or `None` when Chromium or chromedriver is missing (a
+    /// failure under CI).
+    fn start() -> Option<Browser> {
+        let (Some(chromium), Some(chromedriver)) =
+            (find_tool("chromium"), find_tool("chromedriver"))
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chromium or chromedriver is missing (Debian packages chromium, chromium-driver; run scripts/setup)"
+            );
+            eprintln!("SKIPPED: chromium or chromedriver is missing (run scripts/setup)");
+            return None;
+        };
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Browser {
+            driver,
+            addr,
+            session: String::new(),
+            _profile: profile,
+        };
+        wait_for("chromedriver to listen", Duration::from_secs(20), || {
+            webdriver(addr, "GET", "/status", None)
+                .ok()
+                .filter(|(status, _)| *status == 200)
+        });
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--no-first-run",
+                         "--disable-extensions", "--window-size=1280,1800",
+                         format!("--user-data-dir={}", browser._profile.path().display())],
+            },
+        }}});
+        let response = browser.call("POST", "/session", Some(&capabilities));
+        browser.session = response["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {response}"))
+            .to_owned();
+        Some(browser)
+    }
+
+    /// A WebDriver command; returns its `value`.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (status, doc) = webdriver(self.addr, method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        assert_eq!(status, 200, "WebDriver {method} {path}: {doc}");
+        doc["value"].clone()
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.session_call("POST", "/url", Some(&json!({ "url": url })));
+    }
+
+    /// Runs `script` (a function body; `arguments` available) in the page.
+    fn eval(&self, script: &str, args: &Value) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(&json!({ "script": script, "args": args })),
+        )
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.session_call(
+            "POST",
+            "/element",
+            Some(&json!({ "using": "css selector", "value": css })),
+        );
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.session_call("POST", &format!("/element/{id}/click"), Some(&json!({})));
+    }
+
+    /// Emulates a phone's screen (a desktop window cannot be made that
+    /// narrow), or ends the emulation with `None`.
+    fn phone(&self, size: Option<(u32, u32)>) {
+        let (cmd, params) = match size {
+            Some((width, height)) => (
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": width, "height": height, "deviceScaleFactor": 2, "mobile": true }),
+            ),
+            None => ("Emulation.clearDeviceMetricsOverride", json!({})),
+        };
+        self.session_call(
+            "POST",
+            "/goog/cdp/execute",
+            Some(&json!({ "cmd": cmd, "params": params })),
+        );
+    }
+
+    fn screenshot(&self, path: &Path) {
+        let data = self.session_call("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().expect("base64 screenshot"))
+            .expect("screenshot is base64");
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::write(path, png).unwrap();
+    }
+
+    /// The browser console's entries since the last call.
+    fn console(&self) -> Vec<Value> {
+        self.session_call("POST", "/se/log", Some(&json!({ "type": "browser" })))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Polls `script` until it returns `true`; the time it took.
+    fn wait_true(&self, what: &str, timeout: Duration, script: &str, args: &Value) -> Duration {
+        let start = Instant::now();
+        wait_for(what, timeout, || {
+            (self.eval(script, args) == Value::Bool(true)).then_some(())
+        });
+        start.elapsed()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = webdriver(
+                self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// One WebDriver exchange. chromedriver keeps connections open whatever the
+/// request says, so the answer is read by its `Content-Length`.
+fn webdriver(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut bytes = vec![0; length];
+    reader.read_exact(&mut bytes)?;
+    let doc = serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((status, doc))
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Whether node `arguments[0]`'s row shows status `arguments[1]`.
+const NODE_STATUS_IS: &str = "const row = document.querySelector(`tr[data-node=\"${arguments[0]}\"]`); \
+                              return !!row && row.getAttribute('data-status') === arguments[1];";
+
+/// Data the page shows: node rows, region and domain cards, timeline items.
+const DATA_SHOWN: &str = "return document.querySelectorAll('tr[data-node], [data-region], [data-domain], #timeline li').length;";
+
+#[test]
+fn the_status_page_follows_a_node_and_a_region_dying_and_shows_nothing_without_a_token() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let files = fast_config(port);
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    // Four nodes, so that two going down is no split brain (more than half
+    // of all nodes within a minute would be).
+    let ips = ["127.0.61.2", "127.0.61.3", "127.0.61.4", "127.0.61.5"];
+    let mut services: Vec<Option<Service>> = ips
+        .iter()
+        .map(|ip| Some(Service::start(ip, port)))
+        .collect();
+    let mut agents = vec![
+        Agent::start(&daemon, dir.path(), "jp-a", "jp", ips[0]),
+        Agent::start(&daemon, dir.path(), "jp-b", "jp", ips[1]),
+        Agent::start(&daemon, dir.path(), "sg-a", "sg", ips[2]),
+        Agent::start(&daemon, dir.path(), "sg-b", "sg", ips[3]),
+    ];
+    let ids: Vec<String> = agents.iter().map(Agent::node_id).collect();
+    for id in &ids {
+        wait_for(&format!("{id} up"), Duration::from_secs(20), || {
+            (daemon.node_status(id).as_deref() == Some("up")).then_some(())
+        });
+    }
+    let shots = artifacts();
+    let url = format!("http://{}/ui", daemon.api);
+
+    // 1. No token: a token form, no data, and nothing fetched.
+    browser.goto(&url);
+    browser.wait_true(
+        "the token form",
+        Duration::from_secs(10),
+        "return !document.getElementById('login').hidden && document.getElementById('main').hidden;",
+        &json!([]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(browser.eval(DATA_SHOWN, &json!([])), json!(0));
+    let page_text = browser.eval("return document.body.innerText;", &json!([]));
+    for id in &ids {
+        assert!(
+            !page_text.as_str().unwrap().contains(id.as_str()),
+            "{page_text}"
+        );
+    }
+    let fetched = browser.eval(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname).filter(p => !p.startsWith('/ui'));",
+        &json!([]),
+    );
+    assert_eq!(
+        fetched,
+        json!([]),
+        "the page asked for data without a token"
+    );
+    browser.screenshot(&shots.join("1-no-token.png"));
+
+    // 2. The admin token: every node up, the domain answering from all three.
+    browser.type_into("#token", ADMIN_TOKEN);
+    browser.click("#login-form button[type=submit]");
+    browser.wait_true(
+        "four nodes up on the page",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('tr[data-status=\"up\"]').length === 4;",
+        &json!([]),
+    );
+    browser.wait_true(
+        "four answers",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('[data-domain=\"app.example.com\"] [data-answer]').length === 4;",
+        &json!([]),
+    );
+    assert_eq!(
+        browser.eval(
+            "return sessionStorage.getItem('neutral.token');",
+            &json!([])
+        ),
+        json!(ADMIN_TOKEN)
+    );
+    // Sparklines have drawn a line once two samples are in.
+    browser.wait_true(
+        "sparklines",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('tr[data-node] svg.spark polyline').length === 12;",
+        &json!([]),
+    );
+    browser.screenshot(&shots.join("2-all-up.png"));
+    // Marks this document: a reload would lose the mark.
+    browser.eval("window.__sameDocument = true; return true;", &json!([]));
+
+    // 3. jp-b dies (agent and service): the page shows it down within 2 s of
+    // the control plane publishing it, without a reload.
+    agents[1].stop();
+    services[1] = None;
+    wait_for("jp-b down", Duration::from_secs(10), || {
+        (daemon.node_status(&ids[1]).as_deref() == Some("down")).then_some(())
+    });
+    let took = browser.wait_true(
+        "jp-b down on the page",
+        Duration::from_secs(2),
+        NODE_STATUS_IS,
+        &json!([ids[1], "down"]),
+    );
+    eprintln!("jp-b shown down {took:?} after GET /nodes said so");
+    assert_eq!(
+        browser.eval("return window.__sameDocument === true;", &json!([])),
+        json!(true),
+        "the page reloaded"
+    );
+    browser.wait_true(
+        "jp-b's address out of the answers",
+        Duration::from_secs(5),
+        "return !document.querySelector(`[data-domain=\"app.example.com\"] [data-answer=\"${arguments[0]}\"]`);",
+        &json!([ips[1]]),
+    );
+    browser.screenshot(&shots.join("3-node-down.png"));
+
+    // 4. jp-a dies too: region jp is down and the domain is answered by sg.
+    agents[0].stop();
+    services[0] = None;
+    wait_for("jp-a down", Duration::from_secs(10), || {
+        (daemon.node_status(&ids[0]).as_deref() == Some("down")).then_some(())
+    });
+    browser.wait_true(
+        "region jp down on the page",
+        Duration::from_secs(2),
+        "const card = document.querySelector('[data-region=\"jp\"] .badge'); return !!card && card.textContent === 'down';",
+        &json!([]),
+    );
+    browser.wait_true(
+        "only sg answers",
+        Duration::from_secs(5),
+        "const a = [...document.querySelectorAll('[data-domain=\"app.example.com\"] [data-answer]')].map(e => e.getAttribute('data-answer')).sort(); return a.join() === arguments[0];",
+        &json!([format!("{},{}", ips[2], ips[3])]),
+    );
+    assert!(
+        browser
+            .eval(
+                "return document.getElementById('timeline').children.length;",
+                &json!([])
+            )
+            .as_u64()
+            .unwrap()
+            > 0,
+        "the timeline shows the audit log"
+    );
+    browser.screenshot(&shots.join("4-region-down.png"));
+
+    // 5. On a phone-sized screen.
+    browser.phone(Some((390, 844)));
+    std::thread::sleep(Duration::from_millis(1200));
+    let overflow = browser.eval(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        &json!([]),
+    );
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page scrolls sideways on a phone: {overflow}"
+    );
+    browser.screenshot(&shots.join("5-phone.png"));
+    browser.phone(None);
+
+    // No console errors in all of that.
+    let errors: Vec<Value> = browser
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // 6. Forgetting the token clears every piece of data.
+    browser.click("#forget");
+    browser.wait_true(
+        "the token form again",
+        Duration::from_secs(5),
+        "return !document.getElementById('login').hidden;",
+        &json!([]),
+    );
+    assert_eq!(browser.eval(DATA_SHOWN, &json!([])), json!(0));
+    assert_eq!(
+        browser.eval(
+            "return sessionStorage.getItem('neutral.token');",
+            &json!([])
+        ),
+        Value::Null
+    );
+    browser.screenshot(&shots.join("6-token-forgotten.png"));
+    drop(agents);
+}
