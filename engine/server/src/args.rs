@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use neutral_core::weights::WeightSettings;
+
+use crate::settings::{AutoscaleSettings, Settings, TerraformSettings};
+use crate::world::LivenessDefaults;
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -150,5 +154,47 @@ impl ServeArgs {
             );
         }
         Ok(())
+    }
+
+    /// The settings the world and the services run with.
+    pub fn settings(&self) -> Settings {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Settings {
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+            data: self.data.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            liveness: LivenessDefaults {
+                heartbeat_timeout: self.heartbeat_timeout,
+                probes: !self.no_probes,
+            },
+            weights: WeightSettings {
+                split_brain_share: self.split_brain_share,
+                split_brain_window: self.split_brain_window,
+                split_brain_min_nodes: self.split_brain_min_nodes,
+            },
+            sync_interval: self.sync_interval,
+            autoscale: AutoscaleSettings {
+                enabled: !self.no_autoscale,
+                interval: self.autoscale_interval,
+                in_flight_timeout: self.autoscale_in_flight_timeout,
+                author_name: self.git_author_name.clone(),
+                author_email: self.git_author_email.clone(),
+            },
+            terraform: self.run_terraform.then(|| TerraformSettings {
+                bin: self.terraform_bin.clone(),
+                provider_dir: self.provider_dir.clone(),
+                endpoint: format!("{scheme}://{}", self.listen),
+                gtm_root: self.gtm_root.clone(),
+                gtm_target: self.gtm_target.clone(),
+                node_pool_root: self.node_pool_root.clone(),
+                drift_interval: self.drift_interval,
+                apply_drift: self.apply_drift,
+            }),
+        }
     }
 }

@@ -23,19 +23,20 @@ use neutral_git::{Author, Pushed};
 use neutral_store::AuditEntry;
 use serde_json::json;
 
+use crate::app::App;
 use crate::shutdown::Shutdown;
-use crate::world::{ChangeEvent, Shared, now};
+use crate::world::{ChangeEvent, now};
 
-pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
-    if shared.args.no_autoscale {
+pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
+    if !app.settings.autoscale.enabled {
         tracing::info!("autoscaler off (--no-autoscale)");
         return;
     }
-    let mut interval = tokio::time::interval(shared.args.autoscale_interval);
+    let mut interval = tokio::time::interval(app.settings.autoscale.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => evaluate(&shared).await,
+            _ = interval.tick() => evaluate(&app).await,
             () = shutdown.wait() => break,
         }
     }
@@ -109,10 +110,10 @@ fn commit_message(decision: &Decision, from: u32, to: u32) -> String {
     message
 }
 
-pub async fn evaluate(shared: &Arc<Shared>) {
+pub async fn evaluate(app: &Arc<App>) {
     let at = now();
     let (decl, nodes, observed, commit) = {
-        let world = shared.read_world();
+        let world = app.read_world();
         (
             Arc::clone(&world.decl),
             world.node_list(),
@@ -124,7 +125,7 @@ pub async fn evaluate(shared: &Arc<Shared>) {
         return;
     }
     let since = at.minus(lookback(&decl));
-    let (samples, mut last) = match shared
+    let (samples, mut last) = match app
         .with_store(move |s| {
             Ok((
                 s.samples().samples_since(since)?,
@@ -139,13 +140,13 @@ pub async fn evaluate(shared: &Arc<Shared>) {
             return;
         }
     };
-    settle_in_flight(shared, &mut last, &decl, &nodes).await;
+    settle_in_flight(app, &mut last, &decl, &nodes).await;
     let settings = AutoscaleSettings {
-        in_flight_timeout: shared.args.autoscale_in_flight_timeout,
+        in_flight_timeout: app.settings.autoscale.in_flight_timeout,
     };
     let decisions = autoscale::decide_all(&decl, &observed, &samples, &last, at, &settings);
     {
-        let mut world = shared.write_world();
+        let mut world = app.write_world();
         world.decisions.clone_from(&decisions);
         world.decisions_at = Some(at);
     }
@@ -161,19 +162,12 @@ pub async fn evaluate(shared: &Arc<Shared>) {
                         failover_extra: decision.failover_extra,
                         ..previous.clone()
                     };
-                    record(
-                        shared,
-                        &decision.region,
-                        updated,
-                        &decision.reason,
-                        json!({}),
-                    )
-                    .await;
+                    record(app, &decision.region, updated, &decision.reason, json!({})).await;
                 }
             }
-            Action::ScaleOut { from, to } => scale(shared, decision, *from, *to, &[], at).await,
+            Action::ScaleOut { from, to } => scale(app, decision, *from, *to, &[], at).await,
             Action::ScaleIn { from, to, drain } => {
-                scale(shared, decision, *from, *to, drain, at).await;
+                scale(app, decision, *from, *to, drain, at).await;
             }
             Action::Replace { nodes: down } => {
                 let desired = decl.desired_nodes(&decision.region);
@@ -185,14 +179,14 @@ pub async fn evaluate(shared: &Arc<Shared>) {
                     failover_extra: decision.failover_extra,
                 };
                 record(
-                    shared,
+                    app,
                     &decision.region,
                     action,
                     &decision.reason,
                     json!({ "replace": down }),
                 )
                 .await;
-                let _ = shared.events.send(ChangeEvent::Autoscale {
+                let _ = app.events.send(ChangeEvent::Autoscale {
                     region: decision.region.clone(),
                     commit: None,
                     summary: format!("replace [{}]: {}", down.join(", "), decision.reason),
@@ -204,7 +198,7 @@ pub async fn evaluate(shared: &Arc<Shared>) {
 }
 
 async fn settle_in_flight(
-    shared: &Shared,
+    app: &App,
     last: &mut BTreeMap<String, LastAction>,
     decl: &Declarations,
     nodes: &[Node],
@@ -214,7 +208,7 @@ async fn settle_in_flight(
             action.in_flight = false;
             let reason = format!("{} -> {} took effect", action.from, action.to);
             record(
-                shared,
+                app,
                 region,
                 action.clone(),
                 &reason,
@@ -226,14 +220,14 @@ async fn settle_in_flight(
 }
 
 async fn record(
-    shared: &Shared,
+    app: &App,
     region: &str,
     action: LastAction,
     reason: &str,
     detail: serde_json::Value,
 ) {
     let (region, reason) = (region.to_owned(), reason.to_owned());
-    let result = shared
+    let result = app
         .with_store(move |s| {
             s.autoscale_state()
                 .put(&region, &action, "autoscaler", &reason, &detail)
@@ -244,20 +238,20 @@ async fn record(
     }
 }
 
-async fn set_drained(shared: &Shared, ids: &[String], drained: bool) {
+async fn set_drained(app: &App, ids: &[String], drained: bool) {
     {
-        let mut world = shared.write_world();
+        let mut world = app.write_world();
         for id in ids {
             if let Some(entry) = world.nodes.get_mut(id) {
                 entry.liveness.drained = drained;
             }
         }
     }
-    shared.reconcile("autoscaler").await;
+    app.reconcile("autoscaler").await;
 }
 
 async fn scale(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     decision: &Decision,
     from: u32,
     to: u32,
@@ -266,26 +260,25 @@ async fn scale(
 ) {
     let region = decision.region.clone();
     if !drain.is_empty() {
-        set_drained(shared, drain, true).await;
-        shared
-            .audit(AuditEntry {
-                at,
-                actor: "autoscaler".into(),
-                kind: "autoscale.drain".into(),
-                subject: region.clone(),
-                message: format!("drain [{}] before {from} -> {to}", drain.join(", ")),
-                commit: None,
-                data: json!({ "nodes": drain }),
-            })
-            .await;
+        set_drained(app, drain, true).await;
+        app.audit(AuditEntry {
+            at,
+            actor: "autoscaler".into(),
+            kind: "autoscale.drain".into(),
+            subject: region.clone(),
+            message: format!("drain [{}] before {from} -> {to}", drain.join(", ")),
+            commit: None,
+            data: json!({ "nodes": drain }),
+        })
+        .await;
     }
     let path = format!("infra/node-pool/{region}.tfvars");
     let message = commit_message(decision, from, to);
     let author = Author {
-        name: shared.args.git_author_name.clone(),
-        email: shared.args.git_author_email.clone(),
+        name: app.settings.autoscale.author_name.clone(),
+        email: app.settings.autoscale.author_email.clone(),
     };
-    let mirror = Arc::clone(&shared.mirror);
+    let mirror = Arc::clone(&app.mirror);
     let edit_region = region.clone();
     let pushed = tokio::task::spawn_blocking(move || {
         let mirror = mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -320,17 +313,17 @@ async fn scale(
                 failover_extra: decision.failover_extra,
             };
             let detail = json!({ "commit": sha, "numbers": decision.numbers, "drain": drain });
-            record(shared, &region, action, &subject, detail).await;
-            let _ = shared.events.send(ChangeEvent::Autoscale {
+            record(app, &region, action, &subject, detail).await;
+            let _ = app.events.send(ChangeEvent::Autoscale {
                 region: region.clone(),
                 commit: Some(sha),
                 summary: subject,
                 at,
             });
             // Apply the new desired count at once rather than at the next tick.
-            let shared = Arc::clone(shared);
+            let app = Arc::clone(app);
             tokio::spawn(async move {
-                let _ = crate::sync::request(&shared, Duration::from_secs(60)).await;
+                let _ = app.request_sync(Duration::from_secs(60)).await;
             });
         }
         Ok(Pushed::Unchanged { head }) => {
@@ -343,7 +336,7 @@ async fn scale(
                 failover_extra: decision.failover_extra,
             };
             record(
-                shared,
+                app,
                 &region,
                 action,
                 &format!("{subject} (already committed)"),
@@ -354,7 +347,7 @@ async fn scale(
         Err(error) => {
             tracing::error!(%region, %error, "autoscale push failed: {subject}");
             if !drain.is_empty() {
-                set_drained(shared, drain, false).await;
+                set_drained(app, drain, false).await;
             }
             // Hold off for a cooldown instead of retrying every interval.
             let action = LastAction {
@@ -365,24 +358,23 @@ async fn scale(
                 failover_extra: decision.failover_extra,
             };
             record(
-                shared,
+                app,
                 &region,
                 action,
                 &format!("{subject}: push failed"),
                 json!({ "error": error }),
             )
             .await;
-            shared
-                .audit(AuditEntry {
-                    at,
-                    actor: "autoscaler".into(),
-                    kind: "autoscale.failed".into(),
-                    subject: region,
-                    message: format!("{subject}: {error}"),
-                    commit: None,
-                    data: serde_json::Value::Null,
-                })
-                .await;
+            app.audit(AuditEntry {
+                at,
+                actor: "autoscaler".into(),
+                kind: "autoscale.failed".into(),
+                subject: region,
+                message: format!("{subject}: {error}"),
+                commit: None,
+                data: serde_json::Value::Null,
+            })
+            .await;
         }
     }
 }

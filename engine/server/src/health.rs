@@ -1,7 +1,7 @@
 //! Health checking: a ticker that publishes heartbeat timeouts, and an active
 //! HTTP prober that checks each node per its domain's `probe` settings. Both
 //! only feed [`neutral_core::liveness`]; the status decision is the core's,
-//! and publishing it is [`Shared::reconcile`]'s.
+//! and publishing it is [`App::reconcile`](crate::app::App::reconcile)'s.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,8 +10,10 @@ use std::time::Duration;
 use neutral_core::model::{Probe, Timestamp};
 use tokio::sync::Semaphore;
 
+use crate::app::App;
+use crate::counters::Counters;
 use crate::shutdown::Shutdown;
-use crate::world::{Counters, Shared, now};
+use crate::world::now;
 
 /// How often heartbeat timeouts are checked.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -22,22 +24,22 @@ const MAX_CONCURRENT_PROBES: usize = 512;
 /// they are recomputed this often even when nothing else happens.
 pub const RECOMPUTE_EVERY: Duration = Duration::from_secs(2);
 
-pub async fn run_ticker(shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn run_ticker(app: Arc<App>, mut shutdown: Shutdown) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recompute = tokio::time::interval(RECOMPUTE_EVERY);
     recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => shared.reconcile("health").await,
-            () = shared.reconcile_soon.notified() => shared.reconcile("heartbeat").await,
-            _ = recompute.tick() => shared.recompute("time").await,
+            _ = interval.tick() => app.reconcile("health").await,
+            () = app.reconcile_soon.notified() => app.reconcile("heartbeat").await,
+            _ = recompute.tick() => app.recompute("time").await,
             () = shutdown.wait() => break,
         }
     }
 }
 
-pub async fn run_prober(shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn run_prober(app: Arc<App>, mut shutdown: Shutdown) {
     let client = match reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -53,23 +55,23 @@ pub async fn run_prober(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
     loop {
         let at = now();
-        let due = take_due_probes(&shared, at);
+        let due = take_due_probes(&app, at);
         for (node_id, address, probe) in due {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
-            let shared = Arc::clone(&shared);
+            let app = Arc::clone(&app);
             let client = client.clone();
             tokio::spawn(async move {
                 let (ok, detail) = probe_once(&client, address, &probe).await;
                 drop(permit);
-                record_probe(&shared, &node_id, ok, &detail).await;
+                record_probe(&app, &node_id, ok, &detail).await;
             });
         }
-        let until_next = next_probe_in(&shared, now());
+        let until_next = next_probe_in(&app, now());
         tokio::select! {
             () = tokio::time::sleep(until_next) => {}
-            () = shared.probe_wakeup.notified() => {}
+            () = app.probe_wakeup.notified() => {}
             () = shutdown.wait() => break,
         }
     }
@@ -77,8 +79,8 @@ pub async fn run_prober(shared: Arc<Shared>, mut shutdown: Shutdown) {
 
 /// How long until the earliest probe is due (at most 250 ms, so new nodes
 /// and changed settings are noticed).
-fn next_probe_in(shared: &Shared, at: Timestamp) -> Duration {
-    let world = shared.read_world();
+fn next_probe_in(app: &App, at: Timestamp) -> Duration {
+    let world = app.read_world();
     let earliest = world
         .nodes
         .values()
@@ -91,8 +93,8 @@ fn next_probe_in(shared: &Shared, at: Timestamp) -> Duration {
 }
 
 /// Marks the nodes whose next probe is due as in flight and returns them.
-fn take_due_probes(shared: &Shared, at: Timestamp) -> Vec<(String, IpAddr, Probe)> {
-    let mut world = shared.write_world();
+fn take_due_probes(app: &App, at: Timestamp) -> Vec<(String, IpAddr, Probe)> {
+    let mut world = app.write_world();
     let mut due = Vec::new();
     for (id, entry) in &mut world.nodes {
         let Some(probe) = &entry.probe else { continue };
@@ -136,10 +138,10 @@ async fn probe_once(client: &reqwest::Client, address: IpAddr, probe: &Probe) ->
     }
 }
 
-async fn record_probe(shared: &Shared, node_id: &str, ok: bool, detail: &str) {
+async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {
     let at = now();
     let changed = {
-        let mut world = shared.write_world();
+        let mut world = app.write_world();
         let Some(entry) = world.nodes.get_mut(node_id) else {
             return;
         };
@@ -148,11 +150,11 @@ async fn record_probe(shared: &Shared, node_id: &str, ok: bool, detail: &str) {
         entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
     };
     Counters::bump(if ok {
-        &shared.counters.probes_ok
+        &app.counters.probes_ok
     } else {
-        &shared.counters.probes_failed
+        &app.counters.probes_failed
     });
     if changed {
-        shared.reconcile("probe").await;
+        app.reconcile("probe").await;
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use neutral_store::Heartbeat;
 use tokio::sync::mpsc;
 
+use crate::app::App;
 use crate::shutdown::Shutdown;
-use crate::world::Shared;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 2000;
@@ -19,7 +19,7 @@ const MAX_DELAY: Duration = Duration::from_millis(100);
 /// Capacity of the queue between the API and the writer.
 pub const QUEUE: usize = 50_000;
 
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown: Shutdown) {
+pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown: Shutdown) {
     let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -34,10 +34,10 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Heartbeat>, mut shu
                         Ok(None) | Err(_) => break,
                     }
                 }
-                write(&shared, batch).await;
+                write(&app, batch).await;
             }
             _ = checkpoint.tick() => {
-                let _ = shared.with_store(neutral_store::Store::checkpoint).await;
+                let _ = app.with_store(neutral_store::Store::checkpoint).await;
             }
             () = shutdown.wait() => break,
         }
@@ -48,12 +48,12 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Heartbeat>, mut shu
         rest.push(heartbeat);
     }
     if !rest.is_empty() {
-        write(&shared, rest).await;
+        write(&app, rest).await;
     }
 }
 
-async fn write(shared: &Shared, batch: Vec<Heartbeat>) {
-    match shared
+async fn write(app: &App, batch: Vec<Heartbeat>) {
+    match app
         .with_store(move |s| s.samples().record_heartbeats(&batch))
         .await
     {

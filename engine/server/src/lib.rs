@@ -2,8 +2,15 @@
 //!
 //! Wires the IO edges around the pure core: the HTTP API (`api`), GitOps sync
 //! (`sync`), health checking (`health`), the batched heartbeat writer
-//! (`ingest`), the embedded DNS server (`dns`), and the in-memory world with
-//! its two reactions, reconcile and recompute (`world`). Every computation —
+//! (`ingest`), the embedded DNS server (`dns`), the autoscaler, the
+//! Terraform scheduler, and the in-memory world with its two reactions,
+//! reconcile and recompute (`world`, a leaf: state and computation only).
+//! [`app::App`] composes the world with the services' handles and is the
+//! state every task and handler shares; this file builds it from
+//! [`ServeArgs`] (turned into [`settings::Settings`] once) and decides which
+//! tasks run ([`spawn_singleton_tasks`] holds the ones only a leader may
+//! run). Modules import downwards only — tasks and handlers → `app` →
+//! handles and `world` — which `scripts/check-module-cycles` checks. Every computation —
 //! validation, liveness, effective weights — is a call into `neutral-core`;
 //! this crate decides only when to compute and where results go. The GTM
 //! controller never writes a DNS backend's records: those change through
@@ -11,16 +18,20 @@
 //! plane, which is what makes failover as fast as detection.
 
 pub mod api;
+pub mod app;
 pub mod args;
 pub mod auth;
 pub mod autoscaler;
 pub mod coalesce;
+pub mod counters;
 pub mod dns;
 pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod releases;
 pub mod scheduler;
+pub mod settings;
 pub mod shutdown;
 pub mod sync;
 pub mod ui;
@@ -31,15 +42,20 @@ use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
-use neutral_core::weights::WeightSettings;
 use neutral_dns::{DnsServer, Zone, ZoneSet};
-use neutral_store::{Store, StoreOptions};
+use neutral_store::{Heartbeat, Store, StoreOptions};
 use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::task::JoinSet;
 
 pub use args::{LogFormat, ServeArgs};
 
+use crate::app::App;
+use crate::counters::Counters;
 use crate::dns::DnsBridge;
-use crate::world::{Counters, Shared};
+use crate::scheduler::Scheduler;
+use crate::shutdown::Shutdown;
+use crate::sync::SyncRequest;
+use crate::world::ChangeEvent;
 
 /// Builds the runtime, installs logging and signal handling, and serves
 /// until SIGTERM or SIGINT. Exit code 0 after a clean shutdown, 1 on a
@@ -139,11 +155,12 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
     let store = Arc::new(store);
 
+    let settings = args.settings();
     let at = world::now();
     let restored = {
         let store = Arc::clone(&store);
-        let args = args.clone();
-        tokio::task::spawn_blocking(move || world::restore(&args, &store, at)).await??
+        let liveness = settings.liveness;
+        tokio::task::spawn_blocking(move || world::restore(&liveness, &store, at)).await??
     };
     let mut zones = ZoneSet::new();
     {
@@ -170,23 +187,21 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             .await?
             .context("cannot open the Git mirror")?
     };
-    let scheduler = if args.run_terraform {
-        let admin = auth::read_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")?;
-        let join = auth::read_secret(args.join_token_file.as_deref(), "NEUTRAL_JOIN_TOKEN")?;
-        Some(Arc::new(scheduler::Scheduler::new(&args, &admin, &join)?))
-    } else {
-        None
+    let scheduler = match &settings.terraform {
+        Some(terraform) => {
+            let admin = auth::read_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")?;
+            let join = auth::read_secret(args.join_token_file.as_deref(), "NEUTRAL_JOIN_TOKEN")?;
+            Some(Arc::new(Scheduler::new(
+                &settings, terraform, &admin, &join,
+            )?))
+        }
+        None => None,
     };
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(ingest::QUEUE);
     let (sync_tx, sync_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(1024);
-    let shared = Arc::new(Shared {
-        weight_settings: WeightSettings {
-            split_brain_share: args.split_brain_share,
-            split_brain_window: args.split_brain_window,
-            split_brain_min_nodes: args.split_brain_min_nodes,
-        },
-        args: args.clone(),
+    let app = Arc::new(App {
+        settings,
         store,
         join_token,
         admin_token,
@@ -198,37 +213,24 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
         mirror: Arc::new(std::sync::Mutex::new(mirror)),
-        scheduler: scheduler.clone(),
+        scheduler,
         reconcile_soon: Notify::new(),
         reconciles: coalesce::Coalescer::default(),
         recomputes: coalesce::Coalescer::default(),
-        releases: api::releases::Releases::default(),
+        releases: releases::Releases::default(),
     });
-    shared.recompute("start").await;
+    app.recompute("start").await;
 
     let (trigger, shutdown) = shutdown::channel();
-    let scheduler_events = shared.events.subscribe();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(sync::run(Arc::clone(&shared), sync_rx, shutdown.clone()));
-    tasks.spawn(health::run_ticker(Arc::clone(&shared), shutdown.clone()));
-    tasks.spawn(health::run_prober(Arc::clone(&shared), shutdown.clone()));
-    tasks.spawn(ingest::run(
-        Arc::clone(&shared),
-        heartbeat_rx,
-        shutdown.clone(),
-    ));
-    tasks.spawn(autoscaler::run(Arc::clone(&shared), shutdown.clone()));
-    if let Some(scheduler) = scheduler {
-        tasks.spawn(scheduler::run(
-            Arc::clone(&shared),
-            scheduler,
-            scheduler_events,
-            shutdown.clone(),
-        ));
-    }
+    // Subscribed before any task starts, so that no change (such as the
+    // first sync) can slip by the scheduler.
+    let scheduler_events = app.events.subscribe();
+    let mut tasks = JoinSet::new();
+    spawn_replica_tasks(&app, heartbeat_rx, &mut tasks, &shutdown);
+    spawn_singleton_tasks(&app, sync_rx, scheduler_events, &mut tasks, &shutdown);
 
     let http = axum_server::Handle::new();
-    let app = api::router(Arc::clone(&shared));
+    let router = api::router(Arc::clone(&app));
     let server = {
         let http = http.clone();
         let listen = args.listen;
@@ -250,7 +252,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             .with_context(|| format!("cannot listen on {listen}"))?;
         listener.set_nonblocking(true)?;
         tracing::info!(%listen, tls = tls.is_some(), "API listening");
-        let service = app.into_make_service();
+        let service = router.into_make_service();
         tokio::spawn(async move {
             match tls {
                 Some(config) => {
@@ -284,10 +286,51 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     if server_result.is_none() {
         let _ = server.await;
     }
-    let _ = shared.with_store(Store::checkpoint).await;
+    let _ = app.with_store(Store::checkpoint).await;
     match server_result {
         Some(Ok(Ok(()))) | None => Ok(()),
         Some(Ok(Err(err))) => Err(err).context("API server failed"),
         Some(Err(err)) => Err(err).context("API server task failed"),
+    }
+}
+
+/// The tasks every control plane process runs: health checking (the
+/// heartbeat-timeout ticker, the prober) and the batched heartbeat writer.
+fn spawn_replica_tasks(
+    app: &Arc<App>,
+    heartbeats: mpsc::Receiver<Heartbeat>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &Shutdown,
+) {
+    tasks.spawn(health::run_ticker(Arc::clone(app), shutdown.clone()));
+    tasks.spawn(health::run_prober(Arc::clone(app), shutdown.clone()));
+    tasks.spawn(ingest::run(Arc::clone(app), heartbeats, shutdown.clone()));
+}
+
+/// The tasks of which one instance may run per deployment, because they
+/// write what others only read: sync (stores the declarations in force),
+/// the autoscaler (commits to the repository) and the scheduler (runs
+/// Terraform). This is the one place that decides it; today every process
+/// runs them (a single control plane is its own leader).
+fn spawn_singleton_tasks(
+    app: &Arc<App>,
+    sync_requests: mpsc::Receiver<SyncRequest>,
+    scheduler_events: broadcast::Receiver<ChangeEvent>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &Shutdown,
+) {
+    tasks.spawn(sync::task::run(
+        Arc::clone(app),
+        sync_requests,
+        shutdown.clone(),
+    ));
+    tasks.spawn(autoscaler::run(Arc::clone(app), shutdown.clone()));
+    if let Some(scheduler) = &app.scheduler {
+        tasks.spawn(scheduler::task::run(
+            Arc::clone(app),
+            Arc::clone(scheduler),
+            scheduler_events,
+            shutdown.clone(),
+        ));
     }
 }

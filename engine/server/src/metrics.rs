@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::world::Shared;
+use crate::app::App;
 
-pub async fn handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let failing = shared
+pub async fn handler(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let failing = app
         .with_store(neutral_store::Store::sync_status)
         .await
         .ok()
@@ -20,7 +20,7 @@ pub async fn handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             s.failing()
                 .map(|f| f.diagnostics.iter().filter(|d| d.is_error()).count())
         });
-    let text = render(&shared, failing);
+    let text = render(&app, failing);
     (
         [(
             header::CONTENT_TYPE,
@@ -42,9 +42,9 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
+fn render(app: &App, failing_errors: Option<usize>) -> String {
     let mut out = String::new();
-    let world = shared.read_world();
+    let world = app.read_world();
 
     family(
         &mut out,
@@ -131,7 +131,7 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
     let _ = writeln!(out, "neutral_config_errors {}", failing_errors.unwrap_or(0));
     drop(world);
 
-    let c = &shared.counters;
+    let c = &app.counters;
     for (name, help, value) in [
         (
             "neutral_heartbeats_total",
@@ -192,6 +192,6 @@ fn render(shared: &Shared, failing_errors: Option<usize>) -> String {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
-    shared.dns.render_metrics(&mut out);
+    app.dns.render_metrics(&mut out);
     out
 }

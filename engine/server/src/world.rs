@@ -1,28 +1,24 @@
 //! The control plane's in-memory view of the world and the two reactions
-//! everything funnels into: [`Shared::reconcile`] (node liveness → published
-//! node status) and [`Shared::recompute`] (declarations + node status →
-//! effective weights, DNS health, change events).
+//! everything funnels into, as state changes: [`World::reconcile`] (node
+//! liveness → published node status) and the recompute
+//! ([`World::recompute_inputs`] → [`RecomputeInputs::compute`] →
+//! [`World::publish`]: declarations + node status → effective weights, the
+//! health the DNS data plane should serve, and what changed).
 //!
-//! The world is the serving copy; SQLite is the durable one. Every status
-//! change is written to the store (with its audit entry) right after it is
-//! made here. Locks are `std` locks held for short, non-async sections only.
+//! The world is the serving copy; SQLite is the durable one. This module is
+//! a leaf: it holds state and computes on it, and must not do IO, hold
+//! channels or import the services. Pushing results out (store, audit, DNS,
+//! change events) and folding concurrent requests is `app`'s.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
-use neutral_core::weights::{self, DomainWeights, WeightSettings, WeightsReport};
-use neutral_store::{AuditEntry, Heartbeat, NodeRecord, StatusUpdate, Store, TokenHash};
+use neutral_core::weights::{self, DomainWeights, SplitBrain, WeightSettings, WeightsReport};
+use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::Serialize;
-use tokio::sync::{Notify, broadcast, mpsc};
-
-use crate::args::ServeArgs;
-use crate::coalesce::Coalescer;
-use crate::dns::DnsBridge;
-use crate::sync::SyncRequest;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now() -> Timestamp {
@@ -177,62 +173,20 @@ pub enum ChangeEvent {
     },
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub heartbeats: AtomicU64,
-    pub heartbeats_rejected: AtomicU64,
-    pub registrations: AtomicU64,
-    pub status_changes: AtomicU64,
-    pub syncs_applied: AtomicU64,
-    pub syncs_rejected: AtomicU64,
-    pub sync_errors: AtomicU64,
-    pub probes_ok: AtomicU64,
-    pub probes_failed: AtomicU64,
-    pub recomputes: AtomicU64,
-    pub store_errors: AtomicU64,
-}
-
-impl Counters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Everything the tasks and handlers share.
-#[derive(Debug)]
-pub struct Shared {
-    pub args: ServeArgs,
-    pub store: Arc<Store>,
-    pub join_token: TokenHash,
-    pub admin_token: TokenHash,
-    pub world: RwLock<World>,
-    pub heartbeats: mpsc::Sender<Heartbeat>,
-    pub sync_requests: mpsc::Sender<SyncRequest>,
-    pub events: broadcast::Sender<ChangeEvent>,
-    pub dns: DnsBridge,
-    pub counters: Counters,
-    pub probe_wakeup: Notify,
-    /// Asks the health ticker for a reconcile now (a heartbeat changed a
-    /// node's liveness); requests made while one runs fold into one.
-    pub reconcile_soon: Notify,
-    pub reconciles: Coalescer,
-    pub recomputes: Coalescer,
-    pub weight_settings: WeightSettings,
-    /// The local mirror of the configuration repository: sync fetches into
-    /// it, the autoscaler commits and pushes from it.
-    pub mirror: Arc<std::sync::Mutex<neutral_git::Mirror>>,
-    /// The Terraform executor, when `--run-terraform` is on.
-    pub scheduler: Option<Arc<crate::scheduler::Scheduler>>,
-    /// Releases asked for through the API, delivered on heartbeats.
-    pub releases: crate::api::releases::Releases,
+/// What decides liveness besides the declarations: the daemon's heartbeat
+/// timeout and whether it probes nodes at all.
+#[derive(Clone, Copy, Debug)]
+pub struct LivenessDefaults {
+    pub heartbeat_timeout: Duration,
+    /// Off with `--no-probes`: heartbeats alone decide.
+    pub probes: bool,
 }
 
 /// Probe settings and liveness thresholds for a node of `region`: those of the
 /// first domain (by domain name) that serves the region. Without such a domain,
 /// or with probes off, heartbeats alone decide and one is enough.
 pub fn liveness_for(
-    args: &ServeArgs,
+    args: &LivenessDefaults,
     decl: &Declarations,
     region: &str,
 ) -> (LivenessSettings, Option<Probe>) {
@@ -242,7 +196,7 @@ pub fn liveness_for(
         .find(|policy| neutral_core::health::serves(decl, policy, region))
         .map(|policy| policy.probe.clone());
     match probe {
-        Some(probe) if !args.no_probes => (
+        Some(probe) if args.probes => (
             LivenessSettings {
                 heartbeat_timeout: args.heartbeat_timeout,
                 rise: probe.rise,
@@ -302,7 +256,7 @@ impl World {
     }
 
     /// Re-derives every node's liveness thresholds after new declarations.
-    pub fn refresh_settings(&mut self, args: &ServeArgs) {
+    pub fn refresh_settings(&mut self, args: &LivenessDefaults) {
         let decl = Arc::clone(&self.decl);
         for entry in self.nodes.values_mut() {
             let (settings, probe) = liveness_for(args, &decl, &entry.record.node.region);
@@ -335,104 +289,65 @@ impl World {
     }
 }
 
-impl Shared {
-    pub fn read_world(&self) -> std::sync::RwLockReadGuard<'_, World> {
-        self.world
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// What a recompute reads from the world: taken under a short read lock,
+/// computed on without one.
+#[derive(Debug)]
+pub struct RecomputeInputs {
+    decl: Arc<Declarations>,
+    nodes: Vec<Node>,
+    previous: Arc<WeightsReport>,
+    previous_decl: Arc<Declarations>,
+    calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
+}
+
+/// The result of a recompute: the new report and what it changed.
+#[derive(Debug)]
+pub struct Recomputed {
+    pub at: Timestamp,
+    pub report: Arc<WeightsReport>,
+    pub decl: Arc<Declarations>,
+    /// The nodes as computed on.
+    pub nodes: Vec<Node>,
+    /// The calm node list held before this run (the guard falls back to it).
+    calm_nodes: Option<Vec<Node>>,
+    /// Domains whose answers changed, with a one-line summary each.
+    pub changed: Vec<(String, String)>,
+    /// Whether the split-brain guard tripped or released in this run.
+    pub guard_changed: bool,
+    /// Whether this is a new view (a new report or new declarations).
+    publish: bool,
+    /// Whether no node went down within the split-brain window.
+    calm: bool,
+}
+
+impl Recomputed {
+    /// The guard in force, if it tripped.
+    pub fn split_brain(&self) -> Option<&SplitBrain> {
+        self.report.split_brain.as_ref()
     }
 
-    pub fn write_world(&self) -> std::sync::RwLockWriteGuard<'_, World> {
-        self.world
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Runs a blocking store operation off the async threads.
-    pub async fn with_store<T, F>(&self, op: F) -> anyhow::Result<T>
-    where
-        F: FnOnce(&Store) -> neutral_store::Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        let result = tokio::task::spawn_blocking(move || op(&store)).await?;
-        if result.is_err() {
-            Counters::bump(&self.counters.store_errors);
-        }
-        Ok(result?)
-    }
-
-    pub async fn audit(&self, entry: AuditEntry) {
-        if let Err(err) = self.with_store(move |s| s.audit().append(&entry)).await {
-            tracing::error!(error = %format!("{err:#}"), "cannot append to the audit log");
-        }
-    }
-
-    /// Publishes liveness changes: node status in memory, in the store (with
-    /// audit entries), in the DNS data plane and in the effective weights.
-    /// Concurrent calls fold into as few runs as keep their promise (see
-    /// [`Coalescer`]).
-    pub async fn reconcile(&self, actor: &str) {
-        self.reconciles.run(|| self.reconcile_now(actor)).await;
-    }
-
-    async fn reconcile_now(&self, actor: &str) {
-        let at = now();
-        let updates = self.write_world().reconcile(at);
-        self.publish_status_changes(updates, actor).await;
-    }
-
-    pub async fn publish_status_changes(&self, updates: Vec<StatusUpdate>, actor: &str) {
-        if updates.is_empty() {
-            return;
-        }
-        for update in &updates {
-            Counters::bump(&self.counters.status_changes);
-            tracing::info!(node = %update.id, status = update.status.as_str(), reason = %update.reason, "node status");
-            let _ = self.events.send(ChangeEvent::NodeStatus {
-                node: update.id.clone(),
-                status: update.status,
-                reason: update.reason.clone(),
-                at: update.at,
-            });
-        }
-        // The data plane first: a dead node leaves DNS answers before anything
-        // is written down.
-        self.recompute(&format!("node status ({actor})")).await;
-        let actor = actor.to_owned();
-        if let Err(err) = self
-            .with_store(move |s| s.nodes().set_statuses(&updates, &actor))
-            .await
-        {
-            tracing::error!(error = %format!("{err:#}"), "cannot store node status changes");
+    /// The node health the DNS data plane should serve: the nodes as
+    /// computed on, or — while the split-brain guard holds, since the
+    /// monitor rather than the nodes is suspect — the health from before
+    /// the burst (`None`: nothing calm known, leave the data plane as is).
+    pub fn data_plane_health(&self) -> Option<&[Node]> {
+        match self.split_brain() {
+            None => Some(&self.nodes),
+            Some(_) => self.calm_nodes.as_deref(),
         }
     }
+}
 
-    /// Recomputes effective weights from the current declarations and node
-    /// statuses, publishes them (a new view when they or the declarations
-    /// changed), updates the DNS data plane, and emits one
-    /// change event (and audit entry) per domain whose answers changed.
-    /// Concurrent calls fold into as few runs as keep their promise (see
-    /// [`Coalescer`]); runs never overlap.
-    pub async fn recompute(&self, cause: &str) {
-        self.recomputes.run(|| self.recompute_now(cause)).await;
-    }
-
-    async fn recompute_now(&self, cause: &str) {
-        Counters::bump(&self.counters.recomputes);
-        let at = now();
-        let (decl, nodes, previous, previous_decl, calm) = {
-            let world = self.read_world();
-            let latest = world.views.latest();
-            (
-                Arc::clone(&world.decl),
-                world.nodes_for_engine(),
-                Arc::clone(&latest.report),
-                Arc::clone(&latest.decl),
-                world.calm.clone(),
-            )
-        };
-        let settings = &self.weight_settings;
+impl RecomputeInputs {
+    /// Effective weights at `at`, compared with the report in force.
+    pub fn compute(self, at: Timestamp, settings: &WeightSettings) -> Recomputed {
+        let RecomputeInputs {
+            decl,
+            nodes,
+            previous,
+            previous_decl,
+            calm,
+        } = self;
         let mut report = weights::compute(&decl, &nodes, &previous.domains, at, settings);
         if report.split_brain.is_some() {
             // Hold the answers from before the burst, not the ones already
@@ -452,82 +367,54 @@ impl Shared {
             })
             .map(|(domain, w)| (domain.clone(), summarize(w)))
             .collect();
-        let split_brain = report.split_brain.clone();
-        let guard_changed = split_brain.is_some() != previous.split_brain.is_some();
+        let guard_changed = report.split_brain.is_some() != previous.split_brain.is_some();
         // Only a new report (or new declarations) is a new view: a pinned
         // view then stays readable as long as nothing changes.
         let publish = report != *previous || !Arc::ptr_eq(&decl, &previous_decl);
-        let report = Arc::new(report);
-        {
-            let mut world = self.write_world();
-            if publish {
-                let commit = world.commit.clone();
-                world
-                    .views
-                    .publish(Arc::clone(&report), at, Arc::clone(&decl), commit);
-            }
-            if split_brain.is_none() && !recent_failures(&nodes, at, settings.split_brain_window) {
-                world.calm = Some((Arc::clone(&report), nodes.clone()));
-            }
+        let calm_now = report.split_brain.is_none()
+            && !recent_failures(&nodes, at, settings.split_brain_window);
+        Recomputed {
+            at,
+            report: Arc::new(report),
+            decl,
+            nodes,
+            calm_nodes: calm.map(|(_, nodes)| nodes),
+            changed,
+            guard_changed,
+            publish,
+            calm: calm_now,
         }
-        match (&split_brain, &calm) {
-            (None, _) => self.dns.set_health(&nodes, &decl),
-            (Some(guard), calm) => {
-                // The monitor, not the nodes, is suspect: the data plane goes
-                // back to the health it had before the burst.
-                if let Some((_, calm_nodes)) = calm {
-                    self.dns.set_health(calm_nodes, &decl);
-                }
-                tracing::error!(message = %guard.message, "split-brain guard tripped");
-            }
+    }
+}
+
+impl World {
+    /// What a recompute starts from.
+    pub fn recompute_inputs(&self) -> RecomputeInputs {
+        let latest = self.views.latest();
+        RecomputeInputs {
+            decl: Arc::clone(&self.decl),
+            nodes: self.nodes_for_engine(),
+            previous: Arc::clone(&latest.report),
+            previous_decl: Arc::clone(&latest.decl),
+            calm: self.calm.clone(),
         }
-        if guard_changed {
-            let message = split_brain.as_ref().map_or_else(
-                || "split-brain guard released: health-driven changes resume".to_owned(),
-                |g| g.message.clone(),
-            );
-            self.audit(AuditEntry {
-                at,
-                actor: "gtm".into(),
-                kind: "gtm.split_brain".into(),
-                subject: "nodes".into(),
-                message,
-                commit: None,
-                data: serde_json::Value::Null,
-            })
-            .await;
-        }
-        for (domain, summary) in changed {
-            let commit = self.read_world().commit.clone();
-            let _ = self.events.send(ChangeEvent::Domain {
-                domain: domain.clone(),
-                summary: summary.clone(),
-                at,
-            });
-            self.audit(AuditEntry {
-                at,
-                actor: "gtm".into(),
-                kind: "gtm.weights".into(),
-                subject: domain,
-                message: format!("{summary} ({cause})"),
+    }
+
+    /// Takes a recompute's result in: a new published view when it is one,
+    /// and the calm report the split-brain guard falls back to.
+    pub fn publish(&mut self, recomputed: &Recomputed) {
+        if recomputed.publish {
+            let commit = self.commit.clone();
+            self.views.publish(
+                Arc::clone(&recomputed.report),
+                recomputed.at,
+                Arc::clone(&recomputed.decl),
                 commit,
-                data: serde_json::Value::Null,
-            })
-            .await;
+            );
         }
-    }
-
-    /// Queues a heartbeat for the batched writer; never blocks the request.
-    pub fn enqueue_heartbeat(&self, heartbeat: Heartbeat) {
-        if self.heartbeats.try_send(heartbeat).is_err() {
-            // The writer is behind: the in-memory view is already updated,
-            // only this sample is lost.
-            Counters::bump(&self.counters.store_errors);
+        if recomputed.calm {
+            self.calm = Some((Arc::clone(&recomputed.report), recomputed.nodes.clone()));
         }
-    }
-
-    pub fn heartbeat_interval(&self) -> Duration {
-        self.args.heartbeat_interval
     }
 }
 
@@ -577,7 +464,7 @@ fn summarize(w: &DomainWeights) -> String {
 
 /// Builds the world from the store after a (re)start: the last good
 /// declarations and every known node, whose heartbeat clocks restart now.
-pub fn restore(args: &ServeArgs, store: &Store, at: Timestamp) -> anyhow::Result<World> {
+pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow::Result<World> {
     let (commit, decl) = match store.load_declarations()? {
         Some((commit, decl)) => (Some(commit), decl),
         None => (None, Declarations::default()),

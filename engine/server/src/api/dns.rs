@@ -13,9 +13,10 @@ use neutral_dns::{Zone, ZonePatch, apply_patch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::require_admin;
+use super::common::require_admin;
+use crate::app::App;
 use crate::error::{ApiError, JsonBody};
-use crate::world::{Shared, now};
+use crate::world::now;
 
 fn zone_error(err: &neutral_dns::ZoneError) -> ApiError {
     ApiError::new(
@@ -30,11 +31,11 @@ fn no_zone(name: &str) -> ApiError {
 }
 
 pub async fn list(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    require_admin(&shared, &headers)?;
-    let zones = shared.dns.handle().zones();
+    require_admin(&app, &headers)?;
+    let zones = app.dns.handle().zones();
     Ok(Json(
         zones
             .iter()
@@ -53,11 +54,11 @@ pub struct CreateZone {
 }
 
 pub async fn create(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<CreateZone>,
 ) -> Result<(StatusCode, Json<Zone>), ApiError> {
-    require_admin(&shared, &headers)?;
+    require_admin(&app, &headers)?;
     if let Some(kind) = request
         .kind
         .as_deref()
@@ -69,27 +70,26 @@ pub async fn create(
     }
     let servers: Vec<&str> = request.nameservers.iter().map(String::as_str).collect();
     let zone = Zone::create(&request.name, &servers).map_err(|e| zone_error(&e))?;
-    let _guard = shared.dns.zone_writes.lock().await;
-    if shared.dns.handle().zone(&zone.name).is_some() {
+    let _guard = app.dns.zone_writes.lock().await;
+    if app.dns.handle().zone(&zone.name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "zone_exists",
             format!("zone `{}` already exists", zone.name),
         ));
     }
-    persist(&shared, &zone, json!({ "op": "create" })).await?;
-    shared.dns.handle().upsert_zone(zone.clone());
+    persist(&app, &zone, json!({ "op": "create" })).await?;
+    app.dns.handle().upsert_zone(zone.clone());
     Ok((StatusCode::CREATED, Json(zone)))
 }
 
 pub async fn get(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Zone>, ApiError> {
-    require_admin(&shared, &headers)?;
-    shared
-        .dns
+    require_admin(&app, &headers)?;
+    app.dns
         .handle()
         .zone(&zone_key(&name))
         .map(Json)
@@ -97,16 +97,16 @@ pub async fn get(
 }
 
 pub async fn patch(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
     JsonBody(mut request): JsonBody<ZonePatch>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&shared, &headers)?;
+    require_admin(&app, &headers)?;
     let at = now();
     request.stamp_comments(at.millis() / 1000);
-    let _guard = shared.dns.zone_writes.lock().await;
-    let current = shared
+    let _guard = app.dns.zone_writes.lock().await;
+    let current = app
         .dns
         .handle()
         .zone(&zone_key(&name))
@@ -117,44 +117,37 @@ pub async fn patch(
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.rtype, "changetype": c.changetype }))
         .collect();
-    persist(
-        &shared,
-        &patched,
-        json!({ "op": "patch", "rrsets": changes }),
-    )
-    .await?;
-    shared.dns.handle().upsert_zone(patched);
+    persist(&app, &patched, json!({ "op": "patch", "rrsets": changes })).await?;
+    app.dns.handle().upsert_zone(patched);
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&shared, &headers)?;
+    require_admin(&app, &headers)?;
     let key = zone_key(&name);
-    let _guard = shared.dns.zone_writes.lock().await;
-    if shared.dns.handle().zone(&key).is_none() {
+    let _guard = app.dns.zone_writes.lock().await;
+    if app.dns.handle().zone(&key).is_none() {
         return Err(no_zone(&name));
     }
     let at = now();
     let stored = key.clone();
-    shared
-        .with_store(move |s| s.zones().delete_zone(&stored, at, "admin"))
+    app.with_store(move |s| s.zones().delete_zone(&stored, at, "admin"))
         .await?;
-    shared.dns.handle().remove_zone(&key);
+    app.dns.handle().remove_zone(&key);
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn persist(shared: &Shared, zone: &Zone, detail: Value) -> Result<(), ApiError> {
+async fn persist(app: &App, zone: &Zone, detail: Value) -> Result<(), ApiError> {
     let at = now();
     let zone = zone.clone();
-    shared
-        .with_store(move |s| {
-            s.zones()
-                .put_zone(&zone.name, zone.serial, &zone, at, "admin", &detail)
-        })
-        .await?;
+    app.with_store(move |s| {
+        s.zones()
+            .put_zone(&zone.name, zone.serial, &zone, at, "admin", &detail)
+    })
+    .await?;
     Ok(())
 }

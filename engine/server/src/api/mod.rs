@@ -2,6 +2,7 @@
 //! the embedded DNS backend's zone API. JSON everywhere; bodies capped at
 //! 64 KiB; unknown fields rejected; every failure a JSON error.
 
+mod common;
 mod dns;
 mod nodes;
 mod read;
@@ -11,17 +12,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::auth;
+use crate::app::App;
 use crate::error::ApiError;
-use crate::world::Shared;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/nodes/register", post(nodes::register))
         .route("/nodes/heartbeat", post(nodes::heartbeat))
@@ -53,7 +53,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared)
+        .with_state(app)
 }
 
 async fn not_found() -> ApiError {
@@ -66,22 +66,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
-}
-
-/// Checks the admin token of a request.
-pub fn require_admin(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
-    match auth::bearer(headers) {
-        None => Err(ApiError::unauthorized(
-            "missing `Authorization: Bearer <admin token>`",
-        )),
-        Some(token) if shared.admin_token.matches(token) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("invalid admin token")),
-    }
-}
-
-/// RFC 3339 text of a timestamp, in UTC with milliseconds.
-pub fn rfc3339(t: neutral_core::model::Timestamp) -> String {
-    let millis = u64::try_from(t.millis()).unwrap_or(0);
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
-    humantime::format_rfc3339_millis(time).to_string()
 }

@@ -13,10 +13,13 @@ use neutral_store::{AuditEntry, Heartbeat, NewNode, StoreError, TokenHash};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{read, require_admin};
+use super::common::require_admin;
+use super::read;
+use crate::app::App;
 use crate::auth;
+use crate::counters::Counters;
 use crate::error::{ApiError, JsonBody};
-use crate::world::{Counters, NodeEntry, Shared, liveness_for, now};
+use crate::world::{NodeEntry, liveness_for, now};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +60,7 @@ fn check_text(field: &str, value: Option<&String>, max: usize) -> Result<(), Api
 }
 
 pub async fn register(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
@@ -67,7 +70,7 @@ pub async fn register(
                 "missing `Authorization: Bearer <join token>`",
             ));
         }
-        Some(token) if !shared.join_token.matches(token) => {
+        Some(token) if !app.join_token.matches(token) => {
             return Err(ApiError::unauthorized("invalid join token"));
         }
         Some(_) => {}
@@ -87,7 +90,7 @@ pub async fn register(
     check_text("agent_version", request.agent_version.as_ref(), 64)?;
     check_text("node_id", request.node_id.as_ref(), 64)?;
     let (settings, probe, previous_drained, reuse_id) = {
-        let world = shared.read_world();
+        let world = app.read_world();
         if !world.decl.regions.contains_key(&request.region) {
             let known: Vec<&str> = world.decl.regions.keys().map(String::as_str).collect();
             return Err(ApiError::not_found(
@@ -103,7 +106,7 @@ pub async fn register(
                 ),
             ));
         }
-        let (settings, probe) = liveness_for(&shared.args, &world.decl, &request.region);
+        let (settings, probe) = liveness_for(&app.settings.liveness, &world.decl, &request.region);
         let old = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
         let reuse = old
             .filter(|e| e.record.node.region == request.region && e.record.node.address == address);
@@ -137,7 +140,7 @@ pub async fn register(
             at,
         };
         let actor = format!("node:{id}");
-        match shared
+        match app
             .with_store(move |s| s.nodes().register(&node, &actor))
             .await
         {
@@ -157,7 +160,7 @@ pub async fn register(
     };
     let mut liveness = Liveness::registered(at);
     liveness.drained = previous_drained;
-    shared.write_world().nodes.insert(
+    app.write_world().nodes.insert(
         id.clone(),
         NodeEntry {
             record,
@@ -169,17 +172,17 @@ pub async fn register(
             probe_in_flight: false,
         },
     );
-    Counters::bump(&shared.counters.registrations);
+    Counters::bump(&app.counters.registrations);
     tracing::info!(node = %id, region = %request.region, %address, reused = reuse_id.is_some(), "node registered");
-    shared.probe_wakeup.notify_one();
-    shared.recompute("node registered").await;
+    app.probe_wakeup.notify_one();
+    app.recompute("node registered").await;
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
             node_id: id,
             node_token: token,
-            heartbeat_interval_ms: millis(shared.args.heartbeat_interval),
-            heartbeat_timeout_ms: millis(shared.args.heartbeat_timeout),
+            heartbeat_interval_ms: millis(app.settings.heartbeat_interval),
+            heartbeat_timeout_ms: millis(app.settings.liveness.heartbeat_timeout),
         }),
     ))
 }
@@ -200,7 +203,7 @@ pub struct HeartbeatRequest {
     metrics: Option<MetricsBody>,
     /// The result of a release the node was ordered to do.
     #[serde(default)]
-    release: Option<super::releases::ReleaseResult>,
+    release: Option<crate::releases::ReleaseResult>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,16 +247,16 @@ pub struct HeartbeatResponse {
     heartbeat_interval_ms: u64,
     /// A release the node should do (until it reports the result).
     #[serde(skip_serializing_if = "Option::is_none")]
-    release: Option<super::releases::ReleaseOrder>,
+    release: Option<crate::releases::ReleaseOrder>,
 }
 
 pub async fn heartbeat(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let Some(token) = auth::bearer(&headers) else {
-        Counters::bump(&shared.counters.heartbeats_rejected);
+        Counters::bump(&app.counters.heartbeats_rejected);
         return Err(ApiError::unauthorized(
             "missing `Authorization: Bearer <node token>`",
         ));
@@ -265,7 +268,7 @@ pub async fn heartbeat(
         .transpose()?;
     let at = now();
     let outcome = {
-        let mut world = shared.write_world();
+        let mut world = app.write_world();
         match world
             .nodes
             .get_mut(&request.node_id)
@@ -288,19 +291,19 @@ pub async fn heartbeat(
         }
     };
     let Some((status, changed)) = outcome else {
-        Counters::bump(&shared.counters.heartbeats_rejected);
+        Counters::bump(&app.counters.heartbeats_rejected);
         return Err(ApiError::unauthorized(
             "unknown node or invalid node token; register again",
         ));
     };
-    Counters::bump(&shared.counters.heartbeats);
-    let (release, finished) = shared
+    Counters::bump(&app.counters.heartbeats);
+    let (release, finished) = app
         .releases
         .exchange(&request.node_id, request.release.as_ref());
     if let Some(finished) = finished {
-        super::releases::record_finished(&shared, &request.node_id, &finished).await;
+        super::releases::record_finished(&app, &request.node_id, &finished).await;
     }
-    shared.enqueue_heartbeat(Heartbeat {
+    app.enqueue_heartbeat(Heartbeat {
         node_id: request.node_id,
         at,
         metrics,
@@ -308,24 +311,24 @@ pub async fn heartbeat(
     if changed {
         // The health ticker reconciles at once; a burst of heartbeats that
         // change liveness (thousands of nodes coming up) folds into few runs.
-        shared.reconcile_soon.notify_one();
+        app.reconcile_soon.notify_one();
     }
     Ok(Json(HeartbeatResponse {
         status,
-        heartbeat_interval_ms: millis(shared.args.heartbeat_interval),
+        heartbeat_interval_ms: millis(app.settings.heartbeat_interval),
         release,
     }))
 }
 
 async fn set_drained(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     headers: &HeaderMap,
     id: &str,
     drained: bool,
 ) -> Result<Json<read::NodeView>, ApiError> {
-    require_admin(shared, headers)?;
+    require_admin(app, headers)?;
     {
-        let mut world = shared.write_world();
+        let mut world = app.write_world();
         let entry = world
             .nodes
             .get_mut(id)
@@ -333,19 +336,18 @@ async fn set_drained(
         entry.liveness.drained = drained;
     }
     let verb = if drained { "drain" } else { "undrain" };
-    shared
-        .audit(AuditEntry {
-            at: now(),
-            actor: "admin".into(),
-            kind: "api.write".into(),
-            subject: id.to_owned(),
-            message: format!("{verb} node {id}"),
-            commit: None,
-            data: json!({ "endpoint": format!("POST /nodes/{id}/{verb}") }),
-        })
-        .await;
-    shared.reconcile("admin").await;
-    let world = shared.read_world();
+    app.audit(AuditEntry {
+        at: now(),
+        actor: "admin".into(),
+        kind: "api.write".into(),
+        subject: id.to_owned(),
+        message: format!("{verb} node {id}"),
+        commit: None,
+        data: json!({ "endpoint": format!("POST /nodes/{id}/{verb}") }),
+    })
+    .await;
+    app.reconcile("admin").await;
+    let world = app.read_world();
     let entry = world
         .nodes
         .get(id)
@@ -354,29 +356,29 @@ async fn set_drained(
 }
 
 pub async fn drain(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<read::NodeView>, ApiError> {
-    set_drained(&shared, &headers, &id, true).await
+    set_drained(&app, &headers, &id, true).await
 }
 
 pub async fn undrain(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<read::NodeView>, ApiError> {
-    set_drained(&shared, &headers, &id, false).await
+    set_drained(&app, &headers, &id, false).await
 }
 
 pub async fn delete(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_admin(&shared, &headers)?;
-    shared.releases.forget(&id);
-    if shared.write_world().nodes.remove(&id).is_none() {
+    require_admin(&app, &headers)?;
+    app.releases.forget(&id);
+    if app.write_world().nodes.remove(&id).is_none() {
         return Err(ApiError::not_found(
             "unknown_node",
             format!("no node `{id}`"),
@@ -384,9 +386,8 @@ pub async fn delete(
     }
     let at = now();
     let node = id.clone();
-    shared
-        .with_store(move |s| s.nodes().delete(&node, at, "admin"))
+    app.with_store(move |s| s.nodes().delete(&node, at, "admin"))
         .await?;
-    shared.recompute("node deleted").await;
+    app.recompute("node deleted").await;
     Ok(Json(json!({ "deleted": id })))
 }

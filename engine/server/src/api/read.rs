@@ -15,10 +15,11 @@ use neutral_store::{AuditQuery, AuditRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{require_admin, rfc3339};
+use super::common::{require_admin, rfc3339};
+use crate::app::App;
 use crate::error::ApiError;
-use crate::sync::{self, SyncOutcome};
-use crate::world::{NodeEntry, Shared, now};
+use crate::sync::SyncOutcome;
+use crate::world::{NodeEntry, now};
 
 #[derive(Debug, Serialize)]
 pub struct NodeView {
@@ -59,16 +60,16 @@ impl NodeView {
     }
 }
 
-pub async fn nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeView>> {
-    let world = shared.read_world();
+pub async fn nodes(State(app): State<Arc<App>>) -> Json<Vec<NodeView>> {
+    let world = app.read_world();
     Json(world.nodes.values().map(NodeView::of).collect())
 }
 
 pub async fn node(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<NodeView>, ApiError> {
-    let world = shared.read_world();
+    let world = app.read_world();
     world
         .nodes
         .get(&id)
@@ -76,8 +77,8 @@ pub async fn node(
         .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))
 }
 
-pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
-    let world = shared.read_world();
+pub async fn regions(State(app): State<Arc<App>>) -> Json<Vec<Value>> {
+    let world = app.read_world();
     let nodes = world.node_list();
     let views = world
         .decl
@@ -105,16 +106,8 @@ pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
     Json(views)
 }
 
-pub async fn domains(State(shared): State<Arc<Shared>>) -> Json<Vec<String>> {
-    Json(
-        shared
-            .read_world()
-            .report()
-            .domains
-            .keys()
-            .cloned()
-            .collect(),
-    )
+pub async fn domains(State(app): State<Arc<App>>) -> Json<Vec<String>> {
+    Json(app.read_world().report().domains.keys().cloned().collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -140,13 +133,13 @@ pub struct DomainParams {
 }
 
 pub async fn domain(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     Path(domain): Path<String>,
     params: Result<Query<DomainParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DomainView>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = domain.trim_end_matches('.').to_ascii_lowercase();
-    let world = shared.read_world();
+    let world = app.read_world();
     // The weights and the policy they were computed for, from one view.
     let view = world.views.get_or_latest(params.view.as_deref());
     let weights = view.report.domains.get(&name).cloned().ok_or_else(|| {
@@ -162,9 +155,9 @@ pub async fn domain(
     }))
 }
 
-pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
-    let sync_status = shared.with_store(neutral_store::Store::sync_status).await?;
-    let world = shared.read_world();
+pub async fn status(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let sync_status = app.with_store(neutral_store::Store::sync_status).await?;
+    let world = app.read_world();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for entry in world.nodes.values() {
         *counts.entry(entry.record.node.status.as_str()).or_default() += 1;
@@ -181,8 +174,8 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Ap
         "version": env!("CARGO_PKG_VERSION"),
         "commit": world.commit,
         "sync": {
-            "repo": shared.args.repo,
-            "branch": shared.args.branch,
+            "repo": app.settings.repo,
+            "branch": app.settings.branch,
             "last_good": sync_status.last_good.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
             "last_seen": sync_status.last_seen.as_ref().map(|c| json!({"commit": c.commit, "at": rfc3339(c.at)})),
             "failing": failing,
@@ -194,7 +187,7 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Ap
         "domains": world.decl.gtm.len(),
         "split_brain": world.report().split_brain.as_ref().map(|g| g.message.clone()),
         "weights_computed_at": rfc3339(world.views.latest().at),
-        "dns_degraded": shared.dns.handle().degraded(),
+        "dns_degraded": app.dns.handle().degraded(),
     })))
 }
 
@@ -214,11 +207,11 @@ pub struct AuditParams {
 }
 
 pub async fn audit(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
-    require_admin(&shared, &headers)?;
+    require_admin(&app, &headers)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let query = AuditQuery {
         since_id: params.since_id,
@@ -227,28 +220,25 @@ pub async fn audit(
         limit: params.limit.unwrap_or(100),
         newest_first: params.newest_first,
     };
-    Ok(Json(
-        shared.with_store(move |s| s.audit().list(&query)).await?,
-    ))
+    Ok(Json(app.with_store(move |s| s.audit().list(&query)).await?))
 }
 
 pub async fn sync(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<SyncOutcome>, ApiError> {
-    require_admin(&shared, &headers)?;
-    shared
-        .audit(neutral_store::AuditEntry {
-            at: now(),
-            actor: "admin".into(),
-            kind: "api.write".into(),
-            subject: "sync".into(),
-            message: "sync requested".into(),
-            commit: None,
-            data: Value::Null,
-        })
-        .await;
-    sync::request(&shared, Duration::from_secs(120))
+    require_admin(&app, &headers)?;
+    app.audit(neutral_store::AuditEntry {
+        at: now(),
+        actor: "admin".into(),
+        kind: "api.write".into(),
+        subject: "sync".into(),
+        message: "sync requested".into(),
+        commit: None,
+        data: Value::Null,
+    })
+    .await;
+    app.request_sync(Duration::from_secs(120))
         .await
         .map(Json)
         .ok_or_else(|| {
@@ -261,10 +251,10 @@ pub async fn sync(
 }
 
 /// The autoscaler's latest decision per region, with reasons and numbers.
-pub async fn autoscale(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    let world = shared.read_world();
+pub async fn autoscale(State(app): State<Arc<App>>) -> Json<Value> {
+    let world = app.read_world();
     Json(json!({
-        "enabled": !shared.args.no_autoscale,
+        "enabled": app.settings.autoscale.enabled,
         "decided_at": world.decisions_at.map(rfc3339),
         "decisions": world.decisions,
     }))
@@ -279,16 +269,16 @@ pub struct RunParams {
 
 /// Recorded Terraform runs, newest first, plus the queue and drift state.
 pub async fn runs(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = params.limit.unwrap_or(50).min(1000);
     let root = params.root.clone();
-    let runs = shared
+    let runs = app
         .with_store(move |s| s.runs().list_runs(limit, root.as_deref()))
         .await?;
-    let (pending, drift) = match &shared.scheduler {
+    let (pending, drift) = match &app.scheduler {
         Some(scheduler) => (
             json!(scheduler.pending()),
             json!(scheduler
@@ -302,7 +292,7 @@ pub async fn runs(
         None => (json!([]), json!([])),
     };
     Ok(Json(json!({
-        "scheduler": shared.scheduler.is_some(),
+        "scheduler": app.scheduler.is_some(),
         "pending": pending,
         "drift": drift,
         "runs": runs,
@@ -311,12 +301,12 @@ pub async fn runs(
 
 /// One run with its log (admin: logs can name infrastructure details).
 pub async fn run(
-    State(shared): State<Arc<Shared>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&shared, &headers)?;
-    let run = shared.with_store(move |s| s.runs().get_run(id)).await?;
+    require_admin(&app, &headers)?;
+    let run = app.with_store(move |s| s.runs().get_run(id)).await?;
     run.map(|r| Json(json!(r)))
         .ok_or_else(|| ApiError::not_found("unknown_run", format!("no run {id}")))
 }

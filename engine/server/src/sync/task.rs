@@ -1,68 +1,35 @@
-//! GitOps sync: fetch the configuration branch into a local mirror, read the
-//! new commit's `platform-config/` and `infra/node-pool/` from the object
-//! database, validate them with the core, and either store every declaration
-//! in one transaction tagged with the commit (then notify the controllers) or
-//! keep the last good declarations and record the diagnostics.
-//!
-//! Runs every `--sync-interval` and on `POST /sync`. A commit already handled
-//! (applied or rejected) is not handled again unless a sync is requested.
+//! The sync task: fetches, validates and applies commits (see [`super`]),
+//! every `sync_interval` and on request.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use neutral_core::config;
-use neutral_core::diag::Diagnostic;
 use neutral_git::Mirror;
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::{SyncOutcome, SyncRequest, SyncResult};
+use crate::app::App;
+use crate::counters::Counters;
 use crate::shutdown::Shutdown;
-use crate::world::{ChangeEvent, Counters, Shared, now};
+use crate::world::{ChangeEvent, now};
 
-/// A request for an immediate sync, answered with its outcome.
-#[derive(Debug)]
-pub struct SyncRequest {
-    pub reply: oneshot::Sender<SyncOutcome>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncResult {
-    Applied,
-    Unchanged,
-    Rejected,
-    Error,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct SyncOutcome {
-    pub result: SyncResult,
-    pub commit: Option<String>,
-    pub message: String,
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-pub async fn run(
-    shared: Arc<Shared>,
-    mut requests: mpsc::Receiver<SyncRequest>,
-    mut shutdown: Shutdown,
-) {
-    let mirror = Arc::clone(&shared.mirror);
-    let mut last_handled: Option<String> = shared
+pub async fn run(app: Arc<App>, mut requests: mpsc::Receiver<SyncRequest>, mut shutdown: Shutdown) {
+    let mirror = Arc::clone(&app.mirror);
+    let mut last_handled: Option<String> = app
         .store
         .sync_status()
         .ok()
         .and_then(|s| s.last_seen.map(|c| c.commit));
-    let mut interval = tokio::time::interval(shared.args.sync_interval);
+    let mut interval = tokio::time::interval(app.settings.sync_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => {
-                sync_once(&shared, &mirror, &mut last_handled, false).await;
+                sync_once(&app, &mirror, &mut last_handled, false).await;
             }
             request = requests.recv() => {
                 let Some(request) = request else { break };
-                let outcome = sync_once(&shared, &mirror, &mut last_handled, true).await;
+                let outcome = sync_once(&app, &mirror, &mut last_handled, true).await;
                 let _ = request.reply.send(outcome);
             }
             () = shutdown.wait() => break,
@@ -71,13 +38,13 @@ pub async fn run(
 }
 
 async fn sync_once(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     mirror: &Arc<Mutex<Mirror>>,
     last_handled: &mut Option<String>,
     requested: bool,
 ) -> SyncOutcome {
     let at = now();
-    shared.write_world().sync.last_attempt = Some(at);
+    app.write_world().sync.last_attempt = Some(at);
     let mirror = Arc::clone(mirror);
     let fetched = tokio::task::spawn_blocking(move || {
         let mirror = mirror
@@ -91,14 +58,14 @@ async fn sync_once(
     .await;
     let (commit, files, info) = match fetched {
         Ok(Ok(fetched)) => fetched,
-        Ok(Err(err)) => return sync_error(shared, err.to_string()),
-        Err(err) => return sync_error(shared, format!("sync task failed: {err}")),
+        Ok(Err(err)) => return sync_error(app, err.to_string()),
+        Err(err) => return sync_error(app, format!("sync task failed: {err}")),
     };
-    shared.write_world().sync.last_error = None;
+    app.write_world().sync.last_error = None;
     if !requested && last_handled.as_deref() == Some(commit.as_str()) {
         return unchanged(commit);
     }
-    if requested && shared.read_world().commit.as_deref() == Some(commit.as_str()) {
+    if requested && app.read_world().commit.as_deref() == Some(commit.as_str()) {
         *last_handled = Some(commit.clone());
         return unchanged(commit);
     }
@@ -109,29 +76,27 @@ async fn sync_once(
         let decl = loaded.declarations;
         let stored = decl.clone();
         let sha = commit.clone();
-        let applied = shared
+        let applied = app
             .with_store(move |s| s.apply_declarations(&sha, &stored, at, "sync"))
             .await;
         let changes = match applied {
             Ok(applied) => applied.changes.summary(),
-            Err(err) => return sync_error(shared, format!("storing commit {commit}: {err:#}")),
+            Err(err) => return sync_error(app, format!("storing commit {commit}: {err:#}")),
         };
         {
-            let mut world = shared.write_world();
+            let mut world = app.write_world();
             world.decl = Arc::new(decl);
             world.commit = Some(commit.clone());
-            world.refresh_settings(&shared.args);
+            world.refresh_settings(&app.settings.liveness);
         }
-        Counters::bump(&shared.counters.syncs_applied);
+        Counters::bump(&app.counters.syncs_applied);
         tracing::info!(%commit, summary = %info.summary, %changes, "applied declarations");
-        let _ = shared.events.send(ChangeEvent::Declarations {
+        let _ = app.events.send(ChangeEvent::Declarations {
             commit: commit.clone(),
             at,
         });
-        shared.probe_wakeup.notify_one();
-        shared
-            .recompute(&format!("commit {}", short(&commit)))
-            .await;
+        app.probe_wakeup.notify_one();
+        app.recompute(&format!("commit {}", short(&commit))).await;
         SyncOutcome {
             result: SyncResult::Applied,
             commit: Some(commit),
@@ -142,13 +107,13 @@ async fn sync_once(
         let diagnostics = loaded.diagnostics;
         let stored = diagnostics.clone();
         let sha = commit.clone();
-        if let Err(err) = shared
+        if let Err(err) = app
             .with_store(move |s| s.record_sync_failure(&sha, &stored, at, "sync"))
             .await
         {
             tracing::error!(error = %format!("{err:#}"), "cannot record the rejected commit");
         }
-        Counters::bump(&shared.counters.syncs_rejected);
+        Counters::bump(&app.counters.syncs_rejected);
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
         tracing::warn!(%commit, errors, "rejected invalid commit; keeping the last good declarations");
         SyncOutcome {
@@ -173,9 +138,9 @@ fn unchanged(commit: String) -> SyncOutcome {
     }
 }
 
-fn sync_error(shared: &Shared, message: String) -> SyncOutcome {
-    Counters::bump(&shared.counters.sync_errors);
-    let mut world = shared.write_world();
+fn sync_error(app: &App, message: String) -> SyncOutcome {
+    Counters::bump(&app.counters.sync_errors);
+    let mut world = app.write_world();
     if world.sync.last_error.as_deref() != Some(message.as_str()) {
         tracing::error!(error = %message, "sync failed");
     }
@@ -186,15 +151,4 @@ fn sync_error(shared: &Shared, message: String) -> SyncOutcome {
         message,
         diagnostics: Vec::new(),
     }
-}
-
-/// Asks the sync task for an immediate sync and waits for its outcome.
-pub async fn request(shared: &Shared, timeout: Duration) -> Option<SyncOutcome> {
-    let (reply, answer) = oneshot::channel();
-    shared
-        .sync_requests
-        .send(SyncRequest { reply })
-        .await
-        .ok()?;
-    tokio::time::timeout(timeout, answer).await.ok()?.ok()
 }

@@ -1,0 +1,203 @@
+//! The application: the world and the services composed around it, shared
+//! by every task and used as the HTTP API's state. It owns the two
+//! reactions' side effects — [`App::reconcile`] and [`App::recompute`] run
+//! the world's computations (folded by [`Coalescer`]s) and push the results
+//! out: the store and its audit log, the DNS data plane, change events.
+//!
+//! The services' handles live here (the sync requests, the scheduler's
+//! state, the release queue, the DNS bridge); their tasks import this
+//! module, never the other way round. Which tasks a daemon starts — and
+//! which of them only a leader may run — is decided in `lib.rs`.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use neutral_store::{AuditEntry, Heartbeat, StatusUpdate, Store, TokenHash};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::coalesce::Coalescer;
+use crate::counters::Counters;
+use crate::dns::DnsBridge;
+use crate::releases::Releases;
+use crate::scheduler::Scheduler;
+use crate::settings::Settings;
+use crate::sync::{self, SyncOutcome, SyncRequest};
+use crate::world::{ChangeEvent, World, now};
+
+/// Everything the tasks and handlers share.
+#[derive(Debug)]
+pub struct App {
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    pub join_token: TokenHash,
+    pub admin_token: TokenHash,
+    pub world: RwLock<World>,
+    pub heartbeats: mpsc::Sender<Heartbeat>,
+    pub sync_requests: mpsc::Sender<SyncRequest>,
+    pub events: broadcast::Sender<ChangeEvent>,
+    pub dns: DnsBridge,
+    pub counters: Counters,
+    pub probe_wakeup: Notify,
+    /// Asks the health ticker for a reconcile now (a heartbeat changed a
+    /// node's liveness); requests made while one runs fold into one.
+    pub reconcile_soon: Notify,
+    pub reconciles: Coalescer,
+    pub recomputes: Coalescer,
+    /// The local mirror of the configuration repository: sync fetches into
+    /// it, the autoscaler commits and pushes from it.
+    pub mirror: Arc<std::sync::Mutex<neutral_git::Mirror>>,
+    /// The Terraform executor, when `--run-terraform` is on.
+    pub scheduler: Option<Arc<Scheduler>>,
+    /// Releases asked for through the API, delivered on heartbeats.
+    pub releases: Releases,
+}
+
+impl App {
+    pub fn read_world(&self) -> std::sync::RwLockReadGuard<'_, World> {
+        self.world
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn write_world(&self) -> std::sync::RwLockWriteGuard<'_, World> {
+        self.world
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs a blocking store operation off the async threads.
+    pub async fn with_store<T, F>(&self, op: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&Store) -> neutral_store::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        let result = tokio::task::spawn_blocking(move || op(&store)).await?;
+        if result.is_err() {
+            Counters::bump(&self.counters.store_errors);
+        }
+        Ok(result?)
+    }
+
+    pub async fn audit(&self, entry: AuditEntry) {
+        if let Err(err) = self.with_store(move |s| s.audit().append(&entry)).await {
+            tracing::error!(error = %format!("{err:#}"), "cannot append to the audit log");
+        }
+    }
+
+    /// Publishes liveness changes: node status in memory, in the store (with
+    /// audit entries), in the DNS data plane and in the effective weights.
+    /// Concurrent calls fold into as few runs as keep their promise (see
+    /// [`Coalescer`]).
+    pub async fn reconcile(&self, actor: &str) {
+        self.reconciles.run(|| self.reconcile_now(actor)).await;
+    }
+
+    async fn reconcile_now(&self, actor: &str) {
+        let at = now();
+        let updates = self.write_world().reconcile(at);
+        self.publish_status_changes(updates, actor).await;
+    }
+
+    pub async fn publish_status_changes(&self, updates: Vec<StatusUpdate>, actor: &str) {
+        if updates.is_empty() {
+            return;
+        }
+        for update in &updates {
+            Counters::bump(&self.counters.status_changes);
+            tracing::info!(node = %update.id, status = update.status.as_str(), reason = %update.reason, "node status");
+            let _ = self.events.send(ChangeEvent::NodeStatus {
+                node: update.id.clone(),
+                status: update.status,
+                reason: update.reason.clone(),
+                at: update.at,
+            });
+        }
+        // The data plane first: a dead node leaves DNS answers before anything
+        // is written down.
+        self.recompute(&format!("node status ({actor})")).await;
+        let actor = actor.to_owned();
+        if let Err(err) = self
+            .with_store(move |s| s.nodes().set_statuses(&updates, &actor))
+            .await
+        {
+            tracing::error!(error = %format!("{err:#}"), "cannot store node status changes");
+        }
+    }
+
+    /// Recomputes effective weights from the current declarations and node
+    /// statuses, publishes them (a new view when they or the declarations
+    /// changed), updates the DNS data plane, and emits one
+    /// change event (and audit entry) per domain whose answers changed.
+    /// Concurrent calls fold into as few runs as keep their promise (see
+    /// [`Coalescer`]); runs never overlap.
+    pub async fn recompute(&self, cause: &str) {
+        self.recomputes.run(|| self.recompute_now(cause)).await;
+    }
+
+    async fn recompute_now(&self, cause: &str) {
+        Counters::bump(&self.counters.recomputes);
+        let at = now();
+        let inputs = self.read_world().recompute_inputs();
+        let recomputed = inputs.compute(at, &self.settings.weights);
+        self.write_world().publish(&recomputed);
+        if let Some(health) = recomputed.data_plane_health() {
+            self.dns.set_health(health, &recomputed.decl);
+        }
+        if let Some(guard) = recomputed.split_brain() {
+            tracing::error!(message = %guard.message, "split-brain guard tripped");
+        }
+        if recomputed.guard_changed {
+            let message = recomputed.split_brain().map_or_else(
+                || "split-brain guard released: health-driven changes resume".to_owned(),
+                |g| g.message.clone(),
+            );
+            self.audit(AuditEntry {
+                at,
+                actor: "gtm".into(),
+                kind: "gtm.split_brain".into(),
+                subject: "nodes".into(),
+                message,
+                commit: None,
+                data: serde_json::Value::Null,
+            })
+            .await;
+        }
+        for (domain, summary) in recomputed.changed {
+            let commit = self.read_world().commit.clone();
+            let _ = self.events.send(ChangeEvent::Domain {
+                domain: domain.clone(),
+                summary: summary.clone(),
+                at,
+            });
+            self.audit(AuditEntry {
+                at,
+                actor: "gtm".into(),
+                kind: "gtm.weights".into(),
+                subject: domain,
+                message: format!("{summary} ({cause})"),
+                commit,
+                data: serde_json::Value::Null,
+            })
+            .await;
+        }
+    }
+
+    /// Queues a heartbeat for the batched writer; never blocks the request.
+    pub fn enqueue_heartbeat(&self, heartbeat: Heartbeat) {
+        if self.heartbeats.try_send(heartbeat).is_err() {
+            // The writer is behind: the in-memory view is already updated,
+            // only this sample is lost.
+            Counters::bump(&self.counters.store_errors);
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.settings.heartbeat_interval
+    }
+
+    /// Asks the sync task for an immediate sync and waits for its outcome.
+    pub async fn request_sync(&self, timeout: Duration) -> Option<SyncOutcome> {
+        sync::request(&self.sync_requests, timeout).await
+    }
+}
