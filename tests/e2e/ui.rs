@@ -19,6 +19,7 @@ use base64::Engine as _;
 use neutral_e2e::cluster::{
     ADMIN_TOKEN, Agent, Daemon, Repo, Service, fast_config, free_port, wait_for,
 };
+use neutral_e2e::http;
 use serde_json::{Value, json};
 
 const FAST: &[&str] = &[
@@ -469,4 +470,76 @@ fn the_status_page_follows_a_node_and_a_region_dying_and_shows_nothing_without_a
     );
     browser.screenshot(&shots.join("6-token-forgotten.png"));
     drop(agents);
+}
+
+/// The page and its assets without a browser: served as the same static
+/// bytes whatever the query string, carrying no data of the control plane,
+/// and hostile requests leave the daemon answering.
+#[test]
+fn the_page_is_static_carries_no_data_and_shrugs_off_hostile_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = fast_config(free_port());
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    wait_for("the first sync", Duration::from_secs(20), || {
+        daemon.get("/status").json()["commit"].as_str().map(|_| ())
+    });
+    let page = daemon.get("/ui");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    // No data in the page: not the domain, not the regions' names as data,
+    // not the commit.
+    let commit = daemon.get("/status").json()["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for secret in ["app.example.com", commit.as_str(), ADMIN_TOKEN] {
+        for asset in ["/ui", "/ui/app.js", "/ui/app.css"] {
+            assert!(
+                !daemon.get(asset).body.contains(secret),
+                "{asset} holds {secret}"
+            );
+        }
+    }
+
+    // Percent-encoded NULs, invalid UTF-8, markup and quotes, 8 KiB of it.
+    let junk: String = "%00%ff%3Cscript%3E%27%22&a=%%zz".repeat(250);
+    for path in [
+        format!("/ui?{junk}"),
+        format!("/ui/?token={junk}"),
+        format!("/ui/app.js?{junk}"),
+    ] {
+        let response = daemon.get(&path);
+        assert_eq!(response.status, 200, "{}", &path[..40]);
+        assert!(
+            !response.body.contains("%3Cscript"),
+            "the query echoed back"
+        );
+    }
+    // Raw markup in the request line is not HTTP: refused, not served.
+    let raw = http::request(daemon.api, "GET", "/ui?<script>'\"", None, None).unwrap();
+    assert_eq!(raw.status, 400);
+    let same = daemon.get(&format!("/ui?{junk}"));
+    assert_eq!(same.body, page.body);
+    for path in ["/ui/nothing", "/ui/../status", "/ui/app.js/x", "/uix"] {
+        let response = daemon.get(path);
+        assert_eq!(response.status, 404, "{path}: {}", response.body);
+    }
+    let post = http::request(daemon.api, "POST", "/ui", None, Some("{}")).unwrap();
+    assert_eq!(post.status, 405);
+    // A 200 KiB query string: refused or answered, never a crash.
+    let huge = format!("/ui?{}", "a".repeat(200 * 1024));
+    let _ = http::request(daemon.api, "GET", &huge, None, None);
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert_eq!(daemon.get("/ui").body, page.body);
 }
