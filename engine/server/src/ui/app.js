@@ -112,29 +112,28 @@
   async function tick() {
     if (!token) return;
     const gen = generation;
+    const began = performance.now();
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), TIMEOUT_MS);
     try {
       const s = abort.signal;
-      const [status, regions, names, nodes, runs, autoscale] = await Promise.all([
-        get("/status", s), get("/regions", s), get("/domains", s),
-        get("/nodes", s), get("/runs?limit=10", s), get("/autoscale", s),
-      ]);
-      const domains = (await Promise.all(names.map((name) =>
+      let auditNote = "";
+      const audit = get("/audit?limit=40&newest_first=true", s).catch((e) => {
+        if (!refused(e)) throw e;
+        auditNote = "The timeline needs a token allowed to read the audit log (GET /audit).";
+        return null;
+      });
+      const domains = get("/domains", s).then((names) => Promise.all(names.map((name) =>
         get(`/domains/${encodeURIComponent(name)}`, s).catch((e) => {
           if (e instanceof HttpError && e.status === 404) return null; // removed meanwhile
           throw e;
-        })))).filter(Boolean);
-      let audit = null;
-      let auditNote = "";
-      try {
-        audit = await get("/audit?limit=40&newest_first=true", s);
-      } catch (e) {
-        if (!refused(e)) throw e;
-        auditNote = "The timeline needs a token allowed to read the audit log (GET /audit).";
-      }
+        }))));
+      const [status, regions, nodes, runs, autoscale, details, events] = await Promise.all([
+        get("/status", s), get("/regions", s), get("/nodes", s),
+        get("/runs?limit=10", s), get("/autoscale", s), domains, audit,
+      ]);
       if (gen !== generation) return; // the token changed while we were asking
-      render({ status, regions, domains, nodes, runs, autoscale, audit, auditNote });
+      render({ status, regions, domains: details.filter(Boolean), nodes, runs, autoscale, audit: events, auditNote });
       lastOk = Date.now();
       $("live").classList.remove("stale");
       $("live").textContent = `live · updated ${clock(lastOk)} UTC · commit ${short(status.commit)}`;
@@ -151,21 +150,29 @@
         : `cannot read the control plane: ${why}`;
     } finally {
       clearTimeout(timeout);
-      if (gen === generation && token) schedule(POLL_MS);
+      abort.abort(); // a failed request's siblings stop too
+      // One refresh a second, counted from this one's start.
+      if (gen === generation && token) schedule(Math.max(100, POLL_MS - (performance.now() - began)));
     }
   }
 
   // --- rendering ------------------------------------------------------------
 
   function render(d) {
+    const start = performance.now();
     $("main").hidden = false;
+    if (d.audit) lastAudit = d.audit;
     renderAlerts(d);
     renderRegions(d);
     renderDomains(d);
     renderNodes(d.nodes);
     renderRuns(d.runs);
-    if (d.audit) lastAudit = d.audit;
     renderTimeline(d.audit, d.auditNote);
+    // User Timing marks for figures (docs/operations.md): when data was first
+    // drawn, and how long the latest redraw took.
+    if (!performance.getEntriesByName("neutral:first-render").length) performance.mark("neutral:first-render");
+    performance.clearMeasures("neutral:render");
+    performance.measure("neutral:render", { start });
   }
 
   function renderAlerts({ status }) {
@@ -206,27 +213,41 @@
     $("regions").replaceChildren(...(cards.length ? cards : [h("p", { class: "note" }, "No regions declared.")]));
   }
 
+  const MAX_ANSWERS = 8; // per domain card; the rest are counted
+
   function renderDomains({ domains }) {
     const cards = domains.map((d) => {
-      const answers = d.answers || [];
+      const answers = [...(d.answers || [])].sort((a, b) => b.weight - a.weight || (a.address < b.address ? -1 : 1));
       const total = answers.reduce((sum, a) => sum + a.weight, 0);
+      const share = (w) => (total ? Math.round((w * 1000) / total) / 10 : 0);
+      const regions = (d.regions || []).filter((r) => r.effective > 0);
+      const regionTotal = regions.reduce((sum, r) => sum + r.effective, 0);
       const changes = lastAudit.filter((e) => e.kind === "gtm.weights" && e.subject === d.domain).slice(0, 3);
+      const shown = answers.slice(0, MAX_ANSWERS);
       return h("article", { class: "card", "data-domain": d.domain, "aria-label": `Domain ${d.domain}` },
         h("h3", {}, `${d.domain} `, badge(d.mode)),
         h("p", { class: "sub" }, `${d.record_type} · ttl ${d.ttl} · ${d.dns} · view ${d.view} · computed ${ago(d.computed_at)} ago`),
         (d.reasons || []).map((reason) => h("p", { class: "reason" }, reason)),
         d.split_brain ? h("p", { class: "reason" }, `Split-brain hold: ${d.split_brain}`) : null,
-        answers.length
-          ? h("ul", { class: "answers", "aria-label": `Answers of ${d.domain}` }, answers.map((a) => {
-            const share = total ? Math.round((a.weight * 1000) / total) / 10 : 0;
-            return h("li", { "data-answer": a.address },
-              h("div", { class: "answer-head" },
-                h("span", {}, `${a.address} · ${a.node_id} (${a.region})`),
-                h("span", {}, `weight ${a.weight} · ${share}%`)),
-              bar(share, `${share}% of ${d.domain}'s answers`),
-              h("div", { class: "reason" }, a.reason));
+        regions.length > 1
+          ? h("ul", { class: "answers", "aria-label": `Traffic share by region of ${d.domain}` }, regions.map((r) => {
+            const pct = Math.round((r.effective * 1000) / regionTotal) / 10;
+            return h("li", { "data-share-region": r.region },
+              h("div", { class: "answer-head" }, h("span", {}, `region ${r.region}`), h("span", {}, `weight ${r.effective} · ${pct}%`)),
+              bar(pct, `${pct}% of ${d.domain}'s traffic to region ${r.region}`));
           }))
+          : null,
+        answers.length
+          ? h("ul", { class: "answers", "aria-label": `Answers of ${d.domain}` }, shown.map((a) => h("li", { "data-answer": a.address },
+            h("div", { class: "answer-head" },
+              h("span", {}, `${a.address} · ${a.node_id} (${a.region})`),
+              h("span", {}, `weight ${a.weight} · ${share(a.weight)}%`)),
+            bar(share(a.weight), `${share(a.weight)}% of ${d.domain}'s answers`),
+            h("div", { class: "reason" }, a.reason))))
           : h("p", { class: "reason" }, "No answers."),
+        answers.length > shown.length
+          ? h("p", { class: "reason" }, `…and ${answers.length - shown.length} more answers (neutral status or GET /domains/${d.domain} lists them all).`)
+          : null,
         h("details", {}, h("summary", {}, "Regions and recent changes"),
           (d.regions || []).map((r) => h("p", { class: "reason" }, r.reason)),
           changes.map((e) => h("p", { class: "reason" }, `${clock(e.at)} ${e.message}`))));
