@@ -29,7 +29,7 @@ fn status(daemon: &Daemon, extra: &[&str]) -> neutral_e2e::Finished {
                 &format!("http://{}", daemon.api),
             ])
             .args(extra)
-            .env_remove("NEUTRAL_TOKEN")
+            .env_remove("NEUTRAL_VIEWER_TOKEN")
             .env("NEUTRAL_ADMIN_TOKEN", neutral_e2e::cluster::ADMIN_TOKEN),
         Duration::from_secs(30),
     )
@@ -175,6 +175,27 @@ fn an_unreachable_control_plane_is_a_clear_error() {
         "{}",
         out.stdout
     );
+    // A token file that cannot be read, or holds nothing, is named.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file, message) in [
+        (dir.path().join("missing-token"), "cannot read token file"),
+        (empty, "is empty"),
+    ] {
+        let out = run_with_deadline(
+            Command::new(bin("neutral")).args([
+                "status",
+                "--control-plane",
+                &format!("http://127.0.0.1:{port}"),
+                "--token-file",
+                file.to_str().unwrap(),
+            ]),
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.code, Some(2));
+        assert!(out.stderr.contains(message), "{}", out.stderr);
+    }
     // --count without --watch is a usage error.
     let out = run_with_deadline(
         Command::new(bin("neutral")).args(["status", "--count", "2"]),

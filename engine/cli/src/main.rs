@@ -92,7 +92,7 @@ enum Command {
             default_value = "http://127.0.0.1:7400"
         )]
         control_plane: String,
-        /// File holding a read token [default: $NEUTRAL_TOKEN, else
+        /// File holding a read token [default: $NEUTRAL_VIEWER_TOKEN, else
         /// $NEUTRAL_ADMIN_TOKEN, else none].
         #[arg(long)]
         token_file: Option<PathBuf>,

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::{Format, Outcome};
 
-/// The variable holding a read token (a viewer's or the admin's).
-pub const TOKEN_ENV: &str = "NEUTRAL_TOKEN";
+/// The variable holding a viewer (read-only) token, as the hooks read it.
+pub const TOKEN_ENV: &str = "NEUTRAL_VIEWER_TOKEN";
 /// Read when [`TOKEN_ENV`] is not set: the admin token may read too.
 pub const ADMIN_TOKEN_ENV: &str = "NEUTRAL_ADMIN_TOKEN";
 
@@ -122,7 +122,7 @@ fn print_snapshot(snapshot: &Snapshot, format: Format) -> Result<()> {
     Ok(())
 }
 
-/// The read token: `--token-file`, else `$NEUTRAL_TOKEN`, else
+/// The read token: `--token-file`, else `$NEUTRAL_VIEWER_TOKEN`, else
 /// `$NEUTRAL_ADMIN_TOKEN`, else none (a control plane whose reads are open).
 fn read_token(file: Option<&Path>) -> Result<Option<String>> {
     let token = match file {
