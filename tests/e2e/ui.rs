@@ -233,6 +233,38 @@ fn the_status_page_follows_a_node_and_a_region_dying_and_shows_nothing_without_a
         Value::Null
     );
     browser.screenshot(&shots.join("6-token-forgotten.png"));
+
+    // 7. A wrong token. Where the control plane refuses reads without a
+    // valid token, the page forgets it and shows no data; where reads are
+    // still open to anyone, the page can only show what any client may read.
+    let wrong = "not-the-token-of-anyone-at-all";
+    let reads_guarded = http::request(daemon.api, "GET", "/nodes", Some(wrong), None)
+        .unwrap()
+        .status
+        == 401;
+    browser.type_into("#token", wrong);
+    browser.click("#login-form button[type=submit]");
+    if reads_guarded {
+        browser.wait_true(
+            "the token refused",
+            Duration::from_secs(5),
+            "return !document.getElementById('login').hidden && document.getElementById('login-why').textContent.includes('refused');",
+            &json!([]),
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(browser.eval(DATA_SHOWN, &json!([])), json!(0));
+        browser.screenshot(&shots.join("7-token-refused.png"));
+    } else {
+        eprintln!(
+            "reads are open to any client on this control plane: the wrong-token step only checks the page keeps working"
+        );
+        browser.wait_true(
+            "data with an unchecked token",
+            Duration::from_secs(5),
+            "return document.querySelectorAll('tr[data-node]').length === 4;",
+            &json!([]),
+        );
+    }
     drop(agents);
 }
 
