@@ -361,11 +361,15 @@
   function renderTimeline(audit, note) {
     $("timeline-note").textContent = note || "";
     if (!audit) return;
-    const items = audit.map((e) => h("li", { "data-kind": e.kind },
-      h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at)),
-      h("span", { class: "kind" }, e.kind),
-      h("span", {}, e.subject),
-      h("span", { class: "msg" }, e.message)));
+    const items = audit.map((e) => {
+      const run = /^run:(\d+)$/.exec(e.subject || "");
+      return h("li", { "data-kind": e.kind },
+        h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at)),
+        h("span", { class: "kind" }, e.kind),
+        h("span", {}, e.subject),
+        run ? [" ", h("button", { type: "button", class: "quiet", "data-log": run[1], "aria-label": `Log of run ${run[1]}` }, "log")] : null,
+        h("span", { class: "msg" }, e.message));
+    });
     $("timeline").replaceChildren(...(items.length ? items : [h("li", {}, "No events yet.")]));
   }
 
@@ -378,10 +382,12 @@
     if (value) useToken(value);
   });
   $("forget").addEventListener("click", () => needToken("Token forgotten. Enter a viewer or admin token."));
-  $("runs").addEventListener("click", (event) => {
-    const button = event.target.closest("button[data-log]");
-    if (button) showLog(button.getAttribute("data-log"));
-  });
+  for (const id of ["runs", "timeline"]) {
+    $(id).addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-log]");
+      if (button) showLog(button.getAttribute("data-log"));
+    });
+  }
   $("runlog-close").addEventListener("click", () => { $("runlog").hidden = true; });
 
   if (token) useToken(token);
