@@ -4,6 +4,7 @@
 //! stops real ones.
 
 pub mod bench;
+pub mod browser;
 pub mod cloud;
 pub mod cluster;
 pub mod dns;

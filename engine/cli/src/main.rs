@@ -8,6 +8,7 @@ mod explain;
 mod repo_fs;
 mod runs;
 mod state;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -85,6 +86,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// The control plane at a glance: regions, domains with their answers
+    /// and reasons, nodes, the autoscaler and Terraform runs.
+    Status {
+        /// The control plane (else $NEUTRAL_ENDPOINT, else http://127.0.0.1:7400).
+        #[arg(
+            long,
+            env = "NEUTRAL_ENDPOINT",
+            default_value = "http://127.0.0.1:7400"
+        )]
+        control_plane: String,
+        /// File holding a read token [default: $NEUTRAL_VIEWER_TOKEN, else
+        /// $NEUTRAL_ADMIN_TOKEN, else none].
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Redraw every SECONDS until ctrl-c (or --count pictures).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
+        /// With --watch: stop after this many pictures.
+        #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// How many recent Terraform runs to show.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Run a Git hook (pre-receive, pre-commit, post-receive); git runs it.
     Hook(neutral_hooks::HookArgs),
     /// Install the Git hooks into a bare repository or a working clone.
@@ -123,6 +150,21 @@ fn main() -> ExitCode {
             token_file.as_deref(),
             format,
         ),
+        Command::Status {
+            control_plane,
+            token_file,
+            watch,
+            count,
+            runs,
+            format,
+        } => status::run(&status::Options {
+            control_plane,
+            token_file,
+            format,
+            watch,
+            count,
+            runs,
+        }),
         Command::Serve(args) => return neutral_server::run_blocking(*args),
         Command::Agent(args) => {
             init_agent_logging();

@@ -35,6 +35,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod shutdown;
 pub mod sync;
+pub mod ui;
 pub mod world;
 
 use std::future::Future;

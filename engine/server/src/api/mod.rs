@@ -62,12 +62,14 @@ pub fn router(app: Arc<App>) -> Router {
             Arc::clone(&app),
             require_token,
         ));
-    // Public: liveness, and the node API (join and node tokens, checked by
+    // Public: liveness, the status page's static assets, and the node API (join and node tokens, checked by
     // the handlers).
     Router::new()
         .route("/healthz", get(read::healthz))
         .route("/nodes/register", post(nodes::register))
         .route("/nodes/heartbeat", post(nodes::heartbeat))
+        // The status page: static bytes; its script reads with the user's token.
+        .merge(crate::ui::routes())
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
