@@ -85,10 +85,6 @@ pub const NESTED_CONTAINERS: [&str; 12] = [
     "--cgroupns",
     "private",
 ];
-/// Shell commands that make a nested-containers host's cgroup hierarchies
-/// writable (Docker mounts them read-only; runc creates cgroups there).
-pub const CGROUPS_WRITABLE: &str =
-    "for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw \"$d\" || exit 1; done";
 /// How long one `docker` command may take.
 const DOCKER_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -242,8 +238,8 @@ pub struct HostSpec {
     /// Extra read-only bind mounts `(host path, container path)`.
     pub mounts: Vec<(PathBuf, String)>,
     /// The host runs containers itself (a full node's containerd): see
-    /// [`NESTED_CONTAINERS`]; its command must first run
-    /// [`CGROUPS_WRITABLE`].
+    /// [`NESTED_CONTAINERS`]; the image's entrypoint makes its cgroup
+    /// hierarchies writable (`NEUTRAL_HOST_NESTED=1`).
     pub nested_containers: bool,
     /// tmpfs mounts inside the host.
     pub tmpfs: Vec<String>,
@@ -433,6 +429,7 @@ impl Testbed {
         .collect();
         if spec.nested_containers {
             args.extend(NESTED_CONTAINERS.iter().map(|s| (*s).to_owned()));
+            args.extend(["-e".to_owned(), "NEUTRAL_HOST_NESTED=1".to_owned()]);
         }
         for (name, value) in &spec.env {
             args.push("-e".into());

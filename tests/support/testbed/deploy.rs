@@ -158,7 +158,7 @@ fn platform_config(options: &Options) -> Vec<(String, String)> {
         files.push((
             format!("platform-config/regions/{}.yaml", region.name),
             format!(
-                "name: {}\nprovider: docker\nmin_nodes: 1\nmax_nodes: 5\nbase_weight: {}\nstate: up\n{failover}",
+                "name: {}\nprovider: edge\nmin_nodes: 1\nmax_nodes: 5\nbase_weight: {}\nstate: up\n{failover}",
                 region.name, region.weight
             ),
         ));
@@ -246,12 +246,52 @@ impl Deployment {
                 .ok()
                 .filter(|r| r.status == 200)
         });
+        // The configuration must have been accepted.
+        deployment.wait("the configuration applied", Duration::from_secs(60), |d| {
+            let status = http::request(d.api, "GET", "/status", None, None).ok()?.json();
+            let failing = &status["sync"]["failing"];
+            assert!(
+                failing.is_null(),
+                "the control plane rejected the configuration: {failing}"
+            );
+            status["commit"].as_str().map(|_| ())
+        });
         for region in &options.regions {
             for _ in 0..region.nodes {
                 deployment.add_node(region.name);
             }
         }
+        deployment.publish_records();
         Some(deployment)
+    }
+
+    /// Writes the domain's A records, one per node, into the embedded DNS
+    /// server through its zone API: what `neutral_gtm_record` does after a
+    /// Terraform apply. From then on the server's data plane takes down
+    /// nodes out of the answers by itself, without any further write.
+    pub fn publish_records(&self) {
+        let admin = |method: &str, path: &str, body: &str| {
+            http::request(self.api, method, path, Some(ADMIN_TOKEN), Some(body))
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        };
+        let zone = admin(
+            "POST",
+            "/dns/zones",
+            r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#,
+        );
+        assert!(zone.status == 201 || zone.status == 409, "{}", zone.body);
+        let records: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| serde_json::json!({ "content": n.ip.to_string(), "disabled": false, "weight": 100 }))
+            .collect();
+        let patch = serde_json::json!({ "rrsets": [{
+            "name": format!("{DOMAIN}."), "type": "A", "ttl": 1, "changetype": "REPLACE",
+            "records": records,
+            "comments": [{ "content": "managed by neutral", "account": "neutral" }],
+        }]});
+        let response = admin("PATCH", "/dns/zones/example.com.", &patch.to_string());
+        assert_eq!(response.status, 204, "{}", response.body);
     }
 
     /// Starts one more node in `region` on a host of its own.
@@ -260,12 +300,27 @@ impl Deployment {
         let number = self.nodes.iter().filter(|n| n.region == region).count() + 1;
         let name = format!("{region}-{number}");
         let cp = self.cp.ip(region);
-        let mut agent = format!(
-            "{} agent --control-plane http://{cp}:{API_PORT} --region {region} --ip {ip} \
-             --hostname {name} --state-file /var/lib/neutral/agent.json \
-             --backoff-min 100ms --backoff-max 1s",
-            Testbed::bin("neutral"),
-        );
+        let mut command: Vec<String> = [
+            Testbed::bin("neutral").as_str(),
+            "agent",
+            "--control-plane",
+            &format!("http://{cp}:{API_PORT}"),
+            "--region",
+            region,
+            "--ip",
+            &ip.to_string(),
+            "--hostname",
+            &name,
+            "--state-file",
+            "/root/agent.json",
+            "--backoff-min",
+            "100ms",
+            "--backoff-max",
+            "1s",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         let mut spec = HostSpec {
             name: name.clone(),
             networks: vec![(region.to_owned(), ip)],
@@ -273,29 +328,42 @@ impl Deployment {
             mounts: vec![(self.dir.path().to_path_buf(), "/bed".into())],
             ..HostSpec::default()
         };
-        let script = if self.options.full_nodes {
+        if self.options.full_nodes {
             // Nested containerd (see testbed::NESTED_CONTAINERS), its state
             // on a tmpfs (the native snapshotter copies layers; nothing on
-            // Docker's fuse-overlayfs).
+            // Docker's fuse-overlayfs). The namespace is distinct per node
+            // and test bed, as docs/node.md asks.
             spec.nested_containers = true;
             spec.tmpfs = vec!["/var/lib/neutral:exec,mode=0755".into()];
-            // Distinct per node and test bed, as docs/node.md asks.
             let ns = format!("{}{name}", self.bed.prefix);
-            agent.push_str(&format!(
-                " --runtime containerd --nginx --containerd-private --node-dir /var/lib/neutral/node \
-                 --containerd-namespace {ns} --listen {ip}:{SERVICE_PORT} \
-                 --image neutral.test/web:v1 --import /bed/web-v1.tar"
-            ));
-            format!("{} && mkdir -p /var/lib/neutral && exec {agent}", super::CGROUPS_WRITABLE)
+            let listen = format!("{ip}:{SERVICE_PORT}");
+            command.extend(
+                [
+                    "--runtime",
+                    "containerd",
+                    "--nginx",
+                    "--containerd-private",
+                    "--node-dir",
+                    "/var/lib/neutral/node",
+                    "--containerd-namespace",
+                    &ns,
+                    "--listen",
+                    &listen,
+                    "--image",
+                    "neutral.test/web:v1",
+                    "--import",
+                    "/bed/web-v1.tar",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned()),
+            );
         } else {
             // The workload: busybox httpd serving /healthz on the node's
-            // address, beside the agent.
-            format!(
-                "mkdir -p /var/lib/neutral /srv/www && echo ok >/srv/www/healthz && \
-                 busybox httpd -p {ip}:{SERVICE_PORT} -h /srv/www && exec {agent}"
-            )
-        };
-        spec.command = vec!["sh".into(), "-c".into(), script];
+            // address (the image's entrypoint starts it), beside the agent.
+            spec.env
+                .push(("NEUTRAL_HOST_HTTPD".into(), format!("{ip}:{SERVICE_PORT}")));
+        }
+        spec.command = command;
         let host = self.bed.start(spec);
         let node = NodeHost {
             host,
