@@ -334,7 +334,12 @@ impl Deployment {
             // Docker's fuse-overlayfs). The namespace is distinct per node
             // and test bed, as docs/node.md asks.
             spec.nested_containers = true;
-            spec.tmpfs = vec!["/var/lib/neutral:exec,mode=0755".into()];
+            // /run is a tmpfs as on a real machine: a restart clears runc's
+            // state there along with containerd's on the other tmpfs.
+            spec.tmpfs = vec![
+                "/var/lib/neutral:exec,mode=0755".into(),
+                "/run:exec,mode=0755".into(),
+            ];
             let ns = format!("{}{name}", self.bed.prefix);
             let listen = format!("{ip}:{SERVICE_PORT}");
             command.extend(
@@ -409,7 +414,9 @@ impl Deployment {
         self.node_views().into_iter().find(|n| n.address == address)
     }
 
-    /// Waits until every node is registered and up.
+    /// Waits until every node is registered and up; full nodes must also
+    /// serve the workload (the test image's `/version`, `v1`) through their
+    /// nginx on the node's address.
     pub fn wait_all_up(&self, timeout: Duration) {
         let want = self.nodes.len();
         self.wait(&format!("{want} nodes up"), timeout, |d| {
@@ -420,6 +427,19 @@ impl Deployment {
                 .count();
             (up == want).then_some(())
         });
+        if self.options.full_nodes {
+            for node in &self.nodes {
+                let addr = SocketAddr::from((node.ip, SERVICE_PORT));
+                let response = http::request(addr, "GET", "/version", None, None)
+                    .unwrap_or_else(|e| panic!("GET http://{addr}/version: {e}"));
+                assert_eq!(
+                    (response.status, response.body.trim()),
+                    (200, "v1"),
+                    "the workload of full node {}",
+                    node.host.name
+                );
+            }
+        }
     }
 
     /// The addresses `samples` DNS queries of the domain answered.
