@@ -143,7 +143,11 @@ pub fn run_args(
 
 /// Starts the slot's container; returns its name. A leftover container of
 /// the same name (a slot key that came back) is removed first.
-pub fn start(slot: &SlotDir, launch: &AgentLaunch, target: &DockerTarget) -> Result<String, String> {
+pub fn start(
+    slot: &SlotDir,
+    launch: &AgentLaunch,
+    target: &DockerTarget,
+) -> Result<String, String> {
     std::fs::create_dir_all(&slot.dir)
         .map_err(|e| format!("cannot create {}: {e}", slot.dir.display()))?;
     std::fs::write(slot.address_file(), format!("{}\n", launch.address))

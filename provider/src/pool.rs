@@ -38,11 +38,11 @@ use neutral_core::pool::{
 
 use crate::client::{ControlPlane, NodeView, parse_time};
 use crate::config::{Secret, base_url};
+use crate::docker_launcher::{self, DockerTarget};
 use crate::framework::{
     Attribute, Block, Constraint, Diags, Path, Planned, ResourceImpl, Type, Value,
 };
 use crate::gtm::{known_choice, known_int};
-use crate::docker_launcher::{self, DockerTarget};
 use crate::launcher::{self, AgentLaunch, LAUNCHER_FLAGS, SlotDir};
 use crate::provider::{Clients, Configured, now};
 
@@ -981,10 +981,13 @@ impl NodePool {
                 address,
                 join_token: token.clone(),
                 extra_args: local.agent_args.clone(),
-                docker: local.docker.as_ref().map(|(target, binaries)| DockerTarget {
-                    binaries: docker_launcher::binaries_dir(binaries.as_deref(), &binary),
-                    ..target.clone()
-                }),
+                docker: local
+                    .docker
+                    .as_ref()
+                    .map(|(target, binaries)| DockerTarget {
+                        binaries: docker_launcher::binaries_dir(binaries.as_deref(), &binary),
+                        ..target.clone()
+                    }),
             };
             match launcher::start(&dir, &launch) {
                 Ok(_) => waiting.push((slot.clone(), dir)),

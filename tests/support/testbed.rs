@@ -131,7 +131,9 @@ pub fn docker_available() -> Result<(), String> {
         .stdin(Stdio::null())
         .output();
     match found {
-        Err(_) => Err("docker is not installed (the multi-host test bed needs Docker Engine)".into()),
+        Err(_) => {
+            Err("docker is not installed (the multi-host test bed needs Docker Engine)".into())
+        }
         Ok(out) if !out.status.success() => Err(format!(
             "the Docker daemon does not answer: {}",
             String::from_utf8_lossy(&out.stderr).trim()
@@ -422,7 +424,10 @@ impl Testbed {
             "-v",
             &format!("{}:{BIN_DIR}:ro", self.bin_dir.display()),
             "-v",
-            &format!("{}:{IMAGES_DIR}:ro", workspace_root().join("tests/images").display()),
+            &format!(
+                "{}:{IMAGES_DIR}:ro",
+                workspace_root().join("tests/images").display()
+            ),
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -447,22 +452,21 @@ impl Testbed {
         args.extend(spec.command.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         docker_ok(&refs);
+        let rest = rest.to_vec();
         let host = Host {
             name: spec.name.clone(),
             container: container.clone(),
-            addrs: spec.networks.iter().cloned().collect(),
+            addrs: spec.networks.into_iter().collect(),
         };
         // Recorded before anything else can fail, so drop removes it.
-        self.hosts
-            .borrow_mut()
-            .insert(spec.name.clone(), host.clone());
+        self.hosts.borrow_mut().insert(spec.name, host.clone());
         for (network, ip) in rest {
             docker_ok(&[
                 "network",
                 "connect",
                 "--ip",
                 &ip.to_string(),
-                &self.network(network).name,
+                &self.network(&network).name,
                 &container,
             ]);
         }
@@ -563,7 +567,12 @@ impl Testbed {
     /// Cuts region `region` off from the control plane host `cp`: `cp` leaves
     /// the region's network. The region's nodes keep running.
     pub fn cut(&self, cp: &Host, region: &str) {
-        docker_ok(&["network", "disconnect", &self.network(region).name, &cp.container]);
+        docker_ok(&[
+            "network",
+            "disconnect",
+            &self.network(region).name,
+            &cp.container,
+        ]);
     }
 
     /// Undoes [`Testbed::cut`]: `cp` joins the region's network again with
@@ -659,6 +668,10 @@ mod tests {
     fn candidate_blocks_stay_in_the_benchmarking_range_and_cover_it() {
         let blocks: std::collections::BTreeSet<[u8; 3]> = candidate_blocks(12345).collect();
         assert_eq!(blocks.len(), 512);
-        assert!(blocks.iter().all(|[a, b, _]| *a == 198 && (*b == 18 || *b == 19)));
+        assert!(
+            blocks
+                .iter()
+                .all(|[a, b, _]| *a == 198 && (*b == 18 || *b == 19))
+        );
     }
 }

@@ -236,19 +236,25 @@ impl Deployment {
             nodes: Vec::new(),
             api,
             dns,
-            options: options.clone(),
+            options,
             repo,
             bed,
             dir,
         };
-        deployment.wait("the control plane's /healthz", Duration::from_secs(60), |d| {
-            http::request(d.api, "GET", "/healthz", None, None)
-                .ok()
-                .filter(|r| r.status == 200)
-        });
+        deployment.wait(
+            "the control plane's /healthz",
+            Duration::from_secs(60),
+            |d| {
+                http::request(d.api, "GET", "/healthz", None, None)
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        );
         // The configuration must have been accepted.
         deployment.wait("the configuration applied", Duration::from_secs(60), |d| {
-            let status = http::request(d.api, "GET", "/status", None, None).ok()?.json();
+            let status = http::request(d.api, "GET", "/status", None, None)
+                .ok()?
+                .json();
             let failing = &status["sync"]["failing"];
             assert!(
                 failing.is_null(),
@@ -256,9 +262,15 @@ impl Deployment {
             );
             status["commit"].as_str().map(|_| ())
         });
-        for region in &options.regions {
-            for _ in 0..region.nodes {
-                deployment.add_node(region.name);
+        let regions: Vec<(&'static str, usize)> = deployment
+            .options
+            .regions
+            .iter()
+            .map(|r| (r.name, r.nodes))
+            .collect();
+        for (region, nodes) in regions {
+            for _ in 0..nodes {
+                deployment.add_node(region);
             }
         }
         deployment.publish_records();
@@ -420,11 +432,7 @@ impl Deployment {
     pub fn wait_all_up(&self, timeout: Duration) {
         let want = self.nodes.len();
         self.wait(&format!("{want} nodes up"), timeout, |d| {
-            let up = d
-                .node_views()
-                .iter()
-                .filter(|n| n.status == "up")
-                .count();
+            let up = d.node_views().iter().filter(|n| n.status == "up").count();
             (up == want).then_some(())
         });
         if self.options.full_nodes {
@@ -465,12 +473,7 @@ impl Deployment {
             .cloned()
             .unwrap_or_default()
             .iter()
-            .filter_map(|r| {
-                Some((
-                    r["region"].as_str()?.to_owned(),
-                    r["effective"].as_u64()?,
-                ))
-            })
+            .filter_map(|r| Some((r["region"].as_str()?.to_owned(), r["effective"].as_u64()?)))
             .collect()
     }
 
