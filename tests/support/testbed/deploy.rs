@@ -166,7 +166,8 @@ fn platform_config(options: &Options) -> Vec<(String, String)> {
             format!("infra/node-pool/{}.tfvars", region.name),
             format!(
                 "region        = \"{}\"\ndesired_nodes = {}\n",
-                region.name, region.nodes
+                region.name,
+                region.nodes.max(1)
             ),
         ));
         weights.push(format!("{}: {}", region.name, region.weight));
@@ -282,6 +283,9 @@ impl Deployment {
     /// Terraform apply. From then on the server's data plane takes down
     /// nodes out of the answers by itself, without any further write.
     pub fn publish_records(&self) {
+        if self.nodes.is_empty() {
+            return;
+        }
         let admin = |method: &str, path: &str, body: &str| {
             http::request(self.api, method, path, Some(ADMIN_TOKEN), Some(body))
                 .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
