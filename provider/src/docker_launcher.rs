@@ -258,11 +258,15 @@ mod tests {
     fn the_docker_launcher_needs_its_image_and_network_and_only_it_takes_them() {
         let found = problems(&pool("docker", &[]));
         assert!(
-            found.iter().any(|p| p.contains("docker_image") && p.contains("required")),
+            found
+                .iter()
+                .any(|p| p.contains("docker_image") && p.contains("required")),
             "{found:?}"
         );
         assert!(
-            found.iter().any(|p| p.contains("docker_network") && p.contains("required")),
+            found
+                .iter()
+                .any(|p| p.contains("docker_network") && p.contains("required")),
             "{found:?}"
         );
         let docker = pool(
@@ -279,10 +283,7 @@ mod tests {
         assert_eq!(problems(&docker), Vec::<String>::new());
         let spec = spec_of(&docker).expect("a valid docker pool");
         assert_eq!(spec.launcher, Launcher::Docker);
-        let (target, binaries) = spec
-            .local
-            .and_then(|l| l.docker)
-            .expect("docker settings");
+        let (target, binaries) = spec.local.and_then(|l| l.docker).expect("docker settings");
         assert_eq!(target.image, "neutral-testbed:abc");
         assert_eq!(target.network, "ntb-1-jp");
         assert_eq!(target.run_args, ["--env", "A={address}"]);
@@ -290,7 +291,9 @@ mod tests {
         let local = pool("local", &[("docker_image", "x".into())]);
         let found = problems(&local);
         assert!(
-            found.iter().any(|p| p.contains("docker_image") && p.contains("docker launcher")),
+            found
+                .iter()
+                .any(|p| p.contains("docker_image") && p.contains("docker launcher")),
             "{found:?}"
         );
     }

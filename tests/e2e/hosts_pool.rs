@@ -3,8 +3,9 @@
 //! test bed (tests/support/testbed.rs), where `neutral serve` runs on its own
 //! host. Apply 2 → two containers with their slots' addresses, both nodes up;
 //! scale to 1 → the drained node's container is gone and its node deleted; a
-//! frozen host (`docker pause`) goes down and the next apply replaces it with
-//! a new container; destroy → no container, no node.
+//! host that dies (`docker kill` in one test, `docker pause` in the other)
+//! goes down and the next apply replaces it with a new container; destroy →
+//! no container, no node.
 //!
 //! Skipped without Docker or Terraform; failed without Docker when `CI` is
 //! set.
@@ -39,8 +40,28 @@ fn pool_containers(network: &str) -> Vec<(String, String, bool)> {
         .collect()
 }
 
+/// How the pool's last host dies.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// `docker kill`: the host is gone; the launcher sees its container
+    /// stopped.
+    Kill,
+    /// `docker pause`: the host is silent; only the control plane's probes
+    /// notice.
+    Freeze,
+}
+
 #[test]
-fn the_docker_launcher_creates_scales_replaces_and_destroys_real_hosts() {
+fn the_docker_launcher_creates_scales_and_replaces_a_killed_host() {
+    lifecycle(Death::Kill);
+}
+
+#[test]
+fn the_docker_launcher_creates_scales_and_replaces_a_frozen_host() {
+    lifecycle(Death::Freeze);
+}
+
+fn lifecycle(death: Death) {
     let Some(terraform) = terraform_bin() else {
         skip::<()>("no terraform or tofu (scripts/setup installs one)");
         return;
@@ -56,7 +77,8 @@ fn the_docker_launcher_creates_scales_replaces_and_destroys_real_hosts() {
     options.regions[0].failover = None;
     // Plain agents: the image's entrypoint serves /healthz beside them.
     options.full_nodes = false;
-    let Some(d) = Deployment::start("dockerpool", options) else {
+    let name = format!("pool{death:?}");
+    let Some(d) = Deployment::start(&name, options) else {
         return;
     };
     let network = d.bed.network("jp").clone();
@@ -170,10 +192,14 @@ output "slots" {{
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(d.node_views().len(), 1, "{:#?}", d.node_views());
 
-    // The remaining host freezes: down, then the next apply replaces it.
+    // The remaining host dies: down, then the next apply replaces it.
     let (frozen_name, frozen_ip, _) = left[0].clone();
-    assert_eq!(docker(&["pause", &frozen_name]).code, Some(0));
-    d.wait("the frozen pool node down", SETTLE, |d| {
+    let verb = match death {
+        Death::Kill => "kill",
+        Death::Freeze => "pause",
+    };
+    assert_eq!(docker(&[verb, &frozen_name]).code, Some(0));
+    d.wait("the dead pool node down", SETTLE, |d| {
         d.node_views()
             .iter()
             .any(|n| n.address == frozen_ip && n.status == "down")
