@@ -24,7 +24,7 @@ use hickory_proto::rr::RecordType;
 use neutral_e2e::bench::{exclusion_index, median_p90};
 use neutral_e2e::dns;
 use neutral_e2e::testbed::deploy::{DOMAIN, Deployment, Options, Probe, Region};
-use neutral_e2e::testbed::{HostSpec, Testbed};
+use neutral_e2e::testbed::HostSpec;
 
 const WAIT: Duration = Duration::from_secs(120);
 const PDNS_DOMAIN: &str = "www.example.org";
@@ -251,7 +251,6 @@ fn image_reuse() {
         ),
         Err(reason) => println!("test bed: no image: {reason}"),
     }
-    let _ = Testbed::bin("neutral");
 }
 
 fn main() {
@@ -263,5 +262,4 @@ fn main() {
     image_reuse();
     silent_death(trials);
     region_cut(trials);
-    let _ = DOMAIN;
 }
