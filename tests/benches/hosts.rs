@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 use neutral_e2e::bench::{exclusion_index, median_p90};
 use neutral_e2e::dns;
-use neutral_e2e::testbed::deploy::{DOMAIN, Deployment, Options, Probe, Region};
 use neutral_e2e::testbed::HostSpec;
+use neutral_e2e::testbed::deploy::{DOMAIN, Deployment, Options, Probe, Region};
 
 const WAIT: Duration = Duration::from_secs(120);
 const PDNS_DOMAIN: &str = "www.example.org";
