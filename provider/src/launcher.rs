@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use neutral_core::model::Timestamp;
 
 use crate::secret::Secret;
+use crate::docker_launcher::{self, DockerTarget};
 
 /// How long an agent gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -105,9 +106,14 @@ impl SlotDir {
             .ok()
     }
 
-    /// When the recorded agent was started (the pid file's time).
+    /// When the recorded agent was started (the pid file's time, or the
+    /// container file's for the `docker` launcher).
     pub fn started_at(&self) -> Option<Timestamp> {
-        let modified = std::fs::metadata(self.pid_file()).ok()?.modified().ok()?;
+        let modified = std::fs::metadata(self.pid_file())
+            .or_else(|_| std::fs::metadata(self.dir.join("container")))
+            .ok()?
+            .modified()
+            .ok()?;
         let since = modified.duration_since(SystemTime::UNIX_EPOCH).ok()?;
         i64::try_from(since.as_millis()).ok().map(Timestamp)
     }
@@ -119,8 +125,12 @@ impl SlotDir {
         doc.get("node_id")?.as_str().map(str::to_owned)
     }
 
-    /// Whether the slot's recorded agent is alive.
+    /// Whether the slot's recorded agent is alive (for the `docker`
+    /// launcher: whether its container runs).
     pub fn running(&self) -> bool {
+        if let Some(container) = docker_launcher::container_of(self) {
+            return docker_launcher::running(&container);
+        }
         self.pid().is_some_and(|pid| self.is_our_agent(pid))
     }
 
@@ -182,6 +192,8 @@ pub struct AgentLaunch {
     pub address: IpAddr,
     pub join_token: Option<Secret>,
     pub extra_args: Vec<String>,
+    /// `Some` for the `docker` launcher: the agent runs in a container.
+    pub docker: Option<DockerTarget>,
 }
 
 /// Children this process started, kept so that a stopped one is reaped.
@@ -219,6 +231,9 @@ pub fn expand_args(args: &[String], slot: &str, address: IpAddr, dir: &Path) -> 
 /// the slot's folder first when the slot is new, so that a reused slot key
 /// never takes over a removed node's identity.
 pub fn start(slot: &SlotDir, launch: &AgentLaunch) -> Result<u32, String> {
+    if let Some(target) = &launch.docker {
+        return docker_launcher::start(slot, launch, target).map(|_| 0);
+    }
     std::fs::create_dir_all(&slot.dir)
         .map_err(|e| format!("cannot create {}: {e}", slot.dir.display()))?;
     std::fs::write(slot.address_file(), format!("{}\n", launch.address))
@@ -293,6 +308,9 @@ fn signal_group(pid: u32, signal: &str) {
 /// Stops the slot's agent and its process group: SIGTERM, then SIGKILL
 /// after [`STOP_GRACE`]. Returns whether an agent was running.
 pub async fn stop(slot: &SlotDir) -> bool {
+    if let Some(container) = docker_launcher::container_of(slot) {
+        return docker_launcher::stop(&container).await;
+    }
     let Some(pid) = slot.pid().filter(|pid| slot.is_our_agent(*pid)) else {
         return false;
     };

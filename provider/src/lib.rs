@@ -5,7 +5,7 @@
 //! terms ([`framework`]). The resources [`gtm`] and [`pool`] and the data
 //! sources in [`data`] read the control plane and DNS backends through
 //! [`client`] and [`backend`], the node pool's local agents run through
-//! [`launcher`], and every computation — effective weights, weight scaling,
+//! [`launcher`] (in containers through [`docker_launcher`]), and every computation — effective weights, weight scaling,
 //! record diffs, slot plans — is a call into `neutral-core`.
 
 pub mod backend;
@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod data;
+pub mod docker_launcher;
 pub mod framework;
 pub mod gtm;
 pub mod launcher;

@@ -63,7 +63,14 @@ fn decode(bytes: &[u8]) -> Answer {
 
 /// One query over UDP.
 pub fn udp(server: SocketAddr, name: &str, rtype: RecordType) -> std::io::Result<Answer> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    // Loopback servers are asked from loopback; others (the multi-host test
+    // bed's hosts) from any local address.
+    let local = if server.ip().is_loopback() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(local)?;
     socket.set_read_timeout(Some(TIMEOUT))?;
     socket.connect(server)?;
     let id = rand_id();

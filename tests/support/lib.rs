@@ -11,6 +11,7 @@ pub mod dns;
 pub mod http;
 pub mod services;
 pub mod stack;
+pub mod testbed;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ use neutral_core::pool::{self, SlotStatus};
 use crate::client::{ControlPlane, NodeView, parse_time};
 use crate::context::{Clients, now};
 use crate::framework::{Diags, Path, Value};
+use crate::docker_launcher::{self, DockerTarget};
 use crate::launcher::{self, AgentLaunch, SlotDir};
 use crate::secret::Secret;
 
@@ -182,6 +183,13 @@ pub(super) async fn start_slots(
             address,
             join_token: token.clone(),
             extra_args: local.agent_args.clone(),
+            docker: local
+                .docker
+                .as_ref()
+                .map(|(target, binaries)| DockerTarget {
+                    binaries: docker_launcher::binaries_dir(binaries.as_deref(), &binary),
+                    ..target.clone()
+                }),
         };
         match launcher::start(&dir, &launch) {
             Ok(_) => waiting.push((slot.clone(), dir)),

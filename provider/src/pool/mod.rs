@@ -299,6 +299,7 @@ impl ResourceImpl for NodePool {
             match spec.launcher {
                 Launcher::Local => "local",
                 Launcher::External => "external",
+                Launcher::Docker => "docker",
             }
             .into(),
         );

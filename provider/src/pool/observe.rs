@@ -53,7 +53,7 @@ pub(super) struct Observer<'a> {
 
 impl Observer<'_> {
     pub(super) fn of(state: &Value) -> Option<Observer<'_>> {
-        let local = state.get("launcher").as_str() == Some("local");
+        let local = matches!(state.get("launcher").as_str(), Some("local" | "docker"));
         Some(Observer {
             region: state.get("region").as_str()?,
             state_dir: state

@@ -14,6 +14,7 @@ use crate::config::base_url;
 use crate::framework::{
     Attribute, Block, Constraint, Diags, Path, Type, Value, known_choice, known_int,
 };
+use crate::docker_launcher::DockerTarget;
 use crate::launcher::LAUNCHER_FLAGS;
 use crate::secret::Secret;
 
@@ -37,7 +38,14 @@ pub(super) const LOCAL_ONLY: [&str; 6] = [
     "agent_args",
     "neutral_binary",
 ];
-pub(super) const ARGUMENTS: [&str; 12] = [
+/// The attributes only the `docker` launcher uses.
+pub(super) const DOCKER_ONLY: [&str; 4] = [
+    "docker_image",
+    "docker_network",
+    "docker_args",
+    "docker_binaries",
+];
+pub(super) const ARGUMENTS: [&str; 16] = [
     "region",
     "min_nodes",
     "max_nodes",
@@ -50,6 +58,10 @@ pub(super) const ARGUMENTS: [&str; 12] = [
     "state_dir",
     "agent_args",
     "neutral_binary",
+    "docker_image",
+    "docker_network",
+    "docker_args",
+    "docker_binaries",
 ];
 pub(super) const COMPUTED: [&str; 5] = ["id", "slots", "nodes", "ready_count", "reasons"];
 
@@ -57,10 +69,14 @@ pub(super) const COMPUTED: [&str; 5] = ["id", "slots", "nodes", "ready_count", "
 pub enum Launcher {
     Local,
     External,
+    Docker,
 }
 
-pub(super) const LAUNCHERS: [(&str, Launcher); 2] =
-    [("local", Launcher::Local), ("external", Launcher::External)];
+pub(super) const LAUNCHERS: [(&str, Launcher); 3] = [
+    ("local", Launcher::Local),
+    ("external", Launcher::External),
+    ("docker", Launcher::Docker),
+];
 
 pub(super) fn node_type() -> Type {
     Type::Object(vec![
@@ -109,7 +125,8 @@ pub fn schema() -> Block {
                 "launcher",
                 Type::String,
                 OptionalComputed,
-                "`local` (default: an agent process per slot on this machine) or `external` \
+                "`local` (default: an agent process per slot on this machine), `docker` (an \
+                 agent per slot in a Docker container on the region's network) or `external` \
                  (slots only; machines come from other resources). Changing it replaces the pool.",
             ),
             Attribute::new(
@@ -166,6 +183,35 @@ pub fn schema() -> Block {
                  binary, else `neutral` on `PATH`.",
             ),
             Attribute::new(
+                "docker_image",
+                Type::String,
+                Optional,
+                "`docker`, required: the image of every node's container (local only: never \
+                 pulled). It runs `neutral agent` from `docker_binaries`.",
+            ),
+            Attribute::new(
+                "docker_network",
+                Type::String,
+                Optional,
+                "`docker`, required: the region's Docker network; `address_range` must lie in \
+                 its subnet. Each node's container gets its slot's address there.",
+            ),
+            Attribute::new(
+                "docker_args",
+                Type::List(Box::new(Type::String)),
+                Optional,
+                "`docker`: extra `docker run` flags for every node's container, with the \
+                 `{slot}`, `{address}` and `{slot_dir}` placeholders of `agent_args`.",
+            ),
+            Attribute::new(
+                "docker_binaries",
+                Type::String,
+                Optional,
+                "`docker`: the folder holding the `neutral` binary, mounted read-only into \
+                 every container. Default: the folder of the binary the local launcher would \
+                 run (`neutral_binary`).",
+            ),
+            Attribute::new(
                 "slots",
                 Type::List(Box::new(Type::String)),
                 Computed,
@@ -208,6 +254,9 @@ pub struct LocalSettings {
     pub state_dir: PathBuf,
     pub agent_args: Vec<String>,
     pub neutral_binary: Option<String>,
+    /// `Some` for the `docker` launcher (image, network, run flags;
+    /// `docker_binaries` as given).
+    pub docker: Option<(DockerTarget, Option<String>)>,
 }
 
 /// The pool's arguments, all known and valid.
@@ -348,6 +397,30 @@ pub fn check(config: &Value, diags: &mut Diags) {
         );
     }
     known_args(config.get("agent_args"), diags);
+    if launcher != Some(Launcher::Docker) {
+        for name in DOCKER_ONLY {
+            let value = config.get(name);
+            if !value.is_null() && !value.as_list().is_some_and(<[Value]>::is_empty) {
+                diags.error(
+                    Path::attr(name),
+                    format!("`{name}` is for the docker launcher"),
+                    "Remove it or set `launcher = \"docker\"`.",
+                );
+            }
+        }
+    }
+    if launcher == Some(Launcher::Docker) {
+        for name in ["docker_image", "docker_network"] {
+            if config.get(name).is_null() {
+                diags.error(
+                    Path::attr(name),
+                    format!("`{name}` is required by the docker launcher"),
+                    "The docker launcher starts a container per slot: it needs the image \
+                     (`docker_image`) and the region's network (`docker_network`).",
+                );
+            }
+        }
+    }
     match launcher {
         Some(Launcher::External) => {
             for name in LOCAL_ONLY {
@@ -363,7 +436,7 @@ pub fn check(config: &Value, diags: &mut Diags) {
                 }
             }
         }
-        Some(Launcher::Local) => {
+        Some(Launcher::Local | Launcher::Docker) => {
             for name in ["address_range", "state_dir"] {
                 if config.get(name).is_null() {
                     diags.error(
@@ -419,7 +492,7 @@ pub fn spec_of(state: &Value) -> Option<PoolSpec> {
     let launcher = known_choice(state.get("launcher"), &Path::root(), &LAUNCHERS, diags)?;
     let local = match launcher {
         Launcher::External => None,
-        Launcher::Local => {
+        Launcher::Local | Launcher::Docker => {
             let optional_string = |name: &str| -> Option<Option<String>> {
                 match state.get(name) {
                     Value::Null => Some(None),
@@ -434,6 +507,18 @@ pub fn spec_of(state: &Value) -> Option<PoolSpec> {
                 state_dir: PathBuf::from(state.get("state_dir").as_str()?),
                 agent_args: known_args(state.get("agent_args"), diags)?,
                 neutral_binary: optional_string("neutral_binary")?,
+                docker: match launcher {
+                    Launcher::Docker => Some((
+                        DockerTarget {
+                            image: state.get("docker_image").as_str()?.to_owned(),
+                            network: state.get("docker_network").as_str()?.to_owned(),
+                            binaries: PathBuf::new(),
+                            run_args: super::observe::strings_of(state.get("docker_args")),
+                        },
+                        optional_string("docker_binaries")?,
+                    )),
+                    _ => None,
+                },
             })
         }
     };

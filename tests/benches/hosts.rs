@@ -1,0 +1,265 @@
+//! Figures of the multi-host test bed (tests/support/testbed.rs), printed,
+//! never asserted:
+//!
+//! - silent node death → DNS exclusion: a node's host is frozen (`docker
+//!   pause`) and the time until it leaves the answers is measured, at the
+//!   same moment, for neutral's embedded DNS (on the control plane's host)
+//!   and for PowerDNS with an `ifurlup` LUA record (on a host of its own),
+//!   both checking every 2 s with a 1 s timeout and one failure to go down
+//!   (PowerDNS 4.7 has no rise/fall); median and p90 of N trials;
+//! - region cut → failover: the control plane loses the region's network;
+//!   time until only the other region answers;
+//! - test-bed start: image reuse (`scripts/hosts`), and a deployment from
+//!   nothing to every node up.
+//!
+//! `cargo bench -p neutral-e2e --bench hosts` (root, Docker). `TRIALS`
+//! (default 10) sets the trials per figure. The image's cold build is
+//! printed by `scripts/hosts` itself (`scripts/hosts clean && scripts/hosts`).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use neutral_e2e::bench::{exclusion_index, median_p90};
+use neutral_e2e::dns;
+use neutral_e2e::testbed::HostSpec;
+use neutral_e2e::testbed::deploy::{DOMAIN, Deployment, Options, Probe, Region};
+
+const WAIT: Duration = Duration::from_secs(120);
+const PDNS_DOMAIN: &str = "www.example.org";
+
+fn trials() -> usize {
+    std::env::var("TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10)
+        .max(1)
+}
+
+fn answers(server: SocketAddr, name: &str, samples: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..samples {
+        if let Ok(answer) = dns::udp(server, &format!("{name}."), RecordType::A) {
+            seen.extend(answer.addresses());
+        }
+    }
+    seen
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Answers one query at a time from each server and returns, per server,
+/// when `ip` left its answers: the first of [`RUN`] consecutive answers
+/// without it (a server picks one weighted answer per query, so one answer
+/// without it proves nothing).
+fn exclusion(servers: &[(SocketAddr, &str)], ip: &str, since: Instant) -> Vec<Duration> {
+    let mut seen: Vec<Vec<(Duration, bool)>> = vec![Vec::new(); servers.len()];
+    loop {
+        assert!(since.elapsed() < WAIT, "{ip} stayed in the answers");
+        let mut done = Vec::new();
+        for ((server, name), samples) in servers.iter().zip(seen.iter_mut()) {
+            let present: Vec<bool> = samples.iter().map(|(_, p)| *p).collect();
+            match exclusion_index(&present, RUN) {
+                Some(index) => done.push(samples[index].0),
+                None => {
+                    if let Ok(answer) = dns::udp(*server, &format!("{name}."), RecordType::A) {
+                        let addresses = answer.addresses();
+                        // An empty answer is no evidence either way.
+                        if !addresses.is_empty() {
+                            samples.push((since.elapsed(), addresses.iter().any(|a| a == ip)));
+                        }
+                    }
+                }
+            }
+        }
+        if done.len() == servers.len() {
+            return done;
+        }
+    }
+}
+
+/// Consecutive answers without an address that count as its exclusion.
+const RUN: usize = 40;
+
+fn line(name: &str, samples: &[Duration]) {
+    match median_p90(samples) {
+        Some((median, p90)) => println!(
+            "  {name:<44} median {:>6} ms   p90 {:>6} ms   ({} trials)",
+            median.as_millis(),
+            p90.as_millis(),
+            samples.len()
+        ),
+        None => println!("  {name:<44} no samples"),
+    }
+}
+
+/// PowerDNS on its own host (core + the region's network, from where it
+/// checks the nodes), serving `www.example.org` as an `ifurlup` record over
+/// `addresses`.
+fn start_powerdns(d: &Deployment, region: &str, addresses: &[String]) -> SocketAddr {
+    let core = d.bed.next_addr("core");
+    let inner = d.bed.next_addr(region);
+    let list = addresses
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let lua =
+        format!("A \"ifurlup('http://{PDNS_DOMAIN}/healthz', {{{{{list}}}}}, {{timeout=1}})\"");
+    let script = "set -e; dir=/var/lib/pdns-bench; mkdir -p $dir; \
+         sqlite3 $dir/pdns.db </usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql; \
+         printf '%s\\n' launch=gsqlite3 gsqlite3-database=$dir/pdns.db local-address=0.0.0.0 \
+           local-port=53 enable-lua-records=yes lua-health-checks-interval=2 \
+           lua-health-checks-expire-delay=3600 cache-ttl=0 query-cache-ttl=0 \
+           negquery-cache-ttl=0 socket-dir=$dir guardian=no daemon=no >$dir/pdns.conf; \
+         pdnsutil --config-dir=$dir create-zone example.org ns1.example.org >/dev/null; \
+         pdnsutil --config-dir=$dir add-record example.org www LUA 1 \"$LUA\" >/dev/null; \
+         exec pdns_server --config-dir=$dir"
+        .to_owned();
+    let host = d.bed.start(HostSpec {
+        name: "pdns".into(),
+        networks: vec![("core".into(), core), (region.into(), inner)],
+        command: vec!["sh".into(), "-c".into(), script],
+        env: vec![("LUA".into(), lua)],
+        ..HostSpec::default()
+    });
+    let server = SocketAddr::from((core, 53));
+    let all: BTreeSet<String> = addresses.iter().cloned().collect();
+    let start = Instant::now();
+    while answers(server, PDNS_DOMAIN, 5) != all {
+        assert!(
+            start.elapsed() < WAIT,
+            "PowerDNS never answered every node:\n{}",
+            d.bed.logs(&host)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
+
+fn silent_death(trials: usize) {
+    let probe = Probe {
+        interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(1),
+        rise: 1,
+        fall: 1,
+    };
+    let mut options = Options::two_regions(2, probe);
+    options.regions.truncate(1);
+    options.regions[0].failover = None;
+    let started = Instant::now();
+    let Some(d) = Deployment::start("benchdeath", options) else {
+        return;
+    };
+    d.wait_all_up(WAIT);
+    let warm = started.elapsed();
+    let ips: Vec<String> = d.nodes.iter().map(|n| n.ip.to_string()).collect();
+    let pdns = start_powerdns(&d, "jp", &ips);
+    let mut neutral = Vec::new();
+    let mut powerdns = Vec::new();
+    for trial in 0..trials {
+        let node = &d.nodes[trial % d.nodes.len()];
+        let ip = node.ip.to_string();
+        wait_until("both servers answering every node", || {
+            let all: BTreeSet<String> = ips.iter().cloned().collect();
+            d.answers(40) == all && answers(pdns, PDNS_DOMAIN, 40) == all
+        });
+        // Start at a random point of the check cycles.
+        std::thread::sleep(Duration::from_millis(137 * (trial as u64 % 15)));
+        d.bed.freeze(&node.host);
+        let frozen = Instant::now();
+        let at = exclusion(&[(d.dns, DOMAIN), (pdns, PDNS_DOMAIN)], &ip, frozen);
+        neutral.push(at[0]);
+        powerdns.push(at[1]);
+        d.bed.thaw(&node.host);
+    }
+    println!(
+        "silent node death (docker pause) → DNS exclusion, interval 2 s, timeout 1 s, one failure:"
+    );
+    line("neutral embedded DNS (probe fall 1)", &neutral);
+    line("PowerDNS 4.7 ifurlup (own host)", &powerdns);
+    println!(
+        "test bed: deployment with 2 full nodes up in {} ms (image reused)",
+        warm.as_millis()
+    );
+}
+
+fn region_cut(trials: usize) {
+    let probe = Probe {
+        interval: Duration::from_millis(1000),
+        timeout: Duration::from_millis(500),
+        rise: 2,
+        fall: 2,
+    };
+    let mut options = Options::two_regions(1, probe);
+    options.regions = vec![
+        Region {
+            name: "jp",
+            nodes: 1,
+            weight: 100,
+            failover: Some("sg"),
+        },
+        Region {
+            name: "sg",
+            nodes: 1,
+            weight: 100,
+            failover: None,
+        },
+    ];
+    options.split_brain_min_nodes = 100;
+    let Some(d) = Deployment::start("benchcut", options) else {
+        return;
+    };
+    d.wait_all_up(WAIT);
+    let jp = d.region_nodes("jp")[0].ip.to_string();
+    let sg = d.region_nodes("sg")[0].ip.to_string();
+    let mut failover = Vec::new();
+    let mut back = Vec::new();
+    for _ in 0..trials {
+        wait_until("both regions answering", || {
+            let seen = d.answers(40);
+            seen.contains(&jp) && seen.contains(&sg)
+        });
+        d.bed.cut(&d.cp, "jp");
+        let cut = Instant::now();
+        failover.extend(exclusion(&[(d.dns, DOMAIN)], &jp, cut));
+        d.bed.heal(&d.cp, "jp");
+        let healed = Instant::now();
+        wait_until("jp back", || d.answers(10).contains(&jp));
+        back.push(healed.elapsed());
+    }
+    println!(
+        "region cut off from the control plane (docker network disconnect), interval 1 s, timeout 500 ms, fall 2, rise 2:"
+    );
+    line("cut → only the failover region answers", &failover);
+    line("reconnect → the region answers again", &back);
+}
+
+fn image_reuse() {
+    let start = Instant::now();
+    match neutral_e2e::testbed::image() {
+        Ok(tag) => println!(
+            "test bed: image {tag} ready in {} ms (reused; cold build: see scripts/hosts)",
+            start.elapsed().as_millis()
+        ),
+        Err(reason) => println!("test bed: no image: {reason}"),
+    }
+}
+
+fn main() {
+    let trials = trials();
+    if let Err(reason) = neutral_e2e::testbed::image() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    image_reuse();
+    silent_death(trials);
+    region_cut(trials);
+}
