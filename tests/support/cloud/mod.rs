@@ -86,9 +86,9 @@ use terraform_provider_neutral::backend::route53::{AwsCredentials, Route53, Rout
 use terraform_provider_neutral::backend::{
     self, DnsBackend, RetryPolicy, SyncError, Synced, Target,
 };
-use terraform_provider_neutral::secret::Secret;
 pub use terraform_provider_neutral::records::AnswerRow;
 use terraform_provider_neutral::records::{self, Policy};
+use terraform_provider_neutral::secret::Secret;
 
 pub const AWS_ACCESS_KEY_ID: &str = "AKIDTEST";
 pub const AWS_SECRET_ACCESS_KEY: &str = "aws-secret-for-tests";
