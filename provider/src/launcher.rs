@@ -30,8 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use neutral_core::model::Timestamp;
 
-use crate::secret::Secret;
 use crate::docker_launcher::{self, DockerTarget};
+use crate::secret::Secret;
 
 /// How long an agent gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);

@@ -12,8 +12,8 @@ use neutral_core::pool::{self, SlotStatus};
 
 use crate::client::{ControlPlane, NodeView, parse_time};
 use crate::context::{Clients, now};
-use crate::framework::{Diags, Path, Value};
 use crate::docker_launcher::{self, DockerTarget};
+use crate::framework::{Diags, Path, Value};
 use crate::launcher::{self, AgentLaunch, SlotDir};
 use crate::secret::Secret;
 

@@ -11,10 +11,10 @@ use neutral_core::model::parse_duration;
 use neutral_core::pool::{AddressRange, MAX_NODES};
 
 use crate::config::base_url;
+use crate::docker_launcher::DockerTarget;
 use crate::framework::{
     Attribute, Block, Constraint, Diags, Path, Type, Value, known_choice, known_int,
 };
-use crate::docker_launcher::DockerTarget;
 use crate::launcher::LAUNCHER_FLAGS;
 use crate::secret::Secret;
 

@@ -14,8 +14,8 @@ mod tokens;
 
 /// The request bodies, for the fuzz targets (`fuzz/`).
 pub use dns::CreateZone;
-pub use nodes::{HeartbeatRequest, RegisterRequest};
 pub use nodes::expire_registrations;
+pub use nodes::{HeartbeatRequest, RegisterRequest};
 
 use std::sync::Arc;
 
