@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::launcher::{AgentLaunch, SlotDir, expand_args};
+pub use crate::slot::DockerTarget;
+use crate::slot::{AgentLaunch, SlotDir, expand_args};
 
 /// Where the binaries' folder appears inside every container.
 pub const BIN_DIR: &str = "/opt/neutral/bin";
@@ -25,22 +26,6 @@ pub const BIN_DIR: &str = "/opt/neutral/bin";
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The label every container of this launcher carries (its slot).
 const SLOT_LABEL: &str = "org.neutral.slot";
-
-/// Where a slot's containers go and what they run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DockerTarget {
-    /// The image (it must hold what the agent needs; no registry is asked
-    /// for it: `--pull never`).
-    pub image: String,
-    /// The region's Docker network; the slot's address must be in its
-    /// subnet.
-    pub network: String,
-    /// The folder holding the `neutral` binary, mounted read-only.
-    pub binaries: PathBuf,
-    /// Extra `docker run` flags (placeholders `{slot}`, `{address}`,
-    /// `{slot_dir}` filled in), e.g. capabilities or environment.
-    pub run_args: Vec<String>,
-}
 
 /// The container a slot's file names.
 pub fn container_of(slot: &SlotDir) -> Option<String> {
@@ -218,85 +203,7 @@ pub fn binaries_dir(configured: Option<&str>, binary: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::framework::{Diags, Value};
-    use crate::pool::{Launcher, check, spec_of};
-
-    fn pool(launcher: &str, extra: &[(&str, Value)]) -> Value {
-        let mut value = Value::Map(BTreeMap::new());
-        for (k, v) in [
-            ("region", Value::from("jp")),
-            ("min_nodes", Value::Int(1)),
-            ("max_nodes", Value::Int(3)),
-            ("desired_nodes", Value::Int(2)),
-            ("launcher", launcher.into()),
-            ("drain_grace", "1s".into()),
-            ("address_range", "198.18.5.50-198.18.5.59".into()),
-            ("state_dir", "/var/lib/pool/jp".into()),
-        ] {
-            value.set(k, v);
-        }
-        for (k, v) in extra {
-            value.set(k, v.clone());
-        }
-        value
-    }
-
-    fn problems(config: &Value) -> Vec<String> {
-        let mut diags = Diags::default();
-        check(config, &mut diags);
-        diags
-            .0
-            .iter()
-            .map(|d| format!("{}: {}", d.path, d.summary))
-            .collect()
-    }
-
-    #[test]
-    fn the_docker_launcher_needs_its_image_and_network_and_only_it_takes_them() {
-        let found = problems(&pool("docker", &[]));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("docker_image") && p.contains("required")),
-            "{found:?}"
-        );
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("docker_network") && p.contains("required")),
-            "{found:?}"
-        );
-        let docker = pool(
-            "docker",
-            &[
-                ("docker_image", "neutral-testbed:abc".into()),
-                ("docker_network", "ntb-1-jp".into()),
-                (
-                    "docker_args",
-                    Value::List(vec!["--env".into(), "A={address}".into()]),
-                ),
-            ],
-        );
-        assert_eq!(problems(&docker), Vec::<String>::new());
-        let spec = spec_of(&docker).expect("a valid docker pool");
-        assert_eq!(spec.launcher, Launcher::Docker);
-        let (target, binaries) = spec.local.and_then(|l| l.docker).expect("docker settings");
-        assert_eq!(target.image, "neutral-testbed:abc");
-        assert_eq!(target.network, "ntb-1-jp");
-        assert_eq!(target.run_args, ["--env", "A={address}"]);
-        assert_eq!(binaries, None);
-        let local = pool("local", &[("docker_image", "x".into())]);
-        let found = problems(&local);
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("docker_image") && p.contains("docker launcher")),
-            "{found:?}"
-        );
-    }
 
     #[test]
     fn the_container_runs_the_agent_on_the_slots_address_with_its_files_mounted() {

@@ -23,6 +23,7 @@ pub mod pool;
 pub mod provider;
 pub mod records;
 pub mod secret;
+pub mod slot;
 pub mod timing;
 
 /// The provider's name in Terraform (`neutral_gtm_record`, …).

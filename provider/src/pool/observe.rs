@@ -13,6 +13,7 @@ use crate::framework::{Diags, Path, Value};
 use crate::launcher::SlotDir;
 
 use super::schema::STARTING_GRACE;
+pub(super) use super::schema::strings_of;
 
 // ---- observing the slots ----
 
@@ -152,18 +153,6 @@ impl Observer<'_> {
             })
             .collect()
     }
-}
-
-pub(super) fn strings_of(value: &Value) -> Vec<String> {
-    value
-        .as_list()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `slot → node id` from a state's `nodes`.

@@ -513,7 +513,7 @@ pub fn spec_of(state: &Value) -> Option<PoolSpec> {
                             image: state.get("docker_image").as_str()?.to_owned(),
                             network: state.get("docker_network").as_str()?.to_owned(),
                             binaries: PathBuf::new(),
-                            run_args: super::observe::strings_of(state.get("docker_args")),
+                            run_args: strings_of(state.get("docker_args")),
                         },
                         optional_string("docker_binaries")?,
                     )),
@@ -560,4 +560,17 @@ pub(super) fn replacing(prior: &Value, state: &Value) -> Vec<Path> {
         })
         .map(Path::attr)
         .collect()
+}
+
+/// The strings of a list value (other items skipped).
+pub(super) fn strings_of(value: &Value) -> Vec<String> {
+    value
+        .as_list()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -183,3 +183,77 @@ fn a_recorded_node_stays_with_its_slot_while_registered() {
     let value = views[1].value();
     assert_eq!(value.get("address"), &Value::string("127.0.0.50"));
 }
+
+fn docker_pool(launcher: &str, extra: &[(&str, Value)]) -> Value {
+    let mut value = Value::Map(BTreeMap::new());
+    for (k, v) in [
+        ("region", Value::from("jp")),
+        ("min_nodes", Value::Int(1)),
+        ("max_nodes", Value::Int(3)),
+        ("desired_nodes", Value::Int(2)),
+        ("launcher", launcher.into()),
+        ("drain_grace", "1s".into()),
+        ("address_range", "198.18.5.50-198.18.5.59".into()),
+        ("state_dir", "/var/lib/pool/jp".into()),
+    ] {
+        value.set(k, v);
+    }
+    for (k, v) in extra {
+        value.set(k, v.clone());
+    }
+    value
+}
+
+fn docker_problems(config: &Value) -> Vec<String> {
+    let mut diags = Diags::default();
+    check(config, &mut diags);
+    diags
+        .0
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.summary))
+        .collect()
+}
+
+#[test]
+fn the_docker_launcher_needs_its_image_and_network_and_only_it_takes_them() {
+    let found = docker_problems(&docker_pool("docker", &[]));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("docker_image") && p.contains("required")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("docker_network") && p.contains("required")),
+        "{found:?}"
+    );
+    let docker = docker_pool(
+        "docker",
+        &[
+            ("docker_image", "neutral-testbed:abc".into()),
+            ("docker_network", "ntb-1-jp".into()),
+            (
+                "docker_args",
+                Value::List(vec!["--env".into(), "A={address}".into()]),
+            ),
+        ],
+    );
+    assert_eq!(docker_problems(&docker), Vec::<String>::new());
+    let spec = spec_of(&docker).expect("a valid docker pool");
+    assert_eq!(spec.launcher, Launcher::Docker);
+    let (target, binaries) = spec.local.and_then(|l| l.docker).expect("docker settings");
+    assert_eq!(target.image, "neutral-testbed:abc");
+    assert_eq!(target.network, "ntb-1-jp");
+    assert_eq!(target.run_args, ["--env", "A={address}"]);
+    assert_eq!(binaries, None);
+    let local = docker_pool("local", &[("docker_image", "x".into())]);
+    let found = docker_problems(&local);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("docker_image") && p.contains("docker launcher")),
+        "{found:?}"
+    );
+}

@@ -22,7 +22,7 @@ use crate::config::yaml::{Node, Scalar};
 use crate::config::{FileContent, RepoFile};
 use crate::diag::{Diagnostic, Pos};
 
-use super::{BUILTIN_PROVIDER, NEUTRAL_PROVIDER, POLICY_FILE, Rule, normalize_source};
+use super::rules::{BUILTIN_PROVIDER, NEUTRAL_PROVIDER, POLICY_FILE, Rule, normalize_source};
 
 /// Providers no policy can allow: they run programs by design.
 const NEVER: [&str; 2] = [

@@ -49,6 +49,7 @@
 //! run.
 
 mod file;
+mod rules;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -63,15 +64,10 @@ use crate::config::{FileContent, MAX_FILE_BYTES, RepoFile};
 use crate::diag::{Diagnostic, Pos};
 
 pub use self::file::Policy;
+pub use self::rules::{
+    BUILTIN_PROVIDER, NEUTRAL_PROVIDER, POLICY_FILE, Rule, TERRAFORM_FOLDERS, normalize_source,
+};
 
-/// Where the policy file lives in the repository.
-pub const POLICY_FILE: &str = ".neutral/terraform-policy.yaml";
-/// The folders whose Terraform files are judged.
-pub const TERRAFORM_FOLDERS: [&str; 2] = ["infra/", "modules/"];
-/// neutral's own provider, always allowed.
-pub const NEUTRAL_PROVIDER: &str = "registry.terraform.io/neutral/neutral";
-/// Terraform's built-in provider (`terraform_data`, `terraform_remote_state`).
-pub const BUILTIN_PROVIDER: &str = "terraform.io/builtin/terraform";
 /// Deepest bracket nesting judged; deeper files are refused unparsed.
 const MAX_NESTING: usize = 64;
 
@@ -90,40 +86,6 @@ const FILE_FUNCTIONS: [&str; 12] = [
     "templatefile",
     "filebase32",
 ];
-
-/// The rules, as refusals name them.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Rule {
-    Provider,
-    Provisioner,
-    ExternalData,
-    RemoteState,
-    Backend,
-    ModuleSource,
-    FilePath,
-    JsonConfig,
-    Symlink,
-    Syntax,
-    Policy,
-}
-
-impl Rule {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::Provider => "provider",
-            Rule::Provisioner => "provisioner",
-            Rule::ExternalData => "external-data",
-            Rule::RemoteState => "remote-state",
-            Rule::Backend => "backend",
-            Rule::ModuleSource => "module-source",
-            Rule::FilePath => "file-path",
-            Rule::JsonConfig => "json-config",
-            Rule::Symlink => "symlink",
-            Rule::Syntax => "syntax",
-            Rule::Policy => "policy",
-        }
-    }
-}
 
 /// Whether `path` is a file the policy check needs: the policy file and
 /// everything below `infra/` and `modules/`.
@@ -272,31 +234,6 @@ fn parse(path: &str, bytes: &[u8], diagnostics: &mut Vec<Diagnostic>) -> Option<
             ));
             None
         }
-    }
-}
-
-/// A provider source address in its full form (`host/namespace/type`,
-/// lowercase), or why it is not one.
-pub fn normalize_source(source: &str) -> Result<String, String> {
-    let lower = source.trim().to_ascii_lowercase();
-    let parts: Vec<&str> = lower.split('/').collect();
-    let valid = |part: &str| {
-        !part.is_empty()
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    };
-    if !parts.iter().all(|p| valid(p)) {
-        return Err(format!(
-            "`{source}` is not a provider source address (`namespace/name` or `host/namespace/name`)"
-        ));
-    }
-    match parts.as_slice() {
-        [namespace, name] => Ok(format!("registry.terraform.io/{namespace}/{name}")),
-        [_, _, _] => Ok(lower),
-        _ => Err(format!(
-            "`{source}` is not a provider source address (`namespace/name` or `host/namespace/name`)"
-        )),
     }
 }
 
