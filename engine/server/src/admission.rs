@@ -9,7 +9,7 @@
 //! - **Identity.** A node is its `node_id`, and one `(region, address)` is
 //!   one node. Re-registering an existing `node_id` — or registering an
 //!   address a node of that region already has — must carry proof: the
-//!   node's current token (header `X-Node-Token`) or the admin token. With
+//!   node's current token (body field `node_token`) or the admin token. With
 //!   proof the existing node gets a new token and keeps its id; without it
 //!   the answer is 409 and nothing changes.
 //! - **Cap.** A region accepts at most `max_nodes + slack` nodes, slack =
@@ -19,8 +19,12 @@
 //!   heartbeated count until they expire.
 //! - **Rate.** Each client address has a token bucket of `burst`
 //!   registrations refilled at `per_second`.
+//! - **One at a time per address.** While a registration of `(region,
+//!   address)` is being decided and stored, a second one of the same pair
+//!   is refused (409), so two at the same instant cannot both pass the
+//!   identity rule.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -105,6 +109,44 @@ fn refill(bucket: &Bucket, now: Instant, per_second: f64, burst: f64) -> f64 {
     (bucket.tokens + elapsed * per_second).min(burst)
 }
 
+/// The `(region, address)` pairs whose registration is in progress.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    claimed: Mutex<HashSet<(String, IpAddr)>>,
+}
+
+/// A claimed `(region, address)`; released when dropped.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    set: &'a InFlight,
+    key: (String, IpAddr),
+}
+
+impl InFlight {
+    /// Claims the pair, or `None` while another registration holds it.
+    pub fn claim(&self, region: &str, address: IpAddr) -> Option<Claim<'_>> {
+        let key = (region.to_owned(), address);
+        let mut claimed = self
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        claimed
+            .insert(key.clone())
+            .then_some(Claim { set: self, key })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claimed = self
+            .set
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        claimed.remove(&self.key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +185,16 @@ mod tests {
             assert!(limiter.take(a, later).is_ok());
         }
         assert!(limiter.take(a, later).is_err());
+    }
+
+    #[test]
+    fn one_registration_of_an_address_at_a_time() {
+        let in_flight = InFlight::default();
+        let address: IpAddr = "192.0.2.7".parse().unwrap();
+        let first = in_flight.claim("jp", address).expect("free");
+        assert!(in_flight.claim("jp", address).is_none());
+        assert!(in_flight.claim("sg", address).is_some());
+        drop(first);
+        assert!(in_flight.claim("jp", address).is_some());
     }
 }

@@ -56,6 +56,8 @@ pub struct App {
     pub releases: Releases,
     /// Registrations per client address (`--register-rate`/`--register-burst`).
     pub registrations: crate::admission::RateLimiter,
+    /// Registrations being decided and stored, one per `(region, address)`.
+    pub registering: crate::admission::InFlight,
 }
 
 impl App {

@@ -288,6 +288,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         recomputes: coalesce::Coalescer::default(),
         releases: releases::Releases::default(),
         registrations: admission::RateLimiter::new(args.register_rate, args.register_burst),
+        registering: admission::InFlight::default(),
     });
     app.recompute("start").await;
 

@@ -121,6 +121,13 @@ pub async fn register(
     if let Err(problem) = neutral_core::address::check_node_address(address) {
         return Err(ApiError::bad_request(format!("address: {problem}")));
     }
+    let Some(_claim) = app.registering.claim(&request.region, address) else {
+        let message = format!(
+            "a registration of {address} in region {} is in progress; retry",
+            request.region
+        );
+        return Err(identity_conflict(&app, &request.region, address, message).await);
+    };
     check_text("hostname", request.hostname.as_ref(), 253)?;
     check_text("agent_version", request.agent_version.as_ref(), 64)?;
     check_text("node_id", request.node_id.as_ref(), 64)?;
