@@ -130,9 +130,11 @@ impl InFlight {
             .claimed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        claimed
-            .insert(key.clone())
-            .then_some(Claim { set: self, key })
+        // `then`, not `then_some`: a `Claim` built for a refused pair would be
+        // dropped here, and its `Drop` would lock this mutex again.
+        let fresh = claimed.insert(key.clone());
+        drop(claimed);
+        fresh.then(|| Claim { set: self, key })
     }
 }
 
