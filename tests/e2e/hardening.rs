@@ -667,15 +667,31 @@ fn terraform_available() -> bool {
         })
 }
 
-/// A GTM root whose apply takes a while (a `local-exec` sleep), so a run is
-/// provably `running` when the daemon is killed.
-const SLOW_GTM_ROOT: &str = r#"resource "terraform_data" "slow" {
-  input = "slow"
-  provisioner "local-exec" {
-    command = "sleep 8"
-  }
+/// A GTM root whose plan waits on a control plane that never answers (a
+/// listener the test holds and never accepts from): the provider's request
+/// hangs until its 30 s timeout, so a run is provably `running` when the
+/// daemon is killed. Provisioners would be simpler, but the Terraform
+/// policy refuses them, as it should.
+fn slow_gtm_root(black_hole: std::net::SocketAddr) -> String {
+    format!(
+        r#"terraform {{
+  required_providers {{
+    neutral = {{ source = "neutral/neutral" }}
+  }}
+}}
+
+provider "neutral" {{
+  endpoint = "http://{black_hole}"
+}}
+
+resource "neutral_gtm_record" "slow" {{
+  domain  = "app.example.com"
+  zone    = "example.com"
+  regions = {{ jp = 100 }}
+}}
+"#
+    )
 }
-"#;
 
 #[test]
 fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again() {
@@ -690,7 +706,11 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
     let dir = tempfile::tempdir().unwrap();
     let mut files = fast_config(free_port());
     files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
-    files.push(("infra/gtm/main.tf", SLOW_GTM_ROOT.to_owned()));
+    let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    files.push((
+        "infra/gtm/main.tf",
+        slow_gtm_root(black_hole.local_addr().unwrap()),
+    ));
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let repo = Repo::create(dir.path(), &refs);
     let mut daemon = Daemon::start(

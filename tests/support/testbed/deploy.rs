@@ -253,7 +253,7 @@ impl Deployment {
         );
         // The configuration must have been accepted.
         deployment.wait("the configuration applied", Duration::from_secs(60), |d| {
-            let status = http::request(d.api, "GET", "/status", None, None)
+            let status = http::request(d.api, "GET", "/status", Some(ADMIN_TOKEN), None)
                 .ok()?
                 .json();
             let failing = &status["sync"]["failing"];
@@ -406,7 +406,7 @@ impl Deployment {
 
     /// `GET /nodes`.
     pub fn node_views(&self) -> Vec<NodeView> {
-        let Ok(response) = http::request(self.api, "GET", "/nodes", None, None) else {
+        let Ok(response) = http::request(self.api, "GET", "/nodes", Some(ADMIN_TOKEN), None) else {
             return Vec::new();
         };
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -468,7 +468,7 @@ impl Deployment {
     /// The domain's effective weight per region (`GET /domains/<domain>`).
     pub fn region_weights(&self) -> std::collections::BTreeMap<String, u64> {
         let path = format!("/domains/{DOMAIN}");
-        let Ok(response) = http::request(self.api, "GET", &path, None, None) else {
+        let Ok(response) = http::request(self.api, "GET", &path, Some(ADMIN_TOKEN), None) else {
             return std::collections::BTreeMap::new();
         };
         let doc: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
