@@ -100,7 +100,7 @@ fn run_log(stack: &Stack, run: &Value) -> String {
 #[test]
 fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
     let Some(stack) = Stack::start(StackOptions {
-        net: 61,
+        net: 66,
         jp_nodes: 1,
         powerdns: false,
     }) else {
@@ -266,6 +266,97 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
         .unwrap();
         assert_eq!(answer.status, 401, "a finished run's token still writes");
     }
+    stack.shut_down();
+}
+
+/// The launcher hole: a pushed node-pool configuration that names its own
+/// program for the local launcher to start. Under `neutral serve` those
+/// settings are the operator's (the daemon's `TF_VAR_*`), so the provider
+/// refuses the pool at the attribute, and the program never runs.
+#[test]
+fn a_pushed_launcher_program_is_refused_and_never_runs() {
+    let Some(stack) = Stack::start(StackOptions {
+        net: 67,
+        jp_nodes: 1,
+        powerdns: false,
+    }) else {
+        return;
+    };
+    stack.wait_up("jp", 1);
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("ran.txt");
+    let program = scratch.path().join("evil.sh");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", marker.display()),
+    )
+    .unwrap();
+    let mut mode = std::fs::metadata(&program).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&program, mode).unwrap();
+
+    let work = &stack.repo.work;
+    git_ok(work, &["pull", "-q", "--rebase", "origin", "main"]);
+    let main_tf = work.join("infra/node-pool/main.tf");
+    let text = std::fs::read_to_string(&main_tf).unwrap();
+    assert!(
+        text.contains("neutral_binary = var.neutral_binary"),
+        "{text}"
+    );
+    std::fs::write(
+        &main_tf,
+        text.replace(
+            "neutral_binary = var.neutral_binary",
+            &format!("neutral_binary = \"{}\"", program.display()),
+        ),
+    )
+    .unwrap();
+    let tfvars = work.join("infra/node-pool/jp.tfvars");
+    let text = std::fs::read_to_string(&tfvars).unwrap();
+    std::fs::write(
+        &tfvars,
+        text.replace("desired_nodes = 1", "desired_nodes = 2"),
+    )
+    .unwrap();
+    git_ok(work, &["add", "-A"]);
+    git_ok(
+        work,
+        &["commit", "-q", "-m", "jp: 2 nodes from my own binary"],
+    );
+    // Straight into the bare repository: the scheduler is the last guard.
+    let sha = git_ok(work, &["rev-parse", "HEAD"]);
+    git_ok(
+        &stack.repo.bare,
+        &["fetch", "-q", work.to_str().unwrap(), "main:main"],
+    );
+    stack.daemon.sync();
+    let refused = stack.wait_run("jp's run of the hostile commit", |r| {
+        r["workspace"] == "jp"
+            && r["commit"] == sha.as_str()
+            && matches!(r["status"].as_str(), Some("succeeded" | "failed"))
+    });
+    let log = run_log(&stack, &refused);
+    assert_eq!(refused["status"], "failed", "{refused}\n{log}");
+    assert!(
+        log.contains("set by the operator, not the repository") && log.contains("neutral_binary"),
+        "the refusal names the attribute: {log}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !marker.exists(),
+        "the pushed program ran: {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
+    assert_eq!(
+        stack
+            .daemon
+            .admin("GET", "/nodes?region=jp", None)
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "no node was added"
+    );
     stack.shut_down();
 }
 

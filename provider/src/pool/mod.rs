@@ -20,6 +20,9 @@
 //! - **Destroy** removes every slot the same way, then stops any agent left
 //!   in the state folder.
 //!
+//! Under `neutral serve` the settings that run programs come from the
+//! operator: [`lock`] refuses a pool whose settings differ.
+//!
 //! One concern per file: [`schema`] (the schema and the argument checks),
 //! [`observe`] (what the slots hold now), [`apply`] (starting and removing
 //! slots) and this file (the resource: the order of the steps). Slot
@@ -27,6 +30,7 @@
 //! processes are [`launcher`](crate::launcher)'s.
 
 pub mod apply;
+pub mod lock;
 pub mod observe;
 pub mod schema;
 #[cfg(test)]
@@ -87,6 +91,7 @@ impl PlanArguments for NodePool {
 
     fn check(config: &Value, diags: &mut Diags) {
         check(config, diags);
+        lock::check_current(config, diags);
     }
 
     fn with_defaults(config: &Value) -> Value {
@@ -112,6 +117,7 @@ impl ResourceImpl for NodePool {
 
     fn validate(&self, config: &Value, diags: &mut Diags) {
         check(config, diags);
+        lock::check_current(config, diags);
     }
 
     async fn plan(
@@ -220,6 +226,11 @@ impl ResourceImpl for NodePool {
         planned: &Value,
         diags: &mut Diags,
     ) -> Option<Value> {
+        // Values unknown at plan time are known now: the lock again.
+        lock::check_current(planned, diags);
+        if diags.has_errors() {
+            return None;
+        }
         let Some(spec) = spec_of(planned) else {
             diags.error(
                 Path::root(),

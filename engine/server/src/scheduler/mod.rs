@@ -170,6 +170,8 @@ impl Scheduler {
                 settings.data.join("nodes").display().to_string(),
             ),
         ]);
+        let lock = launcher_lock(&env);
+        env.push((LAUNCHER_LOCK_ENV.to_owned(), lock));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let runner = Runner {
             terraform,
@@ -291,6 +293,34 @@ pub fn clean_stale_locks(state_root: &Path) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_launcher_lock_holds_the_operators_last_settings() {
+        let env: Vec<(String, String)> = [
+            ("TF_VAR_state_root", "/operator/nodes"),
+            ("TF_VAR_agent_args", r#"["--runtime", "process"]"#),
+            ("TF_VAR_neutral_binary", "/usr/bin/neutral"),
+            ("TF_VAR_docker_args", "not json"),
+            ("PATH", "/usr/bin"),
+            ("TF_VAR_state_root", "/data/nodes"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let lock: serde_json::Value = serde_json::from_str(&super::launcher_lock(&env)).unwrap();
+        assert_eq!(
+            lock,
+            serde_json::json!({
+                "neutral_binary": "/usr/bin/neutral",
+                "agent_args": ["--runtime", "process"],
+                "state_root": "/data/nodes",
+                "docker_image": null,
+                "docker_network": null,
+                "docker_args": [],
+                "docker_binaries": null,
+            })
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -333,4 +363,44 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert!(clean_stale_locks(&dir.path().join("missing")).is_empty());
     }
+}
+
+/// The variable the provider reads the operator's launcher lock from
+/// (`provider/src/pool/lock.rs`).
+const LAUNCHER_LOCK_ENV: &str = "NEUTRAL_LAUNCHER_LOCK";
+
+/// The operator's launcher lock, as JSON: the program-running node-pool
+/// settings the daemon was given (its `TF_VAR_*` environment), which the
+/// provider then requires of every pool, whatever the repository says.
+fn launcher_lock(env: &[(String, String)]) -> String {
+    let get = |name: &str| {
+        // The last setting wins, as it does for the child's environment.
+        env.iter()
+            .rev()
+            .find(|(key, _)| key.strip_prefix("TF_VAR_") == Some(name))
+            .map(|(_, value)| value.as_str())
+    };
+    let list = |name: &str| -> Vec<String> {
+        let Some(text) = get(name) else {
+            return Vec::new();
+        };
+        serde_json::from_str(text).unwrap_or_else(|err| {
+            tracing::warn!(
+                variable = %format!("TF_VAR_{name}"),
+                error = %err,
+                "not a JSON list of strings: node pools may not set {name}"
+            );
+            Vec::new()
+        })
+    };
+    serde_json::json!({
+        "neutral_binary": get("neutral_binary"),
+        "agent_args": list("agent_args"),
+        "state_root": get("state_root"),
+        "docker_image": get("docker_image"),
+        "docker_network": get("docker_network"),
+        "docker_args": list("docker_args"),
+        "docker_binaries": get("docker_binaries"),
+    })
+    .to_string()
 }
