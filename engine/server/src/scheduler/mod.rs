@@ -291,6 +291,46 @@ pub fn clean_stale_locks(state_root: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// The variable the provider reads the operator's launcher lock from
+/// (`provider/src/pool/lock.rs`).
+const LAUNCHER_LOCK_ENV: &str = "NEUTRAL_LAUNCHER_LOCK";
+
+/// The operator's launcher lock, as JSON: the program-running node-pool
+/// settings the daemon was given (its `TF_VAR_*` environment), which the
+/// provider then requires of every pool, whatever the repository says.
+fn launcher_lock(env: &[(String, String)]) -> String {
+    let get = |name: &str| {
+        // The last setting wins, as it does for the child's environment.
+        env.iter()
+            .rev()
+            .find(|(key, _)| key.strip_prefix("TF_VAR_") == Some(name))
+            .map(|(_, value)| value.as_str())
+    };
+    let list = |name: &str| -> Vec<String> {
+        let Some(text) = get(name) else {
+            return Vec::new();
+        };
+        serde_json::from_str(text).unwrap_or_else(|err| {
+            tracing::warn!(
+                variable = %format!("TF_VAR_{name}"),
+                error = %err,
+                "not a JSON list of strings: node pools may not set {name}"
+            );
+            Vec::new()
+        })
+    };
+    serde_json::json!({
+        "neutral_binary": get("neutral_binary"),
+        "agent_args": list("agent_args"),
+        "state_root": get("state_root"),
+        "docker_image": get("docker_image"),
+        "docker_network": get("docker_network"),
+        "docker_args": list("docker_args"),
+        "docker_binaries": get("docker_binaries"),
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -363,44 +403,4 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert!(clean_stale_locks(&dir.path().join("missing")).is_empty());
     }
-}
-
-/// The variable the provider reads the operator's launcher lock from
-/// (`provider/src/pool/lock.rs`).
-const LAUNCHER_LOCK_ENV: &str = "NEUTRAL_LAUNCHER_LOCK";
-
-/// The operator's launcher lock, as JSON: the program-running node-pool
-/// settings the daemon was given (its `TF_VAR_*` environment), which the
-/// provider then requires of every pool, whatever the repository says.
-fn launcher_lock(env: &[(String, String)]) -> String {
-    let get = |name: &str| {
-        // The last setting wins, as it does for the child's environment.
-        env.iter()
-            .rev()
-            .find(|(key, _)| key.strip_prefix("TF_VAR_") == Some(name))
-            .map(|(_, value)| value.as_str())
-    };
-    let list = |name: &str| -> Vec<String> {
-        let Some(text) = get(name) else {
-            return Vec::new();
-        };
-        serde_json::from_str(text).unwrap_or_else(|err| {
-            tracing::warn!(
-                variable = %format!("TF_VAR_{name}"),
-                error = %err,
-                "not a JSON list of strings: node pools may not set {name}"
-            );
-            Vec::new()
-        })
-    };
-    serde_json::json!({
-        "neutral_binary": get("neutral_binary"),
-        "agent_args": list("agent_args"),
-        "state_root": get("state_root"),
-        "docker_image": get("docker_image"),
-        "docker_network": get("docker_network"),
-        "docker_args": list("docker_args"),
-        "docker_binaries": get("docker_binaries"),
-    })
-    .to_string()
 }
