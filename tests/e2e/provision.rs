@@ -233,15 +233,15 @@ fn bad_input_fails_naming_the_cause_and_leaves_no_agent_unit() {
         "jp-bad",
         ip,
         &with(&[
-            ("neutral_binary_src", None),
-            ("neutral_binary_url", Some(url)),
-            ("neutral_binary_sha256", Some(wrong.clone())),
+            ("neutral_node_binary_src", None),
+            ("neutral_node_binary_url", Some(url)),
+            ("neutral_node_binary_sha256", Some(wrong.clone())),
         ]),
     );
     assert!(!run.ok, "{}", run.output);
     assert!(
         run.output.contains(&format!(
-            "its sha256 checksum does not match neutral_binary_sha256 {wrong}"
+            "its sha256 checksum does not match neutral_node_binary_sha256 {wrong}"
         )),
         "{}",
         run.output
@@ -328,7 +328,7 @@ fn config_passes_syntax_check_and_ansible_lint() {
     let mut cmd = std::process::Command::new(lint);
     cmd.current_dir(&config)
         .env("ANSIBLE_CONFIG", config.join("ansible.cfg"))
-        .args(["--offline", "--strict", "-p"])
+        .args(["--offline", "--strict", "--format=pep8"])
         .args(["playbooks/", "roles/"]);
     let out = neutral_e2e::run_with_deadline(&mut cmd, Duration::from_secs(300));
     assert_eq!(

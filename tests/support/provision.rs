@@ -231,7 +231,7 @@ impl Provisioning {
             ("neutral_control_plane", self.control_plane_url()),
             ("neutral_region", REGION.to_owned()),
             ("neutral_join_token", crate::cluster::JOIN_TOKEN.to_owned()),
-            ("neutral_binary_src", bin("neutral").display().to_string()),
+            ("neutral_node_binary_src", bin("neutral").display().to_string()),
             (
                 "neutral_node_apt_mirror",
                 format!("http://{}/apt/ ./", self.http_addr),
@@ -272,8 +272,10 @@ impl Provisioning {
             .env("ANSIBLE_LOCAL_TEMP", self.dir.path().join("ansible-tmp"))
             .env(
                 "ANSIBLE_SSH_ARGS",
-                "-o ControlMaster=auto -o ControlPersist=60s",
+                "-o ControlMaster=auto -o ControlPersist=30s",
             )
+            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", self.dir.path().join("cp"))
+            .env("ANSIBLE_PIPELINING", "True")
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_FORCE_COLOR", "0")
             .arg("-i")
