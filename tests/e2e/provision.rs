@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use neutral_e2e::cluster::ADMIN_TOKEN;
 use neutral_e2e::http;
-use neutral_e2e::provision::{Provisioning, sha256_hex, wait_for};
+use neutral_e2e::provision::{Provisioning, sha256_hex};
 use neutral_e2e::testbed::deploy::SERVICE_PORT;
 
 /// Any one wait for the node to settle.
@@ -42,6 +42,55 @@ fn version(ip: std::net::Ipv4Addr) -> Option<String> {
         .ok()
         .filter(|r| r.status == 200)
         .map(|r| r.body.trim().to_owned())
+}
+
+/// What to read when a wait fails: the node as the control plane sees it,
+/// and the agent's journal.
+fn diagnosis(
+    p: &Provisioning,
+    host: &neutral_e2e::testbed::Host,
+    ip: std::net::Ipv4Addr,
+) -> String {
+    let journal =
+        p.d.bed
+            .exec(
+                host,
+                &[
+                    "journalctl",
+                    "-u",
+                    "neutral-agent",
+                    "-n",
+                    "40",
+                    "--no-pager",
+                ],
+            )
+            .stdout;
+    format!(
+        "node: {:?}\n--- agent journal\n{journal}\n--- control plane\n{}",
+        node_json(p, ip),
+        p.d.diagnosis()
+    )
+}
+
+/// Polls `check` every 100 ms until it holds; fails after `SETTLE` with
+/// the diagnosis.
+#[track_caller]
+fn settle(
+    p: &Provisioning,
+    host: &neutral_e2e::testbed::Host,
+    ip: std::net::Ipv4Addr,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < SETTLE,
+            "timed out after {SETTLE:?} waiting for {what}\n{}",
+            diagnosis(p, host, ip)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -70,14 +119,14 @@ fn a_fresh_debian_host_becomes_a_serving_node_that_survives_a_restart_and_reruns
     let first_run = run.elapsed;
 
     // Registered, with the slot name as its host name, and up.
-    wait_for("the node up in GET /nodes", SETTLE, || {
+    settle(&p, &host, ip, "the node up in GET /nodes", || {
         node_json(&p, ip).is_some_and(|n| n["status"] == "up")
     });
     let node = node_json(&p, ip).expect("registered");
     assert_eq!(node["hostname"], "jp-1", "{node}");
     assert_eq!(node["region"], "jp", "{node}");
     let id = node["id"].as_str().expect("id").to_owned();
-    wait_for("the workload through nginx", SETTLE, || {
+    settle(&p, &host, ip, "the workload through nginx", || {
         version(ip).as_deref() == Some("v1")
     });
     let ready = start.elapsed();
@@ -161,16 +210,18 @@ fn a_fresh_debian_host_becomes_a_serving_node_that_survives_a_restart_and_reruns
     let first = invocation(&p);
     let restarted = Instant::now();
     p.d.bed.restart(&host);
-    wait_for("the agent active after the restart", SETTLE, || {
+    settle(&p, &host, ip, "the agent active after the restart", || {
         p.agent_state(&host) == "active"
     });
     assert_ne!(invocation(&p), first, "the agent did not start anew");
-    wait_for(
+    settle(
+        &p,
+        &host,
+        ip,
         "the workload through nginx after the restart",
-        SETTLE,
         || version(ip).as_deref() == Some("v1"),
     );
-    wait_for("the node up after the restart", SETTLE, || {
+    settle(&p, &host, ip, "the node up after the restart", || {
         node_json(&p, ip).is_some_and(|n| n["status"] == "up")
     });
     let back = restarted.elapsed();

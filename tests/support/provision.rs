@@ -86,6 +86,7 @@ impl PlaybookRun {
 
 /// A control plane on the test bed plus the controller that provisions
 /// fresh machines in its region `jp`.
+#[derive(Debug)]
 pub struct Provisioning {
     pub d: Deployment,
     pub machine_image: String,
@@ -231,7 +232,10 @@ impl Provisioning {
             ("neutral_control_plane", self.control_plane_url()),
             ("neutral_region", REGION.to_owned()),
             ("neutral_join_token", crate::cluster::JOIN_TOKEN.to_owned()),
-            ("neutral_node_binary_src", bin("neutral").display().to_string()),
+            (
+                "neutral_node_binary_src",
+                bin("neutral").display().to_string(),
+            ),
             (
                 "neutral_node_apt_mirror",
                 format!("http://{}/apt/ ./", self.http_addr),
