@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod cluster;
 pub mod dns;
 pub mod http;
+pub mod provision;
 pub mod services;
 pub mod stack;
 pub mod testbed;

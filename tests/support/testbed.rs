@@ -245,6 +245,13 @@ pub struct HostSpec {
     pub nested_containers: bool,
     /// tmpfs mounts inside the host.
     pub tmpfs: Vec<String>,
+    /// A machine image that boots its own init (systemd as PID 1, e.g.
+    /// `scripts/fresh-host image`) instead of the test bed's image and
+    /// command: no `--init`, none of the build's binaries mounted, the
+    /// nested-container privileges (systemd and containerd make cgroups),
+    /// `/run` and `/run/lock` on tmpfs as on a real machine. `command` may
+    /// stay empty (the image's own).
+    pub machine: Option<String>,
 }
 
 /// A running host.
@@ -402,9 +409,9 @@ impl Testbed {
             .split_first()
             .expect("a host is on at least one network");
         let pid = std::process::id().to_string();
+        let machine = spec.machine.is_some();
         let mut args: Vec<String> = [
             "create",
-            "--init",
             "--name",
             &container,
             "--hostname",
@@ -421,18 +428,37 @@ impl Testbed {
             "NET_ADMIN",
             "--stop-timeout",
             "5",
-            "-v",
-            &format!("{}:{BIN_DIR}:ro", self.bin_dir.display()),
-            "-v",
-            &format!(
-                "{}:{IMAGES_DIR}:ro",
-                workspace_root().join("tests/images").display()
-            ),
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        if spec.nested_containers {
+        if machine {
+            // systemd shuts down cleanly on SIGRTMIN+3 (`docker stop`/`restart`).
+            args.extend(
+                [
+                    "--tmpfs",
+                    "/run:exec,mode=0755",
+                    "--tmpfs",
+                    "/run/lock",
+                    "--stop-signal",
+                    "SIGRTMIN+3",
+                ]
+                .map(String::from),
+            );
+            args.extend(NESTED_CONTAINERS.iter().map(|s| (*s).to_owned()));
+        } else {
+            args.push("--init".into());
+            args.extend([
+                "-v".to_owned(),
+                format!("{}:{BIN_DIR}:ro", self.bin_dir.display()),
+                "-v".to_owned(),
+                format!(
+                    "{}:{IMAGES_DIR}:ro",
+                    workspace_root().join("tests/images").display()
+                ),
+            ]);
+        }
+        if spec.nested_containers && !machine {
             args.extend(NESTED_CONTAINERS.iter().map(|s| (*s).to_owned()));
             args.extend(["-e".to_owned(), "NEUTRAL_HOST_NESTED=1".to_owned()]);
         }
@@ -448,7 +474,7 @@ impl Testbed {
             args.push("--tmpfs".into());
             args.push(tmpfs.clone());
         }
-        args.push(self.image.clone());
+        args.push(spec.machine.clone().unwrap_or_else(|| self.image.clone()));
         args.extend(spec.command.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         docker_ok(&refs);

@@ -1,0 +1,392 @@
+//! From a bare machine to a node (issue 15): a fresh Debian 12 machine on the
+//! test bed (systemd as PID 1, sshd, python3; tests/support/provision.rs) is
+//! configured by `ansible-playbook` with `config/playbooks/node.yml`, run from
+//! this process over real SSH against the machine's own address, as an
+//! operator's controller would. The packages come from a local apt
+//! repository the controller serves on the region's network.
+//!
+//! Asserted: the node registers with its slot name, serves its workload
+//! through nginx from the blue or green colour, node_exporter answers, the
+//! unit carries its hardening, comes back after `docker restart` of the host,
+//! and a second run changes nothing. Bad input (no join token, a wrong
+//! checksum, an unreachable control plane) fails naming the cause and leaves
+//! no agent unit behind.
+//!
+//! Figures (provisioning time, re-run time) are printed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use neutral_e2e::cluster::ADMIN_TOKEN;
+use neutral_e2e::http;
+use neutral_e2e::provision::{Provisioning, sha256_hex};
+use neutral_e2e::testbed::deploy::SERVICE_PORT;
+
+/// Any one wait for the node to settle.
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// The node registered from `ip`, as `GET /nodes` shows it (raw JSON).
+fn node_json(p: &Provisioning, ip: std::net::Ipv4Addr) -> Option<serde_json::Value> {
+    let response = http::request(p.d.api, "GET", "/nodes", Some(ADMIN_TOKEN), None).ok()?;
+    let all: serde_json::Value = serde_json::from_str(&response.body).ok()?;
+    all.as_array()?
+        .iter()
+        .find(|n| n["address"].as_str() == Some(&ip.to_string()))
+        .cloned()
+}
+
+/// `GET http://ip:80/version` through the node's nginx.
+fn version(ip: std::net::Ipv4Addr) -> Option<String> {
+    let addr = SocketAddr::from((ip, SERVICE_PORT));
+    http::request(addr, "GET", "/version", None, None)
+        .ok()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body.trim().to_owned())
+}
+
+/// What to read when a wait fails: the node as the control plane sees it,
+/// and the agent's journal.
+fn diagnosis(
+    p: &Provisioning,
+    host: &neutral_e2e::testbed::Host,
+    ip: std::net::Ipv4Addr,
+) -> String {
+    let journal =
+        p.d.bed
+            .exec(
+                host,
+                &[
+                    "journalctl",
+                    "-u",
+                    "neutral-agent",
+                    "-n",
+                    "40",
+                    "--no-pager",
+                ],
+            )
+            .stdout;
+    format!(
+        "node: {:?}\n--- agent journal\n{journal}\n--- control plane\n{}",
+        node_json(p, ip),
+        p.d.diagnosis()
+    )
+}
+
+/// Polls `check` every 100 ms until it holds; fails after `SETTLE` with
+/// the diagnosis.
+#[track_caller]
+fn settle(
+    p: &Provisioning,
+    host: &neutral_e2e::testbed::Host,
+    ip: std::net::Ipv4Addr,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < SETTLE,
+            "timed out after {SETTLE:?} waiting for {what}\n{}",
+            diagnosis(p, host, ip)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_fresh_debian_host_becomes_a_serving_node_that_survives_a_restart_and_reruns_unchanged() {
+    let Some(p) = Provisioning::start("provision") else {
+        return;
+    };
+    let (host, ip) = p.fresh_machine("jp-1");
+    // systemd is the machine's init, as on a VM.
+    let init = p.d.bed.exec_ok(&host, &["cat", "/proc/1/comm"]);
+    assert_eq!(init.trim(), "systemd");
+    // Fresh: nothing of the node is there yet.
+    let before =
+        p.d.bed
+            .exec(&host, &["sh", "-c", "command -v containerd nginx neutral"]);
+    assert!(
+        before.stdout.trim().is_empty(),
+        "not fresh: {}",
+        before.stdout
+    );
+
+    let start = Instant::now();
+    let run = p.playbook("jp-1", ip, &p.node_vars());
+    assert!(run.ok, "the first playbook run failed:\n{}", run.output);
+    assert!(run.changed("jp-1").unwrap_or(0) > 0, "{}", run.output);
+    let first_run = run.elapsed;
+
+    // Registered, with the slot name as its host name, and up.
+    settle(&p, &host, ip, "the node up in GET /nodes", || {
+        node_json(&p, ip).is_some_and(|n| n["status"] == "up")
+    });
+    let node = node_json(&p, ip).expect("registered");
+    assert_eq!(node["hostname"], "jp-1", "{node}");
+    assert_eq!(node["region"], "jp", "{node}");
+    let id = node["id"].as_str().expect("id").to_owned();
+    settle(&p, &host, ip, "the workload through nginx", || {
+        version(ip).as_deref() == Some("v1")
+    });
+    let ready = start.elapsed();
+
+    // nginx proxies to the blue (18080) or green (28080) colour, and that
+    // colour answers on the host's loopback.
+    let upstream = p.d.bed.exec_ok(
+        &host,
+        &[
+            "sh",
+            "-c",
+            "cat /var/lib/neutral/node/nginx/*upstream*.conf",
+        ],
+    );
+    let port = ["18080", "28080"]
+        .into_iter()
+        .find(|port| upstream.contains(&format!("127.0.0.1:{port}")))
+        .unwrap_or_else(|| panic!("upstream is neither blue nor green: {upstream}"));
+    let direct = p.d.bed.exec_ok(
+        &host,
+        &[
+            "python3",
+            "-c",
+            &format!("import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}/version',timeout=5).read().decode())"),
+        ],
+    );
+    assert_eq!(direct.trim(), "v1");
+
+    // node_exporter and blackbox_exporter from Debian, answering.
+    let metrics = http::request(SocketAddr::from((ip, 9100)), "GET", "/metrics", None, None)
+        .expect("GET :9100/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("node_cpu_seconds_total"));
+    let blackbox = http::request(SocketAddr::from((ip, 9115)), "GET", "/metrics", None, None)
+        .expect("GET :9115/metrics");
+    assert_eq!(blackbox.status, 200);
+
+    // The unit as written: restart policy, hardening, slot name.
+    let show = p.d.bed.exec_ok(
+        &host,
+        &[
+            "systemctl",
+            "show",
+            "neutral-agent",
+            "-p",
+            "Restart,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,UnitFileState,ExecStart",
+        ],
+    );
+    for want in [
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "UnitFileState=enabled",
+        "--hostname jp-1",
+    ] {
+        assert!(show.contains(want), "{want} not in:\n{show}");
+    }
+    // The token is not in the unit, and its file is the owner's only.
+    let token_mode =
+        p.d.bed
+            .exec_ok(&host, &["stat", "-c", "%a", "/etc/neutral/join-token"]);
+    assert_eq!(token_mode.trim(), "600");
+    assert!(!show.contains(neutral_e2e::cluster::JOIN_TOKEN));
+
+    // A second run changes nothing.
+    let again = p.playbook("jp-1", ip, &p.node_vars());
+    assert!(again.ok, "the second run failed:\n{}", again.output);
+    assert_eq!(again.changed("jp-1"), Some(0), "{}", again.output);
+
+    // The host restarts: the unit comes back by itself, same node.
+    let invocation = |p: &Provisioning| {
+        p.d.bed
+            .exec(
+                &host,
+                &["systemctl", "show", "-p", "InvocationID", "neutral-agent"],
+            )
+            .stdout
+    };
+    let first = invocation(&p);
+    let restarted = Instant::now();
+    p.d.bed.restart(&host);
+    settle(&p, &host, ip, "the agent active after the restart", || {
+        p.agent_state(&host) == "active"
+    });
+    assert_ne!(invocation(&p), first, "the agent did not start anew");
+    settle(
+        &p,
+        &host,
+        ip,
+        "the workload through nginx after the restart",
+        || version(ip).as_deref() == Some("v1"),
+    );
+    settle(&p, &host, ip, "the node up after the restart", || {
+        node_json(&p, ip).is_some_and(|n| n["status"] == "up")
+    });
+    let back = restarted.elapsed();
+    assert_eq!(node_json(&p, ip).expect("registered")["id"], id.as_str());
+
+    eprintln!(
+        "FIGURES provision: fresh host -> ready node {:.1}s (first playbook run {:.1}s); \
+         re-run (changed=0) {:.1}s; docker restart -> serving again {:.1}s",
+        ready.as_secs_f64(),
+        first_run.as_secs_f64(),
+        again.elapsed.as_secs_f64(),
+        back.as_secs_f64()
+    );
+}
+
+#[test]
+fn bad_input_fails_naming_the_cause_and_leaves_no_agent_unit() {
+    let Some(p) = Provisioning::start("provbad") else {
+        return;
+    };
+    let (host, ip) = p.fresh_machine("jp-bad");
+    let no_unit = |p: &Provisioning, case: &str| {
+        assert_ne!(p.agent_state(&host), "active", "{case}: an agent runs");
+        let unit = p.d.bed.exec(
+            &host,
+            &["test", "-e", "/etc/systemd/system/neutral-agent.service"],
+        );
+        assert_ne!(unit.code, Some(0), "{case}: a unit file was left");
+    };
+    let with = |changes: &[(&str, Option<String>)]| {
+        let mut vars = p.node_vars();
+        for (name, value) in changes {
+            vars.retain(|(n, _)| n != name);
+            if let Some(value) = value {
+                vars.push(((*name).to_owned(), value.clone()));
+            }
+        }
+        vars
+    };
+
+    // 1. No join token.
+    let run = p.playbook("jp-bad", ip, &with(&[("neutral_join_token", None)]));
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output.contains("neutral_join_token is not set"),
+        "{}",
+        run.output
+    );
+    no_unit(&p, "no token");
+
+    // 2. A wrong checksum for the downloaded binary.
+    let binary = neutral_e2e::bin("neutral");
+    let right = sha256_hex(&binary);
+    let wrong: String = right
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let url = format!("http://{}/bin/neutral", p.http_addr);
+    let run = p.playbook(
+        "jp-bad",
+        ip,
+        &with(&[
+            ("neutral_node_binary_src", None),
+            ("neutral_node_binary_url", Some(url)),
+            ("neutral_node_binary_sha256", Some(wrong.clone())),
+        ]),
+    );
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output.contains(&format!(
+            "its sha256 checksum does not match neutral_node_binary_sha256 {wrong}"
+        )),
+        "{}",
+        run.output
+    );
+    let installed =
+        p.d.bed
+            .exec(&host, &["test", "-e", "/usr/local/bin/neutral"]);
+    assert_ne!(
+        installed.code,
+        Some(0),
+        "a binary with a wrong checksum was installed"
+    );
+    no_unit(&p, "wrong checksum");
+
+    // 3. A control plane nobody answers for.
+    let unreachable = format!("http://{}:7999", p.d.cp.ip("jp"));
+    let run = p.playbook(
+        "jp-bad",
+        ip,
+        &with(&[("neutral_control_plane", Some(unreachable.clone()))]),
+    );
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output.contains(&format!(
+            "the control plane {unreachable} is unreachable from jp-bad"
+        )),
+        "{}",
+        run.output
+    );
+    no_unit(&p, "unreachable control plane");
+}
+
+/// `ansible-lint` from `scripts/setup`'s virtualenv, else from PATH.
+fn ansible_lint() -> Option<std::path::PathBuf> {
+    let venv = neutral_e2e::workspace_root().join(".build/ansible-lint/venv/bin/ansible-lint");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::process::Command::new("ansible-lint")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "ansible-lint".into())
+}
+
+#[test]
+fn config_passes_syntax_check_and_ansible_lint() {
+    if let Err(reason) = neutral_e2e::provision::ansible_available() {
+        neutral_e2e::testbed::skip::<()>(&reason);
+        return;
+    }
+    let config = neutral_e2e::workspace_root().join("config");
+    let inventories = std::fs::read_dir(config.join("inventories")).expect("config/inventories");
+    let mut checked = 0;
+    for inventory in inventories {
+        let inventory = inventory.expect("entry").path();
+        let mut cmd = std::process::Command::new("ansible-playbook");
+        cmd.current_dir(&config)
+            .env("ANSIBLE_CONFIG", config.join("ansible.cfg"))
+            .arg("--syntax-check")
+            .arg("-i")
+            .arg(&inventory)
+            .arg("playbooks/node.yml");
+        let out = neutral_e2e::run_with_deadline(&mut cmd, Duration::from_secs(120));
+        assert_eq!(
+            out.code,
+            Some(0),
+            "--syntax-check with {}: {}{}",
+            inventory.display(),
+            out.stdout,
+            out.stderr
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "an example inventory per region");
+
+    let Some(lint) = ansible_lint() else {
+        neutral_e2e::testbed::skip::<()>(
+            "ansible-lint is not installed (scripts/setup installs it into .build/ansible-lint)",
+        );
+        return;
+    };
+    let mut cmd = std::process::Command::new(lint);
+    cmd.current_dir(&config)
+        .env("ANSIBLE_CONFIG", config.join("ansible.cfg"))
+        .args(["--offline", "--strict", "--format=pep8"])
+        .args(["playbooks/", "roles/"]);
+    let out = neutral_e2e::run_with_deadline(&mut cmd, Duration::from_secs(300));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "ansible-lint on config/:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
