@@ -21,6 +21,7 @@
 
 pub mod check;
 pub mod control_plane;
+mod error;
 pub mod install;
 pub mod post_receive;
 pub mod pre_commit;
@@ -36,6 +37,7 @@ use std::time::Instant;
 use clap::{ArgGroup, Args, Subcommand};
 use git2::Repository;
 
+pub use crate::error::HookError;
 use crate::settings::Settings;
 
 /// `neutral hook <name>`: run by git, from the scripts `neutral hooks
@@ -102,19 +104,6 @@ pub struct InstallArgs {
     /// <hook>.before-neutral).
     #[arg(long)]
     pub force: bool,
-}
-
-/// A hook could not do its job.
-#[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    #[error("reading the hook's input: {0}")]
-    Input(#[from] updates::BadLine),
-    #[error(transparent)]
-    Git(#[from] neutral_git::GitError),
-    #[error("opening the repository ({}): {source}", path.display())]
-    Open { path: PathBuf, source: git2::Error },
-    #[error("writing the hook's output: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Runs a hook as git does: input on stdin, messages on stderr (git shows

@@ -17,8 +17,8 @@ use std::time::Instant;
 use git2::Repository;
 use neutral_core::config::RepoFile;
 
-use crate::HookError;
 use crate::check::{self, LiveHealth};
+use crate::error::HookError;
 use crate::settings::Settings;
 
 /// Judges the index of `repo`; `Ok(true)` lets the commit go ahead.

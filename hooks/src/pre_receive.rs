@@ -28,8 +28,8 @@ use git2::{Oid, Repository};
 use neutral_core::config::RepoFile;
 use neutral_git::GitError;
 
-use crate::HookError;
 use crate::check::{self, LiveHealth};
+use crate::error::HookError;
 use crate::settings::Settings;
 use crate::updates::{self, Plan};
 

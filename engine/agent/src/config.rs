@@ -9,11 +9,11 @@ use std::time::Duration;
 use neutral_core::model::NodeMode;
 use reqwest::Url;
 
-use crate::backoff::{self, Backoff};
 use crate::node::NodeConfig;
 use crate::node::nginx::NginxSettings;
 use crate::node::release::{ColourPorts, check_health_path, check_image_ref};
 use crate::node::runtime::PullPolicy;
+use neutral_core::backoff::{self, Backoff};
 
 /// The environment variable holding the join token when no file is given.
 pub const JOIN_TOKEN_ENV: &str = "NEUTRAL_JOIN_TOKEN";

@@ -62,7 +62,7 @@ pub struct NodeExporter {
 
 impl NodeExporter {
     pub fn new(url: Url) -> Result<Self, reqwest::Error> {
-        crate::install_crypto_provider();
+        crate::client::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .no_proxy()

@@ -10,7 +10,8 @@ use neutral_core::config;
 use neutral_core::weights::{self, WeightSettings};
 use serde_json::json;
 
-use crate::{Format, Outcome, repo_fs, state};
+use crate::output::{Format, Outcome};
+use crate::{repo_fs, state};
 
 pub fn run(state_path: &Path, dir: &Path, format: Format) -> Result<Outcome> {
     let observed = state::read(state_path)?;

@@ -5,6 +5,7 @@
 //! 1 the input is invalid (diagnostics printed), 2 usage or IO error.
 
 mod explain;
+mod output;
 mod repo_fs;
 mod runs;
 mod state;
@@ -14,7 +15,9 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+use crate::output::{Format, Outcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,13 +28,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
-enum Format {
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,13 +112,6 @@ enum Command {
     Hook(neutral_hooks::HookArgs),
     /// Install the Git hooks into a bare repository or a working clone.
     Hooks(neutral_hooks::HooksArgs),
-}
-
-/// What a command asks `main` to exit with.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    Invalid,
 }
 
 fn main() -> ExitCode {

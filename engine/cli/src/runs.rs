@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{Format, Outcome};
+use crate::output::{Format, Outcome};
 
 /// The token to read with: `file`, else env `NEUTRAL_VIEWER_TOKEN`, else
 /// env `NEUTRAL_ADMIN_TOKEN` (reads need a viewer or admin token).

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{Format, Outcome};
+use crate::output::{Format, Outcome};
 
 /// The variable holding a viewer (read-only) token, as the hooks read it.
 pub const TOKEN_ENV: &str = "NEUTRAL_VIEWER_TOKEN";

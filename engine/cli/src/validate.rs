@@ -7,7 +7,8 @@ use anyhow::Result;
 use neutral_core::config;
 use serde_json::json;
 
-use crate::{Format, Outcome, repo_fs};
+use crate::output::{Format, Outcome};
+use crate::repo_fs;
 
 pub fn run(dir: &Path, format: Format) -> Result<Outcome> {
     let files = repo_fs::read_config_tree(dir)?;

@@ -11,46 +11,18 @@
 //! client for what users see. The demo only watches and narrates; it cleans
 //! up every process and file it made.
 
+mod common;
 mod dns;
 mod world;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
+use anyhow::{Context, Result};
 
+pub use crate::common::{DOMAIN, DemoArgs};
 use crate::world::World;
-
-/// Runs the minimal deployment end to end with a scripted story.
-#[derive(Clone, Debug, Args)]
-pub struct DemoArgs {
-    /// The neutral source tree (holding examples/minimal, infra/, modules/).
-    #[arg(long, default_value = ".")]
-    pub source: PathBuf,
-    /// Where to put the demo's repositories, data and logs (default: a new
-    /// temporary folder, removed afterwards).
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
-    /// Keep the work folder afterwards (processes are stopped regardless).
-    #[arg(long)]
-    pub keep: bool,
-    /// Plain agents instead of full containerd + nginx nodes.
-    #[arg(long)]
-    pub lite: bool,
-    /// The control plane's API address.
-    #[arg(long, default_value = "127.0.0.1:7400")]
-    pub listen: SocketAddr,
-    /// The embedded DNS server's address.
-    #[arg(long, default_value = "127.0.0.1:5353")]
-    pub dns_listen: SocketAddr,
-}
-
-/// The domain the story watches.
-pub const DOMAIN: &str = "app.example.test.";
 
 pub fn run_blocking(args: DemoArgs) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -217,27 +189,4 @@ fn scaled_to(commit: &str) -> Option<usize> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Fails with what was being waited for.
-pub fn timeout(what: &str, limit: Duration) -> anyhow::Error {
-    anyhow::anyhow!("timed out after {}s waiting for {what}", limit.as_secs())
-}
-
-/// Refuses to run where the demo cannot.
-pub fn preflight(source: &std::path::Path) -> Result<()> {
-    for needed in [
-        "examples/minimal/assemble",
-        "infra/gtm",
-        "infra/node-pool",
-        "modules",
-    ] {
-        if !source.join(needed).exists() {
-            bail!(
-                "{} has no {needed}: run the demo from neutral's source tree (or pass --source)",
-                source.display()
-            );
-        }
-    }
-    Ok(())
 }

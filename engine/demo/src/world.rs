@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use neutral_terraform::Terraform;
 use serde_json::Value;
 
-use crate::{DOMAIN, DemoArgs, dns, preflight, timeout};
+use crate::common::{DOMAIN, DemoArgs, preflight, timeout};
+use crate::dns;
 
 /// A node as `GET /nodes` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -210,7 +210,7 @@ impl<R: Runtime> Node<R> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => NodeState::default(),
             Err(err) => return Err(files(&config.state_path())(err)),
         };
-        crate::install_crypto_provider();
+        crate::client::install_crypto_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
