@@ -116,6 +116,20 @@ async fn attacker(api: SocketAddr, source: IpAddr, slow: bool, end: Instant, see
     }
 }
 
+/// The daemon's log without terminal colours.
+fn plain_log(daemon: &Daemon) -> String {
+    let log = daemon.log_text();
+    let mut out = String::with_capacity(log.len());
+    let mut rest = log.as_str();
+    while let Some(at) = rest.find('\u{1b}') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The value of a metric sample line, e.g.
 /// `neutral_api_connections_refused_total{reason="per_ip"}`.
 fn metric(text: &str, sample: &str) -> u64 {
@@ -163,7 +177,7 @@ fn idle_and_slow_connections_do_not_starve_heartbeats_or_status() {
         ],
         &[],
     );
-    let log = daemon.log_text();
+    let log = plain_log(&daemon);
     assert!(
         log.contains("open-file limit") && log.contains("soft=1024") && log.contains("hard=1024"),
         "{log}"
@@ -306,7 +320,7 @@ fn idle_and_slow_connections_do_not_starve_heartbeats_or_status() {
         "a connection stayed open {longest:?}: {seen:?}"
     );
 
-    let log = daemon.log_text();
+    let log = plain_log(&daemon);
     assert!(
         log.contains("API connection refused: connection limit reached"),
         "{log}"
@@ -327,7 +341,7 @@ fn idle_and_slow_connections_do_not_starve_heartbeats_or_status() {
         r#"neutral_api_connections_refused_total{reason="per_ip"}"#,
     );
     eprintln!("refused: total {refused_total}, per address {refused_per_ip}; {lines} log lines");
-    assert!(refused_total > 0 && refused_per_ip > 50);
+    assert!(refused_total > 0 && refused_per_ip >= 50);
     assert!(
         lines <= 2 * (ATTACK.as_secs() as usize / 5 + 2) + 1,
         "{lines} lines"
