@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod rrl;
 pub mod server;
 pub mod snapshot;
+pub mod tcp;
 pub mod zone;
 
 pub use health::{HealthView, ServeMode};
