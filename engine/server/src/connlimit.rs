@@ -144,10 +144,10 @@ impl ConnTable {
                 reserved: false,
             })
         } else if state.open >= limits.general()
-            && !state
+            && state
                 .trusted
                 .get(&ip)
-                .is_some_and(|at| now.saturating_duration_since(*at) < TRUST_TTL)
+                .is_none_or(|at| now.saturating_duration_since(*at) >= TRUST_TTL)
         {
             Some(Refusal::Total {
                 open: state.open,

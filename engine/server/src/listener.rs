@@ -405,7 +405,7 @@ pub fn tls_acceptor(
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| TlsError::Certificate(e.to_string()))?;
     if certs.is_empty() {
         return Err(TlsError::Certificate("no certificate in the file".into()));
