@@ -171,6 +171,8 @@ pub struct Daemon {
     args: Vec<String>,
     env: Vec<(String, String)>,
     repo: PathBuf,
+    /// A program the daemon runs under (`prlimit --nofile=…`), if any.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -183,6 +185,18 @@ impl Daemon {
     /// Like [`Daemon::start`], with extra environment variables (for the
     /// Terraform runs of its scheduler, say).
     pub fn start_with_env(
+        repo: &Path,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Daemon::start_under(&[], repo, data, extra, env)
+    }
+
+    /// Like [`Daemon::start_with_env`], run by `wrapper` (a program that
+    /// execs its arguments, e.g. `prlimit --nofile=1024:1024 --`).
+    pub fn start_under(
+        wrapper: &[&str],
         repo: &Path,
         data: &Path,
         extra: &[&str],
@@ -202,6 +216,7 @@ impl Daemon {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             repo: repo.to_path_buf(),
+            wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
         };
         daemon.spawn();
         daemon
@@ -210,7 +225,14 @@ impl Daemon {
     /// The `neutral serve` command this daemon runs (same repository,
     /// data, ports, flags and environment), not started.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("neutral"));
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(bin("neutral")),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin("neutral"));
+                cmd
+            }
+        };
         cmd.arg("serve")
             .arg("--repo")
             .arg(&self.repo)

@@ -8,7 +8,7 @@
 //!   (pure);
 //! - [`snapshot`]: compiled zones and the resolution of one query (pure);
 //! - [`rrl`]: response-rate limiting per client prefix (pure);
-//! - [`server`]: the UDP loop and hickory-server TCP sockets, the [`DnsHandle`] the daemon
+//! - [`server`]: the UDP loop and the TCP loop of [`tcp`] (connection caps and timeouts), the [`DnsHandle`] the daemon
 //!   updates zones and health through, and [`metrics`].
 
 #![warn(
@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod rrl;
 pub mod server;
 pub mod snapshot;
+pub mod tcp;
 pub mod zone;
 
 pub use health::{HealthView, ServeMode};

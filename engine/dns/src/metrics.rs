@@ -21,7 +21,6 @@ const RCODES: [&str; 7] = [
 pub(crate) struct Counters {
     queries_udp: AtomicU64,
     queries_tcp: AtomicU64,
-    queries_other: AtomicU64,
     responses: [AtomicU64; RCODES.len()],
     fail_open_answers: AtomicU64,
     last_known_good_answers: AtomicU64,
@@ -29,6 +28,7 @@ pub(crate) struct Counters {
     dropped_responses: AtomicU64,
     rate_limited_dropped: AtomicU64,
     rate_limited_slipped: AtomicU64,
+    tcp_refused: AtomicU64,
 }
 
 /// Which transport a query came over.
@@ -36,7 +36,6 @@ pub(crate) struct Counters {
 pub(crate) enum Transport {
     Udp,
     Tcp,
-    Other,
 }
 
 impl Counters {
@@ -44,7 +43,6 @@ impl Counters {
         let counter = match transport {
             Transport::Udp => &self.queries_udp,
             Transport::Tcp => &self.queries_tcp,
-            Transport::Other => &self.queries_other,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -86,12 +84,16 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A TCP connection closed unserved by a connection cap.
+    pub(crate) fn tcp_refused(&self) {
+        self.tcp_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn read(&self) -> Counts {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {
             queries_udp: load(&self.queries_udp),
             queries_tcp: load(&self.queries_tcp),
-            queries_other: load(&self.queries_other),
             responses: RCODES
                 .iter()
                 .zip(&self.responses)
@@ -103,6 +105,7 @@ impl Counters {
             dropped_responses: load(&self.dropped_responses),
             rate_limited_dropped: load(&self.rate_limited_dropped),
             rate_limited_slipped: load(&self.rate_limited_slipped),
+            tcp_refused: load(&self.tcp_refused),
         }
     }
 }
@@ -112,7 +115,6 @@ impl Counters {
 pub struct Counts {
     pub queries_udp: u64,
     pub queries_tcp: u64,
-    pub queries_other: u64,
     /// By response code name (`NOERROR`, `NXDOMAIN`, `REFUSED`, …).
     pub responses: Vec<(String, u64)>,
     /// Address answers served by the `fail_open` all-down policy.
@@ -127,6 +129,8 @@ pub struct Counts {
     pub rate_limited_dropped: u64,
     /// UDP queries over their prefix's rate, answered empty with TC=1.
     pub rate_limited_slipped: u64,
+    /// TCP connections closed unserved by a connection cap.
+    pub tcp_refused: u64,
 }
 
 /// A point-in-time view of the server for `/metrics` and `/status`.
@@ -157,11 +161,7 @@ impl DnsMetrics {
             "counter",
             "DNS queries received.",
         );
-        for (transport, value) in [
-            ("udp", c.queries_udp),
-            ("tcp", c.queries_tcp),
-            ("other", c.queries_other),
-        ] {
+        for (transport, value) in [("udp", c.queries_udp), ("tcp", c.queries_tcp)] {
             let _ = writeln!(
                 out,
                 "neutral_dns_queries_total{{transport=\"{transport}\"}} {value}"
@@ -205,11 +205,12 @@ impl DnsMetrics {
             &mut out,
             "neutral_dns_dropped_total",
             "counter",
-            "Packets dropped unanswered: responses sent to the server (QR=1), UDP queries over their prefix's rate.",
+            "Dropped unanswered: responses sent to the server (QR=1), UDP queries over their prefix's rate, TCP connections over a connection cap.",
         );
         for (reason, value) in [
             ("response", c.dropped_responses),
             ("rate_limit", c.rate_limited_dropped),
+            ("tcp_limit", c.tcp_refused),
         ] {
             let _ = writeln!(
                 out,
@@ -284,12 +285,11 @@ mod tests {
             rrsets_fail_open: 1,
             ..DnsMetrics::default()
         };
-        expect_test::expect![[r#"
+        expect_test::expect![[r##"
             # HELP neutral_dns_queries_total DNS queries received.
             # TYPE neutral_dns_queries_total counter
             neutral_dns_queries_total{transport="udp"} 2
             neutral_dns_queries_total{transport="tcp"} 1
-            neutral_dns_queries_total{transport="other"} 0
             # HELP neutral_dns_responses_total DNS responses sent, by response code.
             # TYPE neutral_dns_responses_total counter
             neutral_dns_responses_total{rcode="NOERROR"} 1
@@ -306,10 +306,11 @@ mod tests {
             # HELP neutral_dns_send_failures_total Responses that could not be sent.
             # TYPE neutral_dns_send_failures_total counter
             neutral_dns_send_failures_total 0
-            # HELP neutral_dns_dropped_total Packets dropped unanswered: responses sent to the server (QR=1), UDP queries over their prefix's rate.
+            # HELP neutral_dns_dropped_total Dropped unanswered: responses sent to the server (QR=1), UDP queries over their prefix's rate, TCP connections over a connection cap.
             # TYPE neutral_dns_dropped_total counter
             neutral_dns_dropped_total{reason="response"} 1
             neutral_dns_dropped_total{reason="rate_limit"} 0
+            neutral_dns_dropped_total{reason="tcp_limit"} 0
             # HELP neutral_dns_rate_limit_slipped_total UDP queries over their prefix's rate answered empty with TC=1, so real clients retry over TCP.
             # TYPE neutral_dns_rate_limit_slipped_total counter
             neutral_dns_rate_limit_slipped_total 1
@@ -324,7 +325,7 @@ mod tests {
             # HELP neutral_dns_skipped_records Rrsets and records left out at the last zone load because they were invalid.
             # TYPE neutral_dns_skipped_records gauge
             neutral_dns_skipped_records 0
-        "#]]
+        "##]]
         .assert_eq(&metrics.prometheus_text());
     }
 }

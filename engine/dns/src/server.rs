@@ -1,8 +1,9 @@
 //! The embedded authoritative DNS server: UDP and TCP sockets, the current
 //! [`Snapshot`], and the handle the daemon updates it through.
 //!
-//! TCP is served by hickory-server. UDP is served by this module's own socket
-//! loop, because UDP is where source addresses are spoofed and the server
+//! TCP is served by [`crate::tcp`] (connection caps, idle and read
+//! timeouts) with this module's answers. UDP is served by this module's own
+//! socket loop, because UDP is where source addresses are spoofed and the server
 //! must decide before anything is decoded or sent: a packet with QR=1 (a
 //! response: reflection or a loop between two servers) is dropped unread,
 //! and every query passes the per-prefix response-rate limiter
@@ -32,16 +33,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{
-    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
-    emit_message_parts,
+    Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode, emit_message_parts,
 };
 use hickory_proto::rr::{DNSClass, LowerName, Record as DnsRecord, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
@@ -56,10 +51,6 @@ use crate::rrl::{Limiter, Verdict};
 use crate::snapshot::{CompiledZone, Resolution, ServedZone, Skipped, Snapshot};
 use crate::zone::{Zone, ZoneSet, zone_key};
 
-/// How long an idle TCP connection stays open.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-const TCP_RESPONSE_BUFFER: usize = 32;
 /// Attempts at finding a port free for both UDP and TCP when asked for port 0.
 const BIND_ATTEMPTS: usize = 20;
 /// How long [`DnsServer::shutdown`] waits for the socket tasks to end.
@@ -107,11 +98,10 @@ pub struct DegradedRrSet {
 pub struct DnsServer {
     local_addr: SocketAddr,
     handle: DnsHandle,
-    server: Server<Handler>,
     udp: UdpTask,
 }
 
-/// The UDP socket loops; aborted when dropped.
+/// The socket loops (UDP, and the TCP accept loop last); aborted when dropped.
 struct UdpTask {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -149,10 +139,6 @@ struct State {
     modes: BTreeMap<(String, RrType), ServeMode>,
 }
 
-struct Handler {
-    shared: Arc<Shared>,
-}
-
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0: one free port for both) and starts
     /// serving `initial`, with the default [`RateLimit`]. Must be called
@@ -170,10 +156,6 @@ impl DnsServer {
         let (udp, tcp, local_addr) = bind_sockets(addr).await?;
         // Problems in `initial` are logged as the zones compile.
         let (handle, report) = DnsHandle::detached(initial);
-        let mut server = Server::new(Handler {
-            shared: handle.shared.clone(),
-        });
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         let (stop, stopped) = watch::channel(false);
         let udp = Arc::new(udp);
         let limiter = Arc::new(Mutex::new(Limiter::new(limit.clone())));
@@ -182,7 +164,7 @@ impl DnsServer {
         // and dropped as fast as it comes, so other clients' queries are not
         // lost in a full socket buffer.
         let loops = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-        let tasks = (0..loops)
+        let mut tasks: Vec<JoinHandle<()>> = (0..loops)
             .map(|_| {
                 tokio::spawn(serve_udp(
                     udp.clone(),
@@ -193,6 +175,15 @@ impl DnsServer {
                 ))
             })
             .collect();
+        tasks.push(tokio::spawn(crate::tcp::serve_tcp(
+            tcp,
+            handle.clone(),
+            crate::tcp::Slots::new(
+                crate::tcp::TCP_MAX_CONNECTIONS,
+                crate::tcp::TCP_MAX_PER_ADDRESS,
+            ),
+            stopped.clone(),
+        )));
         tracing::info!(
             %local_addr,
             zones = report.zones,
@@ -204,7 +195,6 @@ impl DnsServer {
         Ok(DnsServer {
             local_addr,
             handle,
-            server,
             udp: UdpTask { stop, tasks },
         })
     }
@@ -219,7 +209,7 @@ impl DnsServer {
     }
 
     /// Stops accepting queries and waits (at most [`SHUTDOWN_TIMEOUT`]) for
-    /// the socket tasks to end.
+    /// the socket tasks to end (open TCP connections are closed).
     pub async fn shutdown(mut self) -> Result<(), DnsError> {
         let addr = self.local_addr;
         let _ = self.udp.stop.send(true);
@@ -227,26 +217,26 @@ impl DnsServer {
             if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
                 return Err(DnsError::Shutdown {
                     addr,
-                    message: format!("UDP task still running after {SHUTDOWN_TIMEOUT:?}"),
+                    message: format!("socket task still running after {SHUTDOWN_TIMEOUT:?}"),
                 });
             }
         }
-        let result =
-            tokio::time::timeout(SHUTDOWN_TIMEOUT, self.server.shutdown_gracefully()).await;
-        match result {
-            Ok(Ok(())) => {
-                tracing::info!(%addr, "embedded DNS server stopped");
-                Ok(())
-            }
-            Ok(Err(error)) => Err(DnsError::Shutdown {
-                addr,
-                message: error.to_string(),
-            }),
-            Err(_) => Err(DnsError::Shutdown {
-                addr,
-                message: format!("socket tasks still running after {SHUTDOWN_TIMEOUT:?}"),
-            }),
-        }
+        tracing::info!(%addr, "embedded DNS server stopped");
+        Ok(())
+    }
+}
+
+impl crate::tcp::Answerer for DnsHandle {
+    fn answer_tcp(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        DnsHandle::answer_tcp(self, packet)
+    }
+
+    fn count_tcp_refused(&self) {
+        self.shared.counters.tcp_refused();
+    }
+
+    fn count_send_failure(&self) {
+        self.shared.counters.send_failure();
     }
 }
 
@@ -486,66 +476,6 @@ impl std::fmt::Debug for DnsServer {
     }
 }
 
-impl std::fmt::Debug for Handler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Handler")
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let counters = &self.shared.counters;
-        counters.query(match request.protocol() {
-            Protocol::Udp => Transport::Udp,
-            Protocol::Tcp => Transport::Tcp,
-            #[allow(unreachable_patterns)]
-            _ => Transport::Other,
-        });
-
-        let snapshot = self.shared.snapshot();
-        let info = request.request_info();
-        let question = info.as_ref().ok().map(|info| {
-            (
-                info.query.name(),
-                info.query.query_type(),
-                info.query.query_class(),
-            )
-        });
-        let (edns, judged) = judge(
-            &snapshot,
-            counters,
-            &request.metadata,
-            request.edns.as_ref(),
-            question,
-        );
-        let resolution = match judged {
-            Judged::Error(rcode) => {
-                return self
-                    .send_error(request, rcode, edns.as_ref(), response_handle)
-                    .await;
-            }
-            Judged::Answer(resolution) => resolution,
-        };
-        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-            answer_metadata(&request.metadata, &resolution),
-            resolution
-                .answers
-                .iter()
-                .copied()
-                .chain(resolution.synthesized.iter()),
-            resolution.authorities.iter().copied(),
-            std::iter::empty::<&DnsRecord>(),
-            resolution.additionals.iter().copied(),
-        );
-        self.sent(request, response_handle.send_response(response).await)
-    }
-}
-
 /// What one query gets, whatever the transport. Lives on the stack for one
 /// query only, so the size difference of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -649,6 +579,17 @@ impl DnsHandle {
     /// never answered (reflection, loops between servers). No rate limit;
     /// the socket loop applies it first. Public for the fuzz targets.
     pub fn answer_udp(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        self.answer(packet, Transport::Udp)
+    }
+
+    /// [`DnsHandle::answer_udp`] for a query that came over TCP: the same
+    /// rules, the answer only bounded by DNS' 64 KiB. Public for the fuzz
+    /// targets.
+    pub fn answer_tcp(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        self.answer(packet, Transport::Tcp)
+    }
+
+    fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let counters = &self.shared.counters;
         if !is_query_header(packet) {
             if packet.len() >= HEADER_LEN {
@@ -656,7 +597,7 @@ impl DnsHandle {
             }
             return None;
         }
-        counters.query(Transport::Udp);
+        counters.query(transport);
         let Ok(message) = Message::from_vec(packet) else {
             counters.response(u16::from(ResponseCode::FormErr));
             return Some(header_reply(packet, ResponseCode::FormErr, false, &[]));
@@ -680,9 +621,12 @@ impl DnsHandle {
             message.edns.as_ref(),
             question,
         );
-        let max = message.edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, |e| {
-            e.max_payload().clamp(CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
-        });
+        let max = match transport {
+            Transport::Udp => message.edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, |e| {
+                e.max_payload().clamp(CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+            }),
+            Transport::Tcp => u16::MAX,
+        };
         let encoded = match &judged {
             Judged::Error(rcode) => {
                 let mut metadata = Metadata::response_from_request(&message.metadata);
@@ -840,42 +784,4 @@ fn encode(
         &mut encoder,
     )?;
     Ok((bytes, u16::from(header.metadata.response_code)))
-}
-
-impl Handler {
-    async fn send_error<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        rcode: ResponseCode,
-        edns: Option<&Edns>,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let response =
-            MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, rcode);
-        self.sent(request, response_handle.send_response(response).await)
-    }
-
-    /// Counts a sent response (or a failure to send one).
-    fn sent(
-        &self,
-        request: &Request,
-        result: Result<ResponseInfo, hickory_server::net::NetError>,
-    ) -> ResponseInfo {
-        match result {
-            Ok(info) => {
-                self.shared.counters.response(u16::from(info.response_code));
-                info
-            }
-            Err(error) => {
-                self.shared.counters.send_failure();
-                tracing::debug!(%error, src = %request.src(), "could not send DNS response");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
-        }
-    }
 }

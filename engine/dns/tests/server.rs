@@ -488,3 +488,77 @@ async fn shutdown_closes_the_sockets_and_frees_the_port() {
     assert_eq!(again.local_addr(), addr);
     again.shutdown().await.unwrap();
 }
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_capped_per_address_and_silent_ones_are_closed() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let server = start(vec![example_zone()]).await;
+    let addr = server.local_addr();
+    let connect_from = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let opened = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..neutral_dns::tcp::TCP_MAX_PER_ADDRESS {
+        held.push(connect_from([127, 0, 0, 7]).await);
+    }
+    // One more from that address is closed at once, unanswered...
+    let mut excess = connect_from([127, 0, 0, 7]).await;
+    assert!(closed_within(&mut excess, Duration::from_secs(2)).await);
+    let metrics = server.handle().metrics();
+    assert_eq!(metrics.counts.tcp_refused, 1, "{metrics:?}");
+    assert!(
+        metrics
+            .prometheus_text()
+            .contains("neutral_dns_dropped_total{reason=\"tcp_limit\"} 1")
+    );
+    // ...while another address is served.
+    let mut other = TcpClient::connect(addr).await;
+    let response = other.query("app.example.com.", RecordType::A).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+
+    // A client trickling a query's bytes is closed by the read timeout, a
+    // silent one by the idle timeout; neither stays longer.
+    let mut trickler = held.pop().unwrap();
+    trickler.write_all(&[0, 40, 0]).await.unwrap();
+    let trickled = Instant::now();
+    assert!(
+        closed_within(
+            &mut trickler,
+            neutral_dns::tcp::TCP_READ_TIMEOUT + Duration::from_secs(2)
+        )
+        .await,
+        "a query that never completes is dropped"
+    );
+    assert!(trickled.elapsed() >= neutral_dns::tcp::TCP_READ_TIMEOUT - Duration::from_millis(100));
+    let mut silent = held.pop().unwrap();
+    let left = (neutral_dns::tcp::TCP_IDLE_TIMEOUT + Duration::from_secs(2))
+        .saturating_sub(opened.elapsed());
+    assert!(
+        closed_within(&mut silent, left).await,
+        "a silent connection is closed"
+    );
+    assert!(opened.elapsed() >= neutral_dns::tcp::TCP_IDLE_TIMEOUT - Duration::from_millis(100));
+    // Their slots are free again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from([127, 0, 0, 7]).await;
+    assert!(!closed_within(&mut again, Duration::from_millis(500)).await);
+    assert_eq!(server.handle().metrics().counts.tcp_refused, 1);
+    server.shutdown().await.unwrap();
+}

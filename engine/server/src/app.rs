@@ -58,6 +58,9 @@ pub struct App {
     pub registrations: crate::admission::RateLimiter,
     /// Registrations being decided and stored, one per `(region, address)`.
     pub registering: crate::admission::InFlight,
+    /// The API's open connections and their limits; the node API marks the
+    /// addresses nodes speak from (the node reserve).
+    pub connections: Arc<crate::connlimit::ConnTable>,
 }
 
 impl App {

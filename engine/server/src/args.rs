@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use neutral_core::weights::WeightSettings;
 
+use crate::connlimit::ConnLimits;
+use crate::listener::Timeouts;
 use crate::settings::{AutoscaleSettings, RegistrationSettings, Settings, TerraformSettings};
 use crate::world::LivenessDefaults;
 
@@ -164,6 +166,32 @@ pub struct ServeArgs {
     /// A registration without a single heartbeat is deleted after this long.
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub registration_expiry: Duration,
+    /// API connections open at once, all clients together. Default and
+    /// ceiling: the open-file limit minus --fd-reserve.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Open files kept out of --max-connections for the store, the DNS
+    /// server, Git, Terraform and the prober.
+    #[arg(long, default_value = "256")]
+    pub fd_reserve: usize,
+    /// API connections open at once from one client address.
+    #[arg(long, default_value = "256")]
+    pub max_connections_per_ip: usize,
+    /// Of --max-connections, slots only addresses that nodes registered or
+    /// heartbeated from (in the last 10 minutes) may take; at most half.
+    #[arg(long, default_value = "128")]
+    pub node_connection_reserve: usize,
+    /// A connection that does not complete a request head within this long
+    /// (after connecting, or between keep-alive requests) is closed.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed,
+    /// whatever it is doing (longer than `POST /sync`'s 120 s wait).
+    #[arg(long, default_value = "150s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// A TLS handshake not done within this long ends the connection.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub tls_handshake_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -192,6 +220,18 @@ impl ServeArgs {
         if self.register_burst == 0 {
             return Err("--register-burst must be at least 1".into());
         }
+        for (flag, value) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be positive"));
+            }
+        }
+        if self.max_connections == Some(0) || self.max_connections_per_ip == 0 {
+            return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+        }
         if self.registration_expiry <= self.heartbeat_timeout {
             return Err(format!(
                 "--registration-expiry ({:?}) must be longer than --heartbeat-timeout ({:?})",
@@ -199,6 +239,28 @@ impl ServeArgs {
             ));
         }
         Ok(())
+    }
+
+    /// The API's connection limits for a process allowed `fd_limit` open
+    /// files: the total below `fd_limit - --fd-reserve`, the node reserve at
+    /// most half of it.
+    pub fn connection_limits(&self, fd_limit: u64) -> ConnLimits {
+        let total =
+            crate::connlimit::cap_for_fd_limit(self.max_connections, fd_limit, self.fd_reserve);
+        ConnLimits {
+            total,
+            per_ip: self.max_connections_per_ip,
+            reserve: self.node_connection_reserve.min(total / 2),
+        }
+    }
+
+    /// The timeouts each API connection is served with.
+    pub fn connection_timeouts(&self) -> Timeouts {
+        Timeouts {
+            header_read: self.header_read_timeout,
+            idle: self.idle_timeout,
+            tls_handshake: self.tls_handshake_timeout,
+        }
     }
 
     /// The settings the world and the services run with.

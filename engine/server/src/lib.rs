@@ -24,11 +24,13 @@ pub mod args;
 pub mod auth;
 pub mod autoscaler;
 pub mod coalesce;
+pub mod connlimit;
 pub mod counters;
 pub mod dns;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod releases;
 pub mod scheduler;
@@ -152,6 +154,37 @@ pub const FAULT_PAUSE_INSIDE_APPLY: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_APPLY";
 /// Runs the control plane until `stop` resolves.
 pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Every connection and file costs a descriptor: take all the hard limit
+    // allows, and keep the API's connections below it (--fd-reserve).
+    let fd_limit = match listener::raise_fd_limit() {
+        Ok(fds) => {
+            tracing::info!(
+                soft_before = fds.soft_before,
+                soft = fds.soft,
+                hard = fds.hard,
+                "open-file limit"
+            );
+            fds.soft
+        }
+        Err(error) => {
+            let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+            tracing::warn!(%error, soft, "cannot raise the open-file limit");
+            soft
+        }
+    };
+    let connection_limits = args.connection_limits(fd_limit);
+    if args
+        .max_connections
+        .is_some_and(|wanted| wanted > connection_limits.total)
+    {
+        tracing::warn!(
+            wanted = args.max_connections,
+            max_connections = connection_limits.total,
+            fd_limit,
+            fd_reserve = args.fd_reserve,
+            "--max-connections lowered to the open-file limit minus --fd-reserve"
+        );
+    }
     let join_token = auth::load_secret(args.join_token_file.as_deref(), "NEUTRAL_JOIN_TOKEN")
         .context("join token")?;
     let admin_token = auth::load_secret(args.admin_token_file.as_deref(), "NEUTRAL_ADMIN_TOKEN")
@@ -289,10 +322,12 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         releases: releases::Releases::default(),
         registrations: admission::RateLimiter::new(args.register_rate, args.register_burst),
         registering: admission::InFlight::default(),
+        connections: connlimit::ConnTable::new(connection_limits),
     });
     app.recompute("start").await;
 
     let (trigger, shutdown) = shutdown::channel();
+    let (stop_http, http_stop) = tokio::sync::watch::channel(false);
     // Subscribed before any task starts, so that no change (such as the
     // first sync) can slip by the scheduler.
     let scheduler_events = app.events.subscribe();
@@ -300,47 +335,43 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     spawn_replica_tasks(&app, heartbeat_rx, &mut tasks, &shutdown);
     spawn_singleton_tasks(&app, sync_rx, scheduler_events, &mut tasks, &shutdown);
 
-    let http = axum_server::Handle::new();
     let router = api::router(Arc::clone(&app));
     let server = {
-        let http = http.clone();
         let listen = args.listen;
         let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot load TLS certificate {} / key {}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?,
-            ),
+            (Some(cert), Some(key)) => {
+                Some(listener::tls_acceptor(cert, key).with_context(|| {
+                    format!(
+                        "cannot load TLS certificate {} / key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?)
+            }
             _ => None,
         };
-        let listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        listener.set_nonblocking(true)?;
-        tracing::info!(%listen, tls = tls.is_some(), "API listening");
-        // The client's address reaches the handlers (registration rate limit).
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        tokio::spawn(async move {
-            match tls {
-                Some(config) => {
-                    axum_server::from_tcp_rustls(listener, config)?
-                        .handle(http)
-                        .serve(service)
-                        .await
-                }
-                None => {
-                    axum_server::from_tcp(listener)?
-                        .handle(http)
-                        .serve(service)
-                        .await
-                }
-            }
-        })
+        let listener =
+            listener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        let limits = app.connections.limits();
+        let timeouts = args.connection_timeouts();
+        tracing::info!(
+            %listen,
+            tls = tls.is_some(),
+            max_connections = limits.total,
+            max_connections_per_ip = limits.per_ip,
+            node_connection_reserve = limits.reserve,
+            header_read_timeout = ?timeouts.header_read,
+            idle_timeout = ?timeouts.idle,
+            "API listening"
+        );
+        tokio::spawn(listener::serve(
+            listener,
+            tls,
+            router,
+            Arc::clone(&app.connections),
+            timeouts,
+            http_stop,
+        ))
     };
 
     // Run until asked to stop (or the API server dies).
@@ -351,7 +382,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         result = &mut server => Some(result),
     };
     tracing::info!("stopping");
-    http.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    let _ = stop_http.send(true);
     trigger.fire();
     while tasks.join_next().await.is_some() {}
     let _ = dns_server.shutdown().await;
@@ -360,8 +391,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     }
     let _ = app.with_store(Store::checkpoint).await;
     match server_result {
-        Some(Ok(Ok(()))) | None => Ok(()),
-        Some(Ok(Err(err))) => Err(err).context("API server failed"),
+        Some(Ok(())) => Err(anyhow::anyhow!("the API server stopped on its own")),
+        None => Ok(()),
         Some(Err(err)) => Err(err).context("API server task failed"),
     }
 }

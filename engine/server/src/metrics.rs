@@ -208,6 +208,32 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
+    let (per_ip, total) = app.connections.refused();
+    family(
+        &mut out,
+        "neutral_api_connections_refused_total",
+        "counter",
+        "API connections closed unserved by a limit (per_ip: --max-connections-per-ip; total: --max-connections or its node reserve).",
+    );
+    let _ = writeln!(
+        out,
+        "neutral_api_connections_refused_total{{reason=\"per_ip\"}} {per_ip}"
+    );
+    let _ = writeln!(
+        out,
+        "neutral_api_connections_refused_total{{reason=\"total\"}} {total}"
+    );
+    family(
+        &mut out,
+        "neutral_api_connections_open",
+        "gauge",
+        "API connections open now.",
+    );
+    let _ = writeln!(
+        out,
+        "neutral_api_connections_open {}",
+        app.connections.open()
+    );
     app.dns.render_metrics(&mut out);
     out
 }

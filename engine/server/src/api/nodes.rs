@@ -65,6 +65,15 @@ fn check_text(field: &str, value: Option<&String>, max: usize) -> Result<(), Api
     }
 }
 
+/// A node proved a token from this client address: its connections may use
+/// the node reserve (`connlimit`).
+fn trust_client(app: &App, connect: Option<&Extension<ConnectInfo<SocketAddr>>>) {
+    if let Some(Extension(ConnectInfo(client))) = connect {
+        app.connections
+            .trust(client.ip(), std::time::Instant::now());
+    }
+}
+
 /// What the identity rule decided for a registration.
 enum Place {
     /// A new node (a fresh id).
@@ -287,6 +296,7 @@ pub async fn register(
     tracing::info!(node = %id, region = %request.region, %address, reused = reuse_id.is_some(), "node registered");
     app.probe_wakeup.notify_one();
     app.recompute("node registered").await;
+    trust_client(&app, connect.as_ref());
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
@@ -418,6 +428,7 @@ pub struct HeartbeatResponse {
 
 pub async fn heartbeat(
     State(app): State<Arc<App>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
@@ -459,6 +470,7 @@ pub async fn heartbeat(
         ));
     };
     Counters::bump(&app.counters.heartbeats);
+    trust_client(&app, connect.as_ref());
     let (release, finished) = app
         .releases
         .exchange(&request.node_id, request.release.as_ref());

@@ -1,0 +1,482 @@
+//! The API's serving loop: accepts TCP connections, admits them through the
+//! connection limits ([`crate::connlimit`]), optionally completes a TLS
+//! handshake, and serves HTTP/1.1 with hyper on each, until told to stop.
+//!
+//! What it enforces, per connection:
+//! - **Limits.** A connection a limit refuses is accepted and closed at once
+//!   (so the kernel's backlog never fills with it), counted, and logged at
+//!   most once per [`LOG_EVERY`] per limit with the number left unlogged.
+//! - **TLS handshake timeout.** A handshake not done within it ends the
+//!   connection.
+//! - **Header-read timeout** (hyper's): a request head not complete within
+//!   it ends the connection. hyper starts it whenever it waits for a head —
+//!   on a new connection and between keep-alive requests — so silent,
+//!   one-byte-at-a-time and idle keep-alive connections are all evicted by
+//!   it.
+//! - **Idle timeout**: no byte read or written for this long, at any stage
+//!   (a stalled body upload, a client that stops reading its answer), ends
+//!   the connection ([`IdleIo`]).
+//!
+//! It also raises the process's open-file soft limit to the hard limit
+//! ([`raise_fd_limit`]). It must not know the API's routes or the world:
+//! it is handed a router and a [`ConnTable`].
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
+
+use crate::connlimit::{ConnTable, Permit, Refusal};
+
+/// A limit's refusals are logged at most this often.
+pub const LOG_EVERY: Duration = Duration::from_secs(5);
+/// After an accept error (e.g. out of file descriptors) the loop waits this
+/// long before accepting again, instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Connections still open this long after the stop are dropped.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The listen backlog.
+const BACKLOG: u32 = 1024;
+
+/// The timeouts each connection is served with.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub tls_handshake: Duration,
+}
+
+/// Binds `addr` with a backlog of [`BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// The process's open-file limits before and after [`raise_fd_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdLimits {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the open-file soft limit to the hard limit (a process may always
+/// do so) and says what it was and is.
+pub fn raise_fd_limit() -> io::Result<FdLimits> {
+    let (soft_before, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft_before < hard {
+        rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
+    }
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    Ok(FdLimits {
+        soft_before,
+        soft,
+        hard,
+    })
+}
+
+/// Rate-limits one kind of log line: says whether to log now and how many
+/// were held back since the last one.
+#[derive(Debug, Default)]
+struct LogGate {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogGate {
+    fn pass(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < LOG_EVERY => {
+                self.held_back = self.held_back.saturating_add(1);
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then lets open
+/// connections finish for at most [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    table: Arc<ConnTable>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let (mut per_ip_log, mut total_log, mut error_log) =
+        (LogGate::default(), LogGate::default(), LogGate::default());
+    loop {
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                if let Some(held_back) = error_log.pass(Instant::now()) {
+                    tracing::warn!(%error, held_back, "API: cannot accept a connection");
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let permit = match table.admit(peer.ip(), Instant::now()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                drop(stream);
+                log_refusal(refusal, peer.ip(), &table, &mut per_ip_log, &mut total_log);
+                continue;
+            }
+        };
+        connections.spawn(connection(
+            stream,
+            peer,
+            tls.clone(),
+            router.clone(),
+            permit,
+            timeouts,
+            stop.clone(),
+        ));
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            open = connections.len(),
+            "API connections still open after {DRAIN_TIMEOUT:?}: closed"
+        );
+        connections.shutdown().await;
+    }
+}
+
+fn log_refusal(
+    refusal: Refusal,
+    client: IpAddr,
+    table: &ConnTable,
+    per_ip_log: &mut LogGate,
+    total_log: &mut LogGate,
+) {
+    let now = Instant::now();
+    match refusal {
+        Refusal::PerIp { open, limit } => {
+            if let Some(held_back) = per_ip_log.pass(now) {
+                tracing::warn!(
+                    %client,
+                    open,
+                    limit,
+                    refused_since_last_line = held_back + 1,
+                    "API connection refused: per-client connection limit reached \
+                     (--max-connections-per-ip)"
+                );
+            }
+        }
+        Refusal::Total {
+            open,
+            limit,
+            reserved,
+        } => {
+            if let Some(held_back) = total_log.pass(now) {
+                tracing::warn!(
+                    %client,
+                    open,
+                    limit,
+                    node_reserve = table.limits().reserve,
+                    only_node_reserve_left = reserved,
+                    refused_since_last_line = held_back + 1,
+                    "API connection refused: connection limit reached (--max-connections)"
+                );
+            }
+        }
+    }
+}
+
+/// One connection: TLS handshake (bounded), then HTTP/1.1 until the client
+/// leaves, a timeout ends it, or the daemon stops.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    permit: Permit,
+    timeouts: Timeouts,
+    stop: watch::Receiver<bool>,
+) {
+    let _permit = permit;
+    let _ = stream.set_nodelay(true);
+    let io = IdleIo::new(stream, timeouts.idle);
+    match tls {
+        None => http(io, peer, router, timeouts, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => http(stream, peer, router, timeouts, stop).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The client's address reaches the handlers (registration rate limit,
+    // the node reserve) as axum's `ConnectInfo`.
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        router.call(request)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "API connection ended");
+    }
+}
+
+/// A stream that fails with `TimedOut` once no byte was read or written for
+/// `timeout`.
+#[derive(Debug)]
+pub struct IdleIo<S> {
+    inner: S,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleIo<S> {
+    pub fn new(inner: S, timeout: Duration) -> IdleIo<S> {
+        IdleIo {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn progress(&mut self) {
+        let next = tokio::time::Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// `Pending` unless the deadline passed (then the error to return).
+    fn expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.progress();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(written)) => {
+                if written > 0 {
+                    this.progress();
+                }
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(written)) => {
+                if written > 0 {
+                    this.progress();
+                }
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.expired(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Pending => this.expired(cx).map(Err),
+            ready => ready,
+        }
+    }
+}
+
+/// Loads a PEM certificate chain and key into a TLS acceptor speaking
+/// HTTP/1.1 (ALPN `http/1.1`).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<TlsAcceptor, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificate("no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Why the TLS certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("key: {0}")]
+    Key(String),
+    #[error("certificate and key: {0}")]
+    Config(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_logged_once_per_period_with_the_count_held_back() {
+        let mut gate = LogGate::default();
+        let start = Instant::now();
+        assert_eq!(gate.pass(start), Some(0));
+        assert_eq!(gate.pass(start + Duration::from_secs(1)), None);
+        assert_eq!(gate.pass(start + Duration::from_secs(2)), None);
+        assert_eq!(gate.pass(start + LOG_EVERY), Some(2));
+        assert_eq!(gate.pass(start + LOG_EVERY), None);
+    }
+
+    #[tokio::test]
+    async fn a_silent_stream_times_out_and_a_talking_one_does_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(64);
+        let mut server = IdleIo::new(server, Duration::from_millis(300));
+        let mut client = client;
+        let talker = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                client.write_all(b"x").await?;
+            }
+            // Then silence, connection kept open.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, io::Error>(client)
+        });
+        let started = std::time::Instant::now();
+        let mut received = 0;
+        let mut buf = [0u8; 8];
+        let error = loop {
+            match server.read(&mut buf).await {
+                Ok(0) => panic!("closed, not timed out"),
+                Ok(n) => received += n,
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(received, 5, "every byte arrived before the timeout");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(750) && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+        talker.abort();
+    }
+}
