@@ -9,7 +9,7 @@
 //! action, API write): the write and its entry commit together or not at all.
 //! Nothing is pruned; archiving old entries is an operator's job.
 
-use rusqlite::{Connection, params};
+use crate::db::{Tx, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{During, Result};
@@ -105,8 +105,8 @@ impl AuditLog<'_> {
         let order = if query.newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT id, at, actor, kind, subject, message, commit_sha, data FROM audit_log
-             WHERE id > ?1 AND id < ?5 AND (?2 IS NULL OR kind = ?2)
-               AND (?3 IS NULL OR subject = ?3)
+             WHERE id > ?1 AND id < ?5 AND (CAST(?2 AS TEXT) IS NULL OR kind = ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR subject = ?3)
              ORDER BY id {order} LIMIT ?4"
         );
         self.store.read(OP, |tx| {
@@ -149,25 +149,24 @@ impl AuditLog<'_> {
 }
 
 /// Appends `entry` inside the caller's transaction; returns its id.
-pub(crate) fn append_in(conn: &Connection, entry: &AuditEntry) -> Result<i64> {
+pub(crate) fn append_in(conn: &Tx<'_>, entry: &AuditEntry) -> Result<i64> {
     const OP: &str = "append audit entry";
     let data = encode(OP, "audit data", &entry.data)?;
-    conn.prepare_cached(
+    conn.query_row(
         "INSERT INTO audit_log (at, actor, kind, subject, message, commit_sha, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        params![
+            entry.at.0,
+            entry.actor,
+            entry.kind,
+            entry.subject,
+            entry.message,
+            entry.commit,
+            data
+        ],
+        |row| row.get(0),
     )
-    .during(OP)?
-    .execute(params![
-        entry.at.0,
-        entry.actor,
-        entry.kind,
-        entry.subject,
-        entry.message,
-        entry.commit,
-        data
-    ])
-    .during(OP)?;
-    Ok(conn.last_insert_rowid())
+    .during(OP)
 }
 
 #[cfg(test)]
@@ -245,23 +244,36 @@ mod tests {
     fn the_database_refuses_to_update_or_delete_audit_entries() {
         let (_dir, store) = open_temp();
         let id = store.audit().append(&entry(1, "api.write", "x")).unwrap();
-        store.with_writer(|conn| {
-            let update = conn
-                .execute(
-                    "UPDATE audit_log SET message = 'forged' WHERE id = ?1",
-                    [id],
-                )
-                .unwrap_err();
-            assert!(update.to_string().contains("append-only"), "{update}");
-            let delete = conn
-                .execute("DELETE FROM audit_log WHERE id = ?1", [id])
-                .unwrap_err();
-            assert!(delete.to_string().contains("append-only"), "{delete}");
-            let delete_all = conn.execute("DELETE FROM audit_log", []).unwrap_err();
-            assert!(delete_all.to_string().contains("append-only"));
+        // One transaction each: on PostgreSQL a failed statement aborts its
+        // transaction.
+        let update = store.with_writer(|conn| {
+            conn.execute(
+                "UPDATE audit_log SET message = 'forged' WHERE id = ?1",
+                params![id],
+            )
+            .unwrap_err()
         });
+        assert!(update.to_string().contains("append-only"), "{update}");
+        let delete = store.with_writer(|conn| {
+            conn.execute("DELETE FROM audit_log WHERE id = ?1", params![id])
+                .unwrap_err()
+        });
+        assert!(delete.to_string().contains("append-only"), "{delete}");
+        let delete_all = store.with_writer(|conn| {
+            conn.execute("DELETE FROM audit_log", params![])
+                .unwrap_err()
+        });
+        assert!(
+            delete_all.to_string().contains("append-only"),
+            "{delete_all}"
+        );
         let records = store.audit().list(&AuditQuery::default()).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].entry.message, "api.write x");
     }
+
+    crate::tests::on_postgres!(
+        entries_round_trip_in_order_with_filters_and_paging,
+        the_database_refuses_to_update_or_delete_audit_entries,
+    );
 }

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::{OptionalExtension, params};
 use neutral_core::autoscale::LastAction;
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use crate::audit::{AuditEntry, append_in, kinds};
@@ -29,7 +29,7 @@ impl AutoscaleStateStore<'_> {
             let doc: Option<String> = tx
                 .query_row(
                     "SELECT doc FROM autoscale_last_actions WHERE region = ?1",
-                    [region],
+                    params![region],
                     |row| row.get(0),
                 )
                 .optional()
@@ -91,7 +91,7 @@ impl AutoscaleStateStore<'_> {
                 .prepare_cached("SELECT region, doc FROM autoscale_last_actions ORDER BY region")
                 .during(OP)?;
             let rows = stmt
-                .query_map([], |row| {
+                .query_map(params![], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })
                 .during(OP)?;
@@ -174,4 +174,6 @@ mod tests {
         assert_eq!(audit[0].entry.data["detail"]["cpu"], json!(0.82));
         assert_eq!(audit[0].entry.kind, kinds::AUTOSCALE_ACTION);
     }
+
+    crate::tests::on_postgres!(last_actions_round_trip_and_replace_per_region,);
 }

@@ -37,9 +37,13 @@
 
 mod audit;
 mod autoscale_state;
+mod db;
 mod declarations;
 mod error;
 mod nodes;
+pub mod pg;
+#[doc(hidden)]
+pub mod pg_testing;
 mod runs;
 mod samples;
 pub mod schema;
@@ -51,10 +55,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord, MAX_AUDIT_PAGE, kinds};
 pub use autoscale_state::AutoscaleStateStore;
+pub use db::DbError;
 pub use declarations::{
     AutoscalePolicyStore, CommitAt, DeclChanges, DeclStore, Declared, DeclaredObject,
     GtmPolicyStore, NodePoolStore, ObjectChanges, RegionStore, SyncApplied, SyncFailure,
@@ -67,6 +72,7 @@ pub use runs::{NewRun, Run, RunOutcome, RunQuery, RunStatus, RunStore, RunSummar
 pub use samples::{Heartbeat, HeartbeatOutcome, SampleStore};
 pub use zones::{StoredZone, ZoneStore};
 
+use db::Tx;
 use error::During;
 
 /// The database file's name inside the `--data` directory.
@@ -151,10 +157,54 @@ impl StoreOptions {
     }
 }
 
+/// Where a [`Store`] keeps its data: the SQLite file in a data directory
+/// (the embedded default) or a PostgreSQL database (`--store
+/// postgres://…`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `neutral.sqlite3` in this data directory.
+    SqliteDir(PathBuf),
+    /// A `postgres://` or `postgresql://` URL (it may hold a password:
+    /// [`fmt::Debug`] and [`fmt::Display`] redact it).
+    Postgres(String),
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::SqliteDir(dir) => write!(f, "{}", dir.join(DB_FILE_NAME).display()),
+            StoreLocation::Postgres(url) => f.write_str(&neutral_core::redact::redact(url)),
+        }
+    }
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// The handle to neutral's database. Cheap to share behind an `Arc`.
 pub struct Store {
-    path: PathBuf,
     options: StoreOptions,
+    backend: BackendDb,
+}
+
+enum BackendDb {
+    Sqlite(SqliteDb),
+    Postgres(pg::PgDb),
+}
+
+/// The SQLite side: one writer, read-only readers, a checkpointer.
+struct SqliteDb {
+    path: PathBuf,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     checkpointer: Mutex<Connection>,
@@ -164,13 +214,36 @@ pub struct Store {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("location", &self.location())
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
+    /// Opens the store at `location`: [`Store::open`] for a data directory,
+    /// [`Store::open_postgres`] for a URL.
+    pub fn open_at(location: &StoreLocation, options: StoreOptions) -> Result<Store> {
+        match location {
+            StoreLocation::SqliteDir(dir) => Store::open(dir, options),
+            StoreLocation::Postgres(url) => Store::open_postgres(url, options),
+        }
+    }
+
+    /// Connects to the PostgreSQL database named by `url`
+    /// (`postgres://user[:password]@host[:port]/database`) and brings its
+    /// schema up to date. Errors name the URL with its credentials redacted.
+    /// `options.init` and the data-directory checks do not apply: an empty
+    /// database is a first start.
+    pub fn open_postgres(url: &str, options: StoreOptions) -> Result<Store> {
+        options.check()?;
+        let db = pg::PgDb::open(url, options.readers)?;
+        Ok(Store {
+            options,
+            backend: BackendDb::Postgres(db),
+        })
+    }
+
     /// Opens (creating if needed) `data_dir/neutral.sqlite3` and brings its
     /// schema up to date. The data directory is made private first
     /// ([`secure_data_dir`]). A store file that is missing from a directory
@@ -232,30 +305,55 @@ impl Store {
             }
         }
         Ok(Store {
-            path: path.to_owned(),
             options,
-            writer: Mutex::new(writer),
-            readers,
-            checkpointer: Mutex::new(checkpointer),
-            next_reader: AtomicUsize::new(0),
+            backend: BackendDb::Sqlite(SqliteDb {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers,
+                checkpointer: Mutex::new(checkpointer),
+                next_reader: AtomicUsize::new(0),
+            }),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database file (SQLite), `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            BackendDb::Sqlite(db) => Some(&db.path),
+            BackendDb::Postgres(_) => None,
+        }
+    }
+
+    /// Where the data is, for messages: the file, or the URL with its
+    /// credentials redacted.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            BackendDb::Sqlite(db) => db.path.display().to_string(),
+            BackendDb::Postgres(db) => db.location.clone(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match &self.backend {
+            BackendDb::Sqlite(_) => Backend::Sqlite,
+            BackendDb::Postgres(_) => Backend::Postgres,
+        }
     }
 
     pub fn options(&self) -> &StoreOptions {
         &self.options
     }
 
-    /// The schema version of the open file.
+    /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
-        self.read("read schema version", |tx| {
-            tx.pragma_query_value(None, "user_version", |row| row.get(0))
-                .during("read schema version")
-        })
+        match &self.backend {
+            BackendDb::Sqlite(db) => {
+                let conn = db.reader();
+                conn.pragma_query_value(None, "user_version", |row| row.get(0))
+                    .during("read schema version")
+            }
+            BackendDb::Postgres(db) => db.schema_version(),
+        }
     }
 
     /// Copies committed WAL frames into the database file without blocking
@@ -263,10 +361,17 @@ impl Store {
     /// its own), so commits never pay for it. Call it periodically (about once
     /// a second) from a blocking task. Once every frame is copied and no reader
     /// holds an old snapshot, the next commit starts the WAL over and trims the
-    /// file to 64 MiB (`journal_size_limit`).
+    /// file to 64 MiB (`journal_size_limit`). On PostgreSQL there is nothing
+    /// to do (the server checkpoints): it returns zeros.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         const OP: &str = "checkpoint the WAL";
-        let conn = lock(&self.checkpointer);
+        let BackendDb::Sqlite(db) = &self.backend else {
+            return Ok(Checkpoint {
+                wal_pages: 0,
+                copied_pages: 0,
+            });
+        };
+        let conn = lock(&db.checkpointer);
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok(Checkpoint {
                 wal_pages: row.get::<_, i64>(1)?,
@@ -316,36 +421,63 @@ impl Store {
         ZoneStore { store: self }
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer and commits
-    /// it; any error rolls everything back.
-    fn write<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .during(op)?;
-        let value = f(&tx)?;
-        tx.commit().during(op)?;
-        Ok(value)
+    /// Runs `f` in one write transaction and commits it; any error rolls
+    /// everything back. SQLite: `BEGIN IMMEDIATE` on the writer. PostgreSQL:
+    /// a transaction on the writer holding the write advisory lock.
+    fn write<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            BackendDb::Sqlite(db) => {
+                let mut conn = lock(&db.writer);
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .during(op)?;
+                let tx = Tx::Sqlite(tx);
+                let value = f(&tx)?;
+                tx.commit().during(op)?;
+                Ok(value)
+            }
+            BackendDb::Postgres(db) => db.write(op, f),
+        }
     }
 
-    /// Runs `f` in one read transaction on a reader connection (one committed
-    /// snapshot for all its statements).
-    fn read<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let mut conn = self.reader();
-        let tx = conn.transaction().during(op)?;
-        let value = f(&tx)?;
-        tx.commit().during(op)?;
-        Ok(value)
+    /// Runs `f` in one read transaction (one committed snapshot for all its
+    /// statements): a reader connection's transaction on SQLite, a
+    /// `REPEATABLE READ READ ONLY` one on PostgreSQL.
+    fn read<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            BackendDb::Sqlite(db) => {
+                let mut conn = db.reader();
+                let tx = Tx::Sqlite(conn.transaction().during(op)?);
+                let value = f(&tx)?;
+                tx.commit().during(op)?;
+                Ok(value)
+            }
+            BackendDb::Postgres(db) => db.read(op, f),
+        }
     }
 
+    /// Test hook: runs `f` in a write transaction, committed when `f` returns
+    /// (e.g. to install a failing trigger or read a raw column). On
+    /// PostgreSQL a statement that failed inside `f` rolls it all back.
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    fn with_writer<T>(&self, f: impl FnOnce(&Tx<'_>) -> T) -> T {
+        self.write("test", |tx| Ok(f(tx)))
+            .unwrap_or_else(|err| panic!("test transaction: {err}"))
+    }
+
+    /// Test hook: the SQLite writer connection itself (SQLite-only tests).
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    fn with_sqlite<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        match &self.backend {
+            BackendDb::Sqlite(db) => f(&lock(&db.writer)),
+            BackendDb::Postgres(_) => panic!("a SQLite-only test hook on PostgreSQL"),
+        }
+    }
+}
+
+impl SqliteDb {
     /// A free reader if there is one, else the next one in turn (or the
     /// writer when there are no readers).
     fn reader(&self) -> MutexGuard<'_, Connection> {
@@ -362,12 +494,6 @@ impl Store {
             Some(reader) => lock(reader),
             None => lock(&self.writer),
         }
-    }
-
-    /// Test hook: the writer connection, e.g. to install a failing trigger.
-    #[cfg(test)]
-    fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        f(&lock(&self.writer))
     }
 }
 

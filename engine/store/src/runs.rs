@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{OptionalExtension, Row, Tx, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -150,20 +150,14 @@ impl RunStore<'_> {
     pub fn create_run(&self, run: &NewRun, at: Timestamp, actor: &str) -> Result<i64> {
         const OP: &str = "create run";
         self.store.write(OP, |tx| {
-            tx.prepare_cached(
-                "INSERT INTO runs (root, workspace, trigger, commit_sha, status, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-            )
-            .during(OP)?
-            .execute(params![
-                run.root,
-                run.workspace,
-                run.trigger,
-                run.commit,
-                at.0
-            ])
-            .during(OP)?;
-            let id = tx.last_insert_rowid();
+            let id: i64 = tx
+                .query_row(
+                    "INSERT INTO runs (root, workspace, trigger, commit_sha, status, queued_at)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5) RETURNING id",
+                    params![run.root, run.workspace, run.trigger, run.commit, at.0],
+                    |row| row.get(0),
+                )
+                .during(OP)?;
             let from = run
                 .commit
                 .as_deref()
@@ -224,7 +218,7 @@ impl RunStore<'_> {
             let (started_at, commit): (Option<i64>, Option<String>) = tx
                 .query_row(
                     "SELECT started_at, commit_sha FROM runs WHERE id = ?1",
-                    [id],
+                    params![id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .during(OP)?;
@@ -284,12 +278,12 @@ impl RunStore<'_> {
         self.store.write(OP, |tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
                     )
                     .during(OP)?;
-                let rows = stmt.query_map([], |row| row.get(0)).during(OP)?;
-                rows.collect::<rusqlite::Result<_>>().during(OP)?
+                let rows = stmt.query_map(params![], |row| row.get(0)).during(OP)?;
+                rows.collect::<crate::db::DbResult<_>>().during(OP)?
             };
             let mut marked = Vec::with_capacity(ids.len());
             for id in ids {
@@ -301,7 +295,7 @@ impl RunStore<'_> {
                 ) = tx
                     .query_row(
                         "SELECT status, started_at, log, commit_sha FROM runs WHERE id = ?1",
-                        [id],
+                        params![id],
                         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                     )
                     .during(OP)?;
@@ -334,7 +328,7 @@ impl RunStore<'_> {
                 let summary = tx
                     .query_row(
                         &format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = ?1"),
-                        [id],
+                        params![id],
                         raw_summary,
                     )
                     .during(OP)?;
@@ -350,7 +344,7 @@ impl RunStore<'_> {
         self.store.read(OP, |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM runs WHERE ?1 IS NULL OR root = ?1
+                    "SELECT {SUMMARY_COLUMNS} FROM runs WHERE CAST(?1 AS TEXT) IS NULL OR root = ?1
                      ORDER BY id DESC LIMIT ?2"
                 ))
                 .during(OP)?;
@@ -372,8 +366,8 @@ impl RunStore<'_> {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "SELECT {SUMMARY_COLUMNS} FROM runs
-                     WHERE id < ?1 AND (?2 IS NULL OR root = ?2)
-                       AND (?3 IS NULL OR workspace = ?3) AND (?4 IS NULL OR status = ?4)
+                     WHERE id < ?1 AND (CAST(?2 AS TEXT) IS NULL OR root = ?2)
+                       AND (CAST(?3 AS TEXT) IS NULL OR workspace = ?3) AND (CAST(?4 AS TEXT) IS NULL OR status = ?4)
                      ORDER BY id DESC LIMIT ?5"
                 ))
                 .during(OP)?;
@@ -403,7 +397,7 @@ impl RunStore<'_> {
             let row = tx
                 .query_row(
                     &format!("SELECT {SUMMARY_COLUMNS}, log FROM runs WHERE id = ?1"),
-                    [id],
+                    params![id],
                     |row| Ok((raw_summary(row)?, row.get::<_, String>(14)?)),
                 )
                 .optional()
@@ -419,11 +413,13 @@ impl RunStore<'_> {
     }
 }
 
-fn current_status(conn: &Connection, op: &'static str, id: i64) -> Result<RunStatus> {
+fn current_status(conn: &Tx<'_>, op: &'static str, id: i64) -> Result<RunStatus> {
     let text: Option<String> = conn
-        .query_row("SELECT status FROM runs WHERE id = ?1", [id], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT status FROM runs WHERE id = ?1",
+            params![id],
+            |row| row.get(0),
+        )
         .optional()
         .during(op)?;
     let text = text.ok_or(StoreError::RunNotFound { op, id })?;
@@ -446,7 +442,7 @@ fn transition(op: &'static str, id: i64, from: RunStatus, to: RunStatus) -> Stor
 type RawSummary = (RunSummary, String);
 
 /// Reads the summary columns; the status text is parsed afterwards.
-fn raw_summary(row: &Row<'_>) -> rusqlite::Result<RawSummary> {
+fn raw_summary(row: &Row<'_>) -> crate::db::DbResult<RawSummary> {
     Ok((
         RunSummary {
             id: row.get(0)?,
@@ -733,9 +729,8 @@ mod tests {
 
     #[test]
     fn runs_left_unfinished_by_a_killed_daemon_are_marked_interrupted_at_start() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, store) = open_temp();
         let (running, queued, done) = {
-            let store = crate::Store::open(dir.path(), StoreOptions::default()).unwrap();
             let runs = store.runs();
             let running = runs
                 .create_run(&new_run("infra/gtm"), Timestamp(1_000), "s")
@@ -749,10 +744,11 @@ mod tests {
                 .unwrap();
             runs.finish_run(done, &succeeded("ok"), Timestamp(500), "s")
                 .unwrap();
+            drop(store);
             (running, queued, done)
             // Dropped without finishing: what kill -9 leaves.
         };
-        let store = crate::Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = crate::tests::reopen(dir.path(), StoreOptions::default()).unwrap();
         let marked = store
             .runs()
             .interrupt_unfinished(Timestamp(9_000), "start")
@@ -809,4 +805,13 @@ mod tests {
         }
         assert!(matches!(bounded_tail("short", 100), Cow::Borrowed("short")));
     }
+
+    crate::tests::on_postgres!(
+        a_run_goes_from_queued_to_running_to_finished,
+        invalid_transitions_are_refused_and_change_nothing,
+        runs_list_newest_first_filtered_by_root,
+        pages_of_runs_walk_every_run_once_with_filters,
+        a_long_log_keeps_its_tail_within_the_limit,
+        runs_left_unfinished_by_a_killed_daemon_are_marked_interrupted_at_start,
+    );
 }

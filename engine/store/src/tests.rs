@@ -1,8 +1,9 @@
 //! Fixtures shared by the stores' tests, and tests that span stores.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use neutral_core::model::{
@@ -12,6 +13,8 @@ use neutral_core::model::{
 };
 use tempfile::TempDir;
 
+use crate::pg_testing::PgServer;
+
 use crate::{
     AuditQuery, Heartbeat, NewNode, Store, StoreError, StoreOptions, Timestamp, TokenHash, kinds,
 };
@@ -20,10 +23,81 @@ pub(crate) fn open_temp() -> (TempDir, Store) {
     open_temp_with(StoreOptions::default())
 }
 
+/// Opens a store on the backend the running test was given
+/// ([`with_postgres`]; SQLite otherwise): a fresh file in a temp folder, or
+/// a fresh PostgreSQL database whose URL is kept in that folder so
+/// [`reopen`] finds it again.
 pub(crate) fn open_temp_with(options: StoreOptions) -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
+    if ON_POSTGRES.with(Cell::get) {
+        let server = pg_server().expect("with_postgres checked the server");
+        let url = server.create_database().unwrap();
+        std::fs::write(dir.path().join(PG_URL_FILE), &url).unwrap();
+        let store = Store::open_postgres(&url, options).unwrap();
+        return (dir, store);
+    }
     let store = Store::open(dir.path(), options).unwrap();
     (dir, store)
+}
+
+/// Opens again the store [`open_temp_with`] made in `dir` (its PostgreSQL
+/// database, or its SQLite file).
+pub(crate) fn reopen(dir: &std::path::Path, options: StoreOptions) -> crate::Result<Store> {
+    match std::fs::read_to_string(dir.join(PG_URL_FILE)) {
+        Ok(url) => Store::open_postgres(&url, options),
+        Err(_) => Store::open(dir, options),
+    }
+}
+
+const PG_URL_FILE: &str = "pg-url";
+
+thread_local! {
+    static ON_POSTGRES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One PostgreSQL server per test process (`None`: not installed, and not
+/// under CI, where its absence fails instead).
+fn pg_server() -> Option<&'static PgServer> {
+    static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(crate::pg_testing::start_or_skip)
+        .as_ref()
+}
+
+/// Runs `test` with [`open_temp_with`] giving PostgreSQL stores; skips it
+/// (saying so) when PostgreSQL is not installed and env `CI` is not set.
+pub(crate) fn with_postgres(test: fn()) {
+    if pg_server().is_none() {
+        return;
+    }
+    ON_POSTGRES.with(|on| on.set(true));
+    test();
+    ON_POSTGRES.with(|on| on.set(false));
+}
+
+/// `on_postgres!(a, b)` in a test module: `on_pg::a` and
+/// `on_pg::b` run the SQLite tests `a` and `b` again on PostgreSQL.
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        mod on_pg {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::tests::with_postgres(super::$name);
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_postgres;
+
+/// The backend the running test is on.
+pub(crate) fn backend() -> crate::Backend {
+    if ON_POSTGRES.with(Cell::get) {
+        crate::Backend::Postgres
+    } else {
+        crate::Backend::Sqlite
+    }
 }
 
 /// A valid-looking set of declarations; `variant` changes weights and the
@@ -151,13 +225,13 @@ fn opening_creates_the_data_directory_and_one_wal_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nested/data");
     let store = Store::open(&data, StoreOptions::default()).unwrap();
-    assert_eq!(store.path(), data.join(crate::DB_FILE_NAME));
+    assert_eq!(store.path(), Some(data.join(crate::DB_FILE_NAME).as_path()));
     assert!(data.join(crate::DB_FILE_NAME).is_file());
     assert_eq!(
         store.schema_version().unwrap(),
         i64::try_from(crate::schema::current_version()).unwrap()
     );
-    store.with_writer(|conn| {
+    store.with_sqlite(|conn| {
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
@@ -176,10 +250,9 @@ fn opening_creates_the_data_directory_and_one_wal_file() {
 
 #[test]
 fn everything_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, store) = open_temp();
     let decl = declarations(3, 3);
     {
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         store
             .apply_declarations("c1", &decl, Timestamp(1), "sync")
             .unwrap();
@@ -195,8 +268,9 @@ fn everything_survives_a_reopen() {
                 metrics: Some(metrics(0.5)),
             }])
             .unwrap();
+        drop(store);
     }
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let store = reopen(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(
         store.load_declarations().unwrap(),
         Some(("c1".to_owned(), decl))
@@ -474,3 +548,8 @@ fn damaged_or_foreign_store_files_are_refused_clearly() {
     let err = result.unwrap_err();
     assert!(matches!(err, StoreError::NotNeutral { .. }), "{err}");
 }
+
+on_postgres!(
+    everything_survives_a_reopen,
+    several_threads_write_and_read_concurrently,
+);

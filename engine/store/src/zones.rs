@@ -7,7 +7,7 @@
 //! audited or neither. Names are stored exactly as given: the DNS crate
 //! decides their canonical form.
 
-use rusqlite::{OptionalExtension, params};
+use crate::db::{OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -76,7 +76,7 @@ impl ZoneStore<'_> {
             let row: Option<(i64, String, i64)> = tx
                 .query_row(
                     "SELECT serial, doc, updated_at FROM dns_zones WHERE name = ?1",
-                    [name],
+                    params![name],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
@@ -96,7 +96,7 @@ impl ZoneStore<'_> {
                 .prepare_cached("SELECT name, serial, doc, updated_at FROM dns_zones ORDER BY name")
                 .during(OP)?;
             let rows = stmt
-                .query_map([], |row| {
+                .query_map(params![], |row| {
                     Ok((
                         row.get::<_, String>(0)?,
                         row.get::<_, i64>(1)?,
@@ -122,7 +122,7 @@ impl ZoneStore<'_> {
             let serial: Option<i64> = tx
                 .query_row(
                     "DELETE FROM dns_zones WHERE name = ?1 RETURNING serial",
-                    [name],
+                    params![name],
                     |row| row.get(0),
                 )
                 .optional()
@@ -280,4 +280,9 @@ mod tests {
         let err = store.zones().get_zone::<Zone>("example.com.").unwrap_err();
         assert!(err.to_string().contains("zone `example.com.`"), "{err}");
     }
+
+    crate::tests::on_postgres!(
+        zones_round_trip_replace_and_delete_with_audit,
+        a_zone_that_does_not_decode_is_a_named_error,
+    );
 }
