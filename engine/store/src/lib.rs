@@ -1,6 +1,9 @@
 //! neutral's durable state: one SQLite file under the daemon's `--data`
 //! directory, opened in WAL mode with `synchronous=NORMAL`, foreign keys on,
-//! a busy timeout, and versioned migrations ([`schema`]).
+//! a busy timeout, and versioned migrations ([`schema`]) — or, with
+//! `--store postgres://…`, one PostgreSQL database ([`pg`]). The stores'
+//! code is written once against the SQL facade in `db`, which runs it on
+//! either backend.
 //!
 //! The stores and what each owns:
 //! - declarations of the last good commit ([`RegionStore`], [`GtmPolicyStore`],

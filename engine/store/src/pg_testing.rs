@@ -4,7 +4,8 @@
 //!
 //! This module owns finding the server binaries (env `NEUTRAL_PG_BIN`, else
 //! the newest `/usr/lib/postgresql/<version>/bin` holding `initdb`),
-//! `initdb` into a private temporary folder, starting `postgres` on a free
+//! `initdb` (once, into a template folder each server copies) into a
+//! temporary folder, starting `postgres` on a free
 //! loopback port (as the `postgres` user when run as root, since `initdb`
 //! refuses root), and stopping it. The server runs under a small shell that
 //! waits on a pipe from this process: when the [`PgServer`] is dropped, or
@@ -140,17 +141,16 @@ impl PgServer {
                 .map_err(|err| failed(format!("chown {}: {err}", dir.display())))?;
         }
         let data = dir.join("data");
-        let mut initdb = command(&as_user, &bin.join("initdb"));
-        initdb
-            .arg("-D")
+        let template = template(&bin, &as_user)?;
+        let mut copy = command(&as_user, Path::new("cp"));
+        copy.arg("-a")
+            .arg(&template)
             .arg(&data)
-            .args(["-A", "trust", "-U", "neutral", "-E", "UTF8", "--locale=C"])
-            .args(["--no-sync", "--no-instructions"])
             .stdin(Stdio::null());
-        let output =
-            run_bounded(initdb, START_TIMEOUT).map_err(|err| failed(format!("initdb: {err}")))?;
+        let output = run_bounded(copy, START_TIMEOUT)
+            .map_err(|err| failed(format!("copy the initdb template: {err}")))?;
         if !output.0 {
-            return Err(failed(format!("initdb failed: {}", output.1)));
+            return Err(failed(format!("copy the initdb template: {}", output.1)));
         }
         let port = free_port().map_err(|err| failed(format!("find a free port: {err}")))?;
         // The shell stops the server and removes the folder when our end
@@ -270,6 +270,53 @@ impl Drop for PgServer {
             let _ = child.wait();
         }
     }
+}
+
+/// A data folder made by `initdb` once per machine and PostgreSQL build
+/// (`<temp>/neutral-pg-template-<hash of the bin folder>/data`), copied
+/// for each server: `initdb` takes seconds, a copy a fraction of one, and
+/// nextest runs each test in a process of its own. Made under a file lock;
+/// a template without its `ready` marker is made again.
+fn template(bin: &Path, as_user: &Option<(String, u32, u32)>) -> Result<PathBuf, StartError> {
+    let failed = StartError::Failed;
+    let key = bin
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let root = std::env::temp_dir().join(format!("neutral-pg-template-{key:016x}"));
+    let lock_path = root.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|err| failed(format!("create {}: {err}", lock_path.display())))?;
+    lock.lock()
+        .map_err(|err| failed(format!("lock {}: {err}", lock_path.display())))?;
+    let data = root.join("data");
+    if root.join("ready").is_file() && data.join("PG_VERSION").is_file() {
+        return Ok(data);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)
+        .map_err(|err| failed(format!("create {}: {err}", root.display())))?;
+    if let Some((_, uid, gid)) = as_user {
+        std::os::unix::fs::chown(&root, Some(*uid), Some(*gid))
+            .map_err(|err| failed(format!("chown {}: {err}", root.display())))?;
+    }
+    let mut initdb = command(as_user, &bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "neutral", "-E", "UTF8", "--locale=C"])
+        .args(["--no-sync", "--no-instructions"])
+        .stdin(Stdio::null());
+    let output =
+        run_bounded(initdb, START_TIMEOUT).map_err(|err| failed(format!("initdb: {err}")))?;
+    if !output.0 {
+        return Err(failed(format!("initdb failed: {}", output.1)));
+    }
+    std::fs::write(root.join("ready"), b"")
+        .map_err(|err| failed(format!("mark {} ready: {err}", root.display())))?;
+    Ok(data)
 }
 
 /// `Some((name, uid, gid))` of the user to run PostgreSQL as when this
