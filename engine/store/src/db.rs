@@ -27,8 +27,10 @@ pub(crate) enum Dialect {
 pub enum DbError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Not a `source`: the message already carries the client's cause, and
+    /// a chain printer (`{:#}`) would repeat it.
     #[error("{}", pg_message(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     #[error("query returned no rows")]
     NoRows,
     #[error("column {column}: stored integer {value} is out of range")]
@@ -43,16 +45,14 @@ pub(crate) fn pg_message(err: &postgres::Error) -> String {
             Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
             None => format!("{}: {}", db.severity(), db.message()),
         },
-        None => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
+        // The client's `Display` already ends with its cause.
+        None => err.to_string(),
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(err: postgres::Error) -> Self {
+        DbError::Postgres(err)
     }
 }
 

@@ -24,7 +24,8 @@ use serde_json::json;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result, StoreError};
-use crate::{Store, Timestamp, decode, encode, short_commit};
+use crate::store::{Store, decode, encode, short_commit};
+use neutral_core::model::Timestamp;
 
 mod sealed {
     pub trait Sealed {}
@@ -598,6 +599,24 @@ fn collect_checked<T: DeclaredObject>(
             }
         })
         .collect()
+}
+
+impl Store {
+    pub fn regions(&self) -> RegionStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn gtm_policies(&self) -> GtmPolicyStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn autoscale_policies(&self) -> AutoscalePolicyStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn node_pools(&self) -> NodePoolStore<'_> {
+        DeclStore::new(self)
+    }
 }
 
 #[cfg(test)]

@@ -67,18 +67,17 @@ pub enum StoreError {
     #[error("--store {url}: not a PostgreSQL URL: {reason}")]
     InvalidStoreUrl { url: String, reason: String },
 
-    #[error("--store {location}: cannot connect to PostgreSQL: {}", crate::db::pg_message(.source))]
+    #[error("--store {location}: cannot connect to PostgreSQL: {}", crate::db::pg_message(.cause))]
     PgConnect {
         location: String,
-        #[source]
-        source: postgres::Error,
+        /// Not a `source`: the message carries it (see `DbError::Postgres`).
+        cause: postgres::Error,
     },
 
-    #[error("--store {location}: {}", crate::db::pg_message(.source))]
+    #[error("--store {location}: {}", crate::db::pg_message(.cause))]
     PgOpen {
         location: String,
-        #[source]
-        source: postgres::Error,
+        cause: postgres::Error,
     },
 
     #[error(
@@ -94,12 +93,11 @@ pub enum StoreError {
     #[error("--store {location}: not a neutral database ({reason}); use another database")]
     PgNotNeutral { location: String, reason: String },
 
-    #[error("--store {location}: migrating the schema to version {version}: {}", crate::db::pg_message(.source))]
+    #[error("--store {location}: migrating the schema to version {version}: {}", crate::db::pg_message(.cause))]
     PgMigration {
         location: String,
         version: usize,
-        #[source]
-        source: postgres::Error,
+        cause: postgres::Error,
     },
 
     #[error("{path}: opening the database: {source}")]

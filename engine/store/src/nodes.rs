@@ -21,7 +21,8 @@ use subtle::ConstantTimeEq;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result, StoreError};
-use crate::{Store, Timestamp};
+use crate::store::Store;
+use neutral_core::model::Timestamp;
 
 /// SHA-256 of a node token. Equality is constant-time.
 #[derive(Clone, Copy)]
@@ -572,6 +573,12 @@ fn parse_status(text: &str) -> Option<NodeStatus> {
     [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain]
         .into_iter()
         .find(|status| status.as_str() == text)
+}
+
+impl Store {
+    pub fn nodes(&self) -> NodeStore<'_> {
+        NodeStore { store: self }
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Metrics};
 
 use crate::error::{During, Result};
-use crate::{Store, Timestamp};
+use crate::store::Store;
+use neutral_core::model::Timestamp;
 
 /// One heartbeat as the node API accepted it (`at`: when it was received).
 #[derive(Clone, Debug, PartialEq)]
@@ -278,6 +279,12 @@ fn prune_in(conn: &Tx<'_>, cutoff: i64, max_rows: usize) -> Result<usize> {
     .during(OP)?
     .execute(params![cutoff, i64::try_from(max_rows).unwrap_or(i64::MAX)])
     .during(OP)
+}
+
+impl Store {
+    pub fn samples(&self) -> SampleStore<'_> {
+        SampleStore { store: self }
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,12 @@ use tempfile::TempDir;
 
 use crate::pg_testing::PgServer;
 
-use crate::{
-    AuditQuery, Heartbeat, NewNode, Store, StoreError, StoreOptions, Timestamp, TokenHash, kinds,
-};
+use crate::audit::{AuditQuery, kinds};
+use crate::error::StoreError;
+use crate::nodes::{NewNode, TokenHash};
+use crate::samples::Heartbeat;
+use crate::store::{Store, StoreOptions};
+use neutral_core::model::Timestamp;
 
 pub(crate) fn open_temp() -> (TempDir, Store) {
     open_temp_with(StoreOptions::default())
@@ -42,7 +45,7 @@ pub(crate) fn open_temp_with(options: StoreOptions) -> (TempDir, Store) {
 
 /// Opens again the store [`open_temp_with`] made in `dir` (its PostgreSQL
 /// database, or its SQLite file).
-pub(crate) fn reopen(dir: &std::path::Path, options: StoreOptions) -> crate::Result<Store> {
+pub(crate) fn reopen(dir: &std::path::Path, options: StoreOptions) -> crate::error::Result<Store> {
     match std::fs::read_to_string(dir.join(PG_URL_FILE)) {
         Ok(url) => Store::open_postgres(&url, options),
         Err(_) => Store::open(dir, options),
@@ -90,15 +93,6 @@ macro_rules! on_postgres {
     };
 }
 pub(crate) use on_postgres;
-
-/// The backend the running test is on.
-pub(crate) fn backend() -> crate::Backend {
-    if ON_POSTGRES.with(Cell::get) {
-        crate::Backend::Postgres
-    } else {
-        crate::Backend::Sqlite
-    }
-}
 
 /// A valid-looking set of declarations; `variant` changes weights and the
 /// number of regions so two variants differ in every table.
@@ -225,8 +219,11 @@ fn opening_creates_the_data_directory_and_one_wal_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nested/data");
     let store = Store::open(&data, StoreOptions::default()).unwrap();
-    assert_eq!(store.path(), Some(data.join(crate::DB_FILE_NAME).as_path()));
-    assert!(data.join(crate::DB_FILE_NAME).is_file());
+    assert_eq!(
+        store.path(),
+        Some(data.join(crate::store::DB_FILE_NAME).as_path())
+    );
+    assert!(data.join(crate::store::DB_FILE_NAME).is_file());
     assert_eq!(
         store.schema_version().unwrap(),
         i64::try_from(crate::schema::current_version()).unwrap()
@@ -405,7 +402,7 @@ fn the_data_directory_is_0700_and_the_store_files_0600() {
         .register(&new_node("n1", "r000", "127.0.0.2", 1), "join")
         .unwrap();
     assert_eq!(mode_of(&data), 0o700);
-    let db = data.join(crate::DB_FILE_NAME);
+    let db = data.join(crate::store::DB_FILE_NAME);
     for file in [
         db.clone(),
         data.join("neutral.sqlite3-wal"),
@@ -416,7 +413,7 @@ fn the_data_directory_is_0700_and_the_store_files_0600() {
     }
     drop(store);
     // A store file an older version left world-readable is tightened.
-    crate::set_mode(&db, 0o644).unwrap();
+    crate::store::set_mode(&db, 0o644).unwrap();
     let _store = Store::open(&data, StoreOptions::default()).unwrap();
     assert_eq!(mode_of(&db), 0o600);
 }
@@ -426,26 +423,29 @@ fn a_data_directory_others_can_write_is_refused_and_one_they_can_read_is_tighten
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    crate::set_mode(&data, 0o777).unwrap();
+    crate::store::set_mode(&data, 0o777).unwrap();
     let err = Store::open(&data, StoreOptions::default()).unwrap_err();
     assert!(
         matches!(err, StoreError::UnsafeDataDir { mode: 0o777, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("chmod 700"), "{err}");
-    assert!(!data.join(crate::DB_FILE_NAME).exists(), "nothing written");
-    crate::set_mode(&data, 0o770).unwrap();
+    assert!(
+        !data.join(crate::store::DB_FILE_NAME).exists(),
+        "nothing written"
+    );
+    crate::store::set_mode(&data, 0o770).unwrap();
     assert!(Store::open(&data, StoreOptions::default()).is_err());
 
-    crate::set_mode(&data, 0o755).unwrap();
+    crate::store::set_mode(&data, 0o755).unwrap();
     assert_eq!(
-        crate::secure_data_dir(&data).unwrap(),
-        crate::DataDirSecurity::Tightened { old_mode: 0o755 }
+        crate::store::secure_data_dir(&data).unwrap(),
+        crate::store::DataDirSecurity::Tightened { old_mode: 0o755 }
     );
     assert_eq!(mode_of(&data), 0o700);
     assert_eq!(
-        crate::secure_data_dir(&data).unwrap(),
-        crate::DataDirSecurity::Private
+        crate::store::secure_data_dir(&data).unwrap(),
+        crate::store::DataDirSecurity::Private
     );
 }
 
@@ -460,7 +460,7 @@ fn an_empty_store_file_is_refused_unless_init() {
             .unwrap();
     }
     // Truncated to 0 bytes (its WAL gone with it, as after a bad restore).
-    let db = dir.path().join(crate::DB_FILE_NAME);
+    let db = dir.path().join(crate::store::DB_FILE_NAME);
     std::fs::write(&db, b"").unwrap();
     let _ = std::fs::remove_file(dir.path().join("neutral.sqlite3-wal"));
     let _ = std::fs::remove_file(dir.path().join("neutral.sqlite3-shm"));
@@ -486,12 +486,12 @@ fn a_store_missing_from_a_used_data_directory_is_refused_but_a_fresh_one_is_a_fi
     // A brand-new (even existing, empty) folder is a first start.
     let fresh = dir.path().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
-    crate::set_mode(&fresh, 0o700).unwrap();
+    crate::store::set_mode(&fresh, 0o700).unwrap();
     Store::open(&fresh, StoreOptions::default()).unwrap();
 
     let used = dir.path().join("used");
     std::fs::create_dir_all(used.join("mirror.git")).unwrap();
-    crate::set_mode(&used, 0o700).unwrap();
+    crate::store::set_mode(&used, 0o700).unwrap();
     let err = Store::open(&used, StoreOptions::default()).unwrap_err();
     assert!(matches!(err, StoreError::MissingStore { .. }), "{err}");
     assert!(err.to_string().contains("mirror.git"), "{err}");
@@ -519,12 +519,12 @@ fn damaged_or_foreign_store_files_are_refused_clearly() {
         }
         store.checkpoint().unwrap();
     }
-    let bytes = std::fs::read(good.join(crate::DB_FILE_NAME)).unwrap();
+    let bytes = std::fs::read(good.join(crate::store::DB_FILE_NAME)).unwrap();
     let case = |name: &str, content: &[u8]| {
         let data = dir.path().join(name);
         std::fs::create_dir(&data).unwrap();
-        crate::set_mode(&data, 0o700).unwrap();
-        std::fs::write(data.join(crate::DB_FILE_NAME), content).unwrap();
+        crate::store::set_mode(&data, 0o700).unwrap();
+        std::fs::write(data.join(crate::store::DB_FILE_NAME), content).unwrap();
         let result = Store::open(&data, StoreOptions::default())
             .and_then(|store| store.nodes().list().map(|nodes| nodes.len()));
         (data, result)

@@ -6,9 +6,10 @@ use neutral_core::diag::{Diagnostic, Pos};
 use serde_json::json;
 
 use super::*;
+use crate::audit::AuditQuery;
 use crate::db::Dialect;
+use crate::store::StoreOptions;
 use crate::tests::{declarations, on_postgres, open_temp};
-use crate::{AuditQuery, StoreOptions};
 
 fn audit_count(store: &Store) -> usize {
     store
@@ -21,7 +22,7 @@ fn audit_count(store: &Store) -> usize {
         .len()
 }
 
-const MAX_PAGE: u32 = crate::MAX_AUDIT_PAGE;
+const MAX_PAGE: u32 = crate::audit::MAX_AUDIT_PAGE;
 
 #[test]
 fn nothing_is_loaded_before_the_first_good_commit() {

@@ -1,9 +1,11 @@
 use serde_json::json;
 
 use super::*;
+use crate::audit::AuditQuery;
 use crate::db::params;
+use crate::samples::Heartbeat;
+use crate::store::StoreOptions;
 use crate::tests::{new_node, on_postgres, open_temp};
-use crate::{AuditQuery, Heartbeat, StoreOptions};
 
 fn audit_of(store: &Store, subject: &str) -> Vec<AuditEntry> {
     store

@@ -3,7 +3,7 @@ use std::time::Duration;
 use neutral_core::model::NodeStatus;
 
 use super::*;
-use crate::StoreOptions;
+use crate::store::StoreOptions;
 use crate::tests::{metrics, new_node, on_postgres, open_temp, open_temp_with};
 
 fn beat(id: &str, at: i64, cpu: Option<f64>) -> Heartbeat {
