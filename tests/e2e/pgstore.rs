@@ -65,7 +65,7 @@ fn nodes_and_the_audit_log_survive_a_daemon_restart_on_postgres() {
         daemon.log_text()
     );
     let mut agent = Agent::start(&daemon, dir.path(), "jp-a", "jp", "127.0.0.2");
-    let id = agent.node_id();
+    let id = registered(&agent, &daemon);
     wait_for("the node to be up", Duration::from_secs(20), || {
         daemon.node(&id).filter(|n| n["status"] == "up")
     });
@@ -97,6 +97,27 @@ fn nodes_and_the_audit_log_survive_a_daemon_restart_on_postgres() {
     wait_for("the node to be up again", Duration::from_secs(20), || {
         daemon.node(&id).filter(|n| n["status"] == "up")
     });
+}
+
+/// The agent's node id once it registered; the logs when it does not.
+fn registered(agent: &Agent, daemon: &Daemon) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(id) = std::fs::read_to_string(&agent.state_file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|doc| doc["node_id"].as_str().map(str::to_owned))
+        {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not register within 20 s\nagent:\n{}\ndaemon:\n{}",
+            agent.log_text(),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn postgres_client(server: &PgServer, url: &str) -> postgres::Client {

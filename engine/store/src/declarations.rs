@@ -36,7 +36,7 @@ mod sealed {
 }
 
 /// A kind of declared object with its own table.
-pub trait DeclaredObject: Serialize + DeserializeOwned + sealed::Sealed {
+pub trait DeclaredObject: Serialize + DeserializeOwned + Send + sealed::Sealed {
     /// The table holding this kind.
     const TABLE: &'static str;
     /// How messages name one object of this kind.

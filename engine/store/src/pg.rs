@@ -88,6 +88,10 @@ pub(crate) struct PgDb {
 impl PgDb {
     /// Connects, brings the schema up to date and opens the readers.
     pub(crate) fn open(url: &str, readers: usize) -> Result<PgDb> {
+        off_runtime(|| PgDb::open_here(url, readers))
+    }
+
+    fn open_here(url: &str, readers: usize) -> Result<PgDb> {
         let config = parse_url(url)?;
         let location = neutral_core::redact::redact(url).into_owned();
         let mut writer = connect(&config, &location)?;
@@ -105,11 +109,15 @@ impl PgDb {
     }
 
     /// Runs `f` in one transaction holding [`WRITE_LOCK`] and commits it.
-    pub(crate) fn write<T>(
+    pub(crate) fn write<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
+        off_runtime(|| self.write_here(op, f))
+    }
+
+    fn write_here<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.writer);
         self.reconnect_if_closed(&mut guard)?;
         let conn: &mut PgConn = &mut guard;
@@ -128,11 +136,15 @@ impl PgDb {
     }
 
     /// Runs `f` in one `REPEATABLE READ READ ONLY` transaction.
-    pub(crate) fn read<T>(
+    pub(crate) fn read<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
+        off_runtime(|| self.read_here(op, f))
+    }
+
+    fn read_here<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut guard = self.reader();
         self.reconnect_if_closed(&mut guard)?;
         let conn: &mut PgConn = &mut guard;
@@ -151,9 +163,11 @@ impl PgDb {
 
     /// The schema version recorded in `neutral_schema`.
     pub(crate) fn schema_version(&self) -> Result<i64> {
-        let mut guard = self.reader();
-        self.reconnect_if_closed(&mut guard)?;
-        recorded_version(&mut guard.client, &self.location)
+        off_runtime(|| {
+            let mut guard = self.reader();
+            self.reconnect_if_closed(&mut guard)?;
+            recorded_version(&mut guard.client, &self.location)
+        })
     }
 
     fn reconnect_if_closed(&self, conn: &mut PgConn) -> Result<()> {
@@ -178,6 +192,20 @@ impl PgDb {
             None => lock(&self.writer),
         }
     }
+}
+
+/// Runs `op` on a scoped thread of its own. The `postgres` client drives
+/// each call with a small runtime of its own, which cannot start on a
+/// thread that is already inside a tokio runtime (the daemon calls some
+/// store methods straight from async tasks); a fresh thread is outside any.
+/// A panic in `op` goes on in the caller.
+fn off_runtime<T: Send>(op: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(op)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// A panic while a connection was held dropped its transaction (which rolls

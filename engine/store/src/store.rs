@@ -329,10 +329,10 @@ impl Store {
     /// Runs `f` in one write transaction and commits it; any error rolls
     /// everything back. SQLite: `BEGIN IMMEDIATE` on the writer. PostgreSQL:
     /// a transaction on the writer holding the write advisory lock.
-    pub(crate) fn write<T>(
+    pub(crate) fn write<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
         match &self.backend {
             BackendDb::Sqlite(db) => {
@@ -352,10 +352,10 @@ impl Store {
     /// Runs `f` in one read transaction (one committed snapshot for all its
     /// statements): a reader connection's transaction on SQLite, a
     /// `REPEATABLE READ READ ONLY` one on PostgreSQL.
-    pub(crate) fn read<T>(
+    pub(crate) fn read<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
         match &self.backend {
             BackendDb::Sqlite(db) => {
@@ -374,7 +374,7 @@ impl Store {
     /// PostgreSQL a statement that failed inside `f` rolls it all back.
     #[cfg(test)]
     #[allow(clippy::panic)]
-    pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&Tx<'_>) -> T) -> T {
+    pub(crate) fn with_writer<T: Send>(&self, f: impl FnOnce(&Tx<'_>) -> T + Send) -> T {
         self.write("test", |tx| Ok(f(tx)))
             .unwrap_or_else(|err| panic!("test transaction: {err}"))
     }

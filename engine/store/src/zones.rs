@@ -71,7 +71,10 @@ impl ZoneStore<'_> {
         })
     }
 
-    pub fn get_zone<T: DeserializeOwned>(&self, name: &str) -> Result<Option<StoredZone<T>>> {
+    pub fn get_zone<T: DeserializeOwned + Send>(
+        &self,
+        name: &str,
+    ) -> Result<Option<StoredZone<T>>> {
         const OP: &str = "get DNS zone";
         self.store.read(OP, |tx| {
             let row: Option<(i64, String, i64)> = tx
@@ -90,7 +93,7 @@ impl ZoneStore<'_> {
     }
 
     /// Every zone, by name.
-    pub fn list_zones<T: DeserializeOwned>(&self) -> Result<Vec<StoredZone<T>>> {
+    pub fn list_zones<T: DeserializeOwned + Send>(&self) -> Result<Vec<StoredZone<T>>> {
         const OP: &str = "list DNS zones";
         self.store.read(OP, |tx| {
             let mut stmt = tx
