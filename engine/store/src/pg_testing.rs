@@ -110,12 +110,12 @@ pub fn start_or_skip() -> Option<PgServer> {
             eprintln!("SKIPPED: PostgreSQL tests need PostgreSQL: {reason}");
             None
         }
-        Err(err) => panic_free_fail(&err.to_string()),
+        Err(err) => fail_test(&err.to_string()),
     }
 }
 
 #[allow(clippy::panic)]
-fn panic_free_fail(message: &str) -> ! {
+fn fail_test(message: &str) -> ! {
     // Test support only: a test that needs PostgreSQL fails here.
     panic!("{message}")
 }
