@@ -350,7 +350,7 @@ impl<'a> Tx<'a> {
 
     /// Runs one statement; returns the rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &[&dyn Param]) -> DbResult<usize> {
-        let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
+        let values: Vec<Value> = params.iter().map(|p| Param::value(*p)).collect();
         match self {
             Tx::Sqlite(tx) => {
                 let mut stmt = tx.prepare_cached(sql)?;
@@ -382,7 +382,7 @@ impl<'a> Tx<'a> {
         params: &[&dyn Param],
         mut f: impl FnMut(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<std::vec::IntoIter<DbResult<T>>> {
-        let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
+        let values: Vec<Value> = params.iter().map(|p| Param::value(*p)).collect();
         let mut out = Vec::new();
         match self {
             Tx::Sqlite(tx) => {
@@ -412,7 +412,7 @@ impl<'a> Tx<'a> {
         params: &[&dyn Param],
         f: impl FnOnce(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<T> {
-        let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
+        let values: Vec<Value> = params.iter().map(|p| Param::value(*p)).collect();
         match self {
             Tx::Sqlite(tx) => {
                 let mut stmt = tx.prepare_cached(sql)?;

@@ -142,6 +142,8 @@ pub struct Store {
     backend: BackendDb,
 }
 
+// One per process, never moved after opening: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum BackendDb {
     Sqlite(SqliteDb),
     Postgres(pg::PgDb),
