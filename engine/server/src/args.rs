@@ -20,6 +20,40 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--store` URL. It may hold a password: `Debug` and `Display` show
+/// it redacted; [`StoreUrl::expose`] gives the text to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL as given, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = std::convert::Infallible;
+
+    /// Never fails here (clap would quote the value, password and all);
+    /// the store checks it when it opens.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(StoreUrl(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreUrl({self})")
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&neutral_core::redact::redact(&self.0))
+    }
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     neutral_core::model::parse_duration(text).map_err(|e| e.to_string())
 }
@@ -48,6 +82,12 @@ pub struct ServeArgs {
     /// Directory for the database and the Git mirror.
     #[arg(long)]
     pub data: PathBuf,
+    /// Keep every store in this PostgreSQL database
+    /// (`postgres://user[:password]@host[:port]/database`) instead of the
+    /// SQLite file in --data (the Git mirror and Terraform's files stay in
+    /// --data). Prefer env NEUTRAL_STORE when the URL holds a password.
+    #[arg(long, env = "NEUTRAL_STORE", hide_env_values = true)]
+    pub store: Option<StoreUrl>,
     /// Address of the HTTP(S) API.
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,

@@ -46,7 +46,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use neutral_dns::{DnsServer, Zone, ZoneSet};
-use neutral_store::{Heartbeat, Store, StoreOptions};
+use neutral_store::{Heartbeat, Store, StoreLocation, StoreOptions};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinSet;
 
@@ -216,12 +216,21 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         pause_inside_apply: std::env::var_os(FAULT_PAUSE_INSIDE_APPLY).map(Into::into),
         ..StoreOptions::default()
     };
-    if args.init {
+    let location = match &args.store {
+        Some(url) => StoreLocation::Postgres(url.expose().to_owned()),
+        None => StoreLocation::SqliteDir(data),
+    };
+    if args.init && args.store.is_none() {
         tracing::warn!(data = %args.data.display(), "--init: an empty or missing store starts over from nothing");
     }
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, options))
+    let shown = location.to_string();
+    let store = tokio::task::spawn_blocking(move || Store::open_at(&location, options))
         .await?
-        .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
+        .with_context(|| match &args.store {
+            Some(_) => "cannot open the store given by --store".to_owned(),
+            None => format!("cannot open the store in {}", args.data.display()),
+        })?;
+    tracing::info!(store = %shown, backend = ?store.backend(), "store open");
     let store = Arc::new(store);
     // Runs a killed daemon left queued or running end `interrupted`; the
     // scheduler's first pass plans every root again.

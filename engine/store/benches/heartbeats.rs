@@ -18,6 +18,12 @@
 //!
 //! `NEUTRAL_BENCH_RETENTION_S` sets the retention window (default 300 s; the
 //! daemon's default is 3,600 s, which only makes the fill phase longer).
+//! `NEUTRAL_BENCH_BATCHES` sets the batches of the steady phase (default
+//! 2,000; the reader phase runs half as many).
+//!
+//! `NEUTRAL_BENCH_STORE=postgres` runs the same on PostgreSQL: a throwaway
+//! server on loopback (`neutral_store::pg_testing`, with `fsync` off as in
+//! the tests, so the figure is an upper bound for a durable server).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +35,6 @@ use neutral_store::{Heartbeat, NewNode, Store, StoreOptions, Timestamp, TokenHas
 const NODES: usize = 10_000;
 const BATCH: usize = 500;
 const INTERVAL_MS: i64 = 2_000;
-const STEADY_BATCHES: usize = 2_000;
-const READER_BATCHES: usize = 1_000;
 const START: i64 = 1_800_000_000_000;
 
 fn main() {
@@ -38,12 +42,31 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let steady_batches: usize = std::env::var("NEUTRAL_BENCH_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let reader_batches = steady_batches / 2;
     let dir = tempfile::tempdir().expect("temp dir");
     let options = StoreOptions {
         sample_retention: Duration::from_secs(retention_s),
         ..StoreOptions::default()
     };
-    let store = Arc::new(Store::open(dir.path(), options).expect("open store"));
+    let on_postgres = std::env::var("NEUTRAL_BENCH_STORE").is_ok_and(|v| v == "postgres");
+    let server = on_postgres.then(|| {
+        neutral_store::pg_testing::PgServer::start().unwrap_or_else(|err| panic!("{err}"))
+    });
+    let store = Arc::new(match &server {
+        Some(server) => {
+            let url = server.create_database().expect("create database");
+            println!("backend: PostgreSQL (throwaway server, fsync off)");
+            Store::open_postgres(&url, options).expect("open store")
+        }
+        None => {
+            println!("backend: SQLite");
+            Store::open(dir.path(), options).expect("open store")
+        }
+    });
 
     let started = Instant::now();
     for i in 0..NODES {
@@ -98,7 +121,7 @@ fn main() {
     let fill = run(&store, &mut clock, batches_per_window + NODES / BATCH);
     report("fill (window filling, no pruning yet)", &fill);
 
-    let steady = run(&store, &mut clock, STEADY_BATCHES);
+    let steady = run(&store, &mut clock, steady_batches);
     report("steady (window full, append + prune)", &steady);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -120,7 +143,7 @@ fn main() {
             (reads, rows, busy)
         })
     };
-    let with_reader = run(&store, &mut clock, READER_BATCHES);
+    let with_reader = run(&store, &mut clock, reader_batches);
     stop.store(true, Ordering::Relaxed);
     let (reads, rows, read_time) = reader.join().expect("reader");
     report(

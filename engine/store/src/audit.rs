@@ -9,11 +9,12 @@
 //! action, API write): the write and its entry commit together or not at all.
 //! Nothing is pruned; archiving old entries is an operator's job.
 
-use rusqlite::{Connection, params};
+use crate::db::{Tx, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{During, Result};
-use crate::{Store, Timestamp, decode, encode};
+use crate::store::{Store, decode, encode};
+use neutral_core::model::Timestamp;
 
 /// The `kind`s the stores write themselves. Callers may use other kinds for
 /// their own entries (e.g. `api.write`, `autoscale.decision`).
@@ -105,8 +106,8 @@ impl AuditLog<'_> {
         let order = if query.newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT id, at, actor, kind, subject, message, commit_sha, data FROM audit_log
-             WHERE id > ?1 AND id < ?5 AND (?2 IS NULL OR kind = ?2)
-               AND (?3 IS NULL OR subject = ?3)
+             WHERE id > ?1 AND id < ?5 AND (CAST(?2 AS TEXT) IS NULL OR kind = ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR subject = ?3)
              ORDER BY id {order} LIMIT ?4"
         );
         self.store.read(OP, |tx| {
@@ -149,119 +150,31 @@ impl AuditLog<'_> {
 }
 
 /// Appends `entry` inside the caller's transaction; returns its id.
-pub(crate) fn append_in(conn: &Connection, entry: &AuditEntry) -> Result<i64> {
+pub(crate) fn append_in(conn: &Tx<'_>, entry: &AuditEntry) -> Result<i64> {
     const OP: &str = "append audit entry";
     let data = encode(OP, "audit data", &entry.data)?;
-    conn.prepare_cached(
+    conn.query_row(
         "INSERT INTO audit_log (at, actor, kind, subject, message, commit_sha, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        params![
+            entry.at.0,
+            entry.actor,
+            entry.kind,
+            entry.subject,
+            entry.message,
+            entry.commit,
+            data
+        ],
+        |row| row.get(0),
     )
-    .during(OP)?
-    .execute(params![
-        entry.at.0,
-        entry.actor,
-        entry.kind,
-        entry.subject,
-        entry.message,
-        entry.commit,
-        data
-    ])
-    .during(OP)?;
-    Ok(conn.last_insert_rowid())
+    .during(OP)
+}
+
+impl Store {
+    pub fn audit(&self) -> AuditLog<'_> {
+        AuditLog { store: self }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tests::open_temp;
-    use serde_json::json;
-
-    fn entry(at: i64, kind: &str, subject: &str) -> AuditEntry {
-        AuditEntry {
-            at: Timestamp(at),
-            actor: "admin".into(),
-            kind: kind.into(),
-            subject: subject.into(),
-            message: format!("{kind} {subject}"),
-            commit: (at % 2 == 0).then(|| format!("c{at}")),
-            data: json!({ "n": at }),
-        }
-    }
-
-    #[test]
-    fn entries_round_trip_in_order_with_filters_and_paging() {
-        let (_dir, store) = open_temp();
-        let log = store.audit();
-        let mut ids = Vec::new();
-        for i in 0..6 {
-            let kind = if i % 2 == 0 {
-                "api.write"
-            } else {
-                "node.status"
-            };
-            ids.push(log.append(&entry(i, kind, &format!("s{}", i % 3))).unwrap());
-        }
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
-
-        let all = log.list(&AuditQuery::default()).unwrap();
-        assert_eq!(all.len(), 6);
-        assert_eq!(all[3].entry, entry(3, "node.status", "s0"));
-
-        let writes = log
-            .list(&AuditQuery {
-                kind: Some("api.write".into()),
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(
-            writes.iter().map(|r| r.entry.at.0).collect::<Vec<_>>(),
-            vec![0, 2, 4]
-        );
-
-        let s0_after_first = log
-            .list(&AuditQuery {
-                since_id: Some(ids[0]),
-                subject: Some("s0".into()),
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(s0_after_first.len(), 1);
-        assert_eq!(s0_after_first[0].id, ids[3]);
-
-        let newest_two = log
-            .list(&AuditQuery {
-                limit: 2,
-                newest_first: true,
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(
-            newest_two.iter().map(|r| r.id).collect::<Vec<_>>(),
-            vec![ids[5], ids[4]]
-        );
-    }
-
-    #[test]
-    fn the_database_refuses_to_update_or_delete_audit_entries() {
-        let (_dir, store) = open_temp();
-        let id = store.audit().append(&entry(1, "api.write", "x")).unwrap();
-        store.with_writer(|conn| {
-            let update = conn
-                .execute(
-                    "UPDATE audit_log SET message = 'forged' WHERE id = ?1",
-                    [id],
-                )
-                .unwrap_err();
-            assert!(update.to_string().contains("append-only"), "{update}");
-            let delete = conn
-                .execute("DELETE FROM audit_log WHERE id = ?1", [id])
-                .unwrap_err();
-            assert!(delete.to_string().contains("append-only"), "{delete}");
-            let delete_all = conn.execute("DELETE FROM audit_log", []).unwrap_err();
-            assert!(delete_all.to_string().contains("append-only"));
-        });
-        let records = store.audit().list(&AuditQuery::default()).unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].entry.message, "api.write x");
-    }
-}
+mod tests;

@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::{OptionalExtension, params};
 use neutral_core::autoscale::LastAction;
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result};
-use crate::{Store, decode, encode};
+use crate::store::{Store, decode, encode};
 
 /// The autoscale state view of a [`Store`].
 #[derive(Clone, Copy, Debug)]
@@ -29,7 +29,7 @@ impl AutoscaleStateStore<'_> {
             let doc: Option<String> = tx
                 .query_row(
                     "SELECT doc FROM autoscale_last_actions WHERE region = ?1",
-                    [region],
+                    params![region],
                     |row| row.get(0),
                 )
                 .optional()
@@ -91,7 +91,7 @@ impl AutoscaleStateStore<'_> {
                 .prepare_cached("SELECT region, doc FROM autoscale_last_actions ORDER BY region")
                 .during(OP)?;
             let rows = stmt
-                .query_map([], |row| {
+                .query_map(params![], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })
                 .during(OP)?;
@@ -106,72 +106,11 @@ impl AutoscaleStateStore<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tests::open_temp;
-    use crate::{AuditQuery, Timestamp};
-
-    fn action(at: i64, from: u32, to: u32, in_flight: bool) -> LastAction {
-        LastAction {
-            at: Timestamp(at),
-            from,
-            to,
-            in_flight,
-            failover_extra: 1,
-        }
-    }
-
-    #[test]
-    fn last_actions_round_trip_and_replace_per_region() {
-        let (_dir, store) = open_temp();
-        let state = store.autoscale_state();
-        assert_eq!(state.get("jp").unwrap(), None);
-        state
-            .put(
-                "jp",
-                &action(10, 1, 2, true),
-                "autoscaler",
-                "cpu 0.82 > 0.75 for 60s",
-                &json!({"cpu": 0.82}),
-            )
-            .unwrap();
-        state
-            .put(
-                "sg",
-                &action(11, 3, 2, true),
-                "autoscaler",
-                "cpu 0.1 < 0.3 for 300s",
-                &json!(null),
-            )
-            .unwrap();
-        state
-            .put(
-                "jp",
-                &action(20, 1, 2, false),
-                "autoscaler",
-                "commit applied",
-                &json!(null),
-            )
-            .unwrap();
-        assert_eq!(state.get("jp").unwrap(), Some(action(20, 1, 2, false)));
-        let all = state.list().unwrap();
-        assert_eq!(all.keys().collect::<Vec<_>>(), vec!["jp", "sg"]);
-        assert_eq!(all["sg"], action(11, 3, 2, true));
-
-        let audit = store
-            .audit()
-            .list(&AuditQuery {
-                subject: Some("jp".into()),
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(audit.len(), 2);
-        assert_eq!(
-            audit[0].entry.message,
-            "region jp: 1 -> 2 nodes (in flight): cpu 0.82 > 0.75 for 60s"
-        );
-        assert_eq!(audit[0].entry.data["detail"]["cpu"], json!(0.82));
-        assert_eq!(audit[0].entry.kind, kinds::AUTOSCALE_ACTION);
+impl Store {
+    pub fn autoscale_state(&self) -> AutoscaleStateStore<'_> {
+        AutoscaleStateStore { store: self }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,16 +15,17 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+use crate::db::{OptionalExtension, Tx, params};
 use neutral_core::diag::Diagnostic;
 use neutral_core::model::{AutoscalePolicy, Declarations, GtmPolicy, NodePoolDecl, Region};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result, StoreError};
-use crate::{Store, Timestamp, decode, encode, short_commit};
+use crate::store::{Store, decode, encode, short_commit};
+use neutral_core::model::Timestamp;
 
 mod sealed {
     pub trait Sealed {}
@@ -35,7 +36,7 @@ mod sealed {
 }
 
 /// A kind of declared object with its own table.
-pub trait DeclaredObject: Serialize + DeserializeOwned + sealed::Sealed {
+pub trait DeclaredObject: Serialize + DeserializeOwned + Send + sealed::Sealed {
     /// The table holding this kind.
     const TABLE: &'static str;
     /// How messages name one object of this kind.
@@ -119,19 +120,16 @@ impl<'a, T: DeclaredObject> DeclStore<'a, T> {
     }
 }
 
-fn read_table<T: DeclaredObject>(
-    conn: &Connection,
-    name: Option<&str>,
-) -> Result<Vec<Declared<T>>> {
+fn read_table<T: DeclaredObject>(conn: &Tx<'_>, name: Option<&str>) -> Result<Vec<Declared<T>>> {
     const OP: &str = "read declarations";
     let sql = format!(
-        "SELECT name, commit_sha, changed_in, doc FROM {} WHERE ?1 IS NULL OR name = ?1
+        "SELECT name, commit_sha, changed_in, doc FROM {} WHERE CAST(?1 AS TEXT) IS NULL OR name = ?1
          ORDER BY name",
         T::TABLE
     );
     let mut stmt = conn.prepare_cached(&sql).during(OP)?;
     let rows = stmt
-        .query_map([name], |row| {
+        .query_map(params![name], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -312,7 +310,7 @@ fn encode_all<T: DeclaredObject>(
 /// Replaces the table's rows with `docs`, all tagged with `commit`; keeps
 /// `changed_in` of unchanged objects.
 fn replace_table(
-    conn: &Connection,
+    conn: &Tx<'_>,
     op: &'static str,
     table: &str,
     commit: &str,
@@ -325,7 +323,7 @@ fn replace_table(
             .prepare_cached(&format!("SELECT name, doc, changed_in FROM {table}"))
             .during(op)?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(params![], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
@@ -340,7 +338,7 @@ fn replace_table(
         }
     }
     let changes = diff_docs(&old_docs, docs);
-    conn.execute(&format!("DELETE FROM {table}"), [])
+    conn.execute(&format!("DELETE FROM {table}"), params![])
         .during(op)?;
     let mut insert = conn
         .prepare_cached(&format!(
@@ -456,7 +454,7 @@ impl Store {
             let good: Option<String> = tx
                 .query_row(
                     "SELECT good_commit FROM sync_state WHERE id = 1",
-                    [],
+                    params![],
                     |row| row.get(0),
                 )
                 .optional()
@@ -529,7 +527,7 @@ impl Store {
                 .query_row(
                     "SELECT good_commit, good_at, seen_commit, seen_at, failed_commit, failed_at,
                      failed_diagnostics FROM sync_state WHERE id = 1",
-                    [],
+                    params![],
                     |row| {
                         Ok((
                             row.get::<_, Option<String>>(0)?,
@@ -601,6 +599,24 @@ fn collect_checked<T: DeclaredObject>(
             }
         })
         .collect()
+}
+
+impl Store {
+    pub fn regions(&self) -> RegionStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn gtm_policies(&self) -> GtmPolicyStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn autoscale_policies(&self) -> AutoscalePolicyStore<'_> {
+        DeclStore::new(self)
+    }
+
+    pub fn node_pools(&self) -> NodePoolStore<'_> {
+        DeclStore::new(self)
+    }
 }
 
 #[cfg(test)]

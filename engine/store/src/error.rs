@@ -58,10 +58,46 @@ pub enum StoreError {
     InvalidOptions(String),
 
     #[error("{op}: {source}")]
-    Sqlite {
+    Database {
         op: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: crate::db::DbError,
+    },
+
+    #[error("--store {url}: not a PostgreSQL URL: {reason}")]
+    InvalidStoreUrl { url: String, reason: String },
+
+    #[error("--store {location}: cannot connect to PostgreSQL: {}", crate::db::pg_message(.cause))]
+    PgConnect {
+        location: String,
+        /// Not a `source`: the message carries it (see `DbError::Postgres`).
+        cause: postgres::Error,
+    },
+
+    #[error("--store {location}: {}", crate::db::pg_message(.cause))]
+    PgOpen {
+        location: String,
+        cause: postgres::Error,
+    },
+
+    #[error(
+        "--store {location}: schema version {found} is newer than this binary understands \
+         (it knows versions up to {supported}); run a newer neutral or use another database"
+    )]
+    PgNewerSchema {
+        location: String,
+        found: i64,
+        supported: usize,
+    },
+
+    #[error("--store {location}: not a neutral database ({reason}); use another database")]
+    PgNotNeutral { location: String, reason: String },
+
+    #[error("--store {location}: migrating the schema to version {version}: {}", crate::db::pg_message(.cause))]
+    PgMigration {
+        location: String,
+        version: usize,
+        cause: postgres::Error,
     },
 
     #[error("{path}: opening the database: {source}")]
@@ -145,13 +181,31 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Attaches the name of the operation to a SQLite error.
+/// Attaches the name of the operation to a database error.
 pub(crate) trait During<T> {
     fn during(self, op: &'static str) -> Result<T>;
 }
 
 impl<T> During<T> for rusqlite::Result<T> {
     fn during(self, op: &'static str) -> Result<T> {
-        self.map_err(|source| StoreError::Sqlite { op, source })
+        self.map_err(|source| StoreError::Database {
+            op,
+            source: source.into(),
+        })
+    }
+}
+
+impl<T> During<T> for std::result::Result<T, postgres::Error> {
+    fn during(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Database {
+            op,
+            source: source.into(),
+        })
+    }
+}
+
+impl<T> During<T> for crate::db::DbResult<T> {
+    fn during(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Database { op, source })
     }
 }

@@ -12,8 +12,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::db::{OptionalExtension, Param, Row, Tx, params};
 use neutral_core::model::{Metrics, Node, NodeMode, NodeStatus};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -21,7 +21,8 @@ use subtle::ConstantTimeEq;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result, StoreError};
-use crate::{Store, Timestamp};
+use crate::store::Store;
+use neutral_core::model::Timestamp;
 
 /// SHA-256 of a node token. Equality is constant-time.
 #[derive(Clone, Copy)]
@@ -136,7 +137,7 @@ impl NodeStore<'_> {
             let existing: Option<(String, String, String)> = tx
                 .query_row(
                     "SELECT region, address, status FROM nodes WHERE id = ?1",
-                    [&node.id],
+                    params![&node.id],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
@@ -262,7 +263,7 @@ impl NodeStore<'_> {
             read_nodes(
                 tx,
                 &format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"),
-                [],
+                params![],
             )
         })
     }
@@ -273,7 +274,7 @@ impl NodeStore<'_> {
             read_nodes(
                 tx,
                 &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE region = ?1 ORDER BY id"),
-                [region],
+                params![region],
             )
         })
     }
@@ -344,7 +345,7 @@ impl NodeStore<'_> {
             let gone: Option<(String, String)> = tx
                 .query_row(
                     "DELETE FROM nodes WHERE id = ?1 RETURNING region, address",
-                    [id],
+                    params![id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
@@ -380,7 +381,7 @@ impl NodeStore<'_> {
             let bytes: Option<Vec<u8>> = tx
                 .prepare_cached("SELECT token_hash FROM nodes WHERE id = ?1")
                 .during(OP)?
-                .query_row([id], |row| row.get(0))
+                .query_row(params![id], |row| row.get(0))
                 .optional()
                 .during(OP)?;
             bytes
@@ -401,7 +402,7 @@ impl NodeStore<'_> {
 /// Changes one node's status inside a transaction: `None` when there is no
 /// such node, `Some(changed)` otherwise.
 fn change_status(
-    conn: &Connection,
+    conn: &Tx<'_>,
     id: &str,
     status: NodeStatus,
     at: Timestamp,
@@ -412,7 +413,7 @@ fn change_status(
     let previous: Option<String> = conn
         .prepare_cached("SELECT status FROM nodes WHERE id = ?1")
         .during(OP)?
-        .query_row([id], |row| row.get(0))
+        .query_row(params![id], |row| row.get(0))
         .optional()
         .during(OP)?;
     let Some(previous) = previous else {
@@ -432,7 +433,7 @@ fn change_status(
 }
 
 fn audit_status(
-    conn: &Connection,
+    conn: &Tx<'_>,
     id: &str,
     previous: &str,
     status: NodeStatus,
@@ -454,21 +455,17 @@ fn audit_status(
     )
 }
 
-fn read_node(conn: &Connection, id: &str) -> Result<Option<NodeRecord>> {
+fn read_node(conn: &Tx<'_>, id: &str) -> Result<Option<NodeRecord>> {
     Ok(read_nodes(
         conn,
         &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
-        [id],
+        params![id],
     )?
     .into_iter()
     .next())
 }
 
-fn read_nodes<P: rusqlite::Params>(
-    conn: &Connection,
-    sql: &str,
-    params: P,
-) -> Result<Vec<NodeRecord>> {
+fn read_nodes(conn: &Tx<'_>, sql: &str, params: &[&dyn Param]) -> Result<Vec<NodeRecord>> {
     const OP: &str = "read nodes";
     let mut stmt = conn.prepare_cached(sql).during(OP)?;
     let rows = stmt.query_map(params, RawNode::from_row).during(OP)?;
@@ -499,7 +496,7 @@ struct RawNode {
 }
 
 impl RawNode {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawNode> {
+    fn from_row(row: &Row<'_>) -> crate::db::DbResult<RawNode> {
         Ok(RawNode {
             id: row.get(0)?,
             region: row.get(1)?,
@@ -576,6 +573,12 @@ fn parse_status(text: &str) -> Option<NodeStatus> {
     [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain]
         .into_iter()
         .find(|status| status.as_str() == text)
+}
+
+impl Store {
+    pub fn nodes(&self) -> NodeStore<'_> {
+        NodeStore { store: self }
+    }
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@
 
 use std::borrow::Cow;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{OptionalExtension, Row, Tx, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result, StoreError};
-use crate::{Store, Timestamp, short_commit};
+use crate::store::{Store, short_commit};
+use neutral_core::model::Timestamp;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,20 +151,14 @@ impl RunStore<'_> {
     pub fn create_run(&self, run: &NewRun, at: Timestamp, actor: &str) -> Result<i64> {
         const OP: &str = "create run";
         self.store.write(OP, |tx| {
-            tx.prepare_cached(
-                "INSERT INTO runs (root, workspace, trigger, commit_sha, status, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-            )
-            .during(OP)?
-            .execute(params![
-                run.root,
-                run.workspace,
-                run.trigger,
-                run.commit,
-                at.0
-            ])
-            .during(OP)?;
-            let id = tx.last_insert_rowid();
+            let id: i64 = tx
+                .query_row(
+                    "INSERT INTO runs (root, workspace, trigger, commit_sha, status, queued_at)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5) RETURNING id",
+                    params![run.root, run.workspace, run.trigger, run.commit, at.0],
+                    |row| row.get(0),
+                )
+                .during(OP)?;
             let from = run
                 .commit
                 .as_deref()
@@ -224,7 +219,7 @@ impl RunStore<'_> {
             let (started_at, commit): (Option<i64>, Option<String>) = tx
                 .query_row(
                     "SELECT started_at, commit_sha FROM runs WHERE id = ?1",
-                    [id],
+                    params![id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .during(OP)?;
@@ -284,12 +279,12 @@ impl RunStore<'_> {
         self.store.write(OP, |tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
                     )
                     .during(OP)?;
-                let rows = stmt.query_map([], |row| row.get(0)).during(OP)?;
-                rows.collect::<rusqlite::Result<_>>().during(OP)?
+                let rows = stmt.query_map(params![], |row| row.get(0)).during(OP)?;
+                rows.collect::<crate::db::DbResult<_>>().during(OP)?
             };
             let mut marked = Vec::with_capacity(ids.len());
             for id in ids {
@@ -301,7 +296,7 @@ impl RunStore<'_> {
                 ) = tx
                     .query_row(
                         "SELECT status, started_at, log, commit_sha FROM runs WHERE id = ?1",
-                        [id],
+                        params![id],
                         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                     )
                     .during(OP)?;
@@ -334,7 +329,7 @@ impl RunStore<'_> {
                 let summary = tx
                     .query_row(
                         &format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE id = ?1"),
-                        [id],
+                        params![id],
                         raw_summary,
                     )
                     .during(OP)?;
@@ -350,7 +345,7 @@ impl RunStore<'_> {
         self.store.read(OP, |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM runs WHERE ?1 IS NULL OR root = ?1
+                    "SELECT {SUMMARY_COLUMNS} FROM runs WHERE CAST(?1 AS TEXT) IS NULL OR root = ?1
                      ORDER BY id DESC LIMIT ?2"
                 ))
                 .during(OP)?;
@@ -372,8 +367,8 @@ impl RunStore<'_> {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "SELECT {SUMMARY_COLUMNS} FROM runs
-                     WHERE id < ?1 AND (?2 IS NULL OR root = ?2)
-                       AND (?3 IS NULL OR workspace = ?3) AND (?4 IS NULL OR status = ?4)
+                     WHERE id < ?1 AND (CAST(?2 AS TEXT) IS NULL OR root = ?2)
+                       AND (CAST(?3 AS TEXT) IS NULL OR workspace = ?3) AND (CAST(?4 AS TEXT) IS NULL OR status = ?4)
                      ORDER BY id DESC LIMIT ?5"
                 ))
                 .during(OP)?;
@@ -403,7 +398,7 @@ impl RunStore<'_> {
             let row = tx
                 .query_row(
                     &format!("SELECT {SUMMARY_COLUMNS}, log FROM runs WHERE id = ?1"),
-                    [id],
+                    params![id],
                     |row| Ok((raw_summary(row)?, row.get::<_, String>(14)?)),
                 )
                 .optional()
@@ -419,11 +414,13 @@ impl RunStore<'_> {
     }
 }
 
-fn current_status(conn: &Connection, op: &'static str, id: i64) -> Result<RunStatus> {
+fn current_status(conn: &Tx<'_>, op: &'static str, id: i64) -> Result<RunStatus> {
     let text: Option<String> = conn
-        .query_row("SELECT status FROM runs WHERE id = ?1", [id], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT status FROM runs WHERE id = ?1",
+            params![id],
+            |row| row.get(0),
+        )
         .optional()
         .during(op)?;
     let text = text.ok_or(StoreError::RunNotFound { op, id })?;
@@ -446,7 +443,7 @@ fn transition(op: &'static str, id: i64, from: RunStatus, to: RunStatus) -> Stor
 type RawSummary = (RunSummary, String);
 
 /// Reads the summary columns; the status text is parsed afterwards.
-fn raw_summary(row: &Row<'_>) -> rusqlite::Result<RawSummary> {
+fn raw_summary(row: &Row<'_>) -> crate::db::DbResult<RawSummary> {
     Ok((
         RunSummary {
             id: row.get(0)?,
@@ -499,314 +496,11 @@ fn marker(dropped: usize) -> String {
     format!("[... {dropped} earlier bytes of this log were dropped]\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::StoreOptions;
-    use crate::tests::{open_temp, open_temp_with};
-
-    fn new_run(root: &str) -> NewRun {
-        NewRun {
-            root: root.into(),
-            workspace: "default".into(),
-            trigger: "push".into(),
-            commit: Some("0123456789abcdef".into()),
-        }
-    }
-
-    fn succeeded(log: &str) -> RunOutcome {
-        RunOutcome {
-            status: RunStatus::Succeeded,
-            adds: Some(1),
-            changes: Some(0),
-            destroys: Some(2),
-            exit_code: Some(0),
-            log: log.into(),
-        }
-    }
-
-    #[test]
-    fn a_run_goes_from_queued_to_running_to_finished() {
-        let (_dir, store) = open_temp();
-        let runs = store.runs();
-        let id = runs
-            .create_run(&new_run("infra/node-pool"), Timestamp(1_000), "scheduler")
-            .unwrap();
-        let queued = runs.get_run(id).unwrap().unwrap();
-        assert_eq!(queued.summary.status, RunStatus::Queued);
-        assert_eq!(queued.summary.queued_at, Timestamp(1_000));
-        assert_eq!(queued.log, "");
-
-        runs.start_run(id, Timestamp(1_500)).unwrap();
-        runs.finish_run(
-            id,
-            &succeeded("Apply complete!"),
-            Timestamp(4_000),
-            "scheduler",
-        )
-        .unwrap();
-        let done = runs.get_run(id).unwrap().unwrap();
-        assert_eq!(
-            done.summary,
-            RunSummary {
-                id,
-                root: "infra/node-pool".into(),
-                workspace: "default".into(),
-                trigger: "push".into(),
-                commit: Some("0123456789abcdef".into()),
-                status: RunStatus::Succeeded,
-                adds: Some(1),
-                changes: Some(0),
-                destroys: Some(2),
-                exit_code: Some(0),
-                queued_at: Timestamp(1_000),
-                started_at: Some(Timestamp(1_500)),
-                finished_at: Some(Timestamp(4_000)),
-                duration_ms: Some(2_500),
-            }
-        );
-        assert_eq!(done.log, "Apply complete!");
-
-        let audit = store.audit().list(&crate::AuditQuery::default()).unwrap();
-        let kinds: Vec<_> = audit.iter().map(|r| r.entry.kind.as_str()).collect();
-        assert_eq!(kinds, vec![kinds::RUN_QUEUED, kinds::RUN_FINISHED]);
-        assert_eq!(
-            audit[1].entry.message,
-            format!("run {id} succeeded: +1 ~0 -2")
-        );
-        assert_eq!(audit[1].entry.commit.as_deref(), Some("0123456789abcdef"));
-    }
-
-    #[test]
-    fn invalid_transitions_are_refused_and_change_nothing() {
-        let (_dir, store) = open_temp();
-        let runs = store.runs();
-        let id = runs
-            .create_run(&new_run("infra/gtm"), Timestamp(0), "admin")
-            .unwrap();
-        let err = runs
-            .finish_run(
-                id,
-                &RunOutcome {
-                    status: RunStatus::Running,
-                    ..succeeded("")
-                },
-                Timestamp(1),
-                "admin",
-            )
-            .unwrap_err();
-        assert!(matches!(err, StoreError::RunTransition { .. }), "{err}");
-
-        // A queued run may be cancelled without ever starting.
-        runs.finish_run(
-            id,
-            &RunOutcome {
-                status: RunStatus::Cancelled,
-                adds: None,
-                changes: None,
-                destroys: None,
-                exit_code: None,
-                log: String::new(),
-            },
-            Timestamp(5),
-            "admin",
-        )
-        .unwrap();
-        let err = runs.start_run(id, Timestamp(6)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("start run: run {id} is cancelled, it cannot become running")
-        );
-        let err = runs
-            .finish_run(id, &succeeded(""), Timestamp(7), "admin")
-            .unwrap_err();
-        assert!(matches!(err, StoreError::RunTransition { .. }));
-        let run = runs.get_run(id).unwrap().unwrap();
-        assert_eq!(run.summary.status, RunStatus::Cancelled);
-        assert_eq!(run.summary.duration_ms, None);
-
-        assert!(matches!(
-            runs.start_run(999, Timestamp(0)).unwrap_err(),
-            StoreError::RunNotFound { id: 999, .. }
-        ));
-        assert_eq!(runs.get_run(999).unwrap(), None);
-    }
-
-    #[test]
-    fn runs_list_newest_first_filtered_by_root() {
-        let (_dir, store) = open_temp();
-        let runs = store.runs();
-        let ids: Vec<i64> = ["a", "b", "a", "a"]
-            .iter()
-            .enumerate()
-            .map(|(i, root)| {
-                runs.create_run(&new_run(root), Timestamp(i64::try_from(i).unwrap()), "t")
-                    .unwrap()
-            })
-            .collect();
-        let a: Vec<i64> = runs
-            .list_runs(2, Some("a"))
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(a, vec![ids[3], ids[2]]);
-        assert_eq!(runs.list_runs(10, None).unwrap().len(), 4);
-    }
-
-    #[test]
-    fn pages_of_runs_walk_every_run_once_with_filters() {
-        let (_dir, store) = open_temp();
-        let runs = store.runs();
-        for i in 0..25i64 {
-            let mut run = new_run(if i % 2 == 0 { "a" } else { "b" });
-            run.workspace = format!("w{}", i % 3);
-            runs.create_run(&run, Timestamp(i), "t").unwrap();
-        }
-        let mut seen = Vec::new();
-        let mut before = None;
-        loop {
-            let page = runs
-                .list_page(&RunQuery {
-                    limit: 4,
-                    before_id: before,
-                    ..RunQuery::default()
-                })
-                .unwrap();
-            let Some(last) = page.last() else { break };
-            before = Some(last.id);
-            seen.extend(page.iter().map(|r| r.id));
-        }
-        let mut sorted = seen.clone();
-        sorted.sort_unstable_by(|a, b| b.cmp(a));
-        sorted.dedup();
-        assert_eq!(seen, sorted, "newest first, each once");
-        assert_eq!(seen.len(), 25);
-        let filtered = runs
-            .list_page(&RunQuery {
-                limit: 100,
-                root: Some("a".into()),
-                workspace: Some("w0".into()),
-                status: Some(RunStatus::Queued),
-                ..RunQuery::default()
-            })
-            .unwrap();
-        assert_eq!(filtered.len(), 5, "i in 0, 6, 12, 18, 24");
-        assert!(
-            filtered
-                .iter()
-                .all(|r| r.root == "a" && r.workspace == "w0")
-        );
-        let none = runs
-            .list_page(&RunQuery {
-                limit: 100,
-                status: Some(RunStatus::Failed),
-                ..RunQuery::default()
-            })
-            .unwrap();
-        assert!(none.is_empty());
-    }
-
-    #[test]
-    fn a_long_log_keeps_its_tail_within_the_limit() {
-        let (_dir, store) = open_temp_with(StoreOptions {
-            run_log_limit: 4096,
-            ..StoreOptions::default()
-        });
-        let log: String = (0..2000).map(|i| format!("line {i}\n")).collect();
-        let id = store
-            .runs()
-            .create_run(&new_run("r"), Timestamp(0), "t")
-            .unwrap();
-        store
-            .runs()
-            .finish_run(id, &succeeded(&log), Timestamp(1), "t")
-            .unwrap();
-        let stored = store.runs().get_run(id).unwrap().unwrap().log;
-        assert!(stored.len() <= 4096, "{}", stored.len());
-        assert!(stored.len() > 3900, "keeps nearly the whole limit");
-        assert!(stored.ends_with("line 1999\n"));
-        assert!(stored.starts_with("[... "), "{}", &stored[..40]);
-        let dropped = log.len() - (stored.len() - stored.find('\n').unwrap() - 1);
-        assert!(stored.contains(&format!("[... {dropped} earlier bytes")));
-    }
-
-    #[test]
-    fn runs_left_unfinished_by_a_killed_daemon_are_marked_interrupted_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let (running, queued, done) = {
-            let store = crate::Store::open(dir.path(), StoreOptions::default()).unwrap();
-            let runs = store.runs();
-            let running = runs
-                .create_run(&new_run("infra/gtm"), Timestamp(1_000), "s")
-                .unwrap();
-            runs.start_run(running, Timestamp(2_000)).unwrap();
-            let queued = runs
-                .create_run(&new_run("infra/node-pool"), Timestamp(3_000), "s")
-                .unwrap();
-            let done = runs
-                .create_run(&new_run("infra/gtm"), Timestamp(0), "s")
-                .unwrap();
-            runs.finish_run(done, &succeeded("ok"), Timestamp(500), "s")
-                .unwrap();
-            (running, queued, done)
-            // Dropped without finishing: what kill -9 leaves.
-        };
-        let store = crate::Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let marked = store
-            .runs()
-            .interrupt_unfinished(Timestamp(9_000), "start")
-            .unwrap();
-        let ids: Vec<i64> = marked.iter().map(|r| r.id).collect();
-        assert_eq!(ids, vec![running, queued]);
-        let run = store.runs().get_run(running).unwrap().unwrap();
-        assert_eq!(run.summary.status, RunStatus::Interrupted);
-        assert_eq!(run.summary.finished_at, Some(Timestamp(9_000)));
-        assert_eq!(run.summary.duration_ms, Some(7_000));
-        assert!(
-            run.log
-                .contains("[interrupted: the control plane stopped while this run was running"),
-            "{}",
-            run.log
-        );
-        let queued_run = store.runs().get_run(queued).unwrap().unwrap();
-        assert_eq!(queued_run.summary.status, RunStatus::Interrupted);
-        assert_eq!(queued_run.summary.duration_ms, None);
-        assert_eq!(
-            store.runs().get_run(done).unwrap().unwrap().summary.status,
-            RunStatus::Succeeded
-        );
-        // Once is enough: nothing left to mark, and an interrupted run is final.
-        assert!(
-            store
-                .runs()
-                .interrupt_unfinished(Timestamp(9_500), "start")
-                .unwrap()
-                .is_empty()
-        );
-        assert!(store.runs().start_run(running, Timestamp(9_600)).is_err());
-        let audit = store
-            .audit()
-            .list(&crate::AuditQuery {
-                kind: Some(kinds::RUN_INTERRUPTED.into()),
-                ..crate::AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(audit.len(), 2);
-        assert_eq!(
-            audit[0].entry.message,
-            format!("run {running} was running when the control plane stopped: interrupted")
-        );
-    }
-
-    #[test]
-    fn log_tails_cut_on_character_boundaries() {
-        let log = "é".repeat(100);
-        for limit in 60..80 {
-            let tail = bounded_tail(&log, limit);
-            assert!(tail.len() <= limit, "{limit}");
-            assert!(tail.ends_with('é'));
-        }
-        assert!(matches!(bounded_tail("short", 100), Cow::Borrowed("short")));
+impl Store {
+    pub fn runs(&self) -> RunStore<'_> {
+        RunStore { store: self }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,12 +28,13 @@
 
 use std::collections::HashMap;
 
+use crate::db::{Dialect, Tx, params};
 use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Metrics};
-use rusqlite::{Connection, params};
 
 use crate::error::{During, Result};
-use crate::{Store, Timestamp};
+use crate::store::Store;
+use neutral_core::model::Timestamp;
 
 /// One heartbeat as the node API accepted it (`at`: when it was received).
 #[derive(Clone, Debug, PartialEq)]
@@ -86,25 +87,31 @@ impl SampleStore<'_> {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
-                     SELECT key, ?2, ?3, ?4, ?5 FROM nodes
+                     SELECT key, CAST(?2 AS BIGINT), CAST(?3 AS DOUBLE PRECISION),
+                            CAST(?4 AS DOUBLE PRECISION), CAST(?5 AS DOUBLE PRECISION)
+                     FROM nodes
                      WHERE id = ?1 AND (last_sample_at IS NULL OR ?2 - last_sample_at >= ?6)",
                 )
                 .during(OP)?;
-            let mut update = tx
-                .prepare_cached(
-                    "UPDATE nodes SET
-                       last_heartbeat = max(coalesce(last_heartbeat, ?2), ?2),
-                       cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
-                       rtt_ms = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?5
-                                ELSE rtt_ms END,
-                       error_rate = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?6
-                                    ELSE error_rate END,
-                       metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
-                                    ELSE metrics_at END,
-                       last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
-                     WHERE id = ?1",
-                )
-                .during(OP)?;
+            // SQLite's scalar `max` is PostgreSQL's `GREATEST`.
+            let greatest = match tx.dialect() {
+                Dialect::Sqlite => "max",
+                Dialect::Postgres => "GREATEST",
+            };
+            let update_sql = format!(
+                "UPDATE nodes SET
+                   last_heartbeat = {greatest}(coalesce(last_heartbeat, ?2), ?2),
+                   cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
+                   rtt_ms = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?5
+                            ELSE rtt_ms END,
+                   error_rate = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?6
+                                ELSE error_rate END,
+                   metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
+                                ELSE metrics_at END,
+                   last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
+                 WHERE id = ?1"
+            );
+            let mut update = tx.prepare_cached(&update_sql).during(OP)?;
             for heartbeat in batch {
                 let at = heartbeat.at.0;
                 let sampled = match heartbeat.metrics {
@@ -165,38 +172,44 @@ impl SampleStore<'_> {
             let first: Option<i64> = tx
                 .prepare_cached("SELECT min(rowid) FROM samples WHERE at >= ?1")
                 .during(OP)?
-                .query_row([since.0], |row| row.get(0))
+                .query_row(params![since.0], |row| row.get(0))
                 .during(OP)?;
             let Some(first) = first else {
                 return Ok(Vec::new());
             };
-            let mut stmt = tx
-                .prepare_cached(
+            let rows = tx
+                .query_map(
                     "SELECT node_key, at, cpu, rtt_ms, error_rate FROM samples
                      WHERE rowid >= ?1 AND at >= ?2 ORDER BY rowid",
+                    params![first, since.0],
+                    |row| {
+                        let metric = |i: usize| -> crate::db::DbResult<f64> {
+                            Ok(row.get::<_, Option<f64>>(i)?.unwrap_or(f64::NAN))
+                        };
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            MetricSample {
+                                at: Timestamp(row.get(1)?),
+                                metrics: Metrics {
+                                    cpu: metric(2)?,
+                                    rtt_ms: metric(3)?,
+                                    error_rate: metric(4)?,
+                                },
+                            },
+                        ))
+                    },
                 )
                 .during(OP)?;
-            let mut rows = stmt.query(params![first, since.0]).during(OP)?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().during(OP)? {
-                let key: i64 = row.get(0).during(OP)?;
+            for row in rows {
+                let (key, sample) = row.during(OP)?;
                 // Samples of deleted nodes are skipped.
                 let Some(node_id) = ids.get(&key) else {
                     continue;
                 };
-                let metric = |i: usize| -> Result<f64> {
-                    Ok(row.get::<_, Option<f64>>(i).during(OP)?.unwrap_or(f64::NAN))
-                };
                 out.push(NodeSample {
                     node_id: node_id.clone(),
-                    sample: MetricSample {
-                        at: Timestamp(row.get(1).during(OP)?),
-                        metrics: Metrics {
-                            cpu: metric(2)?,
-                            rtt_ms: metric(3)?,
-                            error_rate: metric(4)?,
-                        },
-                    },
+                    sample,
                 });
             }
             // Stable and adaptive: nearly free on an already sorted run.
@@ -219,7 +232,7 @@ impl SampleStore<'_> {
         const OP: &str = "count samples";
         self.store.read(OP, |tx| {
             let count: i64 = tx
-                .query_row("SELECT count(*) FROM samples", [], |row| row.get(0))
+                .query_row("SELECT count(*) FROM samples", params![], |row| row.get(0))
                 .during(OP)?;
             Ok(u64::try_from(count).unwrap_or(0))
         })
@@ -227,17 +240,18 @@ impl SampleStore<'_> {
 }
 
 /// Node ids by their internal key.
-fn node_ids(conn: &Connection) -> Result<HashMap<i64, String>> {
+fn node_ids(conn: &Tx<'_>) -> Result<HashMap<i64, String>> {
     const OP: &str = "read samples";
     let mut stmt = conn
         .prepare_cached("SELECT key, id FROM nodes")
         .during(OP)?;
     let rows = stmt
-        .query_map([], |row| {
+        .query_map(params![], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
         })
         .during(OP)?;
-    rows.collect::<rusqlite::Result<HashMap<_, _>>>().during(OP)
+    rows.collect::<crate::db::DbResult<HashMap<_, _>>>()
+        .during(OP)
 }
 
 fn retention_ms(store: &Store) -> i64 {
@@ -256,7 +270,7 @@ pub(crate) fn min_sample_spacing_ms(retention_ms: u128, per_node: u32) -> i64 {
 
 /// Deletes at most `max_rows` samples older than `cutoff`, oldest first,
 /// through the `at` index.
-fn prune_in(conn: &Connection, cutoff: i64, max_rows: usize) -> Result<usize> {
+fn prune_in(conn: &Tx<'_>, cutoff: i64, max_rows: usize) -> Result<usize> {
     const OP: &str = "prune samples";
     conn.prepare_cached(
         "DELETE FROM samples WHERE rowid IN
@@ -265,6 +279,12 @@ fn prune_in(conn: &Connection, cutoff: i64, max_rows: usize) -> Result<usize> {
     .during(OP)?
     .execute(params![cutoff, i64::try_from(max_rows).unwrap_or(i64::MAX)])
     .during(OP)
+}
+
+impl Store {
+    pub fn samples(&self) -> SampleStore<'_> {
+        SampleStore { store: self }
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Fixtures shared by the stores' tests, and tests that span stores.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use neutral_core::model::{
@@ -12,19 +13,86 @@ use neutral_core::model::{
 };
 use tempfile::TempDir;
 
-use crate::{
-    AuditQuery, Heartbeat, NewNode, Store, StoreError, StoreOptions, Timestamp, TokenHash, kinds,
-};
+use crate::pg_testing::PgServer;
+
+use crate::audit::{AuditQuery, kinds};
+use crate::error::StoreError;
+use crate::nodes::{NewNode, TokenHash};
+use crate::samples::Heartbeat;
+use crate::store::{Store, StoreOptions};
+use neutral_core::model::Timestamp;
 
 pub(crate) fn open_temp() -> (TempDir, Store) {
     open_temp_with(StoreOptions::default())
 }
 
+/// Opens a store on the backend the running test was given
+/// ([`with_postgres`]; SQLite otherwise): a fresh file in a temp folder, or
+/// a fresh PostgreSQL database whose URL is kept in that folder so
+/// [`reopen`] finds it again.
 pub(crate) fn open_temp_with(options: StoreOptions) -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
+    if ON_POSTGRES.with(Cell::get) {
+        let server = pg_server().expect("with_postgres checked the server");
+        let url = server.create_database().unwrap();
+        std::fs::write(dir.path().join(PG_URL_FILE), &url).unwrap();
+        let store = Store::open_postgres(&url, options).unwrap();
+        return (dir, store);
+    }
     let store = Store::open(dir.path(), options).unwrap();
     (dir, store)
 }
+
+/// Opens again the store [`open_temp_with`] made in `dir` (its PostgreSQL
+/// database, or its SQLite file).
+pub(crate) fn reopen(dir: &std::path::Path, options: StoreOptions) -> crate::error::Result<Store> {
+    match std::fs::read_to_string(dir.join(PG_URL_FILE)) {
+        Ok(url) => Store::open_postgres(&url, options),
+        Err(_) => Store::open(dir, options),
+    }
+}
+
+const PG_URL_FILE: &str = "pg-url";
+
+thread_local! {
+    static ON_POSTGRES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One PostgreSQL server per test process (`None`: not installed, and not
+/// under CI, where its absence fails instead).
+fn pg_server() -> Option<&'static PgServer> {
+    static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(crate::pg_testing::start_or_skip)
+        .as_ref()
+}
+
+/// Runs `test` with [`open_temp_with`] giving PostgreSQL stores; skips it
+/// (saying so) when PostgreSQL is not installed and env `CI` is not set.
+pub(crate) fn with_postgres(test: fn()) {
+    if pg_server().is_none() {
+        return;
+    }
+    ON_POSTGRES.with(|on| on.set(true));
+    test();
+    ON_POSTGRES.with(|on| on.set(false));
+}
+
+/// `on_postgres!(a, b)` in a test module: `on_pg::a` and
+/// `on_pg::b` run the SQLite tests `a` and `b` again on PostgreSQL.
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        mod on_pg {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::tests::with_postgres(super::$name);
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_postgres;
 
 /// A valid-looking set of declarations; `variant` changes weights and the
 /// number of regions so two variants differ in every table.
@@ -151,13 +219,16 @@ fn opening_creates_the_data_directory_and_one_wal_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nested/data");
     let store = Store::open(&data, StoreOptions::default()).unwrap();
-    assert_eq!(store.path(), data.join(crate::DB_FILE_NAME));
-    assert!(data.join(crate::DB_FILE_NAME).is_file());
+    assert_eq!(
+        store.path(),
+        Some(data.join(crate::store::DB_FILE_NAME).as_path())
+    );
+    assert!(data.join(crate::store::DB_FILE_NAME).is_file());
     assert_eq!(
         store.schema_version().unwrap(),
         i64::try_from(crate::schema::current_version()).unwrap()
     );
-    store.with_writer(|conn| {
+    store.with_sqlite(|conn| {
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
@@ -176,10 +247,9 @@ fn opening_creates_the_data_directory_and_one_wal_file() {
 
 #[test]
 fn everything_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, store) = open_temp();
     let decl = declarations(3, 3);
     {
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         store
             .apply_declarations("c1", &decl, Timestamp(1), "sync")
             .unwrap();
@@ -195,8 +265,9 @@ fn everything_survives_a_reopen() {
                 metrics: Some(metrics(0.5)),
             }])
             .unwrap();
+        drop(store);
     }
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let store = reopen(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(
         store.load_declarations().unwrap(),
         Some(("c1".to_owned(), decl))
@@ -331,7 +402,7 @@ fn the_data_directory_is_0700_and_the_store_files_0600() {
         .register(&new_node("n1", "r000", "127.0.0.2", 1), "join")
         .unwrap();
     assert_eq!(mode_of(&data), 0o700);
-    let db = data.join(crate::DB_FILE_NAME);
+    let db = data.join(crate::store::DB_FILE_NAME);
     for file in [
         db.clone(),
         data.join("neutral.sqlite3-wal"),
@@ -342,7 +413,7 @@ fn the_data_directory_is_0700_and_the_store_files_0600() {
     }
     drop(store);
     // A store file an older version left world-readable is tightened.
-    crate::set_mode(&db, 0o644).unwrap();
+    crate::store::set_mode(&db, 0o644).unwrap();
     let _store = Store::open(&data, StoreOptions::default()).unwrap();
     assert_eq!(mode_of(&db), 0o600);
 }
@@ -352,26 +423,29 @@ fn a_data_directory_others_can_write_is_refused_and_one_they_can_read_is_tighten
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    crate::set_mode(&data, 0o777).unwrap();
+    crate::store::set_mode(&data, 0o777).unwrap();
     let err = Store::open(&data, StoreOptions::default()).unwrap_err();
     assert!(
         matches!(err, StoreError::UnsafeDataDir { mode: 0o777, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("chmod 700"), "{err}");
-    assert!(!data.join(crate::DB_FILE_NAME).exists(), "nothing written");
-    crate::set_mode(&data, 0o770).unwrap();
+    assert!(
+        !data.join(crate::store::DB_FILE_NAME).exists(),
+        "nothing written"
+    );
+    crate::store::set_mode(&data, 0o770).unwrap();
     assert!(Store::open(&data, StoreOptions::default()).is_err());
 
-    crate::set_mode(&data, 0o755).unwrap();
+    crate::store::set_mode(&data, 0o755).unwrap();
     assert_eq!(
-        crate::secure_data_dir(&data).unwrap(),
-        crate::DataDirSecurity::Tightened { old_mode: 0o755 }
+        crate::store::secure_data_dir(&data).unwrap(),
+        crate::store::DataDirSecurity::Tightened { old_mode: 0o755 }
     );
     assert_eq!(mode_of(&data), 0o700);
     assert_eq!(
-        crate::secure_data_dir(&data).unwrap(),
-        crate::DataDirSecurity::Private
+        crate::store::secure_data_dir(&data).unwrap(),
+        crate::store::DataDirSecurity::Private
     );
 }
 
@@ -386,7 +460,7 @@ fn an_empty_store_file_is_refused_unless_init() {
             .unwrap();
     }
     // Truncated to 0 bytes (its WAL gone with it, as after a bad restore).
-    let db = dir.path().join(crate::DB_FILE_NAME);
+    let db = dir.path().join(crate::store::DB_FILE_NAME);
     std::fs::write(&db, b"").unwrap();
     let _ = std::fs::remove_file(dir.path().join("neutral.sqlite3-wal"));
     let _ = std::fs::remove_file(dir.path().join("neutral.sqlite3-shm"));
@@ -412,12 +486,12 @@ fn a_store_missing_from_a_used_data_directory_is_refused_but_a_fresh_one_is_a_fi
     // A brand-new (even existing, empty) folder is a first start.
     let fresh = dir.path().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
-    crate::set_mode(&fresh, 0o700).unwrap();
+    crate::store::set_mode(&fresh, 0o700).unwrap();
     Store::open(&fresh, StoreOptions::default()).unwrap();
 
     let used = dir.path().join("used");
     std::fs::create_dir_all(used.join("mirror.git")).unwrap();
-    crate::set_mode(&used, 0o700).unwrap();
+    crate::store::set_mode(&used, 0o700).unwrap();
     let err = Store::open(&used, StoreOptions::default()).unwrap_err();
     assert!(matches!(err, StoreError::MissingStore { .. }), "{err}");
     assert!(err.to_string().contains("mirror.git"), "{err}");
@@ -445,12 +519,12 @@ fn damaged_or_foreign_store_files_are_refused_clearly() {
         }
         store.checkpoint().unwrap();
     }
-    let bytes = std::fs::read(good.join(crate::DB_FILE_NAME)).unwrap();
+    let bytes = std::fs::read(good.join(crate::store::DB_FILE_NAME)).unwrap();
     let case = |name: &str, content: &[u8]| {
         let data = dir.path().join(name);
         std::fs::create_dir(&data).unwrap();
-        crate::set_mode(&data, 0o700).unwrap();
-        std::fs::write(data.join(crate::DB_FILE_NAME), content).unwrap();
+        crate::store::set_mode(&data, 0o700).unwrap();
+        std::fs::write(data.join(crate::store::DB_FILE_NAME), content).unwrap();
         let result = Store::open(&data, StoreOptions::default())
             .and_then(|store| store.nodes().list().map(|nodes| nodes.len()));
         (data, result)
@@ -474,3 +548,8 @@ fn damaged_or_foreign_store_files_are_refused_clearly() {
     let err = result.unwrap_err();
     assert!(matches!(err, StoreError::NotNeutral { .. }), "{err}");
 }
+
+on_postgres!(
+    everything_survives_a_reopen,
+    several_threads_write_and_read_concurrently,
+);

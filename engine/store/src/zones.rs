@@ -7,14 +7,15 @@
 //! audited or neither. Names are stored exactly as given: the DNS crate
 //! decides their canonical form.
 
-use rusqlite::{OptionalExtension, params};
+use crate::db::{OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{AuditEntry, append_in, kinds};
 use crate::error::{During, Result};
-use crate::{Store, Timestamp, decode, encode, stored_u32};
+use crate::store::{Store, decode, encode, stored_u32};
+use neutral_core::model::Timestamp;
 
 /// A stored zone, decoded into the caller's type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,13 +71,16 @@ impl ZoneStore<'_> {
         })
     }
 
-    pub fn get_zone<T: DeserializeOwned>(&self, name: &str) -> Result<Option<StoredZone<T>>> {
+    pub fn get_zone<T: DeserializeOwned + Send>(
+        &self,
+        name: &str,
+    ) -> Result<Option<StoredZone<T>>> {
         const OP: &str = "get DNS zone";
         self.store.read(OP, |tx| {
             let row: Option<(i64, String, i64)> = tx
                 .query_row(
                     "SELECT serial, doc, updated_at FROM dns_zones WHERE name = ?1",
-                    [name],
+                    params![name],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
@@ -89,14 +93,14 @@ impl ZoneStore<'_> {
     }
 
     /// Every zone, by name.
-    pub fn list_zones<T: DeserializeOwned>(&self) -> Result<Vec<StoredZone<T>>> {
+    pub fn list_zones<T: DeserializeOwned + Send>(&self) -> Result<Vec<StoredZone<T>>> {
         const OP: &str = "list DNS zones";
         self.store.read(OP, |tx| {
             let mut stmt = tx
                 .prepare_cached("SELECT name, serial, doc, updated_at FROM dns_zones ORDER BY name")
                 .during(OP)?;
             let rows = stmt
-                .query_map([], |row| {
+                .query_map(params![], |row| {
                     Ok((
                         row.get::<_, String>(0)?,
                         row.get::<_, i64>(1)?,
@@ -122,7 +126,7 @@ impl ZoneStore<'_> {
             let serial: Option<i64> = tx
                 .query_row(
                     "DELETE FROM dns_zones WHERE name = ?1 RETURNING serial",
-                    [name],
+                    params![name],
                     |row| row.get(0),
                 )
                 .optional()
@@ -162,122 +166,11 @@ fn zone_from<T: DeserializeOwned>(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::AuditQuery;
-    use crate::tests::open_temp;
-
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    struct Zone {
-        rrsets: Vec<(String, String, u32, Vec<String>)>,
-    }
-
-    fn zone(ip: &str) -> Zone {
-        Zone {
-            rrsets: vec![("app.example.com.".into(), "A".into(), 30, vec![ip.into()])],
-        }
-    }
-
-    #[test]
-    fn zones_round_trip_replace_and_delete_with_audit() {
-        let (_dir, store) = open_temp();
-        let zones = store.zones();
-        assert_eq!(zones.get_zone::<Zone>("example.com.").unwrap(), None);
-        zones
-            .put_zone(
-                "example.com.",
-                1,
-                &zone("192.0.2.1"),
-                Timestamp(5),
-                "admin",
-                &json!({"rrsets": 1}),
-            )
-            .unwrap();
-        zones
-            .put_zone(
-                "example.org.",
-                7,
-                &zone("192.0.2.9"),
-                Timestamp(6),
-                "admin",
-                &json!(null),
-            )
-            .unwrap();
-        zones
-            .put_zone(
-                "example.com.",
-                u32::MAX,
-                &zone("192.0.2.2"),
-                Timestamp(8),
-                "admin",
-                &json!(null),
-            )
-            .unwrap();
-        let stored = zones.get_zone::<Zone>("example.com.").unwrap().unwrap();
-        assert_eq!(
-            stored,
-            StoredZone {
-                name: "example.com.".into(),
-                serial: u32::MAX,
-                zone: zone("192.0.2.2"),
-                updated_at: Timestamp(8),
-            }
-        );
-        // Opaque: any JSON shape reads back.
-        let raw = zones.list_zones::<serde_json::Value>().unwrap();
-        assert_eq!(raw.len(), 2);
-        assert_eq!(raw[1].name, "example.org.");
-        assert_eq!(raw[1].zone["rrsets"][0][3][0], "192.0.2.9");
-
-        assert!(
-            zones
-                .delete_zone("example.org.", Timestamp(9), "admin")
-                .unwrap()
-        );
-        assert!(
-            !zones
-                .delete_zone("example.org.", Timestamp(9), "admin")
-                .unwrap()
-        );
-        assert_eq!(zones.list_zones::<Zone>().unwrap().len(), 1);
-
-        let audit = store.audit().list(&AuditQuery::default()).unwrap();
-        let kinds: Vec<_> = audit.iter().map(|r| r.entry.kind.as_str()).collect();
-        assert_eq!(
-            kinds,
-            vec![
-                kinds::DNS_ZONE_PUT,
-                kinds::DNS_ZONE_PUT,
-                kinds::DNS_ZONE_PUT,
-                kinds::DNS_ZONE_DELETED
-            ]
-        );
-        assert_eq!(
-            audit[0].entry.data,
-            json!({"serial": 1, "detail": {"rrsets": 1}})
-        );
-        assert_eq!(
-            audit[3].entry.message,
-            "zone example.org. deleted (was at serial 7)"
-        );
-    }
-
-    #[test]
-    fn a_zone_that_does_not_decode_is_a_named_error() {
-        let (_dir, store) = open_temp();
-        store
-            .zones()
-            .put_zone(
-                "example.com.",
-                1,
-                &json!({"other": true}),
-                Timestamp(0),
-                "admin",
-                &json!(null),
-            )
-            .unwrap();
-        let err = store.zones().get_zone::<Zone>("example.com.").unwrap_err();
-        assert!(err.to_string().contains("zone `example.com.`"), "{err}");
+impl Store {
+    pub fn zones(&self) -> ZoneStore<'_> {
+        ZoneStore { store: self }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,8 +6,10 @@ use neutral_core::diag::{Diagnostic, Pos};
 use serde_json::json;
 
 use super::*;
-use crate::tests::{declarations, open_temp};
-use crate::{AuditQuery, StoreOptions};
+use crate::audit::AuditQuery;
+use crate::db::Dialect;
+use crate::store::StoreOptions;
+use crate::tests::{declarations, on_postgres, open_temp};
 
 fn audit_count(store: &Store) -> usize {
     store
@@ -20,7 +22,7 @@ fn audit_count(store: &Store) -> usize {
         .len()
 }
 
-const MAX_PAGE: u32 = crate::MAX_AUDIT_PAGE;
+const MAX_PAGE: u32 = crate::audit::MAX_AUDIT_PAGE;
 
 #[test]
 fn nothing_is_loaded_before_the_first_good_commit() {
@@ -153,7 +155,7 @@ fn a_new_commit_reports_what_changed_and_keeps_where_unchanged_objects_came_from
 
 #[test]
 fn a_statement_failing_mid_apply_leaves_the_previous_commit_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, store) = open_temp();
     let first = declarations(1, 4);
     let mut second = declarations(2, 6);
     second.node_pools.insert(
@@ -164,19 +166,26 @@ fn a_statement_failing_mid_apply_leaves_the_previous_commit_whole() {
         },
     );
     {
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         store
             .apply_declarations("c1", &first, Timestamp(1), "sync")
             .unwrap();
         // Failpoint: node pools are written after regions, GTM and autoscale
         // policies, so this aborts the apply after most of it has been done.
         store.with_writer(|conn| {
-            conn.execute_batch(
-                "CREATE TEMP TRIGGER failpoint BEFORE INSERT ON main.node_pools
-                 WHEN NEW.name = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'failpoint: node pool boom'); END;",
-            )
-            .unwrap();
+            let failpoint = match conn.dialect() {
+                Dialect::Sqlite => {
+                    "CREATE TEMP TRIGGER failpoint BEFORE INSERT ON main.node_pools
+                     WHEN NEW.name = 'boom'
+                     BEGIN SELECT RAISE(ABORT, 'failpoint: node pool boom'); END;"
+                }
+                Dialect::Postgres => {
+                    "CREATE FUNCTION failpoint() RETURNS trigger LANGUAGE plpgsql AS $f$
+                     BEGIN RAISE EXCEPTION 'failpoint: node pool boom'; END $f$;
+                     CREATE TRIGGER failpoint BEFORE INSERT ON node_pools FOR EACH ROW
+                     WHEN (NEW.name = 'boom') EXECUTE FUNCTION failpoint();"
+                }
+            };
+            conn.execute_batch(failpoint).unwrap();
         });
         let err = store
             .apply_declarations("c2", &second, Timestamp(2), "sync")
@@ -184,7 +193,7 @@ fn a_statement_failing_mid_apply_leaves_the_previous_commit_whole() {
         assert!(
             matches!(
                 err,
-                StoreError::Sqlite {
+                StoreError::Database {
                     op: "apply declarations",
                     ..
                 }
@@ -193,9 +202,10 @@ fn a_statement_failing_mid_apply_leaves_the_previous_commit_whole() {
         );
         assert!(err.to_string().contains("failpoint"), "{err}");
         assert_consistent_at(&store, "c1", &first, 1);
+        drop(store);
     }
     // And from disk, by a fresh process-like open.
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let store = crate::tests::reopen(dir.path(), StoreOptions::default()).unwrap();
     assert_consistent_at(&store, "c1", &first, 1);
 }
 
@@ -294,7 +304,7 @@ fn a_stored_document_from_another_version_is_a_named_decode_error() {
         .apply_declarations("c1", &declarations(1, 1), Timestamp(1), "sync")
         .unwrap();
     store.with_writer(|conn| {
-        conn.execute("UPDATE regions SET doc = '{\"name\": 5}'", [])
+        conn.execute("UPDATE regions SET doc = '{\"name\": 5}'", params![])
             .unwrap();
     });
     let err = store.load_declarations().unwrap_err();
@@ -408,7 +418,7 @@ fn apply_is_all_or_nothing_across_kill_9() {
         );
         drop(store);
         let store = Store::open_file(&path, StoreOptions::default()).unwrap();
-        let integrity: String = store.with_writer(|conn| {
+        let integrity: String = store.with_sqlite(|conn| {
             conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
                 .unwrap()
         });
@@ -433,3 +443,13 @@ fn apply_is_all_or_nothing_across_kill_9() {
         }
     }
 }
+
+on_postgres!(
+    nothing_is_loaded_before_the_first_good_commit,
+    applied_declarations_round_trip_through_every_store,
+    a_new_commit_reports_what_changed_and_keeps_where_unchanged_objects_came_from,
+    a_statement_failing_mid_apply_leaves_the_previous_commit_whole,
+    a_rejected_commit_keeps_the_last_good_declarations_and_shows_its_diagnostics,
+    diffs_name_added_changed_and_removed_objects,
+    a_stored_document_from_another_version_is_a_named_decode_error,
+);

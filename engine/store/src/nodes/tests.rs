@@ -1,8 +1,11 @@
 use serde_json::json;
 
 use super::*;
-use crate::tests::{new_node, open_temp};
-use crate::{AuditQuery, Heartbeat, StoreOptions};
+use crate::audit::AuditQuery;
+use crate::db::params;
+use crate::samples::Heartbeat;
+use crate::store::StoreOptions;
+use crate::tests::{new_node, on_postgres, open_temp};
 
 fn audit_of(store: &Store, subject: &str) -> Vec<AuditEntry> {
     store
@@ -71,7 +74,7 @@ fn only_a_hash_of_the_token_is_stored_and_it_compares_in_constant_time() {
     assert!(!hash.matches(""));
     assert_eq!(store.nodes().token_hash("nope").unwrap(), None);
     let raw: Vec<u8> = store.with_writer(|conn| {
-        conn.query_row("SELECT token_hash FROM nodes", [], |row| row.get(0))
+        conn.query_row("SELECT token_hash FROM nodes", params![], |row| row.get(0))
             .unwrap()
     });
     assert_eq!(raw.len(), 32);
@@ -303,9 +306,8 @@ fn deleting_a_node_removes_it_and_its_samples_from_view() {
 
 #[test]
 fn node_identity_and_status_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, store) = open_temp();
     {
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let mut node = new_node("sg-1", "sg", "::1", 5);
         node.mode = NodeMode::K3sWorker;
         store.nodes().register(&node, "join").unwrap();
@@ -313,8 +315,9 @@ fn node_identity_and_status_survive_a_reopen() {
             .nodes()
             .set_status("sg-1", NodeStatus::Drain, Timestamp(6), "operator", "admin")
             .unwrap();
+        drop(store);
     }
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let store = crate::tests::reopen(dir.path(), StoreOptions::default()).unwrap();
     let record = store.nodes().get("sg-1").unwrap().unwrap();
     assert_eq!(record.node.address, "::1".parse::<IpAddr>().unwrap());
     assert_eq!(record.node.mode, NodeMode::K3sWorker);
@@ -338,3 +341,13 @@ fn stored_modes_use_the_same_names_as_the_api() {
     assert_eq!(parse_status("drain"), Some(NodeStatus::Drain));
     assert_eq!(parse_status("gone"), None);
 }
+
+on_postgres!(
+    a_registered_node_round_trips_with_its_identity,
+    only_a_hash_of_the_token_is_stored_and_it_compares_in_constant_time,
+    re_registration_keeps_the_id_only_for_the_same_region_and_address,
+    status_changes_are_audited_with_their_reason_and_unchanged_ones_write_nothing,
+    batched_status_updates_report_changed_unchanged_and_unknown_ids,
+    deleting_a_node_removes_it_and_its_samples_from_view,
+    node_identity_and_status_survive_a_reopen,
+);

@@ -3,8 +3,8 @@ use std::time::Duration;
 use neutral_core::model::NodeStatus;
 
 use super::*;
-use crate::StoreOptions;
-use crate::tests::{metrics, new_node, open_temp, open_temp_with};
+use crate::store::StoreOptions;
+use crate::tests::{metrics, new_node, on_postgres, open_temp, open_temp_with};
 
 fn beat(id: &str, at: i64, cpu: Option<f64>) -> Heartbeat {
     Heartbeat {
@@ -18,7 +18,7 @@ fn samples_of(store: &Store, id: &str) -> i64 {
     store.with_writer(|conn| {
         conn.query_row(
             "SELECT count(*) FROM samples s JOIN nodes n ON n.key = s.node_key WHERE n.id = ?1",
-            [id],
+            params![id],
             |row| row.get(0),
         )
         .unwrap()
@@ -315,3 +315,14 @@ fn a_late_batch_is_found_and_returned_in_time_order() {
     assert_eq!(seen(90_000).len(), 3, "`since` is inclusive");
     assert_eq!(seen(120_000), vec![]);
 }
+
+on_postgres!(
+    heartbeats_update_the_node_and_append_samples_in_one_batch,
+    a_late_heartbeat_never_moves_liveness_or_metrics_backwards,
+    metrics_that_are_not_numbers_come_back_as_nan_without_failing_the_batch,
+    samples_older_than_the_retention_window_are_pruned_as_heartbeats_arrive,
+    a_node_heartbeating_too_fast_keeps_at_most_the_per_node_cap,
+    the_spacing_keeps_any_window_within_the_cap,
+    prune_catches_up_in_bounded_steps,
+    a_late_batch_is_found_and_returned_in_time_order,
+);

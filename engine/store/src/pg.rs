@@ -1,0 +1,476 @@
+//! The PostgreSQL backend: connecting from a `postgres://` URL, the
+//! connections, the transactions the stores run in, and the versioned
+//! schema.
+//!
+//! This module owns the PostgreSQL side of [`crate::Store`]: one writer
+//! connection behind a mutex and a few reader connections, as the SQLite
+//! backend has. Every write transaction first takes a transaction-level
+//! advisory lock ([`WRITE_LOCK`]), so writes are serialized as SQLite's
+//! `BEGIN IMMEDIATE` serializes them, even across processes; each read is one
+//! `REPEATABLE READ READ ONLY` transaction (one snapshot for all its
+//! statements). A connection found closed (the server restarted) is opened
+//! again before its next use. Migrations are recorded in the table
+//! `neutral_schema` (one row per applied version), each step applied in one
+//! transaction under [`MIGRATE_LOCK`]; a database whose recorded version is
+//! newer than this binary knows is refused, and so is a database holding
+//! other tables without `neutral_schema`. This module must not decide
+//! anything about the stored data, read a clock, or log: it hands errors up
+//! with the URL's credentials redacted.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use postgres::{IsolationLevel, NoTls};
+
+use crate::db::{PgConn, Tx};
+use crate::error::{During, Result, StoreError};
+use crate::schema;
+
+/// Advisory lock key every write transaction holds ("neutwrit").
+pub const WRITE_LOCK: i64 = 0x6e65_7574_7772_6974;
+/// Advisory lock key a migration holds ("neutmigr").
+pub const MIGRATE_LOCK: i64 = 0x6e65_7574_6d69_6772;
+
+/// How long connecting may take before the store gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `location` names a PostgreSQL database (`postgres://` or
+/// `postgresql://`).
+pub fn is_postgres_url(location: &str) -> bool {
+    let lower = location.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// Parses a `postgres://user[:password]@host[:port]/database[?options]` URL.
+/// The error names the redacted URL and what is wrong; never the password.
+pub fn parse_url(url: &str) -> Result<postgres::Config> {
+    let shown = neutral_core::redact::redact(url).into_owned();
+    let invalid = |reason: String| StoreError::InvalidStoreUrl {
+        url: shown.clone(),
+        reason,
+    };
+    if !is_postgres_url(url) {
+        return Err(invalid(
+            "it must start with postgres:// or postgresql://".to_owned(),
+        ));
+    }
+    let mut config = postgres::Config::from_str(url.trim())
+        // The client's message may quote the URL: say only what it is.
+        .map_err(|err| invalid(neutral_core::redact::redact(&err.to_string()).into_owned()))?;
+    if config.get_hosts().is_empty() {
+        return Err(invalid("it names no host".to_owned()));
+    }
+    if config.get_dbname().is_none() {
+        return Err(invalid(
+            "it names no database (postgres://user@host:port/DATABASE)".to_owned(),
+        ));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("neutral");
+    Ok(config)
+}
+
+/// The PostgreSQL side of a [`crate::Store`].
+pub(crate) struct PgDb {
+    /// The URL with its credentials redacted, for messages.
+    pub(crate) location: String,
+    config: postgres::Config,
+    writer: Mutex<PgConn>,
+    readers: Vec<Mutex<PgConn>>,
+    next_reader: AtomicUsize,
+}
+
+impl PgDb {
+    /// Connects, brings the schema up to date and opens the readers.
+    pub(crate) fn open(url: &str, readers: usize) -> Result<PgDb> {
+        off_runtime(|| PgDb::open_here(url, readers))
+    }
+
+    fn open_here(url: &str, readers: usize) -> Result<PgDb> {
+        let config = parse_url(url)?;
+        let location = neutral_core::redact::redact(url).into_owned();
+        let mut writer = connect(&config, &location)?;
+        migrate(&mut writer, &location, PG_MIGRATIONS)?;
+        let readers = (0..readers)
+            .map(|_| connect(&config, &location).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PgDb {
+            location,
+            config,
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `f` in one transaction holding [`WRITE_LOCK`] and commits it.
+    pub(crate) fn write<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| self.write_here(op, f))
+    }
+
+    fn write_here<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut guard = lock(&self.writer);
+        self.reconnect_if_closed(&mut guard)?;
+        let conn: &mut PgConn = &mut guard;
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
+            .during(op)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .during(op)?;
+        let tx = Tx::postgres(tx, &mut conn.statements);
+        let value = f(&tx)?;
+        tx.commit().during(op)?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one `REPEATABLE READ READ ONLY` transaction.
+    pub(crate) fn read<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| self.read_here(op, f))
+    }
+
+    fn read_here<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut guard = self.reader();
+        self.reconnect_if_closed(&mut guard)?;
+        let conn: &mut PgConn = &mut guard;
+        let tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .during(op)?;
+        let tx = Tx::postgres(tx, &mut conn.statements);
+        let value = f(&tx)?;
+        tx.commit().during(op)?;
+        Ok(value)
+    }
+
+    /// The schema version recorded in `neutral_schema`.
+    pub(crate) fn schema_version(&self) -> Result<i64> {
+        off_runtime(|| {
+            let mut guard = self.reader();
+            self.reconnect_if_closed(&mut guard)?;
+            recorded_version(&mut guard.client, &self.location)
+        })
+    }
+
+    fn reconnect_if_closed(&self, conn: &mut PgConn) -> Result<()> {
+        if conn.client.is_closed() {
+            *conn = connect(&self.config, &self.location)?;
+        }
+        Ok(())
+    }
+
+    fn reader(&self) -> MutexGuard<'_, PgConn> {
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        match self
+            .readers
+            .get(turn.checked_rem(self.readers.len()).unwrap_or(0))
+        {
+            Some(reader) => lock(reader),
+            None => lock(&self.writer),
+        }
+    }
+}
+
+/// Runs `op` on a scoped thread of its own. The `postgres` client drives
+/// each call with a small runtime of its own, which cannot start on a
+/// thread that is already inside a tokio runtime (the daemon calls some
+/// store methods straight from async tasks); a fresh thread is outside any.
+/// A panic in `op` goes on in the caller.
+fn off_runtime<T: Send>(op: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(op)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// A panic while a connection was held dropped its transaction (which rolls
+/// it back), so the connection is safe to use again.
+fn lock(mutex: &Mutex<PgConn>) -> MutexGuard<'_, PgConn> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn connect(config: &postgres::Config, location: &str) -> Result<PgConn> {
+    let client = config
+        .connect(NoTls)
+        .map_err(|cause| StoreError::PgConnect {
+            location: location.to_owned(),
+            cause,
+        })?;
+    Ok(PgConn {
+        client,
+        statements: HashMap::new(),
+    })
+}
+
+/// Migration steps for PostgreSQL; step `i` takes the schema from version
+/// `i` to `i + 1`. Version numbers match the SQLite schema's
+/// ([`schema::MIGRATIONS`]): version 1 here already has what SQLite's
+/// version 2 added, so a step may be a no-op on one backend.
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2];
+
+const PG_V1: &str = r"
+CREATE TABLE regions (
+    name TEXT PRIMARY KEY,
+    commit_sha TEXT NOT NULL,
+    changed_in TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE gtm_policies (
+    name TEXT PRIMARY KEY,
+    commit_sha TEXT NOT NULL,
+    changed_in TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE autoscale_policies (
+    name TEXT PRIMARY KEY,
+    commit_sha TEXT NOT NULL,
+    changed_in TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE node_pools (
+    name TEXT PRIMARY KEY,
+    commit_sha TEXT NOT NULL,
+    changed_in TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+
+CREATE TABLE sync_state (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    good_commit TEXT,
+    good_at BIGINT,
+    seen_commit TEXT,
+    seen_at BIGINT,
+    failed_commit TEXT,
+    failed_at BIGINT,
+    failed_diagnostics TEXT
+);
+INSERT INTO sync_state (id) VALUES (1);
+
+-- `key` comes from a sequence and is never reused.
+CREATE TABLE nodes (
+    key BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    region TEXT NOT NULL,
+    address TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('up', 'down', 'drain')),
+    status_since BIGINT NOT NULL,
+    status_reason TEXT NOT NULL,
+    token_hash BYTEA NOT NULL CHECK (length(token_hash) = 32),
+    registered_at BIGINT NOT NULL,
+    last_heartbeat BIGINT,
+    metrics_at BIGINT,
+    cpu DOUBLE PRECISION,
+    rtt_ms DOUBLE PRECISION,
+    error_rate DOUBLE PRECISION,
+    last_sample_at BIGINT,
+    hostname TEXT,
+    agent_version TEXT
+);
+CREATE INDEX nodes_by_region ON nodes (region, id);
+
+-- `rowid` plays SQLite's rowid: the order samples were appended in.
+CREATE TABLE samples (
+    rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    node_key BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    cpu DOUBLE PRECISION,
+    rtt_ms DOUBLE PRECISION,
+    error_rate DOUBLE PRECISION
+);
+CREATE INDEX samples_by_time ON samples (at);
+
+CREATE TABLE audit_log (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    message TEXT NOT NULL,
+    commit_sha TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX audit_by_kind ON audit_log (kind, id);
+CREATE INDEX audit_by_subject ON audit_log (subject, id);
+CREATE FUNCTION neutral_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP;
+END
+$f$;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION neutral_audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION neutral_audit_log_append_only();
+
+CREATE TABLE runs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    root TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    commit_sha TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled',
+                          'interrupted')),
+    adds BIGINT,
+    changes BIGINT,
+    destroys BIGINT,
+    exit_code BIGINT,
+    queued_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT,
+    duration_ms BIGINT,
+    log TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_by_root ON runs (root, id);
+
+CREATE TABLE autoscale_last_actions (
+    region TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    doc TEXT NOT NULL
+);
+
+CREATE TABLE dns_zones (
+    name TEXT PRIMARY KEY,
+    serial BIGINT NOT NULL CHECK (serial BETWEEN 0 AND 4294967295),
+    doc TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+";
+
+/// Version 2 (SQLite's added `interrupted` runs, which version 1 here
+/// already allows): the index SQLite's version 2 added.
+const PG_V2: &str = r"
+CREATE INDEX runs_by_status ON runs (status, id);
+";
+
+const BOOKKEEPING: &str = r"
+CREATE TABLE IF NOT EXISTS neutral_schema (
+    version BIGINT PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
+
+/// Brings the database to `steps.len()`, one step per transaction under
+/// [`MIGRATE_LOCK`]. Returns the version reached.
+pub(crate) fn migrate(conn: &mut PgConn, location: &str, steps: &[&str]) -> Result<usize> {
+    let supported = steps.len();
+    let open_error = |cause| StoreError::PgOpen {
+        location: location.to_owned(),
+        cause,
+    };
+    loop {
+        let mut tx = conn.client.transaction().map_err(open_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+            .map_err(open_error)?;
+        let version = check_identity(&mut tx, location, supported)?;
+        let Some(step) = steps.get(version) else {
+            tx.commit().map_err(open_error)?;
+            return Ok(version);
+        };
+        let next = version.saturating_add(1);
+        let migration_error = |cause| StoreError::PgMigration {
+            location: location.to_owned(),
+            version: next,
+            cause,
+        };
+        tx.batch_execute(BOOKKEEPING).map_err(migration_error)?;
+        tx.batch_execute(step).map_err(migration_error)?;
+        tx.execute(
+            "INSERT INTO neutral_schema (version) VALUES ($1)",
+            &[&i64::try_from(next).unwrap_or(i64::MAX)],
+        )
+        .map_err(migration_error)?;
+        tx.commit().map_err(migration_error)?;
+    }
+}
+
+/// Checks that the database is empty or neutral's, at a version this
+/// binary understands, and returns that version.
+fn check_identity(
+    tx: &mut postgres::Transaction<'_>,
+    location: &str,
+    supported: usize,
+) -> Result<usize> {
+    let open_error = |cause| StoreError::PgOpen {
+        location: location.to_owned(),
+        cause,
+    };
+    let not_neutral = |reason: String| StoreError::PgNotNeutral {
+        location: location.to_owned(),
+        reason,
+    };
+    let has_bookkeeping: bool = tx
+        .query_one("SELECT to_regclass('neutral_schema') IS NOT NULL", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(open_error)?;
+    if !has_bookkeeping {
+        let tables: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema()",
+                &[],
+            )
+            .and_then(|row| row.try_get(0))
+            .map_err(open_error)?;
+        if tables != 0 {
+            return Err(not_neutral(format!(
+                "its schema already holds {tables} tables and no neutral_schema table"
+            )));
+        }
+        return Ok(0);
+    }
+    let version: i64 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM neutral_schema", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(open_error)?;
+    let found =
+        usize::try_from(version).map_err(|_| not_neutral(format!("recorded version {version}")))?;
+    if found > supported {
+        return Err(StoreError::PgNewerSchema {
+            location: location.to_owned(),
+            found: version,
+            supported,
+        });
+    }
+    Ok(found)
+}
+
+fn recorded_version(client: &mut postgres::Client, location: &str) -> Result<i64> {
+    client
+        .query_one("SELECT coalesce(max(version), 0) FROM neutral_schema", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(|cause| StoreError::PgOpen {
+            location: location.to_owned(),
+            cause,
+        })
+}
+
+/// Keeps both backends at the same version numbers.
+const _: () = assert!(PG_MIGRATIONS.len() == schema::MIGRATIONS.len());
+
+#[cfg(test)]
+mod tests;

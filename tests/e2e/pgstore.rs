@@ -1,0 +1,198 @@
+//! End-to-end tests of `neutral serve --store postgres://…`: a real
+//! PostgreSQL server started by the test on loopback (Debian's `postgresql`
+//! binaries; skipped with a printed reason when they are missing, a failure
+//! under `CI`), a real daemon, a real agent, and restarts.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use neutral_e2e::bin;
+use neutral_e2e::cluster::{Agent, Daemon, Repo, fast_config, free_port, wait_for};
+use neutral_store::pg_testing::{PgServer, start_or_skip};
+
+const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "500ms",
+    "--heartbeat-timeout",
+    "2s",
+    "--sync-interval",
+    "1s",
+    "--no-autoscale",
+    "--no-probes",
+];
+
+fn repo(dir: &std::path::Path) -> Repo {
+    let files = fast_config(free_port());
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    Repo::create(dir, &refs)
+}
+
+fn audit_kinds(daemon: &Daemon, subject: &str) -> Vec<String> {
+    let response = daemon.admin("GET", &format!("/audit?subject={subject}"), None);
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    let entries = body
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no entries in {body}"));
+    entries
+        .iter()
+        .filter_map(|e| {
+            e.get("entry")
+                .unwrap_or(e)
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_and_the_audit_log_survive_a_daemon_restart_on_postgres() {
+    let Some(server): Option<PgServer> = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = dir.path().join("data");
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend(["--store", &url]);
+    let mut daemon = Daemon::start(&repo.bare, &data, &args);
+    assert!(
+        daemon.log_text().contains("store open"),
+        "{}",
+        daemon.log_text()
+    );
+    let mut agent = Agent::start(&daemon, dir.path(), "jp-a", "jp", "127.0.0.2");
+    let id = registered(&agent, &daemon);
+    wait_for("the node to be up", Duration::from_secs(20), || {
+        daemon.node(&id).filter(|n| n["status"] == "up")
+    });
+    agent.stop();
+    assert!(audit_kinds(&daemon, &id).contains(&"node.registered".to_owned()));
+
+    // Nothing of the store is in --data: the SQLite file was never made.
+    assert!(!data.join("neutral.sqlite3").exists());
+
+    daemon.stop();
+    daemon.restart();
+    let node = daemon.node(&id).expect("the node is still registered");
+    assert_eq!(node["address"], "127.0.0.2", "{node}");
+    assert_eq!(node["region"], "jp", "{node}");
+    assert!(
+        audit_kinds(&daemon, &id).contains(&"node.registered".to_owned()),
+        "the audit log survived"
+    );
+    // The rows really are in PostgreSQL.
+    let mut client = postgres_client(&server, &url);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM nodes WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+    // And the agent comes back to the same identity.
+    agent.restart();
+    assert_eq!(agent.node_id(), id);
+    wait_for("the node to be up again", Duration::from_secs(20), || {
+        daemon.node(&id).filter(|n| n["status"] == "up")
+    });
+}
+
+/// The agent's node id once it registered; the logs when it does not.
+fn registered(agent: &Agent, daemon: &Daemon) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(id) = std::fs::read_to_string(&agent.state_file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|doc| doc["node_id"].as_str().map(str::to_owned))
+        {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not register within 20 s\nagent:\n{}\ndaemon:\n{}",
+            agent.log_text(),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn postgres_client(server: &PgServer, url: &str) -> postgres::Client {
+    let _ = server;
+    url.parse::<postgres::Config>()
+        .unwrap()
+        .connect(postgres::NoTls)
+        .unwrap()
+}
+
+/// `neutral serve` with this `--store` must fail at start: returns its
+/// exit status and output.
+fn serve_fails(store: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let mut child = Command::new(bin("neutral"))
+        .arg("serve")
+        .arg("--repo")
+        .arg(&repo.bare)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--dns-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--store")
+        .arg(store)
+        .env("NEUTRAL_JOIN_TOKEN", neutral_e2e::cluster::JOIN_TOKEN)
+        .env("NEUTRAL_ADMIN_TOKEN", neutral_e2e::cluster::ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for("neutral serve to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (status, text)
+}
+
+#[test]
+fn an_unreachable_or_malformed_store_url_fails_at_start_naming_the_flag() {
+    let dead = free_port();
+    for (url, cause) in [
+        (
+            format!("postgres://neutral:hunter2@127.0.0.1:{dead}/neutral"),
+            "cannot connect to PostgreSQL",
+        ),
+        (
+            "mysql://neutral:hunter2@127.0.0.1/neutral".to_owned(),
+            "must start with postgres://",
+        ),
+        (
+            "postgres://neutral:hunter2@127.0.0.1:99999/neutral".to_owned(),
+            "not a PostgreSQL URL",
+        ),
+        (
+            "postgres://neutral:hunter2@127.0.0.1".to_owned(),
+            "names no database",
+        ),
+    ] {
+        let (status, text) = serve_fails(&url);
+        assert!(!status.success(), "{url}: {text}");
+        assert!(text.contains("--store"), "{url}: {text}");
+        assert!(text.contains(cause), "{url}: {text}");
+        assert!(
+            !text.contains("hunter2"),
+            "{url}: the password leaked: {text}"
+        );
+        assert!(!text.contains("panicked"), "{url}: {text}");
+    }
+}
