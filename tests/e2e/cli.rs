@@ -260,3 +260,66 @@ fn explain_rejects_a_broken_state_file_naming_the_field() {
         out.stderr
     );
 }
+
+/// `neutral agent --log-format json`: every log line is one JSON object
+/// (for log shippers); the default stays text for people.
+#[test]
+fn the_agent_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("join-token");
+    std::fs::write(&token_file, "\n").unwrap();
+    let agent = |format: &str| {
+        neutral(&[
+            "agent",
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--region",
+            "jp",
+            "--ip",
+            "127.0.0.2",
+            "--join-token-file",
+            token_file.to_str().unwrap(),
+            "--log-format",
+            format,
+        ])
+    };
+    let json = agent("json");
+    assert_ne!(
+        json.code,
+        Some(0),
+        "an empty token file must stop the agent"
+    );
+    let logged: Vec<serde_json::Value> = json
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let stopped = logged
+        .iter()
+        .find(|entry| entry["fields"]["message"] == "agent stopped")
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON log line saying the agent stopped:\n{}",
+                json.stderr
+            )
+        });
+    assert_eq!(stopped["level"], "ERROR", "{stopped}");
+    assert!(
+        stopped["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("join-token")),
+        "the error names the file: {stopped}"
+    );
+    let text = agent("text");
+    assert!(text.stderr.contains("agent stopped"), "{}", text.stderr);
+    assert!(
+        text.stderr
+            .lines()
+            .all(|line| serde_json::from_str::<serde_json::Value>(line).is_err()),
+        "text logs are not JSON:\n{}",
+        text.stderr
+    );
+    let bad = agent("yaml");
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    assert!(bad.stderr.contains("--log-format"), "{}", bad.stderr);
+}

@@ -84,8 +84,20 @@ pub struct AgentArgs {
     /// The TTL of the node's DNS answers, for --drain-grace.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub dns_ttl: Duration,
+    /// How the agent writes its log on stderr: `text` for people, `json`
+    /// (one object per line) for log shippers.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// The agent's log format (`--log-format`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The container runtime that runs the node's workload.
@@ -478,6 +490,7 @@ impl Default for AgentArgs {
             drain_grace: None,
             dns_ttl: Duration::from_secs(30),
             node_exporter: None,
+            log_format: LogFormat::default(),
             node: NodeArgs::default(),
         }
     }

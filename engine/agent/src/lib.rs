@@ -42,7 +42,8 @@ pub use agent::{
 };
 pub use client::{CallError, ControlPlane, Disposition, TlsSetupError, install_crypto_provider};
 pub use config::{
-    AgentArgs, AgentConfig, ConfigError, JOIN_TOKEN_ENV, default_probe_url, route_source_address,
+    AgentArgs, AgentConfig, ConfigError, JOIN_TOKEN_ENV, LogFormat, default_probe_url,
+    route_source_address,
 };
 
 /// Resolves `args` (join token from [`JOIN_TOKEN_ENV`] unless a file is

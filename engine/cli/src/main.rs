@@ -156,7 +156,12 @@ fn main() -> ExitCode {
         }),
         Command::Serve(args) => return neutral_server::run_blocking(*args),
         Command::Agent(args) => {
-            init_agent_logging();
+            init_agent_logging(
+                args.run
+                    .as_ref()
+                    .map(|run| run.log_format)
+                    .unwrap_or_default(),
+            );
             return neutral_agent::cli::main(*args);
         }
         Command::Hook(args) => return neutral_hooks::run_hook(&args),
@@ -174,14 +179,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_agent_logging() {
+fn init_agent_logging(format: neutral_agent::LogFormat) {
     use tracing_subscriber::EnvFilter;
     // NEUTRAL_LOG first, then the usual RUST_LOG.
     let filter = EnvFilter::try_from_env("NEUTRAL_LOG")
         .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        neutral_agent::LogFormat::Text => builder.try_init(),
+        neutral_agent::LogFormat::Json => builder.json().try_init(),
+    };
 }
