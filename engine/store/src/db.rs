@@ -12,8 +12,35 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use postgres::types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
+
+/// Locks a connection. A panic while it was held dropped its transaction
+/// (which rolls it back), so the connection is safe to use again.
+pub(crate) fn lock<C>(connection: &Mutex<C>) -> MutexGuard<'_, C> {
+    connection.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A free reader if there is one, else the next one in turn (or the writer
+/// when there are no readers). Both backends keep their connections so.
+pub(crate) fn reader<'a, C>(
+    readers: &'a [Mutex<C>],
+    writer: &'a Mutex<C>,
+    next_reader: &AtomicUsize,
+) -> MutexGuard<'a, C> {
+    for reader in readers {
+        if let Ok(guard) = reader.try_lock() {
+            return guard;
+        }
+    }
+    let turn = next_reader.fetch_add(1, Ordering::Relaxed);
+    match readers.get(turn.checked_rem(readers.len()).unwrap_or(0)) {
+        Some(reader) => lock(reader),
+        None => lock(writer),
+    }
+}
 
 /// Which SQL dialect a [`Tx`] speaks.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -19,13 +19,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::{IsolationLevel, NoTls};
 
-use crate::db::{PgConn, Tx};
+use crate::db::{self, PgConn, Tx, lock};
 use crate::error::{During, Result, StoreError};
 use crate::schema;
 
@@ -178,19 +178,7 @@ impl PgDb {
     }
 
     fn reader(&self) -> MutexGuard<'_, PgConn> {
-        for reader in &self.readers {
-            if let Ok(guard) = reader.try_lock() {
-                return guard;
-            }
-        }
-        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        match self
-            .readers
-            .get(turn.checked_rem(self.readers.len()).unwrap_or(0))
-        {
-            Some(reader) => lock(reader),
-            None => lock(&self.writer),
-        }
+        db::reader(&self.readers, &self.writer, &self.next_reader)
     }
 }
 
@@ -206,12 +194,6 @@ fn off_runtime<T: Send>(op: impl FnOnce() -> T + Send) -> T {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-/// A panic while a connection was held dropped its transaction (which rolls
-/// it back), so the connection is safe to use again.
-fn lock(mutex: &Mutex<PgConn>) -> MutexGuard<'_, PgConn> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn connect(config: &postgres::Config, location: &str) -> Result<PgConn> {

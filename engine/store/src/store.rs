@@ -10,13 +10,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::db::Tx;
+use crate::db::{self, Tx, lock};
 use crate::error::{During, Result, StoreError};
 use crate::{pg, schema};
 
@@ -396,19 +396,7 @@ impl SqliteDb {
     /// A free reader if there is one, else the next one in turn (or the
     /// writer when there are no readers).
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        for reader in &self.readers {
-            if let Ok(guard) = reader.try_lock() {
-                return guard;
-            }
-        }
-        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        match self
-            .readers
-            .get(turn.checked_rem(self.readers.len()).unwrap_or(0))
-        {
-            Some(reader) => lock(reader),
-            None => lock(&self.writer),
-        }
+        db::reader(&self.readers, &self.writer, &self.next_reader)
     }
 }
 
@@ -523,12 +511,6 @@ pub struct Checkpoint {
     pub wal_pages: i64,
     /// Frames now copied into the database file (all of them, when equal).
     pub copied_pages: i64,
-}
-
-/// A panic while a connection was held rolled its transaction back (the
-/// `Transaction` drop guard), so the connection is safe to use again.
-fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn connect(path: &Path, options: &StoreOptions) -> Result<Connection> {
