@@ -23,6 +23,7 @@ pub mod failover;
 pub mod health;
 pub mod image_ref;
 pub mod liveness;
+pub mod log_gate;
 pub mod model;
 pub mod policy;
 pub mod pool;

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use neutral_core::log_gate::LogGate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -118,8 +119,7 @@ pub(crate) async fn serve_tcp<A: Answerer>(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
-    let mut last_log: Option<Instant> = None;
-    let mut held_back = 0u64;
+    let mut refusals_log = LogGate::new(LOG_EVERY);
     loop {
         while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
@@ -137,16 +137,12 @@ pub(crate) async fn serve_tcp<A: Answerer>(
         let Some(slot) = slots.take(peer.ip()) else {
             drop(stream);
             handle.count_tcp_refused();
-            let now = Instant::now();
-            if last_log.is_some_and(|at| now.saturating_duration_since(at) < LOG_EVERY) {
-                held_back = held_back.saturating_add(1);
-            } else {
-                last_log = Some(now);
+            if let Some(held_back) = refusals_log.pass(Instant::now()) {
                 tracing::warn!(
                     client = %peer.ip(),
                     max_connections = slots.total,
                     max_per_address = slots.per_address,
-                    refused_since_last_line = std::mem::take(&mut held_back) + 1,
+                    refused_since_last_line = held_back + 1,
                     "DNS TCP connection refused: connection limit reached"
                 );
             }

@@ -1,0 +1,58 @@
+//! How often one kind of warning may be logged: at most once per period,
+//! with the number held back since the last line. The API's and the DNS
+//! server's connection limits both log through it, so a flood of refusals
+//! makes a few lines, not thousands. Pure: the caller passes the time; this
+//! module logs nothing itself.
+
+use std::time::{Duration, Instant};
+
+/// Rate-limits one kind of log line.
+#[derive(Debug)]
+pub struct LogGate {
+    every: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogGate {
+    /// A gate letting one line through per `every`.
+    pub fn new(every: Duration) -> LogGate {
+        LogGate {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(held back since the last line)` when a line may be logged at
+    /// `now`; else `None`, and the line counts as held back.
+    pub fn pass(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.held_back = self.held_back.saturating_add(1);
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_period_with_the_count_held_back() {
+        let every = Duration::from_secs(5);
+        let mut gate = LogGate::new(every);
+        let start = Instant::now();
+        assert_eq!(gate.pass(start), Some(0));
+        assert_eq!(gate.pass(start + Duration::from_secs(1)), None);
+        assert_eq!(gate.pass(start + Duration::from_secs(2)), None);
+        assert_eq!(gate.pass(start + every), Some(2));
+        assert_eq!(gate.pass(start + every), None);
+    }
+}
