@@ -10,27 +10,11 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use neutral_e2e::cluster::{
-    ADMIN_TOKEN, Daemon, JOIN_TOKEN, Repo, fast_config, free_port, wait_for,
+    ADMIN_TOKEN, Daemon, FAST_NO_PROBES, JOIN_TOKEN, Repo, fast_config, fast_repo, free_port,
+    wait_for,
 };
 use neutral_e2e::http;
 use serde_json::Value;
-
-const FAST: &[&str] = &[
-    "--heartbeat-interval",
-    "500ms",
-    "--heartbeat-timeout",
-    "2s",
-    "--sync-interval",
-    "1s",
-    "--no-autoscale",
-    "--no-probes",
-];
-
-fn repo_with(dir: &std::path::Path) -> Repo {
-    let files = fast_config(free_port());
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    Repo::create(dir, &refs)
-}
 
 fn wait_for_commit(daemon: &Daemon) -> String {
     wait_for(
@@ -86,7 +70,7 @@ fn credentials_in_the_repo_url_never_reach_an_answer_or_the_log() {
     let port = refusing_git_host();
     let url = format!("http://deploy:{SECRET}@127.0.0.1:{port}/x.git?token={SECRET}");
     let data = dir.path().join("data");
-    let daemon = Daemon::start(std::path::Path::new(&url), &data, FAST);
+    let daemon = Daemon::start(std::path::Path::new(&url), &data, FAST_NO_PROBES);
     // The sync has failed at least twice (so the error reached /status and the log).
     wait_for("the sync to fail", Duration::from_secs(20), || {
         let status = admin_get(&daemon, "/status");
@@ -138,9 +122,9 @@ fn credentials_in_the_repo_url_never_reach_an_answer_or_the_log() {
 #[test]
 fn the_data_folder_is_private_and_a_group_writable_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
+    let repo = fast_repo(dir.path());
     let data = dir.path().join("data");
-    let mut daemon = Daemon::start(&repo.bare, &data, FAST);
+    let mut daemon = Daemon::start(&repo.bare, &data, FAST_NO_PROBES);
     wait_for_commit(&daemon);
     assert_eq!(mode_of(&data), 0o700);
     for file in [
@@ -166,9 +150,9 @@ fn the_data_folder_is_private_and_a_group_writable_one_is_refused() {
 #[test]
 fn an_empty_store_is_refused_unless_init_and_a_fresh_folder_just_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
+    let repo = fast_repo(dir.path());
     let data = dir.path().join("data");
-    let mut daemon = Daemon::start(&repo.bare, &data, FAST);
+    let mut daemon = Daemon::start(&repo.bare, &data, FAST_NO_PROBES);
     wait_for_commit(&daemon);
     let created = register(
         &daemon,
@@ -194,7 +178,7 @@ fn an_empty_store_is_refused_unless_init_and_a_fresh_folder_just_starts() {
     );
 
     // The operator decides to start over.
-    let init = Daemon::start(&repo.bare, &data, &[FAST, &["--init"]].concat());
+    let init = Daemon::start(&repo.bare, &data, &[FAST_NO_PROBES, &["--init"]].concat());
     wait_for_commit(&init);
     let nodes = admin_get(&init, "/nodes");
     assert_eq!(
@@ -207,7 +191,7 @@ fn an_empty_store_is_refused_unless_init_and_a_fresh_folder_just_starts() {
 #[test]
 fn the_join_token_may_not_be_the_admin_token() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
+    let repo = fast_repo(dir.path());
     let mut cmd = std::process::Command::new(neutral_e2e::bin("neutral"));
     cmd.arg("serve")
         .arg("--repo")
@@ -230,8 +214,8 @@ fn the_join_token_may_not_be_the_admin_token() {
 #[test]
 fn registration_identity_is_proven_never_taken_over() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
-    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    let repo = fast_repo(dir.path());
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST_NO_PROBES);
     wait_for_commit(&daemon);
     let first = register(
         &daemon,
@@ -326,12 +310,12 @@ fn registration_identity_is_proven_never_taken_over() {
 #[test]
 fn registrations_are_capped_per_region_and_rate_limited_per_client() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
+    let repo = fast_repo(dir.path());
     let daemon = Daemon::start(
         &repo.bare,
         &dir.path().join("data"),
         &[
-            FAST,
+            FAST_NO_PROBES,
             &["--register-rate", "1000", "--register-burst", "1000"],
         ]
         .concat(),
@@ -368,7 +352,11 @@ fn registrations_are_capped_per_region_and_rate_limited_per_client() {
     let limited = Daemon::start(
         &repo.bare,
         &dir.path().join("data2"),
-        &[FAST, &["--register-rate", "1", "--register-burst", "5"]].concat(),
+        &[
+            FAST_NO_PROBES,
+            &["--register-rate", "1", "--register-burst", "5"],
+        ]
+        .concat(),
     );
     wait_for_commit(&limited);
     let mut statuses = Vec::new();
@@ -397,11 +385,11 @@ fn registrations_are_capped_per_region_and_rate_limited_per_client() {
 #[test]
 fn registrations_that_never_heartbeat_expire_and_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
+    let repo = fast_repo(dir.path());
     let daemon = Daemon::start(
         &repo.bare,
         &dir.path().join("data"),
-        &[FAST, &["--registration-expiry", "3s"]].concat(),
+        &[FAST_NO_PROBES, &["--registration-expiry", "3s"]].concat(),
     );
     wait_for_commit(&daemon);
     let ghost = register(
@@ -452,8 +440,8 @@ fn registrations_that_never_heartbeat_expire_and_are_counted() {
 #[test]
 fn a_deleted_followed_branch_is_reported_and_the_last_good_declarations_stay() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
-    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    let repo = fast_repo(dir.path());
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST_NO_PROBES);
     let commit = wait_for_commit(&daemon);
     let status = std::process::Command::new("git")
         .args([
@@ -496,8 +484,8 @@ fn a_deleted_followed_branch_is_reported_and_the_last_good_declarations_stay() {
 #[test]
 fn wrong_types_and_bad_paths_get_the_json_error_shape_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo_with(dir.path());
-    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
+    let repo = fast_repo(dir.path());
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST_NO_PROBES);
     wait_for_commit(&daemon);
     let created = register(
         &daemon,
@@ -571,7 +559,7 @@ fn every_list_pages_with_one_shape_and_10000_nodes_are_walked_exactly_once() {
         &repo.bare,
         &dir.path().join("data"),
         &[
-            FAST,
+            FAST_NO_PROBES,
             &["--register-rate", "100000", "--register-burst", "100000"],
         ]
         .concat(),
@@ -716,7 +704,11 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
     let mut daemon = Daemon::start(
         &repo.bare,
         &dir.path().join("data"),
-        &[FAST, &["--run-terraform", "--drift-interval", "1h"]].concat(),
+        &[
+            FAST_NO_PROBES,
+            &["--run-terraform", "--drift-interval", "1h"],
+        ]
+        .concat(),
     );
     let running = wait_for("a running gtm run", Duration::from_secs(60), || {
         let runs = admin_get(&daemon, "/runs?root=infra/gtm&status=running");

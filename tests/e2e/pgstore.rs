@@ -7,25 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use neutral_e2e::bin;
-use neutral_e2e::cluster::{Agent, Daemon, Repo, fast_config, free_port, wait_for};
+use neutral_e2e::cluster::{Agent, Daemon, FAST_NO_PROBES, fast_repo, free_port, wait_for};
 use neutral_store::pg_testing::{PgServer, start_or_skip};
-
-const FAST: &[&str] = &[
-    "--heartbeat-interval",
-    "500ms",
-    "--heartbeat-timeout",
-    "2s",
-    "--sync-interval",
-    "1s",
-    "--no-autoscale",
-    "--no-probes",
-];
-
-fn repo(dir: &std::path::Path) -> Repo {
-    let files = fast_config(free_port());
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    Repo::create(dir, &refs)
-}
 
 fn audit_kinds(daemon: &Daemon, subject: &str) -> Vec<String> {
     let response = daemon.admin("GET", &format!("/audit?subject={subject}"), None);
@@ -54,9 +37,9 @@ fn nodes_and_the_audit_log_survive_a_daemon_restart_on_postgres() {
     };
     let url = server.create_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo(dir.path());
+    let repo = fast_repo(dir.path());
     let data = dir.path().join("data");
-    let mut args: Vec<&str> = FAST.to_vec();
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
     args.extend(["--store", &url]);
     let mut daemon = Daemon::start(&repo.bare, &data, &args);
     assert!(
@@ -132,7 +115,7 @@ fn postgres_client(server: &PgServer, url: &str) -> postgres::Client {
 /// exit status and output.
 fn serve_fails(store: &str) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo(dir.path());
+    let repo = fast_repo(dir.path());
     let mut child = Command::new(bin("neutral"))
         .arg("serve")
         .arg("--repo")

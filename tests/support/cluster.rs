@@ -522,6 +522,26 @@ impl Drop for Service {
     }
 }
 
+/// `neutral serve` flags for tests that drive nodes through the node API
+/// themselves: fast heartbeats and sync, no autoscaler, no HTTP probes.
+pub const FAST_NO_PROBES: &[&str] = &[
+    "--heartbeat-interval",
+    "500ms",
+    "--heartbeat-timeout",
+    "2s",
+    "--sync-interval",
+    "1s",
+    "--no-autoscale",
+    "--no-probes",
+];
+
+/// A repository holding [`fast_config`] (probes on a free port).
+pub fn fast_repo(dir: &Path) -> Repo {
+    let files = fast_config(free_port());
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    Repo::create(dir, &refs)
+}
+
 /// A platform-config for daemon tests: regions jp, sg (and us), one domain
 /// `app.example.com` probed on `probe_port` with fast settings.
 pub fn fast_config(probe_port: u16) -> Vec<(&'static str, String)> {
