@@ -39,20 +39,3 @@ impl LogGate {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_line_per_period_with_the_count_held_back() {
-        let every = Duration::from_secs(5);
-        let mut gate = LogGate::new(every);
-        let start = Instant::now();
-        assert_eq!(gate.pass(start), Some(0));
-        assert_eq!(gate.pass(start + Duration::from_secs(1)), None);
-        assert_eq!(gate.pass(start + Duration::from_secs(2)), None);
-        assert_eq!(gate.pass(start + every), Some(2));
-        assert_eq!(gate.pass(start + every), None);
-    }
-}
