@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use std::sync::Arc;
 
-use crate::client::{CallError, ControlPlane, Disposition, TlsSetupError};
+use crate::client::{CallError, ControlPlane, Disposition, NodeApi, TlsSetupError};
 use crate::config::{AgentConfig, ConfigError};
 use crate::cpu::{CpuMeter, read_proc_stat};
 use crate::drain::{DrainStep, DrainTracker};
@@ -136,9 +136,9 @@ struct Session {
     interval: Duration,
 }
 
-struct Agent {
+struct Agent<C = ControlPlane> {
     config: AgentConfig,
-    control_plane: ControlPlane,
+    control_plane: C,
     prober: Prober,
     cpu: CpuMeter,
     /// The node id to ask for at the next registration.
@@ -167,6 +167,18 @@ impl Agent {
     fn new(config: AgentConfig, node: Option<Arc<Node<Ctr>>>) -> Result<Self, AgentError> {
         warn_about_plain_http(&config);
         let control_plane = ControlPlane::new(&config.control_plane, config.ca_file.as_deref())?;
+        Agent::with_client(config, node, control_plane)
+    }
+}
+
+impl<C: NodeApi> Agent<C> {
+    fn with_client(
+        config: AgentConfig,
+        node: Option<Arc<Node<Ctr>>>,
+        control_plane: C,
+    ) -> Result<Self, AgentError> {
+        // The prober's HTTP client needs it, whatever the node API is.
+        crate::client::install_crypto_provider();
         let prober = Prober::new(
             config.probe_url.clone(),
             config.probe_count,
@@ -550,6 +562,9 @@ fn mode_name(mode: NodeMode) -> &'static str {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod pacing_tests;
 
 #[cfg(test)]
 mod tests {

@@ -133,6 +133,51 @@ fn describe_transport(error: &reqwest::Error) -> String {
     text
 }
 
+/// The node API as the agent's loops call it: [`ControlPlane`] over HTTP in
+/// production; an in-memory one in the pacing tests, which run on paused
+/// time.
+pub(crate) trait NodeApi {
+    fn base(&self) -> &Url;
+
+    async fn register(
+        &self,
+        join_token: &str,
+        request: &RegisterRequest,
+        timeout: Duration,
+    ) -> Result<RegisterResponse, CallError>;
+
+    async fn heartbeat(
+        &self,
+        node_token: &str,
+        request: &HeartbeatRequest,
+        timeout: Duration,
+    ) -> Result<HeartbeatResponse, CallError>;
+}
+
+impl NodeApi for ControlPlane {
+    fn base(&self) -> &Url {
+        ControlPlane::base(self)
+    }
+
+    async fn register(
+        &self,
+        join_token: &str,
+        request: &RegisterRequest,
+        timeout: Duration,
+    ) -> Result<RegisterResponse, CallError> {
+        ControlPlane::register(self, join_token, request, timeout).await
+    }
+
+    async fn heartbeat(
+        &self,
+        node_token: &str,
+        request: &HeartbeatRequest,
+        timeout: Duration,
+    ) -> Result<HeartbeatResponse, CallError> {
+        ControlPlane::heartbeat(self, node_token, request, timeout).await
+    }
+}
+
 /// The node API of one control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
