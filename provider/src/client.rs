@@ -15,8 +15,8 @@ use neutral_core::model::{
     RegionHealth, Timestamp,
 };
 use neutral_core::weights::DomainWeights;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
@@ -219,73 +219,10 @@ fn segment(text: &str) -> String {
     out
 }
 
-// ---- zones (PowerDNS' JSON shape, shared by the embedded backend) ----
+// ---- zones (PowerDNS' JSON shape, shared with the embedded server) ----
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Zone {
-    pub name: String,
-    #[serde(default)]
-    pub rrsets: Vec<RrSet>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RrSet {
-    /// With the trailing dot.
-    pub name: String,
-    #[serde(rename = "type")]
-    pub rtype: String,
-    pub ttl: u32,
-    #[serde(default)]
-    pub records: Vec<Record>,
-    #[serde(default)]
-    pub comments: Vec<Comment>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub content: String,
-    #[serde(default)]
-    pub disabled: bool,
-    /// The embedded backend's per-record weight; PowerDNS has none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Comment {
-    pub content: String,
-    #[serde(default)]
-    pub account: String,
-    /// Stamped by the server when absent.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub modified_at: i64,
-}
-
-fn is_zero(value: &i64) -> bool {
-    *value == 0
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ChangeType {
-    Replace,
-    Delete,
-}
-
-/// One rrset change of a `PATCH`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RrSetChange {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub rtype: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u32>,
-    pub changetype: ChangeType,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub records: Option<Vec<Record>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comments: Option<Vec<Comment>>,
-}
+/// Read leniently: a field a newer PowerDNS adds is skipped.
+pub use neutral_core::pdns_api::{ChangeType, Comment, Record, RrSet, RrSetChange, Zone};
 
 // ---- the control plane ----
 

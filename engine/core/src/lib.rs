@@ -25,6 +25,7 @@ pub mod image_ref;
 pub mod liveness;
 pub mod log_gate;
 pub mod model;
+pub mod pdns_api;
 pub mod policy;
 pub mod pool;
 pub mod redact;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use neutral_dns::{
-    DnsServer, RateLimit, Record, RrSetChange, Zone, ZonePatch, ZoneSet, apply_patch,
+    DnsServer, RateLimit, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet, apply_patch,
 };
 use tokio::net::UdpSocket;
 

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use neutral_dns::{DnsServer, Record, RrSetChange, Zone, ZonePatch, ZoneSet, apply_patch};
+use neutral_dns::{
+    DnsServer, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet, apply_patch,
+};
 use tokio::net::UdpSocket;
 
 const WARM_UP: Duration = Duration::from_secs(1);

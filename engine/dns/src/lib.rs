@@ -32,5 +32,5 @@ pub use metrics::DnsMetrics;
 pub use server::{DegradedRrSet, DnsError, DnsHandle, DnsServer, LoadReport, RateLimit};
 pub use zone::{
     ChangeType, Comment, PatchError, Problem, Record, RrSet, RrSetChange, Zone, ZoneError,
-    ZonePatch, ZoneSet, apply_patch,
+    ZonePatch, ZoneRules, ZoneSet, apply_patch, parse_strict, read_strict,
 };

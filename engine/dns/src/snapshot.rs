@@ -553,6 +553,7 @@ mod tests {
     use neutral_core::model::{AllDownPolicy, NodeStatus};
 
     use super::*;
+    use crate::zone::ZoneRules;
     use crate::zone::{Record, RrSetChange, ZonePatch, apply_patch};
 
     fn zone_with(changes: Vec<RrSetChange>) -> Zone {

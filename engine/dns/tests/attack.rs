@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use neutral_dns::server::RateLimit;
-use neutral_dns::{DnsServer, Record, RrSetChange, Zone, ZonePatch, ZoneSet, apply_patch};
+use neutral_dns::{
+    DnsServer, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet, apply_patch,
+};
 use tokio::net::UdpSocket;
 
 /// A zone with a fat apex (many TXT records), like the one the outside test

@@ -10,7 +10,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use neutral_core::model::{AllDownPolicy, NodeStatus};
 use neutral_dns::{
-    DnsServer, HealthView, Record, RrSetChange, Zone, ZonePatch, ZoneSet, apply_patch,
+    DnsServer, HealthView, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet, apply_patch,
 };
 use rand::{RngCore, SeedableRng};
 

@@ -28,10 +28,7 @@ fn policy() -> Policy {
 }
 
 fn zone(rrsets: Vec<RrSet>) -> Zone {
-    Zone {
-        name: "example.com.".to_owned(),
-        rrsets,
-    }
+    Zone::named("example.com.", rrsets)
 }
 
 fn rrset(rtype: &str, records: &[&str], comments: Vec<Comment>) -> RrSet {

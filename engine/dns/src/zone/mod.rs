@@ -31,165 +31,53 @@ pub const MAX_TTL: u32 = 2_147_483_647;
 /// The comment account neutral's Terraform provider marks its rrsets with.
 pub const NEUTRAL_ACCOUNT: &str = "neutral";
 
-/// One zone, as `GET /dns/zones/{zone}` returns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Zone {
-    /// PowerDNS' zone id; equal to `name` here.
-    #[serde(default)]
-    pub id: String,
-    /// Lowercase, with the trailing dot: `example.com.`.
-    pub name: String,
-    /// Always `Native` for zones this server creates.
-    #[serde(default = "native_kind")]
-    pub kind: String,
-    /// The SOA serial, mirrored from the SOA record.
-    #[serde(default)]
-    pub serial: u32,
-    /// Sorted by name, then type.
-    #[serde(default)]
-    pub rrsets: Vec<RrSet>,
+pub use neutral_core::pdns_api::{
+    ChangeType, Comment, Record, RrSet, RrSetChange, Zone, ZonePatch,
+};
+
+/// Reads a PowerDNS-API body strictly: as the shared, lenient types in
+/// [`neutral_core::pdns_api`] read it, but refusing any field they do not
+/// know (a misspelt `changetyp` would otherwise do nothing), naming each by
+/// its JSON path. Syntax and type errors are serde's, with line and column.
+pub fn parse_strict<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, String> {
+    let mut reader = serde_json::Deserializer::from_slice(json);
+    let value = read_strict(&mut reader)?;
+    reader.end().map_err(|err| err.to_string())?;
+    Ok(value)
 }
 
-fn native_kind() -> String {
-    "Native".to_owned()
-}
-
-/// All records of one name and type.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RrSet {
-    /// Lowercase, with the trailing dot.
-    pub name: String,
-    /// Uppercase: `A`, `AAAA`, `CNAME`, …
-    #[serde(rename = "type")]
-    pub rtype: String,
-    pub ttl: u32,
-    #[serde(default)]
-    pub records: Vec<Record>,
-    #[serde(default)]
-    pub comments: Vec<Comment>,
-}
-
-impl RrSet {
-    /// Whether a comment carries `account` (the ownership marker).
-    pub fn owned_by(&self, account: &str) -> bool {
-        self.comments.iter().any(|c| c.account == account)
+/// [`parse_strict`] over any deserializer (a `serde_json::Value` an HTTP
+/// extractor already parsed, say).
+pub fn read_strict<'de, T, D>(deserializer: D) -> Result<T, String>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    let mut unknown = Vec::new();
+    let value: T = serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(format!("`{}`", json_path(&path)));
+    })
+    .map_err(|err| err.to_string())?;
+    match unknown.as_slice() {
+        [] => Ok(value),
+        [one] => Err(format!("unknown field {one}")),
+        many => Err(format!("unknown fields {}", many.join(", "))),
     }
 }
 
-/// One record of an rrset.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    /// Presentation format: `192.0.2.1`, `10 mail.example.com.`, `"text"`.
-    pub content: String,
-    #[serde(default)]
-    pub disabled: bool,
-    /// neutral's extension: the record's share of weighted answers (A/AAAA).
-    /// Absent on every record means equal weights; 0 is never answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-}
-
-impl Record {
-    pub fn new(content: impl Into<String>) -> Record {
-        Record {
-            content: content.into(),
-            disabled: false,
-            weight: None,
-        }
-    }
-
-    #[must_use]
-    pub fn weighted(mut self, weight: u32) -> Record {
-        self.weight = Some(weight);
-        self
-    }
-}
-
-/// A comment on an rrset; `account` carries the ownership marker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Comment {
-    pub content: String,
-    #[serde(default)]
-    pub account: String,
-    /// Unix seconds; 0 until stamped.
-    #[serde(default)]
-    pub modified_at: i64,
-}
-
-/// The body of `PATCH /dns/zones/{zone}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZonePatch {
-    pub rrsets: Vec<RrSetChange>,
-}
-
-impl ZonePatch {
-    /// Sets `modified_at` on every comment that has none (0) to `now_unix_secs`,
-    /// as PowerDNS does with the server time.
-    pub fn stamp_comments(&mut self, now_unix_secs: i64) {
-        for change in &mut self.rrsets {
-            for comment in change.comments.iter_mut().flatten() {
-                if comment.modified_at == 0 {
-                    comment.modified_at = now_unix_secs;
-                }
-            }
-        }
-    }
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ChangeType {
-    /// Set the rrset's TTL and records (and comments when given); an empty
-    /// record list with no comments deletes it.
-    Replace,
-    /// Remove the rrset; removing one that does not exist is not an error.
-    Delete,
-}
-
-/// One change of a [`ZonePatch`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RrSetChange {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub rtype: String,
-    /// Required for `REPLACE`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u32>,
-    pub changetype: ChangeType,
-    /// `REPLACE`: the new records; absent keeps the current ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records: Option<Vec<Record>>,
-    /// `REPLACE`: the new comments; absent keeps the current ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comments: Option<Vec<Comment>>,
-}
-
-impl RrSetChange {
-    pub fn replace(name: &str, rtype: &str, ttl: u32, records: Vec<Record>) -> RrSetChange {
-        RrSetChange {
-            name: name.to_owned(),
-            rtype: rtype.to_owned(),
-            ttl: Some(ttl),
-            changetype: ChangeType::Replace,
-            records: Some(records),
-            comments: None,
-        }
-    }
-
-    pub fn delete(name: &str, rtype: &str) -> RrSetChange {
-        RrSetChange {
-            name: name.to_owned(),
-            rtype: rtype.to_owned(),
-            ttl: None,
-            changetype: ChangeType::Delete,
-            records: None,
-            comments: None,
-        }
+/// `rrsets[0].color` for serde_ignored's path.
+fn json_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", json_path(parent)),
+        Path::Map { parent, key } => match json_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => json_path(parent),
     }
 }
 
@@ -266,14 +154,30 @@ impl Default for ZoneDefaults {
     }
 }
 
-impl Zone {
+/// The zone rules this server keeps, on the shared [`Zone`] type.
+pub trait ZoneRules: Sized {
     /// A new zone holding its SOA (primary = the first name server) and NS
     /// rrsets at the apex, with [`ZoneDefaults`].
-    pub fn create(name: &str, nameservers: &[&str]) -> Result<Zone, ZoneError> {
+    fn create(name: &str, nameservers: &[&str]) -> Result<Self, ZoneError>;
+
+    fn create_with(
+        name: &str,
+        nameservers: &[&str],
+        defaults: &ZoneDefaults,
+    ) -> Result<Self, ZoneError>;
+
+    /// Checks every rule of a zone as a whole (for zones read back from a
+    /// store): the name, every rrset as [`apply_patch`] would, one SOA and an
+    /// NS rrset at the apex, CNAMEs alone at their names.
+    fn validate(&self) -> Result<(), ZoneError>;
+}
+
+impl ZoneRules for Zone {
+    fn create(name: &str, nameservers: &[&str]) -> Result<Zone, ZoneError> {
         Zone::create_with(name, nameservers, &ZoneDefaults::default())
     }
 
-    pub fn create_with(
+    fn create_with(
         name: &str,
         nameservers: &[&str],
         defaults: &ZoneDefaults,
@@ -350,28 +254,15 @@ impl Zone {
         ];
         sort_rrsets(&mut rrsets);
         let created = Zone {
-            id: zone.clone(),
-            name: zone.clone(),
-            kind: native_kind(),
             serial: defaults.serial,
-            rrsets,
+            ..Zone::named(zone.clone(), rrsets)
         };
         // The SOA text is built from checked parts, but check it like any other.
         created.validate()?;
         Ok(created)
     }
 
-    /// The rrset of `name` and `rtype` (case-insensitive), if any.
-    pub fn rrset(&self, name: &str, rtype: &str) -> Option<&RrSet> {
-        self.rrsets
-            .iter()
-            .find(|r| r.name.eq_ignore_ascii_case(name) && r.rtype.eq_ignore_ascii_case(rtype))
-    }
-
-    /// Checks every rule of a zone as a whole (for zones read back from a
-    /// store): the name, every rrset as [`apply_patch`] would, one SOA and an
-    /// NS rrset at the apex, CNAMEs alone at their names.
-    pub fn validate(&self) -> Result<(), ZoneError> {
+    fn validate(&self) -> Result<(), ZoneError> {
         let mut problems = Vec::new();
         let zone = match content::check_absolute_name(&self.name, false) {
             Ok(zone) => zone,

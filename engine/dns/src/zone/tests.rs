@@ -463,16 +463,24 @@ fn powerdns_json_bodies_read_as_patches() {
     assert!(after.rrset("app.example.com.", "A").unwrap().records[1].disabled);
 
     let unknown = r#"{"rrsets": [{"name": "a.example.com.", "type": "A", "changetype": "DELETE", "color": 1}]}"#;
-    let error = serde_json::from_str::<ZonePatch>(unknown)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("unknown field `color`"), "{error}");
+    // The shared types read it leniently (the provider's side); the strict
+    // reader names every skipped field by its path.
+    assert!(serde_json::from_str::<ZonePatch>(unknown).is_ok());
+    let error = parse_strict::<ZonePatch>(unknown.as_bytes()).unwrap_err();
+    assert_eq!(error, "unknown field `rrsets[0].color`");
+    let nested = r#"{"rrsets": [{"name": "a.example.com.", "type": "A", "changetype": "REPLACE", "ttl": 60,
+        "records": [{"content": "192.0.2.1", "prio": 1}], "comments": [{"content": "x", "acount": "y"}]}], "x": 0}"#;
+    let error = parse_strict::<ZonePatch>(nested.as_bytes()).unwrap_err();
+    assert_eq!(
+        error,
+        "unknown fields `rrsets[0].records[0].prio`, `rrsets[0].comments[0].acount`, `x`"
+    );
     let bad_change =
         r#"{"rrsets": [{"name": "a.example.com.", "type": "A", "changetype": "UPSERT"}]}"#;
-    let error = serde_json::from_str::<ZonePatch>(bad_change)
-        .unwrap_err()
-        .to_string();
+    let error = parse_strict::<ZonePatch>(bad_change.as_bytes()).unwrap_err();
     assert!(error.contains("unknown variant `UPSERT`"), "{error}");
+    let trailing = r#"{"rrsets": []} {}"#;
+    assert!(parse_strict::<ZonePatch>(trailing.as_bytes()).is_err());
 }
 
 #[test]

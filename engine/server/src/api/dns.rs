@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use neutral_dns::zone::zone_key;
-use neutral_dns::{Zone, ZonePatch, apply_patch};
+use neutral_dns::{Zone, ZonePatch, ZoneRules, apply_patch, read_strict};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -117,9 +117,13 @@ pub async fn patch(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    JsonBody(mut request): JsonBody<ZonePatch>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<StatusCode, ApiError> {
     require_writer(&app, &headers, None)?;
+    // The shared PowerDNS types read leniently; this API refuses what they
+    // would skip, so a misspelt field is an error, not a silent no-op.
+    let mut request: ZonePatch = read_strict(body)
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message))?;
     let at = now();
     request.stamp_comments(at.millis() / 1000);
     let _guard = app.dns.zone_writes.lock().await;
