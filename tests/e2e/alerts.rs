@@ -163,14 +163,30 @@ fn every_metric_in_rules_and_dashboard_exists_in_a_live_daemon() {
     });
     let scrape = http::request(daemon.api, "GET", "/metrics", Some(ADMIN_TOKEN), None).unwrap();
     assert_eq!(scrape.status, 200, "{}", scrape.body);
+    // A histogram's series are its name with `_bucket`, `_sum` and `_count`.
     let exposed: BTreeSet<String> = scrape
         .body
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
+        .flat_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let suffixes: &[&str] = match words.next() {
+                Some("histogram") => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            suffixes
+                .iter()
+                .map(|suffix| format!("{name}{suffix}"))
+                .collect::<Vec<_>>()
+        })
         .collect();
     assert!(exposed.contains("neutral_nodes"), "{}", scrape.body);
+    assert!(
+        exposed.contains("neutral_detection_seconds_bucket"),
+        "{}",
+        scrape.body
+    );
 
     let rules = std::fs::read_to_string(deploy("prometheus/neutral.rules.yml")).unwrap();
     let tests = std::fs::read_to_string(deploy("prometheus/neutral.rules.test.yml")).unwrap();

@@ -914,3 +914,129 @@ fn a_second_daemon_on_the_same_data_directory_is_refused() {
     // The first one is unharmed.
     assert_eq!(first.get("/healthz").status, 200);
 }
+
+/// Opens `GET /events` on a raw connection and returns it with what was
+/// read up to the first event (`open`).
+fn open_events(daemon: &Daemon, token: &str) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(daemon.api).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /events HTTP/1.1\r\nHost: neutral\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains("event: open") && !seen.contains("\r\n\r\n{") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    (stream, seen)
+}
+
+/// Reads from an event stream until `wanted` appears (10 s at most).
+fn read_until(stream: &mut std::net::TcpStream, wanted: &str) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains(wanted) {
+        assert!(Instant::now() < deadline, "no {wanted:?} in {seen}");
+        let n = stream
+            .read(&mut buffer)
+            .unwrap_or_else(|err| panic!("{err} waiting for {wanted:?}; read: {seen}"));
+        assert!(n > 0, "stream closed before {wanted:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    seen
+}
+
+#[test]
+fn events_stream_changes_to_readers_and_bound_their_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with(dir.path(), free_port());
+    let mut flags = neutral_e2e::cluster::FAST_NO_PROBES.to_vec();
+    flags.extend(["--max-connections-per-ip", "600"]);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), &flags);
+    wait_for_commit(&daemon, None);
+
+    let anonymous = daemon.anonymous_get("/events");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+
+    let (mut stream, head) = open_events(&daemon, ADMIN_TOKEN);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    // A commit that changes jp's weight: its declarations, then the domain.
+    repo.write(
+        "platform-config/gtm/app.yaml",
+        &fast_config(free_port())[3].1.replace("jp: 100", "jp: 80"),
+    );
+    let commit = repo.commit_push("jp to 80");
+    let seen = read_until(&mut stream, "event: declarations");
+    assert!(seen.contains(&commit), "{seen}");
+    // A node that registers and heartbeats comes up: its status, then the
+    // domain's new answers.
+    let registered = http::request(
+        daemon.api,
+        "POST",
+        "/nodes/register",
+        Some(JOIN_TOKEN),
+        Some(r#"{"region": "jp", "address": "127.0.0.9"}"#),
+    )
+    .unwrap();
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let node = registered.json();
+    // Up after `rise` (2) good signs.
+    for _ in 0..3 {
+        let heartbeat = http::request(
+            daemon.api,
+            "POST",
+            "/nodes/heartbeat",
+            node["node_token"].as_str(),
+            Some(&json!({ "node_id": node["node_id"] }).to_string()),
+        )
+        .unwrap();
+        assert_eq!(heartbeat.status, 200, "{}", heartbeat.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = read_until(&mut stream, "regions [jp 40");
+    assert!(seen.contains("event: node_status"), "{seen}");
+    assert!(seen.contains("\"status\":\"up\""), "{seen}");
+    assert!(seen.contains("\"domain\":\"app.example.com\""), "{seen}");
+
+    // Streams that never read: the cap holds, the next is told why, and
+    // the daemon keeps answering.
+    let silent: Vec<_> = (1..256)
+        .map(|_| open_events(&daemon, ADMIN_TOKEN).0)
+        .collect();
+    let refused = http::request(daemon.api, "GET", "/events", Some(ADMIN_TOKEN), None).unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(
+        refused.json()["error"],
+        "too_many_streams",
+        "{}",
+        refused.body
+    );
+    assert!(refused.header("retry-after").is_some());
+    let started = Instant::now();
+    assert_eq!(daemon.anonymous_get("/healthz").status, 200);
+    assert_eq!(daemon.get("/status").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Gone clients free their slots once an event finds them closed.
+    drop(silent);
+    drop(stream);
+    repo.write(
+        "platform-config/gtm/app.yaml",
+        &fast_config(free_port())[3].1.replace("jp: 100", "jp: 60"),
+    );
+    repo.commit_push("jp to 60");
+    wait_for("a free event stream slot", Duration::from_secs(20), || {
+        let (stream, head) = open_events(&daemon, ADMIN_TOKEN);
+        head.starts_with("HTTP/1.1 200").then_some(stream)
+    });
+}

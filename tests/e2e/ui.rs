@@ -132,6 +132,14 @@ fn the_status_page_follows_a_node_and_a_region_dying_and_shows_nothing_without_a
         "return document.querySelectorAll('tr[data-node] svg.spark polyline').length === 12;",
         &json!([]),
     );
+    // The page listens to GET /events: it redraws on changes, not on a
+    // one-second poll.
+    browser.wait_true(
+        "the event stream open",
+        Duration::from_secs(10),
+        "const live = document.getElementById('live').textContent; return live.startsWith('live') && !live.includes('polling');",
+        &json!([]),
+    );
     browser.screenshot(&shots.join("2-all-up.png"));
     // Marks this document: a reload would lose the mark.
     browser.eval("window.__sameDocument = true; return true;", &json!([]));

@@ -12,6 +12,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use neutral_core::model::{NodeStatus, Timestamp};
 use neutral_store::{AuditEntry, Heartbeat, StatusUpdate, Store, TokenHash};
 use tokio::sync::{Notify, broadcast, mpsc};
 
@@ -39,6 +40,8 @@ pub struct App {
     pub heartbeats: mpsc::Sender<Heartbeat>,
     pub sync_requests: mpsc::Sender<SyncRequest>,
     pub events: broadcast::Sender<ChangeEvent>,
+    /// `GET /events` subscribers: their cap and the signal that ends them.
+    pub event_streams: crate::event_streams::EventStreams,
     pub dns: DnsBridge,
     pub counters: Counters,
     pub probe_wakeup: Notify,
@@ -85,7 +88,7 @@ impl App {
         let store = Arc::clone(&self.store);
         let result = tokio::task::spawn_blocking(move || op(&store)).await?;
         if result.is_err() {
-            Counters::bump(&self.counters.store_errors);
+            self.counters.store_errors.inc();
         }
         Ok(result?)
     }
@@ -115,7 +118,7 @@ impl App {
             return;
         }
         for update in &updates {
-            Counters::bump(&self.counters.status_changes);
+            self.counters.status_changes.inc();
             tracing::info!(node = %update.id, status = update.status.as_str(), reason = %update.reason, "node status");
             let _ = self.events.send(ChangeEvent::NodeStatus {
                 node: update.id.clone(),
@@ -124,9 +127,28 @@ impl App {
                 at: update.at,
             });
         }
+        let last_alive: Vec<Timestamp> = {
+            let world = self.read_world();
+            updates
+                .iter()
+                .filter(|u| u.status == NodeStatus::Down)
+                .filter_map(|u| world.nodes.get(&u.id))
+                .map(|e| {
+                    e.last_passing_probe.map_or(e.liveness.last_heartbeat, |p| {
+                        p.max(e.liveness.last_heartbeat)
+                    })
+                })
+                .collect()
+        };
         // The data plane first: a dead node leaves DNS answers before anything
         // is written down.
         self.recompute(&format!("node status ({actor})")).await;
+        let out_at = now();
+        for alive in last_alive {
+            self.counters
+                .detection_seconds
+                .observe(out_at.since(alive).as_secs_f64());
+        }
         let actor = actor.to_owned();
         if let Err(err) = self
             .with_store(move |s| s.nodes().set_statuses(&updates, &actor))
@@ -147,7 +169,8 @@ impl App {
     }
 
     async fn recompute_now(&self, cause: &str) {
-        Counters::bump(&self.counters.recomputes);
+        self.counters.recomputes.inc();
+        let started = std::time::Instant::now();
         let at = now();
         let inputs = self.read_world().recompute_inputs();
         let recomputed = inputs.compute(at, &self.settings.weights);
@@ -155,6 +178,9 @@ impl App {
         if let Some(health) = recomputed.data_plane_health() {
             self.dns.set_health(health, &recomputed.decl);
         }
+        self.counters
+            .recompute_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Some(guard) = recomputed.split_brain() {
             tracing::error!(message = %guard.message, "split-brain guard tripped");
         }
@@ -199,7 +225,7 @@ impl App {
         if self.heartbeats.try_send(heartbeat).is_err() {
             // The writer is behind: the in-memory view is already updated,
             // only this sample is lost.
-            Counters::bump(&self.counters.store_errors);
+            self.counters.store_errors.inc();
         }
     }
 

@@ -152,6 +152,12 @@ pub async fn evaluate(app: &Arc<App>) {
     }
 
     for decision in decisions.values() {
+        app.counters.decision(match &decision.action {
+            Action::None => "none",
+            Action::ScaleOut { .. } => "scale_out",
+            Action::ScaleIn { .. } => "scale_in",
+            Action::Replace { .. } => "replace",
+        });
         let previous = last.get(&decision.region);
         match &decision.action {
             Action::None => {

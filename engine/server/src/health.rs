@@ -11,7 +11,6 @@ use neutral_core::model::{Probe, Timestamp};
 use tokio::sync::Semaphore;
 
 use crate::app::App;
-use crate::counters::Counters;
 use crate::shutdown::Shutdown;
 use crate::world::now;
 
@@ -146,14 +145,13 @@ async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {
             return;
         };
         entry.probe_in_flight = false;
+        if ok {
+            entry.last_passing_probe = Some(at);
+        }
         entry.liveness.probe(at, ok, detail, &entry.settings);
         entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
     };
-    Counters::bump(if ok {
-        &app.counters.probes_ok
-    } else {
-        &app.counters.probes_failed
-    });
+    app.counters.probe(ok);
     if changed {
         app.reconcile("probe").await;
     }

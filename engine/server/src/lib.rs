@@ -28,6 +28,7 @@ pub mod connlimit;
 pub mod counters;
 pub mod dns;
 pub mod error;
+pub mod event_streams;
 pub mod health;
 pub mod ingest;
 pub mod listener;
@@ -320,6 +321,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         heartbeats: heartbeat_tx,
         sync_requests: sync_tx,
         events,
+        event_streams: event_streams::EventStreams::default(),
         dns: DnsBridge::new(dns_server.handle()),
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
@@ -391,6 +393,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         result = &mut server => Some(result),
     };
     tracing::info!("stopping");
+    app.event_streams.stop();
     let _ = stop_http.send(true);
     trigger.fire();
     while tasks.join_next().await.is_some() {}

@@ -5,13 +5,15 @@
 //! sync attempt, in-flight autoscale actions and Terraform runs.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::app::App;
 
@@ -35,28 +37,95 @@ pub async fn handler(State(app): State<Arc<App>>) -> impl IntoResponse {
     )
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Gauges gathered at scrape time, registered in a registry made for the
+/// scrape and encoded with the same Prometheus text encoder as the
+/// counters.
+#[derive(Debug, Default)]
+struct Scrape {
+    registry: Registry,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+type Labels = Vec<(String, String)>;
+
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// One metric's samples in the order given (a `Family` would encode them in
+/// hash order): scrapes read the same way every time and diff cleanly.
+#[derive(Debug)]
+struct Samples {
+    kind: MetricType,
+    rows: Vec<(Labels, f64)>,
+}
+
+/// Whole numbers print without a fraction (`3`, not `3.0`).
+fn encode_value(encoder: &mut MetricEncoder<'_>, kind: MetricType, value: f64) -> std::fmt::Result {
+    #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
+    let whole = (value.fract() == 0.0 && value.abs() < 9.0e15).then_some(value as i64);
+    match (kind, whole) {
+        (MetricType::Counter, Some(v)) => {
+            encoder.encode_counter::<NoLabelSet, _, f64>(&u64::try_from(v).unwrap_or(0), None)
+        }
+        (MetricType::Counter, None) => encoder.encode_counter::<NoLabelSet, _, f64>(&value, None),
+        (_, Some(v)) => encoder.encode_gauge(&v),
+        (_, None) => encoder.encode_gauge(&value),
+    }
+}
+
+impl EncodeMetric for Samples {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> std::fmt::Result {
+        for (labels, value) in &self.rows {
+            if labels.is_empty() {
+                encode_value(&mut encoder, self.kind, *value)?;
+            } else {
+                encode_value(&mut encoder.encode_family(labels)?, self.kind, *value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+impl Scrape {
+    /// A metric with one sample per label set, in the order given. `help`
+    /// ends without a period: the encoder adds it. A counter's name gets
+    /// its `_total` from the encoder.
+    fn samples(
+        &mut self,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        rows: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
+        let rows = rows.into_iter().collect();
+        self.registry.register(name, help, Samples { kind, rows });
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) {
+        self.samples(MetricType::Gauge, name, help, rows);
+    }
+
+    /// A gauge without labels.
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.gauges(name, help, [(Vec::new(), value)]);
+    }
+
+    fn encode(&self, out: &mut String) {
+        let _ = prometheus_client::encoding::prometheus_text::encode(out, &self.registry);
+    }
 }
 
 fn render(app: &App, failing_errors: Option<usize>) -> String {
-    let mut out = String::new();
+    let mut scrape = Scrape::default();
     let world = app.read_world();
 
-    family(
-        &mut out,
-        "neutral_nodes",
-        "gauge",
-        "Registered nodes by region and status.",
-    );
     let mut counts: BTreeMap<(String, &str), u64> = BTreeMap::new();
     for entry in world.nodes.values() {
         let node = &entry.record.node;
@@ -64,176 +133,74 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
             .entry((node.region.clone(), node.status.as_str()))
             .or_default() += 1;
     }
-    for ((region, status), n) in &counts {
-        let _ = writeln!(
-            out,
-            "neutral_nodes{{region=\"{}\",status=\"{status}\"}} {n}",
-            escape(region)
-        );
-    }
-
-    family(
-        &mut out,
+    scrape.gauges(
+        "neutral_nodes",
+        "Registered nodes by region and status",
+        counts.iter().map(|((region, status), n)| {
+            (labels([("region", region), ("status", status)]), *n as f64)
+        }),
+    );
+    let report = world.report();
+    scrape.gauges(
         "neutral_region_effective_weight",
-        "gauge",
-        "Effective weight of a region for a domain.",
+        "Effective weight of a region for a domain",
+        report.domains.iter().flat_map(|(domain, weights)| {
+            weights.regions.iter().map(move |region| {
+                (
+                    labels([("domain", domain), ("region", &region.region)]),
+                    f64::from(region.effective),
+                )
+            })
+        }),
     );
-    for (domain, weights) in &world.report().domains {
-        for region in &weights.regions {
-            let _ = writeln!(
-                out,
-                "neutral_region_effective_weight{{domain=\"{}\",region=\"{}\"}} {}",
-                escape(domain),
-                escape(&region.region),
-                region.effective
-            );
-        }
-    }
-    family(
-        &mut out,
+    scrape.gauges(
         "neutral_domain_answers",
-        "gauge",
-        "Answers a domain serves.",
+        "Answers a domain serves",
+        report.domains.iter().map(|(domain, weights)| {
+            (
+                labels([("domain", domain), ("mode", weights.mode.as_str())]),
+                weights.answers.len() as f64,
+            )
+        }),
     );
-    for (domain, weights) in &world.report().domains {
-        let _ = writeln!(
-            out,
-            "neutral_domain_answers{{domain=\"{}\",mode=\"{}\"}} {}",
-            escape(domain),
-            weights.mode.as_str(),
-            weights.answers.len()
-        );
-    }
-    family(
-        &mut out,
+    scrape.gauge(
         "neutral_split_brain_active",
-        "gauge",
-        "1 while the split-brain guard holds answers.",
+        "1 while the split-brain guard holds answers",
+        f64::from(u8::from(report.split_brain.is_some())),
     );
-    let _ = writeln!(
-        out,
-        "neutral_split_brain_active {}",
-        u8::from(world.report().split_brain.is_some())
-    );
-
-    family(
-        &mut out,
+    scrape.gauge(
         "neutral_sync_failing",
-        "gauge",
         "1 while the newest commit is rejected or the branch cannot be fetched (unreachable, \
-         deleted); GET /status says why.",
+         deleted); GET /status says why",
+        f64::from(u8::from(
+            failing_errors.is_some() || world.sync.last_error.is_some(),
+        )),
     );
-    let _ = writeln!(
-        out,
-        "neutral_sync_failing {}",
-        u8::from(failing_errors.is_some() || world.sync.last_error.is_some())
-    );
-    family(
-        &mut out,
+    scrape.gauge(
         "neutral_config_errors",
-        "gauge",
-        "Error diagnostics of the rejected newest commit.",
+        "Error diagnostics of the rejected newest commit",
+        failing_errors.unwrap_or(0) as f64,
     );
-    let _ = writeln!(out, "neutral_config_errors {}", failing_errors.unwrap_or(0));
     drop(world);
 
-    let c = &app.counters;
-    for (name, help, value) in [
-        (
-            "neutral_heartbeats_total",
-            "Heartbeats accepted.",
-            &c.heartbeats,
-        ),
-        (
-            "neutral_heartbeats_rejected_total",
-            "Heartbeats rejected (token or node unknown).",
-            &c.heartbeats_rejected,
-        ),
-        (
-            "neutral_registrations_total",
-            "Node registrations.",
-            &c.registrations,
-        ),
-        (
-            "neutral_registrations_refused_total",
-            "Registrations refused (identity conflict, region full, rate limited).",
-            &c.registrations_refused,
-        ),
-        (
-            "neutral_registrations_expired_total",
-            "Registrations deleted because they never heartbeated (--registration-expiry).",
-            &c.registrations_expired,
-        ),
-        (
-            "neutral_node_status_changes_total",
-            "Published node status changes.",
-            &c.status_changes,
-        ),
-        (
-            "neutral_syncs_applied_total",
-            "Commits whose declarations were applied.",
-            &c.syncs_applied,
-        ),
-        (
-            "neutral_syncs_rejected_total",
-            "Commits rejected by validation.",
-            &c.syncs_rejected,
-        ),
-        (
-            "neutral_sync_errors_total",
-            "Sync attempts that failed (fetch or store).",
-            &c.sync_errors,
-        ),
-        (
-            "neutral_probes_ok_total",
-            "Successful node probes.",
-            &c.probes_ok,
-        ),
-        (
-            "neutral_probes_failed_total",
-            "Failed node probes.",
-            &c.probes_failed,
-        ),
-        (
-            "neutral_weight_recomputes_total",
-            "Effective weight recomputations.",
-            &c.recomputes,
-        ),
-        (
-            "neutral_store_errors_total",
-            "Store operations that failed.",
-            &c.store_errors,
-        ),
-    ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-    }
     let (per_ip, total) = app.connections.refused();
-    family(
-        &mut out,
-        "neutral_api_connections_refused_total",
-        "counter",
-        "API connections closed unserved by a limit (per_ip: --max-connections-per-ip; total: --max-connections or its node reserve).",
+    scrape.samples(
+        MetricType::Counter,
+        "neutral_api_connections_refused",
+        "API connections closed unserved by a limit (per_ip: --max-connections-per-ip; total: --max-connections or its node reserve)",
+        [
+            (labels([("reason", "per_ip")]), per_ip as f64),
+            (labels([("reason", "total")]), total as f64),
+        ],
     );
-    let _ = writeln!(
-        out,
-        "neutral_api_connections_refused_total{{reason=\"per_ip\"}} {per_ip}"
-    );
-    let _ = writeln!(
-        out,
-        "neutral_api_connections_refused_total{{reason=\"total\"}} {total}"
-    );
-    family(
-        &mut out,
+    scrape.gauge(
         "neutral_api_connections_open",
-        "gauge",
-        "API connections open now.",
+        "API connections open now",
+        app.connections.open() as f64,
     );
-    let _ = writeln!(
-        out,
-        "neutral_api_connections_open {}",
-        app.connections.open()
-    );
+    let mut out = String::new();
+    scrape.encode(&mut out);
+    let _ = app.counters.encode(&mut out);
     app.dns.render_metrics(&mut out);
     out
 }
@@ -306,87 +273,53 @@ async fn render_operations(app: &App, out: &mut String) {
 }
 
 fn operations_text(ops: &Operations) -> String {
-    let mut out = String::new();
-    family(
-        &mut out,
+    let mut scrape = Scrape::default();
+    scrape.gauges(
         "neutral_region_health",
-        "gauge",
-        "1 for a region's computed health (up, degraded, down), 0 for the others; state is the declared state.",
+        "1 for a region's computed health (up, degraded, down), 0 for the others; state is the declared state",
+        ops.regions.iter().flat_map(|(region, state, health, _)| {
+            ["up", "degraded", "down"].into_iter().map(move |candidate| {
+                (
+                    labels([("region", region), ("state", state), ("health", candidate)]),
+                    f64::from(u8::from(candidate == *health)),
+                )
+            })
+        }),
     );
-    for (region, state, health, _) in &ops.regions {
-        for candidate in ["up", "degraded", "down"] {
-            let _ = writeln!(
-                out,
-                "neutral_region_health{{region=\"{}\",state=\"{state}\",health=\"{candidate}\"}} {}",
-                escape(region),
-                u8::from(candidate == *health)
-            );
-        }
-    }
-    family(
-        &mut out,
+    scrape.gauges(
         "neutral_region_desired_nodes",
-        "gauge",
-        "Nodes a region's node pool declares (desired_nodes).",
+        "Nodes a region's node pool declares (desired_nodes)",
+        ops.regions
+            .iter()
+            .map(|(region, _, _, desired)| (labels([("region", region)]), f64::from(*desired))),
     );
-    for (region, _, _, desired) in &ops.regions {
-        let _ = writeln!(
-            out,
-            "neutral_region_desired_nodes{{region=\"{}\"}} {desired}",
-            escape(region)
-        );
-    }
-    family(
-        &mut out,
+    scrape.gauges(
         "neutral_node_up",
-        "gauge",
-        "1 while a node's published status is up, else 0 (down or drain).",
+        "1 while a node's published status is up, else 0 (down or drain)",
+        ops.nodes.iter().map(|(node, region, up)| {
+            (
+                labels([("node", node), ("region", region)]),
+                f64::from(u8::from(*up)),
+            )
+        }),
     );
-    for (node, region, up) in &ops.nodes {
-        let _ = writeln!(
-            out,
-            "neutral_node_up{{node=\"{}\",region=\"{}\"}} {}",
-            escape(node),
-            escape(region),
-            u8::from(*up)
-        );
-    }
-    family(
-        &mut out,
+    scrape.gauge(
         "neutral_sync_last_attempt_failed",
-        "gauge",
-        "1 while the latest sync attempt failed (fetching or storing the configuration).",
+        "1 while the latest sync attempt failed (fetching or storing the configuration)",
+        f64::from(u8::from(ops.last_sync_failed)),
     );
-    let _ = writeln!(
-        out,
-        "neutral_sync_last_attempt_failed {}",
-        u8::from(ops.last_sync_failed)
-    );
-    family(
-        &mut out,
+    scrape.gauge(
         "neutral_autoscale_in_flight_timeout_seconds",
-        "gauge",
-        "How long an autoscale action may stay in flight before it no longer blocks new ones.",
+        "How long an autoscale action may stay in flight before it no longer blocks new ones",
+        ops.in_flight_timeout.as_secs_f64(),
     );
-    let _ = writeln!(
-        out,
-        "neutral_autoscale_in_flight_timeout_seconds {}",
-        ops.in_flight_timeout.as_secs_f64()
-    );
-    family(
-        &mut out,
+    scrape.gauges(
         "neutral_autoscale_in_flight_seconds",
-        "gauge",
-        "Age of a region's autoscale action still in flight (its commit not applied or its nodes not settled).",
+        "Age of a region's autoscale action still in flight (its commit not applied or its nodes not settled)",
+        ops.in_flight
+            .iter()
+            .map(|(region, age)| (labels([("region", region)]), age.as_secs_f64())),
     );
-    for (region, age) in &ops.in_flight {
-        let _ = writeln!(
-            out,
-            "neutral_autoscale_in_flight_seconds{{region=\"{}\"}} {}",
-            escape(region),
-            age.as_secs_f64()
-        );
-    }
     // Runs come newest first: the first finished run of a workspace is its
     // latest; for unfinished ones the oldest (largest age) is kept.
     let mut last: BTreeMap<(&str, &str), &str> = BTreeMap::new();
@@ -407,34 +340,28 @@ fn operations_text(ops: &Operations) -> String {
             *entry = entry.max(age);
         }
     }
-    family(
-        &mut out,
+    scrape.gauges(
         "neutral_terraform_last_run",
-        "gauge",
-        "1 labelled with the status of the latest finished Terraform run of a root and workspace (of the last 200 runs).",
+        "1 labelled with the status of the latest finished Terraform run of a root and workspace (of the last 200 runs)",
+        last.iter().map(|((root, workspace), status)| {
+            (
+                labels([("root", root), ("workspace", workspace), ("status", status)]),
+                1.0,
+            )
+        }),
     );
-    for ((root, workspace), status) in &last {
-        let _ = writeln!(
-            out,
-            "neutral_terraform_last_run{{root=\"{}\",workspace=\"{}\",status=\"{status}\"}} 1",
-            escape(root),
-            escape(workspace)
-        );
-    }
-    family(
-        &mut out,
+    scrape.gauges(
         "neutral_terraform_run_age_seconds",
-        "gauge",
-        "Age of the oldest queued or running Terraform run of a root and workspace.",
+        "Age of the oldest queued or running Terraform run of a root and workspace",
+        open.iter().map(|((root, workspace, status), age)| {
+            (
+                labels([("root", root), ("workspace", workspace), ("status", status)]),
+                *age,
+            )
+        }),
     );
-    for ((root, workspace, status), age) in &open {
-        let _ = writeln!(
-            out,
-            "neutral_terraform_run_age_seconds{{root=\"{}\",workspace=\"{}\",status=\"{status}\"}} {age}",
-            escape(root),
-            escape(workspace)
-        );
-    }
+    let mut out = String::new();
+    scrape.encode(&mut out);
     out
 }
 

@@ -38,6 +38,8 @@ pub struct NodeEntry {
     pub probe: Option<Probe>,
     pub next_probe: Timestamp,
     pub probe_in_flight: bool,
+    /// When a probe last passed (for the detection-time histogram).
+    pub last_passing_probe: Option<Timestamp>,
 }
 
 /// What the last sync attempt did, for `GET /status`.
@@ -486,6 +488,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
                 probe,
                 next_probe: at,
                 probe_in_flight: false,
+                last_passing_probe: None,
             },
         );
     }

@@ -6,6 +6,7 @@
 
 mod common;
 mod dns;
+pub mod events;
 mod nodes;
 mod page;
 mod read;
@@ -51,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/domains/{domain}", get(read::domain))
         .route("/status", get(read::status))
         .route("/audit", get(read::audit))
+        .route("/events", get(events::stream))
         .route("/metrics", get(crate::metrics::handler))
         .route("/join-tokens", post(tokens::mint_join))
         .route("/dns/zones", get(dns::list).post(dns::create))

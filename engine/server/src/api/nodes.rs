@@ -19,7 +19,6 @@ use super::read;
 use crate::admission;
 use crate::app::App;
 use crate::auth;
-use crate::counters::Counters;
 use crate::error::{ApiError, JsonBody};
 use crate::world::{NodeEntry, liveness_for, now};
 
@@ -108,7 +107,7 @@ pub async fn register(
             .registrations
             .take(client.ip(), std::time::Instant::now())
     {
-        Counters::bump(&app.counters.registrations_refused);
+        app.counters.registrations_refused.inc();
         let seconds = wait.as_secs_f64().ceil().max(1.0);
         tracing::warn!(client = %client.ip(), retry_after_s = seconds, "registration refused: rate limited");
         return Err(ApiError::new(
@@ -209,7 +208,7 @@ pub async fn register(
                 .count();
             let cap = admission::region_cap(region.max_nodes);
             if counted >= usize::try_from(cap).unwrap_or(usize::MAX) {
-                Counters::bump(&app.counters.registrations_refused);
+                app.counters.registrations_refused.inc();
                 tracing::warn!(region = %request.region, %address, nodes = counted, cap, "registration refused: region full");
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -290,9 +289,10 @@ pub async fn register(
             probe,
             next_probe: at,
             probe_in_flight: false,
+            last_passing_probe: None,
         },
     );
-    Counters::bump(&app.counters.registrations);
+    app.counters.registrations.inc();
     tracing::info!(node = %id, region = %request.region, %address, reused = reuse_id.is_some(), "node registered");
     app.probe_wakeup.notify_one();
     app.recompute("node registered").await;
@@ -311,7 +311,7 @@ pub async fn register(
 /// Refuses a registration that would take over an existing node: logged,
 /// audited (`node.identity_conflict`) and counted.
 async fn identity_conflict(app: &App, region: &str, address: IpAddr, message: String) -> ApiError {
-    Counters::bump(&app.counters.registrations_refused);
+    app.counters.registrations_refused.inc();
     tracing::warn!(%region, %address, reason = %message, "registration refused: identity conflict");
     app.audit(AuditEntry {
         at: now(),
@@ -433,12 +433,13 @@ pub async fn heartbeat(
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let Some(token) = auth::bearer(&headers) else {
-        Counters::bump(&app.counters.heartbeats_rejected);
+        app.counters.heartbeats_rejected.inc();
         return Err(ApiError::unauthorized(
             "missing `Authorization: Bearer <node token>`",
         ));
     };
     let metrics = metrics_of(request.metrics.as_ref())?;
+    let started = std::time::Instant::now();
     let at = now();
     let outcome = {
         let mut world = app.write_world();
@@ -464,12 +465,12 @@ pub async fn heartbeat(
         }
     };
     let Some((status, changed)) = outcome else {
-        Counters::bump(&app.counters.heartbeats_rejected);
+        app.counters.heartbeats_rejected.inc();
         return Err(ApiError::unauthorized(
             "unknown node or invalid node token; register again",
         ));
     };
-    Counters::bump(&app.counters.heartbeats);
+    app.counters.heartbeats.inc();
     trust_client(&app, connect.as_ref());
     let (release, finished) = app
         .releases
@@ -487,6 +488,9 @@ pub async fn heartbeat(
         // change liveness (thousands of nodes coming up) folds into few runs.
         app.reconcile_soon.notify_one();
     }
+    app.counters
+        .heartbeat_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(Json(HeartbeatResponse {
         status,
         heartbeat_interval_ms: millis(app.settings.heartbeat_interval),
@@ -624,7 +628,7 @@ pub async fn expire_registrations(app: Arc<App>, mut shutdown: crate::shutdown::
                 continue;
             }
             app.releases.forget(&id);
-            Counters::bump(&app.counters.registrations_expired);
+            app.counters.registrations_expired.inc();
             let reason = format!(
                 "registered and never heartbeated within {}",
                 humantime::format_duration(expiry)

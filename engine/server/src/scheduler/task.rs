@@ -420,6 +420,12 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
         log,
     };
     let finished = now();
+    app.counters.run_finished(
+        &job.key.root,
+        &job.trigger_name(),
+        succeeded,
+        finished.since(started),
+    );
     tracing::info!(
         run = id,
         root = %job.key.root,

@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 
 use super::{SyncOutcome, SyncRequest, SyncResult};
 use crate::app::App;
-use crate::counters::Counters;
 use crate::shutdown::Shutdown;
 use crate::world::{ChangeEvent, now};
 
@@ -37,7 +36,35 @@ pub async fn run(app: Arc<App>, mut requests: mpsc::Receiver<SyncRequest>, mut s
     }
 }
 
+/// One attempt, timed; a good one (the newest commit applied or already in
+/// force) sets the last-good-sync time.
 async fn sync_once(
+    app: &Arc<App>,
+    mirror: &Arc<Mutex<Mirror>>,
+    last_handled: &mut Option<String>,
+    requested: bool,
+) -> SyncOutcome {
+    let started = std::time::Instant::now();
+    let outcome = attempt(app, mirror, last_handled, requested).await;
+    app.counters
+        .sync_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let good = match outcome.result {
+        SyncResult::Applied => true,
+        SyncResult::Unchanged => {
+            outcome.commit.is_some() && app.read_world().commit == outcome.commit
+        }
+        SyncResult::Rejected | SyncResult::Error => false,
+    };
+    if good {
+        app.counters
+            .last_good_sync
+            .set(now().millis() as f64 / 1000.0);
+    }
+    outcome
+}
+
+async fn attempt(
     app: &Arc<App>,
     mirror: &Arc<Mutex<Mirror>>,
     last_handled: &mut Option<String>,
@@ -89,7 +116,7 @@ async fn sync_once(
             world.commit = Some(commit.clone());
             world.refresh_settings(&app.settings.liveness);
         }
-        Counters::bump(&app.counters.syncs_applied);
+        app.counters.syncs_applied.inc();
         tracing::info!(%commit, summary = %info.summary, %changes, "applied declarations");
         let _ = app.events.send(ChangeEvent::Declarations {
             commit: commit.clone(),
@@ -113,7 +140,7 @@ async fn sync_once(
         {
             tracing::error!(error = %format!("{err:#}"), "cannot record the rejected commit");
         }
-        Counters::bump(&app.counters.syncs_rejected);
+        app.counters.syncs_rejected.inc();
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
         tracing::warn!(%commit, errors, "rejected invalid commit; keeping the last good declarations");
         SyncOutcome {
@@ -143,7 +170,7 @@ fn unchanged(commit: String) -> SyncOutcome {
 /// with credentials in it must never show them.
 fn sync_error(app: &App, message: &str) -> SyncOutcome {
     let message = neutral_core::redact::redact(message).into_owned();
-    Counters::bump(&app.counters.sync_errors);
+    app.counters.sync_errors.inc();
     let mut world = app.write_world();
     if world.sync.last_error.as_deref() != Some(message.as_str()) {
         tracing::error!(error = %message, "sync failed");

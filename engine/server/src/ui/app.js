@@ -1,12 +1,19 @@
-// neutral's status page: polls the control plane's JSON read API every second
-// with the token the user gave (kept in sessionStorage, sent as a bearer
-// token) and draws regions, domains, nodes, runs and the audit timeline. The
+// neutral's status page: reads the control plane's JSON read API with the
+// token the user gave (kept in sessionStorage, sent as a bearer token) and
+// draws regions, domains, nodes, runs and the audit timeline. It listens to
+// GET /events (server-sent events, read with fetch so the token goes in a
+// header) and redraws as soon as something changes; between changes it
+// refreshes every 5 s (node metrics, ages), and every second while the event
+// stream is down. The
 // page carries no data itself. DOM is built with textContent only (no HTML
 // from the server is ever parsed), so hostile names cannot inject markup.
 "use strict";
 (() => {
   const KEY = "neutral.token";
-  const POLL_MS = 1000;
+  const POLL_MS = 5000; // with the event stream up
+  const FALLBACK_POLL_MS = 1000; // without it
+  const STREAM_RETRY_MS = 2000;
+  const EVENT_DEBOUNCE_MS = 100;
   const TIMEOUT_MS = 5000;
   const HISTORY = 60; // samples kept per node for the sparklines
   const SVG = "http://www.w3.org/2000/svg";
@@ -15,6 +22,8 @@
   let token = sessionStorage.getItem(KEY) || "";
   let generation = 0; // bumped whenever the token changes
   let timer = null;
+  let streamUp = false;
+  let stream = null; // the AbortController of the open event stream
   let lastOk = 0;
   let lastAudit = [];
   const history = new Map(); // node id -> {cpu: [], rtt: [], err: []}
@@ -82,6 +91,7 @@
 
   function needToken(why) {
     generation += 1;
+    closeStream();
     token = "";
     sessionStorage.removeItem(KEY);
     clearData();
@@ -100,9 +110,62 @@
     $("forget").hidden = false;
     $("live").textContent = "loading…";
     schedule(0);
+    openStream();
+  }
+
+  // --- the event stream -----------------------------------------------------
+
+  function closeStream() {
+    if (stream) stream.abort();
+    stream = null;
+    streamUp = false;
+  }
+
+  // Reads GET /events until it ends; every event asks for a redraw. Reopens
+  // after STREAM_RETRY_MS while the token stays the same.
+  async function openStream() {
+    closeStream();
+    const gen = generation;
+    const abort = new AbortController();
+    stream = abort;
+    try {
+      const response = await fetch("/events", {
+        headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
+        cache: "no-store",
+        signal: abort.signal,
+      });
+      if (response.status === 401 || response.status === 403) return; // the polls say why
+      if (!response.ok || !response.body) throw new Error(`GET /events: HTTP ${response.status}`);
+      streamUp = true;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let pending = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || gen !== generation) break;
+        pending += value;
+        // Events end with a blank line; comments (keep-alives) start with ':'.
+        let end;
+        while ((end = pending.indexOf("\n\n")) >= 0) {
+          const block = pending.slice(0, end);
+          pending = pending.slice(end + 2);
+          if (/^event: /m.test(block)) schedule(EVENT_DEBOUNCE_MS);
+        }
+      }
+    } catch (e) {
+      // Aborted or broken: fall back to polling until it reopens.
+    } finally {
+      if (stream === abort) {
+        streamUp = false;
+        stream = null;
+        if (gen === generation && token) setTimeout(() => { if (gen === generation && token && !stream) openStream(); }, STREAM_RETRY_MS);
+      }
+    }
   }
 
   // --- polling --------------------------------------------------------------
+
+  let ticking = false;
+  let again = false;
 
   function schedule(ms) {
     clearTimeout(timer);
@@ -111,6 +174,9 @@
 
   async function tick() {
     if (!token) return;
+    // One read at a time: an event during a read asks for one more after it.
+    if (ticking) { again = true; return; }
+    ticking = true;
     const gen = generation;
     const began = performance.now();
     const abort = new AbortController();
@@ -136,7 +202,7 @@
       render({ status, regions, domains: details.filter(Boolean), nodes, runs, autoscale, audit: events, auditNote });
       lastOk = Date.now();
       $("live").classList.remove("stale");
-      $("live").textContent = `live · updated ${clock(lastOk)} UTC · commit ${short(status.commit)}`;
+      $("live").textContent = `live · updated ${clock(lastOk)} UTC · commit ${short(status.commit)}${streamUp ? "" : " · polling"}`;
     } catch (e) {
       if (gen !== generation) return;
       if (refused(e)) {
@@ -151,8 +217,12 @@
     } finally {
       clearTimeout(timeout);
       abort.abort(); // a failed request's siblings stop too
-      // One refresh a second, counted from this one's start.
-      if (gen === generation && token) schedule(Math.max(100, POLL_MS - (performance.now() - began)));
+      ticking = false;
+      // The next refresh: at once when an event came in meanwhile, else one
+      // period from this one's start.
+      const period = streamUp ? POLL_MS : FALLBACK_POLL_MS;
+      if (gen === generation && token) schedule(again ? 0 : Math.max(100, period - (performance.now() - began)));
+      again = false;
     }
   }
 
