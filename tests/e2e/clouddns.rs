@@ -14,7 +14,6 @@
 //! need them say so loudly and pass without running.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use neutral_core::dnsplan::batch::{BatchLimits, lower_bound};
 use neutral_core::dnsplan::{Change, RecordSet};
@@ -23,7 +22,7 @@ use neutral_e2e::cloud::alidns::AliDns;
 use neutral_e2e::cloud::cloudflare::Cloudflare;
 use neutral_e2e::cloud::route53::{Moto, Route53Proxy};
 use neutral_e2e::cloud::{self, answers, changed, sync};
-use neutral_e2e::services::{ADMIN_TOKEN, ControlPlane, Nodes, Terraform, http, terraform_bin};
+use neutral_e2e::services::{ADMIN_TOKEN, ControlPlane, Nodes, Terraform, http, terraform_or_skip};
 use serde_json::{Value, json};
 use terraform_provider_neutral::backend::SyncError;
 
@@ -51,17 +50,6 @@ fn moto_or_skip(test: &str, dir: &std::path::Path) -> Option<Moto> {
         );
     }
     moto
-}
-
-fn terraform_or_skip(test: &str) -> Option<PathBuf> {
-    let found = terraform_bin();
-    if found.is_none() {
-        skip(
-            test,
-            "no Terraform. Set TERRAFORM_BIN, put terraform or tofu on PATH, or run scripts/setup.",
-        );
-    }
-    found
 }
 
 /// `n` UPSERT-like changes of one value each, for the Route53 minimum.

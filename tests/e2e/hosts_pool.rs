@@ -14,9 +14,9 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use neutral_e2e::cluster::{ADMIN_TOKEN, JOIN_TOKEN};
-use neutral_e2e::services::{Terraform, terraform_bin};
+use neutral_e2e::services::{Terraform, terraform_or_skip};
 use neutral_e2e::testbed::deploy::{Deployment, NodeView, Options, Probe};
-use neutral_e2e::testbed::{docker, skip};
+use neutral_e2e::testbed::docker;
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -62,8 +62,7 @@ fn the_docker_launcher_creates_scales_and_replaces_a_frozen_host() {
 }
 
 fn lifecycle(death: Death) {
-    let Some(terraform) = terraform_bin() else {
-        skip::<()>("no terraform or tofu (scripts/setup installs one)");
+    let Some(terraform) = terraform_or_skip("hosts_pool") else {
         return;
     };
     let probe = Probe {

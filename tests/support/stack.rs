@@ -23,7 +23,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 use crate::cluster::{ADMIN_TOKEN, Daemon, Repo, Service, free_port};
-use crate::services::{PDNS_API_KEY, PowerDns, terraform_bin};
+use crate::services::{PDNS_API_KEY, PowerDns, terraform_or_skip};
 use crate::{bin, dns, workspace_root};
 
 /// The domain served by the embedded DNS server.
@@ -249,10 +249,7 @@ impl Stack {
     /// Everything up, or `None` (with a note) when this machine has no
     /// Terraform.
     pub fn start(options: StackOptions) -> Option<Stack> {
-        let Some(terraform) = terraform_bin() else {
-            eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
-            return None;
-        };
+        let terraform = terraform_or_skip("the demo stack")?;
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
         let probe_port = free_port();
