@@ -8,7 +8,6 @@
 //! one `scripts/setup` installs; without any, the tests say so loudly and
 //! pass without running.
 
-
 use neutral_e2e::services::{ControlPlane, Nodes, PowerDns, Terraform, rrsets, terraform_or_skip};
 use serde_json::Value;
 

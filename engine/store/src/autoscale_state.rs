@@ -52,7 +52,7 @@ impl AutoscaleStateStore<'_> {
     ) -> Result<i64> {
         const OP: &str = "put last autoscale action";
         let doc = encode(OP, "last action", action)?;
-        self.store.write(OP, |tx| {
+        self.store.write_fenced(OP, |tx| {
             tx.execute(
                 "INSERT INTO autoscale_last_actions (region, at, doc) VALUES (?1, ?2, ?3)
                  ON CONFLICT (region) DO UPDATE SET at = excluded.at, doc = excluded.doc",

@@ -404,7 +404,7 @@ impl Store {
         let gtm = encode_all(OP, &declarations.gtm)?;
         let autoscale = encode_all(OP, &declarations.autoscale)?;
         let node_pools = encode_all(OP, &declarations.node_pools)?;
-        self.write(OP, |tx| {
+        self.write_fenced(OP, |tx| {
             let changes = DeclChanges {
                 regions: replace_table(tx, OP, Region::TABLE, commit, &regions)?,
                 gtm: replace_table(tx, OP, GtmPolicy::TABLE, commit, &gtm)?,
@@ -498,7 +498,7 @@ impl Store {
             "rejected commit {}: {errors} errors, {warnings} warnings{first}",
             short_commit(commit)
         );
-        self.write(OP, |tx| {
+        self.write_fenced(OP, |tx| {
             tx.execute(
                 "UPDATE sync_state SET seen_commit = ?1, seen_at = ?2, failed_commit = ?1,
                  failed_at = ?2, failed_diagnostics = ?3 WHERE id = 1",

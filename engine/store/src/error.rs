@@ -167,6 +167,16 @@ pub enum StoreError {
         address: String,
     },
 
+    #[error(
+        "{op}: refused: this replica led under term {term}, but the leader lease is at term \
+         {current} — another replica leads now"
+    )]
+    Fenced {
+        op: &'static str,
+        term: i64,
+        current: i64,
+    },
+
     #[error("{op}: no run {id}")]
     RunNotFound { op: &'static str, id: i64 },
 

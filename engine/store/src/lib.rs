@@ -43,6 +43,7 @@ mod autoscale_state;
 mod db;
 mod declarations;
 mod error;
+mod leases;
 mod nodes;
 pub mod pg;
 #[doc(hidden)]
@@ -62,6 +63,7 @@ pub use declarations::{
     SyncStatus,
 };
 pub use error::{Result, StoreError};
+pub use leases::{LEADER, Lease, LeaseHolder, LeaseStore};
 pub use neutral_core::model::Timestamp;
 pub use nodes::{NewNode, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash};
 pub use runs::{NewRun, Run, RunOutcome, RunQuery, RunStatus, RunStore, RunSummary};

@@ -213,7 +213,7 @@ fn connect(config: &postgres::Config, location: &str) -> Result<PgConn> {
 /// `i` to `i + 1`. Version numbers match the SQLite schema's
 /// ([`schema::MIGRATIONS`]): version 1 here already has what SQLite's
 /// version 2 added, so a step may be a no-op on one backend.
-pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2];
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3];
 
 const PG_V1: &str = r"
 CREATE TABLE regions (
@@ -348,6 +348,15 @@ CREATE TABLE dns_zones (
 /// already allows): the index SQLite's version 2 added.
 const PG_V2: &str = r"
 CREATE INDEX runs_by_status ON runs (status, id);
+";
+
+const PG_V3: &str = r"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    term BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
 ";
 
 const BOOKKEEPING: &str = r"

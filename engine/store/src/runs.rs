@@ -150,7 +150,7 @@ impl RunStore<'_> {
     /// Queues a run; returns its id. Appends `run.queued`.
     pub fn create_run(&self, run: &NewRun, at: Timestamp, actor: &str) -> Result<i64> {
         const OP: &str = "create run";
-        self.store.write(OP, |tx| {
+        self.store.write_fenced(OP, |tx| {
             let id: i64 = tx
                 .query_row(
                     "INSERT INTO runs (root, workspace, trigger, commit_sha, status, queued_at)
@@ -187,7 +187,7 @@ impl RunStore<'_> {
     /// Marks a queued run running.
     pub fn start_run(&self, id: i64, at: Timestamp) -> Result<()> {
         const OP: &str = "start run";
-        self.store.write(OP, |tx| {
+        self.store.write_fenced(OP, |tx| {
             let status = current_status(tx, OP, id)?;
             if status != RunStatus::Queued {
                 return Err(transition(OP, id, status, RunStatus::Running));
@@ -211,7 +211,7 @@ impl RunStore<'_> {
     ) -> Result<()> {
         const OP: &str = "finish run";
         let log = bounded_tail(&outcome.log, self.store.options.run_log_limit);
-        self.store.write(OP, |tx| {
+        self.store.write_fenced(OP, |tx| {
             let status = current_status(tx, OP, id)?;
             if status.is_terminal() || !outcome.status.is_terminal() {
                 return Err(transition(OP, id, status, outcome.status));
@@ -276,7 +276,7 @@ impl RunStore<'_> {
     pub fn interrupt_unfinished(&self, at: Timestamp, actor: &str) -> Result<Vec<RunSummary>> {
         const OP: &str = "interrupt unfinished runs";
         let limit = self.store.options.run_log_limit;
-        self.store.write(OP, |tx| {
+        self.store.write_fenced(OP, |tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx
                     .prepare_cached(

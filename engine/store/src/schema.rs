@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -190,6 +190,16 @@ CREATE INDEX runs_by_root ON runs (root, id);
 CREATE INDEX runs_by_status ON runs (status, id);
 ";
 
+/// Version 3: the leases replicas elect a leader with (`leases.rs`).
+const V3: &str = r"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+";
+
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying
 /// the missing steps in order. Re-running on an up-to-date file changes
 /// nothing. Returns the version reached.
@@ -338,7 +348,7 @@ mod tests {
                 .is_err(),
             "version 1 has no interrupted"
         );
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 2);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 3);
         let (status, log): (String, String) = conn
             .query_row("SELECT status, log FROM runs", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))

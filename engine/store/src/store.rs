@@ -140,6 +140,9 @@ pub enum Backend {
 pub struct Store {
     pub(crate) options: StoreOptions,
     backend: BackendDb,
+    /// The leader term this process writes under, when it campaigns
+    /// (`leases.rs`); `None`: no election, leader-only writes unchecked.
+    fence: Mutex<Option<i64>>,
 }
 
 // One per process, never moved after opening: the size difference costs nothing.
@@ -188,6 +191,7 @@ impl Store {
         Ok(Store {
             options,
             backend: BackendDb::Postgres(db),
+            fence: Mutex::new(None),
         })
     }
 
@@ -260,6 +264,35 @@ impl Store {
                 checkpointer: Mutex::new(checkpointer),
                 next_reader: AtomicUsize::new(0),
             }),
+            fence: Mutex::new(None),
+        })
+    }
+
+    /// Sets the leader term this process's leader-only writes must still
+    /// hold (`None`: no election; they are not checked). See `leases.rs`.
+    pub fn set_fence(&self, term: Option<i64>) {
+        *lock(&self.fence) = term;
+    }
+
+    /// The leader term set by [`Store::set_fence`].
+    pub fn fence(&self) -> Option<i64> {
+        *lock(&self.fence)
+    }
+
+    /// [`Store::write`] for leader-only writes: with a fence set, the
+    /// transaction first checks the term is still the leader lease's and is
+    /// refused with [`StoreError::Fenced`] otherwise.
+    pub(crate) fn write_fenced<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        let fence = self.fence();
+        self.write(op, |tx| {
+            if let Some(term) = fence {
+                crate::leases::check_fence(tx, op, term)?;
+            }
+            f(tx)
         })
     }
 
