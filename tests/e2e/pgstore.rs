@@ -179,3 +179,110 @@ fn an_unreachable_or_malformed_store_url_fails_at_start_naming_the_flag() {
         assert!(!text.contains("panicked"), "{url}: {text}");
     }
 }
+
+/// A replica's `/status` leadership: (role, term, the leader it names).
+fn leadership(daemon: &Daemon) -> (String, i64, Option<String>) {
+    let status = daemon.get("/status").json();
+    let view = &status["leadership"];
+    (
+        view["role"].as_str().unwrap_or_default().to_owned(),
+        view["term"].as_i64().unwrap_or(0),
+        view["leader"].as_str().map(str::to_owned),
+    )
+}
+
+fn replica_id(daemon: &Daemon) -> String {
+    daemon.get("/status").json()["leadership"]["replica"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn signal(daemon: &Daemon, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Waits until `daemon` leads and returns its term and how long it took.
+fn wait_to_lead(daemon: &Daemon, within: Duration) -> (i64, Duration) {
+    let started = std::time::Instant::now();
+    let term = wait_for("a replica to lead", within, || {
+        let (role, term, _) = leadership(daemon);
+        (role == "leader").then_some(term)
+    });
+    (term, started.elapsed())
+}
+
+#[test]
+fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced() {
+    let Some(server): Option<PgServer> = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let mut a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    let (first_term, _) = wait_to_lead(&a, Duration::from_secs(10));
+    let mut b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    let a_id = replica_id(&a);
+    // b follows a, names it, and serves the declarations a stored.
+    wait_for("b to follow a", Duration::from_secs(10), || {
+        let (role, term, leader) = leadership(&b);
+        (role == "follower" && term == first_term && leader.as_deref() == Some(a_id.as_str()))
+            .then_some(())
+    });
+    let commit = a.get("/status").json()["commit"].as_str().unwrap().to_owned();
+    wait_for("b to serve a's commit", Duration::from_secs(10), || {
+        (b.get("/status").json()["commit"] == commit.as_str()).then_some(())
+    });
+    // Only the leader syncs; a follower says who does.
+    let refused = b.admin("POST", "/sync", None);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "not_leader");
+    assert!(refused.body.contains(&a_id), "{}", refused.body);
+
+    // kill -9 the leader: b leads within the bound (TTL 2 s, renewals every
+    // 2/3 s) and applies the next commit.
+    a.kill9();
+    let (second_term, took) = wait_to_lead(&b, Duration::from_secs(10));
+    eprintln!("leader killed -> new leader in {took:?}");
+    assert!(second_term > first_term);
+    assert!(took <= Duration::from_secs(5), "failover took {took:?}");
+    repo.write(
+        "infra/node-pool/sg.tfvars",
+        "region        = \"sg\"\ndesired_nodes = 2\n",
+    );
+    let next = repo.commit_push("sg to 2");
+    wait_for("the new leader to apply the next commit", Duration::from_secs(10), || {
+        (b.get("/status").json()["commit"] == next.as_str()).then_some(())
+    });
+
+    // a comes back as a follower; then the leader b freezes past its lease:
+    // a takes over, and b, thawed, steps down (its writes carry a dead term).
+    a.restart();
+    wait_for("a to follow b", Duration::from_secs(10), || {
+        (leadership(&a).0 == "follower").then_some(())
+    });
+    signal(&b, "STOP");
+    let (third_term, took) = wait_to_lead(&a, Duration::from_secs(10));
+    eprintln!("leader frozen -> new leader in {took:?}");
+    assert!(third_term > second_term);
+    signal(&b, "CONT");
+    wait_for("the thawed replica to step down", Duration::from_secs(10), || {
+        let (role, term, _) = leadership(&b);
+        (role == "follower" && term >= third_term).then_some(())
+    });
+    assert!(
+        b.log_text().contains("no longer leading"),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(leadership(&a).0, "leader");
+    drop(a);
+    drop(b);
+}

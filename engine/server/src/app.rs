@@ -42,6 +42,8 @@ pub struct App {
     pub events: broadcast::Sender<ChangeEvent>,
     /// `GET /events` subscribers: their cap and the signal that ends them.
     pub event_streams: crate::event_streams::EventStreams,
+    /// This replica's id and role among the replicas of its store.
+    pub leadership: crate::leadership::Leadership,
     pub dns: DnsBridge,
     pub counters: Counters,
     pub probe_wakeup: Notify,

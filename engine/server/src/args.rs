@@ -206,6 +206,16 @@ pub struct ServeArgs {
     /// A registration without a single heartbeat is deleted after this long.
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub registration_expiry: Duration,
+    /// With a PostgreSQL store, replicas elect the one that runs sync, the
+    /// autoscaler and the scheduler: the leader's lease lasts this long and
+    /// is renewed every third of it, so a dead leader is replaced within
+    /// about this long plus a third.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    pub lease_ttl: Duration,
+    /// This replica's name in the leader lease and in `/status`
+    /// [default: host name, API address and process id].
+    #[arg(long)]
+    pub replica_id: Option<String>,
     /// API connections open at once, all clients together. Default and
     /// ceiling: the open-file limit minus --fd-reserve.
     #[arg(long)]
@@ -277,6 +287,19 @@ impl ServeArgs {
                 "--registration-expiry ({:?}) must be longer than --heartbeat-timeout ({:?})",
                 self.registration_expiry, self.heartbeat_timeout
             ));
+        }
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err(format!(
+                "--lease-ttl ({:?}) must be at least 300ms: it is renewed every third of it",
+                self.lease_ttl
+            ));
+        }
+        if self
+            .replica_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty() || id.len() > 200)
+        {
+            return Err("--replica-id must be 1 to 200 characters".into());
         }
         Ok(())
     }

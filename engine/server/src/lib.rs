@@ -27,10 +27,12 @@ pub mod coalesce;
 pub mod connlimit;
 pub mod counters;
 pub mod dns;
+pub mod elector;
 pub mod error;
 pub mod event_streams;
 pub mod health;
 pub mod ingest;
+pub mod leadership;
 pub mod listener;
 pub mod metrics;
 pub mod releases;
@@ -233,9 +235,15 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         })?;
     tracing::info!(store = %shown, backend = ?store.backend(), "store open");
     let store = Arc::new(store);
+    // Replicas on one PostgreSQL store elect who runs the singleton work;
+    // with SQLite (one daemon per store) this daemon always does.
+    let elected = store.backend() == neutral_store::Backend::Postgres;
     // Runs a killed daemon left queued or running end `interrupted`; the
-    // scheduler's first pass plans every root again.
-    let interrupted = {
+    // scheduler's first pass plans every root again. An elected replica
+    // does this when it becomes the leader, not before (another may lead).
+    let interrupted = if elected {
+        Vec::new()
+    } else {
         let store = Arc::clone(&store);
         let at = world::now();
         tokio::task::spawn_blocking(move || store.runs().interrupt_unfinished(at, "start"))
@@ -322,6 +330,12 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         sync_requests: sync_tx,
         events,
         event_streams: event_streams::EventStreams::default(),
+        leadership: leadership::Leadership::new(
+            args.replica_id
+                .clone()
+                .unwrap_or_else(|| default_replica_id(args.listen)),
+            elected,
+        ),
         dns: DnsBridge::new(dns_server.handle()),
         counters: Counters::default(),
         probe_wakeup: Notify::new(),
@@ -339,12 +353,32 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
 
     let (trigger, shutdown) = shutdown::channel();
     let (stop_http, http_stop) = tokio::sync::watch::channel(false);
-    // Subscribed before any task starts, so that no change (such as the
-    // first sync) can slip by the scheduler.
-    let scheduler_events = app.events.subscribe();
     let mut tasks = JoinSet::new();
     spawn_replica_tasks(&app, heartbeat_rx, &mut tasks, &shutdown);
-    spawn_singleton_tasks(&app, sync_rx, scheduler_events, &mut tasks, &shutdown);
+    let sync_requests = Arc::new(tokio::sync::Mutex::new(sync_rx));
+    if elected {
+        let leader_app = Arc::clone(&app);
+        tasks.spawn(elector::run(
+            Arc::clone(&app),
+            args.lease_ttl,
+            move |term_tasks: &mut JoinSet<()>, term: &Shutdown| {
+                let events = leader_app.events.subscribe();
+                spawn_singleton_tasks(
+                    &leader_app,
+                    Arc::clone(&sync_requests),
+                    events,
+                    term_tasks,
+                    term,
+                );
+            },
+            shutdown.clone(),
+        ));
+    } else {
+        // Subscribed before any task starts, so that no change (such as the
+        // first sync) can slip by the scheduler.
+        let scheduler_events = app.events.subscribe();
+        spawn_singleton_tasks(&app, sync_requests, scheduler_events, &mut tasks, &shutdown);
+    }
 
     let router = api::router(Arc::clone(&app));
     let server = {
@@ -422,14 +456,24 @@ fn spawn_replica_tasks(
     tasks.spawn(ingest::run(Arc::clone(app), heartbeats, shutdown.clone()));
 }
 
+/// This replica's default name in the leader lease.
+fn default_replica_id(listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}/{listen}/{}", std::process::id())
+}
+
 /// The tasks of which one instance may run per deployment, because they
 /// write what others only read: sync (stores the declarations in force),
 /// the autoscaler (commits to the repository) and the scheduler (runs
-/// Terraform). This is the one place that decides it; today every process
-/// runs them (a single control plane is its own leader).
+/// Terraform). This is the one place that decides it: a sole control plane
+/// (SQLite) runs them from the start; replicas on PostgreSQL run them while
+/// they hold the leader lease (`elector.rs`), under a shutdown that ends
+/// with the term.
 fn spawn_singleton_tasks(
     app: &Arc<App>,
-    sync_requests: mpsc::Receiver<SyncRequest>,
+    sync_requests: Arc<tokio::sync::Mutex<mpsc::Receiver<SyncRequest>>>,
     scheduler_events: broadcast::Receiver<ChangeEvent>,
     tasks: &mut JoinSet<()>,
     shutdown: &Shutdown,

@@ -269,7 +269,18 @@ pub async fn status(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError
         "split_brain": world.report().split_brain.as_ref().map(|g| g.message.clone()),
         "weights_computed_at": rfc3339(world.views.latest().at),
         "dns_degraded": app.dns.handle().degraded(),
+        "leadership": leadership_view(&app),
     })))
+}
+
+/// This replica's id and role: `sole`, `leader` (with its term) or
+/// `follower` (with the leader it last saw).
+fn leadership_view(app: &App) -> Value {
+    let mut view = serde_json::to_value(app.leadership.role()).unwrap_or(Value::Null);
+    if let Some(map) = view.as_object_mut() {
+        map.insert("replica".into(), json!(app.leadership.replica));
+    }
+    view
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -328,6 +339,21 @@ pub async fn sync(
     headers: HeaderMap,
 ) -> Result<Json<SyncOutcome>, ApiError> {
     require_admin(&app, &headers)?;
+    if !app.leadership.leads() {
+        let leader = match app.leadership.role() {
+            crate::leadership::Role::Follower {
+                leader: Some(leader),
+                ..
+            } => format!("`{leader}`"),
+            _ => "none yet".to_owned(),
+        };
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            format!("this replica follows; the leader ({leader}) syncs: ask it"),
+        )
+        .with_retry_after(1));
+    }
     app.audit(neutral_store::AuditEntry {
         at: now(),
         actor: "admin".into(),

@@ -12,7 +12,17 @@ use crate::app::App;
 use crate::shutdown::Shutdown;
 use crate::world::{ChangeEvent, now};
 
-pub async fn run(app: Arc<App>, mut requests: mpsc::Receiver<SyncRequest>, mut shutdown: Shutdown) {
+/// Syncs until `shutdown`; holds the request channel (shared across leader
+/// terms) while it runs.
+pub async fn run(
+    app: Arc<App>,
+    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<SyncRequest>>>,
+    mut shutdown: Shutdown,
+) {
+    let mut requests = tokio::select! {
+        requests = requests.lock() => requests,
+        () = shutdown.wait() => return,
+    };
     let mirror = Arc::clone(&app.mirror);
     let mut last_handled: Option<String> = app
         .store
