@@ -61,13 +61,14 @@
 //! holds each node id, region name and reason once. What is left grows with
 //! the output: one [`Answer`] per served node and domain.
 
+pub mod incremental;
 pub mod scale;
 
 #[cfg(test)]
 mod tests;
 
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -81,6 +82,7 @@ use crate::model::{
     AllDownPolicy, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy, Node, NodeStatus,
     RecordType, Region, RegionHealth, Timestamp,
 };
+pub use incremental::{Changes, Incremental, Recomputed, compute_incremental};
 use scale::div_round_half_up;
 
 /// Knobs of the weight computation that are deployment settings, not
@@ -213,7 +215,7 @@ pub fn compute(
     settings: &WeightSettings,
 ) -> WeightsReport {
     let split_brain = split_brain_guard(nodes, now, settings);
-    let fleet = Fleet::new(nodes);
+    let fleet = Fleet::new(nodes, None);
     let mut evaluator = RegionEvaluator::new(decl, &fleet, now);
     let domains = decl
         .gtm
@@ -290,9 +292,14 @@ struct Member<'a> {
 }
 
 impl<'a> Fleet<'a> {
-    fn new(nodes: &'a [Node]) -> Self {
+    /// Indexes `nodes` by region: every region, or only the regions in
+    /// `only` (an incremental recompute reads no other region's nodes).
+    fn new(nodes: &'a [Node], only: Option<&BTreeSet<&str>>) -> Self {
         let mut by_region: BTreeMap<&str, Vec<Member<'_>>> = BTreeMap::new();
         for node in nodes {
+            if only.is_some_and(|only| !only.contains(node.region.as_str())) {
+                continue;
+            }
             by_region
                 .entry(node.region.as_str())
                 .or_default()

@@ -1140,3 +1140,176 @@ proptest! {
         }
     }
 }
+
+// Incremental recompute: the same report as a full compute after every event.
+
+/// One node event of a random sequence, after the clock advanced.
+#[derive(Clone, Debug)]
+enum Event {
+    /// A node's status changes (or is set again, with a new `status_since`).
+    Status(prop::sample::Index, NodeStatus),
+    /// A new node registers.
+    Register(usize, IpAddr, NodeStatus),
+    /// A node registers again, in another region.
+    Move(prop::sample::Index, usize),
+    /// A second node registers under an existing node's id.
+    Duplicate(prop::sample::Index, usize),
+    Deregister(prop::sample::Index),
+    /// Only time passes.
+    Wait,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let index = any::<prop::sample::Index>;
+    prop_oneof![
+        6 => (index(), status()).prop_map(|(i, s)| Event::Status(i, s)),
+        2 => (0usize..5, address(), status()).prop_map(|(r, a, s)| Event::Register(r, a, s)),
+        1 => (index(), 0usize..5).prop_map(|(i, r)| Event::Move(i, r)),
+        1 => (index(), 0usize..5).prop_map(|(i, r)| Event::Duplicate(i, r)),
+        1 => index().prop_map(Event::Deregister),
+        2 => Just(Event::Wait),
+    ]
+}
+
+/// How far the clock moves before an event: mostly within slow-start
+/// periods, sometimes not at all, rarely backwards.
+fn advance() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        2 => Just(0i64),
+        6 => 0i64..90_000,
+        1 => 0i64..1_000_000,
+        1 => -5_000i64..0,
+    ]
+}
+
+/// When an event says its status changed: mostly now, sometimes any time.
+fn event_since() -> impl Strategy<Value = Option<Timestamp>> {
+    prop_oneof![4 => Just(None), 1 => timestamp().prop_map(Some)]
+}
+
+fn region_name(index: usize) -> String {
+    REGION_NAMES
+        .get(index)
+        .copied()
+        .unwrap_or("undeclared")
+        .to_owned()
+}
+
+/// Applies `event` at `now`, recording it in `changes` as a caller would.
+fn apply(
+    event: &Event,
+    since: Option<Timestamp>,
+    now: Timestamp,
+    nodes: &mut Vec<Node>,
+    next_id: &mut usize,
+    changes: &mut Changes,
+) {
+    let since = since.unwrap_or(now);
+    let fresh = |id: String, region: usize, address: IpAddr, status: NodeStatus| Node {
+        id,
+        region: region_name(region),
+        address,
+        status,
+        status_since: since,
+        mode: NodeMode::ContainerdOnly,
+        last_heartbeat: Some(now),
+        metrics: None,
+    };
+    match event {
+        Event::Wait => {}
+        Event::Register(region, address, status) => {
+            let node = fresh(format!("new{next_id}"), *region, *address, *status);
+            *next_id += 1;
+            changes.node(None, Some(&node));
+            nodes.push(node);
+        }
+        Event::Status(i, status) if !nodes.is_empty() => {
+            let at = i.index(nodes.len());
+            let node = nodes.get_mut(at).unwrap();
+            let before = node.clone();
+            node.status = *status;
+            node.status_since = since;
+            node.last_heartbeat = Some(now);
+            changes.node(Some(&before), Some(node));
+        }
+        Event::Move(i, region) if !nodes.is_empty() => {
+            let before = nodes.remove(i.index(nodes.len()));
+            let after = fresh(before.id.clone(), *region, before.address, before.status);
+            changes.node(Some(&before), Some(&after));
+            nodes.push(after);
+        }
+        Event::Duplicate(i, region) if !nodes.is_empty() => {
+            let original = nodes.get(i.index(nodes.len())).unwrap();
+            let copy = fresh(
+                original.id.clone(),
+                *region,
+                original.address,
+                NodeStatus::Up,
+            );
+            changes.node(None, Some(&copy));
+            nodes.push(copy);
+        }
+        Event::Deregister(i) if !nodes.is_empty() => {
+            let before = nodes.remove(i.index(nodes.len()));
+            changes.node(Some(&before), None);
+        }
+        Event::Status(..) | Event::Move(..) | Event::Duplicate(..) | Event::Deregister(_) => {}
+    }
+}
+
+/// Declarations with up to six domains.
+fn incremental_declarations() -> impl Strategy<Value = Declarations> {
+    (declarations(), declarations()).prop_map(|(mut decl, more)| {
+        for (i, mut policy) in more.gtm.into_values().enumerate() {
+            policy.domain = format!("more{i}.example.com");
+            decl.gtm.insert(policy.domain.clone(), policy);
+        }
+        decl
+    })
+}
+
+/// Mostly the default settings (the guard trips only on real bursts), else
+/// arbitrary ones.
+fn incremental_settings() -> impl Strategy<Value = WeightSettings> {
+    prop_oneof![3 => Just(WeightSettings::default()), 1 => settings()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn incremental_recompute_equals_full_recompute_after_every_event(
+        decl in incremental_declarations(),
+        initial in nodes(),
+        start in (NOW * 1000 - 600_000..NOW * 1000 + 600_000).prop_map(Timestamp::from_millis),
+        settings in incremental_settings(),
+        events in prop::collection::vec((event(), advance(), event_since()), 1..24),
+    ) {
+        let mut nodes = initial;
+        let mut now = start;
+        // From nothing: every domain is new.
+        let first = compute_incremental(
+            &decl, &nodes, WeightsReport::default(), &Changes::new(now), now, &settings,
+        );
+        let mut previous = compute(&decl, &nodes, &BTreeMap::new(), now, &settings);
+        prop_assert_eq!(&first.report, &previous);
+        let mut next_id = 0;
+        for (event, advance, since) in &events {
+            let before = nodes.clone();
+            let previous_now = now;
+            now = Timestamp::from_millis(now.0.saturating_add(*advance));
+            let mut changes = Changes::new(previous_now);
+            apply(event, *since, now, &mut nodes, &mut next_id, &mut changes);
+            prop_assert_eq!(&Changes::between(previous_now, &before, &nodes), &changes);
+
+            let full = compute(&decl, &nodes, &previous.domains, now, &settings);
+            let incremental =
+                compute_incremental(&decl, &nodes, previous.clone(), &changes, now, &settings);
+            prop_assert_eq!(
+                &incremental.report, &full,
+                "after {:?} at {}, recomputed {:?}", event, now, incremental.recomputed
+            );
+            previous = full;
+        }
+    }
+}
