@@ -210,19 +210,31 @@ pub fn compute_incremental(
     }
 
     let mut domains = previous.domains;
-    domains.retain(|domain, _| decl.gtm.contains_key(domain));
+    if !domains.keys().eq(decl.gtm.keys()) {
+        domains.retain(|domain, _| decl.gtm.contains_key(domain));
+    }
+    // Each declared domain's previous mode; both maps are sorted by domain,
+    // so when they hold the same domains they pair up without look-ups.
+    let modes: Vec<Option<AnswerMode>> = if domains.len() == decl.gtm.len() {
+        domains.values().map(|d| Some(d.mode)).collect()
+    } else {
+        decl.gtm
+            .keys()
+            .map(|domain| domains.get(domain).map(|d| d.mode))
+            .collect()
+    };
     let hot = hot_regions(decl, nodes, changes, now);
     let dirty: Vec<(&String, &GtmPolicy)> = decl
         .gtm
         .iter()
-        .filter(|&(domain, policy)| {
-            domains
-                .get(domain)
-                .is_none_or(|before| read_previous(before.mode, policy.all_down))
+        .zip(modes)
+        .filter(|&((_, policy), mode)| {
+            mode.is_none_or(|mode| read_previous(mode, policy.all_down))
                 || hot
                     .iter()
                     .any(|(key, hot)| health::serves(decl, policy, key) && hot.affects(policy))
         })
+        .map(|(entry, _)| entry)
         .collect();
     if dirty.is_empty() {
         return Incremental {

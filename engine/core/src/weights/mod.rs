@@ -296,17 +296,23 @@ impl<'a> Fleet<'a> {
     /// `only` (an incremental recompute reads no other region's nodes).
     fn new(nodes: &'a [Node], only: Option<&BTreeSet<&str>>) -> Self {
         let mut by_region: BTreeMap<&str, Vec<Member<'_>>> = BTreeMap::new();
-        for node in nodes {
-            if only.is_some_and(|only| !only.contains(node.region.as_str())) {
+        // Runs of neighbours in one region (lists are usually grouped by
+        // region) take one look-up each.
+        for run in nodes.chunk_by(|a, b| a.region == b.region) {
+            let Some(first) = run.first() else {
+                continue;
+            };
+            let region = first.region.as_str();
+            if only.is_some_and(|only| !only.contains(region)) {
                 continue;
             }
             by_region
-                .entry(node.region.as_str())
+                .entry(region)
                 .or_default()
-                .push(Member {
+                .extend(run.iter().map(|node| Member {
                     node,
                     id: Arc::from(node.id.as_str()),
-                });
+                }));
         }
         for members in by_region.values_mut() {
             members.sort_by(|a, b| {
