@@ -56,6 +56,16 @@ fn median_with_setup<T, R>(
     (times[0], times[runs / 2], times[runs - 1])
 }
 
+/// [`report`] without a target: a figure to compare the others with.
+fn reference(name: &str, (min, median, max): (Duration, Duration, Duration)) {
+    println!(
+        "{name}: median {:.2} ms (min {:.2}, max {:.2})",
+        median.as_secs_f64() * 1e3,
+        min.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+    );
+}
+
 fn report(name: &str, target: Duration, (min, median, max): (Duration, Duration, Duration)) {
     let verdict = if median <= target { "meets" } else { "MISSES" };
     println!(
@@ -195,6 +205,40 @@ fn bench_weights(regions_per_domain: u32) {
                 NOW,
                 &settings,
             ));
+        }),
+    );
+    if regions_per_domain < 100 {
+        return;
+    }
+    // What the worst case is made of: the report alone, then writing as
+    // many answers (72 bytes, three shared `Arc`s each) and dropping them.
+    reference(
+        &format!(
+            "weights: full recompute, {regions_per_domain} regions per domain, the report's drop not timed"
+        ),
+        median_with_setup(
+            7,
+            || (),
+            |()| weights::compute(black_box(&decl), &nodes, &previous, NOW, &settings),
+        ),
+    );
+    let sample = weights::compute(&decl, &nodes, &previous, NOW, &settings);
+    let one = sample
+        .domains
+        .values()
+        .find_map(|d| d.answers.first().cloned())
+        .expect("an answer");
+    let per_domain = answers / sample.domains.len();
+    drop(sample);
+    reference(
+        &format!(
+            "reference: writing {answers} copies of one answer in 1000 vectors and dropping them"
+        ),
+        median_of(7, || {
+            let vectors: Vec<Vec<weights::Answer>> = (0..1000)
+                .map(|_| vec![black_box(&one).clone(); per_domain])
+                .collect();
+            black_box(vectors);
         }),
     );
 }
