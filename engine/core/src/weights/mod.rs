@@ -59,7 +59,21 @@
 //! such combination, whatever the number of domains. Answers and region
 //! weights share their text (`Arc<str>`): a report over thousands of domains
 //! holds each node id, region name and reason once. What is left grows with
-//! the output: one [`Answer`] per served node and domain.
+//! the output: one [`Answer`] per served node and domain. In the worst case
+//! (1,000 domains each served by all of 100 regions of 100 nodes, 8.8
+//! million answers) that output is most of the time: writing and dropping as
+//! many answers alone (72 bytes and three shared reference counts each)
+//! takes about as long as the whole computation (`benches/core.rs` prints
+//! both).
+//!
+//! After node events, [`compute_incremental`] (module [`incremental`])
+//! recomputes only the domains that serve a region whose nodes changed, that
+//! may be in a slow-start ramp, or whose previous answers were kept, and
+//! moves every other domain's entry over from the previous report: one node's
+//! status change with 1,000 domains over 100 regions (3 each) recomputes
+//! about 30 domains. The split-brain guard is still computed from every node
+//! (one pass), and a tripped or released guard means a full recompute. Only
+//! the nodes of the regions serving recomputed domains are indexed.
 
 pub mod incremental;
 pub mod scale;
