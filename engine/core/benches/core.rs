@@ -293,6 +293,14 @@ fn bench_incremental(regions_per_domain: u32, runs: usize) {
             },
         ),
     );
+    // `compute_incremental` takes the previous report by value; a caller
+    // that shares it (an `Arc` readers hold) copies it first.
+    reference(
+        &format!(
+            "reference: copying the previous report (1,000 domains x {regions_per_domain} regions)"
+        ),
+        median_with_setup(runs.min(21), || (), |()| previous.clone()),
+    );
 }
 
 fn main() {

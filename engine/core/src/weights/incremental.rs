@@ -188,6 +188,11 @@ pub struct Incremental {
 /// [`compute`]'s report, recomputing only the domains `changes` and the
 /// passing of time could have changed since `previous`; see the
 /// [module docs](self) for the contract and the exact rule.
+///
+/// `previous` is taken by value: the domains kept are moved into the new
+/// report, not copied. A caller that shares the previous report (readers
+/// hold an `Arc` of it) pays for one copy first (`Arc::unwrap_or_clone`),
+/// which grows with the whole report, not with the change.
 pub fn compute_incremental(
     decl: &Declarations,
     nodes: &[Node],
