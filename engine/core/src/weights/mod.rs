@@ -61,10 +61,11 @@
 //! holds each node id, region name and reason once. What is left grows with
 //! the output: one [`Answer`] per served node and domain. In the worst case
 //! (1,000 domains each served by all of 100 regions of 100 nodes, 8.8
-//! million answers) that output is most of the time: writing and dropping as
-//! many answers alone (72 bytes and three shared reference counts each)
-//! takes about as long as the whole computation (`benches/core.rs` prints
-//! both).
+//! million answers, 635 MB) that output is nearly all of the time: copying
+//! the report into fresh memory (72 bytes and three shared reference counts
+//! per answer, the pages faulted in) takes about as long as computing it
+//! (`benches/core.rs` prints both). Going faster needs a report that shares
+//! answers between domains, not a faster computation.
 //!
 //! After node events, [`compute_incremental`] (module [`incremental`])
 //! recomputes only the domains that serve a region whose nodes changed, that
