@@ -13,12 +13,13 @@
 //!   differ from the nodes `previous` was computed from: a node registered,
 //!   deregistered, moved (both regions), or changed in id, address, status or
 //!   `status_since`. [`Changes::node`] records one event,
-//!   [`Changes::between`] compares two node lists. Heartbeats and metrics
-//!   are not read by the weights, so they change nothing, and neither does
-//!   the order of the list (a region's nodes are sorted by id and address,
-//!   and nodes alike in both show the same; only the first node of an id,
-//!   which kept answers check, depends on the order, and domains that keep
-//!   answers are always recomputed).
+//!   [`Changes::between`] compares two node lists. Heartbeats, metrics and
+//!   mode are not read by the weights, so they change nothing. Neither does
+//!   the order of the list: a region's nodes are sorted by id and address,
+//!   and two nodes with the same id and address read the same in either
+//!   order; only "the first node with an id", which kept answers check,
+//!   depends on the order, and a domain that may keep answers is always
+//!   recomputed (2. below).
 //! - `settings` may differ from `previous`'s: they only decide the guard,
 //!   which is recomputed every time.
 //!
@@ -35,13 +36,14 @@
 //! 1. `previous` has no entry for it;
 //! 2. its previous entry read the report before it: mode `last_known_good`
 //!    or `split_brain_hold`, or `fail_open`/`empty` under
-//!    `all_down: last_known_good` (rule 4 looked for answers to keep, and
-//!    kept answers depend on nodes by id, in any region);
+//!    `all_down: last_known_good` (the [weights' rule 4](super) looked for
+//!    answers to keep, and kept answers depend on nodes by id, in any
+//!    region);
 //! 3. it serves ([`health::serves`]) a region named in [`Changes::regions`];
 //! 4. it has a `slow_start` period `p` and serves a region with a node whose
 //!    `status_since` is less than `p` before `min(previous_now, now)`: the
-//!    region may be ramping (rule 5) at `previous_now` or at `now`, and a
-//!    ramp's weight and reason change with time.
+//!    region may be ramping (the weights' rule 5) at `previous_now` or at
+//!    `now`, and a ramp's weight and reason change with time.
 //!
 //! Domains of `previous` no longer declared are dropped.
 //!
@@ -50,7 +52,8 @@
 //! ramp in progress (a region's ramp starts at one of its nodes'
 //! `status_since`, and "in progress at `t`" only gets less likely as `t`
 //! grows, so checking the earlier of the two times covers both), and its
-//! previous entry only when rule 4 keeps answers. Weights do not follow
+//! previous entry only when it keeps answers (the weights' rules 4 and 6).
+//! Weights do not follow
 //! `failover` (see [`crate::failover`]), so a region a domain does not serve
 //! never changes it.
 //!
