@@ -1141,6 +1141,123 @@ proptest! {
     }
 }
 
+// Incremental recompute: which domains an event recomputes.
+
+/// Domains jp.example.com (jp), sg.example.com (sg) and both.example.com
+/// (jp and us), with one node per region.
+fn three_domains() -> (Declarations, Vec<Node>) {
+    let mut decl = world();
+    decl.gtm.clear();
+    for (name, regions) in [
+        ("jp", &[("jp", 100)][..]),
+        ("sg", &[("sg", 100)][..]),
+        ("both", &[("jp", 100), ("us", 100)][..]),
+    ] {
+        let mut p = policy(regions);
+        p.domain = format!("{name}.example.com");
+        decl.gtm.insert(p.domain.clone(), p);
+    }
+    let nodes = vec![
+        up("jp-1", "jp", "127.0.0.2"),
+        up("sg-1", "sg", "127.0.0.5"),
+        up("us-1", "us", "127.0.0.8"),
+    ];
+    (decl, nodes)
+}
+
+fn incremental_after(
+    decl: &Declarations,
+    before: &[Node],
+    after: &[Node],
+    changes: &Changes,
+    now_secs: i64,
+) -> Incremental {
+    let settings = WeightSettings::default();
+    let previous = compute(
+        decl,
+        before,
+        &BTreeMap::new(),
+        changes.previous_now,
+        &settings,
+    );
+    let now = Timestamp::from_secs(now_secs);
+    let incremental = compute_incremental(decl, after, previous.clone(), changes, now, &settings);
+    let full = compute(decl, after, &previous.domains, now, &settings);
+    assert_eq!(incremental.report, full);
+    incremental
+}
+
+fn recomputed(domains: &[&str]) -> Recomputed {
+    Recomputed::Domains(domains.iter().map(|d| format!("{d}.example.com")).collect())
+}
+
+#[test]
+fn a_node_event_recomputes_only_the_domains_serving_its_region() {
+    let (decl, before) = three_domains();
+    let mut after = before.clone();
+    after[0].status = NodeStatus::Down;
+    after[0].status_since = Timestamp::from_secs(NOW);
+    let mut changes = Changes::new(Timestamp::from_secs(NOW - 5));
+    changes.node(Some(&before[0]), Some(&after[0]));
+    assert_eq!(changes.regions, ["jp".to_owned()].into());
+    let result = incremental_after(&decl, &before, &after, &changes, NOW);
+    assert_eq!(result.recomputed, recomputed(&["both", "jp"]));
+
+    // A heartbeat changes nothing the weights read.
+    let mut beat = before.clone();
+    beat[1].last_heartbeat = Some(Timestamp::from_secs(NOW));
+    let mut changes = Changes::new(Timestamp::from_secs(NOW - 5));
+    changes.node(Some(&before[1]), Some(&beat[1]));
+    assert_eq!(
+        changes,
+        Changes::between(changes.previous_now, &before, &beat)
+    );
+    let result = incremental_after(&decl, &before, &beat, &changes, NOW);
+    assert_eq!(result.recomputed, recomputed(&[]));
+}
+
+#[test]
+fn a_slow_start_ramp_recomputes_its_domains_until_it_ends() {
+    let (mut decl, mut nodes) = three_domains();
+    for p in decl.gtm.values_mut() {
+        p.slow_start = Some(Duration::from_secs(60));
+    }
+    nodes[1].status_since = Timestamp::from_secs(NOW - 30);
+    // sg ramps from NOW - 30 to NOW + 30: still ramping, then ended since
+    // the previous report, then ended before it.
+    for (previous_secs, now_secs, expected) in [
+        (NOW - 5, NOW, &["sg"][..]),
+        (NOW + 20, NOW + 40, &["sg"][..]),
+        (NOW + 31, NOW + 40, &[][..]),
+    ] {
+        let changes = Changes::new(Timestamp::from_secs(previous_secs));
+        let result = incremental_after(&decl, &nodes, &nodes, &changes, now_secs);
+        assert_eq!(result.recomputed, recomputed(expected), "at {now_secs}");
+    }
+}
+
+#[test]
+fn a_tripped_guard_recomputes_everything() {
+    let decl = world();
+    let before: Vec<Node> = six_nodes(NOW - 3600)
+        .into_iter()
+        .map(|mut n| {
+            if n.status == NodeStatus::Down {
+                n.status = NodeStatus::Up;
+            }
+            n
+        })
+        .collect();
+    let after = six_nodes(NOW);
+    let changes = Changes::between(Timestamp::from_secs(NOW - 5), &before, &after);
+    let result = incremental_after(&decl, &before, &after, &changes, NOW);
+    assert!(result.report.split_brain.is_some());
+    assert_eq!(
+        result.recomputed,
+        Recomputed::All("the split-brain guard is tripped")
+    );
+}
+
 // Incremental recompute: the same report as a full compute after every event.
 
 /// One node event of a random sequence, after the clock advanced.
