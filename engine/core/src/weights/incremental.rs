@@ -66,11 +66,14 @@
 //! kept are moved, not copied.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::{
-    AnswerMode, Fleet, RegionEvaluator, WeightSettings, WeightsReport, compute, domain_weights,
-    split_brain_guard,
+    AnswerMode, DomainWeights, Fleet, RegionEval, RegionEvaluator, WeightSettings, WeightsReport,
+    choose_answers, compute, domain_entry, domain_evals, region_answers, split_brain_guard,
+    weights_text,
 };
 use crate::health;
 use crate::model::{AllDownPolicy, Declarations, GtmPolicy, Node, Timestamp};
@@ -269,20 +272,41 @@ pub fn compute_incremental(
                 .map(|r| r.name.as_str()),
         );
     }
+    // The regions that changed or may ramp, by name as evaluations carry it.
+    let mut hot_by_name: BTreeMap<&str, &Hot> = BTreeMap::new();
+    for (key, hot) in &hot {
+        hot_by_name.insert(key, hot);
+        if let Some(region) = decl.regions.get(*key) {
+            hot_by_name.insert(&region.name, hot);
+        }
+    }
     let fleet = Fleet::new(nodes, Some(&serving));
     let mut evaluator = RegionEvaluator::new(decl, &fleet, now);
     let mut recomputed = Vec::with_capacity(dirty.len());
     for (domain, policy) in dirty {
-        let weights = domain_weights(
-            decl,
+        recomputed.push(domain.clone());
+        let (evals, mut reasons) = domain_evals(decl, policy, &mut evaluator);
+        if let Some(entry) = domains.get_mut(domain)
+            && let Some(segments) = segments(entry, &evals)
+        {
+            let hot = |eval: &RegionEval<'_>| {
+                hot_by_name
+                    .get(&*eval.weight.region)
+                    .is_some_and(|hot| hot.affects(policy))
+            };
+            patch(entry, &evals, &segments, reasons, hot);
+            continue;
+        }
+        let (mode, answers) = choose_answers(
             policy,
-            &mut evaluator,
+            &evals,
             &fleet,
             domains.get(domain),
             false,
+            &mut reasons,
         );
+        let weights = domain_entry(policy, mode, &evals, answers, reasons);
         domains.insert(domain.clone(), weights);
-        recomputed.push(domain.clone());
     }
     Incremental {
         report: WeightsReport {
@@ -291,6 +315,71 @@ pub fn compute_incremental(
         },
         recomputed: Recomputed::Domains(recomputed),
     }
+}
+
+/// Where each serving region's answers sit in a domain's previous answers,
+/// when the domain was and stays `normal` (then its answers are each
+/// weighted region's ready nodes with a positive share, region after region)
+/// and the previous entry lists the same regions; `None` otherwise.
+fn segments(entry: &DomainWeights, evals: &[Rc<RegionEval<'_>>]) -> Option<Vec<Range<usize>>> {
+    if entry.mode != AnswerMode::Normal
+        || !evals.iter().any(|e| e.weight.effective > 0)
+        || entry.regions.len() != evals.len()
+    {
+        return None;
+    }
+    let mut ranges = Vec::with_capacity(evals.len());
+    let mut start = 0usize;
+    for (before, eval) in entry.regions.iter().zip(evals) {
+        if before.region != eval.weight.region {
+            return None;
+        }
+        // Rule 3: `min(w, n)` of `n` ready nodes get a positive share of `w`.
+        let count = if before.effective == 0 {
+            0
+        } else {
+            before.effective.min(before.ready)
+        };
+        let end = start.checked_add(usize::try_from(count).ok()?)?;
+        // The range's ends must be this region's (not every answer is read:
+        // that would cost as much as the answers themselves).
+        let answers = entry.answers.get(start..end)?;
+        if [answers.first(), answers.last()]
+            .into_iter()
+            .flatten()
+            .any(|a| a.region != before.region)
+        {
+            return None;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    (start == entry.answers.len()).then_some(ranges)
+}
+
+/// Brings a `normal` domain's entry up to date in place: the answers of the
+/// regions `hot` picks are computed again, every other region's answers stay
+/// where they are (same nodes, same evaluation), and the regions and notes
+/// are rebuilt from `evals` as [`choose_answers`] writes them.
+fn patch(
+    entry: &mut DomainWeights,
+    evals: &[Rc<RegionEval<'_>>],
+    segments: &[Range<usize>],
+    mut reasons: Vec<String>,
+    hot: impl Fn(&RegionEval<'_>) -> bool,
+) {
+    reasons.push(format!("weights from health: {}", weights_text(evals)));
+    // Last region first, so the ranges before it stay where they are.
+    for (eval, range) in evals.iter().zip(segments).rev() {
+        if hot(eval) {
+            entry.answers.splice(range.clone(), region_answers(eval));
+        }
+    }
+    for eval in evals {
+        reasons.extend(eval.zero_shares.iter().cloned());
+    }
+    entry.regions = evals.iter().map(|e| e.weight.clone()).collect();
+    entry.reasons = reasons;
 }
 
 /// Rule 2: whether a domain's previous entry, of `mode` under `all_down`,

@@ -300,10 +300,17 @@ struct Fleet<'a> {
     by_id: OnceCell<BTreeMap<&'a str, &'a Node>>,
 }
 
-/// A node with its id as answers carry it.
+/// A node with its id as answers carry it, made for its first answer (an
+/// incremental recompute reads many nodes it answers with none of).
 struct Member<'a> {
     node: &'a Node,
-    id: Arc<str>,
+    id: OnceCell<Arc<str>>,
+}
+
+impl Member<'_> {
+    fn id(&self) -> Arc<str> {
+        Arc::clone(self.id.get_or_init(|| Arc::from(self.node.id.as_str())))
+    }
 }
 
 impl<'a> Fleet<'a> {
@@ -326,7 +333,7 @@ impl<'a> Fleet<'a> {
                 .or_default()
                 .extend(run.iter().map(|node| Member {
                     node,
-                    id: Arc::from(node.id.as_str()),
+                    id: OnceCell::new(),
                 }));
         }
         for members in by_region.values_mut() {
@@ -457,6 +464,19 @@ fn domain_weights<'a>(
     previous: Option<&DomainWeights>,
     split_brain: bool,
 ) -> DomainWeights {
+    let (evals, mut reasons) = domain_evals(decl, policy, evaluator);
+    let (mode, answers) =
+        choose_answers(policy, &evals, fleet, previous, split_brain, &mut reasons);
+    domain_entry(policy, mode, &evals, answers, reasons)
+}
+
+/// The evaluations of the regions serving `policy`'s domain, in order, and
+/// the domain's first notes (nodes of the wrong family, undeclared regions).
+fn domain_evals<'a>(
+    decl: &'a Declarations,
+    policy: &'a GtmPolicy,
+    evaluator: &mut RegionEvaluator<'a>,
+) -> (Vec<Rc<RegionEval<'a>>>, Vec<String>) {
     let mut reasons = Vec::new();
     let region_names: Vec<&String> = if policy.regions.is_empty() {
         decl.regions.keys().collect()
@@ -474,8 +494,16 @@ fn domain_weights<'a>(
             _ => reasons.push(format!("region {name} is listed but not declared; skipped")),
         }
     }
-    let (mode, answers) =
-        choose_answers(policy, &evals, fleet, previous, split_brain, &mut reasons);
+    (evals, reasons)
+}
+
+fn domain_entry(
+    policy: &GtmPolicy,
+    mode: AnswerMode,
+    evals: &[Rc<RegionEval<'_>>],
+    answers: Vec<Answer>,
+    reasons: Vec<String>,
+) -> DomainWeights {
     DomainWeights {
         domain: policy.domain.clone(),
         zone: policy.zone.clone(),
@@ -487,6 +515,18 @@ fn domain_weights<'a>(
         answers,
         reasons,
     }
+}
+
+/// `jp 100, sg 50`: each serving region's effective weight.
+fn weights_text(evals: &[Rc<RegionEval<'_>>]) -> String {
+    let mut text = String::new();
+    for eval in evals {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        let _ = write!(text, "{} {}", eval.weight.region, eval.weight.effective);
+    }
+    text
 }
 
 fn choose_answers(
@@ -513,17 +553,7 @@ fn choose_answers(
         }
     }
 
-    let mut weights_text = String::new();
-    for eval in evals {
-        if !weights_text.is_empty() {
-            weights_text.push_str(", ");
-        }
-        let _ = write!(
-            weights_text,
-            "{} {}",
-            eval.weight.region, eval.weight.effective
-        );
-    }
+    let weights_text = weights_text(evals);
     if evals.iter().any(|e| e.weight.effective > 0) {
         reasons.push(format!("weights from health: {weights_text}"));
         let answers = health_answers(evals, reasons);
@@ -764,7 +794,7 @@ fn slow_start(
 
 /// Rule 3: `total` split over `count` shares by largest remainder: every
 /// share is `⌊total / count⌋` and the first `total mod count` get one more.
-fn split_evenly(total: u32, count: usize) -> impl Iterator<Item = u32> {
+fn split_evenly(total: u32, count: usize) -> impl Iterator<Item = u32> + Clone {
     let (floor, extra) = match u32::try_from(count) {
         Ok(0) | Err(_) => (0, 0),
         Ok(count32) => (
@@ -783,21 +813,23 @@ fn health_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Ve
         .sum();
     let mut answers = Vec::with_capacity(total);
     for eval in evals {
-        let Some(reason) = &eval.share_reason else {
-            continue;
-        };
-        let ready = &eval.nodes.ready;
-        for (member, weight) in ready
-            .iter()
-            .zip(split_evenly(eval.weight.effective, ready.len()))
-        {
-            if weight > 0 {
-                answers.push(answer(member, &eval.nodes.name, weight, reason));
-            }
-        }
+        answers.extend(region_answers(eval));
         reasons.extend(eval.zero_shares.iter().cloned());
     }
     answers
+}
+
+/// Rule 3's answers of one region: its ready nodes with a positive share.
+fn region_answers<'e>(eval: &'e RegionEval<'_>) -> impl Iterator<Item = Answer> + 'e {
+    let ready = &eval.nodes.ready;
+    let shares = split_evenly(eval.weight.effective, ready.len());
+    eval.share_reason.iter().flat_map(move |reason| {
+        ready
+            .iter()
+            .zip(shares.clone())
+            .filter(|&(_, weight)| weight > 0)
+            .map(move |(member, weight)| answer(member, &eval.nodes.name, weight, reason))
+    })
 }
 
 fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Vec<Answer> {
@@ -964,7 +996,7 @@ fn relabel(answers: Vec<Answer>, prefix: &str) -> Vec<Answer> {
 
 fn answer(member: &Member<'_>, region: &Arc<str>, weight: u32, reason: &Arc<str>) -> Answer {
     Answer {
-        node_id: Arc::clone(&member.id),
+        node_id: member.id(),
         region: Arc::clone(region),
         address: member.node.address,
         weight,
