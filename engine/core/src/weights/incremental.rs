@@ -64,6 +64,16 @@
 //! nodes of the regions serving recomputed domains are indexed, and only
 //! those regions are evaluated. `previous` is taken by value so the domains
 //! kept are moved, not copied.
+//!
+//! A recomputed domain that was `normal` and stays `normal` is patched in
+//! place: its answers are its weighted regions' answers one region after
+//! the other, so only the ranges of the regions that changed or may ramp
+//! (the same test as 3. and 4., per region) are made again, and the other
+//! regions' answers are neither copied nor dropped. Its regions and notes
+//! are rebuilt from the evaluations as [`compute`] writes them. When every
+//! domain serves the changed region (1,000 domains × 100 regions of 100
+//! nodes), one node's change then rewrites about 88 answers per domain
+//! instead of 8,800.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;

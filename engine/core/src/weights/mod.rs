@@ -74,7 +74,9 @@
 //! status change with 1,000 domains over 100 regions (3 each) recomputes
 //! about 30 domains. The split-brain guard is still computed from every node
 //! (one pass), and a tripped or released guard means a full recompute. Only
-//! the nodes of the regions serving recomputed domains are indexed.
+//! the nodes of the regions serving recomputed domains are indexed, and a
+//! domain that stays `normal` has only the answers of its changed regions
+//! made again, in place.
 
 pub mod incremental;
 pub mod scale;
