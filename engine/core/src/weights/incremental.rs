@@ -127,8 +127,9 @@ impl Changes {
     }
 
     /// The changes from the nodes `before` (as `previous` was computed, at
-    /// `previous_now`) to the nodes `after`: every region whose nodes, in
-    /// list order and in the fields the weights read, differ.
+    /// `previous_now`) to the nodes `after`: every region whose nodes differ
+    /// in the fields the weights read, whatever their order. It indexes and
+    /// sorts both lists; [`Changes::node`] is cheaper for known events.
     pub fn between(previous_now: Timestamp, before: &[Node], after: &[Node]) -> Self {
         let (before, after) = (by_region(before), by_region(after));
         let mut regions = BTreeSet::new();
