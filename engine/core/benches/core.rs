@@ -1,7 +1,14 @@
 //! Benchmarks of the core, printed as figures (run with
-//! `cargo bench -p neutral-core`):
-//! - effective weights for 1,000 domains over 100 regions × 100 nodes, full
-//!   recompute (target < 50 ms);
+//! `cargo bench -p neutral-core --bench core`):
+//! - effective weights for 1,000 domains over 100 regions × 100 nodes, each
+//!   domain served by 3 of them, full recompute (target < 50 ms);
+//! - the worst case: every domain served by all 100 regions, full recompute
+//!   (target < 100 ms), with what it is made of: copying and dropping the
+//!   8.8 million answers it returns;
+//! - one node's status change, incremental recompute
+//!   (`weights::compute_incremental`), 1,000 domains × 3 of 100 regions
+//!   (target < 1 ms), and for reference with every domain served by all 100
+//!   regions (then every domain serves the node's region);
 //! - DNS plan over 10,000 records with 1% changed (target < 10 ms).
 
 use std::collections::BTreeMap;
@@ -14,7 +21,7 @@ use neutral_core::model::{
     AllDownPolicy, CloudProvider, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy,
     Node, NodeMode, NodePoolDecl, NodeStatus, Probe, RecordType, Region, Timestamp,
 };
-use neutral_core::weights::{self, WeightSettings};
+use neutral_core::weights::{self, Changes, Recomputed, WeightSettings};
 
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -28,6 +35,36 @@ fn median_of(runs: usize, mut f: impl FnMut()) -> (Duration, Duration, Duration)
         .collect();
     times.sort();
     (times[0], times[runs / 2], times[runs - 1])
+}
+
+/// Like [`median_of`], timing only `run` on what `setup` returns.
+fn median_with_setup<T, R>(
+    runs: usize,
+    mut setup: impl FnMut() -> T,
+    mut run: impl FnMut(T) -> R,
+) -> (Duration, Duration, Duration) {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let input = setup();
+            let start = Instant::now();
+            let output = black_box(run(input));
+            let elapsed = start.elapsed();
+            drop(output);
+            elapsed
+        })
+        .collect();
+    times.sort();
+    (times[0], times[runs / 2], times[runs - 1])
+}
+
+/// [`report`] without a target: a figure to compare the others with.
+fn reference(name: &str, (min, median, max): (Duration, Duration, Duration)) {
+    println!(
+        "{name}: median {:.2} ms (min {:.2}, max {:.2})",
+        median.as_secs_f64() * 1e3,
+        min.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+    );
 }
 
 fn report(name: &str, target: Duration, (min, median, max): (Duration, Duration, Duration)) {
@@ -157,9 +194,10 @@ fn bench_weights(regions_per_domain: u32) {
     println!(
         "weights fixture: 1000 domains x {regions_per_domain} regions each, 100 regions x 100 nodes -> {answers} answers"
     );
+    let target = if regions_per_domain >= 100 { 100 } else { 50 };
     report(
         &format!("weights: full recompute, {regions_per_domain} regions per domain"),
-        Duration::from_millis(50),
+        Duration::from_millis(target),
         median_of(7, || {
             black_box(weights::compute(
                 black_box(&decl),
@@ -170,12 +208,116 @@ fn bench_weights(regions_per_domain: u32) {
             ));
         }),
     );
+    if regions_per_domain < 100 {
+        return;
+    }
+    // What the worst case is made of: the report's answers (72 bytes and
+    // three shared reference counts each) written into fresh memory.
+    reference(
+        &format!(
+            "weights: full recompute, {regions_per_domain} regions per domain, the report's drop not timed"
+        ),
+        median_with_setup(
+            7,
+            || (),
+            |()| weights::compute(black_box(&decl), &nodes, &previous, NOW, &settings),
+        ),
+    );
+    let sample = weights::compute(&decl, &nodes, &previous, NOW, &settings);
+    reference(
+        &format!("reference: copying that report ({answers} answers) while it is kept"),
+        median_with_setup(7, || (), |()| black_box(&sample).clone()),
+    );
+    reference(
+        "reference: dropping that report",
+        median_with_setup(7, || sample.clone(), drop),
+    );
+}
+
+/// One node of region r042 goes down (then, in the next run, the same from
+/// the same previous report): an incremental recompute.
+fn bench_incremental(regions_per_domain: u32, runs: usize) {
+    let (decl, nodes) = weights_fixture(regions_per_domain);
+    let settings = WeightSettings::default();
+    let previous_now = Timestamp(NOW.0 - 10_000);
+    let previous = weights::compute(&decl, &nodes, &BTreeMap::new(), previous_now, &settings);
+    let mut after = nodes.clone();
+    let index = after
+        .iter()
+        .position(|n| n.region == "r042" && n.status == NodeStatus::Up)
+        .expect("an up node in r042");
+    let before = after[index].clone();
+    after[index].status = NodeStatus::Down;
+    after[index].status_since = NOW;
+    let mut changes = Changes::new(previous_now);
+    changes.node(Some(&before), Some(&after[index]));
+
+    let incremental =
+        weights::compute_incremental(&decl, &after, previous.clone(), &changes, NOW, &settings);
+    let full = weights::compute(&decl, &after, &previous.domains, NOW, &settings);
+    assert!(incremental.report == full, "incremental differs from full");
+    let recomputed = match &incremental.recomputed {
+        Recomputed::All(why) => format!("all ({why})"),
+        Recomputed::Domains(domains) => domains.len().to_string(),
+    };
+    println!(
+        "incremental fixture: 1000 domains x {regions_per_domain} regions each, one node of r042 down -> {recomputed} domains recomputed"
+    );
+    let target = if regions_per_domain >= 100 { 100 } else { 1 };
+    report(
+        &format!(
+            "weights: one node status change, incremental, 1,000 domains x {regions_per_domain} of 100 regions"
+        ),
+        Duration::from_millis(target),
+        median_with_setup(
+            runs,
+            || previous.clone(),
+            |previous| {
+                weights::compute_incremental(
+                    black_box(&decl),
+                    &after,
+                    previous,
+                    &changes,
+                    NOW,
+                    &settings,
+                )
+            },
+        ),
+    );
+    // `compute_incremental` takes the previous report by value; a caller
+    // that shares it (an `Arc` readers hold) copies it first.
+    reference(
+        &format!(
+            "reference: copying the previous report (1,000 domains x {regions_per_domain} regions)"
+        ),
+        median_with_setup(runs.min(21), || (), |()| previous.clone()),
+    );
 }
 
 fn main() {
-    bench_weights(3);
-    bench_weights(100);
+    // `cargo bench -p neutral-core --bench core -- incremental` runs only the
+    // benchmarks whose name contains `incremental` (names: full-3, full-100,
+    // incremental-3, incremental-100, dnsplan).
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    if wanted("full-3") {
+        bench_weights(3);
+    }
+    if wanted("full-100") {
+        bench_weights(100);
+    }
+    if wanted("incremental-3") {
+        bench_incremental(3, 301);
+    }
+    if wanted("incremental-100") {
+        bench_incremental(100, 7);
+    }
+    if wanted("dnsplan") {
+        bench_dnsplan();
+    }
+}
 
+fn bench_dnsplan() {
     let (desired, current) = dns_fixture();
     let plan = dnsplan::plan("neutral:bench", &desired, &current);
     println!(

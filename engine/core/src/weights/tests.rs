@@ -1140,3 +1140,293 @@ proptest! {
         }
     }
 }
+
+// Incremental recompute: which domains an event recomputes.
+
+/// Domains jp.example.com (jp), sg.example.com (sg) and both.example.com
+/// (jp and us), with one node per region.
+fn three_domains() -> (Declarations, Vec<Node>) {
+    let mut decl = world();
+    decl.gtm.clear();
+    for (name, regions) in [
+        ("jp", &[("jp", 100)][..]),
+        ("sg", &[("sg", 100)][..]),
+        ("both", &[("jp", 100), ("us", 100)][..]),
+    ] {
+        let mut p = policy(regions);
+        p.domain = format!("{name}.example.com");
+        decl.gtm.insert(p.domain.clone(), p);
+    }
+    let nodes = vec![
+        up("jp-1", "jp", "127.0.0.2"),
+        up("sg-1", "sg", "127.0.0.5"),
+        up("us-1", "us", "127.0.0.8"),
+    ];
+    (decl, nodes)
+}
+
+fn incremental_after(
+    decl: &Declarations,
+    before: &[Node],
+    after: &[Node],
+    changes: &Changes,
+    now_secs: i64,
+) -> Incremental {
+    let settings = WeightSettings::default();
+    let previous = compute(
+        decl,
+        before,
+        &BTreeMap::new(),
+        changes.previous_now,
+        &settings,
+    );
+    let now = Timestamp::from_secs(now_secs);
+    let incremental = compute_incremental(decl, after, previous.clone(), changes, now, &settings);
+    let full = compute(decl, after, &previous.domains, now, &settings);
+    assert_eq!(incremental.report, full);
+    incremental
+}
+
+fn recomputed(domains: &[&str]) -> Recomputed {
+    Recomputed::Domains(domains.iter().map(|d| format!("{d}.example.com")).collect())
+}
+
+#[test]
+fn a_node_event_recomputes_only_the_domains_serving_its_region() {
+    let (decl, before) = three_domains();
+    let mut after = before.clone();
+    after[0].status = NodeStatus::Down;
+    after[0].status_since = Timestamp::from_secs(NOW);
+    let mut changes = Changes::new(Timestamp::from_secs(NOW - 5));
+    changes.node(Some(&before[0]), Some(&after[0]));
+    assert_eq!(changes.regions, ["jp".to_owned()].into());
+    let result = incremental_after(&decl, &before, &after, &changes, NOW);
+    assert_eq!(result.recomputed, recomputed(&["both", "jp"]));
+
+    // A heartbeat changes nothing the weights read.
+    let mut beat = before.clone();
+    beat[1].last_heartbeat = Some(Timestamp::from_secs(NOW));
+    let mut changes = Changes::new(Timestamp::from_secs(NOW - 5));
+    changes.node(Some(&before[1]), Some(&beat[1]));
+    assert_eq!(
+        changes,
+        Changes::between(changes.previous_now, &before, &beat)
+    );
+    let result = incremental_after(&decl, &before, &beat, &changes, NOW);
+    assert_eq!(result.recomputed, recomputed(&[]));
+}
+
+#[test]
+fn a_slow_start_ramp_recomputes_its_domains_until_it_ends() {
+    let (mut decl, mut nodes) = three_domains();
+    for p in decl.gtm.values_mut() {
+        p.slow_start = Some(Duration::from_secs(60));
+    }
+    nodes[1].status_since = Timestamp::from_secs(NOW - 30);
+    // sg ramps from NOW - 30 to NOW + 30: still ramping, then ended since
+    // the previous report, then ended before it.
+    for (previous_secs, now_secs, expected) in [
+        (NOW - 5, NOW, &["sg"][..]),
+        (NOW + 20, NOW + 40, &["sg"][..]),
+        (NOW + 31, NOW + 40, &[][..]),
+    ] {
+        let changes = Changes::new(Timestamp::from_secs(previous_secs));
+        let result = incremental_after(&decl, &nodes, &nodes, &changes, now_secs);
+        assert_eq!(result.recomputed, recomputed(expected), "at {now_secs}");
+    }
+}
+
+#[test]
+fn a_tripped_guard_recomputes_everything() {
+    let decl = world();
+    let before: Vec<Node> = six_nodes(NOW - 3600)
+        .into_iter()
+        .map(|mut n| {
+            if n.status == NodeStatus::Down {
+                n.status = NodeStatus::Up;
+            }
+            n
+        })
+        .collect();
+    let after = six_nodes(NOW);
+    let changes = Changes::between(Timestamp::from_secs(NOW - 5), &before, &after);
+    let result = incremental_after(&decl, &before, &after, &changes, NOW);
+    assert!(result.report.split_brain.is_some());
+    assert_eq!(
+        result.recomputed,
+        Recomputed::All("the split-brain guard is tripped")
+    );
+}
+
+// Incremental recompute: the same report as a full compute after every event.
+
+/// One node event of a random sequence, after the clock advanced.
+#[derive(Clone, Debug)]
+enum Event {
+    /// A node's status changes (or is set again, with a new `status_since`).
+    Status(prop::sample::Index, NodeStatus),
+    /// A new node registers.
+    Register(usize, IpAddr, NodeStatus),
+    /// A node registers again, in another region.
+    Move(prop::sample::Index, usize),
+    /// A second node registers under an existing node's id.
+    Duplicate(prop::sample::Index, usize),
+    Deregister(prop::sample::Index),
+    /// Only time passes.
+    Wait,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let index = any::<prop::sample::Index>;
+    prop_oneof![
+        6 => (index(), status()).prop_map(|(i, s)| Event::Status(i, s)),
+        2 => (0usize..5, address(), status()).prop_map(|(r, a, s)| Event::Register(r, a, s)),
+        1 => (index(), 0usize..5).prop_map(|(i, r)| Event::Move(i, r)),
+        1 => (index(), 0usize..5).prop_map(|(i, r)| Event::Duplicate(i, r)),
+        1 => index().prop_map(Event::Deregister),
+        2 => Just(Event::Wait),
+    ]
+}
+
+/// How far the clock moves before an event: mostly within slow-start
+/// periods, sometimes not at all, rarely backwards.
+fn advance() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        2 => Just(0i64),
+        6 => 0i64..90_000,
+        1 => 0i64..1_000_000,
+        1 => -5_000i64..0,
+    ]
+}
+
+/// When an event says its status changed: mostly now, sometimes any time.
+fn event_since() -> impl Strategy<Value = Option<Timestamp>> {
+    prop_oneof![4 => Just(None), 1 => timestamp().prop_map(Some)]
+}
+
+fn region_name(index: usize) -> String {
+    REGION_NAMES
+        .get(index)
+        .copied()
+        .unwrap_or("undeclared")
+        .to_owned()
+}
+
+/// Applies `event` at `now`, recording it in `changes` as a caller would.
+fn apply(
+    event: &Event,
+    since: Option<Timestamp>,
+    now: Timestamp,
+    nodes: &mut Vec<Node>,
+    next_id: &mut usize,
+    changes: &mut Changes,
+) {
+    let since = since.unwrap_or(now);
+    let fresh = |id: String, region: usize, address: IpAddr, status: NodeStatus| Node {
+        id,
+        region: region_name(region),
+        address,
+        status,
+        status_since: since,
+        mode: NodeMode::ContainerdOnly,
+        last_heartbeat: Some(now),
+        metrics: None,
+    };
+    match event {
+        Event::Wait => {}
+        Event::Register(region, address, status) => {
+            let node = fresh(format!("new{next_id}"), *region, *address, *status);
+            *next_id += 1;
+            changes.node(None, Some(&node));
+            nodes.push(node);
+        }
+        Event::Status(i, status) if !nodes.is_empty() => {
+            let at = i.index(nodes.len());
+            let node = nodes.get_mut(at).unwrap();
+            let before = node.clone();
+            node.status = *status;
+            node.status_since = since;
+            node.last_heartbeat = Some(now);
+            changes.node(Some(&before), Some(node));
+        }
+        Event::Move(i, region) if !nodes.is_empty() => {
+            let before = nodes.remove(i.index(nodes.len()));
+            let after = fresh(before.id.clone(), *region, before.address, before.status);
+            changes.node(Some(&before), Some(&after));
+            nodes.push(after);
+        }
+        Event::Duplicate(i, region) if !nodes.is_empty() => {
+            let original = nodes.get(i.index(nodes.len())).unwrap();
+            let copy = fresh(
+                original.id.clone(),
+                *region,
+                original.address,
+                NodeStatus::Up,
+            );
+            changes.node(None, Some(&copy));
+            nodes.push(copy);
+        }
+        Event::Deregister(i) if !nodes.is_empty() => {
+            let before = nodes.remove(i.index(nodes.len()));
+            changes.node(Some(&before), None);
+        }
+        Event::Status(..) | Event::Move(..) | Event::Duplicate(..) | Event::Deregister(_) => {}
+    }
+}
+
+/// Declarations with up to six domains.
+fn incremental_declarations() -> impl Strategy<Value = Declarations> {
+    (declarations(), declarations()).prop_map(|(mut decl, more)| {
+        for (i, mut policy) in more.gtm.into_values().enumerate() {
+            policy.domain = format!("more{i}.example.com");
+            decl.gtm.insert(policy.domain.clone(), policy);
+        }
+        decl
+    })
+}
+
+/// Mostly the default settings (the guard trips only on real bursts), else
+/// arbitrary ones.
+fn incremental_settings() -> impl Strategy<Value = WeightSettings> {
+    prop_oneof![3 => Just(WeightSettings::default()), 1 => settings()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn incremental_recompute_equals_full_recompute_after_every_event(
+        decl in incremental_declarations(),
+        initial in nodes(),
+        start in (NOW * 1000 - 600_000..NOW * 1000 + 600_000).prop_map(Timestamp::from_millis),
+        settings in incremental_settings(),
+        events in prop::collection::vec((event(), advance(), event_since()), 1..24),
+    ) {
+        let mut nodes = initial;
+        let mut now = start;
+        // From nothing: every domain is new.
+        let first = compute_incremental(
+            &decl, &nodes, WeightsReport::default(), &Changes::new(now), now, &settings,
+        );
+        let mut previous = compute(&decl, &nodes, &BTreeMap::new(), now, &settings);
+        prop_assert_eq!(&first.report, &previous);
+        let mut next_id = 0;
+        for (event, advance, since) in &events {
+            let before = nodes.clone();
+            let previous_now = now;
+            now = Timestamp::from_millis(now.0.saturating_add(*advance));
+            let mut changes = Changes::new(previous_now);
+            apply(event, *since, now, &mut nodes, &mut next_id, &mut changes);
+            prop_assert_eq!(&Changes::between(previous_now, &before, &nodes), &changes);
+
+            let full = compute(&decl, &nodes, &previous.domains, now, &settings);
+            let incremental =
+                compute_incremental(&decl, &nodes, previous.clone(), &changes, now, &settings);
+            prop_assert_eq!(
+                &incremental.report, &full,
+                "after {:?} at {}, recomputed {:?}", event, now, incremental.recomputed
+            );
+            previous = full;
+        }
+    }
+}
