@@ -228,7 +228,7 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
     args.extend(["--store", &url, "--lease-ttl", "2s"]);
     let mut a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
     let (first_term, _) = wait_to_lead(&a, Duration::from_secs(10));
-    let mut b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
     let a_id = replica_id(&a);
     // b follows a, names it, and serves the declarations a stored.
     wait_for("b to follow a", Duration::from_secs(10), || {
@@ -236,7 +236,10 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
         (role == "follower" && term == first_term && leader.as_deref() == Some(a_id.as_str()))
             .then_some(())
     });
-    let commit = a.get("/status").json()["commit"].as_str().unwrap().to_owned();
+    let commit = a.get("/status").json()["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     wait_for("b to serve a's commit", Duration::from_secs(10), || {
         (b.get("/status").json()["commit"] == commit.as_str()).then_some(())
     });
@@ -258,9 +261,11 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
         "region        = \"sg\"\ndesired_nodes = 2\n",
     );
     let next = repo.commit_push("sg to 2");
-    wait_for("the new leader to apply the next commit", Duration::from_secs(10), || {
-        (b.get("/status").json()["commit"] == next.as_str()).then_some(())
-    });
+    wait_for(
+        "the new leader to apply the next commit",
+        Duration::from_secs(10),
+        || (b.get("/status").json()["commit"] == next.as_str()).then_some(()),
+    );
 
     // a comes back as a follower; then the leader b freezes past its lease:
     // a takes over, and b, thawed, steps down (its writes carry a dead term).
@@ -273,10 +278,14 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
     eprintln!("leader frozen -> new leader in {took:?}");
     assert!(third_term > second_term);
     signal(&b, "CONT");
-    wait_for("the thawed replica to step down", Duration::from_secs(10), || {
-        let (role, term, _) = leadership(&b);
-        (role == "follower" && term >= third_term).then_some(())
-    });
+    wait_for(
+        "the thawed replica to step down",
+        Duration::from_secs(10),
+        || {
+            let (role, term, _) = leadership(&b);
+            (role == "follower" && term >= third_term).then_some(())
+        },
+    );
     assert!(
         b.log_text().contains("no longer leading"),
         "{}",

@@ -121,8 +121,15 @@ mod tests {
         // Data is never parsed as HTML.
         assert!(!SCRIPT.contains("innerHTML") && !SCRIPT.contains("insertAdjacentHTML"));
         // Every fetch carries the token.
-        assert_eq!(SCRIPT.matches("fetch(").count(), 1);
-        assert!(SCRIPT.contains("Authorization: `Bearer ${token}`"));
+        assert_eq!(
+            SCRIPT.matches("fetch(").count(),
+            2,
+            "the reads and the event stream"
+        );
+        assert_eq!(
+            SCRIPT.matches("Authorization: `Bearer ${token}`").count(),
+            SCRIPT.matches("fetch(").count()
+        );
         assert!(weight() < 64 * 1024, "{}", weight());
     }
 }

@@ -59,6 +59,10 @@ pub struct World {
     /// within the split-brain window: what the guard holds on to when it
     /// trips, so answers are kept as they were before the burst began.
     pub calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
+    /// When the last recompute ran and the nodes it computed on: with the
+    /// latest view's report (equal to what it computed), what the next one
+    /// recomputes incrementally from.
+    pub last_computed: Option<(Timestamp, Vec<Node>)>,
     /// The autoscaler's latest decision per region and when it was made.
     pub decisions: BTreeMap<String, neutral_core::autoscale::Decision>,
     pub decisions_at: Option<Timestamp>,
@@ -300,6 +304,7 @@ pub struct RecomputeInputs {
     previous: Arc<WeightsReport>,
     previous_decl: Arc<Declarations>,
     calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
+    last_computed: Option<(Timestamp, Vec<Node>)>,
 }
 
 /// The result of a recompute: the new report and what it changed.
@@ -349,8 +354,27 @@ impl RecomputeInputs {
             previous,
             previous_decl,
             calm,
+            last_computed,
         } = self;
-        let mut report = weights::compute(&decl, &nodes, &previous.domains, at, settings);
+        // Same declarations as the report in force: only the domains the
+        // node changes (or time) could touch are recomputed; the result is
+        // the full computation's (a property test in the core holds them
+        // equal).
+        let mut report = match last_computed {
+            Some((previous_at, previous_nodes)) if Arc::ptr_eq(&decl, &previous_decl) => {
+                let changes = weights::Changes::between(previous_at, &previous_nodes, &nodes);
+                weights::compute_incremental(
+                    &decl,
+                    &nodes,
+                    WeightsReport::clone(&previous),
+                    &changes,
+                    at,
+                    settings,
+                )
+                .report
+            }
+            _ => weights::compute(&decl, &nodes, &previous.domains, at, settings),
+        };
         if report.split_brain.is_some() {
             // Hold the answers from before the burst, not the ones already
             // thinned by its first failures.
@@ -399,6 +423,7 @@ impl World {
             previous: Arc::clone(&latest.report),
             previous_decl: Arc::clone(&latest.decl),
             calm: self.calm.clone(),
+            last_computed: self.last_computed.clone(),
         }
     }
 
@@ -417,6 +442,7 @@ impl World {
         if recomputed.calm {
             self.calm = Some((Arc::clone(&recomputed.report), recomputed.nodes.clone()));
         }
+        self.last_computed = Some((recomputed.at, recomputed.nodes.clone()));
     }
 }
 
@@ -512,6 +538,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         nodes,
         sync: SyncView::default(),
         calm: None,
+        last_computed: None,
         decisions: BTreeMap::new(),
         decisions_at: None,
         views: PublishedViews::new(epoch, nothing_yet),
