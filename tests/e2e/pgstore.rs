@@ -295,3 +295,72 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
     drop(a);
     drop(b);
 }
+
+/// The node ids `app.example.com` answers with on `daemon`.
+fn answer_ids(daemon: &Daemon) -> Vec<String> {
+    let domain = daemon.get("/domains/app.example.com").json();
+    let mut ids: Vec<String> = domain["answers"]
+        .as_array()
+        .map(|answers| {
+            answers
+                .iter()
+                .filter_map(|a| a["node_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both() {
+    let Some(server): Option<PgServer> = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    wait_for("b to follow", Duration::from_secs(10), || {
+        (leadership(&b).0 == "follower").then_some(())
+    });
+    // The agent knows only the follower.
+    let mut agent = Agent::start(&b, dir.path(), "jp-a", "jp", "127.0.0.2");
+    let id = registered(&agent, &b);
+    let started = std::time::Instant::now();
+    wait_for(
+        "the leader to judge the node up",
+        Duration::from_secs(20),
+        || a.node(&id).filter(|n| n["status"] == "up"),
+    );
+    wait_for(
+        "both replicas to answer with it",
+        Duration::from_secs(10),
+        || (answer_ids(&a) == [id.clone()] && answer_ids(&b) == [id.clone()]).then_some(()),
+    );
+    eprintln!(
+        "registered on the follower -> answered by both in {:?}",
+        started.elapsed()
+    );
+    // The agent stops: the leader notices the missing heartbeats (timeout 2 s)
+    // and the follower follows its verdict.
+    agent.stop();
+    wait_for(
+        "the node down on both replicas",
+        Duration::from_secs(20),
+        || {
+            (a.node(&id).is_some_and(|n| n["status"] == "down")
+                && b.node(&id).is_some_and(|n| n["status"] == "down"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        leadership(&b).0,
+        "follower",
+        "the follower never decided anything itself"
+    );
+}

@@ -36,6 +36,7 @@ pub mod leadership;
 pub mod listener;
 pub mod metrics;
 pub mod releases;
+pub mod replicas;
 pub mod scheduler;
 pub mod settings;
 pub mod shutdown;
@@ -354,7 +355,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     let (trigger, shutdown) = shutdown::channel();
     let (stop_http, http_stop) = tokio::sync::watch::channel(false);
     let mut tasks = JoinSet::new();
-    spawn_replica_tasks(&app, heartbeat_rx, &mut tasks, &shutdown);
+    spawn_replica_tasks(&app, heartbeat_rx, &mut tasks, &shutdown, elected);
     let sync_requests = Arc::new(tokio::sync::Mutex::new(sync_rx));
     if elected {
         let leader_app = Arc::clone(&app);
@@ -363,6 +364,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             args.lease_ttl,
             move |term_tasks: &mut JoinSet<()>, term: &Shutdown| {
                 let events = leader_app.events.subscribe();
+                // Node health is the leader's to decide among replicas.
+                spawn_health_tasks(&leader_app, term_tasks, term);
                 spawn_singleton_tasks(
                     &leader_app,
                     Arc::clone(&sync_requests),
@@ -443,17 +446,29 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     }
 }
 
-/// The tasks every control plane process runs: health checking (the
-/// heartbeat-timeout ticker, the prober) and the batched heartbeat writer.
+/// The tasks every control plane process runs: the batched heartbeat
+/// writer, and health checking — a sole control plane's own, or among
+/// replicas the mirror of the others' node changes (`replicas.rs`; the
+/// leader checks health, [`spawn_health_tasks`] under its term).
 fn spawn_replica_tasks(
     app: &Arc<App>,
     heartbeats: mpsc::Receiver<Heartbeat>,
     tasks: &mut JoinSet<()>,
     shutdown: &Shutdown,
+    elected: bool,
 ) {
+    tasks.spawn(ingest::run(Arc::clone(app), heartbeats, shutdown.clone()));
+    if elected {
+        tasks.spawn(replicas::run(Arc::clone(app), shutdown.clone()));
+    } else {
+        spawn_health_tasks(app, tasks, shutdown);
+    }
+}
+
+/// Health checking: the heartbeat-timeout ticker (reconcile) and the prober.
+fn spawn_health_tasks(app: &Arc<App>, tasks: &mut JoinSet<()>, shutdown: &Shutdown) {
     tasks.spawn(health::run_ticker(Arc::clone(app), shutdown.clone()));
     tasks.spawn(health::run_prober(Arc::clone(app), shutdown.clone()));
-    tasks.spawn(ingest::run(Arc::clone(app), heartbeats, shutdown.clone()));
 }
 
 /// This replica's default name in the leader lease.
