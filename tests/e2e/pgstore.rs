@@ -364,3 +364,59 @@ fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both(
         "the follower never decided anything itself"
     );
 }
+
+#[test]
+fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
+    let Some(server): Option<PgServer> = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    let mut b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    wait_for("b to follow", Duration::from_secs(10), || {
+        (leadership(&b).0 == "follower").then_some(())
+    });
+    // The agent talks to the follower first, the leader as its replica.
+    let a_url = format!("http://{}", a.api);
+    let agent = Agent::start_with(
+        &format!("http://{}", b.api),
+        dir.path(),
+        "jp-a",
+        "jp",
+        "127.0.0.2",
+        &["--control-plane-replica", &a_url],
+    );
+    let id = registered(&agent, &b);
+    wait_for("the node up", Duration::from_secs(20), || {
+        a.node(&id).filter(|n| n["status"] == "up")
+    });
+    b.kill9();
+    // Heartbeats time out after 2 s: the node must stay up on the leader
+    // through the move, and keep heartbeating there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let node = a.node(&id).unwrap();
+        seen.push(node["status"].as_str().unwrap_or_default().to_owned());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen.iter().all(|s| s == "up"), "{seen:?}");
+    assert!(
+        agent.log_text().contains("moving to the next"),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&agent.state_file)
+            .unwrap()
+            .matches(&id)
+            .count(),
+        1,
+        "the same identity"
+    );
+}

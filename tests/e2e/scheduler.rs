@@ -203,3 +203,100 @@ fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
         "{listing}"
     );
 }
+
+#[test]
+fn with_terraform_state_the_state_lives_in_postgres_not_in_files() {
+    if !terraform_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set: Terraform must be installed"
+        );
+        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+        return;
+    }
+    let Some(server) = neutral_store::pg_testing::start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    // Terraform's PostgreSQL client asks for TLS unless told otherwise.
+    let state_url = format!("{url}?sslmode=disable");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = fast_config(free_port());
+    files.push(("infra/gtm/main.tf", GTM_ROOT.to_owned()));
+    files.push(("infra/node-pool/main.tf", POOL_ROOT.to_owned()));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let data = dir.path().join("data");
+    let daemon = Daemon::start(
+        &repo.bare,
+        &data,
+        &[
+            "--sync-interval",
+            "1s",
+            "--no-autoscale",
+            "--run-terraform",
+            "--gtm-target",
+            "terraform_data.this[\"{domain}\"]",
+            "--terraform-state",
+            &state_url,
+        ],
+    );
+    let gtm = find_run(&daemon, "the first gtm run", Duration::from_secs(60), |r| {
+        r["root"] == "infra/gtm" && r["trigger"].as_str().is_some_and(|t| t.contains("push"))
+    });
+    assert_eq!(gtm["status"], "succeeded", "{gtm}");
+    assert_eq!(gtm["adds"], 1, "{gtm}");
+    let jp = find_run(&daemon, "the jp pool run", Duration::from_secs(60), |r| {
+        r["root"] == "infra/node-pool" && r["workspace"] == "jp"
+    });
+    assert_eq!(jp["status"], "succeeded", "{jp}");
+
+    // One schema per root and workspace, each with Terraform's state row.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for schema in [
+        "neutral_tf_infra_gtm_default",
+        "neutral_tf_infra_node_pool_jp",
+    ] {
+        let rows = client
+            .query(&format!("SELECT name, data FROM {schema}.states"), &[])
+            .unwrap_or_else(|err| panic!("{schema}: {err}"));
+        assert_eq!(rows.len(), 1, "{schema}");
+        let state: String = rows[0].get(1);
+        assert!(state.contains("terraform_data"), "{schema}: {state}");
+    }
+    // Nothing under the Terraform folder's state directory.
+    let state_dir = dir.path().join("data-terraform").join("state");
+    let files: Vec<_> = walk(&state_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tfstate"))
+        .collect();
+    assert!(files.is_empty(), "state files written: {files:?}");
+    // The next push plans against the stored state: nothing to add again.
+    repo.write(
+        "platform-config/regions/us.yaml",
+        "name: us\nprovider: local\nmin_nodes: 1\nmax_nodes: 3\nbase_weight: 60\n",
+    );
+    let commit = repo.commit_push("us: 60");
+    assert_eq!(daemon.sync()["result"], "applied");
+    let again = find_run(
+        &daemon,
+        "the gtm run of the push",
+        Duration::from_secs(60),
+        |r| r["root"] == "infra/gtm" && r["commit"] == commit.as_str(),
+    );
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(again["adds"], 0, "{again}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

@@ -1,6 +1,6 @@
 //! Figures for the `/ui` status page (issue 16): page weight, the JSON one
 //! refresh reads, time to first render in headless Chromium, redraw time,
-//! and the daemon's CPU with 0, 1 and 5 open pages — against a control
+//! and the daemon's CPU with 0, 1, 5 and `PAGES` (default 50) open pages — against a control
 //! plane with 1,000 nodes in 10 regions and 100 domains.
 //!
 //! `cargo run -p neutral-e2e --example ui_bench -- [NODES] [DOMAINS]`.
@@ -265,4 +265,40 @@ fn main() {
         "  daemon CPU, {} pages open (tabs of one headless browser): {five:.3} cores (10 s)",
         handles.as_array().unwrap().len()
     );
+    // Up to PAGES (default 50) open pages: each holds GET /events open and
+    // redraws on change, refreshing every 5 s between changes.
+    let pages: usize = std::env::var("PAGES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(50);
+    let open = handles.as_array().map_or(0, Vec::len);
+    for _ in open..pages {
+        browser.session_call("POST", "/window/new", Some(&json!({"type": "tab"})));
+        let handles = browser.session_call("GET", "/window/handles", None);
+        if let Some(handle) = handles.as_array().and_then(|h| h.last()) {
+            browser.session_call("POST", "/window", Some(&json!({ "handle": handle })));
+            browser.goto(&url);
+        }
+    }
+    if pages > open {
+        std::thread::sleep(Duration::from_secs(10));
+        let streams = event_streams(&daemon);
+        let many = daemon_cores(&daemon, Duration::from_secs(20));
+        println!(
+            "  daemon CPU, {pages} pages open ({streams} GET /events streams): {many:.3} cores (20 s)"
+        );
+    }
+}
+
+/// `GET /events` streams the daemon has open (`neutral_event_streams_open`).
+fn event_streams(daemon: &Daemon) -> String {
+    let metrics = http::request(daemon.api, "GET", "/metrics", Some(ADMIN_TOKEN), None)
+        .map(|r| r.body)
+        .unwrap_or_default();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("neutral_event_streams_open "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_owned()
 }

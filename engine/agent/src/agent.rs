@@ -166,7 +166,11 @@ enum SessionEnd {
 impl Agent {
     fn new(config: AgentConfig, node: Option<Arc<Node<Ctr>>>) -> Result<Self, AgentError> {
         warn_about_plain_http(&config);
-        let control_plane = ControlPlane::new(&config.control_plane, config.ca_file.as_deref())?;
+        let control_plane = ControlPlane::with_replicas(
+            &config.control_plane,
+            &config.control_plane_replicas,
+            config.ca_file.as_deref(),
+        )?;
         Agent::with_client(config, node, control_plane)
     }
 }

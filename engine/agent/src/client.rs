@@ -178,19 +178,50 @@ impl NodeApi for ControlPlane {
     }
 }
 
-/// The node API of one control plane.
+/// One control plane replica's endpoints.
 #[derive(Debug)]
-pub struct ControlPlane {
-    http: reqwest::Client,
+struct Endpoints {
     base: Url,
     register_url: Url,
     heartbeat_url: Url,
+}
+
+impl Endpoints {
+    fn at(base: &Url) -> Self {
+        let base = directory_url(base);
+        Endpoints {
+            register_url: join(&base, REGISTER_PATH),
+            heartbeat_url: join(&base, HEARTBEAT_PATH),
+            base,
+        }
+    }
+}
+
+/// The node API of a control plane: one URL, or several replicas of it that
+/// the agent moves between — a call that fails for lack of an answer (no
+/// connection, a timeout, a 5xx, 429 or 408) sends the next call to the next
+/// replica; the agent's backoff paces the retries as for one.
+#[derive(Debug)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    replicas: Vec<Endpoints>,
+    current: std::sync::atomic::AtomicUsize,
 }
 
 impl ControlPlane {
     /// A client for the control plane at `base`, trusting only the CA in
     /// `ca_file` when given, else the system's roots.
     pub fn new(base: &Url, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+        Self::with_replicas(base, &[], ca_file)
+    }
+
+    /// A client for the control plane at `base` that moves to the replicas
+    /// in `others` (in turn) when the one it uses stops answering.
+    pub fn with_replicas(
+        base: &Url,
+        others: &[Url],
+        ca_file: Option<&Path>,
+    ) -> Result<Self, TlsSetupError> {
         install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -216,17 +247,57 @@ impl ControlPlane {
             builder = builder.tls_certs_only(certificates);
         }
         let http = builder.build().map_err(TlsSetupError::Client)?;
-        let base = directory_url(base);
+        let replicas = std::iter::once(base)
+            .chain(others)
+            .map(Endpoints::at)
+            .collect();
         Ok(ControlPlane {
             http,
-            register_url: join(&base, REGISTER_PATH),
-            heartbeat_url: join(&base, HEARTBEAT_PATH),
-            base,
+            replicas,
+            current: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
+    fn endpoints(&self) -> (usize, &Endpoints) {
+        let index =
+            self.current.load(std::sync::atomic::Ordering::Relaxed) % self.replicas.len().max(1);
+        match self.replicas.get(index) {
+            Some(endpoints) => (index, endpoints),
+            // Never empty: `with_replicas` puts `base` first.
+            None => (0, &self.replicas[0]),
+        }
+    }
+
+    /// The replica the next call goes to.
     pub fn base(&self) -> &Url {
-        &self.base
+        &self.endpoints().1.base
+    }
+
+    /// After a call to replica `index` failed for lack of an answer, the
+    /// next goes to the next replica (unless another call moved on already).
+    fn move_on(&self, index: usize, error: &CallError) {
+        if self.replicas.len() < 2 {
+            return;
+        }
+        let unanswered = match error.status() {
+            None => true,
+            Some(status) => is_transient(status),
+        };
+        if !unanswered {
+            return;
+        }
+        let next = (index + 1) % self.replicas.len();
+        let moved = self.current.compare_exchange(
+            index,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if moved.is_ok()
+            && let Some(to) = self.replicas.get(next)
+        {
+            tracing::warn!(error = %error, next = %to.base, "control plane replica not answering; moving to the next");
+        }
     }
 
     pub async fn register(
@@ -235,8 +306,14 @@ impl ControlPlane {
         request: &RegisterRequest,
         timeout: Duration,
     ) -> Result<RegisterResponse, CallError> {
-        self.post(&self.register_url, join_token, request, timeout)
-            .await
+        let (index, endpoints) = self.endpoints();
+        let result = self
+            .post(&endpoints.register_url, join_token, request, timeout)
+            .await;
+        if let Err(error) = &result {
+            self.move_on(index, error);
+        }
+        result
     }
 
     pub async fn heartbeat(
@@ -245,8 +322,14 @@ impl ControlPlane {
         request: &HeartbeatRequest,
         timeout: Duration,
     ) -> Result<HeartbeatResponse, CallError> {
-        self.post(&self.heartbeat_url, node_token, request, timeout)
-            .await
+        let (index, endpoints) = self.endpoints();
+        let result = self
+            .post(&endpoints.heartbeat_url, node_token, request, timeout)
+            .await;
+        if let Err(error) = &result {
+            self.move_on(index, error);
+        }
+        result
     }
 
     async fn post<B: serde::Serialize, R: DeserializeOwned>(

@@ -28,6 +28,10 @@ pub struct AgentArgs {
     /// Control plane base URL, http:// or https://.
     #[arg(long, value_name = "URL", value_parser = parse_control_plane)]
     pub control_plane: Url,
+    /// Another replica of the control plane (repeatable): when the one in
+    /// use stops answering, the next call goes to the next.
+    #[arg(long = "control-plane-replica", value_name = "URL", value_parser = parse_control_plane)]
+    pub control_plane_replicas: Vec<Url>,
     /// Region this node serves (must be declared in platform-config).
     #[arg(long, value_parser = parse_region)]
     pub region: String,
@@ -339,6 +343,8 @@ fn parse_pull(text: &str) -> Result<PullPolicy, String> {
 #[derive(Clone)]
 pub struct AgentConfig {
     pub control_plane: Url,
+    /// The control plane's other replicas, in the order tried.
+    pub control_plane_replicas: Vec<Url>,
     pub region: String,
     pub address: IpAddr,
     pub join_token: String,
@@ -364,6 +370,14 @@ impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
             .field("control_plane", &self.control_plane.as_str())
+            .field(
+                "control_plane_replicas",
+                &self
+                    .control_plane_replicas
+                    .iter()
+                    .map(Url::as_str)
+                    .collect::<Vec<_>>(),
+            )
             .field("region", &self.region)
             .field("address", &self.address)
             .field("join_token", &"<redacted>")
@@ -447,6 +461,7 @@ impl AgentConfig {
         let hostname = args.hostname.or_else(kernel_hostname);
         Ok(AgentConfig {
             control_plane: args.control_plane,
+            control_plane_replicas: args.control_plane_replicas,
             region: args.region,
             address,
             join_token,
@@ -474,6 +489,7 @@ impl Default for AgentArgs {
     fn default() -> Self {
         AgentArgs {
             control_plane: Url::parse("http://127.0.0.1:7400/").unwrap_or_else(|_| unreachable!()),
+            control_plane_replicas: Vec::new(),
             region: String::new(),
             ip: None,
             metrics_file: None,

@@ -176,6 +176,18 @@ pub struct ServeArgs {
     /// How often every root is planned to detect drift.
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub drift_interval: Duration,
+    /// Keep Terraform's state in PostgreSQL (`postgres://…`; Terraform's
+    /// `pg` backend, one schema per root and workspace) instead of files
+    /// under the Terraform folder, so every replica's scheduler finds it.
+    /// Give it a role that may only create its own schemas: Terraform and
+    /// its providers see this URL.
+    #[arg(
+        long,
+        env = "NEUTRAL_TERRAFORM_STATE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub terraform_state: Option<String>,
     /// Terraform's working folder (exported commits, plans, state, HOME),
     /// outside the data directory; default: `<data>-terraform` beside it.
     #[arg(long)]
@@ -375,6 +387,7 @@ impl ServeArgs {
                     self.data.with_file_name(name)
                 }),
                 pass_env: self.terraform_pass_env.clone(),
+                state_store: self.terraform_state.clone(),
             }),
         }
     }

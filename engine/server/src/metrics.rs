@@ -198,6 +198,11 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
         "API connections open now",
         app.connections.open() as f64,
     );
+    scrape.gauge(
+        "neutral_event_streams_open",
+        "GET /events streams open now (at most 256)",
+        app.event_streams.open() as f64,
+    );
     let mut out = String::new();
     scrape.encode(&mut out);
     let _ = app.counters.encode(&mut out);

@@ -77,4 +77,6 @@ pub struct TerraformSettings {
     pub dir: PathBuf,
     /// Extra variables passed from the daemon's environment to Terraform.
     pub pass_env: Vec<String>,
+    /// `--terraform-state`: state in PostgreSQL at this URL.
+    pub state_store: Option<String>,
 }

@@ -66,6 +66,19 @@ pub enum RunnerError {
     },
 }
 
+/// Where a run's state lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateBackend {
+    /// The file at [`RunRequest::state_path`] (a `backend "local"` override).
+    #[default]
+    Local,
+    /// Terraform's `pg` backend (a `backend "pg" {}` override), configured
+    /// entirely by `PG_CONN_STR` and `PG_SCHEMA_NAME` in
+    /// [`RunRequest::env`], so the connection string is never written to a
+    /// file. State and its lock then outlive any one control-plane host.
+    Postgres,
+}
+
 /// One run of one root and workspace.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
@@ -75,6 +88,8 @@ pub struct RunRequest {
     pub data_dir: PathBuf,
     /// Where the local backend keeps this workspace's state.
     pub state_path: PathBuf,
+    /// Which backend keeps it.
+    pub backend: StateBackend,
     pub var_files: Vec<PathBuf>,
     pub targets: Vec<String>,
     pub plan_only: bool,
@@ -299,7 +314,9 @@ impl Runner {
             let tmp = home.join("tmp");
             std::fs::create_dir_all(&tmp).map_err(|e| prepare(&tmp, e))?;
         }
-        if let Some(parent) = request.state_path.parent() {
+        if request.backend == StateBackend::Local
+            && let Some(parent) = request.state_path.parent()
+        {
             std::fs::create_dir_all(parent).map_err(|e| prepare(parent, e))?;
         }
         // Always written, over anything a commit put at that name: the
@@ -313,11 +330,13 @@ impl Runner {
                 .to_string()
                 .replace('\\', "\\\\")
                 .replace('"', "\\\"");
-            std::fs::write(
-                &override_path,
-                format!("# Written by neutral's scheduler: state outside the checkout.\nterraform {{\n  backend \"local\" {{\n    path = \"{state}\"\n  }}\n}}\n"),
-            )
-            .map_err(|e| prepare(&override_path, e))?;
+            let text = match request.backend {
+                StateBackend::Local => format!(
+                    "# Written by neutral's scheduler: state outside the checkout.\nterraform {{\n  backend \"local\" {{\n    path = \"{state}\"\n  }}\n}}\n"
+                ),
+                StateBackend::Postgres => "# Written by neutral's scheduler: state in PostgreSQL (PG_CONN_STR, PG_SCHEMA_NAME).\nterraform {\n  backend \"pg\" {}\n}\n".to_owned(),
+            };
+            std::fs::write(&override_path, text).map_err(|e| prepare(&override_path, e))?;
         }
         let plan_file = request.data_dir.join("neutral.tfplan");
         let mut log = String::new();
@@ -555,6 +574,7 @@ mod tests {
             workdir,
             data_dir: dir.join("data"),
             state_path: dir.join("state/default.tfstate"),
+            backend: StateBackend::Local,
             var_files: Vec::new(),
             targets: Vec::new(),
             plan_only: false,

@@ -71,6 +71,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The PostgreSQL schema of one root and workspace's state
+/// (`--terraform-state`): `neutral_tf_<root>_<workspace>` in `[a-z0-9_]`,
+/// cut to PostgreSQL's 63-byte names with a hash of the whole name when
+/// longer, so two roots never share a schema.
+fn state_schema(root: &str, workspace: &str) -> String {
+    use sha2::Digest as _;
+    let name: String = format!("neutral_tf_{root}_{workspace}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.len() <= 63 {
+        return name;
+    }
+    let digest = sha2::Sha256::digest(format!("{root}\0{workspace}"));
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}_{hash}", name.get(..50).unwrap_or(&name))
+}
+
 fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_store::{NewRun, RunOutcome, RunStatus};
-use neutral_terraform::{Job, JobKey, Outcome, RunRequest, Trigger};
+use neutral_terraform::{Job, JobKey, Outcome, RunRequest, StateBackend, Trigger};
 use tokio::sync::broadcast;
 
 use super::{
@@ -288,6 +288,11 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
             .join("state")
             .join(&slug)
             .join(format!("{}.tfstate", sanitize(&job.key.workspace))),
+        backend: if scheduler.settings.state_store.is_some() {
+            StateBackend::Postgres
+        } else {
+            StateBackend::Local
+        },
         var_files,
         targets: job.targets.iter().flatten().cloned().collect(),
         plan_only: job.plan_only,
@@ -366,6 +371,15 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
             (HEALTH_VIEW_ENV.to_owned(), view),
             ("NEUTRAL_TOKEN".to_owned(), run_token.clone()),
         ];
+        if let Some(url) = &scheduler.settings.state_store {
+            request.env.extend([
+                ("PG_CONN_STR".to_owned(), url.clone()),
+                (
+                    "PG_SCHEMA_NAME".to_owned(),
+                    super::state_schema(&job.key.root, &job.key.workspace),
+                ),
+            ]);
+        }
         match scheduler.runner.run(&request).await {
             Ok(result) => {
                 log.push_str(&format!("--- attempt {attempt}\n{}", result.log));
