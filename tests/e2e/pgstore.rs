@@ -420,3 +420,88 @@ fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
         "the same identity"
     );
 }
+
+/// One heartbeat of node `node` (`{"node_id", "node_token"}`) to `daemon`,
+/// with a release result when given; returns the answer.
+fn heartbeat(
+    daemon: &Daemon,
+    node: &serde_json::Value,
+    release: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({ "node_id": node["node_id"] });
+    if let Some(release) = release {
+        body["release"] = release;
+    }
+    let answer = neutral_e2e::http::request(
+        daemon.api,
+        "POST",
+        "/nodes/heartbeat",
+        node["node_token"].as_str(),
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.json()
+}
+
+#[test]
+fn a_release_asked_of_one_replica_reaches_its_node_through_another_and_outlives_a_restart() {
+    let Some(server): Option<PgServer> = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let mut a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    let registered = neutral_e2e::http::request(
+        b.api,
+        "POST",
+        "/nodes/register",
+        Some(neutral_e2e::cluster::JOIN_TOKEN),
+        Some(r#"{"region": "jp", "address": "127.0.0.9"}"#),
+    )
+    .unwrap();
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let node = registered.json();
+    let id = node["node_id"].as_str().unwrap().to_owned();
+    wait_for("a to know the node", Duration::from_secs(10), || {
+        a.node(&id)
+    });
+
+    // Asked of a; the node heartbeats only to b and finds the order there.
+    let asked = a.admin(
+        "POST",
+        &format!("/nodes/{id}/release"),
+        Some(r#"{"image": "registry.example/web:v2"}"#),
+    );
+    assert_eq!(asked.status, 202, "{}", asked.body);
+    let release = asked.json()["id"].as_str().unwrap().to_owned();
+    wait_for(
+        "the order in b's heartbeat answer",
+        Duration::from_secs(10),
+        || {
+            let answer = heartbeat(&b, &node, None);
+            (answer["release"]["id"] == release.as_str()).then_some(())
+        },
+    );
+    // The agent reports to b; a shows the result.
+    let result =
+        serde_json::json!({ "id": release, "ok": true, "message": "released web:v2 on green" });
+    let answer = heartbeat(&b, &node, Some(result));
+    assert!(answer["release"].is_null(), "{answer}");
+    wait_for("a to show it released", Duration::from_secs(10), || {
+        let view = a.get(&format!("/nodes/{id}/release")).json();
+        (view["state"] == "released").then_some(())
+    });
+    // A restart reads it back from the store.
+    a.stop();
+    a.restart();
+    let view = a.get(&format!("/nodes/{id}/release")).json();
+    assert_eq!(view["id"], release.as_str(), "{view}");
+    assert_eq!(view["state"], "released", "{view}");
+    assert_eq!(view["message"], "released web:v2 on green", "{view}");
+}

@@ -21,7 +21,8 @@ use neutral_core::model::{
     AllDownPolicy, CloudProvider, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy,
     Node, NodeMode, NodePoolDecl, NodeStatus, Probe, RecordType, Region, Timestamp,
 };
-use neutral_core::weights::{self, Changes, Recomputed, WeightSettings};
+use neutral_core::weights::incremental::{Changes, Recomputed, compute_incremental};
+use neutral_core::weights::{self, WeightSettings};
 
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -253,7 +254,7 @@ fn bench_incremental(regions_per_domain: u32, runs: usize) {
     changes.node(Some(&before), Some(&after[index]));
 
     let incremental =
-        weights::compute_incremental(&decl, &after, previous.clone(), &changes, NOW, &settings);
+        compute_incremental(&decl, &after, previous.clone(), &changes, NOW, &settings);
     let full = weights::compute(&decl, &after, &previous.domains, NOW, &settings);
     assert!(incremental.report == full, "incremental differs from full");
     let recomputed = match &incremental.recomputed {
@@ -273,14 +274,7 @@ fn bench_incremental(regions_per_domain: u32, runs: usize) {
             runs,
             || previous.clone(),
             |previous| {
-                weights::compute_incremental(
-                    black_box(&decl),
-                    &after,
-                    previous,
-                    &changes,
-                    NOW,
-                    &settings,
-                )
+                compute_incremental(black_box(&decl), &after, previous, &changes, NOW, &settings)
             },
         ),
     );

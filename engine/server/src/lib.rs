@@ -350,6 +350,9 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         registering: admission::InFlight::default(),
         connections: connlimit::ConnTable::new(connection_limits),
     });
+    // Releases asked for before a restart (or on another replica) still
+    // ride on their nodes' heartbeats.
+    api::releases::load(&app).await;
     app.recompute("start").await;
 
     let (trigger, shutdown) = shutdown::channel();

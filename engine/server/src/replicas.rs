@@ -39,6 +39,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
             () = shutdown.wait() => break,
         }
         let changed = mirror_once(&app).await;
+        // Releases asked for on another replica, or finished there.
+        crate::api::releases::load(&app).await;
         if app.leadership.leads() {
             if changed {
                 app.reconcile("replicas").await;

@@ -362,8 +362,9 @@ impl RecomputeInputs {
         // equal).
         let mut report = match last_computed {
             Some((previous_at, previous_nodes)) if Arc::ptr_eq(&decl, &previous_decl) => {
-                let changes = weights::Changes::between(previous_at, &previous_nodes, &nodes);
-                weights::compute_incremental(
+                let changes =
+                    weights::incremental::Changes::between(previous_at, &previous_nodes, &nodes);
+                weights::incremental::compute_incremental(
                     &decl,
                     &nodes,
                     WeightsReport::clone(&previous),

@@ -155,6 +155,23 @@ impl Store {
     pub fn leases(&self) -> LeaseStore<'_> {
         LeaseStore { store: self }
     }
+
+    /// [`Store::write`] for leader-only writes: with a fence set, the
+    /// transaction first checks the term is still the leader lease's and is
+    /// refused with [`StoreError::Fenced`] otherwise.
+    pub(crate) fn write_fenced<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        let fence = self.fence();
+        self.write(op, |tx| {
+            if let Some(term) = fence {
+                check_fence(tx, op, term)?;
+            }
+            f(tx)
+        })
+    }
 }
 
 #[cfg(test)]

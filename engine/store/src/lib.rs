@@ -48,6 +48,7 @@ mod nodes;
 pub mod pg;
 #[doc(hidden)]
 pub mod pg_testing;
+mod releases;
 mod runs;
 mod samples;
 pub mod schema;
@@ -66,6 +67,7 @@ pub use error::{Result, StoreError};
 pub use leases::{LEADER, Lease, LeaseHolder, LeaseStore};
 pub use neutral_core::model::Timestamp;
 pub use nodes::{NewNode, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash};
+pub use releases::{ReleaseStore, StoredRelease};
 pub use runs::{NewRun, Run, RunOutcome, RunQuery, RunStatus, RunStore, RunSummary};
 pub use samples::{Heartbeat, HeartbeatOutcome, SampleStore};
 pub use store::{

@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -200,6 +200,15 @@ CREATE TABLE leases (
 ) STRICT;
 ";
 
+/// Version 4: the release queue, shared by replicas and kept over restarts.
+const V4: &str = r"
+CREATE TABLE releases (
+    node_id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+";
+
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying
 /// the missing steps in order. Re-running on an up-to-date file changes
 /// nothing. Returns the version reached.
@@ -348,7 +357,7 @@ mod tests {
                 .is_err(),
             "version 1 has no interrupted"
         );
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 3);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 4);
         let (status, log): (String, String) = conn
             .query_row("SELECT status, log FROM runs", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))

@@ -279,23 +279,6 @@ impl Store {
         *lock(&self.fence)
     }
 
-    /// [`Store::write`] for leader-only writes: with a fence set, the
-    /// transaction first checks the term is still the leader lease's and is
-    /// refused with [`StoreError::Fenced`] otherwise.
-    pub(crate) fn write_fenced<T: Send>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
-    ) -> Result<T> {
-        let fence = self.fence();
-        self.write(op, |tx| {
-            if let Some(term) = fence {
-                crate::leases::check_fence(tx, op, term)?;
-            }
-            f(tx)
-        })
-    }
-
     /// The database file (SQLite), `None` on PostgreSQL.
     pub fn path(&self) -> Option<&Path> {
         match &self.backend {

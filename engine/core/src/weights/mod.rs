@@ -99,7 +99,6 @@ use crate::model::{
     AllDownPolicy, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy, Node, NodeStatus,
     RecordType, Region, RegionHealth, Timestamp,
 };
-pub use incremental::{Changes, Incremental, Recomputed, compute_incremental};
 use scale::div_round_half_up;
 
 /// Knobs of the weight computation that are deployment settings, not

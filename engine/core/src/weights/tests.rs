@@ -8,6 +8,7 @@ use std::time::Duration;
 use expect_test::expect;
 use proptest::prelude::*;
 
+use super::incremental::{Changes, Incremental, Recomputed, compute_incremental};
 use super::*;
 use crate::model::{CloudProvider, NodeMode, NodePoolDecl, Probe};
 

@@ -474,8 +474,9 @@ pub async fn heartbeat(
     trust_client(&app, connect.as_ref());
     let (release, finished) = app
         .releases
-        .exchange(&request.node_id, request.release.as_ref());
+        .exchange(&request.node_id, request.release.as_ref(), at);
     if let Some(finished) = finished {
+        super::releases::persist(&app, &request.node_id, &finished).await;
         super::releases::record_finished(&app, &request.node_id, &finished).await;
     }
     app.enqueue_heartbeat(Heartbeat {
@@ -572,7 +573,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let actor = require_node_writer(&app, &headers, &id)?;
-    app.releases.forget(&id);
+    super::releases::forget(&app, &id).await;
     if app.write_world().nodes.remove(&id).is_none() {
         return Err(ApiError::not_found(
             "unknown_node",
@@ -627,7 +628,7 @@ pub async fn expire_registrations(app: Arc<App>, mut shutdown: crate::shutdown::
             if !removed {
                 continue;
             }
-            app.releases.forget(&id);
+            super::releases::forget(&app, &id).await;
             app.counters.registrations_expired.inc();
             let reason = format!(
                 "registered and never heartbeated within {}",

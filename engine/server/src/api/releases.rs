@@ -78,7 +78,7 @@ pub async fn request(
         health_path: body.health_path,
         timeout_ms: body.timeout_ms,
     };
-    let view = app.releases.begin(&id, order).map_err(|existing| {
+    let view = app.releases.begin(&id, order, now()).map_err(|existing| {
         ApiError::new(
             StatusCode::CONFLICT,
             "release_pending",
@@ -101,7 +101,50 @@ pub async fn request(
         data: json!({ "release": view.order }),
     })
     .await;
+    persist(&app, &id, &view).await;
     Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// Writes `node`'s release to the store (the cache has it already), where a
+/// restart and the other replicas find it.
+pub async fn persist(app: &App, node: &str, view: &ReleaseView) {
+    let Ok(doc) = serde_json::to_string(view) else {
+        return;
+    };
+    let (node, at) = (node.to_owned(), view.updated_at);
+    if let Err(err) = app
+        .with_store(move |s| s.releases().put(&node, &doc, at))
+        .await
+    {
+        tracing::error!(error = %format!("{err:#}"), "cannot store a release; a restart or another replica will not see this change");
+    }
+}
+
+/// Forgets `node`'s release, in the cache and the store (the node is gone).
+pub async fn forget(app: &App, node: &str) {
+    app.releases.forget(node);
+    let node = node.to_owned();
+    if let Err(err) = app.with_store(move |s| s.releases().delete(&node)).await {
+        tracing::warn!(error = %format!("{err:#}"), "cannot delete a gone node's release");
+    }
+}
+
+/// Loads the stored releases into the cache (at start, and on replicas
+/// every mirror tick); unreadable documents are skipped with a warning.
+pub async fn load(app: &App) {
+    let Ok(stored) = app.with_store(|s| s.releases().list()).await else {
+        return;
+    };
+    let views = stored.into_iter().filter_map(|r| {
+        match serde_json::from_str::<ReleaseView>(&r.doc) {
+            Ok(view) => Some((r.node_id, view)),
+            Err(err) => {
+                tracing::warn!(node = %r.node_id, error = %err, "skipping an unreadable stored release");
+                None
+            }
+        }
+    });
+    app.releases.adopt(views.collect::<Vec<_>>());
 }
 
 pub async fn latest(
@@ -125,7 +168,7 @@ pub async fn record_finished(app: &App, node: &str, view: &ReleaseView) {
             "release {} of {} on {node} {}: {}",
             view.order.id,
             view.order.image,
-            view.state,
+            view.state.as_str(),
             view.message.as_deref().unwrap_or("")
         ),
         commit: None,
