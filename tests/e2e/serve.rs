@@ -1040,3 +1040,61 @@ fn events_stream_changes_to_readers_and_bound_their_subscribers() {
         head.starts_with("HTTP/1.1 200").then_some(stream)
     });
 }
+
+#[test]
+fn last_known_good_answers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(&'static str, String)> = fast_config(free_port())
+        .into_iter()
+        .map(|(path, text)| (path, text.replace("all_down: fail_open", "all_down: last_known_good")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let mut daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        neutral_e2e::cluster::FAST_NO_PROBES,
+    );
+    wait_for_commit(&daemon, None);
+    // One node comes up with two heartbeats, then goes silent.
+    let registered = http::request(
+        daemon.api,
+        "POST",
+        "/nodes/register",
+        Some(JOIN_TOKEN),
+        Some(r#"{"region": "jp", "address": "127.0.0.9"}"#),
+    )
+    .unwrap();
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let node = registered.json();
+    for _ in 0..2 {
+        let beat = http::request(
+            daemon.api,
+            "POST",
+            "/nodes/heartbeat",
+            node["node_token"].as_str(),
+            Some(&json!({ "node_id": node["node_id"] }).to_string()),
+        )
+        .unwrap();
+        assert_eq!(beat.status, 200, "{}", beat.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for("the domain served normally", Duration::from_secs(10), || {
+        (domain(&daemon)["mode"] == "normal").then_some(())
+    });
+    wait_for("the silent node down: last known good", Duration::from_secs(10), || {
+        (domain(&daemon)["mode"] == "last_known_good").then_some(())
+    });
+    let held = answers(&domain(&daemon));
+    assert_eq!(held.len(), 1, "{held:?}");
+    // Time for the report to be written, then a restart: the same answers,
+    // still as last known good (without the stored report it would fail
+    // open: no previous answers to keep).
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.stop();
+    daemon.restart();
+    wait_for_commit(&daemon, None);
+    let after = domain(&daemon);
+    assert_eq!(after["mode"], "last_known_good", "{after}");
+    assert_eq!(answers(&after), held);
+}

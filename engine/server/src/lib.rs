@@ -40,6 +40,7 @@ pub mod replicas;
 pub mod scheduler;
 pub mod settings;
 pub mod shutdown;
+pub mod snapshots;
 pub mod sync;
 pub mod ui;
 pub mod world;
@@ -502,6 +503,7 @@ fn spawn_singleton_tasks(
         shutdown.clone(),
     ));
     tasks.spawn(autoscaler::run(Arc::clone(app), shutdown.clone()));
+    tasks.spawn(snapshots::run(Arc::clone(app), shutdown.clone()));
     tasks.spawn(api::expire_registrations(Arc::clone(app), shutdown.clone()));
     if let Some(scheduler) = &app.scheduler {
         tasks.spawn(scheduler::task::run(

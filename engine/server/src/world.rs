@@ -18,7 +18,7 @@ use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
 use neutral_core::weights::{self, DomainWeights, SplitBrain, WeightSettings, WeightsReport};
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now() -> Timestamp {
@@ -526,24 +526,64 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     );
-    let nothing_yet = PublishedView {
+    // The report in force before the restart (same commit), else nothing.
+    let (first_report, first_at) = match stored_report(store, REPORT_DOC, commit.as_ref()) {
+        Some(stored) => (stored.report, stored.at),
+        None => (WeightsReport::default(), at),
+    };
+    let first = PublishedView {
         id: String::new(),
-        report: Arc::new(WeightsReport::default()),
-        at,
+        report: Arc::new(first_report),
+        at: first_at,
         decl: Arc::clone(&decl),
         commit: commit.clone(),
     };
+    let calm = stored_report(store, CALM_DOC, commit.as_ref())
+        .map(|stored| (Arc::new(stored.report), stored.nodes));
     Ok(World {
         commit,
         decl,
         nodes,
         sync: SyncView::default(),
-        calm: None,
+        calm,
         last_computed: None,
         decisions: BTreeMap::new(),
         decisions_at: None,
-        views: PublishedViews::new(epoch, nothing_yet),
+        views: PublishedViews::new(epoch, first),
     })
+}
+
+/// The store document holding the weights report in force.
+pub const REPORT_DOC: &str = "weights.report";
+/// The store document holding the split-brain guard's calm snapshot.
+pub const CALM_DOC: &str = "weights.calm";
+
+/// The weights report in force as stored: a restart (or a new leader)
+/// starts from it, so `last_known_good` answers and the split-brain guard
+/// keep what they held.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredReport {
+    /// The commit whose declarations it was computed for: kept only while
+    /// the same commit is in force.
+    pub commit: Option<String>,
+    pub at: Timestamp,
+    pub report: WeightsReport,
+    /// The nodes computed on (the calm snapshot's); empty for the report.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+/// A stored document `key` computed for `commit`, if readable.
+fn stored_report(store: &Store, key: &str, commit: Option<&String>) -> Option<StoredReport> {
+    let (doc, _) = store.docs().get(key).ok()??;
+    match serde_json::from_str::<StoredReport>(&doc) {
+        Ok(stored) if stored.commit.as_ref() == commit => Some(stored),
+        Ok(_) => None,
+        Err(err) => {
+            tracing::warn!(document = key, error = %err, "ignoring an unreadable stored weights document");
+            None
+        }
+    }
 }
 
 /// Previous answers of a domain, for reads.

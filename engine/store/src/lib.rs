@@ -42,6 +42,7 @@ mod audit;
 mod autoscale_state;
 mod db;
 mod declarations;
+mod docs;
 mod error;
 mod leases;
 mod nodes;
@@ -63,6 +64,7 @@ pub use declarations::{
     GtmPolicyStore, NodePoolStore, ObjectChanges, RegionStore, SyncApplied, SyncFailure,
     SyncStatus,
 };
+pub use docs::DocStore;
 pub use error::{Result, StoreError};
 pub use leases::{LEADER, Lease, LeaseHolder, LeaseStore};
 pub use neutral_core::model::Timestamp;

@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -209,6 +209,15 @@ CREATE TABLE releases (
 ) STRICT;
 ";
 
+/// Version 5: named documents kept over restarts (`docs.rs`).
+const V5: &str = r"
+CREATE TABLE docs (
+    key TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+";
+
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying
 /// the missing steps in order. Re-running on an up-to-date file changes
 /// nothing. Returns the version reached.
@@ -357,7 +366,7 @@ mod tests {
                 .is_err(),
             "version 1 has no interrupted"
         );
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 4);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 5);
         let (status, log): (String, String) = conn
             .query_row("SELECT status, log FROM runs", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
