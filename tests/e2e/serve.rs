@@ -1046,7 +1046,12 @@ fn last_known_good_answers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<(&'static str, String)> = fast_config(free_port())
         .into_iter()
-        .map(|(path, text)| (path, text.replace("all_down: fail_open", "all_down: last_known_good")))
+        .map(|(path, text)| {
+            (
+                path,
+                text.replace("all_down: fail_open", "all_down: last_known_good"),
+            )
+        })
         .collect();
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let repo = Repo::create(dir.path(), &refs);
@@ -1079,12 +1084,16 @@ fn last_known_good_answers_survive_a_restart() {
         assert_eq!(beat.status, 200, "{}", beat.body);
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_for("the domain served normally", Duration::from_secs(10), || {
-        (domain(&daemon)["mode"] == "normal").then_some(())
-    });
-    wait_for("the silent node down: last known good", Duration::from_secs(10), || {
-        (domain(&daemon)["mode"] == "last_known_good").then_some(())
-    });
+    wait_for(
+        "the domain served normally",
+        Duration::from_secs(10),
+        || (domain(&daemon)["mode"] == "normal").then_some(()),
+    );
+    wait_for(
+        "the silent node down: last known good",
+        Duration::from_secs(10),
+        || (domain(&daemon)["mode"] == "last_known_good").then_some(()),
+    );
     let held = answers(&domain(&daemon));
     assert_eq!(held.len(), 1, "{held:?}");
     // Time for the report to be written, then a restart: the same answers,
