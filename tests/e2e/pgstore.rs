@@ -296,6 +296,36 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
     drop(b);
 }
 
+/// Two replicas on one fresh PostgreSQL database (lease 2 s): `a` leads,
+/// `b` follows. `None` when PostgreSQL is missing (and `CI` is not set).
+struct Replicas {
+    _server: PgServer,
+    dir: tempfile::TempDir,
+    a: Daemon,
+    b: Daemon,
+}
+
+fn two_replicas() -> Option<Replicas> {
+    let server = start_or_skip()?;
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    wait_for("b to follow", Duration::from_secs(10), || {
+        (leadership(&b).0 == "follower").then_some(())
+    });
+    Some(Replicas {
+        _server: server,
+        dir,
+        a,
+        b,
+    })
+}
+
 /// The node ids `app.example.com` answers with on `daemon`.
 fn answer_ids(daemon: &Daemon) -> Vec<String> {
     let domain = daemon.get("/domains/app.example.com").json();
@@ -314,20 +344,9 @@ fn answer_ids(daemon: &Daemon) -> Vec<String> {
 
 #[test]
 fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both() {
-    let Some(server): Option<PgServer> = start_or_skip() else {
+    let Some(Replicas { _server, dir, a, b }) = two_replicas() else {
         return;
     };
-    let url = server.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fast_repo(dir.path());
-    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-    args.extend(["--store", &url, "--lease-ttl", "2s"]);
-    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
-    wait_to_lead(&a, Duration::from_secs(10));
-    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
-    wait_for("b to follow", Duration::from_secs(10), || {
-        (leadership(&b).0 == "follower").then_some(())
-    });
     // The agent knows only the follower.
     let mut agent = Agent::start(&b, dir.path(), "jp-a", "jp", "127.0.0.2");
     let id = registered(&agent, &b);
@@ -367,20 +386,15 @@ fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both(
 
 #[test]
 fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
-    let Some(server): Option<PgServer> = start_or_skip() else {
+    let Some(Replicas {
+        _server,
+        dir,
+        a,
+        mut b,
+    }) = two_replicas()
+    else {
         return;
     };
-    let url = server.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fast_repo(dir.path());
-    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-    args.extend(["--store", &url, "--lease-ttl", "2s"]);
-    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
-    wait_to_lead(&a, Duration::from_secs(10));
-    let mut b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
-    wait_for("b to follow", Duration::from_secs(10), || {
-        (leadership(&b).0 == "follower").then_some(())
-    });
     // The agent talks to the follower first, the leader as its replica.
     let a_url = format!("http://{}", a.api);
     let agent = Agent::start_with(
@@ -446,17 +460,15 @@ fn heartbeat(
 
 #[test]
 fn a_release_asked_of_one_replica_reaches_its_node_through_another_and_outlives_a_restart() {
-    let Some(server): Option<PgServer> = start_or_skip() else {
+    let Some(Replicas {
+        _server,
+        dir: _dir,
+        mut a,
+        b,
+    }) = two_replicas()
+    else {
         return;
     };
-    let url = server.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fast_repo(dir.path());
-    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-    args.extend(["--store", &url, "--lease-ttl", "2s"]);
-    let mut a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
-    wait_to_lead(&a, Duration::from_secs(10));
-    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
     let registered = neutral_e2e::http::request(
         b.api,
         "POST",

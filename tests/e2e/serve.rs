@@ -915,6 +915,37 @@ fn a_second_daemon_on_the_same_data_directory_is_refused() {
     assert_eq!(first.get("/healthz").status, 200);
 }
 
+/// Registers a node at 127.0.0.9 in jp through the node API; returns
+/// `{"node_id", "node_token", …}`.
+fn register_jp_node(daemon: &Daemon) -> Value {
+    let registered = http::request(
+        daemon.api,
+        "POST",
+        "/nodes/register",
+        Some(JOIN_TOKEN),
+        Some(r#"{"region": "jp", "address": "127.0.0.9"}"#),
+    )
+    .unwrap();
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    registered.json()
+}
+
+/// `count` heartbeats of `node`, 200 ms apart (up after `rise`, 2).
+fn beat_up(daemon: &Daemon, node: &Value, count: usize) {
+    for _ in 0..count {
+        let heartbeat = http::request(
+            daemon.api,
+            "POST",
+            "/nodes/heartbeat",
+            node["node_token"].as_str(),
+            Some(&json!({ "node_id": node["node_id"] }).to_string()),
+        )
+        .unwrap();
+        assert_eq!(heartbeat.status, 200, "{}", heartbeat.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Opens `GET /events` on a raw connection and returns it with what was
 /// read up to the first event (`open`).
 fn open_events(daemon: &Daemon, token: &str) -> (std::net::TcpStream, String) {
@@ -980,29 +1011,7 @@ fn events_stream_changes_to_readers_and_bound_their_subscribers() {
     assert!(seen.contains(&commit), "{seen}");
     // A node that registers and heartbeats comes up: its status, then the
     // domain's new answers.
-    let registered = http::request(
-        daemon.api,
-        "POST",
-        "/nodes/register",
-        Some(JOIN_TOKEN),
-        Some(r#"{"region": "jp", "address": "127.0.0.9"}"#),
-    )
-    .unwrap();
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    let node = registered.json();
-    // Up after `rise` (2) good signs.
-    for _ in 0..3 {
-        let heartbeat = http::request(
-            daemon.api,
-            "POST",
-            "/nodes/heartbeat",
-            node["node_token"].as_str(),
-            Some(&json!({ "node_id": node["node_id"] }).to_string()),
-        )
-        .unwrap();
-        assert_eq!(heartbeat.status, 200, "{}", heartbeat.body);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    beat_up(&daemon, &register_jp_node(&daemon), 3);
     let seen = read_until(&mut stream, "regions [jp 40");
     assert!(seen.contains("event: node_status"), "{seen}");
     assert!(seen.contains("\"status\":\"up\""), "{seen}");
@@ -1062,28 +1071,7 @@ fn last_known_good_answers_survive_a_restart() {
     );
     wait_for_commit(&daemon, None);
     // One node comes up with two heartbeats, then goes silent.
-    let registered = http::request(
-        daemon.api,
-        "POST",
-        "/nodes/register",
-        Some(JOIN_TOKEN),
-        Some(r#"{"region": "jp", "address": "127.0.0.9"}"#),
-    )
-    .unwrap();
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    let node = registered.json();
-    for _ in 0..2 {
-        let beat = http::request(
-            daemon.api,
-            "POST",
-            "/nodes/heartbeat",
-            node["node_token"].as_str(),
-            Some(&json!({ "node_id": node["node_id"] }).to_string()),
-        )
-        .unwrap();
-        assert_eq!(beat.status, 200, "{}", beat.body);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    beat_up(&daemon, &register_jp_node(&daemon), 2);
     wait_for(
         "the domain served normally",
         Duration::from_secs(10),

@@ -22,7 +22,7 @@ use neutral_store::{NodeRecord, TokenHash};
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
-use crate::world::{NodeEntry, liveness_for, now};
+use crate::world::{NodeEntry, now};
 
 /// How often a replica reads the others' node changes.
 pub const EVERY: Duration = Duration::from_millis(500);
@@ -96,23 +96,10 @@ async fn mirror_once(app: &Arc<App>) -> bool {
             let Some(token) = tokens.remove(&id) else {
                 continue;
             };
-            let (settings, probe) =
-                liveness_for(&app.settings.liveness, &decl, &record.node.region);
             let mut liveness = Liveness::registered(record.registered_at);
             liveness.drained = record.node.status == NodeStatus::Drain;
-            world.nodes.insert(
-                id,
-                NodeEntry {
-                    record,
-                    token,
-                    liveness,
-                    settings,
-                    probe,
-                    next_probe: at,
-                    probe_in_flight: false,
-                    last_passing_probe: None,
-                },
-            );
+            let entry = NodeEntry::new(record, token, liveness, &app.settings.liveness, &decl, at);
+            world.nodes.insert(id, entry);
             changed = true;
             continue;
         };

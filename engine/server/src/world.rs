@@ -42,6 +42,31 @@ pub struct NodeEntry {
     pub last_passing_probe: Option<Timestamp>,
 }
 
+impl NodeEntry {
+    /// A node entry with `liveness`, the liveness settings and probe of its
+    /// region under `decl`, and its first probe due at `at`.
+    pub fn new(
+        record: NodeRecord,
+        token: TokenHash,
+        liveness: Liveness,
+        defaults: &LivenessDefaults,
+        decl: &Declarations,
+        at: Timestamp,
+    ) -> NodeEntry {
+        let (settings, probe) = liveness_for(defaults, decl, &record.node.region);
+        NodeEntry {
+            record,
+            token,
+            liveness,
+            settings,
+            probe,
+            next_probe: at,
+            probe_in_flight: false,
+            last_passing_probe: None,
+        }
+    }
+}
+
 /// What the last sync attempt did, for `GET /status`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SyncView {
@@ -503,20 +528,10 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         let Some(token) = store.nodes().token_hash(&record.node.id)? else {
             continue;
         };
-        let (settings, probe) = liveness_for(args, &decl, &record.node.region);
         let liveness = Liveness::restored(record.node.status, at);
         nodes.insert(
             record.node.id.clone(),
-            NodeEntry {
-                record,
-                token,
-                liveness,
-                settings,
-                probe,
-                next_probe: at,
-                probe_in_flight: false,
-                last_passing_probe: None,
-            },
+            NodeEntry::new(record, token, liveness, args, &decl, at),
         );
     }
     let decl = Arc::new(decl);
