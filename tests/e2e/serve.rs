@@ -1095,3 +1095,95 @@ fn last_known_good_answers_survive_a_restart() {
     assert_eq!(after["mode"], "last_known_good", "{after}");
     assert_eq!(answers(&after), held);
 }
+
+#[test]
+fn a_trickled_body_is_cut_off_at_its_deadline_and_dns_tcp_limits_are_flags() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with(dir.path(), free_port());
+    let mut flags = FAST.to_vec();
+    flags.extend([
+        "--dns-tcp-max-per-ip",
+        "2",
+        "--dns-tcp-max-connections",
+        "50",
+    ]);
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), &flags);
+    wait_for_commit(&daemon, None);
+
+    // A registration whose body comes one byte a second: the idle timeout
+    // (150 s) never fires, the body deadline (10 s) does.
+    let mut slow = std::net::TcpStream::connect(daemon.api).unwrap();
+    write!(
+        slow,
+        "POST /nodes/register HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {JOIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{"
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(900)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while started.elapsed() < Duration::from_secs(20) {
+        match slow.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = slow.write_all(b" ");
+            }
+        }
+    }
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert_eq!(daemon.anonymous_get("/healthz").status, 200);
+
+    // DNS over TCP: two connections from this address are served, the third
+    // is closed unserved (--dns-tcp-max-per-ip 2).
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(daemon.dns).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(daemon.dns).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let closed = third.read(&mut buffer);
+    assert!(
+        matches!(closed, Ok(0))
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the third connection was served: {closed:?}"
+    );
+    for mut stream in held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let still_open = stream.read(&mut buffer);
+        assert!(
+            still_open
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "a served connection was closed: {still_open:?}"
+        );
+    }
+    let metrics = http::request(daemon.api, "GET", "/metrics", Some(ADMIN_TOKEN), None).unwrap();
+    assert!(
+        metrics
+            .body
+            .contains("neutral_dns_dropped_total{reason=\"tcp_limit\"} 1"),
+        "{}",
+        metrics.body
+    );
+}

@@ -139,6 +139,24 @@ struct State {
     modes: BTreeMap<(String, RrType), ServeMode>,
 }
 
+/// How many DNS-over-TCP connections are served at once, in all and from
+/// one client address; more are closed unserved, counted in
+/// `neutral_dns_dropped_total{reason="tcp_limit"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpLimits {
+    pub connections: usize,
+    pub per_address: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            connections: crate::tcp::TCP_MAX_CONNECTIONS,
+            per_address: crate::tcp::TCP_MAX_PER_ADDRESS,
+        }
+    }
+}
+
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0: one free port for both) and starts
     /// serving `initial`, with the default [`RateLimit`]. Must be called
@@ -152,6 +170,17 @@ impl DnsServer {
         addr: SocketAddr,
         initial: ZoneSet,
         limit: RateLimit,
+    ) -> Result<DnsServer, DnsError> {
+        DnsServer::bind_with_limits(addr, initial, limit, TcpLimits::default()).await
+    }
+
+    /// [`DnsServer::bind`] with explicit UDP response-rate and TCP
+    /// connection limits.
+    pub async fn bind_with_limits(
+        addr: SocketAddr,
+        initial: ZoneSet,
+        limit: RateLimit,
+        tcp_limits: TcpLimits,
     ) -> Result<DnsServer, DnsError> {
         let (udp, tcp, local_addr) = bind_sockets(addr).await?;
         // Problems in `initial` are logged as the zones compile.
@@ -178,10 +207,7 @@ impl DnsServer {
         tasks.push(tokio::spawn(crate::tcp::serve_tcp(
             tcp,
             handle.clone(),
-            crate::tcp::Slots::new(
-                crate::tcp::TCP_MAX_CONNECTIONS,
-                crate::tcp::TCP_MAX_PER_ADDRESS,
-            ),
+            crate::tcp::Slots::new(tcp_limits.connections, tcp_limits.per_address),
             stopped.clone(),
         )));
         tracing::info!(
@@ -190,6 +216,8 @@ impl DnsServer {
             rate_limit_per_prefix = limit.responses_per_second,
             burst = limit.burst,
             slip = limit.slip,
+            tcp_connections = tcp_limits.connections,
+            tcp_per_address = tcp_limits.per_address,
             "embedded DNS server listening (UDP and TCP)"
         );
         Ok(DnsServer {

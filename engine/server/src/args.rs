@@ -94,6 +94,20 @@ pub struct ServeArgs {
     /// Address of the embedded authoritative DNS server (UDP and TCP).
     #[arg(long, default_value = "127.0.0.1:5353")]
     pub dns_listen: SocketAddr,
+    /// UDP responses per second to one client prefix (/24, /56) before the
+    /// rest are dropped or slipped (TC=1, every second one); 0 turns response
+    /// rate limiting off.
+    #[arg(long, default_value = "100")]
+    pub dns_rate_limit: u32,
+    /// Responses a quiet prefix may get at once, above --dns-rate-limit.
+    #[arg(long, default_value = "200")]
+    pub dns_rate_burst: u32,
+    /// DNS-over-TCP connections served at once, all clients together.
+    #[arg(long, default_value = "256", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub dns_tcp_max_connections: u32,
+    /// DNS-over-TCP connections served at once from one client address.
+    #[arg(long, default_value = "16", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub dns_tcp_max_per_ip: u32,
     /// Interval nodes are told to heartbeat at.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub heartbeat_interval: Duration,

@@ -80,8 +80,14 @@ impl From<anyhow::Error> for ApiError {
 }
 
 /// A JSON request body; rejections become [`ApiError`]s naming the problem.
+/// The whole body must arrive within [`BODY_DEADLINE`] (`408 body_timeout`
+/// otherwise): the idle timeout alone would let a client trickle one byte
+/// every few seconds and hold a handler for as long as it likes.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
+
+/// How long a request body may take to arrive (bodies are at most 64 KiB).
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
@@ -91,9 +97,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        match tokio::time::timeout(BODY_DEADLINE, Json::<T>::from_request(req, state)).await {
+            Ok(Ok(Json(value))) => Ok(JsonBody(value)),
+            Ok(Err(rejection)) => Err(json_rejection(&rejection)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_DEADLINE.as_secs()
+                ),
+            )),
         }
     }
 }

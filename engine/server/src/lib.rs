@@ -276,9 +276,21 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             zones.insert(zone.zone);
         }
     }
-    let dns_server = DnsServer::bind(args.dns_listen, zones)
-        .await
-        .with_context(|| format!("cannot serve DNS on {}", args.dns_listen))?;
+    let dns_server = DnsServer::bind_with_limits(
+        args.dns_listen,
+        zones,
+        neutral_dns::RateLimit {
+            responses_per_second: args.dns_rate_limit,
+            burst: args.dns_rate_burst.max(args.dns_rate_limit),
+            ..neutral_dns::RateLimit::default()
+        },
+        neutral_dns::TcpLimits {
+            connections: args.dns_tcp_max_connections as usize,
+            per_address: args.dns_tcp_max_per_ip as usize,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot serve DNS on {}", args.dns_listen))?;
     tracing::info!(
         nodes = restored.nodes.len(),
         commit = restored.commit.as_deref().unwrap_or("none"),
