@@ -681,6 +681,32 @@ resource "neutral_gtm_record" "slow" {{
     )
 }
 
+/// Processes (pid and command line) whose working folder is inside `dir`:
+/// a run's Terraform and the provider it started work in the run's root.
+fn processes_in(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            // A zombie has no command line and holds nothing.
+            if !cmdline.trim().is_empty() {
+                found.push((pid, cmdline));
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again() {
     if !terraform_available() {
@@ -715,7 +741,46 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
         runs["runs"].as_array()?.first().cloned()
     });
     let id = running["id"].as_i64().unwrap();
+    // Past `init`: the provider is running (and blocked on the black hole),
+    // Terraform waiting on it without a word of output.
+    let before = wait_for("the run's provider", Duration::from_secs(60), || {
+        let running = processes_in(dir.path());
+        running
+            .iter()
+            .any(|(_, cmd)| cmd.contains("terraform-provider-neutral"))
+            .then_some(running)
+    });
+    eprintln!("run processes before the kill: {before:?}");
     daemon.kill9();
+    // Terraform dies with the daemon, even a SIGKILLed one (setpriv
+    // --pdeathsig). The provider it started may outlive it: not solved.
+    let terraform = |running: Vec<(u32, String)>| -> Vec<(u32, String)> {
+        running
+            .into_iter()
+            .filter(|(_, cmd)| !cmd.contains("terraform-provider-neutral"))
+            .collect()
+    };
+    let gone = std::time::Instant::now();
+    while !terraform(processes_in(dir.path())).is_empty()
+        && gone.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        terraform(processes_in(dir.path())).is_empty(),
+        "Terraform left behind by the killed daemon: {:?}",
+        processes_in(dir.path())
+    );
+    eprintln!(
+        "Terraform gone {:?} after the daemon's SIGKILL",
+        gone.elapsed()
+    );
+    // What is left (the provider) would hold on to the working folder.
+    for (pid, _) in processes_in(dir.path()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
     daemon.restart();
     let runs = admin_get(&daemon, "/runs?root=infra/gtm&limit=100");
     let killed = runs["runs"]
