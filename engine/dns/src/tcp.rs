@@ -135,8 +135,10 @@ pub(crate) async fn serve_tcp<A: Answerer>(
             }
         };
         let Some(slot) = slots.take(peer.ip()) else {
-            drop(stream);
+            // Counted before the close, so a client that sees the close
+            // also sees the count.
             handle.count_tcp_refused();
+            drop(stream);
             if let Some(held_back) = refusals_log.pass(Instant::now()) {
                 tracing::warn!(
                     client = %peer.ip(),
