@@ -214,8 +214,9 @@ fn main() {
 
     // PAGES (default 50) live pages as the daemon sees them, without a
     // browser (one headless Chromium cannot keep 50 tabs of 1,000 rows
-    // live on 2 cores): each holds GET /events open and makes the page's
-    // refresh (the reads above) every 5 s, as app.js does between changes.
+    // live on 2 cores): each holds GET /events open and, as app.js does
+    // between changes, reads the 7 lists every 5 s and every domain's
+    // details once a minute (on events otherwise; none come here).
     let pages: usize = std::env::var("PAGES")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -223,7 +224,7 @@ fn main() {
     if pages > 0 {
         let (cores, streams) = simulated_pages(&daemon, &paths, pages);
         println!(
-            "  daemon CPU, {pages} simulated live pages ({streams} GET /events streams, a refresh each every 5 s): {cores:.3} cores (20 s)"
+            "  daemon CPU, {pages} simulated live pages ({streams} GET /events streams; lists every 5 s, domain details every 60 s): {cores:.3} cores (20 s)"
         );
     }
 
@@ -310,17 +311,27 @@ fn simulated_pages(daemon: &Daemon, paths: &[String], pages: usize) -> (f64, Str
                 "GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
             );
             let _ = events.set_read_timeout(Some(Duration::from_millis(100)));
-            // Pages start spread over the 5 s period, as real ones would.
-            let mut next =
-                Instant::now() + Duration::from_millis((page as u64 * 5000) / pages.max(1) as u64);
+            // Pages start spread over the 5 s period, and their minute-long
+            // domain period, as real ones would.
+            let offset =
+                |period: u64| Duration::from_millis((page as u64 * period) / pages.max(1) as u64);
+            let mut next = Instant::now() + offset(5000);
+            let mut next_all = Instant::now() + offset(60_000);
+            let (lists, details) = paths.split_at(paths.len().min(7));
             let mut buffer = [0u8; 8192];
             while !stop.load(Ordering::Relaxed) {
                 let _ = events.read(&mut buffer);
                 if Instant::now() >= next {
-                    for path in &paths {
+                    for path in lists {
                         let _ = http::request(api, "GET", path, Some(ADMIN_TOKEN), None);
                     }
                     next += Duration::from_secs(5);
+                }
+                if Instant::now() >= next_all {
+                    for path in details {
+                        let _ = http::request(api, "GET", path, Some(ADMIN_TOKEN), None);
+                    }
+                    next_all += Duration::from_secs(60);
                 }
             }
         }));

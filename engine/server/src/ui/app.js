@@ -3,8 +3,9 @@
 // draws regions, domains, nodes, runs and the audit timeline. It listens to
 // GET /events (server-sent events, read with fetch so the token goes in a
 // header) and redraws as soon as something changes; between changes it
-// refreshes every 5 s (node metrics, ages), and every second while the event
-// stream is down. The
+// refreshes every 5 s (node metrics, ages) — domain details only when an
+// event names them, after a commit or a reconnect, and once a minute — and
+// reads everything every second while the event stream is down. The
 // page carries no data itself. DOM is built with textContent only (no HTML
 // from the server is ever parsed), so hostile names cannot inject markup.
 "use strict";
@@ -14,6 +15,7 @@
   const FALLBACK_POLL_MS = 1000; // without it
   const STREAM_RETRY_MS = 2000;
   const EVENT_DEBOUNCE_MS = 100;
+  const ALL_DOMAINS_MS = 60000; // every domain re-read at least this often
   const TIMEOUT_MS = 5000;
   const HISTORY = 60; // samples kept per node for the sparklines
   const SVG = "http://www.w3.org/2000/svg";
@@ -24,6 +26,13 @@
   let timer = null;
   let streamUp = false;
   let stream = null; // the AbortController of the open event stream
+  // Domain details are the bulk of a refresh (each lists its answers): with
+  // the stream up they are read again only when an event names them (or
+  // after a commit, a lag, a reconnect, and once a minute).
+  const domainCache = new Map(); // domain -> GET /domains/{d}
+  const staleDomains = new Set();
+  let allDomainsStale = true;
+  let lastAllDomains = 0;
   let lastOk = 0;
   let lastAudit = [];
   const history = new Map(); // node id -> {cpu: [], rtt: [], err: []}
@@ -79,6 +88,9 @@
 
   function clearData() {
     history.clear();
+    domainCache.clear();
+    staleDomains.clear();
+    allDomainsStale = true;
     lastAudit = [];
     for (const id of ["alerts", "regions", "domains", "timeline"]) $(id).replaceChildren();
     for (const id of ["nodes", "runs"]) $(id).tBodies[0].replaceChildren();
@@ -148,7 +160,21 @@
         while ((end = pending.indexOf("\n\n")) >= 0) {
           const block = pending.slice(0, end);
           pending = pending.slice(end + 2);
-          if (/^event: /m.test(block)) schedule(EVENT_DEBOUNCE_MS);
+          const kind = /^event: (.*)$/m.exec(block);
+          if (!kind) continue;
+          if (kind[1] === "domain") {
+            const data = /^data: (.*)$/m.exec(block);
+            try {
+              const name = data && JSON.parse(data[1]).domain;
+              if (typeof name === "string") staleDomains.add(name);
+              else allDomainsStale = true;
+            } catch (e) {
+              allDomainsStale = true;
+            }
+          } else if (kind[1] !== "node_status" && kind[1] !== "autoscale") {
+            allDomainsStale = true; // open, declarations, lagged
+          }
+          schedule(EVENT_DEBOUNCE_MS);
         }
       }
     } catch (e) {
@@ -189,11 +215,34 @@
         auditNote = "The timeline needs a token allowed to read the audit log (GET /audit).";
         return null;
       });
-      const domains = get("/domains", s).then((names) => Promise.all(names.map((name) =>
-        get(`/domains/${encodeURIComponent(name)}`, s).catch((e) => {
-          if (e instanceof HttpError && e.status === 404) return null; // removed meanwhile
-          throw e;
-        }))));
+      // Which domain details to read: all without the stream, after a
+      // commit, a lag or a reconnect, and once a minute; else those an
+      // event named and any not read yet.
+      const all = !streamUp || allDomainsStale || Date.now() - lastAllDomains > ALL_DOMAINS_MS;
+      const named = new Set(staleDomains);
+      staleDomains.clear();
+      if (all) allDomainsStale = false;
+      const domains = get("/domains", s).then(async (names) => {
+        const wanted = names.filter((name) => all || named.has(name) || !domainCache.has(name));
+        const read = await Promise.all(wanted.map((name) =>
+          get(`/domains/${encodeURIComponent(name)}`, s).catch((e) => {
+            if (e instanceof HttpError && e.status === 404) return null; // removed meanwhile
+            throw e;
+          })));
+        wanted.forEach((name, i) => {
+          if (read[i]) domainCache.set(name, read[i]);
+          else domainCache.delete(name);
+        });
+        const listed = new Set(names);
+        for (const name of [...domainCache.keys()]) if (!listed.has(name)) domainCache.delete(name);
+        if (all) lastAllDomains = Date.now();
+        return names.map((name) => domainCache.get(name));
+      }).catch((e) => {
+        // Not read this time: ask again next time.
+        if (all) allDomainsStale = true;
+        for (const name of named) staleDomains.add(name);
+        throw e;
+      });
       const [status, regions, nodes, runs, autoscale, details, events] = await Promise.all([
         get("/status", s), get("/regions", s), get("/nodes", s),
         get("/runs?limit=10", s), get("/autoscale", s), domains, audit,
