@@ -63,22 +63,19 @@ async fn mirror_once(app: &Arc<App>) -> bool {
         .into_iter()
         .map(|r| (r.node.id.clone(), r))
         .collect();
-    // Nodes registered elsewhere need their token hash to heartbeat here.
-    let unknown: Vec<String> = {
+    // Nodes registered elsewhere need their token hash to heartbeat here:
+    // read (all at once) only when there are such nodes.
+    let unknown = {
         let world = app.read_world();
-        stored
-            .keys()
-            .filter(|id| !world.nodes.contains_key(*id))
-            .cloned()
-            .collect()
+        stored.keys().any(|id| !world.nodes.contains_key(id))
     };
-    let mut tokens: BTreeMap<String, TokenHash> = BTreeMap::new();
-    for id in unknown {
-        let key = id.clone();
-        if let Ok(Some(token)) = app.with_store(move |s| s.nodes().token_hash(&key)).await {
-            tokens.insert(id, token);
-        }
-    }
+    let mut tokens: BTreeMap<String, TokenHash> = if unknown {
+        app.with_store(|s| s.nodes().token_hashes())
+            .await
+            .unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
     let leads = app.leadership.leads();
     let at = now();
     let mut changed = false;

@@ -82,7 +82,7 @@ async fn write_if_new(
     let stored = StoredReport {
         commit,
         at,
-        report: WeightsReport::clone(&report),
+        report: &*report,
         nodes,
     };
     let Ok(doc) = serde_json::to_string(&stored) else {

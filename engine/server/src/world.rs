@@ -524,8 +524,9 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         None => (None, Declarations::default()),
     };
     let mut nodes = BTreeMap::new();
+    let mut tokens = store.nodes().token_hashes()?;
     for record in store.nodes().list()? {
-        let Some(token) = store.nodes().token_hash(&record.node.id)? else {
+        let Some(token) = tokens.remove(&record.node.id) else {
             continue;
         };
         let liveness = Liveness::restored(record.node.status, at);
@@ -576,13 +577,15 @@ pub const CALM_DOC: &str = "weights.calm";
 /// The weights report in force as stored: a restart (or a new leader)
 /// starts from it, so `last_known_good` answers and the split-brain guard
 /// keep what they held.
+/// Written with a borrowed report (`R = &WeightsReport`), so storing one
+/// copies nothing; read back owned.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct StoredReport {
+pub struct StoredReport<R = WeightsReport> {
     /// The commit whose declarations it was computed for: kept only while
     /// the same commit is in force.
     pub commit: Option<String>,
     pub at: Timestamp,
-    pub report: WeightsReport,
+    pub report: R,
     /// The nodes computed on (the calm snapshot's); empty for the report.
     #[serde(default)]
     pub nodes: Vec<Node>,

@@ -9,6 +9,7 @@
 //! decision, not this module's; heartbeats are written by
 //! [`crate::SampleStore::record_heartbeats`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -384,19 +385,40 @@ impl NodeStore<'_> {
                 .query_row(params![id], |row| row.get(0))
                 .optional()
                 .during(OP)?;
-            bytes
-                .map(|bytes| {
-                    <[u8; 32]>::try_from(bytes.as_slice())
-                        .map(TokenHash)
-                        .map_err(|_| StoreError::Corrupt {
-                            op: OP,
-                            what: format!("token hash of node `{id}`"),
-                            value: format!("{} bytes", bytes.len()),
-                        })
-                })
-                .transpose()
+            bytes.map(|bytes| token_of(OP, id, &bytes)).transpose()
         })
     }
+
+    /// Every node's token hash, by node id, in one read (a start, or a
+    /// replica learning of nodes registered elsewhere).
+    pub fn token_hashes(&self) -> Result<BTreeMap<String, TokenHash>> {
+        const OP: &str = "read node token hashes";
+        self.store.read(OP, |tx| {
+            let rows: Vec<(String, Vec<u8>)> = tx
+                .query_map("SELECT id, token_hash FROM nodes", params![], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            rows.into_iter()
+                .map(|(id, bytes)| {
+                    let token = token_of(OP, &id, &bytes)?;
+                    Ok((id, token))
+                })
+                .collect()
+        })
+    }
+}
+
+/// A stored token hash, which must be 32 bytes.
+fn token_of(op: &'static str, id: &str, bytes: &[u8]) -> Result<TokenHash> {
+    <[u8; 32]>::try_from(bytes)
+        .map(TokenHash)
+        .map_err(|_| StoreError::Corrupt {
+            op,
+            what: format!("token hash of node `{id}`"),
+            value: format!("{} bytes", bytes.len()),
+        })
 }
 
 /// Changes one node's status inside a transaction: `None` when there is no

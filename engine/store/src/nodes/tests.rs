@@ -73,6 +73,15 @@ fn only_a_hash_of_the_token_is_stored_and_it_compares_in_constant_time() {
     assert!(!hash.matches("token-n2"));
     assert!(!hash.matches(""));
     assert_eq!(store.nodes().token_hash("nope").unwrap(), None);
+    // All of them in one read: the same hashes, by id.
+    store
+        .nodes()
+        .register(&new_node("n2", "jp", "127.0.0.3", 0), "join")
+        .unwrap();
+    let all = store.nodes().token_hashes().unwrap();
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["n1", "n2"]);
+    assert!(all["n1"].matches("token-n1") && all["n2"].matches("token-n2"));
+    assert!(!all["n2"].matches("token-n1"));
     let raw: Vec<u8> = store.with_writer(|conn| {
         conn.query_row("SELECT token_hash FROM nodes", params![], |row| row.get(0))
             .unwrap()
