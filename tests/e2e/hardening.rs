@@ -14,6 +14,7 @@ use neutral_e2e::cluster::{
     wait_for,
 };
 use neutral_e2e::http;
+use neutral_e2e::services::terraform_or_skip;
 use serde_json::Value;
 
 fn wait_for_commit(daemon: &Daemon) -> String {
@@ -645,16 +646,6 @@ fn every_list_pages_with_one_shape_and_10000_nodes_are_walked_exactly_once() {
     assert_eq!(bad.status, 400);
 }
 
-fn terraform_available() -> bool {
-    std::env::var_os("TERRAFORM_BIN").is_some()
-        || ["terraform", "tofu"].iter().any(|bin| {
-            std::process::Command::new(bin)
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 /// A GTM root whose plan waits on a control plane that never answers (a
 /// listener the test holds and never accepts from): the provider's request
 /// hangs until its 30 s timeout, so a run is provably `running` when the
@@ -709,12 +700,11 @@ fn processes_in(dir: &std::path::Path) -> Vec<(u32, String)> {
 
 #[test]
 fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again() {
-    if !terraform_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but there is no terraform or tofu"
-        );
-        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+    if terraform_or_skip(
+        "a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again",
+    )
+    .is_none()
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use neutral_e2e::cluster::{Agent, Daemon, Repo, Service, fast_config, free_port, wait_for};
+use neutral_e2e::services::terraform_or_skip;
 use serde_json::Value;
 
 const GTM_ROOT: &str = r#"# One record per GTM policy in platform-config/gtm.
@@ -36,14 +37,14 @@ resource "terraform_data" "pool" {
 }
 "#;
 
-fn terraform_available() -> bool {
-    std::env::var_os("TERRAFORM_BIN").is_some()
-        || ["terraform", "tofu"].iter().any(|bin| {
-            std::process::Command::new(bin)
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+/// A repository with the fast platform-config (probes on `probe_port`)
+/// and the two roots above.
+fn repo_with_roots(dir: &std::path::Path, probe_port: u16) -> Repo {
+    let mut files = fast_config(probe_port);
+    files.push(("infra/gtm/main.tf", GTM_ROOT.to_owned()));
+    files.push(("infra/node-pool/main.tf", POOL_ROOT.to_owned()));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    Repo::create(dir, &refs)
 }
 
 fn runs(daemon: &Daemon) -> Vec<Value> {
@@ -68,17 +69,14 @@ fn find_run(
 
 #[test]
 fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
-    if !terraform_available() {
-        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+    if terraform_or_skip("pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded")
+        .is_none()
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut files = fast_config(port);
-    files.push(("infra/gtm/main.tf", GTM_ROOT.to_owned()));
-    files.push(("infra/node-pool/main.tf", POOL_ROOT.to_owned()));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = Repo::create(dir.path(), &refs);
+    let repo = repo_with_roots(dir.path(), port);
     let daemon = Daemon::start(
         &repo.bare,
         &dir.path().join("data"),
@@ -206,12 +204,8 @@ fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
 
 #[test]
 fn with_terraform_state_the_state_lives_in_postgres_not_in_files() {
-    if !terraform_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set: Terraform must be installed"
-        );
-        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+    if terraform_or_skip("with_terraform_state_the_state_lives_in_postgres_not_in_files").is_none()
+    {
         return;
     }
     let Some(server) = neutral_store::pg_testing::start_or_skip() else {
@@ -221,11 +215,7 @@ fn with_terraform_state_the_state_lives_in_postgres_not_in_files() {
     // Terraform's PostgreSQL client asks for TLS unless told otherwise.
     let state_url = format!("{url}?sslmode=disable");
     let dir = tempfile::tempdir().unwrap();
-    let mut files = fast_config(free_port());
-    files.push(("infra/gtm/main.tf", GTM_ROOT.to_owned()));
-    files.push(("infra/node-pool/main.tf", POOL_ROOT.to_owned()));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = Repo::create(dir.path(), &refs);
+    let repo = repo_with_roots(dir.path(), free_port());
     let data = dir.path().join("data");
     let daemon = Daemon::start(
         &repo.bare,
