@@ -181,8 +181,6 @@ impl<C: NodeApi> Agent<C> {
         node: Option<Arc<Node<Ctr>>>,
         control_plane: C,
     ) -> Result<Self, AgentError> {
-        // The prober's HTTP client needs it, whatever the node API is.
-        crate::client::install_crypto_provider();
         let prober = Prober::new(
             config.probe_url.clone(),
             config.probe_count,

@@ -84,6 +84,7 @@ impl Prober {
     /// `count` requests per round, each bounded by `timeout` (and by the
     /// heartbeat interval, see [`probe_timeout`]).
     pub fn new(url: Url, count: u32, timeout: Duration) -> Result<Self, reqwest::Error> {
+        crate::client::install_crypto_provider();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!(
