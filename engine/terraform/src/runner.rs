@@ -211,6 +211,10 @@ pub fn pass_environment(
     (passed, withheld)
 }
 
+/// Held by a run's `init` with the `pg` backend: this process's inits of
+/// PostgreSQL-backed roots run one at a time.
+static PG_BACKEND_INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Failures worth a retry, as Terraform and providers print them.
 const TRANSIENT: &[&str] = &[
     "Error acquiring the state lock",
@@ -222,6 +226,9 @@ const TRANSIENT: &[&str] = &[
     "503 Service Unavailable",
     "429 Too Many Requests",
     "connection reset",
+    // Another process's `pg` backend creating the same objects at the same
+    // moment (the backend's `IF NOT EXISTS` is not atomic).
+    "duplicate key value violates unique constraint \"pg_",
     // Live health changed between plan and apply (the GTM record computes
     // its answers from live health); a fresh plan applies cleanly.
     STALE_PLAN,
@@ -351,13 +358,21 @@ impl Runner {
         let mut log = String::new();
         let lock = format!("-lock-timeout={}s", self.lock_timeout.as_secs());
 
-        let init = self
-            .step(
+        let init = {
+            // Terraform's `pg` backend creates its objects with `IF NOT
+            // EXISTS`, one of them (the id sequence) shared by every schema:
+            // two first inits at once collide on PostgreSQL's catalog.
+            let _one_at_a_time = match request.backend {
+                StateBackend::Postgres => Some(PG_BACKEND_INIT.lock().await),
+                StateBackend::Local => None,
+            };
+            self.step(
                 request,
                 &mut log,
                 &["init", "-input=false", "-no-color", "-reconfigure"],
             )
-            .await;
+            .await
+        };
         if init != Some(0) {
             return Ok(self.failed(init, log, start));
         }
@@ -688,6 +703,9 @@ mod tests {
         assert!(is_transient("Error: Error acquiring the state lock\n"));
         assert!(is_transient(
             "dial tcp 127.0.0.1:7400: connect: connection refused"
+        ));
+        assert!(is_transient(
+            "Error: pq: duplicate key value violates unique constraint \"pg_class_relname_nsp_index\""
         ));
         assert!(!is_transient(
             "Error: Reference to undeclared input variable"
