@@ -60,6 +60,7 @@ impl RecordSpec {
             all_down: self.policy.all_down,
             probe: Probe::default(),
             slow_start: None,
+            health: neutral_core::model::HealthPolicy::default(),
         }
     }
 

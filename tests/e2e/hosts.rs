@@ -311,3 +311,115 @@ fn a_region_cut_off_from_the_control_plane_fails_over_and_returns_after_rise_wit
         (d.region_weights().get("jp") == Some(&100)).then_some(())
     });
 }
+
+/// The index (in `d.replicas`) of the replica whose `/status` says it leads.
+fn leader(d: &Deployment) -> Option<usize> {
+    d.replicas.iter().position(|cp| {
+        neutral_e2e::http::request(
+            d.api_of(cp),
+            "GET",
+            "/status",
+            Some(neutral_e2e::cluster::ADMIN_TOKEN),
+            None,
+        )
+        .ok()
+        .is_some_and(|r| r.json()["leadership"]["role"] == "leader")
+    })
+}
+
+#[test]
+fn three_replicas_take_a_region_down_only_when_a_quorum_of_them_loses_it() {
+    let probe = probe(1000, 500, 2, 2);
+    let mut options = Options::two_regions(1, probe);
+    // The control plane is under test here; busybox nodes serve the probes.
+    options.full_nodes = false;
+    options.replicas = 3;
+    options.health = Some("{ quorum: majority }");
+    options.split_brain_min_nodes = 100;
+    let Some(d) = Deployment::start("quorum", options) else {
+        return;
+    };
+    d.wait_all_up(SETTLE);
+    let jp = d.region_nodes("jp")[0].clone();
+    let sg = d.region_nodes("sg")[0].clone();
+    let apis: Vec<_> = d.replicas.iter().map(|cp| d.api_of(cp)).collect();
+    d.wait("every replica to see both nodes up", SETTLE, |d| {
+        apis.iter()
+            .all(|api| {
+                let views = d.node_views_at(*api);
+                views.len() == 2 && views.iter().all(|n| n.status == "up")
+            })
+            .then_some(())
+    });
+    d.wait("jp and sg in the answers", SETTLE, |d| {
+        let seen = d.answers(30);
+        (seen.contains(&jp.ip.to_string()) && seen.contains(&sg.ip.to_string())).then_some(())
+    });
+
+    // The leader itself loses jp: alone it would fail jp over.
+    let first = d.wait("a leader", SETTLE, leader);
+    d.bed.cut(&d.replicas[first], "jp");
+    let cut = Instant::now();
+    // Well past the moment the leader's own probes call jp down.
+    while cut.elapsed() < probe.detection_bound() * 2 + Duration::from_secs(2) {
+        for api in &apis {
+            let view = d
+                .node_views_at(*api)
+                .into_iter()
+                .find(|n| n.address == jp.ip.to_string());
+            assert_eq!(
+                view.as_ref().map(|v| v.status.as_str()),
+                Some("up"),
+                "one replica cut off from jp took it down: {view:?}\n{}",
+                d.diagnosis()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(d.answers(20).contains(&jp.ip.to_string()));
+
+    // A second replica loses jp: two of three see it down.
+    let second = (0..3).find(|i| *i != first).unwrap_or(1);
+    d.bed.cut(&d.replicas[second], "jp");
+    let cut = Instant::now();
+    let down = d.wait("jp down by quorum", SETTLE, |d| {
+        d.view_of(jp.ip).filter(|v| v.status == "down")
+    });
+    eprintln!("second replica cut → jp down: {:?}", cut.elapsed());
+    assert!(
+        down.reason.contains("down at 2 of 3 vantage points"),
+        "{}",
+        down.reason
+    );
+    for cp in [first, second] {
+        let name = &d.replicas[cp].name;
+        assert!(
+            down.reason.contains(&format!("{name}: ")),
+            "{name}: {}",
+            down.reason
+        );
+    }
+    d.wait("only sg in the answers", SETTLE, |d| {
+        let seen = d.answers(30);
+        (seen.len() == 1 && seen.contains(&sg.ip.to_string())).then_some(())
+    });
+    // Every replica serves the leader's decision.
+    for api in &apis {
+        d.wait("every replica to see jp down", SETTLE, |d| {
+            d.node_views_at(*api)
+                .into_iter()
+                .find(|n| n.address == jp.ip.to_string())
+                .filter(|n| n.status == "down")
+        });
+    }
+
+    // Reconnected, jp comes back.
+    d.bed.heal(&d.replicas[first], "jp");
+    d.bed.heal(&d.replicas[second], "jp");
+    d.wait("jp up again", SETTLE, |d| {
+        d.view_of(jp.ip).filter(|v| v.status == "up")
+    });
+    d.wait("jp back in the answers", SETTLE, |d| {
+        d.answers(30).contains(&jp.ip.to_string()).then_some(())
+    });
+}

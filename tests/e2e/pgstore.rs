@@ -517,3 +517,65 @@ fn a_release_asked_of_one_replica_reaches_its_node_through_another_and_outlives_
     assert_eq!(view["state"], "released", "{view}");
     assert_eq!(view["message"], "released web:v2 on green", "{view}");
 }
+
+#[test]
+fn zones_written_through_one_replica_are_served_by_both_and_no_patch_is_lost() {
+    use hickory_proto::rr::RecordType;
+    use neutral_e2e::dns;
+    let Some(Replicas {
+        _server,
+        dir: _dir,
+        a,
+        b,
+    }) = two_replicas()
+    else {
+        return;
+    };
+    let zone = r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#;
+    let created = b.admin("POST", "/dns/zones", Some(zone));
+    assert_eq!(created.status, 201, "{}", created.body);
+    // The zone exists in the store: creating it through the other replica
+    // is a conflict, whether or not that replica serves it yet.
+    let again = a.admin("POST", "/dns/zones", Some(zone));
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["error"], "zone_exists", "{}", again.body);
+    // One record through each replica, back to back: the second replica
+    // may still serve the zone before the first patch, and must not lose it.
+    let record = |name: &str, ip: &str| {
+        format!(
+            r#"{{"rrsets": [{{"name": "{name}.example.com.", "type": "A", "ttl": 60, "changetype": "REPLACE", "records": [{{"content": "{ip}", "disabled": false}}]}}]}}"#
+        )
+    };
+    let patched = a.admin(
+        "PATCH",
+        "/dns/zones/example.com.",
+        Some(&record("x", "192.0.2.1")),
+    );
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    let patched = b.admin(
+        "PATCH",
+        "/dns/zones/example.com.",
+        Some(&record("y", "192.0.2.2")),
+    );
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    for daemon in [&a, &b] {
+        for (name, ip) in [("x", "192.0.2.1"), ("y", "192.0.2.2")] {
+            let fqdn = format!("{name}.example.com.");
+            wait_for(
+                &format!("{fqdn} answered by {}", daemon.api),
+                Duration::from_secs(10),
+                || {
+                    dns::udp(daemon.dns, &fqdn, RecordType::A)
+                        .ok()
+                        .filter(|answer| answer.addresses() == [ip])
+                },
+            );
+        }
+    }
+    // Deleted through one replica, gone from the other's answers.
+    let deleted = a.admin("DELETE", "/dns/zones/example.com.", None);
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    wait_for("the zone gone from b", Duration::from_secs(10), || {
+        (b.admin("GET", "/dns/zones/example.com.", None).status == 404).then_some(())
+    });
+}

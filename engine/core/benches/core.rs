@@ -155,6 +155,7 @@ fn weights_fixture(regions_per_domain: u32) -> (Declarations, Vec<Node>) {
                 all_down: AllDownPolicy::FailOpen,
                 probe: Probe::default(),
                 slow_start: None,
+                health: neutral_core::model::HealthPolicy::default(),
             },
         );
     }

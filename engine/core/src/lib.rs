@@ -28,6 +28,7 @@ pub mod model;
 pub mod pdns_api;
 pub mod policy;
 pub mod pool;
+pub mod quorum;
 pub mod redact;
 pub mod weights;
 pub mod whatif;

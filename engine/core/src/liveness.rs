@@ -35,6 +35,9 @@ pub struct LivenessSettings {
     /// Whether the node is actively probed; otherwise heartbeats count as
     /// the successes.
     pub probed: bool,
+    /// How control-plane replicas agree on the node's health.
+    #[serde(default)]
+    pub quorum: crate::quorum::Quorum,
 }
 
 /// The health memory of one node.
@@ -169,9 +172,22 @@ impl Liveness {
         if self.drained {
             return (NodeStatus::Drain, "drained".to_owned());
         }
+        let (ready, reason) = self.verdict(now, settings);
+        let status = if ready {
+            NodeStatus::Up
+        } else {
+            NodeStatus::Down
+        };
+        (status, reason)
+    }
+
+    /// Whether health alone (drain aside) counts the node ready at `now`,
+    /// and why: this control plane's verdict, one vote when several
+    /// replicas judge the node (see [`crate::quorum`]).
+    pub fn verdict(&self, now: Timestamp, settings: &LivenessSettings) -> (bool, String) {
         if !self.heartbeat_fresh(now, settings) {
             return (
-                NodeStatus::Down,
+                false,
                 format!(
                     "no heartbeat for {}s (timeout {}s)",
                     now.since(self.last_heartbeat).as_secs(),
@@ -179,11 +195,7 @@ impl Liveness {
                 ),
             );
         }
-        if self.ready {
-            (NodeStatus::Up, self.detail.clone())
-        } else {
-            (NodeStatus::Down, self.detail.clone())
-        }
+        (self.ready, self.detail.clone())
     }
 }
 
@@ -196,6 +208,7 @@ mod tests {
         rise: 2,
         fall: 3,
         probed: true,
+        quorum: crate::quorum::Quorum::Majority,
     };
 
     fn t(secs: i64) -> Timestamp {

@@ -334,6 +334,17 @@ pub struct GtmPolicy {
     /// Ramp a recovering region from 0 to full weight over this long; `None`
     /// (the default) jumps straight to full weight.
     pub slow_start: Option<Duration>,
+    /// How control-plane replicas agree on its nodes' health.
+    #[serde(default)]
+    pub health: HealthPolicy,
+}
+
+/// `health:` of a GTM policy: how the control plane's replicas, each probing
+/// from where it stands, agree on a node's status (see [`crate::quorum`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthPolicy {
+    /// Down verdicts needed among the live replicas (`majority`, or a number).
+    pub quorum: crate::quorum::Quorum,
 }
 
 /// Thresholds that make a region grow. Any one sustained for `for_` is enough.

@@ -444,6 +444,7 @@ mod tests {
                 all_down: AllDownPolicy::LastKnownGood,
                 probe: Probe::default(),
                 slow_start: None,
+                health: neutral_core::model::HealthPolicy::default(),
             },
         );
         let view = HealthView::from_control_plane(

@@ -111,7 +111,8 @@ impl App {
 
     async fn reconcile_now(&self, actor: &str) {
         let at = now();
-        let updates = self.write_world().reconcile(at);
+        let leads = self.leadership.leads();
+        let updates = self.write_world().reconcile(at, leads);
         self.publish_status_changes(updates, actor).await;
     }
 

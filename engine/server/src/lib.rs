@@ -380,8 +380,9 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             args.lease_ttl,
             move |term_tasks: &mut JoinSet<()>, term: &Shutdown| {
                 let events = leader_app.events.subscribe();
-                // Node health is the leader's to decide among replicas.
-                spawn_health_tasks(&leader_app, term_tasks, term);
+                // Every replica probes (`spawn_replica_tasks`); the leader
+                // alone decides statuses, from the replicas' verdicts.
+                term_tasks.spawn(health::run_ticker(Arc::clone(&leader_app), term.clone()));
                 spawn_singleton_tasks(
                     &leader_app,
                     Arc::clone(&sync_requests),
@@ -464,8 +465,9 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
 
 /// The tasks every control plane process runs: the batched heartbeat
 /// writer, and health checking — a sole control plane's own, or among
-/// replicas the mirror of the others' node changes (`replicas.rs`; the
-/// leader checks health, [`spawn_health_tasks`] under its term).
+/// replicas this replica's probes and the exchange of node changes and
+/// verdicts (`replicas.rs`; the leader decides statuses, its ticker runs
+/// under its term).
 fn spawn_replica_tasks(
     app: &Arc<App>,
     heartbeats: mpsc::Receiver<Heartbeat>,
@@ -476,6 +478,7 @@ fn spawn_replica_tasks(
     tasks.spawn(ingest::run(Arc::clone(app), heartbeats, shutdown.clone()));
     if elected {
         tasks.spawn(replicas::run(Arc::clone(app), shutdown.clone()));
+        tasks.spawn(health::run_prober(Arc::clone(app), shutdown.clone()));
     } else {
         spawn_health_tasks(app, tasks, shutdown);
     }

@@ -1,16 +1,18 @@
 //! What replicas on one PostgreSQL store learn from each other through it,
 //! every [`EVERY`]: the nodes registered or deleted on another replica, the
-//! heartbeats another replica received, and — on a follower — the node
-//! statuses the leader decided.
+//! heartbeats another replica received, each replica's verdict on each node,
+//! the DNS zones written through another replica's API, and — on a
+//! follower — the node statuses the leader decided.
 //!
-//! Only the leader decides node health (its reconcile and its probes run as
-//! singleton tasks, `lib.rs`): a heartbeat any replica received counts once,
-//! when the leader reads it here; followers adopt the statuses it stored and
-//! recompute their answers, so every replica's DNS serves the same nodes a
-//! moment later. This module must not decide a status itself.
-//!
-//! (A quorum of vantage points, where each replica probes and the status is
-//! their majority, is not built: the leader's probes alone decide.)
+//! Every replica probes every node from where it stands and publishes its
+//! own verdict (its liveness: its probes, and the heartbeats all replicas
+//! share, each counted once whichever replica received it). Only the leader
+//! decides a status: its reconcile (a singleton task, `lib.rs`) counts the
+//! live replicas' verdicts against the domain's `health.quorum`
+//! (`neutral_core::quorum`), so a replica cut off from a region cannot take
+//! it down alone. Followers adopt the statuses it stored and recompute their
+//! answers, so every replica's DNS serves the same nodes a moment later.
+//! This module moves verdicts and statuses; it must not decide a status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,27 +20,39 @@ use std::time::Duration;
 
 use neutral_core::liveness::Liveness;
 use neutral_core::model::NodeStatus;
-use neutral_store::{NodeRecord, TokenHash};
+use neutral_core::quorum::Verdict;
+use neutral_store::{NodeRecord, TokenHash, VantagePoints, VerdictChange};
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
-use crate::world::{NodeEntry, now};
+use crate::world::{NodeEntry, Vantage, now};
 
 /// How often a replica reads the others' node changes.
 pub const EVERY: Duration = Duration::from_millis(500);
 /// A follower recomputes this often even without changes (slow-start ramps).
 const RECOMPUTE_EVERY: Duration = Duration::from_secs(1);
 
+/// A replica whose presence is older than this is not live: its verdicts
+/// no longer count.
+const LIVE_WITHIN: Duration = Duration::from_secs(3);
+
 pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_recompute = tokio::time::Instant::now();
+    let mut published = Published::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.wait() => break,
         }
-        let changed = mirror_once(&app).await;
+        let mut changed = mirror_once(&app).await;
+        changed |= exchange_verdicts(&app, &mut published).await;
+        // Zones another replica's API wrote (a Terraform apply through it):
+        // every replica's DNS serves the same records.
+        if let Err(err) = crate::api::mirror_zones(&app).await {
+            tracing::warn!(error = %format!("{err:#}"), "cannot read the stored DNS zones");
+        }
         // Releases asked for on another replica, or finished there.
         crate::api::releases::load(&app).await;
         if app.leadership.leads() {
@@ -49,6 +63,93 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
             last_recompute = tokio::time::Instant::now();
             app.recompute("the leader's node statuses").await;
         }
+    }
+    // Stopping cleanly: this replica's verdicts stop counting at once.
+    let replica = app.leadership.replica.clone();
+    if let Err(err) = app
+        .with_store(move |s| s.verdicts().withdraw(&replica))
+        .await
+    {
+        tracing::warn!(error = %format!("{err:#}"), "cannot withdraw this replica's verdicts");
+    }
+}
+
+/// This replica's verdicts as last written to the store.
+#[derive(Debug, Default)]
+struct Published {
+    verdicts: BTreeMap<String, (bool, String)>,
+    /// Whether every verdict must be written again (at start, after a
+    /// failed write).
+    stale: bool,
+}
+
+/// Writes this replica's changed verdicts (renewing its presence) and
+/// reads the live replicas' into [`World::vantage`](crate::world::World).
+/// Returns whether what the others see changed.
+async fn exchange_verdicts(app: &Arc<App>, published: &mut Published) -> bool {
+    let own = app.write_world().own_verdicts(now());
+    let mut changes: Vec<VerdictChange> = own
+        .iter()
+        .filter(|(id, verdict)| published.stale || published.verdicts.get(*id) != Some(verdict))
+        .map(|(id, verdict)| VerdictChange {
+            node_id: id.clone(),
+            verdict: Some(verdict.clone()),
+        })
+        .collect();
+    changes.extend(
+        published
+            .verdicts
+            .keys()
+            .filter(|id| !own.contains_key(*id))
+            .map(|id| VerdictChange {
+                node_id: id.clone(),
+                verdict: None,
+            }),
+    );
+    let replica = app.leadership.replica.clone();
+    let read = app
+        .with_store(move |s| {
+            s.verdicts().publish(&replica, &changes)?;
+            s.verdicts().live(LIVE_WITHIN)
+        })
+        .await;
+    let vantage = match read {
+        Ok(points) => {
+            published.verdicts = own;
+            published.stale = false;
+            Some(vantage_of(&app.leadership.replica, points))
+        }
+        Err(err) => {
+            published.stale = true;
+            tracing::warn!(error = %format!("{err:#}"), "cannot exchange verdicts with the other replicas; judging alone");
+            None
+        }
+    };
+    let mut world = app.write_world();
+    let changed = world.vantage != vantage;
+    world.vantage = vantage;
+    changed
+}
+
+/// The other live replicas' verdicts, by node, as `replica` counts them.
+fn vantage_of(replica: &str, points: VantagePoints) -> Vantage {
+    // This replica renewed its presence in the same exchange: it is live.
+    let live = points.live.len().max(1);
+    let mut others: BTreeMap<String, Vec<Verdict>> = BTreeMap::new();
+    for stored in points.verdicts {
+        if stored.replica == replica {
+            continue;
+        }
+        others.entry(stored.node_id).or_default().push(Verdict {
+            replica: stored.replica,
+            ready: stored.ready,
+            detail: stored.detail,
+        });
+    }
+    Vantage {
+        replica: replica.to_owned(),
+        live,
+        others,
     }
 }
 

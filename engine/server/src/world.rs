@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
+use neutral_core::quorum::{self, Quorum, Verdict};
 use neutral_core::weights::{self, DomainWeights, SplitBrain, WeightSettings, WeightsReport};
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,21 @@ pub struct World {
     /// The published weights reports: the latest is the one in force
     /// ([`World::report`]), the recent ones stay readable by id.
     pub views: PublishedViews,
+    /// The other replicas' verdicts as this replica last read them from the
+    /// store (replicas on PostgreSQL; `None`: this replica judges alone).
+    pub vantage: Option<Vantage>,
+}
+
+/// What the other live replicas see of each node (`replicas.rs` reads it;
+/// the leader's [`World::reconcile`] counts it with its own view).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Vantage {
+    /// This replica's name among them.
+    pub replica: String,
+    /// Live replicas, this one included.
+    pub live: usize,
+    /// Per node, the verdicts of the other live replicas.
+    pub others: BTreeMap<String, Vec<Verdict>>,
 }
 
 /// One published weights report with what it was computed from.
@@ -221,40 +237,30 @@ pub fn liveness_for(
     decl: &Declarations,
     region: &str,
 ) -> (LivenessSettings, Option<Probe>) {
-    let probe = decl
+    let policy = decl
         .gtm
         .values()
-        .find(|policy| neutral_core::health::serves(decl, policy, region))
-        .map(|policy| policy.probe.clone());
-    match probe {
-        Some(probe) if args.probes => (
-            LivenessSettings {
-                heartbeat_timeout: args.heartbeat_timeout,
-                rise: probe.rise,
-                fall: probe.fall,
-                probed: true,
-            },
-            Some(probe),
-        ),
-        Some(probe) => (
-            LivenessSettings {
-                heartbeat_timeout: args.heartbeat_timeout,
-                rise: probe.rise,
-                fall: probe.fall,
-                probed: false,
-            },
-            None,
-        ),
-        None => (
+        .find(|policy| neutral_core::health::serves(decl, policy, region));
+    let Some(policy) = policy else {
+        return (
             LivenessSettings {
                 heartbeat_timeout: args.heartbeat_timeout,
                 rise: 1,
                 fall: 1,
                 probed: false,
+                quorum: Quorum::default(),
             },
             None,
-        ),
-    }
+        );
+    };
+    let settings = LivenessSettings {
+        heartbeat_timeout: args.heartbeat_timeout,
+        rise: policy.probe.rise,
+        fall: policy.probe.fall,
+        probed: args.probes,
+        quorum: policy.health.quorum,
+    };
+    (settings, args.probes.then(|| policy.probe.clone()))
 }
 
 impl World {
@@ -296,13 +302,43 @@ impl World {
         }
     }
 
-    /// Moves every node's published status to what its liveness says at
-    /// `now`; returns the changes.
-    pub fn reconcile(&mut self, now: Timestamp) -> Vec<StatusUpdate> {
+    /// Moves every node's published status to what health says at `now`:
+    /// this replica's own liveness, or — with other live replicas judging
+    /// too ([`World::vantage`]) — the quorum of their verdicts and its own.
+    /// Returns the changes.
+    ///
+    /// Only the leader (`leads`) decides health; a follower's reconcile
+    /// publishes only what an operator asked of it — a drain, or the end of
+    /// one — and leaves every other status to the leader.
+    pub fn reconcile(&mut self, now: Timestamp, leads: bool) -> Vec<StatusUpdate> {
         let mut updates = Vec::new();
-        for entry in self.nodes.values_mut() {
+        let vantage = self.vantage.as_ref().filter(|v| v.live > 1);
+        for (id, entry) in &mut self.nodes {
             entry.liveness.tick(now, &entry.settings);
-            let (status, reason) = entry.liveness.status(now, &entry.settings);
+            let drain_asked =
+                entry.liveness.drained != (entry.record.node.status == NodeStatus::Drain);
+            if !leads && !drain_asked {
+                continue;
+            }
+            let (status, reason) = match vantage {
+                Some(vantage) if !entry.liveness.drained => {
+                    let (ready, detail) = entry.liveness.verdict(now, &entry.settings);
+                    let mut verdicts = vec![Verdict {
+                        replica: vantage.replica.clone(),
+                        ready,
+                        detail,
+                    }];
+                    verdicts.extend(vantage.others.get(id).into_iter().flatten().cloned());
+                    let decision = quorum::decide(entry.settings.quorum, vantage.live, &verdicts);
+                    let status = if decision.ready {
+                        NodeStatus::Up
+                    } else {
+                        NodeStatus::Down
+                    };
+                    (status, decision.reason)
+                }
+                _ => entry.liveness.status(now, &entry.settings),
+            };
             let node = &mut entry.record.node;
             if status != node.status {
                 node.status = status;
@@ -317,6 +353,18 @@ impl World {
             }
         }
         updates
+    }
+
+    /// This replica's own verdict on every node at `now` (drain aside):
+    /// what it publishes for the others to count.
+    pub fn own_verdicts(&mut self, now: Timestamp) -> BTreeMap<String, (bool, String)> {
+        self.nodes
+            .iter_mut()
+            .map(|(id, entry)| {
+                entry.liveness.tick(now, &entry.settings);
+                (id.clone(), entry.liveness.verdict(now, &entry.settings))
+            })
+            .collect()
     }
 }
 
@@ -566,6 +614,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         decisions: BTreeMap::new(),
         decisions_at: None,
         views: PublishedViews::new(epoch, first),
+        vantage: None,
     })
 }
 
@@ -643,5 +692,114 @@ mod tests {
         assert_eq!(views.get_or_latest(Some("e-2")).at, Timestamp(2));
         assert_eq!(views.get_or_latest(Some("e-1")).id, latest.id);
         assert_eq!(views.get_or_latest(None).id, latest.id);
+    }
+
+    fn world_with_one_node(live: usize, others: &[(&str, bool)]) -> World {
+        let at = Timestamp(1_000);
+        let record = NodeRecord {
+            node: Node {
+                id: "n1".into(),
+                region: "jp".into(),
+                address: "192.0.2.1".parse().unwrap(),
+                status: NodeStatus::Up,
+                status_since: at,
+                mode: neutral_core::model::NodeMode::ContainerdOnly,
+                last_heartbeat: Some(at),
+                metrics: None,
+            },
+            status_reason: String::new(),
+            registered_at: at,
+            metrics_at: None,
+            hostname: None,
+            agent_version: None,
+        };
+        let defaults = LivenessDefaults {
+            heartbeat_timeout: Duration::from_secs(30),
+            probes: true,
+        };
+        let mut liveness = Liveness::restored(NodeStatus::Up, at);
+        liveness.ready = true;
+        let entry = NodeEntry::new(
+            record,
+            TokenHash::of("t"),
+            liveness,
+            &defaults,
+            &Declarations::default(),
+            at,
+        );
+        let others = others
+            .iter()
+            .map(|(replica, ready)| Verdict {
+                replica: (*replica).to_owned(),
+                ready: *ready,
+                detail: format!("{replica} says {ready}"),
+            })
+            .collect();
+        World {
+            commit: None,
+            decl: Arc::new(Declarations::default()),
+            nodes: BTreeMap::from([("n1".to_owned(), entry)]),
+            sync: SyncView::default(),
+            calm: None,
+            last_computed: None,
+            decisions: BTreeMap::new(),
+            decisions_at: None,
+            views: PublishedViews::new("e".into(), view(1)),
+            vantage: Some(Vantage {
+                replica: "me".into(),
+                live,
+                others: BTreeMap::from([("n1".to_owned(), others)]),
+            }),
+        }
+    }
+
+    /// This replica's own probes fail `fall` times in a row.
+    fn fail_own_probes(world: &mut World, at: Timestamp) {
+        let entry = world.nodes.get_mut("n1").unwrap();
+        for _ in 0..entry.settings.fall.max(3) {
+            entry
+                .liveness
+                .probe(at, false, "timed out", &entry.settings);
+        }
+    }
+
+    #[test]
+    fn the_leader_counts_the_other_replicas_verdicts_and_a_follower_decides_nothing() {
+        let at = Timestamp(2_000);
+        // Two others see it up: this replica's failing probes are outvoted.
+        let mut world = world_with_one_node(3, &[("b", true), ("c", true)]);
+        fail_own_probes(&mut world, at);
+        assert!(world.reconcile(at, true).is_empty());
+        // One other agrees it is down: 2 of 3, down, naming both.
+        let mut world = world_with_one_node(3, &[("b", false), ("c", true)]);
+        fail_own_probes(&mut world, at);
+        let updates = world.reconcile(at, true);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].status, NodeStatus::Down);
+        assert!(
+            updates[0]
+                .reason
+                .starts_with("down at 2 of 3 vantage points"),
+            "{}",
+            updates[0].reason
+        );
+        assert!(
+            updates[0].reason.contains("b: b says false"),
+            "{}",
+            updates[0].reason
+        );
+        // A follower with the same views publishes nothing...
+        let mut world = world_with_one_node(3, &[("b", false), ("c", true)]);
+        fail_own_probes(&mut world, at);
+        assert!(world.reconcile(at, false).is_empty());
+        // ...but a drain asked of it.
+        world.nodes.get_mut("n1").unwrap().liveness.drained = true;
+        let updates = world.reconcile(at, false);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].status, NodeStatus::Drain);
+        // Alone (no other live replica), its own probes decide.
+        let mut world = world_with_one_node(1, &[]);
+        fail_own_probes(&mut world, at);
+        assert_eq!(world.reconcile(at, true)[0].status, NodeStatus::Down);
     }
 }

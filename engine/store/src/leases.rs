@@ -45,7 +45,7 @@ pub struct LeaseHolder {
 }
 
 /// The database's clock in milliseconds since the epoch.
-fn now_sql(dialect: Dialect) -> &'static str {
+pub(crate) fn now_sql(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
         Dialect::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",

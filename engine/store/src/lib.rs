@@ -14,7 +14,9 @@
 //! - the append-only audit log ([`AuditLog`]);
 //! - Terraform runs ([`RunStore`]);
 //! - the autoscaler's last action per region ([`AutoscaleStateStore`]);
-//! - the embedded DNS backend's zones as opaque JSON ([`ZoneStore`]).
+//! - the embedded DNS backend's zones as opaque JSON ([`ZoneStore`]);
+//! - each replica's verdict on each node, and which replicas are live
+//!   ([`VerdictStore`]).
 //!
 //! The stores persist and retrieve; they decide nothing. Which status a node
 //! gets, whether a config is valid, when to scale: the daemon and the core
@@ -54,6 +56,7 @@ mod runs;
 mod samples;
 pub mod schema;
 mod store;
+mod verdicts;
 mod zones;
 
 pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord, MAX_AUDIT_PAGE, kinds};
@@ -76,7 +79,8 @@ pub use store::{
     Backend, Checkpoint, DB_FILE_NAME, DIR_MODE, DataDirSecurity, FILE_MODE, Store, StoreLocation,
     StoreOptions, secure_data_dir, set_mode,
 };
-pub use zones::{StoredZone, ZoneStore};
+pub use verdicts::{StoredVerdict, VantagePoints, VerdictChange, VerdictStore};
+pub use zones::{StoredZone, ZoneBase, ZoneStore};
 
 #[cfg(test)]
 mod tests;

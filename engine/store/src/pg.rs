@@ -213,7 +213,7 @@ fn connect(config: &postgres::Config, location: &str) -> Result<PgConn> {
 /// `i` to `i + 1`. Version numbers match the SQLite schema's
 /// ([`schema::MIGRATIONS`]): version 1 here already has what SQLite's
 /// version 2 added, so a step may be a no-op on one backend.
-pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5];
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6];
 
 const PG_V1: &str = r"
 CREATE TABLE regions (
@@ -372,6 +372,20 @@ CREATE TABLE docs (
     key TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
     updated_at BIGINT NOT NULL
+);
+";
+
+const PG_V6: &str = r"
+CREATE TABLE vantage_points (
+    replica TEXT PRIMARY KEY,
+    seen_at BIGINT NOT NULL
+);
+CREATE TABLE verdicts (
+    replica TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    ready BIGINT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (replica, node_id)
 );
 ";
 

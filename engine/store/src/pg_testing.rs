@@ -12,7 +12,9 @@
 //! the test process exits without dropping it (a `static`), the pipe closes
 //! and the shell stops the server and removes its folder. It is test
 //! support, not used by the daemon: it must never be called with a real
-//! database or listen beyond loopback. Every wait is bounded.
+//! database, nor listen beyond loopback except on a network the test
+//! created itself ([`PgServer::start_also_on`]: a test bed's Docker bridge).
+//! Every wait is bounded.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -124,6 +126,17 @@ impl PgServer {
     /// `initdb` into a new temporary folder and start `postgres` on a free
     /// loopback port; returns once it accepts connections.
     pub fn start() -> Result<PgServer, StartError> {
+        Self::start_with(None)
+    }
+
+    /// [`PgServer::start`], listening also on `address` (the test's own
+    /// address on a network it created) and trusting clients from `clients`
+    /// (that network, e.g. `198.18.7.0/24`) — for hosts of a test bed.
+    pub fn start_also_on(address: std::net::IpAddr, clients: &str) -> Result<PgServer, StartError> {
+        Self::start_with(Some((address, clients)))
+    }
+
+    fn start_with(also: Option<(std::net::IpAddr, &str)>) -> Result<PgServer, StartError> {
         let bin = find_bin_dir()?;
         let failed = StartError::Failed;
         static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -153,11 +166,20 @@ impl PgServer {
             return Err(failed(format!("copy the initdb template: {}", output.1)));
         }
         let port = free_port().map_err(|err| failed(format!("find a free port: {err}")))?;
+        let mut listen = "127.0.0.1".to_owned();
+        let mut hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n".to_owned();
+        if let Some((address, clients)) = also {
+            listen.push_str(&format!(",{address}"));
+            hba.push_str(&format!("host all all {clients} trust\n"));
+        }
+        let hba_file = dir.join("pg_hba.conf");
+        std::fs::write(&hba_file, hba)
+            .map_err(|err| failed(format!("write {}: {err}", hba_file.display())))?;
         // The shell stops the server and removes the folder when our end
         // of its stdin closes (drop, or this process exiting).
         let script = r#"
-"$1/postgres" -D "$2/data" -k "$2" -p "$3" -c listen_addresses=127.0.0.1 \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+"$1/postgres" -D "$2/data" -k "$2" -p "$3" -c listen_addresses="$4" \
+    -c hba_file="$2/pg_hba.conf" -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
     -c max_connections=200 >"$2/log" 2>&1 &
 pid=$!
 read -r _unused || true
@@ -171,6 +193,7 @@ rm -rf "$2"
             .arg(&bin)
             .arg(&dir)
             .arg(port.to_string())
+            .arg(&listen)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -218,6 +218,22 @@ CREATE TABLE docs (
 ) STRICT;
 ";
 
+/// Version 6: each replica's verdict on each node, and which replicas are
+/// live (`verdicts.rs`).
+const V6: &str = r"
+CREATE TABLE vantage_points (
+    replica TEXT PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE verdicts (
+    replica TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    ready INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (replica, node_id)
+) STRICT;
+";
+
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying
 /// the missing steps in order. Re-running on an up-to-date file changes
 /// nothing. Returns the version reached.
@@ -366,7 +382,10 @@ mod tests {
                 .is_err(),
             "version 1 has no interrupted"
         );
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS).unwrap(), 5);
+        assert_eq!(
+            migrate(&mut conn, &path, MIGRATIONS).unwrap(),
+            MIGRATIONS.len()
+        );
         let (status, log): (String, String) = conn
             .query_row("SELECT status, log FROM runs", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))

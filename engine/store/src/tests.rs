@@ -165,6 +165,7 @@ pub(crate) fn declarations(variant: u32, region_count: u32) -> Declarations {
             all_down: AllDownPolicy::FailOpen,
             probe: Probe::default(),
             slow_start: None,
+            health: neutral_core::model::HealthPolicy::default(),
         },
     );
     decl

@@ -26,6 +26,18 @@ pub struct StoredZone<T> {
     pub updated_at: Timestamp,
 }
 
+/// What a conditional zone write ([`ZoneStore::put_zone_if`]) expects the
+/// stored zone to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZoneBase {
+    /// Anything: the write always happens.
+    Any,
+    /// No zone of that name (a create).
+    Absent,
+    /// The zone at this serial (the one the change was made on).
+    Serial(u32),
+}
+
 /// The DNS zone view of a [`Store`].
 #[derive(Clone, Copy, Debug)]
 pub struct ZoneStore<'a> {
@@ -45,9 +57,45 @@ impl ZoneStore<'_> {
         actor: &str,
         detail: &serde_json::Value,
     ) -> Result<()> {
+        self.put_zone_if(name, ZoneBase::Any, serial, zone, at, actor, detail)
+            .map(|_| ())
+    }
+
+    /// [`ZoneStore::put_zone`], only when the stored zone is still `base`
+    /// (compare-and-swap on the serial, so two replicas patching the same
+    /// zone never lose one another's change). Returns whether it wrote.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_zone_if<T: Serialize>(
+        &self,
+        name: &str,
+        base: ZoneBase,
+        serial: u32,
+        zone: &T,
+        at: Timestamp,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> Result<bool> {
         const OP: &str = "put DNS zone";
         let doc = encode(OP, &format!("zone `{name}`"), zone)?;
         self.store.write(OP, |tx| {
+            if base != ZoneBase::Any {
+                let current: Option<i64> = tx
+                    .query_row(
+                        "SELECT serial FROM dns_zones WHERE name = ?1",
+                        params![name],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .during(OP)?;
+                let as_expected = match base {
+                    ZoneBase::Absent => current.is_none(),
+                    ZoneBase::Serial(expected) => current == Some(i64::from(expected)),
+                    ZoneBase::Any => true,
+                };
+                if !as_expected {
+                    return Ok(false);
+                }
+            }
             tx.execute(
                 "INSERT INTO dns_zones (name, serial, doc, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (name) DO UPDATE SET serial = excluded.serial, doc = excluded.doc,
@@ -67,7 +115,25 @@ impl ZoneStore<'_> {
                     data: json!({ "serial": serial, "detail": detail }),
                 },
             )?;
-            Ok(())
+            Ok(true)
+        })
+    }
+
+    /// Every stored zone's name and serial (cheap: no documents), by name.
+    pub fn serials(&self) -> Result<Vec<(String, u32)>> {
+        const OP: &str = "list DNS zone serials";
+        self.store.read(OP, |tx| {
+            let rows: Vec<(String, i64)> = tx
+                .query_map(
+                    "SELECT name, serial FROM dns_zones ORDER BY name",
+                    params![],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            rows.into_iter()
+                .map(|(name, serial)| Ok((name, stored_u32(OP, "serial", serial)?)))
+                .collect()
         })
     }
 

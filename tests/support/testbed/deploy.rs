@@ -72,6 +72,12 @@ pub struct Options {
     /// `--split-brain-min-nodes` (the guard holds answers when most nodes
     /// fail at once; a test of one region's failure raises it).
     pub split_brain_min_nodes: u32,
+    /// Control-plane replicas: 1 is one `neutral serve` on SQLite; more run
+    /// that many on one PostgreSQL store (a server of the test process,
+    /// reached over the core network), hosts `cp`, `cp2`, `cp3`, ….
+    pub replicas: usize,
+    /// The domain's `health:` block (e.g. `{ quorum: majority }`), if any.
+    pub health: Option<&'static str>,
 }
 
 impl Options {
@@ -98,6 +104,8 @@ impl Options {
             heartbeat_timeout: "30s",
             full_nodes: full_nodes_wanted(),
             split_brain_min_nodes: 3,
+            replicas: 1,
+            health: None,
         }
     }
 }
@@ -123,19 +131,26 @@ pub struct NodeView {
     pub region: String,
     pub address: String,
     pub status: String,
+    /// Why it has that status (`status_reason`).
+    pub reason: String,
 }
 
 /// A control plane and its nodes on a test bed.
 #[derive(Debug)]
 pub struct Deployment {
+    /// The first control plane (the one the agents and [`Deployment::api`]
+    /// talk to).
     pub cp: Host,
+    /// Every control-plane replica, `cp` first.
+    pub replicas: Vec<Host>,
     pub nodes: Vec<NodeHost>,
     pub api: SocketAddr,
     pub dns: SocketAddr,
     pub options: Options,
     pub repo: Repo,
-    // Last: the hosts go before the folder they mount.
+    // Last: the hosts go before the store they use and the folder they mount.
     pub bed: Testbed,
+    _store: Option<neutral_store::pg_testing::PgServer>,
     dir: tempfile::TempDir,
 }
 
@@ -172,10 +187,13 @@ fn platform_config(options: &Options) -> Vec<(String, String)> {
         ));
         weights.push(format!("{}: {}", region.name, region.weight));
     }
-    let slow_start = options
+    let mut slow_start = options
         .slow_start
         .map(|s| format!("slow_start: {s}\n"))
         .unwrap_or_default();
+    if let Some(health) = options.health {
+        slow_start.push_str(&format!("health: {health}\n"));
+    }
     files.push((
         "platform-config/gtm/app.yaml".to_owned(),
         format!(
@@ -213,33 +231,64 @@ impl Deployment {
             );
         }
 
-        let serve = format!(
-            "exec {} serve --repo /bed/repo.git --data /var/lib/neutral --listen 0.0.0.0:{API_PORT} \
-             --dns-listen 0.0.0.0:{DNS_PORT} --heartbeat-interval {} --heartbeat-timeout {} \
-             --sync-interval 1s --autoscale-interval 1h --split-brain-min-nodes {}",
-            Testbed::bin("neutral"),
-            options.heartbeat_interval,
-            options.heartbeat_timeout,
-            options.split_brain_min_nodes,
-        );
-        let mut spec = bed.control_plane_host("cp", vec!["sh".into(), "-c".into(), serve]);
-        spec.env = vec![
-            ("NEUTRAL_JOIN_TOKEN".into(), JOIN_TOKEN.into()),
-            ("NEUTRAL_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
-            ("NEUTRAL_LOG".into(), "info,hickory_server=warn".into()),
-        ];
-        spec.mounts = vec![(dir.path().to_path_buf(), "/bed".into())];
-        let cp = bed.start(spec);
+        let (store, store_args) = if options.replicas > 1 {
+            let core = bed.network("core");
+            let server = neutral_store::pg_testing::PgServer::start_also_on(
+                core.gateway().into(),
+                &core.subnet(),
+            )
+            .unwrap_or_else(|e| panic!("a PostgreSQL server for the replicas: {e}"));
+            let url = server
+                .create_database()
+                .expect("a database for the replicas")
+                .replace("@127.0.0.1:", &format!("@{}:", core.gateway()));
+            (Some(server), format!(" --store {url} --lease-ttl 3s"))
+        } else {
+            (None, String::new())
+        };
+        let mut replicas = Vec::new();
+        for n in 1..=options.replicas.max(1) {
+            let name = if n == 1 {
+                "cp".to_owned()
+            } else {
+                format!("cp{n}")
+            };
+            let serve = format!(
+                "exec {} serve --repo /bed/repo.git --data /var/lib/neutral --listen 0.0.0.0:{API_PORT} \
+                 --dns-listen 0.0.0.0:{DNS_PORT} --heartbeat-interval {} --heartbeat-timeout {} \
+                 --sync-interval 1s --autoscale-interval 1h --split-brain-min-nodes {}{}",
+                Testbed::bin("neutral"),
+                options.heartbeat_interval,
+                options.heartbeat_timeout,
+                options.split_brain_min_nodes,
+                if store.is_some() {
+                    format!("{store_args} --replica-id {name}")
+                } else {
+                    String::new()
+                },
+            );
+            let mut spec = bed.control_plane_host(&name, vec!["sh".into(), "-c".into(), serve]);
+            spec.env = vec![
+                ("NEUTRAL_JOIN_TOKEN".into(), JOIN_TOKEN.into()),
+                ("NEUTRAL_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+                ("NEUTRAL_LOG".into(), "info,hickory_server=warn".into()),
+            ];
+            spec.mounts = vec![(dir.path().to_path_buf(), "/bed".into())];
+            replicas.push(bed.start(spec));
+        }
+        let cp = replicas[0].clone();
         let api = SocketAddr::from((cp.ip("core"), API_PORT));
         let dns = SocketAddr::from((cp.ip("core"), DNS_PORT));
         let mut deployment = Deployment {
             cp,
+            replicas,
             nodes: Vec::new(),
             api,
             dns,
             options,
             repo,
             bed,
+            _store: store,
             dir,
         };
         deployment.wait(
@@ -337,6 +386,11 @@ impl Deployment {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        // The other replicas, which the agent moves to when its own fails.
+        for replica in self.replicas.iter().skip(1) {
+            command.push("--control-plane-replica".into());
+            command.push(format!("http://{}:{API_PORT}", replica.ip(region)));
+        }
         let mut spec = HostSpec {
             name: name.clone(),
             networks: vec![(region.to_owned(), ip)],
@@ -404,9 +458,19 @@ impl Deployment {
             .collect()
     }
 
-    /// `GET /nodes`.
+    /// `GET /nodes` of the first control plane.
     pub fn node_views(&self) -> Vec<NodeView> {
-        let Ok(response) = http::request(self.api, "GET", "/nodes", Some(ADMIN_TOKEN), None) else {
+        self.node_views_at(self.api)
+    }
+
+    /// The API address of control-plane `host` (on the core network).
+    pub fn api_of(&self, host: &Host) -> SocketAddr {
+        SocketAddr::from((host.ip("core"), API_PORT))
+    }
+
+    /// `GET /nodes` of the control plane at `api`.
+    pub fn node_views_at(&self, api: SocketAddr) -> Vec<NodeView> {
+        let Ok(response) = http::request(api, "GET", "/nodes", Some(ADMIN_TOKEN), None) else {
             return Vec::new();
         };
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -420,6 +484,7 @@ impl Deployment {
                 region: text(&n["region"]),
                 address: text(&n["address"]),
                 status: text(&n["status"]),
+                reason: text(&n["status_reason"]),
             })
             .collect()
     }
@@ -524,10 +589,13 @@ impl Deployment {
     /// What to read when a wait fails: nodes, and the hosts' logs.
     pub fn diagnosis(&self) -> String {
         let mut out = format!("nodes: {:#?}\n", self.node_views());
-        out.push_str(&format!(
-            "--- control plane log (tail)\n{}\n",
-            tail(&self.bed.logs(&self.cp), 40)
-        ));
+        for cp in &self.replicas {
+            out.push_str(&format!(
+                "--- control plane {} log (tail)\n{}\n",
+                cp.name,
+                tail(&self.bed.logs(cp), 40)
+            ));
+        }
         for node in &self.nodes {
             out.push_str(&format!(
                 "--- {} log (tail)\n{}\n",

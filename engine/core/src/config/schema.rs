@@ -12,11 +12,16 @@ use std::time::Duration;
 
 use crate::model::{
     AllDownPolicy, AutoscalePolicy, CloudProvider, DeclaredRegionState, DnsBackendKind, GtmPolicy,
-    MAX_BASE_WEIGHT, Probe, RecordType, Region, ScaleDownRule, ScaleUpRule,
+    HealthPolicy, MAX_BASE_WEIGHT, Probe, RecordType, Region, ScaleDownRule, ScaleUpRule,
 };
+use crate::quorum::Quorum;
 
 use super::decode::{Decoder, Fields, dns_label_problem};
-use super::yaml::{Node, NodeKind};
+use super::yaml::{Node, NodeKind, Scalar};
+
+/// The largest `health.quorum` number accepted (more replicas than any
+/// deployment runs).
+const MAX_QUORUM: u32 = 100;
 
 pub const REGION_FIELDS: &[&str] = &[
     "name",
@@ -39,7 +44,10 @@ pub const GTM_FIELDS: &[&str] = &[
     "all_down",
     "probe",
     "slow_start",
+    "health",
 ];
+
+pub const HEALTH_FIELDS: &[&str] = &["quorum"];
 
 pub const PROBE_FIELDS: &[&str] = &["http", "port", "interval", "timeout", "rise", "fall"];
 
@@ -257,6 +265,7 @@ pub fn gtm(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<GtmPolicy> {
     let slow_start = optional(d, &fields, "slow_start", None, |d, n, f| {
         d.duration(n, f).map(Some)
     });
+    let health = optional(d, &fields, "health", HealthPolicy::default(), health);
     Some(GtmPolicy {
         name: stem.to_owned(),
         domain: domain.unwrap_or_default(),
@@ -269,7 +278,21 @@ pub fn gtm(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<GtmPolicy> {
         all_down,
         probe,
         slow_start,
+        health,
     })
+}
+
+/// `health: { quorum: majority | <n> }`.
+fn health(d: &mut Decoder<'_>, node: &Node, field: &str) -> Option<HealthPolicy> {
+    let fields = d.fields(node, field, "health", HEALTH_FIELDS)?;
+    let quorum = optional(d, &fields, "quorum", Quorum::default(), |d, n, f| {
+        if let Some(Scalar::Int(_)) = n.scalar() {
+            d.integer(n, f, 1..=MAX_QUORUM).map(Quorum::AtLeast)
+        } else {
+            d.choice(n, f, &[("majority", Quorum::Majority)])
+        }
+    });
+    Some(HealthPolicy { quorum })
 }
 
 /// `regions: { jp: 100, sg: 50 }`; each key's place is recorded as
@@ -503,6 +526,37 @@ mod tests {
         assert_eq!(policy.all_down, AllDownPolicy::FailOpen);
         assert_eq!(policy.probe, Probe::default());
         assert_eq!(policy.slow_start, None);
+        assert_eq!(policy.health.quorum, Quorum::Majority);
+    }
+
+    #[test]
+    fn health_quorum_is_majority_or_a_number_and_anything_else_is_named() {
+        let quorum = |text: &str| {
+            let (policy, diags) = decode(
+                &format!("domain: a.example.com\nzone: example.com\nhealth: {text}\n"),
+                |d, t| gtm(d, t, "a"),
+            );
+            (policy.map(|p| p.health.quorum), diags)
+        };
+        assert_eq!(
+            quorum("{ quorum: majority }"),
+            (Some(Quorum::Majority), vec![])
+        );
+        assert_eq!(quorum("{ quorum: 2 }"), (Some(Quorum::AtLeast(2)), vec![]));
+        assert_eq!(quorum("{}"), (Some(Quorum::Majority), vec![]));
+        expect_test::expect![[r#"
+            [
+                "platform-config/x/jp.yaml:3:19: error: `health.quorum` must be between 1 and 100, found 0",
+                "platform-config/x/jp.yaml:3:19: error: `health.quorum` must be one of: majority; found `most`",
+                "platform-config/x/jp.yaml:3:11: error: unknown field `quorom` in health, expected one of: quorum",
+            ]
+        "#]]
+        .assert_debug_eq(
+            &["{ quorum: 0 }", "{ quorum: most }", "{ quorom: 2 }"]
+                .iter()
+                .flat_map(|t| quorum(t).1)
+                .collect::<Vec<_>>(),
+        );
     }
 
     #[test]

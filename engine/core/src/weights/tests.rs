@@ -40,6 +40,7 @@ fn policy(regions: &[(&str, u32)]) -> GtmPolicy {
         all_down: AllDownPolicy::FailOpen,
         probe: Probe::default(),
         slow_start: None,
+        health: crate::model::HealthPolicy::default(),
     }
 }
 

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use neutral_dns::zone::zone_key;
 use neutral_dns::{Zone, ZonePatch, ZoneRules, apply_patch, read_strict};
+use neutral_store::ZoneBase;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -88,14 +89,21 @@ pub async fn create(
     let servers: Vec<&str> = request.nameservers.iter().map(String::as_str).collect();
     let zone = Zone::create(&request.name, &servers).map_err(|e| zone_error(&e))?;
     let _guard = app.dns.zone_writes.lock().await;
-    if app.dns.handle().zone(&zone.name).is_some() {
-        return Err(ApiError::new(
+    let exists = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "zone_exists",
             format!("zone `{}` already exists", zone.name),
-        ));
+        )
+    };
+    if app.dns.handle().zone(&zone.name).is_some() {
+        return Err(exists());
     }
-    persist(&app, &zone, json!({ "op": "create" })).await?;
+    if !persist(&app, &zone, ZoneBase::Absent, json!({ "op": "create" })).await? {
+        // Created on another replica a moment ago.
+        reload(&app, &zone.name).await?;
+        return Err(exists());
+    }
     app.dns.handle().upsert_zone(zone.clone());
     Ok((StatusCode::CREATED, Json(zone)))
 }
@@ -127,20 +135,30 @@ pub async fn patch(
     let at = now();
     request.stamp_comments(at.millis() / 1000);
     let _guard = app.dns.zone_writes.lock().await;
-    let current = app
-        .dns
-        .handle()
-        .zone(&zone_key(&name))
-        .ok_or_else(|| no_zone(&name))?;
-    let patched = apply_patch(&current, &request).map_err(|e| zone_error(&e))?;
     let changes: Vec<Value> = request
         .rrsets
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.rtype, "changetype": c.changetype }))
         .collect();
-    persist(&app, &patched, json!({ "op": "patch", "rrsets": changes })).await?;
-    app.dns.handle().upsert_zone(patched);
-    Ok(StatusCode::NO_CONTENT)
+    let key = zone_key(&name);
+    // Another replica may have patched the zone since this one last read it:
+    // the write is made on the serial it was computed from, and computed
+    // again on the newer zone when that serial is gone.
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = app.dns.handle().zone(&key).ok_or_else(|| no_zone(&name))?;
+        let patched = apply_patch(&current, &request).map_err(|e| zone_error(&e))?;
+        let detail = json!({ "op": "patch", "rrsets": changes });
+        if persist(&app, &patched, ZoneBase::Serial(current.serial), detail).await? {
+            app.dns.handle().upsert_zone(patched);
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        reload(&app, &key).await?;
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "zone_busy",
+        format!("zone `{key}` kept changing on other replicas; try again"),
+    ))
 }
 
 pub async fn delete(
@@ -162,13 +180,60 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn persist(app: &App, zone: &Zone, detail: Value) -> Result<(), ApiError> {
+/// Times a PATCH is computed again on a zone another replica changed.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// Stores `zone` if the stored one is still `base`; returns whether it did.
+async fn persist(app: &App, zone: &Zone, base: ZoneBase, detail: Value) -> Result<bool, ApiError> {
     let at = now();
     let zone = zone.clone();
-    app.with_store(move |s| {
-        s.zones()
-            .put_zone(&zone.name, zone.serial, &zone, at, "admin", &detail)
-    })
-    .await?;
+    let written = app
+        .with_store(move |s| {
+            s.zones()
+                .put_zone_if(&zone.name, base, zone.serial, &zone, at, "admin", &detail)
+        })
+        .await?;
+    Ok(written)
+}
+
+/// Serves zone `key` as stored (another replica changed or removed it).
+/// The caller holds the zone write lock.
+async fn reload(app: &App, key: &str) -> anyhow::Result<()> {
+    let name = key.to_owned();
+    let stored = app
+        .with_store(move |s| s.zones().get_zone::<Zone>(&name))
+        .await?;
+    match stored {
+        Some(stored) => {
+            app.dns.handle().upsert_zone(stored.zone);
+        }
+        None => {
+            app.dns.handle().remove_zone(key);
+        }
+    }
     Ok(())
+}
+
+/// Serves the zones as stored, when another replica changed them: reads
+/// every zone's serial and loads only the zones whose serial differs from
+/// the one served (and drops zones deleted elsewhere). Replicas call it
+/// every exchange; returns how many zones it changed.
+pub async fn mirror_zones(app: &App) -> anyhow::Result<usize> {
+    let _guard = app.dns.zone_writes.lock().await;
+    let stored = app.with_store(|s| s.zones().serials()).await?;
+    let served = app.dns.handle().zones();
+    let mut changed = 0;
+    for (name, serial) in &stored {
+        if served.get(name).map(|z| z.serial) != Some(*serial) {
+            reload(app, name).await?;
+            changed += 1;
+        }
+    }
+    for zone in served.iter() {
+        if !stored.iter().any(|(name, _)| *name == zone.name) {
+            app.dns.handle().remove_zone(&zone.name);
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }

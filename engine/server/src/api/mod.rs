@@ -15,6 +15,8 @@ mod tokens;
 
 /// The request bodies, for the fuzz targets (`fuzz/`).
 pub use dns::CreateZone;
+/// The replicas' zone mirror (`replicas.rs`).
+pub use dns::mirror_zones;
 pub use nodes::expire_registrations;
 pub use nodes::{HeartbeatRequest, RegisterRequest};
 

@@ -115,7 +115,47 @@ fn a_zone_that_does_not_decode_is_a_named_error() {
     assert!(err.to_string().contains("zone `example.com.`"), "{err}");
 }
 
+#[test]
+fn a_conditional_write_happens_only_on_the_base_it_was_made_on() {
+    let (_dir, store) = open_temp();
+    let zones = store.zones();
+    let put = |base: ZoneBase, serial: u32, ip: &str| {
+        zones
+            .put_zone_if(
+                "example.com.",
+                base,
+                serial,
+                &zone(ip),
+                Timestamp(1),
+                "a",
+                &json!(null),
+            )
+            .unwrap()
+    };
+    assert!(
+        !put(ZoneBase::Serial(1), 2, "192.0.2.9"),
+        "nothing to replace"
+    );
+    assert!(put(ZoneBase::Absent, 1, "192.0.2.1"));
+    assert!(!put(ZoneBase::Absent, 1, "192.0.2.9"), "it exists now");
+    // Two replicas patch serial 1; the second loses and must start again.
+    assert!(put(ZoneBase::Serial(1), 2, "192.0.2.2"));
+    assert!(!put(ZoneBase::Serial(1), 2, "192.0.2.3"));
+    let stored = zones.get_zone::<Zone>("example.com.").unwrap().unwrap();
+    assert_eq!((stored.serial, stored.zone), (2, zone("192.0.2.2")));
+    assert_eq!(
+        zones.serials().unwrap(),
+        vec![("example.com.".to_owned(), 2)]
+    );
+    assert!(put(ZoneBase::Any, 9, "192.0.2.4"));
+    assert_eq!(
+        zones.serials().unwrap(),
+        vec![("example.com.".to_owned(), 9)]
+    );
+}
+
 crate::tests::on_postgres!(
     zones_round_trip_replace_and_delete_with_audit,
     a_zone_that_does_not_decode_is_a_named_error,
+    a_conditional_write_happens_only_on_the_base_it_was_made_on,
 );

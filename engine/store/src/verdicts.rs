@@ -1,0 +1,227 @@
+//! What each control-plane replica sees of each node, shared through the
+//! store so the leader can decide health by a quorum of vantage points
+//! (`neutral_core::quorum`): one verdict row per (replica, node), written
+//! only when it changes, and one presence row per replica, renewed on every
+//! exchange and dated by the database's clock (so replicas' clocks never
+//! decide which replicas are live).
+//!
+//! This module stores and reads verdicts. It must not count them or decide a
+//! status: the daemon and the core do.
+
+use std::time::Duration;
+
+use crate::db::params;
+use crate::error::{During, Result};
+use crate::leases::now_sql;
+use crate::store::Store;
+
+/// One replica's view of one node, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVerdict {
+    pub replica: String,
+    pub node_id: String,
+    pub ready: bool,
+    pub detail: String,
+}
+
+/// A change to one replica's verdicts: a node's new verdict, or `None` when
+/// the replica no longer judges the node (it was deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerdictChange {
+    pub node_id: String,
+    pub verdict: Option<(bool, String)>,
+}
+
+/// The live replicas and their verdicts, as one read saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VantagePoints {
+    /// Replicas that renewed their presence within the asked window, by name.
+    pub live: Vec<String>,
+    /// The verdicts of the live replicas only.
+    pub verdicts: Vec<StoredVerdict>,
+}
+
+/// The verdict view of a [`Store`].
+#[derive(Clone, Copy, Debug)]
+pub struct VerdictStore<'a> {
+    pub(crate) store: &'a Store,
+}
+
+impl VerdictStore<'_> {
+    /// Renews `replica`'s presence and applies its verdict `changes`, in one
+    /// transaction.
+    pub fn publish(&self, replica: &str, changes: &[VerdictChange]) -> Result<()> {
+        const OP: &str = "publish verdicts";
+        self.store.write(OP, |tx| {
+            let now = now_sql(tx.dialect());
+            tx.execute(
+                &format!(
+                    "INSERT INTO vantage_points (replica, seen_at) VALUES (?1, {now})
+                     ON CONFLICT (replica) DO UPDATE SET seen_at = excluded.seen_at"
+                ),
+                params![replica],
+            )
+            .during(OP)?;
+            for change in changes {
+                match &change.verdict {
+                    Some((ready, detail)) => tx
+                        .execute(
+                            "INSERT INTO verdicts (replica, node_id, ready, detail) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (replica, node_id) DO UPDATE SET
+                                 ready = excluded.ready, detail = excluded.detail",
+                            params![replica, change.node_id, i64::from(*ready), detail],
+                        )
+                        .during(OP)?,
+                    None => tx
+                        .execute(
+                            "DELETE FROM verdicts WHERE replica = ?1 AND node_id = ?2",
+                            params![replica, change.node_id],
+                        )
+                        .during(OP)?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    /// Drops every verdict of `replica` and its presence (a replica stopping
+    /// cleanly, or starting afresh so old verdicts do not count for it).
+    pub fn withdraw(&self, replica: &str) -> Result<()> {
+        const OP: &str = "withdraw verdicts";
+        self.store.write(OP, |tx| {
+            tx.execute("DELETE FROM verdicts WHERE replica = ?1", params![replica])
+                .during(OP)?;
+            tx.execute(
+                "DELETE FROM vantage_points WHERE replica = ?1",
+                params![replica],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+    }
+
+    /// The replicas whose presence is younger than `within` (on the
+    /// database's clock) and their verdicts, in one read.
+    pub fn live(&self, within: Duration) -> Result<VantagePoints> {
+        const OP: &str = "read verdicts";
+        let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX / 4);
+        self.store.read(OP, |tx| {
+            let now = now_sql(tx.dialect());
+            let live: Vec<String> = tx
+                .query_map(
+                    &format!(
+                        "SELECT replica FROM vantage_points WHERE seen_at >= {now} - ?1 ORDER BY replica"
+                    ),
+                    params![within_ms],
+                    |row| row.get(0),
+                )
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            let verdicts: Vec<StoredVerdict> = tx
+                .query_map(
+                    &format!(
+                        "SELECT v.replica, v.node_id, v.ready, v.detail
+                         FROM verdicts v JOIN vantage_points p ON p.replica = v.replica
+                         WHERE p.seen_at >= {now} - ?1
+                         ORDER BY v.node_id, v.replica"
+                    ),
+                    params![within_ms],
+                    |row| {
+                        let ready: i64 = row.get(2)?;
+                        Ok(StoredVerdict {
+                            replica: row.get(0)?,
+                            node_id: row.get(1)?,
+                            ready: ready != 0,
+                            detail: row.get(3)?,
+                        })
+                    },
+                )
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            Ok(VantagePoints { live, verdicts })
+        })
+    }
+}
+
+impl Store {
+    pub fn verdicts(&self) -> VerdictStore<'_> {
+        VerdictStore { store: self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::open_temp;
+
+    fn change(node: &str, ready: bool) -> VerdictChange {
+        VerdictChange {
+            node_id: node.to_owned(),
+            verdict: Some((ready, format!("{node} {ready}"))),
+        }
+    }
+
+    #[test]
+    fn verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn() {
+        let (_dir, store) = open_temp();
+        let verdicts = store.verdicts();
+        assert_eq!(
+            verdicts.live(Duration::from_secs(60)).unwrap(),
+            VantagePoints::default()
+        );
+        verdicts
+            .publish("a", &[change("n1", true), change("n2", true)])
+            .unwrap();
+        verdicts.publish("b", &[change("n1", false)]).unwrap();
+        // a changes its mind about n1 and stops judging n2.
+        verdicts
+            .publish(
+                "a",
+                &[
+                    change("n1", false),
+                    VerdictChange {
+                        node_id: "n2".into(),
+                        verdict: None,
+                    },
+                ],
+            )
+            .unwrap();
+        let seen = verdicts.live(Duration::from_secs(60)).unwrap();
+        assert_eq!(seen.live, vec!["a".to_owned(), "b".to_owned()]);
+        let rows: Vec<(String, String, bool)> = seen
+            .verdicts
+            .iter()
+            .map(|v| (v.replica.clone(), v.node_id.clone(), v.ready))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("a".into(), "n1".into(), false),
+                ("b".into(), "n1".into(), false)
+            ]
+        );
+        assert_eq!(seen.verdicts[0].detail, "n1 false");
+        verdicts.withdraw("b").unwrap();
+        let seen = verdicts.live(Duration::from_secs(60)).unwrap();
+        assert_eq!(seen.live, vec!["a".to_owned()]);
+        assert_eq!(seen.verdicts.len(), 1);
+    }
+
+    #[test]
+    fn a_replica_silent_past_the_window_is_not_live_and_its_verdicts_do_not_count() {
+        let (_dir, store) = open_temp();
+        let verdicts = store.verdicts();
+        verdicts.publish("old", &[change("n1", false)]).unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+        verdicts.publish("new", &[change("n1", true)]).unwrap();
+        let seen = verdicts.live(Duration::from_millis(60)).unwrap();
+        assert_eq!(seen.live, vec!["new".to_owned()]);
+        assert_eq!(seen.verdicts.len(), 1);
+        assert_eq!(seen.verdicts[0].replica, "new");
+    }
+
+    crate::tests::on_postgres!(
+        verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn,
+        a_replica_silent_past_the_window_is_not_live_and_its_verdicts_do_not_count
+    );
+}
