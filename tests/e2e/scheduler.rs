@@ -290,3 +290,104 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// Whether this test process runs as root (only root starts Terraform as
+/// another user).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .map(|uid| uid == "0")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn as_the_terraform_user_a_run_reads_neither_the_daemons_data_nor_its_environment() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if terraform_or_skip(
+        "as_the_terraform_user_a_run_reads_neither_the_daemons_data_nor_its_environment",
+    )
+    .is_none()
+    {
+        return;
+    }
+    if !running_as_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI this test must run as root"
+        );
+        eprintln!("SKIPPED: a Terraform user needs the daemon to run as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The Terraform user goes through the test's folder to the Terraform
+    // folder beside the data folder (which stays 0700, the daemon's).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let repo = repo_with_roots(dir.path(), free_port());
+    let data = dir.path().join("data");
+    let daemon = Daemon::start(
+        &repo.bare,
+        &data,
+        &[
+            "--sync-interval",
+            "1s",
+            "--no-autoscale",
+            "--run-terraform",
+            "--gtm-target",
+            "terraform_data.this[\"{domain}\"]",
+            "--terraform-user",
+            "nobody",
+        ],
+    );
+    // A legitimate change plans and applies as that user.
+    let first = find_run(&daemon, "the first gtm run", Duration::from_secs(60), |r| {
+        r["root"] == "infra/gtm" && r["trigger"].as_str().is_some_and(|t| t.contains("push"))
+    });
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let terraform_dir = dir.path().join("data-terraform");
+    assert_eq!(
+        std::fs::metadata(terraform_dir.join("home")).unwrap().uid(),
+        65534,
+        "the Terraform folder is the Terraform user's"
+    );
+    assert_eq!(std::fs::metadata(&data).unwrap().uid(), 0);
+
+    // A push whose plan reads the store and the daemon's environment (its
+    // admin and join tokens are there) through Terraform's file functions,
+    // with paths the static policy cannot judge (variables).
+    let store = data.join("neutral.sqlite3");
+    assert!(store.is_file(), "{}", store.display());
+    repo.write(
+        "infra/gtm/read.tf",
+        &format!(
+            "variable \"store\" {{\n  default = \"{}\"\n}}\nvariable \"environ\" {{\n  default = \"/proc/{}/environ\"\n}}\noutput \"store\" {{\n  value = filebase64(var.store)\n}}\noutput \"environ\" {{\n  value = filebase64(var.environ)\n}}\n",
+            store.display(),
+            daemon.pid()
+        ),
+    );
+    let sha = repo.commit_push("read what the daemon holds");
+    daemon.sync();
+    let run = find_run(
+        &daemon,
+        "the run of the reading commit",
+        Duration::from_secs(60),
+        |r| r["root"] == "infra/gtm" && r["commit"] == sha.as_str(),
+    );
+    let id = run["id"].as_i64().unwrap();
+    let log = daemon.admin("GET", &format!("/runs/{id}"), None).json()["log"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(run["status"], "failed", "{run}\n{log}");
+    assert!(log.contains("permission denied"), "{log}");
+    assert!(
+        log.contains("neutral.sqlite3") && log.contains("environ"),
+        "{log}"
+    );
+    assert!(!log.contains(neutral_e2e::cluster::ADMIN_TOKEN), "{log}");
+}

@@ -206,6 +206,12 @@ pub struct ServeArgs {
     /// outside the data directory; default: `<data>-terraform` beside it.
     #[arg(long)]
     pub terraform_dir: Option<PathBuf>,
+    /// Run Terraform as this user (the daemon must run as root): the
+    /// Terraform folder becomes its, the data folder and the daemon's
+    /// environment stay out of its reach. Launchers that need root (full
+    /// local nodes, Docker) do not work under it.
+    #[arg(long, env = "NEUTRAL_TERRAFORM_USER", value_name = "USER")]
+    pub terraform_user: Option<String>,
     /// Pass this variable of the daemon's environment on to Terraform
     /// (besides TF_VAR_*, the locale, TLS roots and the DNS backends'
     /// credentials); repeat for several. NEUTRAL_* never passes.
@@ -402,6 +408,7 @@ impl ServeArgs {
                 }),
                 pass_env: self.terraform_pass_env.clone(),
                 state_store: self.terraform_state.clone(),
+                user: self.terraform_user.clone(),
             }),
         }
     }

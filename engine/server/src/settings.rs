@@ -79,4 +79,6 @@ pub struct TerraformSettings {
     pub pass_env: Vec<String>,
     /// `--terraform-state`: state in PostgreSQL at this URL.
     pub state_store: Option<String>,
+    /// `--terraform-user`: the user Terraform runs as, when not the daemon's.
+    pub user: Option<String>,
 }

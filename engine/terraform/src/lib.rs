@@ -21,6 +21,6 @@ pub mod runner;
 pub use plan::PlanSummary;
 pub use queue::{Job, JobKey, Queue, Trigger};
 pub use runner::{
-    Outcome, PASS_ENV, RunRequest, Runner, RunnerError, StateBackend, Terraform, pass_environment,
-    stop_group,
+    Outcome, PASS_ENV, RunAs, RunRequest, Runner, RunnerError, StateBackend, Terraform,
+    pass_environment, setpriv_available, stop_group,
 };

@@ -27,6 +27,42 @@ fn setpriv() -> Option<&'static Path> {
         .find(|path| path.is_file())
 }
 
+/// Whether util-linux's `setpriv` is installed (a run as another user needs
+/// it).
+pub fn setpriv_available() -> bool {
+    setpriv().is_some()
+}
+
+/// Another user Terraform runs as (`neutral serve --terraform-user`): the
+/// daemon, running as root, starts every command through `setpriv` with
+/// this uid and gid and no supplementary groups, so a run can read neither
+/// the daemon's data folder nor its process environment (`/proc/<pid>/environ`
+/// is its owner's only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Makes `path` this user's (a symlink itself, never its target).
+    pub fn give(&self, path: &Path) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
+    }
+
+    /// Makes `path` and everything under it this user's, following no
+    /// symlink.
+    pub fn give_tree(&self, path: &Path) -> std::io::Result<()> {
+        self.give(path)?;
+        if std::fs::symlink_metadata(path)?.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                self.give_tree(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The name of the override file the runner writes into a root.
 pub const BACKEND_OVERRIDE: &str = "_neutral_backend_override.tf";
 
@@ -149,6 +185,8 @@ pub struct Runner {
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// How long a stopped command's group gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// The user commands run as, when not the daemon's (needs `setpriv`).
+    pub run_as: Option<RunAs>,
 }
 
 /// Variables passed from the daemon's environment to Terraform by name
@@ -353,6 +391,25 @@ impl Runner {
                 StateBackend::Postgres => "# Written by neutral's scheduler: state in PostgreSQL (PG_CONN_STR, PG_SCHEMA_NAME).\nterraform {\n  backend \"pg\" {}\n}\n".to_owned(),
             };
             std::fs::write(&override_path, text).map_err(|e| prepare(&override_path, e))?;
+            if let Some(user) = self.run_as {
+                user.give(&override_path)
+                    .map_err(|e| prepare(&override_path, e))?;
+            }
+        }
+        if let Some(user) = self.run_as {
+            // What Terraform writes into: its data folder, HOME, and the
+            // local state's folder (all left by runs as the daemon's user
+            // before the switch, too).
+            let mut owned = vec![request.data_dir.clone()];
+            owned.extend(self.home.clone());
+            if request.backend == StateBackend::Local
+                && let Some(parent) = request.state_path.parent()
+            {
+                owned.push(parent.to_path_buf());
+            }
+            for path in owned {
+                user.give_tree(&path).map_err(|e| prepare(&path, e))?;
+            }
         }
         let plan_file = request.data_dir.join("neutral.tfplan");
         let mut log = String::new();
@@ -475,6 +532,11 @@ impl Runner {
         let mut cmd = match setpriv() {
             Some(setpriv) => {
                 let mut cmd = Command::new(setpriv);
+                if let Some(user) = self.run_as {
+                    cmd.arg(format!("--reuid={}", user.uid))
+                        .arg(format!("--regid={}", user.gid))
+                        .arg("--clear-groups");
+                }
                 cmd.args(["--pdeathsig", "KILL", "--"])
                     .arg(&self.terraform.bin);
                 cmd
@@ -592,6 +654,7 @@ mod tests {
             home: None,
             stop: None,
             kill_grace: Duration::from_secs(2),
+            run_as: None,
         })
     }
 
@@ -805,6 +868,7 @@ mod tests {
             home: Some(dir.path().join("home")),
             stop: None,
             kill_grace: Duration::from_secs(2),
+            run_as: None,
         };
         let out = runner.run(&request(dir.path(), root)).await.unwrap();
         assert!(!out.succeeded);
@@ -852,6 +916,7 @@ mod tests {
             home: None,
             stop: Some(stopped),
             kill_grace: Duration::from_secs(2),
+            run_as: None,
         };
         let request = request(dir.path(), root);
         let run = tokio::spawn(async move { runner.run(&request).await });

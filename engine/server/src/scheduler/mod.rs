@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use neutral_terraform::RunAs;
 use neutral_terraform::{
     Job, JobKey, PlanSummary, Queue, Runner, Terraform, Trigger, pass_environment,
 };
@@ -107,6 +108,80 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// `--terraform-user NAME`: its uid and gid from `/etc/passwd`. Refused
+/// for root, for a user that does not exist, when this daemon is not root
+/// (it could not start Terraform as anyone else) and without `setpriv`.
+fn terraform_user(name: &str) -> anyhow::Result<RunAs> {
+    use anyhow::Context;
+    let passwd = std::fs::read_to_string("/etc/passwd").context("cannot read /etc/passwd")?;
+    let (uid, gid) = passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.first() != Some(&name) {
+                return None;
+            }
+            Some((
+                fields.get(2)?.parse::<u32>().ok()?,
+                fields.get(3)?.parse::<u32>().ok()?,
+            ))
+        })
+        .with_context(|| format!("--terraform-user {name}: no such user in /etc/passwd"))?;
+    if uid == 0 {
+        anyhow::bail!("--terraform-user {name} is root: give Terraform a user of its own");
+    }
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse::<u32>().ok())
+        .context("cannot read this process's user id from /proc/self/status")?;
+    if euid != 0 {
+        anyhow::bail!(
+            "--terraform-user {name}: the daemon runs as uid {euid}, and only root can start Terraform as another user; run it as root or drop the flag"
+        );
+    }
+    if !neutral_terraform::setpriv_available() {
+        anyhow::bail!("--terraform-user {name} needs util-linux's setpriv, which is not installed");
+    }
+    Ok(RunAs { uid, gid })
+}
+
+/// Checks, as the Terraform user, that it can write the Terraform folder and
+/// run Terraform and the provider: a parent folder that does not let it
+/// through would otherwise fail every run with a bare "permission denied".
+fn check_reach(
+    name: &str,
+    user: RunAs,
+    root: &Path,
+    provider: &Path,
+    terraform: &Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for (what, path, test) in [
+        ("write", root, "-w"),
+        ("run", provider, "-x"),
+        ("run", terraform, "-x"),
+    ] {
+        let output = std::process::Command::new("setpriv")
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .args(["--clear-groups", "--", "test", test])
+            .arg(path)
+            .output()
+            .context("cannot run setpriv")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "--terraform-user {name} cannot {what} {}: every parent folder must let it through (e.g. chmod o+x on each) and it must own or be allowed to {what} it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Scheduler {
     /// Finds terraform and the provider, writes the CLI configuration, and
     /// prepares the scheduler's folders under `--data/terraform`.
@@ -124,6 +199,10 @@ impl Scheduler {
                 settings.data.display()
             );
         }
+        let run_as = match &terraform_settings.user {
+            Some(name) => Some(terraform_user(name)?),
+            None => None,
+        };
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         clean_stale_locks(&root.join("state"));
@@ -191,9 +270,30 @@ impl Scheduler {
             ),
             (
                 "TF_VAR_state_root".to_owned(),
-                settings.data.join("nodes").display().to_string(),
+                // The local launcher's node folders: with a Terraform user,
+                // under the Terraform folder it owns, not the data folder.
+                if run_as.is_some() {
+                    root.join("nodes")
+                } else {
+                    settings.data.join("nodes")
+                }
+                .display()
+                .to_string(),
             ),
         ]);
+        if let Some(user) = run_as {
+            // Everything under the Terraform folder becomes the run user's;
+            // the data folder stays the daemon's alone.
+            user.give_tree(&root)
+                .with_context(|| format!("cannot hand {} to the Terraform user", root.display()))?;
+            check_reach(
+                terraform_settings.user.as_deref().unwrap_or_default(),
+                user,
+                &root,
+                &provider_dir.join("terraform-provider-neutral"),
+                &terraform.bin,
+            )?;
+        }
         let lock = launcher_lock(&env);
         env.push((LAUNCHER_LOCK_ENV.to_owned(), lock));
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -205,6 +305,7 @@ impl Scheduler {
             home: Some(root.join("home")),
             stop: Some(stopped),
             kill_grace: Duration::from_secs(10),
+            run_as,
         };
         tracing::info!(terraform = %runner.terraform.bin.display(), provider = %provider_dir.display(), "scheduler ready");
         Ok(Scheduler {
@@ -426,5 +527,18 @@ mod tests {
         let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(clean_stale_locks(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn a_terraform_user_must_exist_and_not_be_root() {
+        let err = |name: &str| terraform_user(name).unwrap_err().to_string();
+        assert_eq!(
+            err("root"),
+            "--terraform-user root is root: give Terraform a user of its own"
+        );
+        assert_eq!(
+            err("no-such-user-here"),
+            "--terraform-user no-such-user-here: no such user in /etc/passwd"
+        );
     }
 }

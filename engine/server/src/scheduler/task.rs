@@ -207,6 +207,7 @@ async fn export(app: &App, scheduler: &Scheduler, commit: &str) -> anyhow::Resul
     }
     let (mirror, dest, sha) = (Arc::clone(&app.mirror), dir.clone(), commit.to_owned());
     let parent = scheduler.root.join("src");
+    let run_as = scheduler.runner.run_as;
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let oid = neutral_git::CommitId::from_str(&sha)?;
         let staging = parent.join(format!(".{}.tmp", sanitize(&sha)));
@@ -215,6 +216,10 @@ async fn export(app: &App, scheduler: &Scheduler, commit: &str) -> anyhow::Resul
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .export(oid, &staging)?;
+        if let Some(user) = run_as {
+            // Terraform writes into its roots (`.terraform.lock.hcl`).
+            user.give_tree(&staging)?;
+        }
         std::fs::rename(&staging, &dest)?;
         // Keep the newest few exports.
         let mut exports: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&parent)?
