@@ -8,7 +8,9 @@
 //!   both checking every 2 s with a 1 s timeout and one failure to go down
 //!   (PowerDNS 4.7 has no rise/fall); median and p90 of N trials;
 //! - region cut → failover: the control plane loses the region's network;
-//!   time until only the other region answers;
+//!   time until only the other region answers; then the same with three
+//!   replicas on PostgreSQL deciding by quorum, two of them cut (detection
+//!   with a quorum next to without);
 //! - test-bed start: image reuse (`scripts/hosts`), and a deployment from
 //!   nothing to every node up.
 //!
@@ -191,7 +193,10 @@ fn silent_death(trials: usize) {
     );
 }
 
-fn region_cut(trials: usize) {
+/// A region cut off from the control plane: with one replica, from it;
+/// with three (PostgreSQL, `health.quorum: majority`), from two of them at
+/// once — what it takes to fail a region over with a quorum.
+fn region_cut(trials: usize, replicas: usize) {
     let probe = Probe {
         interval: Duration::from_millis(1000),
         timeout: Duration::from_millis(500),
@@ -214,9 +219,20 @@ fn region_cut(trials: usize) {
         },
     ];
     options.split_brain_min_nodes = 100;
+    options.replicas = replicas;
+    if replicas > 1 {
+        options.full_nodes = false;
+        options.health = Some("{ quorum: majority }");
+    }
     let Some(d) = Deployment::start("benchcut", options) else {
         return;
     };
+    let cut_off: Vec<_> = d
+        .replicas
+        .iter()
+        .take(replicas.div_ceil(2).max(1))
+        .cloned()
+        .collect();
     d.wait_all_up(WAIT);
     let jp = d.region_nodes("jp")[0].ip.to_string();
     let sg = d.region_nodes("sg")[0].ip.to_string();
@@ -227,16 +243,21 @@ fn region_cut(trials: usize) {
             let seen = d.answers(40);
             seen.contains(&jp) && seen.contains(&sg)
         });
-        d.bed.cut(&d.cp, "jp");
+        for cp in &cut_off {
+            d.bed.cut(cp, "jp");
+        }
         let cut = Instant::now();
         failover.extend(exclusion(&[(d.dns, DOMAIN)], &jp, cut));
-        d.bed.heal(&d.cp, "jp");
+        for cp in &cut_off {
+            d.bed.heal(cp, "jp");
+        }
         let healed = Instant::now();
         wait_until("jp back", || d.answers(10).contains(&jp));
         back.push(healed.elapsed());
     }
     println!(
-        "region cut off from the control plane (docker network disconnect), interval 1 s, timeout 500 ms, fall 2, rise 2:"
+        "region cut off from {} of {replicas} control-plane replica(s) (docker network disconnect), interval 1 s, timeout 500 ms, fall 2, rise 2:",
+        cut_off.len()
     );
     line("cut → only the failover region answers", &failover);
     line("reconnect → the region answers again", &back);
@@ -261,5 +282,6 @@ fn main() {
     }
     image_reuse();
     silent_death(trials);
-    region_cut(trials);
+    region_cut(trials, 1);
+    region_cut(trials, 3);
 }

@@ -50,6 +50,9 @@ pub struct App {
     /// Asks the health ticker for a reconcile now (a heartbeat changed a
     /// node's liveness); requests made while one runs fold into one.
     pub reconcile_soon: Notify,
+    /// Rung when this replica's own verdict on a node flips (a probe), so
+    /// the replicas' exchange (`replicas.rs`) publishes it at once.
+    pub verdict_changed: Notify,
     pub reconciles: Coalescer,
     pub recomputes: Coalescer,
     /// The local mirror of the configuration repository: sync fetches into

@@ -148,7 +148,11 @@ async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {
         if ok {
             entry.last_passing_probe = Some(at);
         }
+        let was_ready = entry.liveness.ready;
         entry.liveness.probe(at, ok, detail, &entry.settings);
+        if entry.liveness.ready != was_ready {
+            app.verdict_changed.notify_one();
+        }
         entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
     };
     app.counters.probe(ok);

@@ -356,6 +356,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         mirror: Arc::new(std::sync::Mutex::new(mirror)),
         scheduler,
         reconcile_soon: Notify::new(),
+        verdict_changed: Notify::new(),
         reconciles: coalesce::Coalescer::default(),
         recomputes: coalesce::Coalescer::default(),
         releases: releases::Releases::default(),

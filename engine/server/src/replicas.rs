@@ -44,6 +44,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A flipped verdict of this replica's goes out at once.
+            () = app.verdict_changed.notified() => {}
             () = shutdown.wait() => break,
         }
         let mut changed = mirror_once(&app).await;
