@@ -239,9 +239,17 @@ fn region_cut(trials: usize, replicas: usize) {
     let mut failover = Vec::new();
     let mut back = Vec::new();
     for _ in 0..trials {
-        wait_until("both regions answering", || {
+        // Steadily: a reconnected host's neighbours may still hold its old
+        // link-layer address for a moment, and a probe or two fail then.
+        let both = || {
             let seen = d.answers(40);
             seen.contains(&jp) && seen.contains(&sg)
+        };
+        wait_until("both regions answering steadily", || {
+            both() && {
+                std::thread::sleep(probe.interval * (probe.fall + 1));
+                both()
+            }
         });
         for cp in &cut_off {
             d.bed.cut(cp, "jp");

@@ -579,3 +579,329 @@ fn zones_written_through_one_replica_are_served_by_both_and_no_patch_is_lost() {
         (b.admin("GET", "/dns/zones/example.com.", None).status == 404).then_some(())
     });
 }
+
+/// An HTTP gate between Terraform's provider and the replicas: every request
+/// is forwarded (one per connection, `Connection: close`) to the replica it
+/// is pointed at, except that writes (`PATCH`, `POST`, `PUT`, `DELETE`) are
+/// held while it is closed — a Terraform apply then hangs exactly at its
+/// first write. Opening it drops what it held (those requests belong to the
+/// run that was killed) and lets later ones through.
+struct Gate {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    open: bool,
+    target: Option<std::net::SocketAddr>,
+    held: usize,
+    /// Bumped when opened: held requests of an earlier epoch are dropped.
+    epoch: u64,
+}
+
+impl Gate {
+    fn start() -> Gate {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new((
+            std::sync::Mutex::new(GateState::default()),
+            std::sync::Condvar::new(),
+        ));
+        let shared = std::sync::Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = std::sync::Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = Gate::serve(stream, &shared);
+                });
+            }
+        });
+        Gate { addr, state }
+    }
+
+    fn serve(
+        mut client: std::net::TcpStream,
+        shared: &(std::sync::Mutex<GateState>, std::sync::Condvar),
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        client.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // The request: headers, then Content-Length bytes of body.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            let n = client.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            request.extend_from_slice(&buf[..n]);
+            if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&request[..head_end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while request.len() < head_end + length {
+            let n = client.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        let write = ["PATCH ", "POST ", "PUT ", "DELETE "]
+            .iter()
+            .any(|m| head.starts_with(m));
+        let target = {
+            let (lock, wake) = shared;
+            let mut state = lock.lock().unwrap();
+            while state.target.is_none() {
+                state = wake.wait(state).unwrap();
+            }
+            if write && !state.open {
+                state.held += 1;
+                let epoch = state.epoch;
+                while !state.open {
+                    state = wake.wait(state).unwrap();
+                }
+                if state.epoch != epoch {
+                    // Held for a run that is gone: dropped, never forwarded.
+                    return Ok(());
+                }
+            }
+            state.target
+        };
+        let Some(target) = target else { return Ok(()) };
+        // Forwarded with `Connection: close`, so the answer closes too.
+        let head = head
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let mut upstream = std::net::TcpStream::connect(target)?;
+        upstream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        upstream.write_all(&request[head_end..])?;
+        let mut answer = Vec::new();
+        upstream.read_to_end(&mut answer)?;
+        client.write_all(&answer)?;
+        Ok(())
+    }
+
+    /// Where requests go (writes still held while closed).
+    fn point_to(&self, target: std::net::SocketAddr) {
+        let (lock, wake) = &*self.state;
+        lock.lock().unwrap().target = Some(target);
+        wake.notify_all();
+    }
+
+    fn held(&self) -> usize {
+        self.state.0.lock().unwrap().held
+    }
+
+    /// Points the gate at `target`, drops what it held and lets writes pass.
+    fn open_to(&self, target: std::net::SocketAddr) {
+        let (lock, wake) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        state.target = Some(target);
+        state.open = true;
+        state.epoch += 1;
+        wake.notify_all();
+    }
+}
+
+/// Processes whose working folder is inside `dir` (a run's Terraform and
+/// its provider work in the run's root).
+fn processes_in(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            (pid != std::process::id() && cwd.starts_with(dir)).then_some(pid)
+        })
+        .collect()
+}
+
+fn gtm_runs(daemon: &Daemon) -> Vec<serde_json::Value> {
+    daemon
+        .admin("GET", "/runs?root=infra/gtm&limit=100", None)
+        .json()["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_once() {
+    if neutral_e2e::services::terraform_or_skip(
+        "a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_once",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let store = server.create_database().unwrap();
+    let state = format!("{}?sslmode=disable", server.create_database().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::start();
+    let mut files = neutral_e2e::cluster::fast_config(free_port());
+    files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
+    let root = format!(
+        r#"terraform {{
+  required_providers {{
+    neutral = {{ source = "neutral/neutral" }}
+  }}
+}}
+
+provider "neutral" {{
+  endpoint = "http://{}"
+}}
+
+resource "neutral_gtm_record" "app" {{
+  domain  = "app.example.com"
+  zone    = "example.com"
+  regions = {{ jp = 100 }}
+}}
+"#,
+        gate.addr
+    );
+    files.push(("infra/gtm/main.tf", root));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
+    let replica = |name: &str| {
+        let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+        args.extend([
+            "--store",
+            &store,
+            "--lease-ttl",
+            "2s",
+            "--replica-id",
+            name,
+            "--run-terraform",
+            "--terraform-state",
+            &state,
+            "--drift-interval",
+            "1h",
+        ]);
+        Daemon::start(&repo.bare, &dir.path().join(name), &args)
+    };
+    let mut a = replica("a");
+    gate.point_to(a.api);
+    wait_to_lead(&a, Duration::from_secs(10));
+    let b = replica("b");
+    // The record's zone, served by both replicas.
+    let zone = a.admin(
+        "POST",
+        "/dns/zones",
+        Some(r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#),
+    );
+    assert_eq!(zone.status, 201, "{}", zone.body);
+
+    // A node: its record is what the health-triggered run writes (the
+    // first run, with no node up, writes no record).
+    let agent = Agent::start_with(
+        &format!("http://{}", a.api),
+        dir.path(),
+        "jp-a",
+        "jp",
+        "127.0.0.2",
+        &["--control-plane-replica", &format!("http://{}", b.api)],
+    );
+    let node = registered(&agent, &a);
+
+    // A run plans and starts applying; its first write is held.
+    wait_for("the apply's first write", Duration::from_secs(90), || {
+        (gate.held() > 0).then_some(())
+    });
+    let running: Vec<serde_json::Value> = gtm_runs(&a)
+        .into_iter()
+        .filter(|r| r["status"] == "running")
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let killed_run = running[0]["id"].as_i64().unwrap();
+    a.kill9();
+    let killed = std::time::Instant::now();
+    // Terraform died with the leader; what it started may not have.
+    for pid in processes_in(&dir.path().join("a-terraform")) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    gate.open_to(b.api);
+
+    wait_to_lead(&b, Duration::from_secs(10));
+    eprintln!(
+        "leader killed mid-apply -> b leads in {:?}",
+        killed.elapsed()
+    );
+    let later = |b: &Daemon| -> Vec<serde_json::Value> {
+        gtm_runs(b)
+            .into_iter()
+            .filter(|r| r["id"].as_i64().is_some_and(|id| id > killed_run))
+            .collect()
+    };
+    let applied = wait_for("b's run of the root", Duration::from_secs(120), || {
+        later(&b)
+            .into_iter()
+            .rev()
+            .find(|r| matches!(r["status"].as_str(), Some("succeeded" | "failed")))
+    });
+    let log = b
+        .admin("GET", &format!("/runs/{}", applied["id"]), None)
+        .json()["log"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The killed run never wrote (its write was held and dropped): the new
+    // leader found the state lock free, and made the change itself, once.
+    assert_eq!(applied["status"], "succeeded", "{applied}\n{log}");
+    // (The record's create, or its update when a first run created it
+    // before the node was up: one change either way.)
+    let made = applied["adds"].as_i64().unwrap_or(0) + applied["changes"].as_i64().unwrap_or(0);
+    assert_eq!(made, 1, "{applied}\n{log}");
+    eprintln!(
+        "leader killed mid-apply -> the change applied by the new leader {:?} later",
+        killed.elapsed()
+    );
+    let old = gtm_runs(&b)
+        .into_iter()
+        .find(|r| r["id"] == killed_run)
+        .unwrap();
+    assert_eq!(old["status"], "interrupted", "{old}");
+    assert!(
+        later(&b).iter().all(|r| r["status"] != "failed"),
+        "{:?}",
+        later(&b)
+    );
+    // The record is served: the node's address, from the new leader's DNS.
+    wait_for("the record in b's DNS", Duration::from_secs(10), || {
+        neutral_e2e::dns::udp(b.dns, "app.example.com.", hickory_proto::rr::RecordType::A)
+            .ok()
+            .filter(|answer| answer.addresses() == ["127.0.0.2"])
+    });
+    assert!(b.node(&node).is_some_and(|n| n["status"] == "up"));
+
+    // And nothing left to do: the next commit's plan of the root finds no
+    // change.
+    repo.write("infra/gtm/note.tf", "# planned again after the takeover\n");
+    let sha = repo.commit_push("touch the gtm root");
+    let again = wait_for("the follow-up plan", Duration::from_secs(60), || {
+        gtm_runs(&b).into_iter().find(|r| {
+            r["commit"] == sha.as_str()
+                && matches!(r["status"].as_str(), Some("succeeded" | "failed"))
+        })
+    });
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(again["adds"], 0, "{again}");
+    assert_eq!(again["changes"], 0, "{again}");
+}
