@@ -251,6 +251,17 @@ fn region_cut(trials: usize, replicas: usize) {
                 both()
             }
         });
+        // With replicas: every vantage point sees jp up again (a healed
+        // replica may take a while), so each cut starts from the same place.
+        if replicas > 1 {
+            wait_until("every vantage point seeing jp up", || {
+                d.node_views().iter().any(|n| {
+                    n.address == jp
+                        && n.vantage.len() == replicas
+                        && n.vantage.iter().all(|(_, ready)| *ready)
+                })
+            });
+        }
         for cp in &cut_off {
             d.bed.cut(cp, "jp");
         }

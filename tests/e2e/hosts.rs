@@ -360,6 +360,15 @@ fn three_replicas_take_a_region_down_only_when_a_quorum_of_them_loses_it() {
     let first = d.wait("a leader", SETTLE, leader);
     d.bed.cut(&d.replicas[first], "jp");
     let cut = Instant::now();
+    // It does see jp down (its own vantage point), and is outvoted.
+    let leader_name = d.replicas[first].name.clone();
+    let leader_api = apis[first];
+    d.wait("the leader's own verdict: jp down", SETTLE, |d| {
+        d.node_views_at(leader_api)
+            .into_iter()
+            .find(|n| n.address == jp.ip.to_string())
+            .filter(|n| n.vantage.contains(&(leader_name.clone(), false)) && n.vantage.len() == 3)
+    });
     // Well past the moment the leader's own probes call jp down.
     while cut.elapsed() < probe.detection_bound() * 2 + Duration::from_secs(2) {
         for api in &apis {

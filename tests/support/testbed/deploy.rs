@@ -133,6 +133,9 @@ pub struct NodeView {
     pub status: String,
     /// Why it has that status (`status_reason`).
     pub reason: String,
+    /// Among replicas: each vantage point's name and whether it sees the
+    /// node ready (`vantage_points`).
+    pub vantage: Vec<(String, bool)>,
 }
 
 /// A control plane and its nodes on a test bed.
@@ -485,6 +488,12 @@ impl Deployment {
                 address: text(&n["address"]),
                 status: text(&n["status"]),
                 reason: text(&n["status_reason"]),
+                vantage: n["vantage_points"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| (text(&v["replica"]), v["ready"].as_bool().unwrap_or(false)))
+                    .collect(),
             })
             .collect()
     }

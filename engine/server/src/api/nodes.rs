@@ -548,7 +548,7 @@ async fn set_drained(
         .nodes
         .get(id)
         .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))?;
-    Ok(Json(read::NodeView::of(entry)))
+    Ok(Json(read::NodeView::of(entry, world.vantage.as_ref())))
 }
 
 pub async fn drain(

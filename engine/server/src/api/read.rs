@@ -20,7 +20,7 @@ use super::page::{self, Page};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::sync::SyncOutcome;
-use crate::world::{NodeEntry, now};
+use crate::world::{NodeEntry, Vantage, now};
 
 #[derive(Debug, Serialize)]
 pub struct NodeView {
@@ -38,11 +38,44 @@ pub struct NodeView {
     agent_version: Option<String>,
     /// What health alone says (before drain), for operators.
     health_detail: String,
+    /// Among replicas (more than one live): what each vantage point sees
+    /// of the node, this replica first (`health.quorum` counts them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    vantage_points: Vec<VantagePointView>,
+}
+
+/// One replica's verdict on a node, as `GET /nodes` shows it.
+#[derive(Debug, Serialize)]
+pub struct VantagePointView {
+    replica: String,
+    ready: bool,
+    detail: String,
 }
 
 impl NodeView {
-    pub fn of(entry: &NodeEntry) -> NodeView {
+    /// The view of `entry`, with the other replicas' verdicts when
+    /// `vantage` holds more than this replica.
+    pub fn of(entry: &NodeEntry, vantage: Option<&Vantage>) -> NodeView {
         let node = &entry.record.node;
+        let vantage_points = match vantage.filter(|v| v.live > 1) {
+            Some(vantage) => {
+                let (ready, detail) = entry.liveness.verdict(now(), &entry.settings);
+                let mut points = vec![VantagePointView {
+                    replica: vantage.replica.clone(),
+                    ready,
+                    detail,
+                }];
+                points.extend(vantage.others.get(&node.id).into_iter().flatten().map(|v| {
+                    VantagePointView {
+                        replica: v.replica.clone(),
+                        ready: v.ready,
+                        detail: v.detail.clone(),
+                    }
+                }));
+                points
+            }
+            None => Vec::new(),
+        };
         NodeView {
             id: node.id.clone(),
             region: node.region.clone(),
@@ -57,6 +90,7 @@ impl NodeView {
             hostname: entry.record.hostname.clone(),
             agent_version: entry.record.agent_version.clone(),
             health_detail: entry.liveness.detail.clone(),
+            vantage_points,
         }
     }
 }
@@ -119,7 +153,7 @@ pub async fn nodes(
             more = views.last().map(|v: &NodeView| v.id.clone());
             break;
         }
-        views.push(NodeView::of(entry));
+        views.push(NodeView::of(entry, world.vantage.as_ref()));
     }
     Ok((page::next_headers(&uri, more.as_deref()), Json(views)))
 }
@@ -132,7 +166,7 @@ pub async fn node(
     world
         .nodes
         .get(&id)
-        .map(|e| Json(NodeView::of(e)))
+        .map(|e| Json(NodeView::of(e, world.vantage.as_ref())))
         .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))
 }
 

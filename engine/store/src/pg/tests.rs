@@ -204,3 +204,30 @@ fn a_restarted_connection_is_opened_again() {
     });
     assert!(store.nodes().get("n1").unwrap().is_some());
 }
+
+#[test]
+fn a_url_naming_several_hosts_connects_to_the_first_that_takes_writes() {
+    let Some(server) = server() else { return };
+    let url = server.create_database().unwrap();
+    // A host that refuses connections comes first (a failed-over primary),
+    // as a Patroni cluster's members would be listed.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let several = format!(
+        "{}?target_session_attrs=read-write",
+        url.replace("@127.0.0.1:", &format!("@127.0.0.1:{down},127.0.0.1:"))
+    );
+    assert!(several.contains(','), "{several}");
+    let store = Store::open_postgres(&several, StoreOptions::default()).unwrap();
+    store
+        .docs()
+        .put("k", "v", neutral_core::model::Timestamp(1))
+        .unwrap();
+    assert_eq!(
+        store.docs().get("k").unwrap().map(|(doc, _)| doc),
+        Some("v".to_owned())
+    );
+}
