@@ -169,14 +169,22 @@ fn silent_death(trials: usize) {
     for trial in 0..trials {
         let node = &d.nodes[trial % d.nodes.len()];
         let ip = node.ip.to_string();
-        wait_until("both servers answering every node", || {
-            let all: BTreeSet<String> = ips.iter().cloned().collect();
-            d.answers(40) == all && answers(pdns, PDNS_DOMAIN, 40) == all
+        // Steadily (twice, a check cycle and more apart): a thawed host may
+        // miss a check or two before its neighbours reach it again.
+        let all: BTreeSet<String> = ips.iter().cloned().collect();
+        let every = || d.answers(40) == all && answers(pdns, PDNS_DOMAIN, 40) == all;
+        wait_until("both servers answering every node steadily", || {
+            every() && {
+                std::thread::sleep(probe.interval * 2);
+                every()
+            }
         });
         // Start at a random point of the check cycles.
         std::thread::sleep(Duration::from_millis(137 * (trial as u64 % 15)));
-        d.bed.freeze(&node.host);
+        // The clock starts when the fault is asked for: `docker pause` itself
+        // can take seconds, and the host stops somewhere within it.
         let frozen = Instant::now();
+        d.bed.freeze(&node.host);
         let at = exclusion(&[(d.dns, DOMAIN), (pdns, PDNS_DOMAIN)], &ip, frozen);
         neutral.push(at[0]);
         powerdns.push(at[1]);
@@ -262,15 +270,17 @@ fn region_cut(trials: usize, replicas: usize) {
                 })
             });
         }
+        // From when the cut is asked for (`docker network disconnect` can
+        // take seconds).
+        let cut = Instant::now();
         for cp in &cut_off {
             d.bed.cut(cp, "jp");
         }
-        let cut = Instant::now();
         failover.extend(exclusion(&[(d.dns, DOMAIN)], &jp, cut));
+        let healed = Instant::now();
         for cp in &cut_off {
             d.bed.heal(cp, "jp");
         }
-        let healed = Instant::now();
         wait_until("jp back", || d.answers(10).contains(&jp));
         back.push(healed.elapsed());
     }

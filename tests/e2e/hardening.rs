@@ -646,58 +646,6 @@ fn every_list_pages_with_one_shape_and_10000_nodes_are_walked_exactly_once() {
     assert_eq!(bad.status, 400);
 }
 
-/// A GTM root whose plan waits on a control plane that never answers (a
-/// listener the test holds and never accepts from): the provider's request
-/// hangs until its 30 s timeout, so a run is provably `running` when the
-/// daemon is killed. Provisioners would be simpler, but the Terraform
-/// policy refuses them, as it should.
-fn slow_gtm_root(black_hole: std::net::SocketAddr) -> String {
-    format!(
-        r#"terraform {{
-  required_providers {{
-    neutral = {{ source = "neutral/neutral" }}
-  }}
-}}
-
-provider "neutral" {{
-  endpoint = "http://{black_hole}"
-}}
-
-resource "neutral_gtm_record" "slow" {{
-  domain  = "app.example.com"
-  zone    = "example.com"
-  regions = {{ jp = 100 }}
-}}
-"#
-    )
-}
-
-/// Processes (pid and command line) whose working folder is inside `dir`:
-/// a run's Terraform and the provider it started work in the run's root.
-fn processes_in(dir: &std::path::Path) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        if cwd.starts_with(dir) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            // A zombie has no command line and holds nothing.
-            if !cmdline.trim().is_empty() {
-                found.push((pid, cmdline));
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again() {
     if terraform_or_skip(
@@ -713,7 +661,7 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
     let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
     files.push((
         "infra/gtm/main.tf",
-        slow_gtm_root(black_hole.local_addr().unwrap()),
+        neutral_e2e::cluster::gtm_root_at(black_hole.local_addr().unwrap()),
     ));
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let repo = Repo::create(dir.path(), &refs);
@@ -734,7 +682,7 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
     // Past `init`: the provider is running (and blocked on the black hole),
     // Terraform waiting on it without a word of output.
     let before = wait_for("the run's provider", Duration::from_secs(60), || {
-        let running = processes_in(dir.path());
+        let running = neutral_e2e::cluster::processes_in(dir.path());
         running
             .iter()
             .any(|(_, cmd)| cmd.contains("terraform-provider-neutral"))
@@ -751,22 +699,22 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
             .collect()
     };
     let gone = std::time::Instant::now();
-    while !terraform(processes_in(dir.path())).is_empty()
+    while !terraform(neutral_e2e::cluster::processes_in(dir.path())).is_empty()
         && gone.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        terraform(processes_in(dir.path())).is_empty(),
+        terraform(neutral_e2e::cluster::processes_in(dir.path())).is_empty(),
         "Terraform left behind by the killed daemon: {:?}",
-        processes_in(dir.path())
+        neutral_e2e::cluster::processes_in(dir.path())
     );
     eprintln!(
         "Terraform gone {:?} after the daemon's SIGKILL",
         gone.elapsed()
     );
     // What is left (the provider) would hold on to the working folder.
-    for (pid, _) in processes_in(dir.path()) {
+    for (pid, _) in neutral_e2e::cluster::processes_in(dir.path()) {
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();

@@ -716,21 +716,6 @@ impl Gate {
     }
 }
 
-/// Processes whose working folder is inside `dir` (a run's Terraform and
-/// its provider work in the run's root).
-fn processes_in(dir: &std::path::Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
-            (pid != std::process::id() && cwd.starts_with(dir)).then_some(pid)
-        })
-        .collect()
-}
-
 fn gtm_runs(daemon: &Daemon) -> Vec<serde_json::Value> {
     daemon
         .admin("GET", "/runs?root=infra/gtm&limit=100", None)
@@ -758,25 +743,7 @@ fn a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_o
     let gate = Gate::start();
     let mut files = neutral_e2e::cluster::fast_config(free_port());
     files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
-    let root = format!(
-        r#"terraform {{
-  required_providers {{
-    neutral = {{ source = "neutral/neutral" }}
-  }}
-}}
-
-provider "neutral" {{
-  endpoint = "http://{}"
-}}
-
-resource "neutral_gtm_record" "app" {{
-  domain  = "app.example.com"
-  zone    = "example.com"
-  regions = {{ jp = 100 }}
-}}
-"#,
-        gate.addr
-    );
+    let root = neutral_e2e::cluster::gtm_root_at(gate.addr);
     files.push(("infra/gtm/main.tf", root));
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
@@ -834,7 +801,7 @@ resource "neutral_gtm_record" "app" {{
     a.kill9();
     let killed = std::time::Instant::now();
     // Terraform died with the leader; what it started may not have.
-    for pid in processes_in(&dir.path().join("a-terraform")) {
+    for (pid, _) in neutral_e2e::cluster::processes_in(&dir.path().join("a-terraform")) {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     gate.open_to(b.api);

@@ -47,6 +47,24 @@ fn repo_with_roots(dir: &std::path::Path, probe_port: u16) -> Repo {
     Repo::create(dir, &refs)
 }
 
+/// `neutral serve` running these roots' Terraform (GTM runs target the
+/// `terraform_data` of their domain), syncing every second, no autoscaler.
+const SCHEDULER: &[&str] = &[
+    "--sync-interval",
+    "1s",
+    "--no-autoscale",
+    "--run-terraform",
+    "--gtm-target",
+    "terraform_data.this[\"{domain}\"]",
+];
+
+/// The first GTM run a push started, once it ended.
+fn first_gtm_push_run(daemon: &Daemon) -> Value {
+    find_run(daemon, "the first gtm run", Duration::from_secs(60), |r| {
+        r["root"] == "infra/gtm" && r["trigger"].as_str().is_some_and(|t| t.contains("push"))
+    })
+}
+
 fn runs(daemon: &Daemon) -> Vec<Value> {
     daemon.get("/runs?limit=100").json()["runs"]
         .as_array()
@@ -81,25 +99,15 @@ fn pushes_health_changes_and_drift_checks_run_terraform_and_are_recorded() {
         &repo.bare,
         &dir.path().join("data"),
         &[
-            "--heartbeat-interval",
-            "300ms",
-            "--heartbeat-timeout",
-            "1s",
-            "--sync-interval",
-            "1s",
-            "--no-autoscale",
-            "--run-terraform",
-            "--gtm-target",
-            "terraform_data.this[\"{domain}\"]",
-            "--drift-interval",
-            "3s",
-        ],
+            &["--heartbeat-interval", "300ms", "--heartbeat-timeout", "1s"],
+            SCHEDULER,
+            &["--drift-interval", "3s"],
+        ]
+        .concat(),
     );
 
     // The first commit: every root and workspace converges.
-    let gtm = find_run(&daemon, "the first gtm run", Duration::from_secs(60), |r| {
-        r["root"] == "infra/gtm" && r["trigger"].as_str().is_some_and(|t| t.contains("push"))
-    });
+    let gtm = first_gtm_push_run(&daemon);
     assert_eq!(gtm["status"], "succeeded", "{gtm}");
     assert_eq!(gtm["adds"], 1, "{gtm}");
     for region in ["jp", "sg"] {
@@ -220,20 +228,9 @@ fn with_terraform_state_the_state_lives_in_postgres_not_in_files() {
     let daemon = Daemon::start(
         &repo.bare,
         &data,
-        &[
-            "--sync-interval",
-            "1s",
-            "--no-autoscale",
-            "--run-terraform",
-            "--gtm-target",
-            "terraform_data.this[\"{domain}\"]",
-            "--terraform-state",
-            &state_url,
-        ],
+        &[SCHEDULER, &["--terraform-state", &state_url]].concat(),
     );
-    let gtm = find_run(&daemon, "the first gtm run", Duration::from_secs(60), |r| {
-        r["root"] == "infra/gtm" && r["trigger"].as_str().is_some_and(|t| t.contains("push"))
-    });
+    let gtm = first_gtm_push_run(&daemon);
     assert_eq!(gtm["status"], "succeeded", "{gtm}");
     assert_eq!(gtm["adds"], 1, "{gtm}");
     let jp = find_run(&daemon, "the jp pool run", Duration::from_secs(60), |r| {
@@ -333,21 +330,10 @@ fn as_the_terraform_user_a_run_reads_neither_the_daemons_data_nor_its_environmen
     let daemon = Daemon::start(
         &repo.bare,
         &data,
-        &[
-            "--sync-interval",
-            "1s",
-            "--no-autoscale",
-            "--run-terraform",
-            "--gtm-target",
-            "terraform_data.this[\"{domain}\"]",
-            "--terraform-user",
-            "nobody",
-        ],
+        &[SCHEDULER, &["--terraform-user", "nobody"]].concat(),
     );
     // A legitimate change plans and applies as that user.
-    let first = find_run(&daemon, "the first gtm run", Duration::from_secs(60), |r| {
-        r["root"] == "infra/gtm" && r["trigger"].as_str().is_some_and(|t| t.contains("push"))
-    });
+    let first = first_gtm_push_run(&daemon);
     assert_eq!(first["status"], "succeeded", "{first}");
     let terraform_dir = dir.path().join("data-terraform");
     assert_eq!(

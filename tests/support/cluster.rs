@@ -559,3 +559,54 @@ pub fn fast_config(probe_port: u16) -> Vec<(&'static str, String)> {
         ("infra/node-pool/sg.tfvars", "region        = \"sg\"\ndesired_nodes = 1\n".to_owned()),
     ]
 }
+
+/// A GTM root with one `neutral_gtm_record` (`app.example.com`, jp 100)
+/// whose provider talks to `endpoint` instead of the scheduler's default:
+/// a listener that never answers makes the run hang, a gate that holds
+/// writes makes its apply hang.
+pub fn gtm_root_at(endpoint: std::net::SocketAddr) -> String {
+    format!(
+        r#"terraform {{
+  required_providers {{
+    neutral = {{ source = "neutral/neutral" }}
+  }}
+}}
+
+provider "neutral" {{
+  endpoint = "http://{endpoint}"
+}}
+
+resource "neutral_gtm_record" "app" {{
+  domain  = "app.example.com"
+  zone    = "example.com"
+  regions = {{ jp = 100 }}
+}}
+"#
+    )
+}
+
+/// Processes (pid and command line) whose working folder is inside `dir`:
+/// a run's Terraform and the provider it started work in the run's root.
+/// Zombies (no command line, holding nothing) are left out.
+pub fn processes_in(dir: &Path) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if !cmdline.trim().is_empty() {
+                found.push((pid, cmdline));
+            }
+        }
+    }
+    found
+}
