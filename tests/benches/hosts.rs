@@ -87,6 +87,27 @@ fn exclusion(servers: &[(SocketAddr, &str)], ip: &str, since: Instant) -> Vec<Du
     }
 }
 
+/// Runs `measure` while the `docker` commands run, each on a thread of its
+/// own (they must all succeed).
+fn during<T>(commands: Vec<Vec<String>>, measure: impl FnOnce() -> T) -> T {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = commands
+            .iter()
+            .map(|args| {
+                scope.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    neutral_e2e::testbed::docker_ok(&args);
+                })
+            })
+            .collect();
+        let value = measure();
+        for command in running {
+            command.join().expect("a docker command failed");
+        }
+        value
+    })
+}
+
 /// Consecutive answers without an address that count as its exclusion.
 const RUN: usize = 40;
 
@@ -181,11 +202,14 @@ fn silent_death(trials: usize) {
         });
         // Start at a random point of the check cycles.
         std::thread::sleep(Duration::from_millis(137 * (trial as u64 % 15)));
-        // The clock starts when the fault is asked for: `docker pause` itself
-        // can take seconds, and the host stops somewhere within it.
+        // The clock starts when the fault is asked for, and the answers are
+        // sampled while `docker pause` runs (it can take seconds; the host
+        // stops somewhere within it).
         let frozen = Instant::now();
-        d.bed.freeze(&node.host);
-        let at = exclusion(&[(d.dns, DOMAIN), (pdns, PDNS_DOMAIN)], &ip, frozen);
+        let at = during(
+            vec![vec!["pause".to_owned(), node.host.container.clone()]],
+            || exclusion(&[(d.dns, DOMAIN), (pdns, PDNS_DOMAIN)], &ip, frozen),
+        );
         neutral.push(at[0]);
         powerdns.push(at[1]);
         d.bed.thaw(&node.host);
@@ -270,13 +294,19 @@ fn region_cut(trials: usize, replicas: usize) {
                 })
             });
         }
-        // From when the cut is asked for (`docker network disconnect` can
-        // take seconds).
+        // From when the cut is asked for, sampling while `docker network
+        // disconnect` runs (it can take seconds).
+        let network = d.bed.network("jp").name.clone();
+        let cuts = cut_off
+            .iter()
+            .map(|cp| {
+                ["network", "disconnect", &network, &cp.container]
+                    .map(str::to_owned)
+                    .to_vec()
+            })
+            .collect();
         let cut = Instant::now();
-        for cp in &cut_off {
-            d.bed.cut(cp, "jp");
-        }
-        failover.extend(exclusion(&[(d.dns, DOMAIN)], &jp, cut));
+        failover.extend(during(cuts, || exclusion(&[(d.dns, DOMAIN)], &jp, cut)));
         let healed = Instant::now();
         for cp in &cut_off {
             d.bed.heal(cp, "jp");

@@ -872,3 +872,114 @@ fn a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_o
     assert_eq!(again["adds"], 0, "{again}");
     assert_eq!(again["changes"], 0, "{again}");
 }
+
+#[test]
+fn a_leader_killed_right_after_an_autoscaler_push_is_not_followed_by_a_second_scale_out() {
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let store = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = neutral_e2e::cluster::fast_config(free_port());
+    files.retain(|(path, _)| *path != "infra/node-pool/jp.tfvars");
+    files.push((
+        "infra/node-pool/jp.tfvars",
+        "region        = \"jp\"\ndesired_nodes = 1\n".to_owned(),
+    ));
+    files.push((
+        "platform-config/autoscale/jp.yaml",
+        "region: jp\nscale_up: { cpu_above: 0.75, for: 1s, step: 1 }\nscale_down: { cpu_below: 0.05, for: 60s, step: 1 }\ncooldown: 1s\n".to_owned(),
+    ));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
+    let args: Vec<&str> = vec![
+        "--heartbeat-interval",
+        "300ms",
+        "--heartbeat-timeout",
+        "3s",
+        "--sync-interval",
+        "1s",
+        "--autoscale-interval",
+        "500ms",
+        "--no-probes",
+        "--store",
+        &store,
+        "--lease-ttl",
+        "2s",
+    ];
+    // The leader stops between its push and what it records after it.
+    let arm = dir.path().join("pause-after-push");
+    std::fs::write(&arm, "").unwrap();
+    let arm_env = arm.display().to_string();
+    let mut a = Daemon::start_with_env(
+        &repo.bare,
+        &dir.path().join("a"),
+        &args,
+        &[("NEUTRAL_FAULT_PAUSE_AFTER_AUTOSCALE_PUSH", arm_env.as_str())],
+    );
+    wait_to_lead(&a, Duration::from_secs(10));
+    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    let agent = Agent::start_with(
+        &format!("http://{}", a.api),
+        dir.path(),
+        "jp-1",
+        "jp",
+        "127.0.0.2",
+        &["--control-plane-replica", &format!("http://{}", b.api)],
+    );
+    let node = registered(&agent, &a);
+    wait_for("jp-1 up", Duration::from_secs(20), || {
+        a.node(&node).filter(|n| n["status"] == "up")
+    });
+    let autoscale_commits = || -> Vec<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo.bare)
+            .args(["log", "--format=%s", "main"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|s| s.starts_with("autoscale(jp)"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // CPU stays high: the leader pushes 1 -> 2, then stops at the fault point.
+    agent.set_metrics(0.9, 5.0, 0.0);
+    wait_for(
+        "the leader's push, paused after",
+        Duration::from_secs(30),
+        || {
+            a.log_text()
+                .contains("fault point: pausing after an autoscale push")
+                .then_some(())
+        },
+    );
+    assert_eq!(autoscale_commits().len(), 1, "{:?}", autoscale_commits());
+    a.kill9();
+    wait_to_lead(&b, Duration::from_secs(10));
+    // CPU is still high and the new node never comes, but the action the
+    // killed leader recorded before its push is in flight: no second one.
+    std::thread::sleep(Duration::from_secs(6));
+    let commits = autoscale_commits();
+    assert_eq!(
+        commits.len(),
+        1,
+        "the new leader scaled out again: {commits:?}\n{}",
+        b.log_text()
+    );
+    assert!(
+        commits[0].starts_with("autoscale(jp): 1 -> 2"),
+        "{commits:?}"
+    );
+    wait_for("b serving desired_nodes 2", Duration::from_secs(10), || {
+        let regions = b.get("/regions").json();
+        regions
+            .as_array()?
+            .iter()
+            .any(|r| r["name"] == "jp" && r["desired_nodes"] == 2)
+            .then_some(())
+    });
+    drop(agent);
+}

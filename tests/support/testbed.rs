@@ -602,7 +602,11 @@ impl Testbed {
     }
 
     /// Undoes [`Testbed::cut`]: `cp` joins the region's network again with
-    /// its old address.
+    /// its old address. Docker gives it a new link-layer address, which a
+    /// real host would announce (gratuitous ARP); the region's other hosts
+    /// forget the old one here instead, or their answers to `cp` would go
+    /// to a dead address until their neighbour entries expire (seen: probes
+    /// failing 8 s after a heal).
     pub fn heal(&self, cp: &Host, region: &str) {
         let ip = cp.ip(region).to_string();
         docker_ok(&[
@@ -613,6 +617,16 @@ impl Testbed {
             &self.network(region).name,
             &cp.container,
         ]);
+        let neighbours: Vec<Host> = self
+            .hosts
+            .borrow()
+            .values()
+            .filter(|h| h.name != cp.name && h.addrs.contains_key(region))
+            .cloned()
+            .collect();
+        for host in neighbours {
+            let _ = self.exec(&host, &["ip", "neigh", "flush", "to", &ip]);
+        }
     }
 
     /// Every packet the host sends is held `ms` milliseconds first (what

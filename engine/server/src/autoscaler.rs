@@ -244,6 +244,51 @@ async fn record(
     }
 }
 
+/// Env var naming an arm file (crash tests only): while the file exists, the
+/// autoscaler waits (at most a minute) between a push and what it records
+/// after it, so a test can kill the leader exactly there.
+pub const FAULT_PAUSE_AFTER_PUSH: &str = "NEUTRAL_FAULT_PAUSE_AFTER_AUTOSCALE_PUSH";
+
+async fn fault_pause_after_push() {
+    let Some(arm) = std::env::var_os(FAULT_PAUSE_AFTER_PUSH) else {
+        return;
+    };
+    let arm = std::path::PathBuf::from(arm);
+    if !arm.exists() {
+        return;
+    }
+    tracing::warn!(arm = %arm.display(), "fault point: pausing after an autoscale push");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while arm.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Records `action` before it is carried out; whether it was stored. The
+/// write is fenced: a replica that no longer leads is refused, and takes no
+/// action.
+async fn record_intent(app: &App, region: &str, action: LastAction, reason: &str) -> bool {
+    let (region, reason) = (region.to_owned(), reason.to_owned());
+    let result = app
+        .with_store(move |s| {
+            s.autoscale_state().put(
+                &region,
+                &action,
+                "autoscaler",
+                &reason,
+                &json!({ "intent": true }),
+            )
+        })
+        .await;
+    match result {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "autoscale action not taken: it could not be recorded first");
+            false
+        }
+    }
+}
+
 async fn set_drained(app: &App, ids: &[String], drained: bool) {
     {
         let mut world = app.write_world();
@@ -265,6 +310,22 @@ async fn scale(
     at: Timestamp,
 ) {
     let region = decision.region.clone();
+    // Recorded ahead, in flight, through the store's fence: a leader deposed
+    // meanwhile (frozen past its lease) stops here instead of draining and
+    // pushing, and a leader killed after its push leaves the action in
+    // flight, so its successor waits for the change instead of deciding the
+    // same one again (a second commit).
+    let intent = LastAction {
+        at,
+        from,
+        to,
+        in_flight: true,
+        failover_extra: decision.failover_extra,
+    };
+    let subject = commit_subject(decision, from, to);
+    if !record_intent(app, &region, intent, &format!("{subject}: committing")).await {
+        return;
+    }
     if !drain.is_empty() {
         set_drained(app, drain, true).await;
         app.audit(AuditEntry {
@@ -302,7 +363,6 @@ async fn scale(
         )
     })
     .await;
-    let subject = commit_subject(decision, from, to);
     let outcome = match pushed {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(err)) => Err(err.to_string()),
@@ -311,6 +371,7 @@ async fn scale(
     match outcome {
         Ok(Pushed::Commit { sha, attempts }) => {
             tracing::info!(%region, %sha, attempts, "{subject}");
+            fault_pause_after_push().await;
             let action = LastAction {
                 at,
                 from,
