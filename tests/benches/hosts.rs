@@ -59,8 +59,8 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Answers one query at a time from each server and returns, per server,
 /// when `ip` left its answers: the first of [`RUN`] consecutive answers
-/// without it (a server picks one weighted answer per query, so one answer
-/// without it proves nothing).
+/// without it, [`SAMPLE_EVERY`] apart (a server picks one weighted answer per
+/// query, so one answer without it proves nothing).
 fn exclusion(servers: &[(SocketAddr, &str)], ip: &str, since: Instant) -> Vec<Duration> {
     let mut seen: Vec<Vec<(Duration, bool)>> = vec![Vec::new(); servers.len()];
     loop {
@@ -84,12 +84,19 @@ fn exclusion(servers: &[(SocketAddr, &str)], ip: &str, since: Instant) -> Vec<Du
         if done.len() == servers.len() {
             return done;
         }
+        // One round of queries every 25 ms: the 40 answers of a run then
+        // span a second. Faster, a server's answer for a moment (one weighted
+        // pick, repeated) could make a run of misses out of one unlucky pick.
+        std::thread::sleep(SAMPLE_EVERY);
     }
 }
 
+/// How often the servers are asked while waiting for an exclusion.
+const SAMPLE_EVERY: Duration = Duration::from_millis(25);
+
 /// Runs `measure` while the `docker` commands run, each on a thread of its
 /// own (they must all succeed).
-fn during<T>(commands: Vec<Vec<String>>, measure: impl FnOnce() -> T) -> T {
+fn during<T>(commands: &[Vec<String>], measure: impl FnOnce() -> T) -> T {
     std::thread::scope(|scope| {
         let running: Vec<_> = commands
             .iter()
@@ -207,7 +214,7 @@ fn silent_death(trials: usize) {
         // stops somewhere within it).
         let frozen = Instant::now();
         let at = during(
-            vec![vec!["pause".to_owned(), node.host.container.clone()]],
+            &[vec!["pause".to_owned(), node.host.container.clone()]],
             || exclusion(&[(d.dns, DOMAIN), (pdns, PDNS_DOMAIN)], &ip, frozen),
         );
         neutral.push(at[0]);
@@ -297,7 +304,7 @@ fn region_cut(trials: usize, replicas: usize) {
         // From when the cut is asked for, sampling while `docker network
         // disconnect` runs (it can take seconds).
         let network = d.bed.network("jp").name.clone();
-        let cuts = cut_off
+        let cuts: Vec<Vec<String>> = cut_off
             .iter()
             .map(|cp| {
                 ["network", "disconnect", &network, &cp.container]
@@ -306,7 +313,7 @@ fn region_cut(trials: usize, replicas: usize) {
             })
             .collect();
         let cut = Instant::now();
-        failover.extend(during(cuts, || exclusion(&[(d.dns, DOMAIN)], &jp, cut)));
+        failover.extend(during(&cuts, || exclusion(&[(d.dns, DOMAIN)], &jp, cut)));
         let healed = Instant::now();
         for cp in &cut_off {
             d.bed.heal(cp, "jp");
