@@ -210,8 +210,8 @@ fn silent_death(trials: usize) {
         // Start at a random point of the check cycles.
         std::thread::sleep(Duration::from_millis(137 * (trial as u64 % 15)));
         // The clock starts when the fault is asked for, and the answers are
-        // sampled while `docker pause` runs (it can take seconds; the host
-        // stops somewhere within it).
+        // sampled while `docker pause` runs (the host stops somewhere within
+        // it).
         let frozen = Instant::now();
         let at = during(
             &[vec!["pause".to_owned(), node.host.container.clone()]],
@@ -302,7 +302,7 @@ fn region_cut(trials: usize, replicas: usize) {
             });
         }
         // From when the cut is asked for, sampling while `docker network
-        // disconnect` runs (it can take seconds).
+        // disconnect` runs (the cut happens somewhere within it).
         let network = d.bed.network("jp").name.clone();
         let cuts: Vec<Vec<String>> = cut_off
             .iter()
