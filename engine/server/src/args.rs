@@ -263,6 +263,11 @@ pub struct ServeArgs {
     /// heartbeated from (in the last 10 minutes) may take; at most half.
     #[arg(long, default_value = "128")]
     pub node_connection_reserve: usize,
+    /// Addresses of this network (CIDR, e.g. 10.0.0.0/8 or ::1/128) may
+    /// always use that reserve too: load balancers' health checks,
+    /// monitoring. Repeat for several.
+    #[arg(long = "connection-reserve-for", value_name = "CIDR")]
+    pub connection_reserve_for: Vec<ipnet::IpNet>,
     /// A connection that does not complete a request head within this long
     /// (after connecting, or between keep-alive requests) is closed.
     #[arg(long, default_value = "10s", value_parser = duration)]
@@ -411,5 +416,49 @@ impl ServeArgs {
                 user: self.terraform_user.clone(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServeArgs, String> {
+        let mut args = vec!["neutral", "--repo", "r", "--data", "d"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+            .map(|cli| cli.serve)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn connection_reserve_networks_are_cidrs_and_a_bad_one_names_the_flag() {
+        let args = parse(&[
+            "--connection-reserve-for",
+            "10.9.0.0/16",
+            "--connection-reserve-for",
+            "::1/128",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.connection_reserve_for,
+            vec![
+                "10.9.0.0/16".parse::<ipnet::IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        assert!(parse(&[]).unwrap().connection_reserve_for.is_empty());
+        let err = parse(&["--connection-reserve-for", "10.0.0.0/33"]).unwrap_err();
+        assert!(
+            err.contains("invalid value '10.0.0.0/33' for '--connection-reserve-for <CIDR>'"),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,9 @@
 //! `per_ip` connections; all clients together hold at most `total`, of
 //! which the last `reserve` slots are open only to *trusted* addresses —
 //! ones a node registration or heartbeat was accepted from within
-//! [`TRUST_TTL`] (the API handlers call [`ConnTable::trust`]). So a flood
+//! [`TRUST_TTL`] (the API handlers call [`ConnTable::trust`]), and the
+//! operator's own networks (`--connection-reserve-for`: load balancers'
+//! health checkers, monitoring). So a flood
 //! from addresses that never proved a node token fills the general slots
 //! only, and nodes keep getting in until the flood's silent connections are
 //! evicted by the header-read timeout.
@@ -18,6 +20,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -83,6 +87,8 @@ struct State {
 #[derive(Debug)]
 pub struct ConnTable {
     limits: ConnLimits,
+    /// Networks whose addresses may always use the reserve.
+    reserved_for: Vec<IpNet>,
     state: Mutex<State>,
     refused_per_ip: AtomicU64,
     refused_total: AtomicU64,
@@ -110,8 +116,14 @@ impl Drop for Permit {
 
 impl ConnTable {
     pub fn new(limits: ConnLimits) -> Arc<ConnTable> {
+        Self::reserving_for(limits, Vec::new())
+    }
+
+    /// A table whose reserve is open to `networks` too, always.
+    pub fn reserving_for(limits: ConnLimits, networks: Vec<IpNet>) -> Arc<ConnTable> {
         Arc::new(ConnTable {
             limits,
+            reserved_for: networks,
             state: Mutex::new(State::default()),
             refused_per_ip: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
@@ -148,6 +160,7 @@ impl ConnTable {
                 .trusted
                 .get(&ip)
                 .is_none_or(|at| now.saturating_duration_since(*at) >= TRUST_TTL)
+            && !self.reserved_for.iter().any(|net| net.contains(&ip))
         {
             Some(Refusal::Total {
                 open: state.open,
@@ -289,6 +302,37 @@ mod tests {
         table.trust(ip(1), later);
         assert!(table.admit(ip(1), later).is_ok());
         assert_eq!(table.refused(), (0, 3));
+    }
+
+    #[test]
+    fn the_operators_networks_may_always_use_the_reserve() {
+        let table = ConnTable::reserving_for(
+            ConnLimits {
+                total: 3,
+                per_ip: 10,
+                reserve: 2,
+            },
+            vec!["10.9.0.0/16".parse().unwrap(), "::1/128".parse().unwrap()],
+        );
+        let now = Instant::now();
+        let _a = table.admit(ip(10), now).unwrap();
+        // The general slot is full: a stranger is refused, a health checker
+        // of the configured network gets in, never trusted by a node token.
+        assert!(matches!(
+            table.admit(ip(12), now),
+            Err(Refusal::Total { reserved: true, .. })
+        ));
+        let checker: IpAddr = "10.9.3.4".parse().unwrap();
+        let _b = table.admit(checker, now).unwrap();
+        let _c = table.admit("::1".parse().unwrap(), now).unwrap();
+        // Up to the total, as for nodes.
+        assert!(matches!(
+            table.admit(checker, now),
+            Err(Refusal::Total {
+                reserved: false,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -362,7 +362,10 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         releases: releases::Releases::default(),
         registrations: admission::RateLimiter::new(args.register_rate, args.register_burst),
         registering: admission::InFlight::default(),
-        connections: connlimit::ConnTable::new(connection_limits),
+        connections: connlimit::ConnTable::reserving_for(
+            connection_limits,
+            args.connection_reserve_for.clone(),
+        ),
     });
     // Releases asked for before a restart (or on another replica) still
     // ride on their nodes' heartbeats.
