@@ -20,7 +20,7 @@ use crate::admission;
 use crate::app::App;
 use crate::auth;
 use crate::error::{ApiError, JsonBody};
-use crate::world::{NodeEntry, liveness_for, now};
+use crate::world::{NodeEntry, now};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,7 +140,8 @@ pub async fn register(
     check_text("agent_version", request.agent_version.as_ref(), 64)?;
     check_text("node_id", request.node_id.as_ref(), 64)?;
     check_text("node_token", request.node_token.as_ref(), 256)?;
-    let decided = {
+    // Under one read of the world: the region, who the caller is, and room.
+    let place = {
         let world = app.read_world();
         let Some(region) = world.decl.regions.get(&request.region) else {
             let known: Vec<&str> = world.decl.regions.keys().map(String::as_str).collect();
@@ -157,7 +158,6 @@ pub async fn register(
                 ),
             ));
         };
-        let (settings, probe) = liveness_for(&app.settings.liveness, &world.decl, &request.region);
         // Proof of an identity: the node's current token, or the admin token.
         let proves = |entry: &NodeEntry| {
             request
@@ -223,9 +223,8 @@ pub async fn register(
                 ));
             }
         }
-        (settings, probe, place)
+        place
     };
-    let (settings, probe, place) = decided;
     let place = match place {
         Ok(place) => place,
         Err(message) => {
@@ -279,19 +278,19 @@ pub async fn register(
     };
     let mut liveness = Liveness::registered(at);
     liveness.drained = previous_drained;
-    app.write_world().nodes.insert(
-        id.clone(),
-        NodeEntry {
+    {
+        let mut world = app.write_world();
+        let decl = Arc::clone(&world.decl);
+        let entry = NodeEntry::new(
             record,
-            token: TokenHash::of(&token),
+            TokenHash::of(&token),
             liveness,
-            settings,
-            probe,
-            next_probe: at,
-            probe_in_flight: false,
-            last_passing_probe: None,
-        },
-    );
+            &app.settings.liveness,
+            &decl,
+            at,
+        );
+        world.nodes.insert(id.clone(), entry);
+    }
     app.counters.registrations.inc();
     tracing::info!(node = %id, region = %request.region, %address, reused = reuse_id.is_some(), "node registered");
     app.probe_wakeup.notify_one();
