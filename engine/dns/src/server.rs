@@ -381,6 +381,15 @@ impl DnsHandle {
         lock(&self.shared.state).zones.clone()
     }
 
+    /// Every held zone's name and serial, without copying the zones.
+    pub fn zone_serials(&self) -> std::collections::BTreeMap<String, u32> {
+        lock(&self.shared.state)
+            .zones
+            .iter()
+            .map(|zone| (zone.name.clone(), zone.serial))
+            .collect()
+    }
+
     /// Replaces the health view; answers change when this returns.
     pub fn set_health(&self, health: HealthView) {
         let mut state = lock(&self.shared.state);

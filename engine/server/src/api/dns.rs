@@ -3,6 +3,7 @@
 //! `changetype: REPLACE|DELETE` (all-or-nothing), delete. Every write is
 //! persisted in SQLite before the DNS server serves it. Admin token required.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -220,20 +221,25 @@ async fn reload(app: &App, key: &str) -> anyhow::Result<()> {
 /// every exchange; returns how many zones it changed.
 pub async fn mirror_zones(app: &App) -> anyhow::Result<usize> {
     let _guard = app.dns.zone_writes.lock().await;
-    let stored = app.with_store(|s| s.zones().serials()).await?;
-    let served = app.dns.handle().zones();
+    let stored: BTreeMap<String, u32> = app
+        .with_store(|s| s.zones().serials())
+        .await?
+        .into_iter()
+        .collect();
+    let served = app.dns.handle().zone_serials();
+    if served == stored {
+        return Ok(0);
+    }
     let mut changed = 0;
     for (name, serial) in &stored {
-        if served.get(name).map(|z| z.serial) != Some(*serial) {
+        if served.get(name) != Some(serial) {
             reload(app, name).await?;
             changed += 1;
         }
     }
-    for zone in served.iter() {
-        if !stored.iter().any(|(name, _)| *name == zone.name) {
-            app.dns.handle().remove_zone(&zone.name);
-            changed += 1;
-        }
+    for name in served.keys().filter(|name| !stored.contains_key(*name)) {
+        app.dns.handle().remove_zone(name);
+        changed += 1;
     }
     Ok(changed)
 }
