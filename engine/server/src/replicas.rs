@@ -122,9 +122,12 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published) -> bool {
             Some(vantage_of(&app.leadership.replica, points))
         }
         Err(err) => {
+            // The others' last verdicts stay: judging alone on a store
+            // hiccup would let a cut-off leader take a region down. A store
+            // gone for longer ends the leader's lease anyway.
             published.stale = true;
-            tracing::warn!(error = %format!("{err:#}"), "cannot exchange verdicts with the other replicas; judging alone");
-            None
+            tracing::warn!(error = %format!("{err:#}"), "cannot exchange verdicts with the other replicas; keeping their last ones");
+            return false;
         }
     };
     let mut world = app.write_world();

@@ -112,6 +112,20 @@ pub struct Vantage {
     pub others: BTreeMap<String, Vec<Verdict>>,
 }
 
+impl Vantage {
+    /// Every live replica's verdict on node `id`: this replica's `own`
+    /// first, then the others'.
+    pub fn verdicts_on(&self, id: &str, (ready, detail): (bool, String)) -> Vec<Verdict> {
+        let mut verdicts = vec![Verdict {
+            replica: self.replica.clone(),
+            ready,
+            detail,
+        }];
+        verdicts.extend(self.others.get(id).into_iter().flatten().cloned());
+        verdicts
+    }
+}
+
 /// One published weights report with what it was computed from.
 #[derive(Clone, Debug)]
 pub struct PublishedView {
@@ -322,13 +336,8 @@ impl World {
             }
             let (status, reason) = match vantage {
                 Some(vantage) if !entry.liveness.drained => {
-                    let (ready, detail) = entry.liveness.verdict(now, &entry.settings);
-                    let mut verdicts = vec![Verdict {
-                        replica: vantage.replica.clone(),
-                        ready,
-                        detail,
-                    }];
-                    verdicts.extend(vantage.others.get(id).into_iter().flatten().cloned());
+                    let own = entry.liveness.verdict(now, &entry.settings);
+                    let verdicts = vantage.verdicts_on(id, own);
                     let decision = quorum::decide(entry.settings.quorum, vantage.live, &verdicts);
                     let status = if decision.ready {
                         NodeStatus::Up

@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use neutral_core::health;
 use neutral_core::model::{GtmPolicy, Metrics, NodeMode, NodeStatus};
+use neutral_core::quorum::Verdict;
 use neutral_core::weights::DomainWeights;
 use neutral_store::{AuditQuery, AuditRecord};
 use serde::{Deserialize, Serialize};
@@ -41,15 +42,7 @@ pub struct NodeView {
     /// Among replicas (more than one live): what each vantage point sees
     /// of the node, this replica first (`health.quorum` counts them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    vantage_points: Vec<VantagePointView>,
-}
-
-/// One replica's verdict on a node, as `GET /nodes` shows it.
-#[derive(Debug, Serialize)]
-pub struct VantagePointView {
-    replica: String,
-    ready: bool,
-    detail: String,
+    vantage_points: Vec<Verdict>,
 }
 
 impl NodeView {
@@ -57,25 +50,10 @@ impl NodeView {
     /// `vantage` holds more than this replica.
     pub fn of(entry: &NodeEntry, vantage: Option<&Vantage>) -> NodeView {
         let node = &entry.record.node;
-        let vantage_points = match vantage.filter(|v| v.live > 1) {
-            Some(vantage) => {
-                let (ready, detail) = entry.liveness.verdict(now(), &entry.settings);
-                let mut points = vec![VantagePointView {
-                    replica: vantage.replica.clone(),
-                    ready,
-                    detail,
-                }];
-                points.extend(vantage.others.get(&node.id).into_iter().flatten().map(|v| {
-                    VantagePointView {
-                        replica: v.replica.clone(),
-                        ready: v.ready,
-                        detail: v.detail.clone(),
-                    }
-                }));
-                points
-            }
-            None => Vec::new(),
-        };
+        let vantage_points = vantage
+            .filter(|v| v.live > 1)
+            .map(|v| v.verdicts_on(&node.id, entry.liveness.verdict(now(), &entry.settings)))
+            .unwrap_or_default();
         NodeView {
             id: node.id.clone(),
             region: node.region.clone(),
