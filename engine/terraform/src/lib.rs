@@ -22,5 +22,5 @@ pub use plan::PlanSummary;
 pub use queue::{Job, JobKey, Queue, Trigger};
 pub use runner::{
     Outcome, PASS_ENV, RunAs, RunRequest, Runner, RunnerError, StateBackend, Terraform,
-    pass_environment, setpriv_available, stop_group,
+    pass_environment, stop_group,
 };

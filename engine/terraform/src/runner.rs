@@ -27,12 +27,6 @@ fn setpriv() -> Option<&'static Path> {
         .find(|path| path.is_file())
 }
 
-/// Whether util-linux's `setpriv` is installed (a run as another user needs
-/// it).
-pub fn setpriv_available() -> bool {
-    setpriv().is_some()
-}
-
 /// Another user Terraform runs as (`neutral serve --terraform-user`): the
 /// daemon, running as root, starts every command through `setpriv` with
 /// this uid and gid and no supplementary groups, so a run can read neither
@@ -45,6 +39,36 @@ pub struct RunAs {
 }
 
 impl RunAs {
+    /// `setpriv`'s arguments that switch to this user, with no
+    /// supplementary groups.
+    fn setpriv_args(&self) -> [String; 3] {
+        [
+            format!("--reuid={}", self.uid),
+            format!("--regid={}", self.gid),
+            "--clear-groups".to_owned(),
+        ]
+    }
+
+    /// Whether this user passes `test <flag> <path>` (e.g. `-w`, `-x`), as
+    /// the kernel judges it; an error when `setpriv` is not installed.
+    pub fn passes(&self, flag: &str, path: &Path) -> std::io::Result<bool> {
+        let setpriv = setpriv().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "util-linux's setpriv is not installed",
+            )
+        })?;
+        let status = std::process::Command::new(setpriv)
+            .args(self.setpriv_args())
+            .args(["--", "test", flag])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        Ok(status.success())
+    }
+
     /// Makes `path` this user's (a symlink itself, never its target).
     pub fn give(&self, path: &Path) -> std::io::Result<()> {
         std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
@@ -397,18 +421,20 @@ impl Runner {
             }
         }
         if let Some(user) = self.run_as {
-            // What Terraform writes into: its data folder, HOME, and the
-            // local state's folder (all left by runs as the daemon's user
-            // before the switch, too).
-            let mut owned = vec![request.data_dir.clone()];
-            owned.extend(self.home.clone());
+            // The folders this run created above, which Terraform writes
+            // into (what existed before is handed over once, at start:
+            // `Scheduler::new`).
+            let mut created = vec![request.data_dir.clone()];
+            if let Some(home) = &self.home {
+                created.extend([home.clone(), home.join("tmp")]);
+            }
             if request.backend == StateBackend::Local
                 && let Some(parent) = request.state_path.parent()
             {
-                owned.push(parent.to_path_buf());
+                created.push(parent.to_path_buf());
             }
-            for path in owned {
-                user.give_tree(&path).map_err(|e| prepare(&path, e))?;
+            for path in created {
+                user.give(&path).map_err(|e| prepare(&path, e))?;
             }
         }
         let plan_file = request.data_dir.join("neutral.tfplan");
@@ -533,9 +559,7 @@ impl Runner {
             Some(setpriv) => {
                 let mut cmd = Command::new(setpriv);
                 if let Some(user) = self.run_as {
-                    cmd.arg(format!("--reuid={}", user.uid))
-                        .arg(format!("--regid={}", user.gid))
-                        .arg("--clear-groups");
+                    cmd.args(user.setpriv_args());
                 }
                 cmd.args(["--pdeathsig", "KILL", "--"])
                     .arg(&self.terraform.bin);

@@ -109,8 +109,9 @@ fn sanitize(text: &str) -> String {
 }
 
 /// `--terraform-user NAME`: its uid and gid from `/etc/passwd`. Refused
-/// for root, for a user that does not exist, when this daemon is not root
-/// (it could not start Terraform as anyone else) and without `setpriv`.
+/// for root, for a user that does not exist, and when this daemon is not
+/// root (it could not start Terraform as anyone else); a missing `setpriv`
+/// is refused by [`check_reach`].
 fn terraform_user(name: &str) -> anyhow::Result<RunAs> {
     use anyhow::Context;
     let passwd = std::fs::read_to_string("/etc/passwd").context("cannot read /etc/passwd")?;
@@ -143,9 +144,6 @@ fn terraform_user(name: &str) -> anyhow::Result<RunAs> {
             "--terraform-user {name}: the daemon runs as uid {euid}, and only root can start Terraform as another user; run it as root or drop the flag"
         );
     }
-    if !neutral_terraform::setpriv_available() {
-        anyhow::bail!("--terraform-user {name} needs util-linux's setpriv, which is not installed");
-    }
     Ok(RunAs { uid, gid })
 }
 
@@ -160,19 +158,15 @@ fn check_reach(
     terraform: &Path,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    for (what, path, test) in [
+    for (what, path, flag) in [
         ("write", root, "-w"),
         ("run", provider, "-x"),
         ("run", terraform, "-x"),
     ] {
-        let output = std::process::Command::new("setpriv")
-            .arg(format!("--reuid={}", user.uid))
-            .arg(format!("--regid={}", user.gid))
-            .args(["--clear-groups", "--", "test", test])
-            .arg(path)
-            .output()
-            .context("cannot run setpriv")?;
-        if !output.status.success() {
+        let passes = user
+            .passes(flag, path)
+            .with_context(|| format!("--terraform-user {name}: cannot check {}", path.display()))?;
+        if !passes {
             anyhow::bail!(
                 "--terraform-user {name} cannot {what} {}: every parent folder must let it through (e.g. chmod o+x on each) and it must own or be allowed to {what} it",
                 path.display()
