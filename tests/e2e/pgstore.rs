@@ -396,15 +396,7 @@ fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
         return;
     };
     // The agent talks to the follower first, the leader as its replica.
-    let a_url = format!("http://{}", a.api);
-    let agent = Agent::start_with(
-        &format!("http://{}", b.api),
-        dir.path(),
-        "jp-a",
-        "jp",
-        "127.0.0.2",
-        &["--control-plane-replica", &a_url],
-    );
+    let agent = agent_of_both(&b, &a, dir.path(), "jp-a", "127.0.0.2");
     let id = registered(&agent, &b);
     wait_for("the node up", Duration::from_secs(20), || {
         a.node(&id).filter(|n| n["status"] == "up")
@@ -433,6 +425,26 @@ fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
         1,
         "the same identity"
     );
+}
+
+/// An agent of region jp on `ip` that talks to `first` and moves to
+/// `replica` when `first` does not answer.
+fn agent_of_both(
+    first: &Daemon,
+    replica: &Daemon,
+    dir: &std::path::Path,
+    name: &str,
+    ip: &str,
+) -> Agent {
+    let replica = format!("http://{}", replica.api);
+    Agent::start_with(
+        &format!("http://{}", first.api),
+        dir,
+        name,
+        "jp",
+        ip,
+        &["--control-plane-replica", &replica],
+    )
 }
 
 /// One heartbeat of node `node` (`{"node_id", "node_token"}`) to `daemon`,
@@ -778,14 +790,7 @@ fn a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_o
 
     // A node: its record is what the health-triggered run writes (the
     // first run, with no node up, writes no record).
-    let agent = Agent::start_with(
-        &format!("http://{}", a.api),
-        dir.path(),
-        "jp-a",
-        "jp",
-        "127.0.0.2",
-        &["--control-plane-replica", &format!("http://{}", b.api)],
-    );
+    let agent = agent_of_both(&a, &b, dir.path(), "jp-a", "127.0.0.2");
     let node = registered(&agent, &a);
 
     // A run plans and starts applying; its first write is held.
@@ -919,14 +924,7 @@ fn a_leader_killed_right_after_an_autoscaler_push_is_not_followed_by_a_second_sc
     );
     wait_to_lead(&a, Duration::from_secs(10));
     let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
-    let agent = Agent::start_with(
-        &format!("http://{}", a.api),
-        dir.path(),
-        "jp-1",
-        "jp",
-        "127.0.0.2",
-        &["--control-plane-replica", &format!("http://{}", b.api)],
-    );
+    let agent = agent_of_both(&a, &b, dir.path(), "jp-1", "127.0.0.2");
     let node = registered(&agent, &a);
     wait_for("jp-1 up", Duration::from_secs(20), || {
         a.node(&node).filter(|n| n["status"] == "up")
