@@ -29,12 +29,21 @@ module "region" {
   launcher      = var.launcher
   drain_grace   = var.drain_grace
 
-  # Used by the local launcher only (regions whose provider is `local`).
+  # Used by the local and docker launchers only (they start the agents).
+  control_plane  = lookup(var.control_planes, var.region, null)
   join_token     = var.join_token
   address_range  = lookup(var.address_ranges, var.region, null)
   state_dir      = var.state_root == null ? null : "${var.state_root}/${var.region}"
   agent_args     = var.agent_args
   neutral_binary = var.neutral_binary
+
+  # Used by the docker launcher only (TF_VAR_launcher=docker): the
+  # operator's settings, which `neutral serve` also locks (a pushed change
+  # to them is refused).
+  docker_image    = var.docker_image
+  docker_network  = var.docker_network
+  docker_args     = var.docker_args
+  docker_binaries = var.docker_binaries
 }
 
 # An external region's machines come from the cloud's own resources, one per

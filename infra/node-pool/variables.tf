@@ -9,7 +9,7 @@ variable "desired_nodes" {
 }
 
 variable "launcher" {
-  description = "local or external; default: local when the region's provider is local, else external."
+  description = "local, docker or external; default: local when the region's provider is local, else external. Set with TF_VAR_launcher."
   type        = string
   default     = null
 }
@@ -49,6 +49,36 @@ variable "agent_args" {
 
 variable "neutral_binary" {
   description = "The neutral binary for local agents; default: next to the provider, else on PATH."
+  type        = string
+  default     = null
+}
+
+variable "control_planes" {
+  description = "The control-plane URL the agents of each region register with (local and docker launchers); default: the provider's endpoint. Set with TF_VAR_control_planes."
+  type        = map(string)
+  default     = {}
+}
+
+variable "docker_image" {
+  description = "docker launcher: the image of every node's container. Set with TF_VAR_docker_image."
+  type        = string
+  default     = null
+}
+
+variable "docker_network" {
+  description = "docker launcher: each region's Docker network, {region} standing for the region (edge-{region}). Set with TF_VAR_docker_network."
+  type        = string
+  default     = null
+}
+
+variable "docker_args" {
+  description = "docker launcher: extra docker run flags. Set with TF_VAR_docker_args."
+  type        = list(string)
+  default     = []
+}
+
+variable "docker_binaries" {
+  description = "docker launcher: the folder holding the neutral binary on the Docker host. Set with TF_VAR_docker_binaries."
   type        = string
   default     = null
 }

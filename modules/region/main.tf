@@ -11,7 +11,9 @@ locals {
     var.launcher,
     try(local.declared.provider, "") == "local" ? "local" : "external",
   )
-  is_local = local.launcher == "local"
+  # The local and docker launchers both start a `neutral agent` per slot.
+  is_local  = contains(["local", "docker"], local.launcher)
+  is_docker = local.launcher == "docker"
 }
 
 resource "neutral_node_pool" "this" {
@@ -28,6 +30,11 @@ resource "neutral_node_pool" "this" {
   state_dir      = local.is_local ? coalesce(var.state_dir, pathexpand("~/.local/state/neutral/node-pool/${var.region}")) : null
   agent_args     = local.is_local ? var.agent_args : null
   neutral_binary = local.is_local ? var.neutral_binary : null
+
+  docker_image    = local.is_docker ? var.docker_image : null
+  docker_network  = local.is_docker ? var.docker_network : null
+  docker_args     = local.is_docker ? var.docker_args : null
+  docker_binaries = local.is_docker ? var.docker_binaries : null
 
   lifecycle {
     precondition {

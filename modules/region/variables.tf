@@ -27,7 +27,7 @@ variable "max_nodes" {
 }
 
 variable "launcher" {
-  description = "local (an agent process per slot on this machine) or external (slots only). Default: local when the region's provider is local, else external."
+  description = "local (an agent process per slot on this machine), docker (a container per slot) or external (slots only). Default: local when the region's provider is local, else external."
   type        = string
   default     = null
 }
@@ -71,6 +71,30 @@ variable "agent_args" {
 
 variable "neutral_binary" {
   description = "local launcher: the neutral binary (default: next to the provider, else on PATH)."
+  type        = string
+  default     = null
+}
+
+variable "docker_image" {
+  description = "docker launcher: the image of every node's container (never pulled)."
+  type        = string
+  default     = null
+}
+
+variable "docker_network" {
+  description = "docker launcher: the region's Docker network; {region} stands for the region (edge-{region})."
+  type        = string
+  default     = null
+}
+
+variable "docker_args" {
+  description = "docker launcher: extra docker run flags ({slot}, {address} and {slot_dir} are filled in)."
+  type        = list(string)
+  default     = []
+}
+
+variable "docker_binaries" {
+  description = "docker launcher: the folder holding the neutral binary, mounted read-only into every container."
   type        = string
   default     = null
 }

@@ -87,13 +87,20 @@ impl LauncherLock {
         if config.get("launcher").as_str() == Some("external") {
             return;
         }
+        // The `docker_*` settings start nothing under another launcher
+        // (validation refuses them there), so only a docker pool must match
+        // them: one operator may run local and docker pools side by side.
+        let docker = config.get("launcher").as_str() == Some("docker");
         let strings = [
-            ("neutral_binary", &self.neutral_binary),
-            ("docker_image", &self.docker_image),
-            ("docker_network", &self.docker_network),
-            ("docker_binaries", &self.docker_binaries),
+            ("neutral_binary", &self.neutral_binary, true),
+            ("docker_image", &self.docker_image, docker),
+            ("docker_network", &self.docker_network, docker),
+            ("docker_binaries", &self.docker_binaries, docker),
         ];
-        for (name, allowed) in strings {
+        for (name, allowed, checked) in strings {
+            if !checked {
+                continue;
+            }
             let given = match config.get(name) {
                 Value::Null => None,
                 Value::String(text) => Some(text.as_str()),
@@ -104,10 +111,13 @@ impl LauncherLock {
             }
         }
         let lists = [
-            ("agent_args", &self.agent_args),
-            ("docker_args", &self.docker_args),
+            ("agent_args", &self.agent_args, true),
+            ("docker_args", &self.docker_args, docker),
         ];
-        for (name, allowed) in lists {
+        for (name, allowed, checked) in lists {
+            if !checked {
+                continue;
+            }
             let Some(given) = known_strings(config.get(name)) else {
                 continue;
             };
@@ -216,7 +226,7 @@ mod tests {
     #[test]
     fn a_repository_program_arguments_or_folder_is_refused_at_its_attribute() {
         let config = pool(&[
-            ("launcher", text("local")),
+            ("launcher", text("docker")),
             ("neutral_binary", text("/bin/sh")),
             (
                 "agent_args",
@@ -240,7 +250,7 @@ mod tests {
     fn unset_in_the_lock_means_unset_in_the_repository_and_unknowns_wait() {
         let lock = LauncherLock::default();
         let config = pool(&[
-            ("launcher", text("local")),
+            ("launcher", text("docker")),
             ("neutral_binary", Value::Unknown),
             ("agent_args", Value::Null),
             ("docker_args", list(&["--privileged"])),
@@ -248,6 +258,32 @@ mod tests {
         assert_eq!(
             errors(&lock, &config),
             ["docker_args: set by the operator, not the repository"]
+        );
+    }
+
+    #[test]
+    fn a_local_pool_beside_the_operators_docker_pools_is_held_to_the_rest() {
+        let lock = parse(
+            r#"{"neutral_binary": "/usr/bin/neutral", "docker_image": "edge:1",
+                "docker_network": "edge-{region}", "docker_args": ["--privileged"]}"#,
+        )
+        .unwrap();
+        let local = pool(&[
+            ("launcher", text("local")),
+            ("neutral_binary", text("/usr/bin/neutral")),
+        ]);
+        assert_eq!(errors(&lock, &local), Vec::<String>::new());
+        let docker = pool(&[
+            ("launcher", text("docker")),
+            ("neutral_binary", text("/usr/bin/neutral")),
+            ("docker_image", text("edge:1")),
+            ("docker_network", text("edge-jp")),
+            ("docker_args", list(&["--privileged"])),
+        ]);
+        assert_eq!(
+            errors(&lock, &docker),
+            ["docker_network: set by the operator, not the repository"],
+            "the placeholder is the operator's setting; the provider fills it in"
         );
     }
 

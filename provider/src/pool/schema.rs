@@ -194,7 +194,9 @@ pub fn schema() -> Block {
                 Type::String,
                 Optional,
                 "`docker`, required: the region's Docker network; `address_range` must lie in \
-                 its subnet. Each node's container gets its slot's address there.",
+                 its subnet. Each node's container gets its slot's address there. `{region}` \
+                 stands for the pool's region, so one operator setting can name every region's \
+                 network (`edge-{region}`).",
             ),
             Attribute::new(
                 "docker_args",
@@ -397,10 +399,12 @@ pub fn check(config: &Value, diags: &mut Diags) {
         );
     }
     known_args(config.get("agent_args"), diags);
-    if launcher != Some(Launcher::Docker) {
+    // An unknown launcher (a module's input at validate time) decides nothing.
+    if launcher.is_some_and(|l| l != Launcher::Docker) {
         for name in DOCKER_ONLY {
             let value = config.get(name);
-            if !value.is_null() && !value.as_list().is_some_and(<[Value]>::is_empty) {
+            let unset = value.is_null() || value.as_list().is_some_and(<[Value]>::is_empty);
+            if !unset && !matches!(value, Value::Unknown) {
                 diags.error(
                     Path::attr(name),
                     format!("`{name}` is for the docker launcher"),
@@ -480,6 +484,12 @@ pub(super) fn with_defaults(config: &Value) -> Value {
     state
 }
 
+/// The Docker network of `region`'s pool: `docker_network` with its
+/// `{region}` placeholder filled in.
+pub fn network_of(docker_network: &str, region: &str) -> String {
+    docker_network.replace("{region}", region)
+}
+
 /// The arguments, when every one is known and valid.
 pub fn spec_of(state: &Value) -> Option<PoolSpec> {
     let mut ignored = Diags::default();
@@ -511,7 +521,7 @@ pub fn spec_of(state: &Value) -> Option<PoolSpec> {
                     Launcher::Docker => Some((
                         DockerTarget {
                             image: state.get("docker_image").as_str()?.to_owned(),
-                            network: state.get("docker_network").as_str()?.to_owned(),
+                            network: network_of(state.get("docker_network").as_str()?, &region),
                             binaries: PathBuf::new(),
                             run_args: strings_of(state.get("docker_args")),
                         },

@@ -248,6 +248,28 @@ fn the_docker_launcher_needs_its_image_and_network_and_only_it_takes_them() {
     assert_eq!(target.network, "ntb-1-jp");
     assert_eq!(target.run_args, ["--env", "A={address}"]);
     assert_eq!(binaries, None);
+    // A launcher not known yet (a module's input at validate time) decides
+    // nothing: the docker settings wait for it.
+    let mut undecided = docker_pool(
+        "docker",
+        &[
+            ("docker_image", "neutral-testbed:abc".into()),
+            ("docker_network", Value::Unknown),
+        ],
+    );
+    undecided.set("launcher", Value::Unknown);
+    assert_eq!(docker_problems(&undecided), Vec::<String>::new());
+    // One operator setting names every region's network.
+    let templated = docker_pool(
+        "docker",
+        &[
+            ("docker_image", "neutral-testbed:abc".into()),
+            ("docker_network", "edge-{region}".into()),
+        ],
+    );
+    let spec = spec_of(&templated).expect("a valid docker pool");
+    let (target, _) = spec.local.and_then(|l| l.docker).expect("docker settings");
+    assert_eq!(target.network, "edge-jp");
     let local = docker_pool("local", &[("docker_image", "x".into())]);
     let found = docker_problems(&local);
     assert!(
