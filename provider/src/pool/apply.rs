@@ -260,6 +260,36 @@ pub(super) async fn start_slots(
 /// Removes slots: drains their serving nodes, waits out the TTL and
 /// grace, stops their agents (local) and deletes their nodes. Returns
 /// the slots that could not be removed.
+/// A replaced node goes only once its successor runs: when `failed` new
+/// slots did not start (their hosts never registered: a region cut off from
+/// the control plane, a broken image), as many leaving slots stay, the most
+/// useful first (up, starting, pending, down; never a drained one, which
+/// leaves on purpose). Returns the slots still to remove and the keys kept.
+///
+/// A down node that stays keeps its region counted as failed (a failover
+/// source) instead of leaving it with no node at all, which reads as a
+/// region still starting; the next run replaces it again.
+pub(super) fn keep_for_failed_successors(
+    mut leaving: Vec<SlotView>,
+    failed: usize,
+) -> (Vec<SlotView>, Vec<String>) {
+    let usefulness = |status: SlotStatus| match status {
+        SlotStatus::Up => 0,
+        SlotStatus::Starting => 1,
+        SlotStatus::Pending => 2,
+        SlotStatus::Down => 3,
+        SlotStatus::Drain => 4,
+    };
+    leaving.sort_by_key(|view| usefulness(view.status));
+    let keep = leaving
+        .iter()
+        .take(failed)
+        .take_while(|view| view.status != SlotStatus::Drain)
+        .count();
+    let kept = leaving.drain(..keep).map(|view| view.key).collect();
+    (leaving, kept)
+}
+
 pub(super) async fn remove_slots(
     spec: &PoolSpec,
     clients: &Clients,

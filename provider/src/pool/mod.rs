@@ -271,12 +271,14 @@ impl ResourceImpl for NodePool {
         let observer = Observer::of(planned)?;
         let recorded = prior.map(recorded_ids).unwrap_or_default();
         let leaving = observer.observe(&removed, &recorded, &live, now());
+        let (leaving, kept) = apply::keep_for_failed_successors(leaving, failed_adds.len());
         let failed_removals = apply::remove_slots(&spec, &clients, &leaving, diags).await;
 
         let mut slots: Vec<String> = planned_slots
             .into_iter()
             .filter(|s| !failed_adds.contains(s))
             .chain(failed_removals)
+            .chain(kept)
             .collect();
         sort_slots(&spec.region, &mut slots);
         Some(apply::settled(planned, &slots, &recorded, &clients, diags).await)

@@ -279,3 +279,30 @@ fn the_docker_launcher_needs_its_image_and_network_and_only_it_takes_them() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_replaced_slot_stays_while_its_successor_failed_to_start() {
+    let view = |key: &str, status: SlotStatus| SlotView {
+        key: key.to_owned(),
+        node: None,
+        status,
+    };
+    let leaving = vec![
+        view("jp-1", SlotStatus::Down),
+        view("jp-2", SlotStatus::Drain),
+        view("jp-3", SlotStatus::Up),
+    ];
+    let keys = |views: &[SlotView]| views.iter().map(|v| v.key.clone()).collect::<Vec<_>>();
+    // Every successor ran: everything leaves.
+    let (go, kept) = super::apply::keep_for_failed_successors(leaving.clone(), 0);
+    assert_eq!((keys(&go), kept), (vec!["jp-3".into(), "jp-1".into(), "jp-2".into()], vec![]));
+    // One failed: the most useful leaving slot stays.
+    let (go, kept) = super::apply::keep_for_failed_successors(leaving.clone(), 1);
+    assert_eq!((keys(&go), kept), (vec!["jp-1".into(), "jp-2".into()], vec!["jp-3".to_owned()]));
+    // More failed than could stay: a drained slot leaves anyway.
+    let (go, kept) = super::apply::keep_for_failed_successors(leaving, 3);
+    assert_eq!(
+        (keys(&go), kept),
+        (vec!["jp-2".into()], vec!["jp-3".to_owned(), "jp-1".to_owned()])
+    );
+}
