@@ -1,7 +1,11 @@
 //! The run queue: triggers for the same root and workspace coalesce into one
-//! pending job; a job runs only when no other job of its root runs (Terraform
-//! roots share modules and, for node pools, the control plane's view); a job
-//! for a workspace that is running waits and collects further triggers.
+//! pending job; a job runs only when no other job of its root and workspace
+//! runs (one state, one writer); a job for a workspace that is running waits
+//! and collects further triggers. Workspaces of one root run side by side:
+//! one region's node-pool run that waits for hosts that cannot register (a
+//! region cut off) must not hold back another region's failover capacity.
+//! Their `terraform init`s, which write into the shared root folder, take
+//! turns in the runner.
 //!
 //! Pure: time is a parameter, nothing is spawned here.
 
@@ -80,7 +84,7 @@ impl Job {
 #[derive(Debug, Default)]
 pub struct Queue {
     pending: BTreeMap<JobKey, Job>,
-    running_roots: BTreeSet<String>,
+    running: BTreeSet<JobKey>,
 }
 
 impl Queue {
@@ -128,26 +132,27 @@ impl Queue {
         }
     }
 
-    /// Takes the next job whose root is idle and whose first trigger is at
-    /// least `settle` old (a short wait lets a burst of triggers coalesce);
-    /// the oldest first. The root counts as running until [`Queue::finish`].
+    /// Takes the next job whose workspace is idle and whose first trigger is
+    /// at least `settle` old (a short wait lets a burst of triggers
+    /// coalesce); the oldest first. The workspace counts as running until
+    /// [`Queue::finish`].
     pub fn take_ready(&mut self, now: i64, settle: Duration) -> Option<Job> {
         let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
         let key = self
             .pending
             .values()
-            .filter(|job| !self.running_roots.contains(&job.key.root))
+            .filter(|job| !self.running.contains(&job.key))
             .filter(|job| now.saturating_sub(job.since) >= settle_ms)
             .min_by_key(|job| (job.since, job.key.clone()))
             .map(|job| job.key.clone())?;
         let job = self.pending.remove(&key)?;
-        self.running_roots.insert(key.root.clone());
+        self.running.insert(key);
         Some(job)
     }
 
-    /// Marks the root of `key` idle again.
+    /// Marks the workspace of `key` idle again.
     pub fn finish(&mut self, key: &JobKey) {
-        self.running_roots.remove(&key.root);
+        self.running.remove(key);
     }
 
     /// When the next job becomes ready, for sleeping until then.
@@ -155,7 +160,7 @@ impl Queue {
         let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
         self.pending
             .values()
-            .filter(|job| !self.running_roots.contains(&job.key.root))
+            .filter(|job| !self.running.contains(&job.key))
             .map(|job| job.since.saturating_add(settle_ms))
             .min()
     }
@@ -164,8 +169,8 @@ impl Queue {
         self.pending.values()
     }
 
-    pub fn is_running(&self, root: &str) -> bool {
-        self.running_roots.contains(root)
+    pub fn is_running(&self, key: &JobKey) -> bool {
+        self.running.contains(key)
     }
 }
 
@@ -231,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn one_run_per_root_at_a_time_others_wait_and_collect_triggers() {
+    fn one_run_per_workspace_at_a_time_others_wait_and_collect_triggers() {
         let mut q = Queue::new();
         q.push(
             key("infra/node-pool", "jp"),
@@ -250,10 +255,14 @@ mod tests {
         q.push(key("infra/gtm", "default"), Trigger::Manual, None, false, 7);
         let first = q.take_ready(1000, SETTLE).unwrap();
         assert_eq!(first.key, key("infra/node-pool", "jp"));
-        // sg waits for jp (same root); gtm (another root) goes.
+        // sg does not wait for jp (another workspace of the same root), nor
+        // does gtm (another root).
         let second = q.take_ready(1000, SETTLE).unwrap();
-        assert_eq!(second.key, key("infra/gtm", "default"));
-        assert!(q.take_ready(1000, SETTLE).is_none());
+        assert_eq!(second.key, key("infra/node-pool", "sg"));
+        let third = q.take_ready(1000, SETTLE).unwrap();
+        assert_eq!(third.key, key("infra/gtm", "default"));
+        assert!(q.is_running(&first.key));
+        // A new trigger for running jp waits for jp's run to end.
         q.push(
             key("infra/node-pool", "jp"),
             Trigger::Drift,
@@ -261,11 +270,13 @@ mod tests {
             true,
             1000,
         );
+        assert!(q.take_ready(1200, SETTLE).is_none());
+        assert_eq!(q.next_ready_at(SETTLE), None);
         q.finish(&first.key);
-        assert_eq!(
-            q.take_ready(1200, SETTLE).unwrap().key,
-            key("infra/node-pool", "sg")
-        );
+        assert!(!q.is_running(&first.key));
+        let again = q.take_ready(1200, SETTLE).unwrap();
+        assert_eq!(again.key, key("infra/node-pool", "jp"));
+        assert_eq!(again.triggers, [Trigger::Drift]);
     }
 
     #[test]

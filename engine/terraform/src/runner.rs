@@ -273,9 +273,20 @@ pub fn pass_environment(
     (passed, withheld)
 }
 
-/// Held by a run's `init` with the `pg` backend: this process's inits of
-/// PostgreSQL-backed roots run one at a time.
-static PG_BACKEND_INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Held by a run's `init`: this process's inits run one at a time. Runs of
+/// one root's workspaces share its folder, where `init` writes the
+/// dependency lock file; and Terraform's `pg` backend creates its objects
+/// with `IF NOT EXISTS`, one of them (the id sequence) shared by every
+/// schema, so two first inits at once collide on PostgreSQL's catalog.
+static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `text` with every character but ASCII letters and digits as `_`: a
+/// file-name part.
+fn sanitize_name(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
 
 /// Failures worth a retry, as Terraform and providers print them.
 const TRANSIENT: &[&str] = &[
@@ -399,22 +410,26 @@ impl Runner {
         }
         // Always written, over anything a commit put at that name: the
         // Terraform policy refuses a root's own backend, and skips this file
-        // (its content is the runner's, whatever the commit held).
+        // (its content is the runner's, whatever the commit held). Its text
+        // is the same for every workspace of the root (a local state's path
+        // goes to `init` as backend configuration, kept in the workspace's
+        // own data folder), so runs of several workspaces at once agree on
+        // it; it is replaced whole, never seen half written.
         {
             let override_path = request.workdir.join(BACKEND_OVERRIDE);
-            let state = request
-                .state_path
-                .display()
-                .to_string()
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"");
             let text = match request.backend {
-                StateBackend::Local => format!(
-                    "# Written by neutral's scheduler: state outside the checkout.\nterraform {{\n  backend \"local\" {{\n    path = \"{state}\"\n  }}\n}}\n"
-                ),
-                StateBackend::Postgres => "# Written by neutral's scheduler: state in PostgreSQL (PG_CONN_STR, PG_SCHEMA_NAME).\nterraform {\n  backend \"pg\" {}\n}\n".to_owned(),
+                StateBackend::Local => "# Written by neutral's scheduler: state outside the checkout (init's -backend-config=path=...).\nterraform {\n  backend \"local\" {}\n}\n",
+                StateBackend::Postgres => "# Written by neutral's scheduler: state in PostgreSQL (PG_CONN_STR, PG_SCHEMA_NAME).\nterraform {\n  backend \"pg\" {}\n}\n",
             };
-            std::fs::write(&override_path, text).map_err(|e| prepare(&override_path, e))?;
+            if std::fs::read_to_string(&override_path).ok().as_deref() != Some(text) {
+                let staging = request.workdir.join(format!(
+                    ".{BACKEND_OVERRIDE}.{}.tmp",
+                    sanitize_name(&request.data_dir.display().to_string())
+                ));
+                std::fs::write(&staging, text)
+                    .and_then(|()| std::fs::rename(&staging, &override_path))
+                    .map_err(|e| prepare(&override_path, e))?;
+            }
             if let Some(user) = self.run_as {
                 user.give(&override_path)
                     .map_err(|e| prepare(&override_path, e))?;
@@ -442,19 +457,13 @@ impl Runner {
         let lock = format!("-lock-timeout={}s", self.lock_timeout.as_secs());
 
         let init = {
-            // Terraform's `pg` backend creates its objects with `IF NOT
-            // EXISTS`, one of them (the id sequence) shared by every schema:
-            // two first inits at once collide on PostgreSQL's catalog.
-            let _one_at_a_time = match request.backend {
-                StateBackend::Postgres => Some(PG_BACKEND_INIT.lock().await),
-                StateBackend::Local => None,
-            };
-            self.step(
-                request,
-                &mut log,
-                &["init", "-input=false", "-no-color", "-reconfigure"],
-            )
-            .await
+            let _one_at_a_time = INIT.lock().await;
+            let state_config = format!("-backend-config=path={}", request.state_path.display());
+            let mut args = vec!["init", "-input=false", "-no-color", "-reconfigure"];
+            if request.backend == StateBackend::Local {
+                args.push(&state_config);
+            }
+            self.step(request, &mut log, &args).await
         };
         if init != Some(0) {
             return Ok(self.failed(init, log, start));
