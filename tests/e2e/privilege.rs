@@ -89,7 +89,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 fn run_log(stack: &Stack, run: &Value) -> String {
     let id = run["id"].as_i64().expect("run id");
     stack
-        .daemon
+        .daemon()
         .admin("GET", &format!("/runs/{id}"), None)
         .json()["log"]
         .as_str()
@@ -103,6 +103,7 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
         net: 66,
         jp_nodes: 1,
         powerdns: false,
+        hosts: None,
     }) else {
         return;
     };
@@ -141,7 +142,7 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
         &stack.repo.bare,
         &["fetch", "-q", work.to_str().unwrap(), "main:main"],
     );
-    stack.daemon.sync();
+    stack.daemon().sync();
     let refused = stack.wait_run("the bypassed commit's gtm run", |r| {
         r["root"] == "infra/gtm" && r["commit"] == sha.as_str()
     });
@@ -196,7 +197,7 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
 
     // 4. Nothing a run wrote holds the admin or the join token: its working
     // copies, plan files, state, HOME, logs, and the agents it started.
-    let data = &stack.daemon.data;
+    let data = &stack.daemon().data;
     let mut written = Vec::new();
     files_under(&data.with_file_name("data-terraform"), &mut written);
     files_under(&data.join("nodes"), &mut written);
@@ -251,13 +252,13 @@ fn a_pushed_provisioner_gets_no_token_and_runs_hold_only_their_own() {
             .then_some(())
     });
     for token in &run_tokens {
-        let answer = http::request(stack.daemon.api, "GET", "/nodes", Some(token), None).unwrap();
+        let answer = http::request(stack.daemon().api, "GET", "/nodes", Some(token), None).unwrap();
         assert_eq!(
             answer.status, 401,
             "a finished run's token still reads /nodes"
         );
         let answer = http::request(
-            stack.daemon.api,
+            stack.daemon().api,
             "POST",
             "/nodes/no-such-node/drain",
             Some(token),
@@ -279,6 +280,7 @@ fn a_pushed_launcher_program_is_refused_and_never_runs() {
         net: 67,
         jp_nodes: 1,
         powerdns: false,
+        hosts: None,
     }) else {
         return;
     };
@@ -329,7 +331,7 @@ fn a_pushed_launcher_program_is_refused_and_never_runs() {
         &stack.repo.bare,
         &["fetch", "-q", work.to_str().unwrap(), "main:main"],
     );
-    stack.daemon.sync();
+    stack.daemon().sync();
     let refused = stack.wait_run("jp's run of the hostile commit", |r| {
         r["workspace"] == "jp"
             && r["commit"] == sha.as_str()
@@ -349,7 +351,7 @@ fn a_pushed_launcher_program_is_refused_and_never_runs() {
     );
     assert_eq!(
         stack
-            .daemon
+            .daemon()
             .admin("GET", "/nodes?region=jp", None)
             .json()
             .as_array()

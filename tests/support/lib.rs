@@ -8,6 +8,7 @@ pub mod browser;
 pub mod cloud;
 pub mod cluster;
 pub mod dns;
+pub mod flows;
 pub mod http;
 pub mod provision;
 pub mod services;

@@ -6,11 +6,17 @@
 //! every address the launcher may hand out (the control plane probes it);
 //! optionally PowerDNS with a zone for a second domain.
 //!
+//! The same deployment also runs across hosts ([`StackOptions::hosts`],
+//! `stack/hosts.rs`): `neutral serve` on its own host of the multi-host test
+//! bed, each node a host of its region's network that the provider's
+//! `docker` launcher creates, PowerDNS on a host of its own; node death is
+//! `docker kill` or `docker pause`, region failure a network cut.
+//!
 //! A flow drives only public surfaces through it (`git push`, the agents'
-//! metrics files, killing processes) and looks at what a user would: DNS
-//! answers, `git log` of the bare repository, `GET /runs`, `GET /nodes`.
-//! Dropping it stops the daemon, every agent the provider started and every
-//! service; every wait is bounded.
+//! metrics files, killing processes or hosts, cutting networks) and looks
+//! at what a user would: DNS answers, `git log` of the bare repository,
+//! `GET /runs`, `GET /nodes`. Dropping it stops the daemon, every agent the
+//! provider started and every service or host; every wait is bounded.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +30,10 @@ use serde_json::Value;
 
 use crate::cluster::{ADMIN_TOKEN, Daemon, Repo, Service, free_port};
 use crate::services::{PDNS_API_KEY, PowerDns, terraform_or_skip};
-use crate::{bin, dns, workspace_root};
+use crate::testbed::{Host, Testbed};
+use crate::{bin, dns, http, workspace_root};
+
+mod hosts;
 
 /// The domain served by the embedded DNS server.
 pub const EMBEDDED_DOMAIN: &str = "app.example.com";
@@ -45,6 +54,19 @@ pub struct StackOptions {
     pub jp_nodes: u32,
     /// Also declare a domain served by PowerDNS.
     pub powerdns: bool,
+    /// Across hosts of the test bed, nodes dying as this says; `None`:
+    /// processes on loopback.
+    pub hosts: Option<Death>,
+}
+
+/// How a node's machine dies in a flow across hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Death {
+    /// `docker kill`: the host is gone at once.
+    Kill,
+    /// `docker pause`: the host goes silent (no reset); only probes and
+    /// missing heartbeats tell.
+    Freeze,
 }
 
 /// A node as `GET /nodes` shows it.
@@ -61,13 +83,34 @@ pub struct Node {
 pub struct Stack {
     pub started: Instant,
     pub repo: Repo,
-    pub daemon: Daemon,
-    pub pdns: Option<PowerDns>,
-    services: RefCell<BTreeMap<String, Service>>,
+    /// The control plane's API and embedded DNS server.
+    api: SocketAddr,
+    dns: SocketAddr,
+    /// PowerDNS' API URL and DNS address, when the stack has it.
+    powerdns: Option<(String, SocketAddr)>,
+    ground: Ground,
     cpu: RefCell<BTreeMap<String, f64>>,
     nodes_dir: PathBuf,
     // Last: the folder outlives everything that writes into it.
     dir: tempfile::TempDir,
+}
+
+/// Where the stack runs.
+#[derive(Debug)]
+enum Ground {
+    /// Processes of this machine on loopback.
+    Loopback {
+        daemon: Daemon,
+        pdns: Option<PowerDns>,
+        services: RefCell<BTreeMap<String, Service>>,
+    },
+    /// Hosts of the multi-host test bed.
+    Hosts {
+        cp: Host,
+        death: Death,
+        // Last: the hosts go before the folder they mount.
+        bed: Testbed,
+    },
 }
 
 /// `first-last` addresses of a region's nodes in the stack's /24.
@@ -163,14 +206,7 @@ fn terraform_files() -> Vec<(String, String)> {
 /// when it is a bare name).
 fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let real = if terraform.is_absolute() {
-        terraform.to_path_buf()
-    } else {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|d| d.join(terraform))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| terraform.to_path_buf())
-    };
+    let real = on_path(terraform);
     let envs = dir.join("terraform-env");
     std::fs::create_dir_all(&envs).expect("terraform-env folder");
     let wrapper = dir.join("terraform-wrapper");
@@ -186,6 +222,18 @@ fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
         .expect("chmod the terraform wrapper");
     wrapper
+}
+
+/// `program` as an absolute path: resolved on `PATH` when it is a bare
+/// name (as it stays when it is not found there).
+fn on_path(program: &Path) -> PathBuf {
+    if program.is_absolute() {
+        return program.to_path_buf();
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
 }
 
 /// `git` in `dir` as a person; its standard output, trimmed.
@@ -249,6 +297,9 @@ impl Stack {
     /// Everything up, or `None` (with a note) when this machine has no
     /// Terraform.
     pub fn start(options: StackOptions) -> Option<Stack> {
+        if let Some(death) = options.hosts {
+            return hosts::start(options, death);
+        }
         let terraform = terraform_or_skip("the demo stack")?;
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -351,26 +402,57 @@ impl Stack {
         let stack = Stack {
             started,
             repo,
-            daemon,
-            pdns,
-            services: RefCell::new(services),
-            cpu: RefCell::new(BTreeMap::from([
-                ("jp".to_owned(), 0.5),
-                ("sg".to_owned(), 0.5),
-            ])),
+            api: daemon.api,
+            dns: daemon.dns,
+            powerdns: pdns.as_ref().map(|p| {
+                (
+                    p.api.clone(),
+                    SocketAddr::from(([127, 0, 0, 1], p.dns_port)),
+                )
+            }),
+            ground: Ground::Loopback {
+                daemon,
+                pdns,
+                services: RefCell::new(services),
+            },
+            cpu: initial_cpu(),
             nodes_dir,
             dir,
         };
         Some(stack)
     }
 
+    /// The daemon of a stack on loopback.
+    #[track_caller]
+    pub fn daemon(&self) -> &Daemon {
+        match &self.ground {
+            Ground::Loopback { daemon, .. } => daemon,
+            Ground::Hosts { .. } => panic!("a stack across hosts has no local daemon"),
+        }
+    }
+
+    /// A read of the API with the admin token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> http::Response {
+        http::request(self.api, method, path, Some(ADMIN_TOKEN), body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `GET path` as JSON (admin token).
+    pub fn get(&self, path: &str) -> Value {
+        self.admin("GET", path, None).json()
+    }
+
+    /// The node with `id` from `GET /nodes`.
+    pub fn node(&self, id: &str) -> Option<Value> {
+        let nodes = self.get("/nodes");
+        nodes.as_array()?.iter().find(|n| n["id"] == id).cloned()
+    }
+
     /// `GET /nodes`, as plain values.
     pub fn nodes(&self) -> Vec<Node> {
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let nodes: Vec<Node> = self
-            .daemon
             .get("/nodes")
-            .json()
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -386,14 +468,15 @@ impl Stack {
         nodes
     }
 
-    /// The live slot folders of `region` (an agent pid file in each).
+    /// The live slot folders of `region` (an agent pid file in each, or
+    /// the name of its host's container).
     fn slot_dirs(&self, region: &str) -> Vec<PathBuf> {
         std::fs::read_dir(self.nodes_dir.join(region))
             .map(|entries| {
                 entries
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.join("agent.pid").exists())
+                    .filter(|p| p.join("agent.pid").exists() || p.join("container").exists())
                     .collect()
             })
             .unwrap_or_default()
@@ -476,13 +559,36 @@ impl Stack {
 
     /// The embedded DNS server's address.
     pub fn embedded_dns(&self) -> SocketAddr {
-        self.daemon.dns
+        self.dns
     }
 
     /// PowerDNS' DNS address (the stack must have it).
+    #[track_caller]
     pub fn powerdns_dns(&self) -> SocketAddr {
-        let pdns = self.pdns.as_ref().expect("a stack with PowerDNS");
-        SocketAddr::from(([127, 0, 0, 1], pdns.dns_port))
+        self.powerdns.as_ref().expect("a stack with PowerDNS").1
+    }
+
+    /// A request to PowerDNS' API (the stack must have it).
+    #[track_caller]
+    pub fn powerdns_request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let api = &self.powerdns.as_ref().expect("a stack with PowerDNS").0;
+        crate::services::http(
+            method,
+            &format!("{api}{path}"),
+            &[("X-API-Key", PDNS_API_KEY)],
+            body,
+        )
+    }
+
+    /// PowerDNS' zone `zone` (without the final dot) as JSON.
+    pub fn powerdns_zone(&self, zone: &str) -> Value {
+        let (status, body) = self.powerdns_request(
+            "GET",
+            &format!("/api/v1/servers/localhost/zones/{zone}."),
+            None,
+        );
+        assert_eq!(status, 200, "GET zone: {body}");
+        serde_json::from_str(&body).expect("PowerDNS' zone is JSON")
     }
 
     /// Waits until 40 queries of `domain` at `server` answer a set for which
@@ -518,7 +624,7 @@ impl Stack {
 
     /// `GET /runs` (newest first).
     pub fn runs(&self) -> Vec<Value> {
-        self.daemon.get("/runs?limit=200").json()["runs"]
+        self.get("/runs?limit=200")["runs"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -541,10 +647,7 @@ impl Stack {
             .filter(|r| matches!(r["status"].as_str(), Some("succeeded" | "failed")))
             .filter_map(|r| {
                 let id = r["id"].as_i64()?;
-                let detail = self
-                    .daemon
-                    .admin("GET", &format!("/runs/{id}"), None)
-                    .json();
+                let detail = self.get(&format!("/runs/{id}"));
                 detail["log"]
                     .as_str()?
                     .contains("inconsistent final plan")
@@ -615,36 +718,119 @@ impl Stack {
         (git_out(work, &["rev-parse", "HEAD"]), said)
     }
 
-    /// The pid of the agent in the slot folder whose state names node `id`.
-    pub fn agent_pid(&self, id: &str) -> Option<u32> {
+    /// The slot folder whose agent state names node `id`.
+    fn slot_of(&self, id: &str) -> Option<PathBuf> {
         let needle = format!("\"{id}\"");
-        for region in ["jp", "sg"] {
-            for slot in self.slot_dirs(region) {
-                let state = std::fs::read_to_string(slot.join("agent.json")).unwrap_or_default();
-                if state.contains(&needle) {
-                    return std::fs::read_to_string(slot.join("agent.pid"))
-                        .ok()?
-                        .trim()
-                        .parse()
-                        .ok();
-                }
-            }
-        }
-        None
+        ["jp", "sg"]
+            .iter()
+            .flat_map(|region| self.slot_dirs(region))
+            .find(|slot| {
+                std::fs::read_to_string(slot.join("agent.json"))
+                    .unwrap_or_default()
+                    .contains(&needle)
+            })
     }
 
-    /// Kills node `id` as if its machine died: its agent (SIGKILL to its
-    /// process group) and the service on its address.
+    /// The pid of node `id`'s agent (a stack on loopback).
+    pub fn agent_pid(&self, id: &str) -> Option<u32> {
+        std::fs::read_to_string(self.slot_of(id)?.join("agent.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The container of node `id`'s host (a stack across hosts).
+    fn container_of(&self, id: &str) -> Option<String> {
+        let name = std::fs::read_to_string(self.slot_of(id)?.join("container")).ok()?;
+        Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+    }
+
+    /// Whether node `id`'s machine runs: its agent process, or its host's
+    /// container (a frozen one counts: it is still there).
+    pub fn node_running(&self, id: &str) -> bool {
+        match &self.ground {
+            Ground::Loopback { .. } => self.agent_pid(id).is_some_and(alive),
+            Ground::Hosts { .. } => self.container_of(id).is_some_and(|c| {
+                crate::testbed::docker(&["inspect", "-f", "{{.State.Running}}", &c])
+                    .stdout
+                    .trim()
+                    == "true"
+            }),
+        }
+    }
+
+    /// Node `node`'s machine dies: on loopback its agent (SIGKILL to its
+    /// process group) and the service on its address; across hosts its
+    /// host, killed or frozen as the stack's [`Death`] says.
     pub fn kill_node(&self, node: &Node) {
-        let pid = self
-            .agent_pid(&node.id)
-            .unwrap_or_else(|| panic!("no agent pid for node {}\n{}", node.id, self.diagnosis()));
-        let status = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill the agent of {}", node.id);
-        self.services.borrow_mut().remove(&node.address);
+        match &self.ground {
+            Ground::Loopback { services, .. } => {
+                let pid = self.agent_pid(&node.id).unwrap_or_else(|| {
+                    panic!("no agent pid for node {}\n{}", node.id, self.diagnosis())
+                });
+                let status = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status()
+                    .expect("kill");
+                assert!(status.success(), "kill the agent of {}", node.id);
+                services.borrow_mut().remove(&node.address);
+            }
+            Ground::Hosts { death, .. } => {
+                let container = self.container_of(&node.id).unwrap_or_else(|| {
+                    panic!("no container for node {}\n{}", node.id, self.diagnosis())
+                });
+                let verb = match death {
+                    Death::Kill => "kill",
+                    Death::Freeze => "pause",
+                };
+                crate::testbed::docker_ok(&[verb, &container]);
+            }
+        }
+    }
+
+    /// Region `region` fails as a whole: on loopback people declare it down
+    /// (a push of `state: down` through the hooks); across hosts it is cut
+    /// off from the control plane (its network disconnected).
+    pub fn fail_region(&self, region: &str) {
+        match &self.ground {
+            Ground::Loopback { .. } => {
+                let (_, said) = self.push_edit(
+                    &format!("platform-config/regions/{region}.yaml"),
+                    |t| t.replace("state: up", "state: down"),
+                    &format!("{region}: state: down"),
+                );
+                assert!(said.contains("neutral"), "the hooks spoke: {said}");
+            }
+            Ground::Hosts { bed, cp, .. } => bed.cut(cp, region),
+        }
+    }
+
+    /// Undoes [`Stack::fail_region`].
+    pub fn recover_region(&self, region: &str) {
+        match &self.ground {
+            Ground::Loopback { .. } => {
+                self.push_edit(
+                    &format!("platform-config/regions/{region}.yaml"),
+                    |t| t.replace("state: down", "state: up"),
+                    &format!("{region}: state: up"),
+                );
+            }
+            Ground::Hosts { bed, cp, .. } => bed.heal(cp, region),
+        }
+    }
+
+    /// Whether the stack runs across hosts of the test bed.
+    pub fn on_hosts(&self) -> bool {
+        matches!(self.ground, Ground::Hosts { .. })
+    }
+
+    /// What a region failure is in this stack, for the figures.
+    pub fn region_failure(&self) -> &'static str {
+        match &self.ground {
+            Ground::Loopback { .. } => "push of state: down",
+            Ground::Hosts { .. } => "network cut",
+        }
     }
 
     /// Everything worth reading when a wait fails.
@@ -666,10 +852,30 @@ impl Stack {
                 )
             })
             .collect();
-        let log = self.daemon.log_text();
+        let log = match &self.ground {
+            Ground::Loopback { daemon, .. } => daemon.log_text(),
+            Ground::Hosts { bed, cp, .. } => bed.logs(cp),
+        };
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let failed = self
+            .runs()
+            .into_iter()
+            .find(|r| r["status"] == "failed")
+            .and_then(|r| r["id"].as_i64())
+            .map(|id| {
+                let log = self.get(&format!("/runs/{id}"))["log"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let start = log.len().saturating_sub(3000);
+                let start = (start..log.len())
+                    .find(|i| log.is_char_boundary(*i))
+                    .unwrap_or(start);
+                format!("\nthe newest failed run ({id}), its log's end:\n{}", &log[start..])
+            })
+            .unwrap_or_default();
         format!(
-            "nodes: {:#?}\nruns:\n{}\ncommits: {:#?}\nserve log (last lines, newest first):\n{}",
+            "nodes: {:#?}\nruns:\n{}\ncommits: {:#?}\nserve log (last lines, newest first):\n{}{failed}",
             self.nodes(),
             runs.join("\n"),
             self.commits(),
@@ -687,41 +893,82 @@ impl Stack {
         self.stop_everything();
         let left = processes_mentioning(&self.dir.path().to_string_lossy());
         assert!(left.is_empty(), "processes left running: {left:?}");
+        if let Ground::Hosts { bed, .. } = &self.ground {
+            let left = crate::testbed::docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label={}={}", crate::testbed::BED_LABEL, bed.prefix),
+            ])
+            .stdout;
+            assert!(left.trim().is_empty(), "hosts left: {left}");
+        }
     }
 
     fn stop_everything(&mut self) {
-        self.daemon.stop();
-        for region in ["jp", "sg"] {
-            for slot in self.slot_dirs(region) {
-                let Some(pid) = std::fs::read_to_string(slot.join("agent.pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<u32>().ok())
-                    .filter(|pid| alive(*pid))
-                else {
-                    continue;
-                };
-                let _ = Command::new("kill")
-                    .args(["-TERM", "--", &format!("-{pid}")])
-                    .stderr(std::process::Stdio::null())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let slots: Vec<PathBuf> = ["jp", "sg"]
+            .iter()
+            .flat_map(|region| self.slot_dirs(region))
+            .collect();
+        match &mut self.ground {
+            Ground::Loopback {
+                daemon,
+                pdns,
+                services,
+            } => {
+                daemon.stop();
+                for slot in &slots {
+                    stop_agent(slot);
                 }
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .stderr(std::process::Stdio::null())
-                    .status();
+                for pid in processes_mentioning(&dir) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+                services.borrow_mut().clear();
+                pdns.take();
+            }
+            // The control plane first, so that no run starts another host
+            // while the rest go.
+            Ground::Hosts { bed, cp, .. } => {
+                let _ = crate::testbed::docker(&["kill", &cp.container]);
+                bed.tear_down();
             }
         }
-        for pid in processes_mentioning(&self.dir.path().to_string_lossy()) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        self.services.borrow_mut().clear();
-        self.pdns.take();
     }
+}
+
+/// Stops the agent of a local slot (its process group): SIGTERM, SIGKILL
+/// after 5 s.
+fn stop_agent(slot: &Path) {
+    let Some(pid) = std::fs::read_to_string(slot.join("agent.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+    else {
+        return;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{pid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Every region's nodes report CPU 0.5 until a flow says otherwise.
+fn initial_cpu() -> RefCell<BTreeMap<String, f64>> {
+    RefCell::new(BTreeMap::from([
+        ("jp".to_owned(), 0.5),
+        ("sg".to_owned(), 0.5),
+    ]))
 }
 
 impl Drop for Stack {

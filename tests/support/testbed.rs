@@ -55,9 +55,9 @@ use crate::{Finished, bin, run_with_deadline, workspace_root};
 /// Every test-bed object's name starts with this.
 pub const NAME_PREFIX: &str = "ntb-";
 /// The label carrying the pid of the test process that made an object.
-const PID_LABEL: &str = "org.neutral.testbed.pid";
+pub const PID_LABEL: &str = "org.neutral.testbed.pid";
 /// The label carrying the test bed's prefix.
-const BED_LABEL: &str = "org.neutral.testbed.bed";
+pub const BED_LABEL: &str = "org.neutral.testbed.bed";
 /// Where the build's binaries appear inside every host.
 pub const BIN_DIR: &str = "/opt/neutral/bin";
 /// Where `tests/images/` (the test image builder, `netdelay`) appears
@@ -239,6 +239,8 @@ pub struct HostSpec {
     pub env: Vec<(String, String)>,
     /// Extra read-only bind mounts `(host path, container path)`.
     pub mounts: Vec<(PathBuf, String)>,
+    /// Extra writable bind mounts `(host path, container path)`.
+    pub writable: Vec<(PathBuf, String)>,
     /// The host runs containers itself (a full node's containerd): see
     /// [`NESTED_CONTAINERS`]; the image's entrypoint makes its cgroup
     /// hierarchies writable (`NEUTRAL_HOST_NESTED=1`).
@@ -395,6 +397,11 @@ impl Testbed {
         addr
     }
 
+    /// The folder of the build's binaries on this machine.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
     /// The path of a build binary (`neutral`, …) inside every host.
     pub fn bin(name: &str) -> String {
         format!("{BIN_DIR}/{name}")
@@ -469,6 +476,10 @@ impl Testbed {
         for (from, to) in &spec.mounts {
             args.push("-v".into());
             args.push(format!("{}:{to}:ro", from.display()));
+        }
+        for (from, to) in &spec.writable {
+            args.push("-v".into());
+            args.push(format!("{}:{to}", from.display()));
         }
         for tmpfs in &spec.tmpfs {
             args.push("--tmpfs".into());
