@@ -136,10 +136,7 @@ pub fn bootstrap(net: u8, hosts: Option<Death>) {
     });
     succeeded(&stack, &gtm);
     assert_eq!(jp.len(), 1, "{jp:?}");
-    assert!(
-        stack.node_running(&jp[0].id),
-        "jp's node runs"
-    );
+    assert!(stack.node_running(&jp[0].id), "jp's node runs");
 
     // DNS answers with the node's address: the embedded server at once…
     let expected = addresses(&jp).union(&addresses(&sg)).cloned().collect();
@@ -558,13 +555,18 @@ pub fn region_failover(net: u8, hosts: Option<Death>) {
                 && has_trigger(r, "autoscale")
         });
         assert_eq!(run["status"], "failed", "{run}");
-        let old = stack.node(&jp[0].id).expect("jp's old node is still listed");
+        let old = stack
+            .node(&jp[0].id)
+            .expect("jp's old node is still listed");
         assert_eq!(old["status"], "down", "{old}");
         let shrunk = stack
             .commits()
             .into_iter()
             .find(|(_, _, s)| s.starts_with(&format!("autoscale(sg): {grown} -> ")));
-        assert!(shrunk.is_none(), "sg gave jp's capacity up while jp was cut off: {shrunk:?}");
+        assert!(
+            shrunk.is_none(),
+            "sg gave jp's capacity up while jp was cut off: {shrunk:?}"
+        );
     }
 
     // jp recovers: traffic returns and sg shrinks back.

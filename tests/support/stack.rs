@@ -871,7 +871,10 @@ impl Stack {
                 let start = (start..log.len())
                     .find(|i| log.is_char_boundary(*i))
                     .unwrap_or(start);
-                format!("\nthe newest failed run ({id}), its log's end:\n{}", &log[start..])
+                format!(
+                    "\nthe newest failed run ({id}), its log's end:\n{}",
+                    &log[start..]
+                )
             })
             .unwrap_or_default();
         format!(

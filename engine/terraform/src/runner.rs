@@ -418,8 +418,12 @@ impl Runner {
         {
             let override_path = request.workdir.join(BACKEND_OVERRIDE);
             let text = match request.backend {
-                StateBackend::Local => "# Written by neutral's scheduler: state outside the checkout (init's -backend-config=path=...).\nterraform {\n  backend \"local\" {}\n}\n",
-                StateBackend::Postgres => "# Written by neutral's scheduler: state in PostgreSQL (PG_CONN_STR, PG_SCHEMA_NAME).\nterraform {\n  backend \"pg\" {}\n}\n",
+                StateBackend::Local => {
+                    "# Written by neutral's scheduler: state outside the checkout (init's -backend-config=path=...).\nterraform {\n  backend \"local\" {}\n}\n"
+                }
+                StateBackend::Postgres => {
+                    "# Written by neutral's scheduler: state in PostgreSQL (PG_CONN_STR, PG_SCHEMA_NAME).\nterraform {\n  backend \"pg\" {}\n}\n"
+                }
             };
             if std::fs::read_to_string(&override_path).ok().as_deref() != Some(text) {
                 let staging = request.workdir.join(format!(

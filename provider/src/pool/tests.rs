@@ -295,14 +295,23 @@ fn a_replaced_slot_stays_while_its_successor_failed_to_start() {
     let keys = |views: &[SlotView]| views.iter().map(|v| v.key.clone()).collect::<Vec<_>>();
     // Every successor ran: everything leaves.
     let (go, kept) = super::apply::keep_for_failed_successors(leaving.clone(), 0);
-    assert_eq!((keys(&go), kept), (vec!["jp-3".into(), "jp-1".into(), "jp-2".into()], vec![]));
+    assert_eq!(
+        (keys(&go), kept),
+        (vec!["jp-3".into(), "jp-1".into(), "jp-2".into()], vec![])
+    );
     // One failed: the most useful leaving slot stays.
     let (go, kept) = super::apply::keep_for_failed_successors(leaving.clone(), 1);
-    assert_eq!((keys(&go), kept), (vec!["jp-1".into(), "jp-2".into()], vec!["jp-3".to_owned()]));
+    assert_eq!(
+        (keys(&go), kept),
+        (vec!["jp-1".into(), "jp-2".into()], vec!["jp-3".to_owned()])
+    );
     // More failed than could stay: a drained slot leaves anyway.
     let (go, kept) = super::apply::keep_for_failed_successors(leaving, 3);
     assert_eq!(
         (keys(&go), kept),
-        (vec!["jp-2".into()], vec!["jp-3".to_owned(), "jp-1".to_owned()])
+        (
+            vec!["jp-2".into()],
+            vec!["jp-3".to_owned(), "jp-1".to_owned()]
+        )
     );
 }

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    Death, Ground, Stack, StackOptions, initial_cpu, on_path, platform_config,
-    terraform_files,
+    Death, Ground, Stack, StackOptions, initial_cpu, on_path, platform_config, terraform_files,
 };
 use crate::cluster::{ADMIN_TOKEN, JOIN_TOKEN, Repo};
 use crate::services::{PDNS_API_KEY, terraform_or_skip};
@@ -129,7 +128,10 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
             "TF_VAR_control_planes",
             Value::Object(control_planes).to_string(),
         ),
-        ("TF_VAR_drain_grace", format!("{}s", super::DRAIN_GRACE_SECS)),
+        (
+            "TF_VAR_drain_grace",
+            format!("{}s", super::DRAIN_GRACE_SECS),
+        ),
     ];
     if let Some((_, url, _)) = &powerdns {
         env.push(("TF_VAR_powerdns_url", url.clone()));
@@ -183,11 +185,7 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
         api,
         dns,
         powerdns: powerdns.map(|(_, url, dns)| (url, dns)),
-        ground: Ground::Hosts {
-            cp,
-            death,
-            bed,
-        },
+        ground: Ground::Hosts { cp, death, bed },
         cpu: initial_cpu(),
         nodes_dir: root.join("data/nodes"),
         dir,
