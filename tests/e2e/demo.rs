@@ -1,27 +1,72 @@
 //! The README's main command: `neutral demo` runs the minimal deployment end
 //! to end (Git with hooks, `neutral serve`, Terraform through the scheduler,
 //! nodes from the local launcher) and tells its story; it must finish, say
-//! what it promised, and leave no process behind.
+//! what it promised, and leave no process behind. `neutral demo --hosts`
+//! tells the same story with every node a Docker host of its own that
+//! Terraform creates through the provider's docker launcher (skipped
+//! without Docker, failed without it when `CI` is set).
 
 use std::process::Command;
 use std::time::Duration;
 
 use neutral_e2e::cluster::{free_dns_port, free_port};
-use neutral_e2e::{bin, run_with_deadline, workspace_root};
+use neutral_e2e::{bin, run_with_deadline, testbed, workspace_root};
 
 #[test]
 fn the_demo_tells_the_whole_story_and_cleans_up() {
-    let terraform = std::env::var_os("TERRAFORM_BIN").is_some()
+    if !terraform_here() {
+        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+        return;
+    }
+    demo(&[]);
+}
+
+/// `--hosts`: the same story with every node a Docker host of its own that
+/// Terraform creates through the docker launcher; nothing of it stays in
+/// Docker afterwards.
+#[test]
+fn the_demo_on_docker_hosts_tells_the_same_story_and_removes_its_hosts() {
+    if !terraform_here() {
+        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
+        return;
+    }
+    if let Err(reason) = testbed::docker_available() {
+        testbed::skip::<()>(&reason);
+        return;
+    }
+    let said = demo(&["--hosts"]);
+    assert!(said.contains("nodes: Docker hosts of their own"), "{said}");
+    assert!(said.contains("docker kill neutral-demo-"), "{said}");
+    let prefix = said
+        .split_whitespace()
+        .find(|w| w.starts_with("neutral-demo-") && w.ends_with("-local"))
+        .and_then(|w| w.strip_suffix("local"))
+        .unwrap_or_else(|| panic!("no network named:\n{said}"))
+        .to_owned();
+    let containers = testbed::docker(&["ps", "-a", "--filter", &format!("name={prefix}")]).stdout;
+    assert_eq!(
+        containers.lines().count(),
+        1,
+        "containers left:\n{containers}"
+    );
+    let networks =
+        testbed::docker(&["network", "ls", "--filter", &format!("name={prefix}")]).stdout;
+    assert_eq!(networks.lines().count(), 1, "networks left:\n{networks}");
+}
+
+fn terraform_here() -> bool {
+    std::env::var_os("TERRAFORM_BIN").is_some()
         || ["terraform", "tofu"].iter().any(|t| {
             Command::new(t)
                 .arg("version")
                 .output()
                 .is_ok_and(|o| o.status.success())
-        });
-    if !terraform {
-        eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
-        return;
-    }
+        })
+}
+
+/// Runs `neutral demo` with `extra` flags, checks that it told the whole
+/// story and left no process behind; returns what it said.
+fn demo(extra: &[&str]) -> String {
     let work = tempfile::tempdir().unwrap();
     let workdir = work.path().join("demo");
     let mut cmd = Command::new(bin("neutral"));
@@ -33,7 +78,8 @@ fn the_demo_tells_the_whole_story_and_cleans_up() {
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--dns-listen")
-        .arg(format!("127.0.0.1:{}", free_dns_port()));
+        .arg(format!("127.0.0.1:{}", free_dns_port()))
+        .args(extra);
     let out = run_with_deadline(&mut cmd, Duration::from_secs(900));
     assert_eq!(
         out.code,
@@ -69,4 +115,5 @@ fn the_demo_tells_the_whole_story_and_cleans_up() {
         .map(str::to_owned)
         .collect();
     assert!(leftovers.is_empty(), "left running: {leftovers:#?}");
+    out.stdout
 }

@@ -25,6 +25,14 @@ pub struct DemoArgs {
     /// Plain agents instead of full containerd + nginx nodes.
     #[arg(long)]
     pub lite: bool,
+    /// Every node a Docker host of its own: a network per region, each node
+    /// a container Terraform creates through the provider's `docker`
+    /// launcher (an agent beside busybox httpd). Needs Docker Engine; the
+    /// hosts' image is built once from Debian's packages (`scripts/hosts`).
+    /// The API then listens on every address (the regions' networks reach
+    /// it at this machine's address on them).
+    #[arg(long, conflicts_with = "lite")]
+    pub hosts: bool,
     /// The control plane's API address.
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,

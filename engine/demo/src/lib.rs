@@ -13,6 +13,7 @@
 
 mod common;
 mod dns;
+mod hosts;
 mod world;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::common::{DOMAIN, DemoArgs, preflight, timeout};
 use crate::dns;
+use crate::hosts::DockerHosts;
 
 /// A node as `GET /nodes` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct World {
     client: reqwest::Client,
     admin: String,
     full: bool,
+    /// With `--hosts`: the networks and containers of the nodes.
+    hosts: Option<DockerHosts>,
     neutral: PathBuf,
     cpu: BTreeMap<String, f64>,
     nodes_seen: BTreeMap<String, String>,
@@ -219,6 +222,7 @@ impl World {
         let terraform = Terraform::find(None, &[source.join(".build/terraform/bin/terraform")])
             .context("no terraform: scripts/setup installs one (or set TERRAFORM_BIN)")?;
         let full = !args.lite
+            && !args.hosts
             && is_root()
             && ["ctr", "containerd", "runc", "nginx"]
                 .iter()
@@ -265,6 +269,7 @@ impl World {
                 .build()?,
             admin: admin.clone(),
             full,
+            hosts: None,
             neutral: neutral.clone(),
             cpu: BTreeMap::new(),
             nodes_seen: BTreeMap::new(),
@@ -273,14 +278,19 @@ impl World {
             query_id: 1,
         };
         world.say(&format!("work folder {}", root.display()));
+        if args.hosts {
+            world.hosts = Some(DockerHosts::create(&source, &["local", "backup"])?);
+        }
         world.say(&format!(
             "nodes: {}",
-            if full {
-                "full nodes (containerd + nginx, blue/green), one per loopback address"
+            if let Some(hosts) = &world.hosts {
+                hosts.describe()
+            } else if full {
+                "full nodes (containerd + nginx, blue/green), one per loopback address".to_owned()
             } else if args.lite {
-                "plain agents (--lite): no workload, heartbeats decide liveness"
+                "plain agents (--lite): no workload, heartbeats decide liveness".to_owned()
             } else {
-                "plain agents: full nodes need root, containerd, runc, nginx and busybox-static (scripts/setup installs them)"
+                "plain agents: full nodes need root, containerd, runc, nginx and busybox-static (scripts/setup installs them)".to_owned()
             }
         ));
 
@@ -354,6 +364,13 @@ impl World {
         }
 
         let log_file = std::fs::File::create(&log)?;
+        // The regions' networks reach the API at this machine's address on
+        // each of them.
+        let listen = if world.hosts.is_some() {
+            SocketAddr::from(([0, 0, 0, 0], args.listen.port()))
+        } else {
+            args.listen
+        };
         let mut serve = Command::new(&neutral);
         serve
             .arg("serve")
@@ -362,7 +379,7 @@ impl World {
             .arg("--data")
             .arg(&data)
             .arg("--listen")
-            .arg(args.listen.to_string())
+            .arg(listen.to_string())
             .arg("--dns-listen")
             .arg(args.dns_listen.to_string())
             .args([
@@ -390,7 +407,10 @@ impl World {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file));
-        if !full {
+        if let Some(hosts) = &world.hosts {
+            // After the loopback ranges above: the last setting wins.
+            serve.envs(hosts.serve_env(&bin_dir, args.listen.port()));
+        } else if !full {
             serve.arg("--no-probes");
         }
         world.serve = Some(serve.spawn().context("cannot start neutral serve")?);
@@ -708,7 +728,7 @@ impl World {
             std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
         {
             let entry = entry?;
-            if entry.path().join("agent.pid").exists() {
+            if entry.path().join("agent.pid").exists() || entry.path().join("container").exists() {
                 self.write_metrics(region, &entry.file_name().to_string_lossy(), cpu);
             }
         }
@@ -818,10 +838,15 @@ impl World {
                 if !state.contains(&needle) {
                     continue;
                 }
+                let name = slot_dir.file_name().to_string_lossy().into_owned();
+                if let Some(hosts) = &self.hosts {
+                    let container = hosts.kill(&slot_dir.path())?;
+                    self.say(&format!("killed node {id}: docker kill {container}"));
+                    return Ok(());
+                }
                 if let Some(pid) = read_pid(&slot_dir.path().join("agent.pid")) {
                     signal_group(pid, "KILL");
                 }
-                let name = slot_dir.file_name().to_string_lossy().into_owned();
                 if self.full {
                     stop_node_processes(
                         &slot_dir.path().join("node"),
@@ -894,6 +919,9 @@ impl World {
                     stop_node_processes(&slot.path().join("node"), &format!("neutral-demo-{name}"));
                 }
             }
+        }
+        if let Some(mut hosts) = self.hosts.take() {
+            stopped += hosts.remove();
         }
         self.say(&format!("stopped neutral serve and {stopped} node(s)"));
         match self.temp.take() {
