@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
+    exit_when_orphaned();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -42,5 +43,41 @@ fn main() -> ExitCode {
             eprintln!("terraform-provider-neutral: {err:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// How often the provider checks that Terraform, which started it, is still
+/// its parent.
+const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Exits the provider once Terraform is gone. A Terraform killed outright
+/// (its daemon SIGKILLed, which takes Terraform along through the parent-
+/// death signal `neutral serve` gives it) cannot stop its plugins; a
+/// provider left behind would go on applying a plan nobody records, beside
+/// the next run. When Terraform dies the kernel hands the provider to
+/// another parent (init or a subreaper), so a changed parent id means it.
+/// The agents the local launcher started are nodes of their own and stay.
+fn exit_when_orphaned() {
+    let parent = std::os::unix::process::parent_id();
+    let watch = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(PARENT_CHECK);
+                if std::os::unix::process::parent_id() != parent {
+                    // Not `eprintln!`: stderr was Terraform's pipe, and
+                    // writing to it now fails (a panic there would end
+                    // this thread, not the process).
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "terraform-provider-neutral: Terraform (pid {parent}) is gone; exiting"
+                    );
+                    std::process::exit(1);
+                }
+            }
+        });
+    if let Err(err) = watch {
+        eprintln!("terraform-provider-neutral: cannot watch for Terraform's exit: {err}");
     }
 }

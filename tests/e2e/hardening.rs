@@ -691,34 +691,23 @@ fn a_run_killed_with_the_daemon_is_marked_interrupted_and_its_root_planned_again
     eprintln!("run processes before the kill: {before:?}");
     daemon.kill9();
     // Terraform dies with the daemon, even a SIGKILLed one (setpriv
-    // --pdeathsig). The provider it started may outlive it: not solved.
-    let terraform = |running: Vec<(u32, String)>| -> Vec<(u32, String)> {
-        running
-            .into_iter()
-            .filter(|(_, cmd)| !cmd.contains("terraform-provider-neutral"))
-            .collect()
-    };
+    // --pdeathsig), and the provider it started follows it: it exits once
+    // Terraform is no longer its parent.
     let gone = std::time::Instant::now();
-    while !terraform(neutral_e2e::cluster::processes_in(dir.path())).is_empty()
+    while !neutral_e2e::cluster::processes_in(dir.path()).is_empty()
         && gone.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let left = neutral_e2e::cluster::processes_in(dir.path());
     assert!(
-        terraform(neutral_e2e::cluster::processes_in(dir.path())).is_empty(),
-        "Terraform left behind by the killed daemon: {:?}",
-        neutral_e2e::cluster::processes_in(dir.path())
+        left.is_empty(),
+        "processes of the run left behind by the killed daemon: {left:?}"
     );
     eprintln!(
-        "Terraform gone {:?} after the daemon's SIGKILL",
+        "Terraform and its provider gone {:?} after the daemon's SIGKILL",
         gone.elapsed()
     );
-    // What is left (the provider) would hold on to the working folder.
-    for (pid, _) in neutral_e2e::cluster::processes_in(dir.path()) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
     daemon.restart();
     let runs = admin_get(&daemon, "/runs?root=infra/gtm&limit=100");
     let killed = runs["runs"]
