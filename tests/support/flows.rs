@@ -95,6 +95,17 @@ fn scaled_to(subject: &str) -> usize {
         .unwrap_or_else(|| panic!("no target in `{subject}`"))
 }
 
+/// The flow's stack: on loopback net `net`, or across hosts when `hosts`
+/// says how a node dies; `None` when it cannot run here (skipped).
+fn start(net: u8, jp_nodes: u32, powerdns: bool, hosts: Option<Death>) -> Option<Stack> {
+    Stack::start(StackOptions {
+        net,
+        jp_nodes,
+        powerdns,
+        hosts,
+    })
+}
+
 /// `jp_nodes` of jp and one of sg up, and exactly those in the embedded
 /// DNS answers; returns jp's and sg's nodes.
 fn bootstrapped(stack: &Stack, jp_nodes: usize) -> (Vec<Node>, Vec<Node>) {
@@ -111,12 +122,7 @@ fn bootstrapped(stack: &Stack, jp_nodes: usize) -> (Vec<Node>, Vec<Node>) {
 }
 
 pub fn bootstrap(net: u8, hosts: Option<Death>) {
-    let Some(stack) = Stack::start(StackOptions {
-        net,
-        jp_nodes: 1,
-        powerdns: true,
-        hosts,
-    }) else {
+    let Some(stack) = start(net, 1, true, hosts) else {
         return;
     };
     // The first commit: the scheduler applies the node-pool root per region
@@ -218,12 +224,7 @@ pub fn bootstrap(net: u8, hosts: Option<Death>) {
 }
 
 pub fn scale_out(net: u8, hosts: Option<Death>) {
-    let Some(stack) = Stack::start(StackOptions {
-        net,
-        jp_nodes: 1,
-        powerdns: false,
-        hosts,
-    }) else {
+    let Some(stack) = start(net, 1, false, hosts) else {
         return;
     };
     let (jp, _) = bootstrapped(&stack, 1);
@@ -298,12 +299,7 @@ pub fn scale_out(net: u8, hosts: Option<Death>) {
 }
 
 pub fn scale_in(net: u8, hosts: Option<Death>) {
-    let Some(stack) = Stack::start(StackOptions {
-        net,
-        jp_nodes: 2,
-        powerdns: false,
-        hosts,
-    }) else {
+    let Some(stack) = start(net, 2, false, hosts) else {
         return;
     };
     let (jp, _) = bootstrapped(&stack, 2);
@@ -367,12 +363,7 @@ pub fn scale_in(net: u8, hosts: Option<Death>) {
 }
 
 pub fn self_heal(net: u8, hosts: Option<Death>) {
-    let Some(stack) = Stack::start(StackOptions {
-        net,
-        jp_nodes: 1,
-        powerdns: true,
-        hosts,
-    }) else {
+    let Some(stack) = start(net, 1, true, hosts) else {
         return;
     };
     let (jp, sg) = bootstrapped(&stack, 1);
@@ -500,12 +491,7 @@ pub fn self_heal(net: u8, hosts: Option<Death>) {
 }
 
 pub fn region_failover(net: u8, hosts: Option<Death>) {
-    let Some(stack) = Stack::start(StackOptions {
-        net,
-        jp_nodes: 1,
-        powerdns: false,
-        hosts,
-    }) else {
+    let Some(stack) = start(net, 1, false, hosts) else {
         return;
     };
     let (jp, sg) = bootstrapped(&stack, 1);

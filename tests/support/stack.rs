@@ -224,6 +224,26 @@ fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
     wrapper
 }
 
+/// Installs neutral's hooks in the stack's bare repository: they ask the
+/// control plane at `api` for live health (what-if checks) and tell its
+/// scheduler about pushes.
+fn install_hooks(repo: &Repo, api: SocketAddr, token_file: &Path) {
+    let out = Command::new(bin("neutral"))
+        .args(["hooks", "install", "--repo"])
+        .arg(&repo.bare)
+        .arg("--control-plane")
+        .arg(format!("http://{api}"))
+        .arg("--token-file")
+        .arg(token_file)
+        .output()
+        .expect("run neutral hooks install");
+    assert!(
+        out.status.success(),
+        "neutral hooks install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `program` as an absolute path: resolved on `PATH` when it is a bare
 /// name (as it stays when it is not found there).
 fn on_path(program: &Path) -> PathBuf {
@@ -382,22 +402,7 @@ impl Stack {
             ],
             &env,
         );
-        // The hooks ask this daemon for live health (what-if checks) and tell
-        // its scheduler about pushes.
-        let out = Command::new(bin("neutral"))
-            .args(["hooks", "install", "--repo"])
-            .arg(&repo.bare)
-            .arg("--control-plane")
-            .arg(format!("http://{}", daemon.api))
-            .arg("--token-file")
-            .arg(&token_file)
-            .output()
-            .expect("run neutral hooks install");
-        assert!(
-            out.status.success(),
-            "neutral hooks install: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        install_hooks(&repo, daemon.api, &token_file);
         let nodes_dir = dir.path().join("data/nodes");
         let stack = Stack {
             started,

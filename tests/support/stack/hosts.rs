@@ -19,19 +19,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::{
-    Death, Ground, Stack, StackOptions, initial_cpu, on_path, platform_config, terraform_files,
+    Death, Ground, Stack, StackOptions, initial_cpu, install_hooks, on_path, platform_config,
+    terraform_files,
 };
 use crate::cluster::{ADMIN_TOKEN, JOIN_TOKEN, Repo};
+use crate::http;
 use crate::services::{PDNS_API_KEY, terraform_or_skip};
 use crate::testbed::deploy::{API_PORT, DNS_PORT, SERVICE_PORT};
 use crate::testbed::{BED_LABEL, Host, HostSpec, PID_LABEL, Testbed};
-use crate::{bin, http};
 
 /// PowerDNS' API port in its host.
 const PDNS_API_PORT: u16 = 8081;
@@ -162,23 +162,9 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The hooks ask this daemon for live health and tell its scheduler about
-    // pushes, from this machine (people's pushes) and from the control
-    // plane's host (the autoscaler's).
-    let out = Command::new(bin("neutral"))
-        .args(["hooks", "install", "--repo"])
-        .arg(&repo.bare)
-        .arg("--control-plane")
-        .arg(format!("http://{api}"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .output()
-        .expect("run neutral hooks install");
-    assert!(
-        out.status.success(),
-        "neutral hooks install: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // From this machine (people's pushes) and from the control plane's host
+    // (the autoscaler's).
+    install_hooks(&repo, api, &token_file);
     Some(Stack {
         started,
         repo,
