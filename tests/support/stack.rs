@@ -224,6 +224,19 @@ fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
     wrapper
 }
 
+/// The operator's flags for every agent the provider starts: the metrics
+/// file the flows write CPU into, and quick reconnects.
+fn agent_args() -> Value {
+    serde_json::json!([
+        "--metrics-file",
+        "{slot_dir}/metrics.prom",
+        "--backoff-min",
+        "100ms",
+        "--backoff-max",
+        "1s"
+    ])
+}
+
 /// Installs neutral's hooks in the stack's bare repository: they ask the
 /// control plane at `api` for live health (what-if checks) and tell its
 /// scheduler about pushes.
@@ -358,15 +371,7 @@ impl Stack {
 
         let token_file = dir.path().join("admin.token");
         std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
-        let agent_args = serde_json::json!([
-            "--metrics-file",
-            "{slot_dir}/metrics.prom",
-            "--backoff-min",
-            "100ms",
-            "--backoff-max",
-            "1s"
-        ])
-        .to_string();
+        let agent_args = agent_args().to_string();
         let ranges = Value::Object(ranges).to_string();
         // Terraform through a wrapper that records the environment of every
         // command the scheduler runs (`Stack::terraform_environments`).

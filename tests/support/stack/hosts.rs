@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    Death, Ground, Stack, StackOptions, initial_cpu, install_hooks, on_path, platform_config,
-    terraform_files,
+    Death, Ground, Stack, StackOptions, agent_args, initial_cpu, install_hooks, on_path,
+    platform_config, terraform_files,
 };
 use crate::cluster::{ADMIN_TOKEN, JOIN_TOKEN, Repo};
 use crate::http;
@@ -89,14 +89,6 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
         "--label",
         format!("{BED_LABEL}={}", bed.prefix),
     ]);
-    let agent_args = serde_json::json!([
-        "--metrics-file",
-        "{slot_dir}/metrics.prom",
-        "--backoff-min",
-        "100ms",
-        "--backoff-max",
-        "1s"
-    ]);
     let bin_dir = bed.bin_dir().to_path_buf();
     let neutral = bin_dir.join("neutral");
     spec.command = vec![
@@ -122,7 +114,7 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
         ("TF_VAR_docker_network", format!("{}{{region}}", bed.prefix)),
         ("TF_VAR_docker_args", docker_args.to_string()),
         ("TF_VAR_docker_binaries", bin_dir.display().to_string()),
-        ("TF_VAR_agent_args", agent_args.to_string()),
+        ("TF_VAR_agent_args", agent_args().to_string()),
         ("TF_VAR_address_ranges", Value::Object(ranges).to_string()),
         (
             "TF_VAR_control_planes",
