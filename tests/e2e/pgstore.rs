@@ -981,3 +981,54 @@ fn a_leader_killed_right_after_an_autoscaler_push_is_not_followed_by_a_second_sc
     });
     drop(agent);
 }
+
+/// The status page of a replica shows what each vantage point sees of a
+/// node (`vantage_points`): both replicas see it ready while it heartbeats,
+/// and both see it not ready once its agent stops.
+#[test]
+fn the_status_page_shows_each_replicas_view_of_a_node() {
+    let Some(browser) = neutral_e2e::browser::Browser::start() else {
+        return;
+    };
+    let Some(Replicas { _server, dir, a, b }) = two_replicas() else {
+        return;
+    };
+    let mut agent = Agent::start(&a, dir.path(), "jp-a", "jp", "127.0.0.2");
+    let id = registered(&agent, &a);
+    let (ra, rb) = (replica_id(&a), replica_id(&b));
+    let mut both = [ra.clone(), rb.clone()];
+    both.sort();
+    let shown = |ready: bool| {
+        both.iter()
+            .map(|r| format!("{r}={ready}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    browser.goto(&format!("http://{}/ui", a.api));
+    browser.type_into("#token", neutral_e2e::cluster::ADMIN_TOKEN);
+    browser.click("#login-form button[type=submit]");
+    // The node's row lists each replica with its verdict.
+    const SEEN: &str = "return Array.from(document.querySelectorAll('tr[data-node=\"' + arguments[0] + '\"] [data-replica]')).map(e => e.getAttribute('data-replica') + '=' + e.getAttribute('data-ready')).sort().join(',') === arguments[1];";
+    browser.wait_true(
+        "both replicas seeing the node ready on the page",
+        Duration::from_secs(30),
+        SEEN,
+        &serde_json::json!([id, shown(true)]),
+    );
+    agent.stop();
+    browser.wait_true(
+        "both replicas seeing the node not ready on the page",
+        Duration::from_secs(30),
+        SEEN,
+        &serde_json::json!([id, shown(false)]),
+    );
+    let text = browser.eval(
+        "return document.querySelector('tr[data-node=\"' + arguments[0] + '\"] .vantage-points').innerText;",
+        &serde_json::json!([id]),
+    );
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.starts_with("Seen by") && t.contains(&ra) && t.contains(&rb)),
+        "{text}"
+    );
+}

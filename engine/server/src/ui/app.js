@@ -428,6 +428,10 @@
       const reason = n.status !== "up" && n.health_detail && n.health_detail !== n.status_reason
         ? `${n.status_reason}; health: ${n.health_detail}`
         : n.status_reason;
+      // Among replicas: what each vantage point sees (health.quorum counts them).
+      const vantage = (n.vantage_points || []).map((v) =>
+        h("span", { class: `vantage ${v.ready ? "seen-ready" : "seen-down"}`, "data-replica": v.replica, "data-ready": String(v.ready), title: v.detail },
+          `${v.replica}: ${v.ready ? "ready" : "not ready"}`));
       return h("tr", { "data-node": n.id, "data-status": n.status },
         h("th", { scope: "row" }, n.id),
         h("td", {}, n.region),
@@ -438,7 +442,8 @@
         h("td", {}, spark(s.rtt, 1, `round-trip time of ${n.id}, last ${s.rtt.length} s`), typeof m.rtt_ms === "number" ? `${m.rtt_ms.toFixed(1)} ms` : "–"),
         h("td", {}, spark(s.err, 0.01, `error rate of ${n.id}, last ${s.err.length} s`), pct(m.error_rate, 1)),
         h("td", {}, n.last_heartbeat ? `${ago(n.last_heartbeat)} ago` : "never"),
-        h("td", { class: "wrap" }, reason));
+        h("td", { class: "wrap" }, reason,
+          vantage.length ? h("div", { class: "vantage-points" }, "Seen by ", vantage) : null));
     });
     const counts = {};
     for (const n of nodes) counts[n.status] = (counts[n.status] || 0) + 1;
