@@ -305,11 +305,25 @@ fn a_pushed_launcher_program_is_refused_and_never_runs() {
         text.contains("neutral_binary = var.neutral_binary"),
         "{text}"
     );
+    // And the agents' control plane: where they would send their join token.
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    collector.set_nonblocking(true).unwrap();
+    assert!(
+        text.contains("control_plane  = lookup(var.control_planes, var.region, null)"),
+        "{text}"
+    );
     std::fs::write(
         &main_tf,
         text.replace(
             "neutral_binary = var.neutral_binary",
             &format!("neutral_binary = \"{}\"", program.display()),
+        )
+        .replace(
+            "control_plane  = lookup(var.control_planes, var.region, null)",
+            &format!(
+                "control_plane  = \"http://{}\"",
+                collector.local_addr().unwrap()
+            ),
         ),
     )
     .unwrap();
@@ -340,10 +354,16 @@ fn a_pushed_launcher_program_is_refused_and_never_runs() {
     let log = run_log(&stack, &refused);
     assert_eq!(refused["status"], "failed", "{refused}\n{log}");
     assert!(
-        log.contains("set by the operator, not the repository") && log.contains("neutral_binary"),
-        "the refusal names the attribute: {log}"
+        log.contains("set by the operator, not the repository")
+            && log.contains("neutral_binary")
+            && log.contains("control_plane"),
+        "the refusal names the attributes: {log}"
     );
     std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        matches!(collector.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "an agent reached the pushed control plane"
+    );
     assert!(
         !marker.exists(),
         "the pushed program ran: {}",

@@ -3,8 +3,9 @@
 //! Terraform.
 //!
 //! `neutral_binary`, `agent_args` and the `docker_*` settings decide which
-//! program the provider starts on the control plane's host, and `state_dir`
-//! where it writes. In a repository anyone who can push may edit HCL and
+//! program the provider starts on the control plane's host, `state_dir`
+//! where it writes, and `control_plane` where the agents it starts send
+//! their join token. In a repository anyone who can push may edit HCL and
 //! tfvars, so those values must come from the operator, not from Git. The
 //! scheduler passes the operator's values (its own `TF_VAR_*` environment)
 //! as JSON in [`LOCK_ENV`]; when it is set, a pool whose settings differ
@@ -15,6 +16,7 @@
 //! This module only compares values; it starts nothing. The environment is
 //! read once, at the provider's start.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path as FsPath};
 use std::sync::OnceLock;
 
@@ -45,6 +47,11 @@ pub struct LauncherLock {
     pub docker_args: Vec<String>,
     #[serde(default)]
     pub docker_binaries: Option<String>,
+    /// Where each region's agents register (the operator's
+    /// `TF_VAR_control_planes`): a pool may name its region's, or none (the
+    /// provider's own endpoint, the control plane that runs it).
+    #[serde(default)]
+    pub control_planes: BTreeMap<String, String>,
 }
 
 /// The lock in force: `None` when [`LOCK_ENV`] is unset; `Err` (refuse
@@ -129,6 +136,24 @@ impl LauncherLock {
             && !inside(FsPath::new(dir), FsPath::new(root))
         {
             refuse(diags, "state_dir", &format!("a folder inside `{root}`"));
+        }
+        if let Value::String(url) = config.get("control_plane") {
+            let region = config.get("region").as_str().unwrap_or("?");
+            let allowed = self.control_planes.get(region);
+            if Some(url) != allowed {
+                diags.error(
+                    Path::attr("control_plane"),
+                    "set by the operator, not the repository",
+                    format!(
+                        "`control_plane` is where the pool's agents register, sending their \
+                         join token, so under `neutral serve` it must be unset (the control plane \
+                         itself) or the operator's URL for region {region} (TF_VAR_control_planes \
+                         in the daemon's environment): {}. Remove it from the repository's \
+                         configuration or ask the operator to change it.",
+                        describe(allowed.map(String::as_str))
+                    ),
+                );
+            }
         }
     }
 }
@@ -284,6 +309,52 @@ mod tests {
             errors(&lock, &docker),
             ["docker_network: set by the operator, not the repository"],
             "the placeholder is the operator's setting; the provider fills it in"
+        );
+    }
+
+    #[test]
+    fn agents_register_only_where_the_operator_said_for_their_region() {
+        let lock = parse(
+            r#"{"control_planes": {"jp": "http://10.0.1.1:7400", "sg": "http://10.0.2.1:7400"}}"#,
+        )
+        .unwrap();
+        let with = |region: &str, control_plane: Value| {
+            pool(&[
+                ("launcher", text("local")),
+                ("region", text(region)),
+                ("control_plane", control_plane),
+            ])
+        };
+        assert_eq!(
+            errors(&lock, &with("jp", text("http://10.0.1.1:7400"))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            errors(&lock, &with("jp", Value::Null)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            errors(&lock, &with("jp", Value::Unknown)),
+            Vec::<String>::new()
+        );
+        for (region, url) in [
+            ("jp", "http://attacker.example:7400"),
+            ("jp", "http://10.0.2.1:7400"),
+            ("us", "http://10.0.1.1:7400"),
+        ] {
+            assert_eq!(
+                errors(&lock, &with(region, text(url))),
+                ["control_plane: set by the operator, not the repository"],
+                "{region} {url}"
+            );
+        }
+        // Without the operator's map, a pool names no control plane at all.
+        assert_eq!(
+            errors(
+                &LauncherLock::default(),
+                &with("jp", text("http://10.0.1.1:7400"))
+            ),
+            ["control_plane: set by the operator, not the repository"]
         );
     }
 

@@ -438,6 +438,20 @@ fn launcher_lock(env: &[(String, String)]) -> String {
             Vec::new()
         })
     };
+    let control_planes: serde_json::Map<String, serde_json::Value> = get("control_planes")
+        .map(|text| {
+            serde_json::from_str::<std::collections::BTreeMap<String, String>>(text)
+                .map(|map| map.into_iter().map(|(k, v)| (k, v.into())).collect())
+                .unwrap_or_else(|err| {
+                    tracing::warn!(
+                        variable = "TF_VAR_control_planes",
+                        error = %err,
+                        "not a JSON map of region to URL: node pools may not set control_plane"
+                    );
+                    serde_json::Map::new()
+                })
+        })
+        .unwrap_or_default();
     serde_json::json!({
         "neutral_binary": get("neutral_binary"),
         "agent_args": list("agent_args"),
@@ -446,6 +460,7 @@ fn launcher_lock(env: &[(String, String)]) -> String {
         "docker_network": get("docker_network"),
         "docker_args": list("docker_args"),
         "docker_binaries": get("docker_binaries"),
+        "control_planes": control_planes,
     })
     .to_string()
 }
@@ -459,6 +474,7 @@ mod tests {
             ("TF_VAR_agent_args", r#"["--runtime", "process"]"#),
             ("TF_VAR_neutral_binary", "/usr/bin/neutral"),
             ("TF_VAR_docker_args", "not json"),
+            ("TF_VAR_control_planes", r#"{"jp": "http://10.0.1.1:7400"}"#),
             ("PATH", "/usr/bin"),
             ("TF_VAR_state_root", "/data/nodes"),
         ]
@@ -476,6 +492,7 @@ mod tests {
                 "docker_network": null,
                 "docker_args": [],
                 "docker_binaries": null,
+                "control_planes": { "jp": "http://10.0.1.1:7400" },
             })
         );
     }
