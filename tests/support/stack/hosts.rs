@@ -91,6 +91,10 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
     ]);
     let bin_dir = bed.bin_dir().to_path_buf();
     let neutral = bin_dir.join("neutral");
+    // Response-rate limiting off: the flows ask DNS from one address
+    // hundreds of times a second (40 queries a look), which RRL rightly
+    // throttles — on loopback it exempts them — and its dropped answers
+    // would stretch every look by the client's timeout.
     spec.command = vec![
         "sh".into(),
         "-c".into(),
@@ -98,7 +102,7 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
             "exec {neutral} serve --repo {bare} --data {data} --listen 0.0.0.0:{API_PORT} \
              --dns-listen 0.0.0.0:{DNS_PORT} --run-terraform --heartbeat-interval 300ms \
              --heartbeat-timeout 1500ms --sync-interval 2s --autoscale-interval 500ms \
-             --drift-interval 1h",
+             --drift-interval 1h --dns-rate-limit 0",
             neutral = neutral.display(),
             bare = repo.bare.display(),
             data = root.join("data").display(),
