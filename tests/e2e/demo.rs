@@ -18,7 +18,7 @@ fn the_demo_tells_the_whole_story_and_cleans_up() {
         eprintln!("SKIPPED: no terraform or tofu (scripts/setup installs one)");
         return;
     }
-    demo(&[]);
+    demo(&format!("127.0.0.1:{}", free_port()), &[]);
 }
 
 /// `--hosts`: the same story with every node a Docker host of its own that
@@ -34,7 +34,13 @@ fn the_demo_on_docker_hosts_tells_the_same_story_and_removes_its_hosts() {
         testbed::skip::<()>(&reason);
         return;
     }
-    let said = demo(&["--hosts"]);
+    // The API listens on every address with --hosts: a port free on all.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let said = demo(&listen, &["--hosts"]);
     assert!(said.contains("nodes: Docker hosts of their own"), "{said}");
     assert!(said.contains("docker kill neutral-demo-"), "{said}");
     let prefix = said
@@ -64,9 +70,10 @@ fn terraform_here() -> bool {
         })
 }
 
-/// Runs `neutral demo` with `extra` flags, checks that it told the whole
-/// story and left no process behind; returns what it said.
-fn demo(extra: &[&str]) -> String {
+/// Runs `neutral demo` with its API on `listen` and `extra` flags, checks
+/// that it told the whole story and left no process behind; returns what it
+/// said.
+fn demo(listen: &str, extra: &[&str]) -> String {
     let work = tempfile::tempdir().unwrap();
     let workdir = work.path().join("demo");
     let mut cmd = Command::new(bin("neutral"));
@@ -76,7 +83,7 @@ fn demo(extra: &[&str]) -> String {
         .arg("--workdir")
         .arg(&workdir)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(listen)
         .arg("--dns-listen")
         .arg(format!("127.0.0.1:{}", free_dns_port()))
         .args(extra);

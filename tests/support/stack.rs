@@ -497,12 +497,17 @@ impl Stack {
             for slot in self.slot_dirs(region) {
                 let file = slot.join("metrics.prom");
                 if overwrite || !file.exists() {
+                    // Whole or not at all: an agent reading a half-written
+                    // file reports the machine's own CPU instead (seen: a
+                    // scale-out "cpu 0.95" under a busy test run).
+                    let staging = slot.join(".metrics.prom.tmp");
                     let _ = std::fs::write(
-                        &file,
+                        &staging,
                         format!(
                             "neutral_node_cpu_ratio {cpu}\nneutral_node_rtt_seconds 0.004\nneutral_node_error_ratio 0\n"
                         ),
-                    );
+                    )
+                    .and_then(|()| std::fs::rename(&staging, &file));
                 }
             }
         }

@@ -494,12 +494,16 @@ impl World {
     fn write_metrics(&self, region: &str, slot: &str, cpu: f64) {
         let dir = self.slot_dir(region, slot);
         if dir.is_dir() {
+            // Whole or not at all: an agent reading a half-written file
+            // reports the machine's own CPU instead.
+            let staging = dir.join(".metrics.prom.tmp");
             let _ = std::fs::write(
-                dir.join("metrics.prom"),
+                &staging,
                 format!(
                     "# written by neutral demo\nneutral_node_cpu_ratio {cpu}\nneutral_node_rtt_seconds 0.004\nneutral_node_error_ratio 0\n"
                 ),
-            );
+            )
+            .and_then(|()| std::fs::rename(&staging, dir.join("metrics.prom")));
         }
     }
 
