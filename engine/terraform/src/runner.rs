@@ -280,14 +280,6 @@ pub fn pass_environment(
 /// schema, so two first inits at once collide on PostgreSQL's catalog.
 static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `text` with every character but ASCII letters and digits as `_`: a
-/// file-name part.
-fn sanitize_name(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
 /// Failures worth a retry, as Terraform and providers print them.
 const TRANSIENT: &[&str] = &[
     "Error acquiring the state lock",
@@ -426,10 +418,8 @@ impl Runner {
                 }
             };
             if std::fs::read_to_string(&override_path).ok().as_deref() != Some(text) {
-                let staging = request.workdir.join(format!(
-                    ".{BACKEND_OVERRIDE}.{}.tmp",
-                    sanitize_name(&request.data_dir.display().to_string())
-                ));
+                // Staged in the workspace's own data folder: one writer each.
+                let staging = request.data_dir.join("backend_override.tmp");
                 std::fs::write(&staging, text)
                     .and_then(|()| std::fs::rename(&staging, &override_path))
                     .map_err(|e| prepare(&override_path, e))?;
