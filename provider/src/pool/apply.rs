@@ -257,9 +257,6 @@ pub(super) async fn start_slots(
     failed
 }
 
-/// Removes slots: drains their serving nodes, waits out the TTL and
-/// grace, stops their agents (local) and deletes their nodes. Returns
-/// the slots that could not be removed.
 /// A replaced node goes only once its successor runs: when `failed` new
 /// slots did not start (their hosts never registered: a region cut off from
 /// the control plane, a broken image), as many leaving slots stay, the most
@@ -290,6 +287,9 @@ pub(super) fn keep_for_failed_successors(
     (leaving, kept)
 }
 
+/// Removes slots: drains their serving nodes, waits out the TTL and
+/// grace, stops their agents (local) and deletes their nodes. Returns
+/// the slots that could not be removed.
 pub(super) async fn remove_slots(
     spec: &PoolSpec,
     clients: &Clients,

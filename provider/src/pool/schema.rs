@@ -404,7 +404,7 @@ pub fn check(config: &Value, diags: &mut Diags) {
         for name in DOCKER_ONLY {
             let value = config.get(name);
             let unset = value.is_null() || value.as_list().is_some_and(<[Value]>::is_empty);
-            if !unset && !matches!(value, Value::Unknown) {
+            if !unset && !value.is_unknown() {
                 diags.error(
                     Path::attr(name),
                     format!("`{name}` is for the docker launcher"),
