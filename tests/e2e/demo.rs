@@ -49,25 +49,15 @@ fn the_demo_on_docker_hosts_tells_the_same_story_and_removes_its_hosts() {
         .and_then(|w| w.strip_suffix("local"))
         .unwrap_or_else(|| panic!("no network named:\n{said}"))
         .to_owned();
-    let containers = testbed::docker(&["ps", "-a", "--filter", &format!("name={prefix}")]).stdout;
-    assert_eq!(
-        containers.lines().count(),
-        1,
-        "containers left:\n{containers}"
-    );
-    let networks =
-        testbed::docker(&["network", "ls", "--filter", &format!("name={prefix}")]).stdout;
-    assert_eq!(networks.lines().count(), 1, "networks left:\n{networks}");
+    let name = format!("name={prefix}");
+    let containers = testbed::docker(&["ps", "-aq", "--filter", &name]).stdout;
+    assert_eq!(containers.trim(), "", "containers left");
+    let networks = testbed::docker(&["network", "ls", "-q", "--filter", &name]).stdout;
+    assert_eq!(networks.trim(), "", "networks left");
 }
 
 fn terraform_here() -> bool {
-    std::env::var_os("TERRAFORM_BIN").is_some()
-        || ["terraform", "tofu"].iter().any(|t| {
-            Command::new(t)
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+    neutral_e2e::services::terraform_bin().is_some()
 }
 
 /// Runs `neutral demo` with its API on `listen` and `extra` flags, checks

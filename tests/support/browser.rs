@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::cluster::{free_port, wait_for};
-
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
+use crate::find_tool;
 
 /// A chromedriver process and one headless Chromium session.
 pub struct Browser {

@@ -447,21 +447,30 @@ pub fn rrsets<'z>(zone: &'z Value, name: &str) -> Vec<&'z Value> {
         .unwrap_or_default()
 }
 
-/// The Terraform (or OpenTofu) to run: `TERRAFORM_BIN`, else `terraform` or
-/// `tofu` on PATH, else the one `scripts/setup` installs from PyPI.
+/// The Terraform (or OpenTofu) to run, as an absolute path (a test bed's
+/// host mounts it): `TERRAFORM_BIN` (a bare name is looked up on PATH),
+/// else `terraform` or `tofu` on PATH, else the one `scripts/setup`
+/// installs from PyPI.
 pub fn terraform_bin() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("TERRAFORM_BIN").filter(|b| !b.is_empty()) {
-        return Some(PathBuf::from(bin));
+        let bin = PathBuf::from(bin);
+        if bin.is_absolute() {
+            return Some(bin);
+        }
+        return crate::find_tool(&bin.to_string_lossy()).or(Some(bin));
     }
     for name in ["terraform", "tofu"] {
-        let found = Command::new(name)
+        let Some(path) = crate::find_tool(name) else {
+            continue;
+        };
+        let works = Command::new(&path)
             .arg("version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if found {
-            return Some(PathBuf::from(name));
+        if works {
+            return Some(path);
         }
     }
     let built = workspace_root().join(".build/terraform/bin/terraform");

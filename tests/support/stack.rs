@@ -202,11 +202,10 @@ fn terraform_files() -> Vec<(String, String)> {
 }
 
 /// Writes `<dir>/terraform-wrapper`: it saves its environment in
-/// `<dir>/terraform-env/<pid>` and execs `terraform` (resolved on `PATH`
-/// when it is a bare name).
+/// `<dir>/terraform-env/<pid>` and execs `terraform` (an absolute path:
+/// [`crate::services::terraform_bin`]).
 fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let real = on_path(terraform);
     let envs = dir.join("terraform-env");
     std::fs::create_dir_all(&envs).expect("terraform-env folder");
     let wrapper = dir.join("terraform-wrapper");
@@ -215,7 +214,7 @@ fn record_environments(dir: &Path, terraform: &Path) -> PathBuf {
         format!(
             "#!/bin/sh\n/usr/bin/env > '{}/'$$\nexec '{}' \"$@\"\n",
             envs.display(),
-            real.display()
+            terraform.display()
         ),
     )
     .expect("write the terraform wrapper");
@@ -255,18 +254,6 @@ fn install_hooks(repo: &Repo, api: SocketAddr, token_file: &Path) {
         "neutral hooks install: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `program` as an absolute path: resolved on `PATH` when it is a bare
-/// name (as it stays when it is not found there).
-fn on_path(program: &Path) -> PathBuf {
-    if program.is_absolute() {
-        return program.to_path_buf();
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| program.to_path_buf())
 }
 
 /// `git` in `dir` as a person; its standard output, trimmed.

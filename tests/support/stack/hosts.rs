@@ -18,20 +18,20 @@
 //! daemon's own pushes run name them by path).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::{
-    Death, Ground, Stack, StackOptions, agent_args, initial_cpu, install_hooks, on_path,
-    platform_config, terraform_files,
+    Death, Ground, Stack, StackOptions, agent_args, initial_cpu, install_hooks, platform_config,
+    terraform_files,
 };
 use crate::cluster::{ADMIN_TOKEN, JOIN_TOKEN, Repo};
 use crate::http;
 use crate::services::{PDNS_API_KEY, terraform_or_skip};
 use crate::testbed::deploy::{API_PORT, DNS_PORT, SERVICE_PORT};
-use crate::testbed::{BED_LABEL, Host, HostSpec, PID_LABEL, Testbed};
+use crate::testbed::{BED_LABEL, HostSpec, PID_LABEL, Testbed};
 
 /// PowerDNS' API port in its host.
 const PDNS_API_PORT: u16 = 8081;
@@ -129,15 +129,18 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
             format!("{}s", super::DRAIN_GRACE_SECS),
         ),
     ];
-    if let Some((_, url, _)) = &powerdns {
+    if let Some((url, _)) = &powerdns {
         env.push(("TF_VAR_powerdns_url", url.clone()));
         env.push(("PDNS_API_KEY", PDNS_API_KEY.to_owned()));
     }
     spec.env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     spec.mounts = vec![
         (bin_dir.clone(), bin_dir.display().to_string()),
-        (on_path(&terraform), "/usr/local/bin/terraform".into()),
-        (on_path(Path::new("docker")), "/usr/local/bin/docker".into()),
+        (terraform, "/usr/local/bin/terraform".into()),
+        (
+            crate::find_tool("docker").expect("the docker CLI on PATH (the test bed needs it)"),
+            "/usr/local/bin/docker".into(),
+        ),
     ];
     spec.writable = vec![
         (root.clone(), root.display().to_string()),
@@ -166,7 +169,7 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
         repo,
         api,
         dns,
-        powerdns: powerdns.map(|(_, url, dns)| (url, dns)),
+        powerdns,
         ground: Ground::Hosts { cp, death, bed },
         cpu: initial_cpu(),
         nodes_dir: root.join("data/nodes"),
@@ -175,8 +178,8 @@ pub(super) fn start(options: StackOptions, death: Death) -> Option<Stack> {
 }
 
 /// PowerDNS (gsqlite3, API on) on a host of the core network with the zone
-/// `example.org`; its host, API URL and DNS address.
-fn start_powerdns(bed: &Testbed) -> (Host, String, SocketAddr) {
+/// `example.org`; its API URL and DNS address.
+fn start_powerdns(bed: &Testbed) -> (String, SocketAddr) {
     let ip = bed.next_addr("core");
     let script = format!(
         "set -e; dir=/var/lib/pdns-flows; mkdir -p $dir; \
@@ -213,5 +216,5 @@ fn start_powerdns(bed: &Testbed) -> (Host, String, SocketAddr) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    (host, api, SocketAddr::from((ip, 53)))
+    (api, SocketAddr::from((ip, 53)))
 }
