@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use neutral_core::backend_calls::BackendCalls;
 use neutral_core::model::{
     CloudProvider, DeclaredRegionState, GtmPolicy, Metrics, Node, NodeMode, NodeStatus,
     RegionHealth, Timestamp,
@@ -411,6 +412,18 @@ impl ControlPlane {
             .send(reqwest::Method::DELETE, &path, None)
             .await?
             .is_some())
+    }
+
+    /// `POST /dns/backend-calls` (admin or a run's token): the requests this
+    /// process sent to DNS backends since its last report.
+    pub async fn report_backend_calls(&self, report: &BackendCalls) -> Result<(), ClientError> {
+        let body = serde_json::to_value(report).map_err(|e| ClientError::Decode {
+            url: format!("{}/dns/backend-calls", self.http.base),
+            message: e.to_string(),
+        })?;
+        self.http
+            .write(reqwest::Method::POST, "/dns/backend-calls", &body)
+            .await
     }
 
     /// `None` when the zone does not exist.

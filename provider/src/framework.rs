@@ -417,6 +417,10 @@ pub trait ResourceImpl: Send + Sync {
     async fn read(&self, state: &Value, diags: &mut Diags) -> Result<Option<Value>, ()>;
 
     async fn import(&self, id: &str, diags: &mut Diags) -> Option<Value>;
+
+    /// Runs after every read, apply, destroy and import, whatever their
+    /// outcome: bookkeeping about the call that must never fail it.
+    async fn after_call(&self) {}
 }
 
 /// A data source.

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use neutral_core::backend_calls::BackendCalls;
 use neutral_core::config::{dns_label_problem, normalize_dns_name};
 use neutral_core::diag::Severity;
 use neutral_core::dnsplan;
@@ -30,6 +31,7 @@ use neutral_core::model::{AllDownPolicy, DnsBackendKind, MAX_BASE_WEIGHT, Record
 
 use crate::backend::embedded::Embedded;
 use crate::backend::powerdns::PowerDnsBackend;
+use crate::backend::tally::Tally;
 use crate::backend::{self, DnsBackend, Listing, SyncError, Target};
 use crate::context::{Configured, now};
 use crate::framework::{
@@ -889,6 +891,27 @@ impl ResourceImpl for GtmRecord {
         state.set("all_down", spec.policy.all_down.as_str().into());
         fill(&mut state, &spec, &outcome, &present);
         Some(state)
+    }
+
+    /// Reports the requests this process sent to DNS backends since the
+    /// last report to the control plane, which counts them for `/metrics`;
+    /// a failed report keeps them for the next one and fails nothing.
+    async fn after_call(&self) {
+        let tally = Tally::global();
+        let calls = tally.take();
+        if calls.is_empty() {
+            return;
+        }
+        let clients = self.configured.get(&mut Diags::default());
+        let Some(clients) = clients.filter(|c| c.has_token) else {
+            tally.restore(calls);
+            return;
+        };
+        let report = BackendCalls { calls };
+        if let Err(err) = clients.control_plane.report_backend_calls(&report).await {
+            tracing::warn!("cannot report the DNS backend calls to the control plane: {err}");
+            tally.restore(report.calls);
+        }
     }
 }
 

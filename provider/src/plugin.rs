@@ -442,6 +442,7 @@ impl Resource for ResourceAdapter {
         let _span = crate::timing::Span::new("read");
         let mut diags = Diags::default();
         let result = self.resource.read(&state.0, &mut diags).await;
+        self.resource.after_call().await;
         report(diags, out);
         match result {
             Ok(Some(new_state)) => Some((self.out(&new_state), private)),
@@ -511,6 +512,7 @@ impl Resource for ResourceAdapter {
         let _span = crate::timing::Span::new("apply");
         let mut diags = Diags::default();
         let result = self.resource.apply(None, &planned.0, &mut diags).await;
+        self.resource.after_call().await;
         let state = finish(diags, out, result)?;
         Some((self.out(&state), Wire::default()))
     }
@@ -530,6 +532,7 @@ impl Resource for ResourceAdapter {
             .resource
             .apply(Some(&prior.0), &planned.0, &mut diags)
             .await;
+        self.resource.after_call().await;
         let state = finish(diags, out, result)?;
         Some((self.out(&state), Wire::default()))
     }
@@ -544,6 +547,7 @@ impl Resource for ResourceAdapter {
         let _span = crate::timing::Span::new("destroy");
         let mut diags = Diags::default();
         let result = self.resource.destroy(&prior.0, &mut diags).await;
+        self.resource.after_call().await;
         finish(diags, out, result)
     }
 
@@ -551,6 +555,7 @@ impl Resource for ResourceAdapter {
         let _span = crate::timing::Span::new("import");
         let mut diags = Diags::default();
         let result = self.resource.import(&id, &mut diags).await;
+        self.resource.after_call().await;
         let state = finish(diags, out, result)?;
         Some((self.out(&state), Wire::default()))
     }

@@ -922,3 +922,107 @@ fn gtm_record_lifecycle_in_alidns() {
         },
     );
 }
+
+/// `neutral_dns_backend_calls_total{backend, call, result}`, read from the
+/// control plane's `/metrics`: every series of the family.
+fn backend_calls(cp: &ControlPlane) -> std::collections::BTreeMap<String, u64> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, text) = http(
+        "GET",
+        &format!("{}/metrics", cp.url),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(status, 200, "GET /metrics: {text}");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("neutral_dns_backend_calls_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.split_once("} ")?;
+            Some((labels.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn requests_to_a_dns_backend_are_counted_by_the_control_plane_throttled_ones_too() {
+    let Some(terraform) = terraform_or_skip("requests_to_a_dns_backend_are_counted") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ali = AliDns::start(cloud::ALIDNS_KEY_ID, cloud::ALIDNS_SECRET, &["example.cn"]);
+    let cp = ControlPlane::start(&dir.path().join("cp"), &REGIONS);
+    let _nodes = Nodes::start(&cp, &NODES);
+    let before = backend_calls(&cp);
+    let write = |result: &str| format!("backend=\"alidns\",call=\"write\",result=\"{result}\"");
+    let read = |result: &str| format!("backend=\"alidns\",call=\"read\",result=\"{result}\"");
+    assert_eq!(before.get(&write("throttled")), Some(&0), "listed at 0");
+    assert_eq!(before.get(&read("ok")), None, "no read yet");
+    {
+        let mut state = ali.state();
+        state.pass_writes = 1;
+        state.throttle_writes = 2;
+    }
+    let tf = Terraform::new(terraform, &dir.path().join("tf"));
+    let block = format!(
+        "  alidns {{\n    endpoint          = \"{}\"\n    access_key_id     = \"{}\"\n    \
+         access_key_secret = \"{}\"\n  }}",
+        ali.endpoint(),
+        cloud::ALIDNS_KEY_ID,
+        cloud::ALIDNS_SECRET
+    );
+    tf.write(
+        "main.tf",
+        &config(&cp, &block, "app.example.cn", "example.cn", "alidns", 600),
+    );
+    tf.expect(&["apply", "-auto-approve", "-no-color"], 0);
+    tf.expect(&["plan", "-detailed-exitcode", "-no-color"], 0);
+    let (writes, reads) = {
+        let state = ali.state();
+        (state.write_calls, state.read_calls)
+    };
+    assert_eq!(
+        ali.records("app.example.cn").len(),
+        3,
+        "the records are there"
+    );
+    let after = backend_calls(&cp);
+    let count = |key: String| after.get(&key).copied().unwrap_or(0);
+    assert_eq!(count(write("throttled")), 2, "{after:?}");
+    assert_eq!(
+        count(write("ok")),
+        u64::try_from(writes - 2).expect("count"),
+        "every write the stand-in answered, as the provider reported it: {after:?}"
+    );
+    assert_eq!(count(write("error")), 0, "{after:?}");
+    assert_eq!(
+        count(read("ok")),
+        u64::try_from(reads).expect("count"),
+        "every read (refresh, listing): {after:?}"
+    );
+    assert!(reads > 0 && writes > 3, "reads {reads}, writes {writes}");
+
+    // A request refused for good is an error: with a wrong secret, the
+    // refresh's first read is refused and the plan fails.
+    tf.write(
+        "main.tf",
+        &config(
+            &cp,
+            &block.replace(cloud::ALIDNS_SECRET, "not-the-secret"),
+            "app.example.cn",
+            "example.cn",
+            "alidns",
+            600,
+        ),
+    );
+    tf.expect(&["plan", "-no-color"], 1);
+    let last = backend_calls(&cp);
+    assert_eq!(
+        last.get(&read("error")).copied(),
+        Some(1),
+        "the refused read, reported though the call failed: {last:?}"
+    );
+    assert_eq!(
+        last.get(&write("throttled")),
+        after.get(&write("throttled"))
+    );
+}

@@ -488,6 +488,13 @@ fn anonymous_reads_are_refused_and_the_viewer_reads_but_never_writes() {
         ("DELETE", "/dns/zones/example.com.".into(), None),
         (
             "POST",
+            "/dns/backend-calls".into(),
+            Some(
+                r#"{"calls": [{"backend": "route53", "call": "write", "result": "ok", "count": 1}]}"#,
+            ),
+        ),
+        (
+            "POST",
             "/nodes/register".into(),
             Some(r#"{"region": "jp", "address": "127.0.0.32"}"#),
         ),
@@ -504,4 +511,43 @@ fn anonymous_reads_are_refused_and_the_viewer_reads_but_never_writes() {
     let node = daemon.get(&format!("/nodes/{id}")).json();
     assert_ne!(node["status"], "drain", "{node}");
     assert_eq!(daemon.get("/nodes").json().as_array().unwrap().len(), 1);
+
+    // Backend call reports: bad ones are refused naming the field, and
+    // count nothing; a good one counts.
+    let route53_writes = || -> String {
+        let metrics = call("GET", "/metrics", Some(VIEWER_TOKEN), None).body;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "neutral_dns_backend_calls_total{backend=\"route53\",call=\"write\",result=\"ok\"}",
+                )
+            })
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(route53_writes().ends_with(" 0"), "{}", route53_writes());
+    for (body, named) in [
+        (
+            r#"{"calls": [{"backend": "bind", "call": "write", "result": "ok", "count": 1}]}"#,
+            "bind",
+        ),
+        (
+            r#"{"calls": [{"backend": "route53", "call": "write", "result": "ok", "count": 2000000}]}"#,
+            "calls[0].count",
+        ),
+        (r#"{"calls": [], "extra": 1}"#, "extra"),
+        (r#"{"calls": "many"}"#, "calls"),
+    ] {
+        let answer = daemon.admin("POST", "/dns/backend-calls", Some(body));
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert!(answer.body.contains(named), "{body}: {}", answer.body);
+    }
+    let good = daemon.admin(
+        "POST",
+        "/dns/backend-calls",
+        Some(r#"{"calls": [{"backend": "route53", "call": "write", "result": "ok", "count": 3}]}"#),
+    );
+    assert_eq!(good.status, 204, "{}", good.body);
+    assert!(route53_writes().ends_with(" 3"), "{}", route53_writes());
 }

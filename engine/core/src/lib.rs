@@ -15,6 +15,7 @@
 
 pub mod address;
 pub mod autoscale;
+pub mod backend_calls;
 pub mod backoff;
 pub mod config;
 pub mod diag;

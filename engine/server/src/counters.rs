@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use neutral_core::backend_calls::{BackendCalls, Call, CallResult};
+use neutral_core::model::DnsBackendKind;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -49,6 +51,17 @@ pub struct ProbeLabels {
     pub result: &'static str,
 }
 
+/// A DNS backend request Terraform's provider reported.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendCallLabels {
+    /// `embedded`, `powerdns`, `route53`, `cloudflare` or `alidns`.
+    pub backend: &'static str,
+    /// `read` or `write`.
+    pub call: &'static str,
+    /// `ok`, `throttled` or `error`.
+    pub result: &'static str,
+}
+
 /// An autoscale decision's kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -74,6 +87,8 @@ pub struct Counters {
     pub recomputes: Counter,
     pub store_errors: Counter,
     pub autoscale_decisions: Family<DecisionLabels, Counter>,
+    /// Requests to DNS backends, as the provider reports them.
+    pub dns_backend_calls: Family<BackendCallLabels, Counter>,
     /// Unix time of the last sync that fetched the branch and found its
     /// newest commit valid (applied or already in force).
     pub last_good_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -124,6 +139,7 @@ impl Counters {
             recomputes: Counter::default(),
             store_errors: Counter::default(),
             autoscale_decisions: Family::default(),
+            dns_backend_calls: Family::default(),
             last_good_sync: Gauge::default(),
             recompute_seconds: fast(),
             heartbeat_seconds: fast(),
@@ -146,6 +162,18 @@ impl Counters {
                 .autoscale_decisions
                 .get_or_create(&DecisionLabels { kind })
                 .inc_by(0);
+        }
+        for backend in DnsBackendKind::ALL {
+            for result in CallResult::ALL {
+                counters
+                    .dns_backend_calls
+                    .get_or_create(&BackendCallLabels {
+                        backend: backend.as_str(),
+                        call: Call::Write.as_str(),
+                        result: result.as_str(),
+                    })
+                    .inc_by(0);
+            }
         }
         counters
     }
@@ -223,6 +251,11 @@ impl Counters {
             self.autoscale_decisions.clone(),
         );
         r.register(
+            "neutral_dns_backend_calls",
+            "Requests Terraform's provider sent to DNS backends, by backend, call (read, write) and result (ok, throttled, error), as it reports them after each resource call",
+            self.dns_backend_calls.clone(),
+        );
+        r.register(
             "neutral_sync_last_success_timestamp_seconds",
             "Unix time of the last sync that found the branch's newest commit valid (0: none since start)",
             self.last_good_sync.clone(),
@@ -265,6 +298,19 @@ impl Counters {
             .inc();
     }
 
+    /// Adds a provider's report of its DNS backend requests.
+    pub fn backend_calls(&self, report: &BackendCalls) {
+        for c in &report.calls {
+            self.dns_backend_calls
+                .get_or_create(&BackendCallLabels {
+                    backend: c.backend.as_str(),
+                    call: c.call.as_str(),
+                    result: c.result.as_str(),
+                })
+                .inc_by(c.count);
+        }
+    }
+
     pub fn run_finished(&self, root: &str, trigger: &str, succeeded: bool, took: Duration) {
         let labels = RunLabels {
             root: root.to_owned(),
@@ -295,6 +341,14 @@ mod tests {
         counters.probe(false);
         counters.recompute_seconds.observe(0.0003);
         counters.run_finished("infra/gtm", "push", true, Duration::from_millis(7_500));
+        counters.backend_calls(&BackendCalls {
+            calls: vec![neutral_core::backend_calls::CallCount {
+                backend: DnsBackendKind::Alidns,
+                call: Call::Write,
+                result: CallResult::Throttled,
+                count: 2,
+            }],
+        });
         let mut text = String::new();
         counters.encode(&mut text).unwrap();
         for line in [
@@ -309,6 +363,8 @@ mod tests {
             "neutral_terraform_run_duration_seconds_bucket{root=\"infra/gtm\",trigger=\"push\",status=\"succeeded\",le=\"10\"} 1",
             "neutral_terraform_run_duration_seconds_bucket{root=\"infra/gtm\",trigger=\"push\",status=\"succeeded\",le=\"5\"} 0",
             "# HELP neutral_heartbeats_total Heartbeats accepted.",
+            "neutral_dns_backend_calls_total{backend=\"alidns\",call=\"write\",result=\"throttled\"} 2",
+            "neutral_dns_backend_calls_total{backend=\"route53\",call=\"write\",result=\"error\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -28,6 +28,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use neutral_core::backend_calls::Call;
 use neutral_core::dnsplan::batch;
 use neutral_core::dnsplan::{Change, DnsPlan, RecordKey, RecordSet, normalize_name};
 use neutral_core::model::DnsBackendKind;
@@ -35,7 +36,8 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::{
-    Applied, BackendError, DnsBackend, Listing, Native, RetryPolicy, Target, Try, with_retries,
+    Applied, BackendError, DnsBackend, Listing, Native, Request, RetryPolicy, Target, Try,
+    with_retries,
 };
 use crate::client::ClientError;
 use crate::records;
@@ -187,7 +189,16 @@ impl AliDns {
         action: &str,
         params: &[(&str, String)],
     ) -> (Result<Json, BackendError>, usize) {
-        with_retries(action, self.retry, || async {
+        let request = Request {
+            backend: DnsBackendKind::Alidns,
+            call: if action.starts_with("Describe") {
+                Call::Read
+            } else {
+                Call::Write
+            },
+            what: action,
+        };
+        with_retries(request, self.retry, || async {
             let mut query: BTreeMap<String, String> = params
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))

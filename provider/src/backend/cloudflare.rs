@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use neutral_core::backend_calls::Call;
 use neutral_core::dnsplan::batch::{self, BatchLimits};
 use neutral_core::dnsplan::{Change, DnsPlan, RecordKey, RecordSet, normalize_name};
 use neutral_core::model::DnsBackendKind;
@@ -31,7 +32,8 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{
-    Applied, BackendError, DnsBackend, Listing, Native, RetryPolicy, Target, Try, with_retries,
+    Applied, BackendError, DnsBackend, Listing, Native, Request, RetryPolicy, Target, Try,
+    with_retries,
 };
 use crate::client::ClientError;
 use crate::records;
@@ -179,7 +181,16 @@ impl Cloudflare {
     ) -> (Result<Envelope, BackendError>, usize) {
         let url = format!("{}{path}", self.config.api_url);
         let what = format!("{method} {path}");
-        with_retries(&what, self.retry, || async {
+        let request = Request {
+            backend: DnsBackendKind::Cloudflare,
+            call: if method == reqwest::Method::GET {
+                Call::Read
+            } else {
+                Call::Write
+            },
+            what: &what,
+        };
+        with_retries(request, self.retry, || async {
             let mut request = self
                 .http
                 .request(method.clone(), &url)

@@ -4,6 +4,7 @@
 //! `weight` extension and the ownership comment ([`crate::records`]).
 
 use async_trait::async_trait;
+use neutral_core::backend_calls::Call;
 use neutral_core::dnsplan::{DnsPlan, RecordSet};
 use neutral_core::model::DnsBackendKind;
 
@@ -33,7 +34,11 @@ impl DnsBackend for Embedded {
     }
 
     async fn list(&self, target: &Target<'_>) -> Result<Option<Listing>, BackendError> {
-        let zone = self.control_plane.zone(&fqdn(target.zone)).await?;
+        let zone = super::counted(
+            self.kind(),
+            Call::Read,
+            self.control_plane.zone(&fqdn(target.zone)).await,
+        )?;
         Ok(zone.map(|zone| super::zone_listing(self.kind(), zone, target)))
     }
 

@@ -19,6 +19,7 @@ pub mod cloudflare;
 pub mod embedded;
 pub mod powerdns;
 pub mod route53;
+pub mod tally;
 pub mod xml;
 
 use std::any::Any;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use neutral_core::backend_calls::{Call, CallResult};
 use neutral_core::backoff::Backoff;
 use neutral_core::dnsplan::batch::TooLarge;
 use neutral_core::dnsplan::{self, Conflict, DnsPlan, RecordKey, RecordSet};
@@ -297,6 +299,22 @@ pub(crate) fn zone_changes(
     )
 }
 
+/// `result` of one request to a zone API, counted in the [`tally`] (these
+/// backends take no retries for throttling: an error is an error).
+pub(crate) fn counted<T, E>(
+    backend: DnsBackendKind,
+    call: Call,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    let outcome = if result.is_ok() {
+        CallResult::Ok
+    } else {
+        CallResult::Error
+    };
+    tally::record(backend, call, outcome);
+    result
+}
+
 /// Sends one zone `PATCH` under the zone's lock; a 5xx is retried twice
 /// after a short pause (PowerDNS' SQLite backend fails concurrent writers).
 pub(crate) async fn patch_zone<F, Fut>(
@@ -317,7 +335,7 @@ where
     let _held = lock.lock().await;
     let mut attempt = 0;
     loop {
-        match send().await {
+        match counted(kind, Call::Write, send().await) {
             Err(err) if attempt < 2 && err.status().is_some_and(|s| s >= 500) => {
                 attempt += 1;
                 tracing::warn!(zone = %name, attempt, "zone PATCH failed; retrying: {err}");
@@ -392,10 +410,20 @@ pub(crate) enum Try<T> {
     Failed(BackendError),
 }
 
-/// Runs `call` until it is done, fails, or `policy` has no tries left;
-/// returns its result and how many tries it took.
+/// What a request to a backend is, for logs and the [`tally`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request<'a> {
+    pub backend: DnsBackendKind,
+    pub call: Call,
+    /// The method and path, or the action, for log lines.
+    pub what: &'a str,
+}
+
+/// Runs `call` until it is done, fails, or `policy` has no tries left,
+/// counting each try in the [`tally`]; returns its result and how many
+/// tries it took.
 pub(crate) async fn with_retries<T, F, Fut>(
-    what: &str,
+    request: Request<'_>,
     policy: RetryPolicy,
     mut call: F,
 ) -> (Result<T, BackendError>, usize)
@@ -403,11 +431,23 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Try<T>>,
 {
+    let Request {
+        backend,
+        call: kind,
+        what,
+    } = request;
     let mut tries: u32 = 0;
     loop {
         tries = tries.saturating_add(1);
         let count = usize::try_from(tries).unwrap_or(usize::MAX);
-        match call().await {
+        let outcome = call().await;
+        let result = match &outcome {
+            Try::Done(_) => CallResult::Ok,
+            Try::Again { .. } => CallResult::Throttled,
+            Try::Failed(_) => CallResult::Error,
+        };
+        tally::record(backend, kind, result);
+        match outcome {
             Try::Done(value) => return (Ok(value), count),
             Try::Failed(error) => return (Err(error), count),
             Try::Again { error, after } => {
@@ -539,6 +579,12 @@ mod tests {
         assert!(owner_id_problem("a,b").is_some());
     }
 
+    const TEST_REQUEST: Request<'static> = Request {
+        backend: DnsBackendKind::Route53,
+        call: Call::Write,
+        what: "test",
+    };
+
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn retries_stop_when_done_or_out_of_tries() {
         let policy = RetryPolicy {
@@ -547,7 +593,7 @@ mod tests {
             cap: Duration::from_millis(50),
         };
         let mut refusals = 1;
-        let (result, tries) = with_retries("test", policy, || {
+        let (result, tries) = with_retries(TEST_REQUEST, policy, || {
             let again = refusals > 0;
             refusals -= 1;
             async move {
@@ -563,7 +609,7 @@ mod tests {
         })
         .await;
         assert_eq!((result.ok(), tries), (Some(7), 2));
-        let (result, tries) = with_retries("test", policy, || async {
+        let (result, tries) = with_retries(TEST_REQUEST, policy, || async {
             Try::<()>::Again {
                 error: BackendError::Api("busy".into()),
                 after: None,

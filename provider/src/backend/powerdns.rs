@@ -5,6 +5,7 @@
 //! [`crate::records`]'.
 
 use async_trait::async_trait;
+use neutral_core::backend_calls::Call;
 use neutral_core::dnsplan::{DnsPlan, RecordSet};
 use neutral_core::model::DnsBackendKind;
 
@@ -34,7 +35,11 @@ impl DnsBackend for PowerDnsBackend {
     }
 
     async fn list(&self, target: &Target<'_>) -> Result<Option<Listing>, BackendError> {
-        let zone = self.api.zone(&fqdn(target.zone)).await?;
+        let zone = super::counted(
+            self.kind(),
+            Call::Read,
+            self.api.zone(&fqdn(target.zone)).await,
+        )?;
         Ok(zone.map(|zone| super::zone_listing(self.kind(), zone, target)))
     }
 

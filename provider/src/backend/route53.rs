@@ -28,13 +28,15 @@ use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
+use neutral_core::backend_calls::Call;
 use neutral_core::dnsplan::batch::{self, BatchLimits};
 use neutral_core::dnsplan::{Change, DnsPlan, RecordKey, RecordSet, normalize_name};
 use neutral_core::model::DnsBackendKind;
 
 use super::xml::{self, Element};
 use super::{
-    Applied, BackendError, DnsBackend, Listing, Native, RetryPolicy, Target, Try, with_retries,
+    Applied, BackendError, DnsBackend, Listing, Native, Request, RetryPolicy, Target, Try,
+    with_retries,
 };
 use crate::client::ClientError;
 use crate::records::{self, fqdn};
@@ -285,7 +287,16 @@ impl Route53 {
         body: &str,
     ) -> (Result<Element, BackendError>, usize) {
         let what = format!("{method} {path_and_query}");
-        with_retries(&what, self.retry, || async {
+        let request = Request {
+            backend: DnsBackendKind::Route53,
+            call: if method == "GET" {
+                Call::Read
+            } else {
+                Call::Write
+            },
+            what: &what,
+        };
+        with_retries(request, self.retry, || async {
             let answer = match self.request(method, path_and_query, body).await {
                 Ok(answer) => answer,
                 Err(error) => return Try::Failed(error),

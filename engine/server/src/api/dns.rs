@@ -1,7 +1,9 @@
 //! The embedded DNS backend's zone API, modelled on PowerDNS'
 //! (`/api/v1/servers/localhost/zones`): list, create, read, PATCH rrsets with
 //! `changetype: REPLACE|DELETE` (all-or-nothing), delete. Every write is
-//! persisted in SQLite before the DNS server serves it. Admin token required.
+//! persisted in SQLite before the DNS server serves it. Admin token (or a
+//! Terraform run's) required. Also the provider's reports of the requests it
+//! sent to DNS backends (`/dns/backend-calls`), which only add to counters.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use neutral_core::backend_calls::BackendCalls;
 use neutral_dns::zone::zone_key;
 use neutral_dns::{Zone, ZonePatch, ZoneRules, apply_patch, read_strict};
 use neutral_store::ZoneBase;
@@ -30,6 +33,22 @@ fn zone_error(err: &neutral_dns::ZoneError) -> ApiError {
 
 fn no_zone(name: &str) -> ApiError {
     ApiError::not_found("unknown_zone", format!("no zone `{name}`"))
+}
+
+/// `POST /dns/backend-calls` (admin or a run's token): Terraform's provider
+/// reports the requests it sent to DNS backends since its last report,
+/// counted in `neutral_dns_backend_calls_total`. Nothing else changes.
+pub async fn backend_calls(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    JsonBody(report): JsonBody<BackendCalls>,
+) -> Result<StatusCode, ApiError> {
+    require_writer(&app, &headers, None)?;
+    if let Some(problem) = report.problem() {
+        return Err(ApiError::bad_request(problem));
+    }
+    app.counters.backend_calls(&report);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(crate::metrics::handler))
         .route("/join-tokens", post(tokens::mint_join))
         .route("/dns/zones", get(dns::list).post(dns::create))
+        .route("/dns/backend-calls", post(dns::backend_calls))
         .route(
             "/dns/zones/{zone}",
             get(dns::get).patch(dns::patch).delete(dns::delete),
