@@ -19,7 +19,7 @@ use neutral_core::model::{Node, Timestamp};
 use neutral_core::weights::WeightSettings;
 use neutral_core::whatif;
 
-use crate::control_plane::ControlPlane;
+use crate::control_plane::{ControlPlane, LeaderLease};
 use crate::settings::Settings;
 
 /// What became of the what-if checks.
@@ -89,6 +89,21 @@ impl LiveHealth {
 
     fn is_configured(&self) -> bool {
         self.control_plane.is_some()
+    }
+
+    /// The leader lease from the control plane; `Ok(None)` when no control
+    /// plane is configured.
+    pub fn leader(&self) -> Result<Option<LeaderLease>, String> {
+        match &self.control_plane {
+            None => Ok(None),
+            Some(Err(err)) => Err(err.clone()),
+            Some(Ok(cp)) => {
+                let token = self.token.clone()?;
+                cp.leader(token.as_deref(), self.deadline)
+                    .map(Some)
+                    .map_err(|err| format!("control plane {}: {err}", cp.base()))
+            }
+        }
     }
 
     fn nodes(&mut self) -> Result<&[Node], String> {

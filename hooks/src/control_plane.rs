@@ -1,6 +1,7 @@
-//! The two calls the hooks make to the control plane, each bounded by one
-//! total deadline (connect, request and body together): `GET /nodes` for the
-//! what-if checks and `POST /sync` after a push.
+//! The calls the hooks make to the control plane, each bounded by one total
+//! deadline (connect, request and body together): `GET /nodes` for the
+//! what-if checks, `GET /leader` for a leader's push and `POST /sync` after
+//! a push.
 //!
 //! This module owns the HTTP client (reqwest on a current-thread tokio
 //! runtime built per call: a hook is a short-lived process), TLS set-up
@@ -90,6 +91,22 @@ impl ControlPlane {
         views.into_iter().map(NodeView::into_node).collect()
     }
 
+    /// `GET /leader` with a viewer (or admin) token: the leader lease as the
+    /// control plane's store holds it now, within `deadline`.
+    pub fn leader(
+        &self,
+        token: Option<&str>,
+        deadline: Duration,
+    ) -> Result<LeaderLease, CallError> {
+        let mut request = self.http.get(format!("{}/leader", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let body = self.call(request, deadline)?;
+        serde_json::from_slice(&body)
+            .map_err(|err| CallError::BadAnswer(format!("GET /leader: {err}")))
+    }
+
     /// `POST /sync` with the admin token, within `deadline`.
     pub fn sync(&self, admin_token: &str, deadline: Duration) -> Result<SyncReply, CallError> {
         let request = self
@@ -169,6 +186,15 @@ fn describe(error: &reqwest::Error) -> String {
 struct ErrorBody {
     error: String,
     message: String,
+}
+
+/// The leader lease, as `GET /leader` shows it; `term` is null while no
+/// replica ever led (one control plane without election).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct LeaderLease {
+    pub holder: Option<String>,
+    pub term: Option<i64>,
+    pub lapsed: bool,
 }
 
 /// The fields of `GET /nodes` the what-if checks need; others are ignored.

@@ -290,6 +290,11 @@ fn configure(repo: &Repository, request: &Request) -> Result<Vec<Action>, Instal
     if !request.branches.is_empty() {
         set(settings::BRANCH, request.branches.join(","))?;
     }
+    if request.server_side {
+        // Lets a control-plane leader's push carry its term to pre-receive
+        // (`fence`); git refuses push options unless the remote takes them.
+        set("receive.advertisePushOptions", "true".to_owned())?;
+    }
     Ok(actions)
 }
 
@@ -358,6 +363,14 @@ mod tests {
                 .unwrap(),
             "http://127.0.0.1:7070"
         );
+        assert_eq!(
+            repo.config()
+                .unwrap()
+                .get_bool("receive.advertisePushOptions")
+                .ok(),
+            Some(true),
+            "a leader's push may carry its term to pre-receive"
+        );
         // Without the flag, the earlier setting stays.
         req.control_plane = None;
         install(&req).unwrap();
@@ -405,8 +418,11 @@ mod tests {
         );
         // Ours now: a second run without --force is fine.
         req.force = false;
-        let again = install(&req).unwrap();
-        assert_eq!(names(&again).len(), 2);
+        let again = names(&install(&req).unwrap());
+        assert_eq!(again.len(), 3, "{again:?}");
+        assert!(again[0].starts_with("unchanged ") && again[0].ends_with("hooks/pre-receive"));
+        assert!(again[1].starts_with("unchanged ") && again[1].ends_with("hooks/post-receive"));
+        assert_eq!(again[2], "set receive.advertisePushOptions = true");
     }
 
     #[test]

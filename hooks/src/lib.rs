@@ -22,6 +22,7 @@
 pub mod check;
 pub mod control_plane;
 mod error;
+pub mod fence;
 pub mod install;
 pub mod post_receive;
 pub mod pre_commit;
@@ -156,9 +157,21 @@ pub fn run_hook_with(
                 post_receive::run(&settings, &text, out);
                 return Ok(true);
             }
-            pre_receive::run(&repo, &settings, &text, out, started)
+            pre_receive::run(&repo, &settings, &text, &push_options(), out, started)
         }
     }
+}
+
+/// The push options git hands a server-side hook (`GIT_PUSH_OPTION_<n>`),
+/// when the repository takes them (`receive.advertisePushOptions`).
+fn push_options() -> Vec<String> {
+    let count = std::env::var("GIT_PUSH_OPTION_COUNT")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(0);
+    (0..count.min(100))
+        .filter_map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).ok())
+        .collect()
 }
 
 /// Runs `neutral hooks ...`: prints what was done; exit 0, or 2 with the

@@ -17,6 +17,10 @@
 //! never takes effect, and judging each one would reject pushes for states
 //! that never serve traffic and make the cost grow with the commit count.
 //!
+//! A push that claims a leader term (an autoscaler commit of a control-plane
+//! leader, see [`crate::fence`]) is refused first unless that term still
+//! holds the leader lease.
+//!
 //! Any rejected ref rejects the whole push (git's pre-receive is
 //! all-or-nothing). This module owns that loop; it must not validate by
 //! itself.
@@ -30,19 +34,25 @@ use neutral_git::GitError;
 
 use crate::check::{self, LiveHealth};
 use crate::error::HookError;
+use crate::fence;
 use crate::settings::Settings;
 use crate::updates::{self, Plan};
 
-/// Judges the updates in `input`; `Ok(true)` accepts the push.
+/// Judges the updates in `input` pushed with `push_options`; `Ok(true)`
+/// accepts the push.
 pub fn run(
     repo: &Repository,
     settings: &Settings,
     input: &str,
+    push_options: &[String],
     out: &mut dyn Write,
     started: Instant,
 ) -> Result<bool, HookError> {
     let updates = updates::parse(input)?;
     let mut live = LiveHealth::new(settings);
+    if !leader_term_holds(push_options, &live, out)? {
+        return Ok(false);
+    }
     let mut accepted = true;
     for update in &updates {
         match update.plan(&settings.branches) {
@@ -71,6 +81,52 @@ pub fn run(
         }
     }
     Ok(accepted)
+}
+
+/// Whether a push claiming a leader term (see [`fence`]) may go on; a push
+/// claiming none may. A claim that cannot be checked against a configured
+/// control plane is refused: the leader that made it will decide again.
+fn leader_term_holds(
+    push_options: &[String],
+    live: &LiveHealth,
+    out: &mut dyn Write,
+) -> Result<bool, HookError> {
+    let term = match fence::claimed_term(push_options) {
+        Ok(Some(term)) => term,
+        Ok(None) => return Ok(true),
+        Err(problem) => {
+            writeln!(out, "neutral: refused: {problem}")?;
+            return Ok(false);
+        }
+    };
+    match live.leader() {
+        Ok(None) => {
+            writeln!(
+                out,
+                "neutral: the push claims leader term {term}; neutral.controlPlane is not set, \
+                 so the term is not checked"
+            )?;
+            Ok(true)
+        }
+        Ok(Some(lease)) => match fence::judge(term, &lease) {
+            Ok(()) => {
+                writeln!(out, "neutral: leader term {term} holds the lease")?;
+                Ok(true)
+            }
+            Err(why) => {
+                writeln!(out, "neutral: refused: {why}")?;
+                Ok(false)
+            }
+        },
+        Err(err) => {
+            writeln!(
+                out,
+                "neutral: refused: the push claims leader term {term}, which cannot be checked: \
+                 {err}"
+            )?;
+            Ok(false)
+        }
+    }
 }
 
 fn oid(name: &str) -> Result<Oid, HookError> {

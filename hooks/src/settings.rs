@@ -5,7 +5,7 @@
 //! | key | meaning | default |
 //! |---|---|---|
 //! | `neutral.branch` | branch the control plane follows; repeat the key (or separate with commas) for several | `main` |
-//! | `neutral.controlPlane` | control plane URL for what-if checks and the sync trigger | none: static validation only |
+//! | `neutral.controlPlane` | control plane URL for what-if checks, leader-term checks (`fence`) and the sync trigger | none: static validation only |
 //! | `neutral.tokenFile` | file holding the admin token for `POST /sync` (else env `NEUTRAL_ADMIN_TOKEN`) | none |
 //! | `neutral.readTokenFile` | file holding a viewer (read-only) token for `GET /nodes` in the what-if checks (else `neutral.tokenFile`, else env `NEUTRAL_VIEWER_TOKEN`, else env `NEUTRAL_ADMIN_TOKEN`) | none |
 //! | `neutral.caFile` | PEM CA the control plane's certificate must chain to (else the system roots) | none |

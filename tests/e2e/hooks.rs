@@ -411,6 +411,7 @@ fn installing_again_is_harmless_and_foreign_hooks_are_kept() {
             "installed BARE/hooks/pre-receive",
             "installed BARE/hooks/post-receive",
             "set neutral.controlPlane = http://127.0.0.1:9",
+            "set receive.advertisePushOptions = true",
         ]
     );
     let again = install(&["--repo", bare, "--control-plane", "http://127.0.0.1:9"]);
@@ -423,6 +424,7 @@ fn installing_again_is_harmless_and_foreign_hooks_are_kept() {
             "unchanged BARE/hooks/pre-receive",
             "unchanged BARE/hooks/post-receive",
             "set neutral.controlPlane = http://127.0.0.1:9",
+            "set receive.advertisePushOptions = true",
         ]
     );
     assert_eq!(

@@ -1032,3 +1032,294 @@ fn the_status_page_shows_each_replicas_view_of_a_node() {
         "{text}"
     );
 }
+
+/// Installs the server-side hooks on `bare`, checking leader terms (and
+/// live health) against `control_plane` with the viewer token.
+fn install_hooks_checking(bare: &std::path::Path, control_plane: &Daemon, dir: &std::path::Path) {
+    let token_file = dir.join("viewer-token");
+    std::fs::write(&token_file, neutral_e2e::cluster::VIEWER_TOKEN).unwrap();
+    let out = Command::new(bin("neutral"))
+        .args(["hooks", "install", "--repo"])
+        .arg(bare)
+        .arg("--control-plane")
+        .arg(format!("http://{}", control_plane.api))
+        .arg("--read-token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hooks install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `<kind>: <message>` of the audit entries about `subject`, oldest first.
+fn audit_messages(daemon: &Daemon, subject: &str) -> Vec<String> {
+    let response = daemon.admin("GET", &format!("/audit?subject={subject}"), None);
+    assert_eq!(response.status, 200, "{}", response.body);
+    response
+        .json()
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    let e = e.get("entry").unwrap_or(e);
+                    format!(
+                        "{}: {}",
+                        e["kind"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The commit subjects on the bare repository's `main`, newest first.
+fn subjects(bare: &std::path::Path) -> Vec<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(bare)
+        .args(["log", "--format=%s", "main"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The remote's pre-receive hook refuses a push that claims a leader term
+/// the lease no longer holds (a deposed leader's late push), whichever
+/// replica the hook asks; pushes claiming no term are judged as before.
+#[test]
+fn the_remote_refuses_a_push_whose_leader_term_no_longer_holds_the_lease() {
+    let Some(Replicas {
+        _server,
+        dir,
+        mut a,
+        b,
+    }) = two_replicas()
+    else {
+        return;
+    };
+    let repo = neutral_e2e::cluster::Repo {
+        bare: dir.path().join("repo.git"),
+        work: dir.path().join("work"),
+    };
+    install_hooks_checking(&repo.bare, &b, dir.path());
+    let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
+    let mut n = 0;
+    let mut push = |options: &[String]| -> (bool, String) {
+        n += 1;
+        repo.write("README.md", &format!("change {n}\n"));
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(&repo.work)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", &format!("change {n}")]);
+        let mut args = vec!["push".to_owned()];
+        for option in options {
+            args.push(format!("--push-option={option}"));
+        }
+        args.extend(["origin".to_owned(), "main".to_owned()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = git(&refs);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            git(&["reset", "-q", "--hard", "origin/main"]);
+        }
+        (out.status.success(), text)
+    };
+    let claim = |term: i64| vec![format!("neutral-leader-term={term}")];
+
+    let (ok, text) = push(&claim(term));
+    assert!(ok, "the leader's own term is refused:\n{text}");
+    assert!(
+        text.contains(&format!("leader term {term} holds the lease")),
+        "{text}"
+    );
+    let (ok, text) = push(&claim(term + 1));
+    assert!(!ok, "a term nobody holds was accepted:\n{text}");
+    assert!(
+        text.contains(&format!("the leader lease is at term {term}")),
+        "{text}"
+    );
+    let (ok, text) = push(&["neutral-leader-term=soon".to_owned()]);
+    assert!(!ok && text.contains("positive integer"), "{text}");
+
+    // a dies; b leads under a new term; a's term is now a deposed one.
+    a.kill9();
+    let (new_term, _) = wait_to_lead(&b, Duration::from_secs(10));
+    assert!(new_term > term, "{new_term} after {term}");
+    let before = subjects(&repo.bare);
+    let (ok, text) = push(&claim(term));
+    assert!(!ok, "a deposed leader's push landed:\n{text}");
+    assert!(text.contains("a deposed leader's push"), "{text}");
+    assert_eq!(subjects(&repo.bare), before, "nothing landed");
+    let (ok, text) = push(&claim(new_term));
+    assert!(ok, "{text}");
+    let (ok, text) = push(&[]);
+    assert!(ok, "a push without a claim is judged as before:\n{text}");
+    assert_eq!(subjects(&repo.bare).len(), before.len() + 2);
+}
+
+/// A leader frozen between recording an autoscale action and pushing it
+/// lands nothing when it wakes after another replica took over: the new
+/// leader finds the recorded action absent from Git and abandons it at once
+/// (not after the in-flight timeout), and the old leader's late push is
+/// refused (by its own check of its term, or by the remote's hook when it
+/// wakes in between) and never reaches Git.
+#[test]
+fn a_leader_frozen_before_its_autoscaler_push_lands_nothing_and_its_action_is_abandoned() {
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let store = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = neutral_e2e::cluster::fast_config(free_port());
+    files.retain(|(path, _)| *path != "infra/node-pool/jp.tfvars");
+    files.push((
+        "infra/node-pool/jp.tfvars",
+        "region        = \"jp\"\ndesired_nodes = 1\n".to_owned(),
+    ));
+    files.push((
+        "platform-config/autoscale/jp.yaml",
+        "region: jp\nscale_up: { cpu_above: 0.75, for: 1s, step: 1 }\nscale_down: { cpu_below: 0.05, for: 60s, step: 1 }\ncooldown: 1s\n".to_owned(),
+    ));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
+    let args: Vec<&str> = vec![
+        "--heartbeat-interval",
+        "300ms",
+        "--heartbeat-timeout",
+        "3s",
+        "--sync-interval",
+        "1s",
+        "--autoscale-interval",
+        "500ms",
+        "--no-probes",
+        "--store",
+        &store,
+        "--lease-ttl",
+        "2s",
+    ];
+    let arm = dir.path().join("pause-before-push");
+    std::fs::write(&arm, "").unwrap();
+    let arm_env = arm.display().to_string();
+    let a = Daemon::start_with_env(
+        &repo.bare,
+        &dir.path().join("a"),
+        &args,
+        &[(
+            "NEUTRAL_FAULT_PAUSE_BEFORE_AUTOSCALE_PUSH",
+            arm_env.as_str(),
+        )],
+    );
+    let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
+    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    install_hooks_checking(&repo.bare, &b, dir.path());
+    let agent = agent_of_both(&a, &b, dir.path(), "jp-1", "127.0.0.2");
+    let node = registered(&agent, &a);
+    wait_for("jp-1 up", Duration::from_secs(20), || {
+        a.node(&node).filter(|n| n["status"] == "up")
+    });
+    let autoscale_commits = || -> Vec<String> {
+        subjects(&repo.bare)
+            .into_iter()
+            .filter(|s| s.starts_with("autoscale(jp)"))
+            .collect()
+    };
+
+    // CPU high: a records 1 -> 2 in flight and stops before its push.
+    agent.set_metrics(0.9, 5.0, 0.0);
+    wait_for(
+        "a's intent, paused before its push",
+        Duration::from_secs(30),
+        || {
+            a.log_text()
+                .contains("fault point: pausing before an autoscale push")
+                .then_some(())
+        },
+    );
+    let recorded = audit_messages(&b, "jp");
+    assert!(
+        recorded.iter().any(|m| m
+            .starts_with("autoscale.action: region jp: 1 -> 2 nodes (in flight)")
+            && m.ends_with(": committing")),
+        "{recorded:?}"
+    );
+    // CPU back to normal, so the new leader has nothing to decide itself.
+    agent.set_metrics(0.3, 5.0, 0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&a, "STOP");
+    let (new_term, _) = wait_to_lead(&b, Duration::from_secs(15));
+    assert!(new_term > term);
+    // b abandons a's action at once: it never reached Git.
+    let abandoned = wait_for(
+        "b to abandon the action that never reached Git",
+        Duration::from_secs(10),
+        || {
+            let log = b.log_text();
+            log.lines()
+                .find(|l| l.contains("was recorded but never reached Git"))
+                .map(str::to_owned)
+        },
+    );
+    assert!(abandoned.contains("1 -> 2"), "{abandoned}");
+    let recorded = audit_messages(&b, "jp");
+    assert!(
+        recorded
+            .last()
+            .is_some_and(|m| m.contains("never reached Git")),
+        "the abandonment is the region's last action: {recorded:?}"
+    );
+
+    // a wakes and goes on from its fault point with its old term.
+    std::fs::remove_file(&arm).unwrap();
+    signal(&a, "CONT");
+    let refused = wait_for("a's push refused", Duration::from_secs(15), || {
+        let log = a.log_text();
+        log.lines()
+            .find(|l| l.contains("deposed before pushing") || l.contains("a deposed leader's push"))
+            .map(str::to_owned)
+    });
+    eprintln!("refused: {refused}");
+    wait_for("a to follow", Duration::from_secs(10), || {
+        (leadership(&a).0 == "follower").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        autoscale_commits(),
+        Vec::<String>::new(),
+        "the frozen leader's push landed ({refused})\n{}",
+        a.log_text()
+    );
+    let regions = b.get("/regions").json();
+    assert!(
+        regions.as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r["name"] == "jp" && r["desired_nodes"] == 1)),
+        "{regions}"
+    );
+    // The region is free to scale again now, not after the in-flight
+    // timeout (10 minutes): b pushes the scale-out itself, once.
+    agent.set_metrics(0.9, 5.0, 0.0);
+    let commits = wait_for("b's own scale-out", Duration::from_secs(20), || {
+        let commits = autoscale_commits();
+        (!commits.is_empty()).then_some(commits)
+    });
+    assert_eq!(commits.len(), 1, "{commits:?}");
+    assert!(
+        commits[0].starts_with("autoscale(jp): 1 -> 2"),
+        "{commits:?}"
+    );
+    drop(agent);
+}

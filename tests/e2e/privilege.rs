@@ -415,6 +415,7 @@ fn anonymous_reads_are_refused_and_the_viewer_reads_but_never_writes() {
         "/metrics",
         "/audit",
         "/dns/zones",
+        "/leader",
     ] {
         let answer = call("GET", path, None, None);
         assert_eq!(answer.status, 401, "anonymous GET {path}: {}", answer.body);
@@ -434,6 +435,7 @@ fn anonymous_reads_are_refused_and_the_viewer_reads_but_never_writes() {
         "/runs",
         "/autoscale",
         "/metrics",
+        "/leader",
     ] {
         let answer = call("GET", path, Some(VIEWER_TOKEN), None);
         assert_eq!(answer.status, 200, "viewer GET {path}: {}", answer.body);

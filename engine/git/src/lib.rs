@@ -154,6 +154,11 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
+/// The push option a leader's autoscaler commit carries (`<name>=<term>`):
+/// the remote's pre-receive hook refuses it unless the term still holds the
+/// leader lease, so a deposed leader's late push never lands.
+pub const LEADER_TERM_PUSH_OPTION: &str = "neutral-leader-term";
+
 /// A bare mirror of one branch of a remote repository (a URL or a local
 /// path), kept under the control plane's data directory.
 pub struct Mirror {
@@ -816,7 +821,14 @@ pub struct Author {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pushed {
     /// A new commit is on the remote branch.
-    Commit { sha: String, attempts: u32 },
+    Commit {
+        sha: String,
+        attempts: u32,
+        /// The push options were dropped: the remote does not take push
+        /// options (`receive.advertisePushOptions` is off), so its hooks
+        /// could not see them.
+        options_dropped: bool,
+    },
     /// The file already had the wanted content at the branch head.
     Unchanged { head: String },
 }
@@ -845,7 +857,10 @@ impl Mirror {
     /// it". On a non-fast-forward rejection the branch is fetched again and
     /// the edit re-applied to the new head (a rebase of this one change), up
     /// to `max_attempts` times. The push goes through `git push`, so the
-    /// remote's hooks (pre-receive validation) run as for any other push.
+    /// remote's hooks (pre-receive validation) run as for any other push;
+    /// `push_options` reach them (`GIT_PUSH_OPTION_<n>`). A remote that does
+    /// not take push options gets the push without them
+    /// ([`Pushed::Commit::options_dropped`]).
     pub fn commit_file_and_push(
         &self,
         path: &str,
@@ -853,7 +868,9 @@ impl Mirror {
         message: &str,
         author: &Author,
         max_attempts: u32,
+        push_options: &[String],
     ) -> Result<Pushed, PushError> {
+        let mut options = push_options;
         for attempt in 1..=max_attempts.max(1) {
             let head = self.fetch()?;
             let current = read_text(&self.repo, head, path).map_err(PushError::Write)?;
@@ -871,21 +888,14 @@ impl Mirror {
             let commit = write_commit(&self.repo, head, path, &new, message, author)
                 .map_err(PushError::Write)?;
             let sha = commit.to_string();
-            let mut push = std::process::Command::new("git");
-            push.arg("--git-dir").arg(&self.path);
-            if let Some(file) = &self.credentials_file {
-                // The empty helper first clears helpers from other configs.
-                push.args(["-c", "credential.helper="])
-                    .arg("-c")
-                    .arg(format!("credential.helper=store --file={}", file.display()));
+            let mut output = self.push(&sha, options)?;
+            if !output.status.success()
+                && !options.is_empty()
+                && String::from_utf8_lossy(&output.stderr).contains("does not support push options")
+            {
+                options = &[];
+                output = self.push(&sha, options)?;
             }
-            let output = push
-                .args(["push", "--quiet", "--porcelain"])
-                .arg(&self.url)
-                .arg(format!("{sha}:refs/heads/{}", self.branch))
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-                .map_err(PushError::Spawn)?;
             if output.status.success() {
                 // Record what we pushed so `head()` reflects it before the next fetch.
                 let _ = self
@@ -894,6 +904,7 @@ impl Mirror {
                 return Ok(Pushed::Commit {
                     sha,
                     attempts: attempt,
+                    options_dropped: options.len() < push_options.len(),
                 });
             }
             let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -911,6 +922,37 @@ impl Mirror {
         }
         Err(PushError::Contended {
             attempts: max_attempts.max(1),
+        })
+    }
+
+    /// `git push` of `sha` to the branch, never forced, with `options`.
+    fn push(&self, sha: &str, options: &[String]) -> Result<std::process::Output, PushError> {
+        let mut push = std::process::Command::new("git");
+        push.arg("--git-dir").arg(&self.path);
+        if let Some(file) = &self.credentials_file {
+            // The empty helper first clears helpers from other configs.
+            push.args(["-c", "credential.helper="])
+                .arg("-c")
+                .arg(format!("credential.helper=store --file={}", file.display()));
+        }
+        push.args(["push", "--quiet", "--porcelain"]);
+        for option in options {
+            push.arg(format!("--push-option={option}"));
+        }
+        push.arg(&self.url)
+            .arg(format!("{sha}:refs/heads/{}", self.branch))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(PushError::Spawn)
+    }
+
+    /// The text of `path` at the remote branch's tip, fetched now; `None`
+    /// when the file is not there.
+    pub fn file_at_tip(&self, path: &str) -> Result<Option<String>, GitError> {
+        let head = self.fetch()?;
+        read_text(&self.repo, head, path).map_err(|source| GitError::Read {
+            commit: head.to_string(),
+            source,
         })
     }
 }
@@ -1047,12 +1089,18 @@ mod push_tests {
                 "autoscale(jp): 1 -> 2",
                 &author(),
                 3,
+                &[],
             )
             .unwrap();
-        let Pushed::Commit { sha, attempts } = pushed else {
+        let Pushed::Commit {
+            sha,
+            attempts,
+            options_dropped,
+        } = pushed
+        else {
             panic!("{pushed:?}")
         };
-        assert_eq!(attempts, 1);
+        assert_eq!((attempts, options_dropped), (1, false));
         assert_eq!(git(&bare, &["rev-parse", "main"]), sha);
         assert_eq!(
             git(&bare, &["show", "main:infra/node-pool/jp.tfvars"]),
@@ -1064,9 +1112,90 @@ mod push_tests {
         );
         // Nothing to do the second time.
         let again = mirror
-            .commit_file_and_push("infra/node-pool/jp.tfvars", bump, "again", &author(), 3)
+            .commit_file_and_push(
+                "infra/node-pool/jp.tfvars",
+                bump,
+                "again",
+                &author(),
+                3,
+                &[],
+            )
             .unwrap();
         assert!(matches!(again, Pushed::Unchanged { .. }), "{again:?}");
+    }
+
+    #[test]
+    fn push_options_reach_the_remotes_hooks_and_are_dropped_where_it_takes_none() {
+        let (dir, _work, bare) = remote();
+        let seen = dir.path().join("seen");
+        let hook = bare.join("hooks/pre-receive");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"${{GIT_PUSH_OPTION_COUNT:-unset}} ${{GIT_PUSH_OPTION_0:-}}\" >> {}\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mirror =
+            Mirror::open_or_init(&dir.path().join("m"), bare.to_str().unwrap(), "main").unwrap();
+        let options = ["neutral-leader-term=7".to_owned()];
+        // The remote does not advertise push options yet: pushed without.
+        let pushed = mirror
+            .commit_file_and_push(
+                "infra/node-pool/jp.tfvars",
+                bump,
+                "one",
+                &author(),
+                3,
+                &options,
+            )
+            .unwrap();
+        assert!(
+            matches!(
+                pushed,
+                Pushed::Commit {
+                    options_dropped: true,
+                    ..
+                }
+            ),
+            "{pushed:?}"
+        );
+        git(&bare, &["config", "receive.advertisePushOptions", "true"]);
+        let pushed = mirror
+            .commit_file_and_push(
+                "infra/node-pool/jp.tfvars",
+                |text| Ok(text.map(|t| t.replace("desired_nodes = 2", "desired_nodes = 3"))),
+                "two",
+                &author(),
+                3,
+                &options,
+            )
+            .unwrap();
+        assert!(
+            matches!(
+                pushed,
+                Pushed::Commit {
+                    options_dropped: false,
+                    ..
+                }
+            ),
+            "{pushed:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&seen).unwrap(),
+            "0 \n1 neutral-leader-term=7\n"
+        );
+        assert_eq!(
+            mirror
+                .file_at_tip("infra/node-pool/jp.tfvars")
+                .unwrap()
+                .as_deref(),
+            Some("# jp\nregion = \"jp\"\ndesired_nodes = 3\n")
+        );
+        assert_eq!(mirror.file_at_tip("nowhere").unwrap(), None);
     }
 
     #[test]
@@ -1092,6 +1221,7 @@ mod push_tests {
                 "autoscale(jp): 1 -> 2",
                 &author(),
                 3,
+                &[],
             )
             .unwrap();
         assert!(
@@ -1117,7 +1247,7 @@ mod push_tests {
         let mirror =
             Mirror::open_or_init(&dir.path().join("m"), bare.to_str().unwrap(), "main").unwrap();
         let err = mirror
-            .commit_file_and_push("infra/node-pool/jp.tfvars", bump, "x", &author(), 3)
+            .commit_file_and_push("infra/node-pool/jp.tfvars", bump, "x", &author(), 3, &[])
             .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("jp.tfvars:3:17: error: too many"), "{text}");

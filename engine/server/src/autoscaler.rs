@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_core::autoscale::{self, Action, AutoscaleSettings, Decision, LastAction};
-use neutral_core::config::set_desired_nodes;
+use neutral_core::config::{desired_nodes_in, node_pool_path, set_desired_nodes};
 use neutral_core::model::{Declarations, Node, NodeStatus, Timestamp};
-use neutral_git::{Author, Pushed};
+use neutral_git::{Author, LEADER_TERM_PUSH_OPTION, Pushed};
 use neutral_store::AuditEntry;
 use serde_json::json;
 
 use crate::app::App;
+use crate::leadership::Role;
 use crate::shutdown::Shutdown;
 use crate::world::{ChangeEvent, now};
 
@@ -141,6 +142,7 @@ pub async fn evaluate(app: &Arc<App>) {
         }
     };
     settle_in_flight(app, &mut last, &decl, &nodes).await;
+    abandon_unpushed(app, &mut last, &decl).await;
     let settings = AutoscaleSettings {
         in_flight_timeout: app.settings.autoscale.in_flight_timeout,
     };
@@ -225,6 +227,73 @@ async fn settle_in_flight(
     }
 }
 
+/// Ends the in-flight scale actions that can never take effect: their `to`
+/// is neither declared nor in the node-pool file at the Git tip. A leader
+/// records an action before it pushes; one killed or deposed in between (or
+/// whose push the remote refused) leaves such an action behind, which would
+/// otherwise hold the region until the in-flight timeout. This leader's own
+/// pushes never show here: it evaluates one region after the other, and an
+/// action it pushed is at the tip before it is recorded as pushed.
+async fn abandon_unpushed(app: &App, last: &mut BTreeMap<String, LastAction>, decl: &Declarations) {
+    let pending: Vec<String> = last
+        .iter()
+        .filter(|(region, a)| a.in_flight && a.from != a.to && decl.desired_nodes(region) != a.to)
+        .map(|(region, _)| region.clone())
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let mirror = Arc::clone(&app.mirror);
+    let read = tokio::task::spawn_blocking(move || {
+        let mirror = mirror
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending
+            .into_iter()
+            .map(|region| {
+                let text = mirror.file_at_tip(&node_pool_path(&region));
+                (region, text)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(tips) = read else {
+        return;
+    };
+    for (region, text) in tips {
+        let at_tip = match text {
+            Ok(text) => text.and_then(|t| desired_nodes_in(&t, &region)),
+            Err(err) => {
+                tracing::warn!(%region, "cannot read the Git tip to settle an in-flight action: {err}");
+                continue;
+            }
+        };
+        let Some(action) = last.get_mut(&region) else {
+            continue;
+        };
+        if at_tip == Some(action.to) {
+            continue;
+        }
+        let reason = format!(
+            "{} -> {} was recorded but never reached Git (the tip declares {}): abandoned",
+            action.from,
+            action.to,
+            at_tip.map_or_else(|| "no readable count".to_owned(), |n| n.to_string())
+        );
+        tracing::warn!(%region, "{reason}");
+        action.in_flight = false;
+        action.to = action.from;
+        record(
+            app,
+            &region,
+            action.clone(),
+            &reason,
+            json!({ "abandoned": true, "at_tip": at_tip }),
+        )
+        .await;
+    }
+}
+
 async fn record(
     app: &App,
     region: &str,
@@ -248,16 +317,20 @@ async fn record(
 /// autoscaler waits (at most a minute) between a push and what it records
 /// after it, so a test can kill the leader exactly there.
 pub const FAULT_PAUSE_AFTER_PUSH: &str = "NEUTRAL_FAULT_PAUSE_AFTER_AUTOSCALE_PUSH";
+/// The same, between the intent it records and its push, so a test can
+/// freeze the leader there.
+pub const FAULT_PAUSE_BEFORE_PUSH: &str = "NEUTRAL_FAULT_PAUSE_BEFORE_AUTOSCALE_PUSH";
 
-async fn fault_pause_after_push() {
-    let Some(arm) = std::env::var_os(FAULT_PAUSE_AFTER_PUSH) else {
+/// Waits while the arm file `var` names exists (crash tests only).
+async fn fault_pause(var: &str, when: &str) {
+    let Some(arm) = std::env::var_os(var) else {
         return;
     };
     let arm = std::path::PathBuf::from(arm);
     if !arm.exists() {
         return;
     }
-    tracing::warn!(arm = %arm.display(), "fault point: pausing after an autoscale push");
+    tracing::warn!(arm = %arm.display(), "fault point: pausing {when} an autoscale push");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while arm.exists() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -310,6 +383,13 @@ async fn scale(
     at: Timestamp,
 ) {
     let region = decision.region.clone();
+    // The term this leader decides under; the store's fence and the remote's
+    // hook both hold its writes to it.
+    let term = match app.leadership.role() {
+        Role::Leader { term } => Some(term),
+        Role::Sole => None,
+        Role::Follower { .. } => return,
+    };
     // Recorded ahead, in flight, through the store's fence: a leader deposed
     // meanwhile (frozen past its lease) stops here instead of draining and
     // pushing, and a leader killed after its push leaves the action in
@@ -339,12 +419,28 @@ async fn scale(
         })
         .await;
     }
-    let path = format!("infra/node-pool/{region}.tfvars");
+    let path = node_pool_path(&region);
     let message = commit_message(decision, from, to);
     let author = Author {
         name: app.settings.autoscale.author_name.clone(),
         email: app.settings.autoscale.author_email.clone(),
     };
+    fault_pause(FAULT_PAUSE_BEFORE_PUSH, "before").await;
+    if let Some(term) = term
+        && app.leadership.role() != (Role::Leader { term })
+    {
+        tracing::warn!(%region, term, "deposed before pushing; not pushing: {subject}");
+        if !drain.is_empty() {
+            set_drained(app, drain, false).await;
+        }
+        return;
+    }
+    // The remote's hook refuses the push unless the term still leads: a
+    // leader frozen between the check above and its push lands nothing.
+    let push_options: Vec<String> = term
+        .map(|term| format!("{LEADER_TERM_PUSH_OPTION}={term}"))
+        .into_iter()
+        .collect();
     let mirror = Arc::clone(&app.mirror);
     let edit_region = region.clone();
     let pushed = tokio::task::spawn_blocking(move || {
@@ -360,6 +456,7 @@ async fn scale(
             &message,
             &author,
             5,
+            &push_options,
         )
     })
     .await;
@@ -369,9 +466,20 @@ async fn scale(
         Err(err) => Err(format!("autoscaler task failed: {err}")),
     };
     match outcome {
-        Ok(Pushed::Commit { sha, attempts }) => {
+        Ok(Pushed::Commit {
+            sha,
+            attempts,
+            options_dropped,
+        }) => {
             tracing::info!(%region, %sha, attempts, "{subject}");
-            fault_pause_after_push().await;
+            if options_dropped {
+                tracing::warn!(
+                    "the configuration repository does not take push options, so its hook \
+                     cannot refuse a deposed leader's push; `neutral hooks install` sets \
+                     receive.advertisePushOptions"
+                );
+            }
+            fault_pause(FAULT_PAUSE_AFTER_PUSH, "after").await;
             let action = LastAction {
                 at,
                 from,

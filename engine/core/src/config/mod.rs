@@ -32,7 +32,7 @@ use crate::diag::{Diagnostic, Pos};
 use crate::model::Declarations;
 
 pub use self::decode::{dns_label_problem, normalize_dns_name};
-pub use self::tfvars::{NODE_POOL_VARIABLES, TfvarsEditError, set_desired_nodes};
+pub use self::tfvars::{NODE_POOL_VARIABLES, TfvarsEditError, desired_nodes_in, set_desired_nodes};
 
 use self::checks::Decls;
 use self::decode::{Decoded, Decoder};

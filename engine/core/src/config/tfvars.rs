@@ -38,6 +38,16 @@ fn source(text: &str, span: Option<Range<usize>>) -> String {
     }
 }
 
+/// The `desired_nodes` a node-pool file of `region` declares; `None` when
+/// the text has an error.
+pub fn desired_nodes_in(text: &str, region: &str) -> Option<u32> {
+    let path = super::node_pool_path(region);
+    let mut diagnostics = Vec::new();
+    let mut decoder = Decoder::new(&path, &mut diagnostics);
+    let pool = node_pool(&mut decoder, text, region)?;
+    (!decoder.has_errors()).then_some(pool.desired_nodes)
+}
+
 /// Decodes `infra/node-pool/<stem>.tfvars`. Broken variables are reported,
 /// marked broken and replaced by placeholders, as in `schema`.
 pub fn node_pool(d: &mut Decoder<'_>, text: &str, stem: &str) -> Option<NodePoolDecl> {
@@ -311,6 +321,22 @@ mod edit_tests {
             "# jp pool — edited by people and the autoscaler\nregion        = \"jp\"   # keep\ndesired_nodes = 12 # was 1\nextra = [1, 2]\n"
         );
         assert_eq!(set_desired_nodes(&out, 1).unwrap(), text);
+    }
+
+    #[test]
+    fn desired_nodes_is_read_back_and_a_broken_file_reads_as_none() {
+        let text = "region = \"jp\"\ndesired_nodes = 3 # autoscaler\n";
+        assert_eq!(desired_nodes_in(text, "jp"), Some(3));
+        assert_eq!(
+            desired_nodes_in(&set_desired_nodes(text, 7).unwrap(), "jp"),
+            Some(7)
+        );
+        assert_eq!(desired_nodes_in("desired_nodes = \"x\"\n", "jp"), None);
+        assert_eq!(desired_nodes_in("desired_nodes = 3 {", "jp"), None);
+        assert_eq!(
+            desired_nodes_in("region = \"sg\"\ndesired_nodes = 2\n", "jp"),
+            None
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/domains", get(read::domains))
         .route("/domains/{domain}", get(read::domain))
         .route("/status", get(read::status))
+        .route("/leader", get(read::leader))
         .route("/audit", get(read::audit))
         .route("/events", get(events::stream))
         .route("/metrics", get(crate::metrics::handler))

@@ -295,6 +295,26 @@ fn leadership_view(app: &App) -> Value {
     view
 }
 
+/// `GET /leader`: the leader lease as the shared store holds it now — the
+/// same answer from every replica, read at the request, which is what the
+/// pre-receive hook checks an autoscaler push's term against. Without
+/// election (one replica) the lease was never taken: `holder` and `term`
+/// are null.
+pub async fn leader(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let lease = app
+        .with_store(|s| s.leases().current(neutral_store::LEADER))
+        .await?;
+    Ok(Json(match lease {
+        Some(lease) => json!({
+            "holder": lease.holder,
+            "term": lease.term,
+            "expires_at": rfc3339(lease.expires_at),
+            "lapsed": lease.lapsed,
+        }),
+        None => json!({ "holder": null, "term": null, "expires_at": null, "lapsed": true }),
+    }))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
