@@ -283,6 +283,11 @@ impl Daemon {
         self.process.pid()
     }
 
+    /// The daemon's `--data` folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self._data.path().join("data")
+    }
+
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
