@@ -72,8 +72,21 @@ pub(crate) fn pg_message(err: &postgres::Error) -> String {
             Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
             None => format!("{}: {}", db.severity(), db.message()),
         },
-        // The client's `Display` already ends with its cause.
-        None => err.to_string(),
+        // The client's `Display` ends with its cause for most errors, not
+        // for a failed TLS handshake: the causes not yet in it are added.
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 

@@ -51,6 +51,7 @@ mod nodes;
 pub mod pg;
 #[doc(hidden)]
 pub mod pg_testing;
+mod pg_tls;
 mod releases;
 mod runs;
 mod samples;

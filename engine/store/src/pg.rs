@@ -13,7 +13,8 @@
 //! `neutral_schema` (one row per applied version), each step applied in one
 //! transaction under [`MIGRATE_LOCK`]; a database whose recorded version is
 //! newer than this binary knows is refused, and so is a database holding
-//! other tables without `neutral_schema`. This module must not decide
+//! other tables without `neutral_schema`. TLS follows libpq's `sslmode` and
+//! `sslrootcert` in the URL (`pg_tls`). This module must not decide
 //! anything about the stored data, read a clock, or log: it hands errors up
 //! with the URL's credentials redacted.
 
@@ -23,10 +24,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use postgres::{IsolationLevel, NoTls};
+use postgres::IsolationLevel;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::db::{self, PgConn, Tx, lock};
 use crate::error::{During, Result, StoreError};
+use crate::pg_tls;
 use crate::schema;
 
 /// Advisory lock key every write transaction holds ("neutwrit").
@@ -57,7 +60,8 @@ pub fn parse_url(url: &str) -> Result<postgres::Config> {
             "it must start with postgres:// or postgresql://".to_owned(),
         ));
     }
-    let mut config = postgres::Config::from_str(url.trim())
+    let (client_url, _) = pg_tls::split_url(url.trim()).map_err(&invalid)?;
+    let mut config = postgres::Config::from_str(&client_url)
         // The client's message may quote the URL: say only what it is.
         .map_err(|err| invalid(neutral_core::redact::redact(&err.to_string()).into_owned()))?;
     if config.get_hosts().is_empty() {
@@ -75,11 +79,23 @@ pub fn parse_url(url: &str) -> Result<postgres::Config> {
     Ok(config)
 }
 
+/// The TLS connector a store URL asks for (`sslmode`, `sslrootcert`; see
+/// `pg_tls`).
+pub fn tls_of(url: &str) -> Result<MakeRustlsConnect> {
+    let invalid = |reason: String| StoreError::InvalidStoreUrl {
+        url: neutral_core::redact::redact(url).into_owned(),
+        reason,
+    };
+    let (_, settings) = pg_tls::split_url(url.trim()).map_err(&invalid)?;
+    pg_tls::connector(&settings).map_err(invalid)
+}
+
 /// The PostgreSQL side of a [`crate::Store`].
 pub(crate) struct PgDb {
     /// The URL with its credentials redacted, for messages.
     pub(crate) location: String,
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     writer: Mutex<PgConn>,
     readers: Vec<Mutex<PgConn>>,
     next_reader: AtomicUsize,
@@ -93,15 +109,17 @@ impl PgDb {
 
     fn open_here(url: &str, readers: usize) -> Result<PgDb> {
         let config = parse_url(url)?;
+        let tls = tls_of(url)?;
         let location = neutral_core::redact::redact(url).into_owned();
-        let mut writer = connect(&config, &location)?;
+        let mut writer = connect(&config, &tls, &location)?;
         migrate(&mut writer, &location, PG_MIGRATIONS)?;
         let readers = (0..readers)
-            .map(|_| connect(&config, &location).map(Mutex::new))
+            .map(|_| connect(&config, &tls, &location).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
         Ok(PgDb {
             location,
             config,
+            tls,
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -172,7 +190,7 @@ impl PgDb {
 
     fn reconnect_if_closed(&self, conn: &mut PgConn) -> Result<()> {
         if conn.client.is_closed() {
-            *conn = connect(&self.config, &self.location)?;
+            *conn = connect(&self.config, &self.tls, &self.location)?;
         }
         Ok(())
     }
@@ -196,9 +214,9 @@ fn off_runtime<T: Send>(op: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn connect(config: &postgres::Config, location: &str) -> Result<PgConn> {
+fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -> Result<PgConn> {
     let client = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .map_err(|cause| StoreError::PgConnect {
             location: location.to_owned(),
             cause,

@@ -126,17 +126,27 @@ impl PgServer {
     /// `initdb` into a new temporary folder and start `postgres` on a free
     /// loopback port; returns once it accepts connections.
     pub fn start() -> Result<PgServer, StartError> {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// [`PgServer::start`], listening also on `address` (the test's own
     /// address on a network it created) and trusting clients from `clients`
     /// (that network, e.g. `198.18.7.0/24`) — for hosts of a test bed.
     pub fn start_also_on(address: std::net::IpAddr, clients: &str) -> Result<PgServer, StartError> {
-        Self::start_with(Some((address, clients)))
+        Self::start_with(Some((address, clients)), None)
     }
 
-    fn start_with(also: Option<(std::net::IpAddr, &str)>) -> Result<PgServer, StartError> {
+    /// [`PgServer::start`] with TLS on, presenting `cert_pem` (key
+    /// `key_pem`): every database but `postgres` (which [`PgServer::admin`]
+    /// reaches in plain text) takes TLS connections only.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<PgServer, StartError> {
+        Self::start_with(None, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(
+        also: Option<(std::net::IpAddr, &str)>,
+        tls: Option<(&str, &str)>,
+    ) -> Result<PgServer, StartError> {
         let bin = find_bin_dir()?;
         let failed = StartError::Failed;
         static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -171,6 +181,38 @@ impl PgServer {
         if let Some((address, clients)) = also {
             listen.push_str(&format!(",{address}"));
             hba.push_str(&format!("host all all {clients} trust\n"));
+        }
+        if let Some((cert, key)) = tls {
+            hba = "local all all trust\nhostnossl postgres all 127.0.0.1/32 trust\n\
+                   hostssl all all 127.0.0.1/32 trust\n"
+                .to_owned();
+            let owned = |name: &str, text: &str| -> Result<PathBuf, StartError> {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|err| failed(format!("write {}: {err}", path.display())))?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .map_err(|err| failed(format!("chmod {}: {err}", path.display())))?;
+                if let Some((_, uid, gid)) = &as_user {
+                    std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                        .map_err(|err| failed(format!("chown {}: {err}", path.display())))?;
+                }
+                Ok(path)
+            };
+            let cert = owned("server.crt", cert)?;
+            let key = owned("server.key", key)?;
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf)
+                .map_err(|err| failed(format!("read {}: {err}", conf.display())))?;
+            text.push_str(&format!(
+                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                cert.display(),
+                key.display()
+            ));
+            std::fs::write(&conf, text)
+                .map_err(|err| failed(format!("write {}: {err}", conf.display())))?;
         }
         let hba_file = dir.join("pg_hba.conf");
         std::fs::write(&hba_file, hba)

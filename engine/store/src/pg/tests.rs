@@ -8,7 +8,7 @@ fn server() -> Option<&'static PgServer> {
 }
 
 fn version_of(url: &str) -> i64 {
-    let mut client: postgres::Client = parse_url(url).unwrap().connect(NoTls).unwrap();
+    let mut client: postgres::Client = parse_url(url).unwrap().connect(postgres::NoTls).unwrap();
     recorded_version(&mut client, "test").unwrap()
 }
 
@@ -52,7 +52,7 @@ fn a_newer_schema_is_refused_with_both_versions_named() {
     let Some(server) = server() else { return };
     let url = server.create_database().unwrap();
     drop(Store::open_postgres(&url, StoreOptions::default()).unwrap());
-    let mut client: postgres::Client = parse_url(&url).unwrap().connect(NoTls).unwrap();
+    let mut client: postgres::Client = parse_url(&url).unwrap().connect(postgres::NoTls).unwrap();
     client
         .batch_execute("INSERT INTO neutral_schema (version) VALUES (99)")
         .unwrap();
@@ -75,7 +75,7 @@ fn a_newer_schema_is_refused_with_both_versions_named() {
 fn a_foreign_database_is_refused_untouched() {
     let Some(server) = server() else { return };
     let url = server.create_database().unwrap();
-    let mut client: postgres::Client = parse_url(&url).unwrap().connect(NoTls).unwrap();
+    let mut client: postgres::Client = parse_url(&url).unwrap().connect(postgres::NoTls).unwrap();
     client
         .batch_execute("CREATE TABLE someone_elses (x TEXT)")
         .unwrap();
@@ -98,7 +98,7 @@ fn a_failing_step_leaves_the_previous_version_intact() {
     let Some(server) = server() else { return };
     let url = server.create_database().unwrap();
     let config = parse_url(&url).unwrap();
-    let mut conn = connect(&config, "test").unwrap();
+    let mut conn = connect(&config, &tls_of(&url).unwrap(), "test").unwrap();
     let v1 = "CREATE TABLE t (a BIGINT);";
     let broken = "CREATE TABLE u (a BIGINT); INSERT INTO no_such_table VALUES (1);";
     assert_eq!(migrate(&mut conn, "test", &[v1]).unwrap(), 1);
@@ -230,4 +230,108 @@ fn a_url_naming_several_hosts_connects_to_the_first_that_takes_writes() {
         store.docs().get("k").unwrap().map(|(doc, _)| doc),
         Some("v".to_owned())
     );
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1 only.
+struct Pki {
+    ca_pem: String,
+    server_cert: String,
+    server_key: String,
+}
+
+fn pki() -> Pki {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "neutral test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut server = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    server.subject_alt_names = vec![rcgen::SanType::IpAddress(std::net::IpAddr::from([
+        127, 0, 0, 1,
+    ]))];
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+    }
+}
+
+/// Whether the store's connections to `url` are encrypted, as the server
+/// sees them (`pg_stat_ssl`).
+fn encrypted(store: &Store) -> bool {
+    store
+        .read("pg_stat_ssl", |tx| {
+            tx.query_row(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+                |row| row.get(0),
+            )
+            .during("pg_stat_ssl")
+        })
+        .unwrap()
+}
+
+#[test]
+fn tls_follows_sslmode_and_checks_the_server_certificate_against_sslrootcert() {
+    let ours = pki();
+    let server = match PgServer::start_tls(&ours.server_cert, &ours.server_key) {
+        Ok(server) => server,
+        Err(crate::pg_testing::StartError::Missing(reason)) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+        Err(err) => panic!("{err}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ours.ca_pem).unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, pki().ca_pem).unwrap();
+    let url = server.create_database().unwrap();
+    let open =
+        |query: &str| Store::open_postgres(&format!("{url}?{query}"), StoreOptions::default());
+
+    // Verified: the chain and the address the URL names.
+    let store = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display())).unwrap();
+    assert!(encrypted(&store), "verify-full connected in plain text");
+    // Encrypted without a check, as libpq's require; prefer takes TLS too.
+    assert!(encrypted(&open("sslmode=require").unwrap()));
+    assert!(
+        encrypted(&open("").unwrap()),
+        "prefer did not use the offered TLS"
+    );
+    // The server takes TLS only: plain text is refused.
+    let err = open("sslmode=disable").err().unwrap().to_string();
+    assert!(err.contains("no encryption"), "{err}");
+    // A certificate of another CA is refused, naming the cause.
+    let err = open(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    ))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    // The host name: the certificate is for 127.0.0.1, not localhost.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let open_by_name =
+        |query: &str| Store::open_postgres(&format!("{by_name}?{query}"), StoreOptions::default());
+    let err = open_by_name(&format!("sslmode=verify-full&sslrootcert={}", ca.display()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("not valid for name") || err.contains("NotValidForName"),
+        "{err}"
+    );
+    // verify-ca checks the chain only.
+    let store = open_by_name(&format!("sslmode=verify-ca&sslrootcert={}", ca.display())).unwrap();
+    assert!(encrypted(&store));
+    // A mode that needs a root says so at once.
+    let err = open("sslmode=verify-full").err().unwrap().to_string();
+    assert!(err.contains("needs sslrootcert"), "{err}");
 }
