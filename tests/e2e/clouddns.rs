@@ -592,6 +592,17 @@ const NODES: [(&str, &str); 3] = [
     ("sg", "127.0.0.21"),
 ];
 
+/// The provider's `alidns` block for the stand-in `ali`.
+fn alidns_block(ali: &AliDns) -> String {
+    format!(
+        "  alidns {{\n    endpoint          = \"{}\"\n    access_key_id     = \"{}\"\n    \
+         access_key_secret = \"{}\"\n  }}",
+        ali.endpoint(),
+        cloud::ALIDNS_KEY_ID,
+        cloud::ALIDNS_SECRET
+    )
+}
+
 fn config(cp: &ControlPlane, block: &str, domain: &str, zone: &str, dns: &str, ttl: u32) -> String {
     format!(
         r#"terraform {{
@@ -879,13 +890,7 @@ fn gtm_record_lifecycle_in_alidns() {
     let cp = ControlPlane::start(&dir.path().join("cp"), &REGIONS);
     let nodes = Nodes::start(&cp, &NODES);
     let tf = Terraform::new(terraform, &dir.path().join("tf"));
-    let block = format!(
-        "  alidns {{\n    endpoint          = \"{}\"\n    access_key_id     = \"{}\"\n    \
-         access_key_secret = \"{}\"\n  }}",
-        ali.endpoint(),
-        cloud::ALIDNS_KEY_ID,
-        cloud::ALIDNS_SECRET
-    );
+    let block = alidns_block(&ali);
     tf.write(
         "main.tf",
         &config(&cp, &block, "app.example.cn", "example.cn", "alidns", 600),
@@ -963,13 +968,7 @@ fn requests_to_a_dns_backend_are_counted_by_the_control_plane_throttled_ones_too
         state.throttle_writes = 2;
     }
     let tf = Terraform::new(terraform, &dir.path().join("tf"));
-    let block = format!(
-        "  alidns {{\n    endpoint          = \"{}\"\n    access_key_id     = \"{}\"\n    \
-         access_key_secret = \"{}\"\n  }}",
-        ali.endpoint(),
-        cloud::ALIDNS_KEY_ID,
-        cloud::ALIDNS_SECRET
-    );
+    let block = alidns_block(&ali);
     tf.write(
         "main.tf",
         &config(&cp, &block, "app.example.cn", "example.cn", "alidns", 600),

@@ -878,11 +878,24 @@ fn a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_o
     assert_eq!(again["changes"], 0, "{again}");
 }
 
-#[test]
-fn a_leader_killed_right_after_an_autoscaler_push_is_not_followed_by_a_second_scale_out() {
-    let Some(server) = start_or_skip() else {
-        return;
-    };
+/// Two replicas on PostgreSQL following a repository whose jp pool (one
+/// node) scales out within a second of high CPU: `a` leads with the test
+/// fault point `fault` armed (its arm file exists), `b` follows, and one jp
+/// agent that knows both is up.
+struct AutoscalePair {
+    _server: PgServer,
+    dir: tempfile::TempDir,
+    repo: neutral_e2e::cluster::Repo,
+    a: Daemon,
+    b: Daemon,
+    agent: Agent,
+    /// `a`'s term.
+    term: i64,
+    arm: std::path::PathBuf,
+}
+
+fn autoscale_pair(fault: &str) -> Option<AutoscalePair> {
+    let server = start_or_skip()?;
     let store = server.create_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut files = neutral_e2e::cluster::fast_config(free_port());
@@ -912,36 +925,59 @@ fn a_leader_killed_right_after_an_autoscaler_push_is_not_followed_by_a_second_sc
         "--lease-ttl",
         "2s",
     ];
-    // The leader stops between its push and what it records after it.
-    let arm = dir.path().join("pause-after-push");
+    let arm = dir.path().join("fault-arm");
     std::fs::write(&arm, "").unwrap();
     let arm_env = arm.display().to_string();
-    let mut a = Daemon::start_with_env(
+    let a = Daemon::start_with_env(
         &repo.bare,
         &dir.path().join("a"),
         &args,
-        &[("NEUTRAL_FAULT_PAUSE_AFTER_AUTOSCALE_PUSH", arm_env.as_str())],
+        &[(fault, arm_env.as_str())],
     );
-    wait_to_lead(&a, Duration::from_secs(10));
+    let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
     let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
     let agent = agent_of_both(&a, &b, dir.path(), "jp-1", "127.0.0.2");
     let node = registered(&agent, &a);
     wait_for("jp-1 up", Duration::from_secs(20), || {
         a.node(&node).filter(|n| n["status"] == "up")
     });
-    let autoscale_commits = || -> Vec<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&repo.bare)
-            .args(["log", "--format=%s", "main"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|s| s.starts_with("autoscale(jp)"))
-            .map(str::to_owned)
-            .collect()
+    Some(AutoscalePair {
+        _server: server,
+        dir,
+        repo,
+        a,
+        b,
+        agent,
+        term,
+        arm,
+    })
+}
+
+/// The autoscaler's commit subjects for jp on the bare repository, newest
+/// first.
+fn autoscale_commits(bare: &std::path::Path) -> Vec<String> {
+    subjects(bare)
+        .into_iter()
+        .filter(|s| s.starts_with("autoscale(jp)"))
+        .collect()
+}
+
+#[test]
+fn a_leader_killed_right_after_an_autoscaler_push_is_not_followed_by_a_second_scale_out() {
+    // The leader stops between its push and what it records after it.
+    let Some(AutoscalePair {
+        _server,
+        dir: _dir,
+        repo,
+        mut a,
+        b,
+        agent,
+        ..
+    }) = autoscale_pair("NEUTRAL_FAULT_PAUSE_AFTER_AUTOSCALE_PUSH")
+    else {
+        return;
     };
+    let autoscale_commits = || autoscale_commits(&repo.bare);
 
     // CPU stays high: the leader pushes 1 -> 2, then stops at the fault point.
     agent.set_metrics(0.9, 5.0, 0.0);
@@ -1179,64 +1215,21 @@ fn the_remote_refuses_a_push_whose_leader_term_no_longer_holds_the_lease() {
 /// wakes in between) and never reaches Git.
 #[test]
 fn a_leader_frozen_before_its_autoscaler_push_lands_nothing_and_its_action_is_abandoned() {
-    let Some(server) = start_or_skip() else {
+    let Some(AutoscalePair {
+        _server,
+        dir,
+        repo,
+        a,
+        b,
+        agent,
+        term,
+        arm,
+    }) = autoscale_pair("NEUTRAL_FAULT_PAUSE_BEFORE_AUTOSCALE_PUSH")
+    else {
         return;
     };
-    let store = server.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut files = neutral_e2e::cluster::fast_config(free_port());
-    files.retain(|(path, _)| *path != "infra/node-pool/jp.tfvars");
-    files.push((
-        "infra/node-pool/jp.tfvars",
-        "region        = \"jp\"\ndesired_nodes = 1\n".to_owned(),
-    ));
-    files.push((
-        "platform-config/autoscale/jp.yaml",
-        "region: jp\nscale_up: { cpu_above: 0.75, for: 1s, step: 1 }\nscale_down: { cpu_below: 0.05, for: 60s, step: 1 }\ncooldown: 1s\n".to_owned(),
-    ));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
-    let args: Vec<&str> = vec![
-        "--heartbeat-interval",
-        "300ms",
-        "--heartbeat-timeout",
-        "3s",
-        "--sync-interval",
-        "1s",
-        "--autoscale-interval",
-        "500ms",
-        "--no-probes",
-        "--store",
-        &store,
-        "--lease-ttl",
-        "2s",
-    ];
-    let arm = dir.path().join("pause-before-push");
-    std::fs::write(&arm, "").unwrap();
-    let arm_env = arm.display().to_string();
-    let a = Daemon::start_with_env(
-        &repo.bare,
-        &dir.path().join("a"),
-        &args,
-        &[(
-            "NEUTRAL_FAULT_PAUSE_BEFORE_AUTOSCALE_PUSH",
-            arm_env.as_str(),
-        )],
-    );
-    let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
-    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
     install_hooks_checking(&repo.bare, &b, dir.path());
-    let agent = agent_of_both(&a, &b, dir.path(), "jp-1", "127.0.0.2");
-    let node = registered(&agent, &a);
-    wait_for("jp-1 up", Duration::from_secs(20), || {
-        a.node(&node).filter(|n| n["status"] == "up")
-    });
-    let autoscale_commits = || -> Vec<String> {
-        subjects(&repo.bare)
-            .into_iter()
-            .filter(|s| s.starts_with("autoscale(jp)"))
-            .collect()
-    };
+    let autoscale_commits = || autoscale_commits(&repo.bare);
 
     // CPU high: a records 1 -> 2 in flight and stops before its push.
     agent.set_metrics(0.9, 5.0, 0.0);
