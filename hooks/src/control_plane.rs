@@ -169,17 +169,7 @@ async fn exchange(request: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError
 /// The whole error chain, so "connection refused" or a certificate problem
 /// is visible, not just "error sending request".
 fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    neutral_core::error_text::with_causes(error)
 }
 
 #[derive(Debug, Deserialize)]

@@ -197,12 +197,7 @@ fn without_url(err: &reqwest::Error) -> String {
         Some(url) => err.to_string().replace(&format!(" for url ({url})"), ""),
         None => err.to_string(),
     };
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    neutral_core::error_text::push_causes(&mut text, std::error::Error::source(err));
     text
 }
 

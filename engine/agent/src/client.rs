@@ -123,14 +123,7 @@ fn is_transient(status: StatusCode) -> bool {
 
 /// The whole error chain, so a TLS failure names the certificate problem.
 fn describe_transport(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    neutral_core::error_text::with_causes(error)
 }
 
 /// The node API as the agent's loops call it: [`ControlPlane`] over HTTP in

@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod config;
 pub mod diag;
 pub mod dnsplan;
+pub mod error_text;
 pub mod failover;
 pub mod health;
 pub mod image_ref;

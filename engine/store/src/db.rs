@@ -74,19 +74,7 @@ pub(crate) fn pg_message(err: &postgres::Error) -> String {
         },
         // The client's `Display` ends with its cause for most errors, not
         // for a failed TLS handshake: the causes not yet in it are added.
-        None => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    text.push_str(": ");
-                    text.push_str(&cause_text);
-                }
-                source = cause.source();
-            }
-            text
-        }
+        None => neutral_core::error_text::with_causes(err),
     }
 }
 
