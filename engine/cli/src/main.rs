@@ -5,6 +5,7 @@
 //! 1 the input is invalid (diagnostics printed), 2 usage or IO error.
 
 mod explain;
+mod init;
 mod output;
 mod repo_fs;
 mod runs;
@@ -40,6 +41,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Scaffold a platform repository: platform-config, the node counts,
+    /// the Terraform roots and modules, Ansible roles, a CI workflow.
+    Init(init::InitArgs),
     /// Show effective weights and autoscale decisions for an observed state.
     Explain {
         /// Observed-state JSON file (nodes, metrics, last actions).
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate { dir, format } => validate::run(&dir, format),
+        Command::Init(args) => init::run(args).map(|()| Outcome::Ok),
         Command::Explain { state, dir, format } => explain::run(&state, &dir, format),
         Command::Runs {
             control_plane,
