@@ -15,7 +15,10 @@
 //!
 //! Every `SOAK_SAMPLE_SECONDS` it prints one row: elapsed minutes, RSS, file
 //! descriptors, the store's files (database + WAL), nodes known to the
-//! daemon, heartbeats answered and failed since the last row. At the end it
+//! daemon, the rows of metric samples and of the audit log (with the
+//! `sqlite3` tool; samples are kept `SOAK_RETENTION_MINUTES`, default 10,
+//! so they level off within the run, while the audit log is append-only by
+//! design), heartbeats answered and failed since the last row. At the end it
 //! prints the first and last samples side by side and the machine's load.
 //! Every loop is bounded by the run's duration; requests time out after 5 s.
 //!
@@ -65,6 +68,8 @@ struct Sample {
     fds: usize,
     store_mib: f64,
     nodes: usize,
+    /// Rows of `samples` and `audit_log`, when the `sqlite3` tool is here.
+    rows: Option<(u64, u64)>,
     heartbeats_ok: u64,
     heartbeats_failed: u64,
 }
@@ -85,6 +90,20 @@ fn store_mib(data: &Path) -> f64 {
     .map(|m| m.len())
     .sum();
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Rows of the metric samples and the audit log, read with the `sqlite3`
+/// tool (read-only); `None` without it.
+fn rows(data: &Path) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(data.join("neutral.sqlite3"))
+        .arg("SELECT (SELECT count(*) FROM samples) || ' ' || (SELECT count(*) FROM audit_log)")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (samples, audit) = text.trim().split_once(' ')?;
+    Some((samples.parse().ok()?, audit.parse().ok()?))
 }
 
 /// A fresh loopback address for the `n`th registration.
@@ -163,6 +182,8 @@ async fn main() {
     let node_count = u32::try_from(env_number("SOAK_NODES", 300)).unwrap_or(300);
     let sample_every = Duration::from_secs(env_number("SOAK_SAMPLE_SECONDS", 60).max(1));
     let per_region = (node_count / 4).max(1);
+    // Short enough that the samples reach their steady size within the run.
+    let retention = format!("{}m", env_number("SOAK_RETENTION_MINUTES", 10).max(1));
     let bin = neutral_bin();
     let repo = ConfigRepo::new(&files(per_region));
     let daemon = Daemon::start(
@@ -177,6 +198,8 @@ async fn main() {
                 "10s",
                 "--autoscale-interval",
                 "5s",
+                "--sample-retention",
+                &retention,
             ]
             .map(str::to_owned)
             .to_vec(),
@@ -225,8 +248,16 @@ async fn main() {
     let mut pick = 0usize;
     let mut deleted: VecDeque<usize> = VecDeque::new();
     println!(
-        "{:>7} {:>9} {:>5} {:>10} {:>6} {:>12} {:>10}",
-        "minutes", "RSS MiB", "FDs", "store MiB", "nodes", "heartbeats", "failed"
+        "{:>7} {:>9} {:>5} {:>10} {:>6} {:>9} {:>8} {:>12} {:>8}",
+        "minutes",
+        "RSS MiB",
+        "FDs",
+        "store MiB",
+        "nodes",
+        "samples",
+        "audit",
+        "heartbeats",
+        "failed"
     );
     while Instant::now() < end {
         let round = Instant::now();
@@ -339,17 +370,25 @@ async fn main() {
                 } else {
                     0
                 },
+                rows: rows(&data),
                 heartbeats_ok: ok,
                 heartbeats_failed: failed,
             };
             (ok, failed) = (0, 0);
+            let (sample_rows, audit_rows) = sample
+                .rows
+                .map_or(("-".to_owned(), "-".to_owned()), |(s, a)| {
+                    (s.to_string(), a.to_string())
+                });
             println!(
-                "{:>7.1} {:>9.1} {:>5} {:>10.2} {:>6} {:>12} {:>10}",
+                "{:>7.1} {:>9.1} {:>5} {:>10.2} {:>6} {:>9} {:>8} {:>12} {:>8}",
                 sample.minutes,
                 sample.rss_mib,
                 sample.fds,
                 sample.store_mib,
                 sample.nodes,
+                sample_rows,
+                audit_rows,
                 sample.heartbeats_ok,
                 sample.heartbeats_failed
             );

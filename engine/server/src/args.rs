@@ -238,6 +238,11 @@ pub struct ServeArgs {
     /// A registration without a single heartbeat is deleted after this long.
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub registration_expiry: Duration,
+    /// Metric samples older than this (behind the newest heartbeat) are
+    /// pruned. Keep it above twice the longest autoscale window (`for`),
+    /// which the autoscaler looks back over. At least 1m.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub sample_retention: Duration,
     /// With a PostgreSQL store, replicas elect the one that runs sync, the
     /// autoscaler and the scheduler: the leader's lease lasts this long and
     /// is renewed every third of it, so a dead leader is replaced within
@@ -318,6 +323,12 @@ impl ServeArgs {
         }
         if self.max_connections == Some(0) || self.max_connections_per_ip == 0 {
             return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+        }
+        if self.sample_retention < Duration::from_secs(60) {
+            return Err(format!(
+                "--sample-retention {} is below 1m: the autoscaler could not see its windows",
+                humantime::format_duration(self.sample_retention)
+            ));
         }
         if self.registration_expiry <= self.heartbeat_timeout {
             return Err(format!(
@@ -459,6 +470,20 @@ mod tests {
         assert!(
             err.contains("invalid value '10.0.0.0/33' for '--connection-reserve-for <CIDR>'"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn sample_retention_defaults_to_an_hour_and_is_at_least_a_minute() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.sample_retention, Duration::from_secs(3600));
+        assert_eq!(args.check(), Ok(()));
+        let short = parse(&["--sample-retention", "30s"]).unwrap();
+        let err = short.check().unwrap_err();
+        assert!(err.contains("--sample-retention 30s is below 1m"), "{err}");
+        assert_eq!(
+            parse(&["--sample-retention", "10m"]).unwrap().check(),
+            Ok(())
         );
     }
 }

@@ -218,6 +218,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     let data = args.data.clone();
     let options = StoreOptions {
         init: args.init,
+        sample_retention: args.sample_retention,
         pause_inside_apply: std::env::var_os(FAULT_PAUSE_INSIDE_APPLY).map(Into::into),
         ..StoreOptions::default()
     };
