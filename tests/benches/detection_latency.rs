@@ -50,16 +50,17 @@ mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{ChildGuard, ConfigRepo, Daemon, DaemonSpec, DnsAsker, Http, env_number};
+use common::{
+    ChildGuard, ConfigRepo, Daemon, DaemonSpec, DnsAsker, Http, PDNS_CACHES_OFF, Pdns, env_number,
+    pdns_missing, pdns_version,
+};
 use hickory_proto::op::ResponseCode;
-use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use neutral_e2e::bench::{exclusion_index, median_p90, ratio};
 use rand::Rng as _;
@@ -78,7 +79,6 @@ const RECOVER_WITHIN: Duration = Duration::from_secs(20);
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 /// A service process exits by itself after this long, whatever happens.
 const SERVICE_LIFETIME: Duration = Duration::from_secs(1800);
-const PDNS_API_KEY: &str = "bench-pdns-api-key";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -609,7 +609,7 @@ fn wait_both_up(runtime: &tokio::runtime::Runtime, api: SocketAddr, _trials: usi
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let (_, nodes) = http
-                .json(Method::GET, "/nodes", None, None)
+                .json(Method::GET, "/nodes", Some(common::ADMIN_TOKEN), None)
                 .await
                 .expect("GET /nodes");
             let up = nodes
@@ -629,7 +629,12 @@ async fn status_reason(api: SocketAddr, id: &str) -> String {
         return "?".into();
     };
     match http
-        .json(Method::GET, &format!("/nodes/{id}"), None, None)
+        .json(
+            Method::GET,
+            &format!("/nodes/{id}"),
+            Some(common::ADMIN_TOKEN),
+            None,
+        )
         .await
     {
         Ok((StatusCode::OK, node)) => format!(
@@ -645,76 +650,22 @@ async fn status_reason(api: SocketAddr, id: &str) -> String {
 // ---------------------------------------------------------------------------
 // PowerDNS
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
-
-const PDNS_SCHEMA: &str = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql";
-
-/// Why PowerDNS cannot run here, if it cannot.
-fn pdns_missing() -> Option<String> {
-    if which("pdns_server").is_none() {
-        return Some("pdns_server not found (Debian pdns-server)".into());
-    }
-    if !Path::new(PDNS_SCHEMA).is_file() {
-        return Some(format!(
-            "{PDNS_SCHEMA} not found (Debian pdns-backend-sqlite3)"
-        ));
-    }
-    if which("sqlite3").is_none() {
-        return Some("sqlite3 not found (Debian sqlite3)".into());
-    }
-    None
-}
-
-/// The embedded server caches no answers; neither does PowerDNS here.
-const CACHES_OFF: &str = "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\n";
-
 fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Option<Vec<Series>> {
     // DETECT_PDNS_CACHES=1 keeps PowerDNS' default packet and query caches.
     let keep_caches = env_number("DETECT_PDNS_CACHES", 0) == 1;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("pdns.db");
-    let schema = std::fs::File::open(PDNS_SCHEMA).expect("open the PowerDNS schema");
-    let made = Command::new(which("sqlite3")?)
-        .arg(&db)
-        .stdin(schema)
-        .status()
-        .expect("run sqlite3");
-    assert!(made.success(), "sqlite3 could not load the PowerDNS schema");
-    let dns_port = common::free_dns_port();
-    let api_port = common::free_tcp_port([127, 0, 0, 1].into());
-    let config = format!(
-        "launch=gsqlite3\ngsqlite3-database={db}\nlocal-address=127.0.0.1\nlocal-port={dns_port}\n\
-         api=yes\napi-key={PDNS_API_KEY}\nwebserver=yes\nwebserver-address=127.0.0.1\n\
-         webserver-port={api_port}\nwebserver-allow-from=127.0.0.0/8\nenable-lua-records=yes\n\
-         lua-health-checks-interval=1\n{caches}socket-dir={dir}\nguardian=no\ndaemon=no\nloglevel=4\n",
-        db = db.display(),
-        dir = dir.path().display(),
-        caches = if keep_caches { "" } else { CACHES_OFF },
+    let extra = format!(
+        "lua-health-checks-interval=1\n{}",
+        if keep_caches { "" } else { PDNS_CACHES_OFF }
     );
-    std::fs::write(dir.path().join("pdns.conf"), config).expect("write pdns.conf");
-    let log = std::fs::File::create(dir.path().join("pdns.log")).expect("create pdns log");
-    let child = Command::new(which("pdns_server")?)
-        .arg(format!("--config-dir={}", dir.path().display()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn pdns_server");
-    let mut pdns = ChildGuard::new(child, "pdns_server");
-    let api = SocketAddr::from(([127, 0, 0, 1], api_port));
-    let dns_addr = SocketAddr::from(([127, 0, 0, 1], dns_port));
-    let log_tail = || {
-        let text = std::fs::read_to_string(dir.path().join("pdns.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+    let pdns = match runtime.block_on(Pdns::start(&extra)) {
+        Ok(pdns) => pdns,
+        Err(err) => {
+            println!("PowerDNS: could not be started: {err}");
+            return None;
+        }
     };
+    let dns_addr = pdns.dns;
+    let log_tail = || pdns.log_tail();
     println!(
         "\nPowerDNS Authoritative ({}), gsqlite3, lua-health-checks-interval=1, {}; \
          LUA A ifurlup('http://{VICTIM}:{port}/healthz', {{{{'{VICTIM}','{SURVIVOR}'}}}}, {{selector='all', timeout='1'}})",
@@ -728,46 +679,13 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
     let mut victim = Service::start(SocketAddr::new(VICTIM, port));
     let _survivor = Service::start(SocketAddr::new(SURVIVOR, port));
     let ready = runtime.block_on(async {
-        let key = HeaderValue::from_static(PDNS_API_KEY);
-        let headers = [(HeaderName::from_static("x-api-key"), &key)];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut http) = Http::connect(api).await
-                && let Ok((StatusCode::OK, _)) = http
-                    .json_with(Method::GET, "/api/v1/servers/localhost", &headers, None)
-                    .await
-                {
-                    break;
-                }
-            if Instant::now() > deadline {
-                return Err(format!("the PowerDNS API did not answer within 20 s:\n{}", log_tail()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // One connection per request: the PowerDNS web server may close
-        // connections after answering.
-        let mut http = Http::connect(api).await?;
-        let zone = serde_json::json!({ "name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."] });
-        let (status, reply) = http
-            .json_with(Method::POST, "/api/v1/servers/localhost/zones", &headers, Some(&zone))
-            .await?;
-        if status != StatusCode::CREATED {
-            return Err(format!("create zone: {status} {reply}"));
-        }
+        pdns.create_zone("example.com.").await?;
         let lua = format!(
             "A \"ifurlup('http://{VICTIM}:{port}/healthz', {{{{'{VICTIM}','{SURVIVOR}'}}}}, \
              {{selector='all', timeout='1'}})\""
         );
-        let patch = serde_json::json!({ "rrsets": [{ "name": "app.example.com.", "type": "LUA", "ttl": 30,
-            "changetype": "REPLACE", "records": [{ "content": lua, "disabled": false }] }] });
-        let mut http = Http::connect(api).await?;
-        let (status, reply) = http
-            .json_with(Method::PATCH, "/api/v1/servers/localhost/zones/example.com.", &headers, Some(&patch))
-            .await?;
-        if status != StatusCode::NO_CONTENT {
-            return Err(format!("patch zone: {status} {reply}"));
-        }
-        Ok(())
+        pdns.replace("example.com.", "app.example.com.", "LUA", &[lua])
+            .await
     });
     if let Err(err) = ready {
         println!("PowerDNS: could not be set up: {err}");
@@ -814,30 +732,8 @@ fn run_pdns(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> Opti
             },
         ));
     }
-    let status = pdns.terminate(Duration::from_secs(10));
+    let mut pdns = pdns;
+    let status = pdns.process.terminate(Duration::from_secs(10));
     println!("pdns_server stopped: {status:?}");
     Some(all)
-}
-
-fn pdns_version() -> String {
-    let Some(bin) = which("pdns_server") else {
-        return "unknown version".into();
-    };
-    let output = Command::new(bin).arg("--version").output();
-    let text = output
-        .map(|o| {
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        })
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            l.find("PowerDNS Authoritative Server")
-                .map(|i| l[i..].to_owned())
-        })
-        .and_then(|l| l.split(" (C)").next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown version".into())
 }

@@ -449,10 +449,16 @@ impl Http {
         Ok((status, value))
     }
 
-    /// `GET /metrics` as text.
+    /// `GET /metrics` as text (with the admin token: reads need one).
     pub async fn metrics(&mut self) -> Result<String, String> {
+        let authorization = bearer(ADMIN_TOKEN);
         let (status, bytes) = self
-            .send(Method::GET, "/metrics", &[], Bytes::new())
+            .send(
+                Method::GET,
+                "/metrics",
+                &[(AUTHORIZATION, &authorization)],
+                Bytes::new(),
+            )
             .await?;
         if status != StatusCode::OK {
             return Err(format!("GET /metrics: HTTP {status}"));
@@ -509,7 +515,7 @@ pub async fn sync_and_check(http: &mut Http, regions: usize) {
         .expect("POST /sync");
     assert!(status.is_success(), "POST /sync: {status} {outcome}");
     let (status, listed) = http
-        .json(Method::GET, "/regions", None, None)
+        .json(Method::GET, "/regions", Some(ADMIN_TOKEN), None)
         .await
         .expect("GET /regions");
     let count = listed.as_array().map_or(0, Vec::len);
@@ -672,4 +678,195 @@ pub fn machine_load() -> String {
     let mut out = String::new();
     let _ = write!(out, "load average {} on {cores} cores", fields.join(" "));
     out
+}
+
+// ---------------------------------------------------------------------------
+// PowerDNS Authoritative, for the side-by-side figures
+
+/// A program on PATH, or in /usr/sbin or /usr/bin.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+pub const PDNS_SCHEMA: &str = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql";
+pub const PDNS_API_KEY: &str = "bench-pdns-api-key";
+/// PowerDNS settings that turn its packet, query and negative caches off
+/// (the embedded server caches no answers).
+pub const PDNS_CACHES_OFF: &str = "cache-ttl=0\nquery-cache-ttl=0\nnegquery-cache-ttl=0\n";
+
+/// Why PowerDNS cannot run here, if it cannot.
+pub fn pdns_missing() -> Option<String> {
+    if which("pdns_server").is_none() {
+        return Some("pdns_server not found (Debian pdns-server)".into());
+    }
+    if !Path::new(PDNS_SCHEMA).is_file() {
+        return Some(format!(
+            "{PDNS_SCHEMA} not found (Debian pdns-backend-sqlite3)"
+        ));
+    }
+    if which("sqlite3").is_none() {
+        return Some("sqlite3 not found (Debian sqlite3)".into());
+    }
+    None
+}
+
+/// `PowerDNS Authoritative Server 4.7.3`, as the installed server says.
+pub fn pdns_version() -> String {
+    let Some(bin) = which("pdns_server") else {
+        return "unknown version".into();
+    };
+    let output = Command::new(bin).arg("--version").output();
+    let text = output
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            l.find("PowerDNS Authoritative Server")
+                .map(|i| l[i..].to_owned())
+        })
+        .and_then(|l| l.split(" (C)").next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+/// A running `pdns_server` (gsqlite3 backend, HTTP API on) on loopback.
+#[derive(Debug)]
+pub struct Pdns {
+    pub process: ChildGuard,
+    pub dns: SocketAddr,
+    pub api: SocketAddr,
+    dir: TempDir,
+}
+
+impl Pdns {
+    /// Starts PowerDNS with `extra` settings (lines of `pdns.conf`) and waits
+    /// (bounded) until its API answers; `Err` says why not, with its log.
+    pub async fn start(extra: &str) -> Result<Pdns, String> {
+        if let Some(missing) = pdns_missing() {
+            return Err(missing);
+        }
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let db = dir.path().join("pdns.db");
+        let schema =
+            std::fs::File::open(PDNS_SCHEMA).map_err(|e| format!("open {PDNS_SCHEMA}: {e}"))?;
+        let sqlite3 = which("sqlite3").ok_or("sqlite3 not found")?;
+        let made = Command::new(sqlite3)
+            .arg(&db)
+            .stdin(schema)
+            .status()
+            .map_err(|e| format!("run sqlite3: {e}"))?;
+        if !made.success() {
+            return Err("sqlite3 could not load the PowerDNS schema".into());
+        }
+        let dns_port = free_dns_port();
+        let api_port = free_tcp_port([127, 0, 0, 1].into());
+        let config = format!(
+            "launch=gsqlite3\ngsqlite3-database={db}\nlocal-address=127.0.0.1\nlocal-port={dns_port}\n\
+             api=yes\napi-key={PDNS_API_KEY}\nwebserver=yes\nwebserver-address=127.0.0.1\n\
+             webserver-port={api_port}\nwebserver-allow-from=127.0.0.0/8\nenable-lua-records=yes\n\
+             socket-dir={dir}\nguardian=no\ndaemon=no\nloglevel=4\n{extra}",
+            db = db.display(),
+            dir = dir.path().display(),
+        );
+        std::fs::write(dir.path().join("pdns.conf"), config)
+            .map_err(|e| format!("write pdns.conf: {e}"))?;
+        let log = std::fs::File::create(dir.path().join("pdns.log"))
+            .map_err(|e| format!("create pdns.log: {e}"))?;
+        let out = log.try_clone().map_err(|e| format!("log handle: {e}"))?;
+        let child = Command::new(which("pdns_server").ok_or("pdns_server not found")?)
+            .arg(format!("--config-dir={}", dir.path().display()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn pdns_server: {e}"))?;
+        let pdns = Pdns {
+            process: ChildGuard::new(child, "pdns_server"),
+            dns: SocketAddr::from(([127, 0, 0, 1], dns_port)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((StatusCode::OK, _)) = pdns.call(Method::GET, "", None).await {
+                return Ok(pdns);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the PowerDNS API did not answer within 20 s:\n{}",
+                    pdns.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One API call to `/api/v1/servers/localhost{path}` on a connection of
+    /// its own (PowerDNS' web server may close connections after answering).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, serde_json::Value), String> {
+        let key = HeaderValue::from_static(PDNS_API_KEY);
+        let headers = [(HeaderName::from_static("x-api-key"), &key)];
+        let mut http = Http::connect(self.api).await?;
+        http.json_with(
+            method,
+            &format!("/api/v1/servers/localhost{path}"),
+            &headers,
+            body,
+        )
+        .await
+    }
+
+    /// Creates `zone` (absolute name) with one name server.
+    pub async fn create_zone(&self, zone: &str) -> Result<(), String> {
+        let body = serde_json::json!({ "name": zone, "kind": "Native", "nameservers": [format!("ns1.{zone}")] });
+        match self.call(Method::POST, "/zones", Some(&body)).await? {
+            (StatusCode::CREATED, _) => Ok(()),
+            (status, reply) => Err(format!("create zone {zone}: {status} {reply}")),
+        }
+    }
+
+    /// Replaces the rrset `name`/`rtype` of `zone` with `contents`.
+    pub async fn replace(
+        &self,
+        zone: &str,
+        name: &str,
+        rtype: &str,
+        contents: &[String],
+    ) -> Result<(), String> {
+        let records: Vec<serde_json::Value> = contents
+            .iter()
+            .map(|c| serde_json::json!({ "content": c, "disabled": false }))
+            .collect();
+        let body = serde_json::json!({ "rrsets": [{ "name": name, "type": rtype, "ttl": 30,
+            "changetype": "REPLACE", "records": records }] });
+        match self
+            .call(Method::PATCH, &format!("/zones/{zone}"), Some(&body))
+            .await?
+        {
+            (StatusCode::NO_CONTENT, _) => Ok(()),
+            (status, reply) => Err(format!("patch zone {zone}: {status} {reply}")),
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("pdns.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
 }
