@@ -350,25 +350,30 @@ fn config_passes_syntax_check_and_ansible_lint() {
     let mut checked = 0;
     for inventory in inventories {
         let inventory = inventory.expect("entry").path();
-        let mut cmd = std::process::Command::new("ansible-playbook");
-        cmd.current_dir(&config)
-            .env("ANSIBLE_CONFIG", config.join("ansible.cfg"))
-            .arg("--syntax-check")
-            .arg("-i")
-            .arg(&inventory)
-            .arg("playbooks/node.yml");
-        let out = neutral_e2e::run_with_deadline(&mut cmd, Duration::from_secs(120));
-        assert_eq!(
-            out.code,
-            Some(0),
-            "--syntax-check with {}: {}{}",
-            inventory.display(),
-            out.stdout,
-            out.stderr
-        );
+        for playbook in ["playbooks/node.yml", "playbooks/control-plane.yml"] {
+            let mut cmd = std::process::Command::new("ansible-playbook");
+            cmd.current_dir(&config)
+                .env("ANSIBLE_CONFIG", config.join("ansible.cfg"))
+                .arg("--syntax-check")
+                .arg("-i")
+                .arg(&inventory)
+                .arg(playbook);
+            let out = neutral_e2e::run_with_deadline(&mut cmd, Duration::from_secs(120));
+            assert_eq!(
+                out.code,
+                Some(0),
+                "--syntax-check of {playbook} with {}: {}{}",
+                inventory.display(),
+                out.stdout,
+                out.stderr
+            );
+        }
         checked += 1;
     }
-    assert!(checked >= 2, "an example inventory per region");
+    assert!(
+        checked >= 3,
+        "an example inventory per region and the control plane's"
+    );
 
     let Some(lint) = ansible_lint() else {
         neutral_e2e::testbed::skip::<()>(
@@ -389,4 +394,251 @@ fn config_passes_syntax_check_and_ansible_lint() {
         out.stdout,
         out.stderr
     );
+}
+
+/// `git daemon` serving the deployment's configuration repository on the
+/// region's network (as a Git server the control plane's VM would clone
+/// from); killed on drop.
+struct GitServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git_server(p: &Provisioning) -> GitServer {
+    let bare = &p.d.repo.bare;
+    let base = bare.parent().expect("the bare repository's folder");
+    let name = bare
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    let gateway = p.d.bed.network(neutral_e2e::provision::REGION).gateway();
+    let port = std::net::TcpListener::bind((gateway, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = std::process::Command::new("git")
+        .args(["daemon", "--reuseaddr", "--export-all"])
+        .arg(format!("--base-path={}", base.display()))
+        .arg(format!("--listen={gateway}"))
+        .arg(format!("--port={port}"))
+        .arg(base)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start git daemon");
+    let addr = SocketAddr::from((gateway, port));
+    neutral_e2e::provision::wait_for("git daemon", Duration::from_secs(20), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    GitServer {
+        child,
+        url: format!("git://{addr}/{name}"),
+    }
+}
+
+/// The variables of a control-plane host that should provision cleanly.
+fn control_plane_vars(repo: &str) -> Vec<(String, String)> {
+    [
+        ("neutral_control_plane_repo", repo.to_owned()),
+        ("neutral_admin_token", ADMIN_TOKEN.to_owned()),
+        (
+            "neutral_join_token",
+            neutral_e2e::cluster::JOIN_TOKEN.to_owned(),
+        ),
+        (
+            "neutral_control_plane_viewer_token",
+            neutral_e2e::cluster::VIEWER_TOKEN.to_owned(),
+        ),
+        (
+            "neutral_control_plane_binary_src",
+            neutral_e2e::bin("neutral").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[test]
+fn a_fresh_debian_host_becomes_a_control_plane_that_a_provisioned_node_joins() {
+    let Some(p) = Provisioning::start("provision-cp") else {
+        return;
+    };
+    let git = git_server(&p);
+    let (cp, cp_ip) = p.fresh_machine("cp-1");
+    let vars = control_plane_vars(&git.url);
+    let start = Instant::now();
+    let run = p.control_plane_playbook("cp-1", cp_ip, &vars);
+    assert!(run.ok, "the control-plane playbook failed:\n{}", run.output);
+    let provisioned = start.elapsed();
+
+    // It serves the API and has the repository's tip in force.
+    let api = SocketAddr::from((cp_ip, neutral_e2e::testbed::deploy::API_PORT));
+    let health = http::request(api, "GET", "/healthz", None, None).expect("GET /healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let status = http::request(api, "GET", "/status", Some(ADMIN_TOKEN), None).expect("/status");
+    let head = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&p.d.repo.bare)
+        .args(["rev-parse", "main"])
+        .output()
+        .expect("git rev-parse");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    assert_eq!(status["commit"], head.as_str(), "{status}");
+    // Anonymous reads are refused; the viewer token reads.
+    assert_eq!(
+        http::request(api, "GET", "/nodes", None, None)
+            .unwrap()
+            .status,
+        401
+    );
+    let viewer = neutral_e2e::cluster::VIEWER_TOKEN;
+    assert_eq!(
+        http::request(api, "GET", "/nodes", Some(viewer), None)
+            .unwrap()
+            .status,
+        200
+    );
+
+    // An unprivileged daemon, hardened, its secrets out of the unit, DNS on 53.
+    let show = p.d.bed.exec_ok(
+        &cp,
+        &[
+            "systemctl",
+            "show",
+            "neutral-serve",
+            "-p",
+            "User,Restart,NoNewPrivileges,ProtectSystem,UnitFileState,ExecStart,ActiveState",
+        ],
+    );
+    for want in [
+        "User=neutral",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "UnitFileState=enabled",
+        "ActiveState=active",
+        "--dns-listen 0.0.0.0:53",
+    ] {
+        assert!(show.contains(want), "{want} not in:\n{show}");
+    }
+    assert!(!show.contains(ADMIN_TOKEN) && !show.contains(neutral_e2e::cluster::JOIN_TOKEN));
+    let owner = p.d.bed.exec_ok(
+        &cp,
+        &[
+            "stat",
+            "-c",
+            "%U %a",
+            "/var/lib/neutral",
+            "/etc/neutral/admin-token",
+        ],
+    );
+    assert_eq!(owner.trim(), "neutral 700\nroot 640", "{owner}");
+    let listening =
+        p.d.bed
+            .exec_ok(&cp, &["sh", "-c", "cat /proc/net/udp /proc/net/udp6"]);
+    assert!(
+        listening.contains(":0035 "),
+        "nothing on UDP 53:\n{listening}"
+    );
+
+    // A second run changes nothing.
+    let again = p.control_plane_playbook("cp-1", cp_ip, &vars);
+    assert!(again.ok, "the second run failed:\n{}", again.output);
+    assert_eq!(again.changed("cp-1"), Some(0), "{}", again.output);
+
+    // A node provisioned against it joins it.
+    let (node, node_ip) = p.fresh_machine("jp-1");
+    let mut node_vars = p.node_vars();
+    for (name, value) in &mut node_vars {
+        if name == "neutral_control_plane" {
+            *value = format!("http://{api}");
+        }
+    }
+    let joined = p.playbook("jp-1", node_ip, &node_vars);
+    assert!(joined.ok, "the node playbook failed:\n{}", joined.output);
+    let registered = || -> Option<serde_json::Value> {
+        let nodes = http::request(api, "GET", "/nodes", Some(ADMIN_TOKEN), None).ok()?;
+        let nodes: serde_json::Value = serde_json::from_str(&nodes.body).ok()?;
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["address"].as_str() == Some(&node_ip.to_string()))
+            .cloned()
+    };
+    settle(
+        &p,
+        &node,
+        node_ip,
+        "the node up at the provisioned control plane",
+        || registered().is_some_and(|n| n["status"] == "up" && n["hostname"] == "jp-1"),
+    );
+    eprintln!(
+        "FIGURES provision-cp: fresh host -> control plane serving its repository {:.1}s \
+         (playbook {:.1}s); re-run (changed=0) {:.1}s",
+        provisioned.as_secs_f64(),
+        run.elapsed.as_secs_f64(),
+        again.elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_control_plane_with_bad_input_fails_naming_the_cause_and_is_not_left_running() {
+    let Some(p) = Provisioning::start("provision-cp-bad") else {
+        return;
+    };
+    let git = git_server(&p);
+    let (cp, cp_ip) = p.fresh_machine("cp-bad");
+    let unit_exists = |p: &Provisioning| {
+        p.d.bed
+            .exec(
+                &cp,
+                &["test", "-e", "/etc/systemd/system/neutral-serve.service"],
+            )
+            .code
+            == Some(0)
+    };
+
+    // The join token equal to the admin token: refused before anything.
+    let mut same = control_plane_vars(&git.url);
+    for (name, value) in &mut same {
+        if name == "neutral_join_token" {
+            *value = ADMIN_TOKEN.to_owned();
+        }
+    }
+    let run = p.control_plane_playbook("cp-bad", cp_ip, &same);
+    assert!(!run.ok, "{}", run.output);
+    assert!(run.output.contains("and differ"), "{}", run.output);
+    assert!(!unit_exists(&p), "a unit was written");
+
+    // A repository that cannot be reached: the daemon never syncs, the
+    // role stops it and says why, with its log.
+    let mut unreachable = control_plane_vars("git://127.0.0.1:9/nowhere.git");
+    unreachable.push((
+        "neutral_control_plane_start_timeout".to_owned(),
+        "10".to_owned(),
+    ));
+    let run = p.control_plane_playbook("cp-bad", cp_ip, &unreachable);
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output.contains("did not answer with a synced commit"),
+        "{}",
+        run.output
+    );
+    assert!(run.output.contains("nowhere.git"), "{}", run.output);
+    let state =
+        p.d.bed
+            .exec(&cp, &["systemctl", "is-active", "neutral-serve"])
+            .stdout;
+    assert_ne!(state.trim(), "active", "left running");
 }

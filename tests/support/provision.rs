@@ -256,9 +256,39 @@ impl Provisioning {
     /// Runs `config/playbooks/node.yml` against `host` at `ip` with `vars`
     /// (an inventory written for it), over SSH with the controller's key.
     pub fn playbook(&self, host: &str, ip: Ipv4Addr, vars: &[(String, String)]) -> PlaybookRun {
+        self.run_playbook("node.yml", "neutral_nodes", host, ip, vars)
+    }
+
+    /// Runs `config/playbooks/control-plane.yml` against `host` at `ip`.
+    pub fn control_plane_playbook(
+        &self,
+        host: &str,
+        ip: Ipv4Addr,
+        vars: &[(String, String)],
+    ) -> PlaybookRun {
+        self.run_playbook(
+            "control-plane.yml",
+            "neutral_control_planes",
+            host,
+            ip,
+            vars,
+        )
+    }
+
+    /// Runs `config/playbooks/<playbook>` against `host` at `ip`, the only
+    /// member of `group`, with `vars` (an inventory written for it), over
+    /// SSH with the controller's key.
+    fn run_playbook(
+        &self,
+        playbook: &str,
+        group: &str,
+        host: &str,
+        ip: Ipv4Addr,
+        vars: &[(String, String)],
+    ) -> PlaybookRun {
         let inventory = self.dir.path().join(format!("{host}.inventory.yml"));
         let mut text = format!(
-            "neutral_nodes:\n  hosts:\n    {host}:\n      ansible_host: {ip}\n  vars:\n    ansible_user: root\n"
+            "{group}:\n  hosts:\n    {host}:\n      ansible_host: {ip}\n  vars:\n    ansible_user: root\n"
         );
         for (name, value) in vars {
             text.push_str(&format!("    {name}: {}\n", yaml_string(value)));
@@ -288,7 +318,7 @@ impl Provisioning {
             .arg(&self.key)
             .arg("--ssh-common-args")
             .arg(ssh_args)
-            .arg(config.join("playbooks/node.yml"));
+            .arg(config.join("playbooks").join(playbook));
         let out = run_with_deadline(&mut cmd, PLAYBOOK_DEADLINE);
         PlaybookRun {
             ok: out.code == Some(0),

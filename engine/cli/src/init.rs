@@ -166,6 +166,64 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../config/roles/neutral_node/templates/neutral-agent.service.j2"),
     ),
     (
+        "config/playbooks/control-plane.yml",
+        include_str!("../../../config/playbooks/control-plane.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/defaults/main.yml",
+        include_str!("../../../config/roles/neutral_control_plane/defaults/main.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/handlers/main.yml",
+        include_str!("../../../config/roles/neutral_control_plane/handlers/main.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/meta/main.yml",
+        include_str!("../../../config/roles/neutral_control_plane/meta/main.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/tasks/assert.yml",
+        include_str!("../../../config/roles/neutral_control_plane/tasks/assert.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/tasks/install.yml",
+        include_str!("../../../config/roles/neutral_control_plane/tasks/install.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/tasks/main.yml",
+        include_str!("../../../config/roles/neutral_control_plane/tasks/main.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/tasks/serve.yml",
+        include_str!("../../../config/roles/neutral_control_plane/tasks/serve.yml"),
+    ),
+    (
+        "config/roles/neutral_control_plane/templates/neutral-serve.service.j2",
+        include_str!(
+            "../../../config/roles/neutral_control_plane/templates/neutral-serve.service.j2"
+        ),
+    ),
+    (
+        "config/roles/neutral_control_plane/vars/main.yml",
+        include_str!("../../../config/roles/neutral_control_plane/vars/main.yml"),
+    ),
+    (
+        "config/inventories/control-plane/hosts.yml",
+        include_str!("../../../config/inventories/control-plane/hosts.yml"),
+    ),
+    (
+        "config/inventories/control-plane/group_vars/neutral_control_planes/main.yml",
+        include_str!(
+            "../../../config/inventories/control-plane/group_vars/neutral_control_planes/main.yml"
+        ),
+    ),
+    (
+        "config/inventories/control-plane/group_vars/neutral_control_planes/vault.yml",
+        include_str!(
+            "../../../config/inventories/control-plane/group_vars/neutral_control_planes/vault.yml"
+        ),
+    ),
+    (
         "scripts/terraform.sh",
         include_str!("../../../examples/ci/terraform.sh"),
     ),
@@ -463,7 +521,7 @@ fn readme(choices: &Choices) -> String {
          | `platform-config/autoscale/` | one autoscale policy per region | people |\n\
          | `infra/node-pool/<region>.tfvars` | the node count of each region | people and the autoscaler |\n\
          | `infra/gtm`, `infra/node-pool`, `modules/` | the Terraform roots neutral runs | rarely |\n\
-         | `config/` | Ansible roles that turn a fresh Debian machine into a node | people |\n\
+         | `config/` | Ansible roles that turn a fresh Debian machine into a node or the control plane | people |\n\
          | `.github/workflows/terraform.yml` | checks on every change; Terraform plan and apply | rarely |\n\
          | `scripts/terraform.sh` | plans and applies the roots as the control plane's scheduler does | rarely |\n\n\
          ## First steps\n\n\
@@ -663,13 +721,26 @@ mod tests {
             README.md
             config/README.md
             config/ansible.cfg
+            config/inventories/control-plane/group_vars/neutral_control_planes/main.yml
+            config/inventories/control-plane/group_vars/neutral_control_planes/vault.yml
+            config/inventories/control-plane/hosts.yml
             config/inventories/jp/group_vars/neutral_nodes/main.yml
             config/inventories/jp/group_vars/neutral_nodes/vault.yml
             config/inventories/jp/hosts.yml
             config/inventories/sg/group_vars/neutral_nodes/main.yml
             config/inventories/sg/group_vars/neutral_nodes/vault.yml
             config/inventories/sg/hosts.yml
+            config/playbooks/control-plane.yml
             config/playbooks/node.yml
+            config/roles/neutral_control_plane/defaults/main.yml
+            config/roles/neutral_control_plane/handlers/main.yml
+            config/roles/neutral_control_plane/meta/main.yml
+            config/roles/neutral_control_plane/tasks/assert.yml
+            config/roles/neutral_control_plane/tasks/install.yml
+            config/roles/neutral_control_plane/tasks/main.yml
+            config/roles/neutral_control_plane/tasks/serve.yml
+            config/roles/neutral_control_plane/templates/neutral-serve.service.j2
+            config/roles/neutral_control_plane/vars/main.yml
             config/roles/neutral_node/README.md
             config/roles/neutral_node/defaults/main.yml
             config/roles/neutral_node/handlers/main.yml
@@ -801,7 +872,7 @@ mod tests {
         let mut embedded: Vec<String> = EMBEDDED
             .iter()
             .map(|(path, _)| (*path).to_owned())
-            .filter(|p| !p.starts_with("scripts/"))
+            .filter(|p| !p.starts_with("scripts/") && !p.starts_with("config/inventories/"))
             .collect();
         embedded.sort();
         assert_eq!(embedded, ours, "EMBEDDED must list every such file");
