@@ -155,6 +155,10 @@ fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File> {
 /// Env var naming the store's `pause_inside_apply` arm file (crash tests
 /// only; see `neutral_store::StoreOptions`).
 pub const FAULT_PAUSE_INSIDE_APPLY: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_APPLY";
+/// The same for a heartbeat batch's transaction.
+pub const FAULT_PAUSE_INSIDE_HEARTBEATS: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS";
+/// The same for a DNS zone write's transaction.
+pub const FAULT_PAUSE_INSIDE_ZONE_WRITE: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_ZONE_WRITE";
 
 /// Runs the control plane until `stop` resolves.
 pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()> {
@@ -220,6 +224,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         init: args.init,
         sample_retention: args.sample_retention,
         pause_inside_apply: std::env::var_os(FAULT_PAUSE_INSIDE_APPLY).map(Into::into),
+        pause_inside_heartbeats: std::env::var_os(FAULT_PAUSE_INSIDE_HEARTBEATS).map(Into::into),
+        pause_inside_zone_write: std::env::var_os(FAULT_PAUSE_INSIDE_ZONE_WRITE).map(Into::into),
         ..StoreOptions::default()
     };
     let location = match &args.store {

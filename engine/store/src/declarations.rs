@@ -358,35 +358,6 @@ fn replace_table(
     Ok(changes)
 }
 
-/// The `pause_inside_apply` fault point: every write of the transaction is
-/// done and nothing is committed. Fires only while the arm file exists; then
-/// creates `<arm>.reached` (so the test knows) and waits for the kill. Gives
-/// up with an error (rolling back) after 60 s, so a test that forgot to kill
-/// cannot hang.
-fn pause_until_killed(arm: &std::path::Path) -> Result<()> {
-    if !arm.exists() {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    let mut reached = arm.as_os_str().to_owned();
-    reached.push(".reached");
-    let reached = std::path::PathBuf::from(reached);
-    std::fs::write(&reached, b"inside apply_declarations, not committed\n").map_err(|source| {
-        StoreError::DataDir {
-            path: reached.clone(),
-            source,
-        }
-    })?;
-    while started.elapsed() < std::time::Duration::from_secs(60) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Err(StoreError::FaultPoint {
-        path: reached,
-        point: "pause_inside_apply",
-        waited_ms: started.elapsed().as_millis(),
-    })
-}
-
 impl Store {
     /// Stores `declarations` (validated by the core) as those of `commit`:
     /// replaces the four declaration tables, marks `commit` last good and
@@ -439,9 +410,10 @@ impl Store {
                     data: json!({ "changes": &changes, "changed_objects": changes.count() }),
                 },
             )?;
-            if let Some(marker) = &self.options.pause_inside_apply {
-                pause_until_killed(marker)?;
-            }
+            crate::store::fault_point(
+                self.options.pause_inside_apply.as_deref(),
+                "pause_inside_apply",
+            )?;
             Ok(SyncApplied { audit_id, changes })
         })
     }

@@ -152,6 +152,10 @@ impl SampleStore<'_> {
                 }
             }
             outcome.pruned = prune_in(tx, newest.saturating_sub(retention), budget)?;
+            crate::store::fault_point(
+                self.store.options.pause_inside_heartbeats.as_deref(),
+                "pause_inside_heartbeats",
+            )?;
             Ok(outcome)
         })
     }

@@ -60,6 +60,42 @@ pub struct StoreOptions {
     /// sets it from env `NEUTRAL_FAULT_PAUSE_INSIDE_APPLY`; never in
     /// production.
     pub pause_inside_apply: Option<PathBuf>,
+    /// The same for [`crate::SampleStore::record_heartbeats`] (env
+    /// `NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS`): a heartbeat batch written,
+    /// not committed.
+    pub pause_inside_heartbeats: Option<PathBuf>,
+    /// The same for [`crate::ZoneStore::put_zone_if`] (env
+    /// `NEUTRAL_FAULT_PAUSE_INSIDE_ZONE_WRITE`): a zone and its audit entry
+    /// written, not committed.
+    pub pause_inside_zone_write: Option<PathBuf>,
+}
+
+/// A fault point for crash tests: while the arm file exists, creates
+/// `<arm>.reached` (so the test knows the transaction's writes are done and
+/// nothing is committed) and waits for the kill. Gives up with an error
+/// (rolling back) after 60 s, so a test that forgot to kill cannot hang.
+pub(crate) fn fault_point(arm: Option<&Path>, point: &'static str) -> Result<()> {
+    let Some(arm) = arm.filter(|arm| arm.exists()) else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let mut reached = arm.as_os_str().to_owned();
+    reached.push(".reached");
+    let reached = PathBuf::from(reached);
+    std::fs::write(&reached, format!("inside {point}, not committed\n")).map_err(|source| {
+        StoreError::DataDir {
+            path: reached.clone(),
+            source,
+        }
+    })?;
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(StoreError::FaultPoint {
+        path: reached,
+        point,
+        waited_ms: started.elapsed().as_millis(),
+    })
 }
 
 impl Default for StoreOptions {
@@ -73,6 +109,8 @@ impl Default for StoreOptions {
             wal_autocheckpoint_pages: 16_384,
             init: false,
             pause_inside_apply: None,
+            pause_inside_heartbeats: None,
+            pause_inside_zone_write: None,
         }
     }
 }

@@ -115,6 +115,10 @@ impl ZoneStore<'_> {
                     data: json!({ "serial": serial, "detail": detail }),
                 },
             )?;
+            crate::store::fault_point(
+                self.store.options.pause_inside_zone_write.as_deref(),
+                "pause_inside_zone_write",
+            )?;
             Ok(true)
         })
     }
