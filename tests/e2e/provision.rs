@@ -227,9 +227,94 @@ fn a_fresh_debian_host_becomes_a_serving_node_that_survives_a_restart_and_reruns
     let back = restarted.elapsed();
     assert_eq!(node_json(&p, ip).expect("registered")["id"], id.as_str());
 
+    // A blue/green release through the control plane, under load: v2
+    // reaches the node as an image archive (no registry here), the release
+    // goes through `neutral release`, and no request fails meanwhile.
+    let v2 = p.d.shared_dir().join("web-v2.tar");
+    let built = std::process::Command::new(
+        neutral_e2e::workspace_root().join("tests/images/build-test-image.sh"),
+    )
+    .arg("v2")
+    .arg(&v2)
+    .output()
+    .expect("run build-test-image.sh");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let copied = neutral_e2e::testbed::docker(&[
+        "cp",
+        v2.to_str().unwrap(),
+        &format!("{}:/var/lib/neutral/images/web-v2.tar", host.container),
+    ]);
+    assert_eq!(copied.code, Some(0), "{}", copied.stderr);
+    p.d.bed.exec_ok(
+        &host,
+        &[
+            "ctr",
+            "-n",
+            "neutral",
+            "images",
+            "import",
+            "/var/lib/neutral/images/web-v2.tar",
+        ],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut seen) = (0u32, 0u32, std::collections::BTreeSet::new());
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                match version(ip) {
+                    Some(v) => {
+                        ok += 1;
+                        seen.insert(v);
+                    }
+                    None => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed, seen)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let released = neutral_e2e::run_with_deadline(
+        std::process::Command::new(neutral_e2e::bin("neutral"))
+            .args(["release", "--node", &id, "--image", "neutral.test/web:v2"])
+            .arg("--control-plane")
+            .arg(format!("http://{}", p.d.api))
+            .args(["--timeout", "60s"])
+            .env("NEUTRAL_ADMIN_TOKEN", ADMIN_TOKEN),
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        released.code,
+        Some(0),
+        "{}\n{}\n{}",
+        released.stdout,
+        released.stderr,
+        diagnosis(&p, &host, ip)
+    );
+    settle(&p, &host, ip, "v2 through nginx", || {
+        version(ip).as_deref() == Some("v2")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, failed, seen) = load.join().expect("the load thread");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the release",
+        served + failed
+    );
+    assert!(seen.contains("v1") && seen.contains("v2"), "{seen:?}");
+
     eprintln!(
         "FIGURES provision: fresh host -> ready node {:.1}s (first playbook run {:.1}s); \
-         re-run (changed=0) {:.1}s; docker restart -> serving again {:.1}s",
+         re-run (changed=0) {:.1}s; docker restart -> serving again {:.1}s; \
+         blue/green release through the control plane: {served} requests, 0 failed",
         ready.as_secs_f64(),
         first_run.as_secs_f64(),
         again.elapsed.as_secs_f64(),
