@@ -727,3 +727,184 @@ fn a_control_plane_with_bad_input_fails_naming_the_cause_and_is_not_left_running
             .stdout;
     assert_ne!(state.trim(), "active", "left running");
 }
+
+/// cloud-init (issue 15): `modules/node` renders a slot's user-data with
+/// real Terraform; a fresh machine that ships cloud-init (installed here as
+/// a cloud image has it) runs it from a NoCloud seed — cloud-init itself,
+/// every stage — and becomes the same node the role makes: registered with
+/// its slot name, up, serving the first release through nginx, under the
+/// role's own unit (one template for both).
+#[test]
+fn cloud_init_user_data_from_modules_node_makes_the_same_node_as_the_role() {
+    let Some(terraform) = neutral_e2e::services::terraform_or_skip("cloud_init_user_data") else {
+        return;
+    };
+    let Some(p) = Provisioning::start("provision-cloud-init") else {
+        return;
+    };
+    let binary = neutral_e2e::bin("neutral");
+    let binary_url = p.serve_file("bin/neutral", &binary);
+    let archive_url = p.serve_file("images/web-v1.tar", &p.d.shared_dir().join("web-v1.tar"));
+    let apt = format!("deb [trusted=yes] http://{}/apt/ ./\n", p.http_addr);
+    let root = tempfile::tempdir().unwrap();
+    // A relative source, as a repository's roots use it (an absolute one is
+    // copied into .terraform/ without the role's template beside it).
+    let up = "../".repeat(root.path().components().count().saturating_sub(1));
+    let module = format!(
+        "{up}{}",
+        neutral_e2e::workspace_root()
+            .join("modules/node")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    let config = format!(
+        r#"module "nodes" {{
+  source            = "{module}"
+  region            = "jp"
+  slots             = ["jp-3"]
+  control_plane     = "{cp}"
+  join_token        = "{token}"
+  binary_url        = "{binary_url}"
+  binary_sha256     = "{sha}"
+  image             = "{image}"
+  image_archive_url = "{archive_url}"
+  apt_sources_list  = {apt}
+}}
+
+output "user_data" {{
+  value     = module.nodes.user_data["jp-3"]
+  sensitive = true
+}}
+"#,
+        cp = p.control_plane_url(),
+        token = neutral_e2e::cluster::JOIN_TOKEN,
+        sha = sha256_hex(&binary),
+        image = neutral_e2e::provision::IMAGE,
+        apt = serde_json::to_string(&apt).unwrap(),
+    );
+    std::fs::write(root.path().join("main.tf"), config).unwrap();
+    let tf = |args: &[&str]| {
+        let out = neutral_e2e::run_with_deadline(
+            std::process::Command::new(&terraform)
+                .args(args)
+                .current_dir(root.path())
+                .env("TF_IN_AUTOMATION", "1")
+                .env("CHECKPOINT_DISABLE", "1"),
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            out.code,
+            Some(0),
+            "terraform {args:?}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    };
+    tf(&["init", "-input=false", "-no-color"]);
+    tf(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let user_data = tf(&["output", "-raw", "user_data"]);
+    assert!(
+        user_data.starts_with("## template: jinja\n#cloud-config\n"),
+        "{user_data}"
+    );
+    assert!(
+        user_data.contains("neutral-agent.service.j2"),
+        "the role's template is the unit's one source:\n{user_data}"
+    );
+
+    let (host, ip) = p.fresh_machine("jp-3");
+    let seed = root.path().join("user-data");
+    std::fs::write(&seed, &user_data).unwrap();
+    let meta = root.path().join("meta-data");
+    std::fs::write(&meta, "instance-id: jp-3\nlocal-hostname: jp-3\n").unwrap();
+    let sh = |script: &str| {
+        let out = p.d.bed.exec(&host, &["sh", "-c", script]);
+        assert_eq!(out.code, Some(0), "{script}:\n{}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+    // What a cloud image has: cloud-init, and a NoCloud seed for the data.
+    sh(&format!(
+        "rm -f /etc/apt/sources.list.d/* && printf '%s' '{}' > /etc/apt/sources.list && \
+         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cloud-init \
+         >/dev/null && mkdir -p /var/lib/cloud/seed/nocloud && \
+         printf 'datasource_list: [ NoCloud, None ]\\nlocale: C.UTF-8\\n' \
+         > /etc/cloud/cloud.cfg.d/99-seed.cfg",
+        apt.trim_end()
+    ));
+    for (file, target) in [(&seed, "user-data"), (&meta, "meta-data")] {
+        let copied = neutral_e2e::testbed::docker(&[
+            "cp",
+            file.to_str().unwrap(),
+            &format!("{}:/var/lib/cloud/seed/nocloud/{target}", host.container),
+        ]);
+        assert_eq!(copied.code, Some(0), "{}", copied.stderr);
+    }
+    let started = Instant::now();
+    for stage in [
+        "cloud-init init --local",
+        "cloud-init init",
+        "cloud-init modules --mode=config",
+        "cloud-init modules --mode=final",
+    ] {
+        let out = p.d.bed.exec(&host, &["sh", "-c", stage]);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{stage}:\n{}{}\n{}",
+            out.stdout,
+            out.stderr,
+            p.d.bed
+                .exec(
+                    &host,
+                    &["tail", "-n", "60", "/var/log/cloud-init-output.log"]
+                )
+                .stdout
+        );
+    }
+
+    // The same node as the role's: registered by slot name, up, serving v1.
+    settle(
+        &p,
+        &host,
+        ip,
+        "the cloud-init node up in GET /nodes",
+        || node_json(&p, ip).is_some_and(|n| n["status"] == "up" && n["hostname"] == "jp-3"),
+    );
+    settle(&p, &host, ip, "the workload through nginx", || {
+        version(ip).as_deref() == Some("v1")
+    });
+    let ready = started.elapsed();
+    let show = p.d.bed.exec_ok(
+        &host,
+        &[
+            "systemctl",
+            "show",
+            "neutral-agent",
+            "-p",
+            "Restart,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,UnitFileState,ExecStart",
+        ],
+    );
+    for want in [
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "UnitFileState=enabled",
+        "--hostname jp-3",
+        "--runtime containerd --nginx",
+        "--image neutral.test/web:v1",
+    ] {
+        assert!(show.contains(want), "{want} not in:\n{show}");
+    }
+    let token_mode =
+        p.d.bed
+            .exec_ok(&host, &["stat", "-c", "%a", "/etc/neutral/join-token"]);
+    assert_eq!(token_mode.trim(), "600");
+    eprintln!(
+        "FIGURES provision-cloud-init: cloud-init stages -> node up and serving {:.1}s",
+        ready.as_secs_f64()
+    );
+}

@@ -183,6 +183,17 @@ impl Provisioning {
         Some(p)
     }
 
+    /// Serves `file` at `http://<http_addr>/<name>` from now on.
+    pub fn serve_file(&self, name: &str, file: &Path) -> String {
+        let link = self.dir.path().join("www").join(name);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).expect("a folder of the HTTP server");
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(file, &link).expect("link a served file");
+        format!("http://{}/{name}", self.http_addr)
+    }
+
     /// A fresh machine `name` in the region, booted (systemd) and answering
     /// SSH with the controller's key.
     pub fn fresh_machine(&self, name: &str) -> (Host, Ipv4Addr) {

@@ -94,6 +94,22 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../modules/gtm/versions.tf"),
     ),
     (
+        "modules/node/main.tf",
+        include_str!("../../../modules/node/main.tf"),
+    ),
+    (
+        "modules/node/outputs.tf",
+        include_str!("../../../modules/node/outputs.tf"),
+    ),
+    (
+        "modules/node/variables.tf",
+        include_str!("../../../modules/node/variables.tf"),
+    ),
+    (
+        "modules/node/versions.tf",
+        include_str!("../../../modules/node/versions.tf"),
+    ),
+    (
         "modules/region/main.tf",
         include_str!("../../../modules/region/main.tf"),
     ),
@@ -762,6 +778,10 @@ mod tests {
             modules/gtm/outputs.tf
             modules/gtm/variables.tf
             modules/gtm/versions.tf
+            modules/node/main.tf
+            modules/node/outputs.tf
+            modules/node/variables.tf
+            modules/node/versions.tf
             modules/region/main.tf
             modules/region/outputs.tf
             modules/region/variables.tf
