@@ -728,65 +728,30 @@ fn a_control_plane_with_bad_input_fails_naming_the_cause_and_is_not_left_running
     assert_ne!(state.trim(), "active", "left running");
 }
 
-/// cloud-init (issue 15): `modules/node` renders a slot's user-data with
-/// real Terraform; a fresh machine that ships cloud-init (installed here as
-/// a cloud image has it) runs it from a NoCloud seed — cloud-init itself,
-/// every stage — and becomes the same node the role makes: registered with
-/// its slot name, up, serving the first release through nginx, under the
-/// role's own unit (one template for both).
-#[test]
-fn cloud_init_user_data_from_modules_node_makes_the_same_node_as_the_role() {
-    let Some(terraform) = neutral_e2e::services::terraform_or_skip("cloud_init_user_data") else {
-        return;
-    };
-    let Some(p) = Provisioning::start("provision-cloud-init") else {
-        return;
-    };
-    let binary = neutral_e2e::bin("neutral");
-    let binary_url = p.serve_file("bin/neutral", &binary);
-    let archive_url = p.serve_file("images/web-v1.tar", &p.d.shared_dir().join("web-v1.tar"));
-    let apt = format!("deb [trusted=yes] http://{}/apt/ ./\n", p.http_addr);
+/// Renders `output "user_data"` of a root calling `modules/<module>` with
+/// `inputs` (HCL lines), with real Terraform; the text.
+fn render_user_data(terraform: &std::path::Path, module: &str, inputs: &str, key: &str) -> String {
     let root = tempfile::tempdir().unwrap();
     // A relative source, as a repository's roots use it (an absolute one is
     // copied into .terraform/ without the role's template beside it).
     let up = "../".repeat(root.path().components().count().saturating_sub(1));
-    let module = format!(
+    let source = format!(
         "{up}{}",
         neutral_e2e::workspace_root()
-            .join("modules/node")
+            .join("modules")
+            .join(module)
             .display()
             .to_string()
             .trim_start_matches('/')
     );
     let config = format!(
-        r#"module "nodes" {{
-  source            = "{module}"
-  region            = "jp"
-  slots             = ["jp-3"]
-  control_plane     = "{cp}"
-  join_token        = "{token}"
-  binary_url        = "{binary_url}"
-  binary_sha256     = "{sha}"
-  image             = "{image}"
-  image_archive_url = "{archive_url}"
-  apt_sources_list  = {apt}
-}}
-
-output "user_data" {{
-  value     = module.nodes.user_data["jp-3"]
-  sensitive = true
-}}
-"#,
-        cp = p.control_plane_url(),
-        token = neutral_e2e::cluster::JOIN_TOKEN,
-        sha = sha256_hex(&binary),
-        image = neutral_e2e::provision::IMAGE,
-        apt = serde_json::to_string(&apt).unwrap(),
+        "module \"m\" {{\n  source = \"{source}\"\n{inputs}}}\n\n\
+         output \"user_data\" {{\n  value     = module.m.user_data{key}\n  sensitive = true\n}}\n"
     );
     std::fs::write(root.path().join("main.tf"), config).unwrap();
     let tf = |args: &[&str]| {
         let out = neutral_e2e::run_with_deadline(
-            std::process::Command::new(&terraform)
+            std::process::Command::new(terraform)
                 .args(args)
                 .current_dir(root.path())
                 .env("TF_IN_AUTOMATION", "1")
@@ -809,30 +774,37 @@ output "user_data" {{
         user_data.starts_with("## template: jinja\n#cloud-config\n"),
         "{user_data}"
     );
-    assert!(
-        user_data.contains("neutral-agent.service.j2"),
-        "the role's template is the unit's one source:\n{user_data}"
-    );
+    user_data
+}
 
-    let (host, ip) = p.fresh_machine("jp-3");
-    let seed = root.path().join("user-data");
-    std::fs::write(&seed, &user_data).unwrap();
-    let meta = root.path().join("meta-data");
-    std::fs::write(&meta, "instance-id: jp-3\nlocal-hostname: jp-3\n").unwrap();
-    let sh = |script: &str| {
-        let out = p.d.bed.exec(&host, &["sh", "-c", script]);
-        assert_eq!(out.code, Some(0), "{script}:\n{}{}", out.stdout, out.stderr);
-        out.stdout
-    };
-    // What a cloud image has: cloud-init, and a NoCloud seed for the data.
-    sh(&format!(
+/// What a cloud image has (Debian's cloud-init, installed here from the
+/// local repository `apt`) and a NoCloud seed of `user_data`; then every
+/// cloud-init stage, each of which must succeed. How long the stages took.
+fn run_cloud_init(
+    p: &Provisioning,
+    host: &neutral_e2e::testbed::Host,
+    apt: &str,
+    user_data: &str,
+) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("user-data");
+    std::fs::write(&seed, user_data).unwrap();
+    let meta = dir.path().join("meta-data");
+    std::fs::write(
+        &meta,
+        format!("instance-id: {0}\nlocal-hostname: {0}\n", host.name),
+    )
+    .unwrap();
+    let script = format!(
         "rm -f /etc/apt/sources.list.d/* && printf '%s' '{}' > /etc/apt/sources.list && \
          apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cloud-init \
          >/dev/null && mkdir -p /var/lib/cloud/seed/nocloud && \
          printf 'datasource_list: [ NoCloud, None ]\\nlocale: C.UTF-8\\n' \
          > /etc/cloud/cloud.cfg.d/99-seed.cfg",
         apt.trim_end()
-    ));
+    );
+    let out = p.d.bed.exec(host, &["sh", "-c", &script]);
+    assert_eq!(out.code, Some(0), "{script}:\n{}{}", out.stdout, out.stderr);
     for (file, target) in [(&seed, "user-data"), (&meta, "meta-data")] {
         let copied = neutral_e2e::testbed::docker(&[
             "cp",
@@ -848,7 +820,7 @@ output "user_data" {{
         "cloud-init modules --mode=config",
         "cloud-init modules --mode=final",
     ] {
-        let out = p.d.bed.exec(&host, &["sh", "-c", stage]);
+        let out = p.d.bed.exec(host, &["sh", "-c", stage]);
         assert_eq!(
             out.code,
             Some(0),
@@ -857,12 +829,52 @@ output "user_data" {{
             out.stderr,
             p.d.bed
                 .exec(
-                    &host,
+                    host,
                     &["tail", "-n", "60", "/var/log/cloud-init-output.log"]
                 )
                 .stdout
         );
     }
+    started.elapsed()
+}
+
+/// cloud-init (issue 15): `modules/node` renders a slot's user-data with
+/// real Terraform; a fresh machine that ships cloud-init runs it from a
+/// NoCloud seed — cloud-init itself, every stage — and becomes the same node
+/// the role makes: registered with its slot name, up, serving the first
+/// release through nginx, under the role's own unit (one template for both).
+#[test]
+fn cloud_init_user_data_from_modules_node_makes_the_same_node_as_the_role() {
+    let Some(terraform) = neutral_e2e::services::terraform_or_skip("cloud_init_user_data") else {
+        return;
+    };
+    let Some(p) = Provisioning::start("provision-cloud-init") else {
+        return;
+    };
+    let binary = neutral_e2e::bin("neutral");
+    let binary_url = p.serve_file("bin/neutral", &binary);
+    let archive_url = p.serve_file("images/web-v1.tar", &p.d.shared_dir().join("web-v1.tar"));
+    let apt = format!("deb [trusted=yes] http://{}/apt/ ./\n", p.http_addr);
+    let inputs = format!(
+        "  region            = \"jp\"\n  slots             = [\"jp-3\"]\n  \
+         control_plane     = \"{cp}\"\n  join_token        = \"{token}\"\n  \
+         binary_url        = \"{binary_url}\"\n  binary_sha256     = \"{sha}\"\n  \
+         image             = \"{image}\"\n  image_archive_url = \"{archive_url}\"\n  \
+         apt_sources_list  = {apt_json}\n",
+        cp = p.control_plane_url(),
+        token = neutral_e2e::cluster::JOIN_TOKEN,
+        sha = sha256_hex(&binary),
+        image = neutral_e2e::provision::IMAGE,
+        apt_json = serde_json::to_string(&apt).unwrap(),
+    );
+    let user_data = render_user_data(&terraform, "node", &inputs, "[\"jp-3\"]");
+    assert!(
+        user_data.contains("neutral-agent.service.j2"),
+        "the role's template is the unit's one source:\n{user_data}"
+    );
+    let (host, ip) = p.fresh_machine("jp-3");
+    let started = Instant::now();
+    let stages = run_cloud_init(&p, &host, &apt, &user_data);
 
     // The same node as the role's: registered by slot name, up, serving v1.
     settle(
@@ -904,7 +916,121 @@ output "user_data" {{
             .exec_ok(&host, &["stat", "-c", "%a", "/etc/neutral/join-token"]);
     assert_eq!(token_mode.trim(), "600");
     eprintln!(
-        "FIGURES provision-cloud-init: cloud-init stages -> node up and serving {:.1}s",
+        "FIGURES provision-cloud-init: cloud-init stages {:.1}s; node up and serving {:.1}s \
+         after the first stage started",
+        stages.as_secs_f64(),
         ready.as_secs_f64()
+    );
+}
+
+/// cloud-init for the control plane: `modules/control-plane`'s user-data,
+/// run by cloud-init on a fresh machine, makes the control plane the role
+/// makes — unprivileged, following the repository, answering with its tip.
+#[test]
+fn cloud_init_user_data_from_modules_control_plane_makes_the_same_control_plane_as_the_role() {
+    let Some(terraform) = neutral_e2e::services::terraform_or_skip("cloud_init_control_plane")
+    else {
+        return;
+    };
+    let Some(p) = Provisioning::start("provision-cloud-init-cp") else {
+        return;
+    };
+    let git = git_server(&p);
+    let binary = neutral_e2e::bin("neutral");
+    let binary_url = p.serve_file("bin/neutral", &binary);
+    let apt = format!("deb [trusted=yes] http://{}/apt/ ./\n", p.http_addr);
+    let inputs = format!(
+        "  repo             = \"{repo}\"\n  admin_token      = \"{admin}\"\n  \
+         join_token       = \"{join}\"\n  viewer_token     = \"{viewer}\"\n  \
+         binary_url       = \"{binary_url}\"\n  binary_sha256    = \"{sha}\"\n  \
+         apt_sources_list = {apt_json}\n",
+        repo = git.url,
+        admin = ADMIN_TOKEN,
+        join = neutral_e2e::cluster::JOIN_TOKEN,
+        viewer = neutral_e2e::cluster::VIEWER_TOKEN,
+        sha = sha256_hex(&binary),
+        apt_json = serde_json::to_string(&apt).unwrap(),
+    );
+    let user_data = render_user_data(&terraform, "control-plane", &inputs, "");
+    assert!(
+        user_data.contains("neutral-serve.service.j2"),
+        "{user_data}"
+    );
+    let (cp, cp_ip) = p.fresh_machine("cp-3");
+    let stages = run_cloud_init(&p, &cp, &apt, &user_data);
+
+    let api = SocketAddr::from((cp_ip, neutral_e2e::testbed::deploy::API_PORT));
+    let head = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&p.d.repo.bare)
+        .args(["rev-parse", "main"])
+        .output()
+        .expect("git rev-parse");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    settle(
+        &p,
+        &cp,
+        cp_ip,
+        "the control plane serving the repository's tip",
+        || {
+            http::request(api, "GET", "/status", Some(ADMIN_TOKEN), None)
+                .ok()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+                .is_some_and(|s| s["commit"] == head.as_str())
+        },
+    );
+    let viewer = neutral_e2e::cluster::VIEWER_TOKEN;
+    assert_eq!(
+        http::request(api, "GET", "/nodes", Some(viewer), None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        http::request(api, "GET", "/nodes", None, None)
+            .unwrap()
+            .status,
+        401
+    );
+    let show = p.d.bed.exec_ok(
+        &cp,
+        &[
+            "systemctl",
+            "show",
+            "neutral-serve",
+            "-p",
+            "User,Restart,NoNewPrivileges,ProtectSystem,UnitFileState,ActiveState,ExecStart",
+        ],
+    );
+    for want in [
+        "User=neutral",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "UnitFileState=enabled",
+        "ActiveState=active",
+        "--viewer-token-file /etc/neutral/viewer-token",
+    ] {
+        assert!(show.contains(want), "{want} not in:\n{show}");
+    }
+    assert!(!show.contains(ADMIN_TOKEN));
+    let modes = p.d.bed.exec_ok(
+        &cp,
+        &[
+            "stat",
+            "-c",
+            "%U:%G %a",
+            "/var/lib/neutral",
+            "/etc/neutral/admin-token",
+        ],
+    );
+    assert_eq!(
+        modes.trim(),
+        "neutral:neutral 700\nroot:neutral 640",
+        "{modes}"
+    );
+    eprintln!(
+        "FIGURES provision-cloud-init-cp: cloud-init stages {:.1}s",
+        stages.as_secs_f64()
     );
 }

@@ -94,6 +94,22 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../modules/gtm/versions.tf"),
     ),
     (
+        "modules/control-plane/main.tf",
+        include_str!("../../../modules/control-plane/main.tf"),
+    ),
+    (
+        "modules/control-plane/outputs.tf",
+        include_str!("../../../modules/control-plane/outputs.tf"),
+    ),
+    (
+        "modules/control-plane/variables.tf",
+        include_str!("../../../modules/control-plane/variables.tf"),
+    ),
+    (
+        "modules/control-plane/versions.tf",
+        include_str!("../../../modules/control-plane/versions.tf"),
+    ),
+    (
         "modules/node/main.tf",
         include_str!("../../../modules/node/main.tf"),
     ),
@@ -774,6 +790,10 @@ mod tests {
             infra/node-pool/sg.tfvars
             infra/node-pool/variables.tf
             modules/README.md
+            modules/control-plane/main.tf
+            modules/control-plane/outputs.tf
+            modules/control-plane/variables.tf
+            modules/control-plane/versions.tf
             modules/gtm/main.tf
             modules/gtm/outputs.tf
             modules/gtm/variables.tf
