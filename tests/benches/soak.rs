@@ -108,8 +108,10 @@ fn rows(data: &Path) -> Option<(u64, u64)> {
 
 /// A fresh loopback address for the `n`th registration.
 fn address(n: u32) -> IpAddr {
-    let [_, b, c, d] = (n + 1).to_be_bytes();
-    IpAddr::V4(Ipv4Addr::new(127, 20 + b, c, d.max(1)))
+    let d = u8::try_from(n % 250 + 1).unwrap_or(1);
+    let c = u8::try_from((n / 250) % 256).unwrap_or(0);
+    let b = u8::try_from(20 + (n / 64_000) % 200).unwrap_or(20);
+    IpAddr::V4(Ipv4Addr::new(127, b, c, d))
 }
 
 fn files(nodes_per_region: u32) -> Vec<(String, String)> {
