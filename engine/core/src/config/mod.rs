@@ -32,7 +32,9 @@ use crate::diag::{Diagnostic, Pos};
 use crate::model::Declarations;
 
 pub use self::decode::{dns_label_problem, normalize_dns_name};
-pub use self::tfvars::{NODE_POOL_VARIABLES, TfvarsEditError, desired_nodes_in, set_desired_nodes};
+pub use self::tfvars::{
+    NODE_POOL_VARIABLES, TfvarsEditError, desired_nodes_in, node_pool_path, set_desired_nodes,
+};
 
 use self::checks::Decls;
 use self::decode::{Decoded, Decoder};
@@ -105,11 +107,6 @@ impl ObjectKind {
             ObjectKind::NodePool => "node pool",
         }
     }
-}
-
-/// The node-pool file of `region`: `infra/node-pool/<region>.tfvars`.
-pub fn node_pool_path(region: &str) -> String {
-    format!("infra/node-pool/{region}.tfvars")
 }
 
 /// What `load` does with a path.

@@ -38,10 +38,15 @@ fn source(text: &str, span: Option<Range<usize>>) -> String {
     }
 }
 
+/// The node-pool file of `region`: `infra/node-pool/<region>.tfvars`.
+pub fn node_pool_path(region: &str) -> String {
+    format!("infra/node-pool/{region}.tfvars")
+}
+
 /// The `desired_nodes` a node-pool file of `region` declares; `None` when
 /// the text has an error.
 pub fn desired_nodes_in(text: &str, region: &str) -> Option<u32> {
-    let path = super::node_pool_path(region);
+    let path = node_pool_path(region);
     let mut diagnostics = Vec::new();
     let mut decoder = Decoder::new(&path, &mut diagnostics);
     let pool = node_pool(&mut decoder, text, region)?;
