@@ -82,21 +82,25 @@ fn wait_reached(arm: &Path) {
     std::fs::remove_file(arm).unwrap();
 }
 
-#[test]
-fn kill_9_inside_a_heartbeat_batch_keeps_what_was_committed_and_every_identity() {
+/// A daemon on the fast repository whose store fault point `fault` (an
+/// env var) is the returned arm file (not created yet), synced once.
+fn armed(fault: &str) -> (tempfile::TempDir, Daemon, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = fast_repo(dir.path());
-    let arm = dir.path().join("heartbeats.arm");
-    let mut daemon = Daemon::start_with_env(
+    let arm = dir.path().join("fault.arm");
+    let daemon = Daemon::start_with_env(
         &repo.bare,
         &dir.path().join("data"),
         FAST_NO_PROBES,
-        &[(
-            "NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS",
-            arm.to_str().unwrap(),
-        )],
+        &[(fault, arm.to_str().unwrap())],
     );
     wait_for_commit(&daemon);
+    (dir, daemon, arm)
+}
+
+#[test]
+fn kill_9_inside_a_heartbeat_batch_keeps_what_was_committed_and_every_identity() {
+    let (_dir, mut daemon, arm) = armed("NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS");
     let (id, token) = register(&daemon, "127.0.0.31");
     for _ in 0..3 {
         assert_eq!(heartbeat(&daemon, &id, &token, 0.31), 200);
@@ -141,19 +145,7 @@ fn kill_9_inside_a_heartbeat_batch_keeps_what_was_committed_and_every_identity()
 
 #[test]
 fn kill_9_inside_a_zone_write_leaves_the_old_zone_served_and_the_retry_applies_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fast_repo(dir.path());
-    let arm = dir.path().join("zone.arm");
-    let mut daemon = Daemon::start_with_env(
-        &repo.bare,
-        &dir.path().join("data"),
-        FAST_NO_PROBES,
-        &[(
-            "NEUTRAL_FAULT_PAUSE_INSIDE_ZONE_WRITE",
-            arm.to_str().unwrap(),
-        )],
-    );
-    wait_for_commit(&daemon);
+    let (_dir, mut daemon, arm) = armed("NEUTRAL_FAULT_PAUSE_INSIDE_ZONE_WRITE");
     let created = daemon.admin(
         "POST",
         "/dns/zones",

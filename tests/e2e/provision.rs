@@ -93,6 +93,40 @@ fn settle(
     }
 }
 
+/// The agent's unit on `host` as the role writes it: restart policy,
+/// hardening, enabled, the flags in `flags`; the join token only in its
+/// 0600 file, never in the unit.
+fn assert_agent_unit(p: &Provisioning, host: &neutral_e2e::testbed::Host, flags: &[&str]) {
+    let show = p.d.bed.exec_ok(
+        host,
+        &[
+            "systemctl",
+            "show",
+            "neutral-agent",
+            "-p",
+            "Restart,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,UnitFileState,ExecStart",
+        ],
+    );
+    for want in [
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "UnitFileState=enabled",
+    ]
+    .iter()
+    .chain(flags)
+    {
+        assert!(show.contains(want), "{want} not in:\n{show}");
+    }
+    let token_mode =
+        p.d.bed
+            .exec_ok(host, &["stat", "-c", "%a", "/etc/neutral/join-token"]);
+    assert_eq!(token_mode.trim(), "600");
+    assert!(!show.contains(neutral_e2e::cluster::JOIN_TOKEN));
+}
+
 #[test]
 fn a_fresh_debian_host_becomes_a_serving_node_that_survives_a_restart_and_reruns_unchanged() {
     let Some(p) = Provisioning::start("provision") else {
@@ -165,33 +199,7 @@ fn a_fresh_debian_host_becomes_a_serving_node_that_survives_a_restart_and_reruns
     assert_eq!(blackbox.status, 200);
 
     // The unit as written: restart policy, hardening, slot name.
-    let show = p.d.bed.exec_ok(
-        &host,
-        &[
-            "systemctl",
-            "show",
-            "neutral-agent",
-            "-p",
-            "Restart,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,UnitFileState,ExecStart",
-        ],
-    );
-    for want in [
-        "Restart=on-failure",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "UnitFileState=enabled",
-        "--hostname jp-1",
-    ] {
-        assert!(show.contains(want), "{want} not in:\n{show}");
-    }
-    // The token is not in the unit, and its file is the owner's only.
-    let token_mode =
-        p.d.bed
-            .exec_ok(&host, &["stat", "-c", "%a", "/etc/neutral/join-token"]);
-    assert_eq!(token_mode.trim(), "600");
-    assert!(!show.contains(neutral_e2e::cluster::JOIN_TOKEN));
+    assert_agent_unit(&p, &host, &["--hostname jp-1"]);
 
     // A second run changes nothing.
     let again = p.playbook("jp-1", ip, &p.node_vars());
@@ -888,33 +896,15 @@ fn cloud_init_user_data_from_modules_node_makes_the_same_node_as_the_role() {
         version(ip).as_deref() == Some("v1")
     });
     let ready = started.elapsed();
-    let show = p.d.bed.exec_ok(
+    assert_agent_unit(
+        &p,
         &host,
         &[
-            "systemctl",
-            "show",
-            "neutral-agent",
-            "-p",
-            "Restart,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,UnitFileState,ExecStart",
+            "--hostname jp-3",
+            "--runtime containerd --nginx",
+            "--image neutral.test/web:v1",
         ],
     );
-    for want in [
-        "Restart=on-failure",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "UnitFileState=enabled",
-        "--hostname jp-3",
-        "--runtime containerd --nginx",
-        "--image neutral.test/web:v1",
-    ] {
-        assert!(show.contains(want), "{want} not in:\n{show}");
-    }
-    let token_mode =
-        p.d.bed
-            .exec_ok(&host, &["stat", "-c", "%a", "/etc/neutral/join-token"]);
-    assert_eq!(token_mode.trim(), "600");
     eprintln!(
         "FIGURES provision-cloud-init: cloud-init stages {:.1}s; node up and serving {:.1}s \
          after the first stage started",
