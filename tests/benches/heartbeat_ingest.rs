@@ -61,7 +61,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> Settings {
         Settings {
-            nodes: usize::try_from(env_number("INGEST_NODES", 10_000).clamp(1, 60_000))
+            nodes: usize::try_from(env_number("INGEST_NODES", 10_000).clamp(1, 100_000))
                 .unwrap_or(10_000),
             connections: usize::try_from(env_number("INGEST_CONCURRENCY", 64).clamp(1, 1024))
                 .unwrap_or(64),
