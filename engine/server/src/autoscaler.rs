@@ -142,7 +142,7 @@ pub async fn evaluate(app: &Arc<App>) {
         }
     };
     settle_in_flight(app, &mut last, &decl, &nodes).await;
-    abandon_unpushed(app, &mut last, &decl).await;
+    abandon_unpushed(app, &mut last, &decl, at).await;
     let settings = AutoscaleSettings {
         in_flight_timeout: app.settings.autoscale.in_flight_timeout,
     };
@@ -231,13 +231,26 @@ async fn settle_in_flight(
 /// is neither declared nor in the node-pool file at the Git tip. A leader
 /// records an action before it pushes; one killed or deposed in between (or
 /// whose push the remote refused) leaves such an action behind, which would
-/// otherwise hold the region until the in-flight timeout. This leader's own
-/// pushes never show here: it evaluates one region after the other, and an
-/// action it pushed is at the tip before it is recorded as pushed.
-async fn abandon_unpushed(app: &App, last: &mut BTreeMap<String, LastAction>, decl: &Declarations) {
+/// otherwise hold the region until the in-flight timeout. A pushed action is
+/// undeclared too until the next sync applies it, so only actions older
+/// than two sync intervals are looked up in Git: the remote is fetched only
+/// for an action that is already late, not after every push.
+async fn abandon_unpushed(
+    app: &App,
+    last: &mut BTreeMap<String, LastAction>,
+    decl: &Declarations,
+    now: Timestamp,
+) {
+    let late =
+        i64::try_from(app.settings.sync_interval.saturating_mul(2).as_millis()).unwrap_or(i64::MAX);
     let pending: Vec<String> = last
         .iter()
-        .filter(|(region, a)| a.in_flight && a.from != a.to && decl.desired_nodes(region) != a.to)
+        .filter(|(region, a)| {
+            a.in_flight
+                && a.from != a.to
+                && decl.desired_nodes(region) != a.to
+                && now.millis().saturating_sub(a.at.millis()) >= late
+        })
         .map(|(region, _)| region.clone())
         .collect();
     if pending.is_empty() {
