@@ -130,7 +130,18 @@ fn init_scaffolds_a_repository_that_validates_formats_and_passes_its_own_checks(
     let names: Vec<&str> = jobs.keys().map(String::as_str).collect();
     assert_eq!(names, ["checks", "terraform"]);
     assert_eq!(jobs["terraform"]["needs"], "checks");
-    assert!(workflow["on"]["pull_request"].is_null() || workflow["on"]["pull_request"].is_string());
+    let triggers: Vec<&str> = workflow["on"]
+        .as_object()
+        .expect("on")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        triggers,
+        ["pull_request", "push", "schedule"],
+        "(keys sorted)"
+    );
+    assert_eq!(workflow["on"]["push"]["branches"][0], "main");
     let check_steps: Vec<String> = jobs["checks"]["steps"]
         .as_array()
         .unwrap()
