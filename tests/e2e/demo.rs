@@ -34,12 +34,9 @@ fn the_demo_on_docker_hosts_tells_the_same_story_and_removes_its_hosts() {
         testbed::skip::<()>(&reason);
         return;
     }
-    // The API listens on every address with --hosts: a port free on all.
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    // The API listens on every address with --hosts: reserved ports are
+    // free on all.
+    let listen = format!("127.0.0.1:{}", free_port());
     let said = demo(&listen, &["--hosts"]);
     assert!(said.contains("nodes: Docker hosts of their own"), "{said}");
     assert!(said.contains("docker kill neutral-demo-"), "{said}");

@@ -4,7 +4,7 @@
 //! stopped when its handle drops, and every wait is bounded.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,25 +33,16 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port free on every address, reserved for this test process
+/// (`ports`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::ports::reserve_tcp()
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 (for DNS).
+/// A port free for both UDP and TCP (for DNS), reserved for this test
+/// process (`ports`).
 pub fn free_dns_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
+    crate::ports::reserve_tcp_and_udp()
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {

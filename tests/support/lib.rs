@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod dns;
 pub mod flows;
 pub mod http;
+pub mod ports;
 pub mod provision;
 pub mod services;
 pub mod stack;

@@ -5,7 +5,7 @@
 //! is stopped when its guard drops, and every wait has a deadline.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -21,13 +21,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 pub const JOIN_TOKEN: &str = "join-token-for-tests-0123456789";
 pub const PDNS_API_KEY: &str = "pdns-key-for-tests-0123456789";
 
-/// A TCP port that was free a moment ago on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use crate::cluster::free_port;
 
 /// Polls `check` every 100 ms until it is true, failing after `deadline`.
 pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
