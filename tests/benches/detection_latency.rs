@@ -11,9 +11,11 @@
 //! app.example.com A is written through the daemon's DNS API (`POST
 //! /dns/zones`, `PATCH /dns/zones/example.com.`) with weights victim 99,
 //! survivor 1, so that almost every answer names the victim while it is up.
-//! Two kinds of death are measured: `node` (the service is SIGKILLed and the
-//! node's heartbeats stop at the same instant) and `service` (only the
-//! service dies; heartbeats go on, so only the probe can notice).
+//! Three kinds of death are measured: `stream` (the node's agent stream and
+//! its service live in one process, which is SIGKILLed: the stream breaks,
+//! the control plane probes at once), `node` (the service is SIGKILLed and
+//! the node's HTTP heartbeats stop at the same instant) and `service` (only
+//! the service dies; heartbeats go on, so only the probe can notice).
 //!
 //! **PowerDNS**: `pdns_server` with the gsqlite3 backend on loopback,
 //! `lua-health-checks-interval=1`, the packet and query caches off (the
@@ -84,6 +86,21 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(position) = args.iter().position(|a| a == "--serve-http") {
         let addr = args.get(position + 1).expect("--serve-http <addr>");
+        let stream = args.iter().position(|a| a == "--stream").map(|at| {
+            let arg = |i: usize| {
+                args.get(at + i)
+                    .cloned()
+                    .expect("--stream <api> <id> <token>")
+            };
+            (
+                arg(1).parse().expect("--stream api address"),
+                arg(2),
+                arg(3),
+            )
+        });
+        if let Some((api, id, token)) = stream {
+            std::thread::spawn(move || stream_heartbeats(api, &id, &token));
+        }
         serve_http(addr.parse().expect("--serve-http address"));
         return;
     }
@@ -221,6 +238,73 @@ fn serve_http(addr: SocketAddr) {
     }
 }
 
+/// Child mode, beside the service: the node's agent stream, a heartbeat
+/// every `HEARTBEAT_EVERY`, opened again whenever it breaks. It dies with
+/// the process.
+fn stream_heartbeats(api: SocketAddr, id: &str, token: &str) {
+    use neutral_proto::v1::node_stream_client::NodeStreamClient;
+    use neutral_proto::v1::{Heartbeat, NodeMessage};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let until = Instant::now() + SERVICE_LIFETIME;
+        while Instant::now() < until {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+            else {
+                return;
+            };
+            let Ok(channel) = endpoint.connect().await else {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                continue;
+            };
+            let (sender, queued) = tokio::sync::mpsc::channel(4);
+            let mut request =
+                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(queued));
+            let metadata = request.metadata_mut();
+            if let (Ok(id), Ok(bearer)) = (id.parse(), format!("Bearer {token}").parse()) {
+                metadata.insert(neutral_proto::NODE_ID_METADATA, id);
+                metadata.insert("authorization", bearer);
+            }
+            let Ok(response) = NodeStreamClient::new(channel).connect(request).await else {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                continue;
+            };
+            let mut answers = response.into_inner();
+            let mut sequence = 0u64;
+            loop {
+                sequence += 1;
+                let message = NodeMessage {
+                    sequence,
+                    heartbeat: Some(Heartbeat::default()),
+                };
+                if sender.send(message).await.is_err() {
+                    break;
+                }
+                let until_next = tokio::time::sleep(HEARTBEAT_EVERY);
+                tokio::pin!(until_next);
+                // Read what comes until the next heartbeat is due.
+                let broken = loop {
+                    tokio::select! {
+                        () = &mut until_next => break false,
+                        message = answers.message() => {
+                            if !matches!(message, Ok(Some(_))) {
+                                break true;
+                            }
+                        }
+                    }
+                };
+                if broken {
+                    break;
+                }
+            }
+        }
+    });
+}
+
 fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -234,17 +318,20 @@ struct Service {
     addr: SocketAddr,
     process: ChildGuard,
     last_check_us: Arc<AtomicU64>,
+    /// The node's agent stream held by the same process: `(api, id, token)`.
+    stream: Option<(SocketAddr, String, String)>,
 }
 
 impl Service {
     /// Starts the service on `addr` and waits (bounded) until it accepts.
     fn start(addr: SocketAddr) -> Service {
         let last_check_us = Arc::new(AtomicU64::new(0));
-        let process = spawn_service(addr, &last_check_us);
+        let process = spawn_service(addr, &last_check_us, None);
         Service {
             addr,
             process,
             last_check_us,
+            stream: None,
         }
     }
 
@@ -253,7 +340,7 @@ impl Service {
     }
 
     fn restart(&mut self) {
-        self.process = spawn_service(self.addr, &self.last_check_us);
+        self.process = spawn_service(self.addr, &self.last_check_us, self.stream.as_ref());
     }
 
     /// Waits (up to 3 s) for a check after now; how long ago it passed.
@@ -271,9 +358,17 @@ impl Service {
     }
 }
 
-fn spawn_service(addr: SocketAddr, last_check_us: &Arc<AtomicU64>) -> ChildGuard {
-    let mut child = Command::new(std::env::current_exe().expect("current exe"))
-        .args(["--serve-http", &addr.to_string()])
+fn spawn_service(
+    addr: SocketAddr,
+    last_check_us: &Arc<AtomicU64>,
+    stream: Option<&(SocketAddr, String, String)>,
+) -> ChildGuard {
+    let mut command = Command::new(std::env::current_exe().expect("current exe"));
+    command.args(["--serve-http", &addr.to_string()]);
+    if let Some((api, id, token)) = stream {
+        command.args(["--stream", &api.to_string(), id, token]);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -496,7 +591,7 @@ fn run_neutral(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> V
     let victim_alive = Arc::new(AtomicBool::new(true));
     let stop_heartbeats = Arc::new(AtomicBool::new(false));
 
-    let (victim_id, heartbeats) = runtime.block_on(async {
+    let (victim_id, victim_token, heartbeats) = runtime.block_on(async {
         let mut http = Http::connect(api).await.expect("connect to the daemon");
         common::sync_and_check(&mut http, 1).await;
         let victim_node = common::register(&mut http, "jp", VICTIM).await;
@@ -522,7 +617,7 @@ fn run_neutral(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> V
             &[(VICTIM, 99), (SURVIVOR, 1)],
         )
         .await;
-        (victim_node.0, heartbeats)
+        (victim_node.0, victim_node.1, heartbeats)
     });
 
     let mut dns = DnsAsker::new(daemon.dns, "app.example.com.", Duration::from_secs(1));
@@ -536,11 +631,39 @@ fn run_neutral(runtime: &tokio::runtime::Runtime, port: u16, trials: usize) -> V
 
     let mut all = Vec::new();
     for phase in [Phase::AfterCheck, Phase::Random] {
+        // The stream series: the victim's heartbeats move onto an agent
+        // stream held by its service's process.
+        victim_alive.store(false, Ordering::SeqCst);
+        victim.stream = Some((api, victim_id.clone(), victim_token.clone()));
+        victim.kill();
+        victim.restart();
+        wait_stream_open(runtime, api);
+        let series = run_series(
+            format!(
+                "neutral, stream death (service + its agent stream killed), {}",
+                phase.label()
+            ),
+            trials,
+            phase,
+            &mut victim,
+            &mut dns,
+            &mut Hooks {
+                on_kill: &mut || {},
+                on_restart: &mut || {},
+                note: &mut || runtime.block_on(status_reason(api, &victim_id)),
+            },
+        );
+        all.push(series);
+        victim.stream = None;
+        victim_alive.store(true, Ordering::SeqCst);
+        victim.kill();
+        victim.restart();
+        wait_both_up(runtime, api, trials);
         for (kind, stop_heartbeats_too) in [("node", true), ("service", false)] {
             let name = format!(
                 "neutral, {kind} death ({}), {}",
                 if stop_heartbeats_too {
-                    "service killed, heartbeats stop"
+                    "service killed, HTTP heartbeats stop"
                 } else {
                     "service killed, heartbeats go on"
                 },
@@ -621,6 +744,23 @@ fn wait_both_up(runtime: &tokio::runtime::Runtime, api: SocketAddr, _trials: usi
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the two nodes did not come up within 20 s");
+    });
+}
+
+/// Waits (bounded) until the daemon counts one agent stream open.
+fn wait_stream_open(runtime: &tokio::runtime::Runtime, api: SocketAddr) {
+    runtime.block_on(async {
+        let mut http = Http::connect(api).await.expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(text) = http.metrics().await
+                && common::metric_sum(&text, "neutral_node_streams_open", &[]) >= 1.0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the victim's agent stream did not open within 20 s");
     });
 }
 

@@ -449,6 +449,13 @@ impl Agent {
         terminate(&mut self.child, Duration::from_secs(5));
     }
 
+    /// SIGKILL, as a crashed process or machine: the kernel closes its
+    /// connections, nothing else is said.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -28,8 +28,11 @@ use crate::node::runtime::Ctr;
 use crate::node_exporter::NodeExporter;
 use crate::orders::Orders;
 use crate::probe::{ProbeSummary, Prober};
-use crate::protocol::{HeartbeatRequest, RegisterRequest, ReleaseOrder, ReleaseResult};
+use crate::protocol::{
+    HeartbeatRequest, HeartbeatResponse, RegisterRequest, ReleaseOrder, ReleaseResult,
+};
 use crate::state::{self, Identity};
+use crate::stream::{StreamError, StreamLink, StreamOpener};
 
 /// Heartbeat intervals outside this range are clamped: a zero interval from
 /// a broken control plane must not become a busy loop.
@@ -153,6 +156,23 @@ struct Agent<C = ControlPlane> {
     /// Releases ordered through the control plane (shared with their tasks).
     orders: Arc<std::sync::Mutex<Orders>>,
     node_exporter: Option<NodeExporter>,
+    /// Opens the agent stream (unless `--no-stream`); `None` in the pacing
+    /// tests, whose control plane is in memory.
+    streams: Option<StreamOpener>,
+}
+
+/// What the agent keeps from the control plane's answers.
+struct Answers {
+    interval: Duration,
+    last_status: Option<NodeStatus>,
+}
+
+/// The next message pushed on the stream; never, without one.
+async fn next_push(link: &mut Option<StreamLink>) -> Result<HeartbeatResponse, StreamError> {
+    match link {
+        Some(link) => link.pushed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How a registration ended.
@@ -171,7 +191,14 @@ impl Agent {
             &config.control_plane_replicas,
             config.ca_file.as_deref(),
         )?;
-        Agent::with_client(config, node, control_plane)
+        let streams = if config.stream {
+            Some(StreamOpener::new(config.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let mut agent = Agent::with_client(config, node, control_plane)?;
+        agent.streams = streams;
+        Ok(agent)
     }
 }
 
@@ -220,6 +247,7 @@ impl<C: NodeApi> Agent<C> {
             origin: Instant::now(),
             orders: Arc::default(),
             node_exporter,
+            streams: None,
         };
         // A first reading, so the first heartbeat can already report CPU.
         agent.measure_cpu();
@@ -316,65 +344,108 @@ impl<C: NodeApi> Agent<C> {
     }
 
     /// Heartbeats until the control plane no longer knows the node, or the
-    /// node has drained.
+    /// node has drained. Heartbeats go over the agent stream while it is
+    /// open (`stream.rs`), else over HTTP; a stream that cannot be opened is
+    /// tried again with backoff, and a heartbeat whose stream broke is sent
+    /// again over HTTP at once.
     async fn heartbeat_until_lost(&mut self, session: &Session) -> SessionEnd {
         let mut accepted = 0u64;
-        let mut interval = session.interval;
+        let mut answers = Answers {
+            interval: session.interval,
+            last_status: None,
+        };
         let mut failures = 0u32;
-        let mut last_status: Option<NodeStatus> = None;
         let mut next = Instant::now();
+        let mut link: Option<StreamLink> = None;
+        let mut stream_due = Instant::now();
+        let mut stream_failures = 0u32;
         loop {
             let wake = self
                 .drain
                 .deadline()
                 .and_then(|deadline| self.origin.checked_add(deadline))
                 .map_or(next, |deadline| deadline.min(next));
-            tokio::time::sleep_until(wake).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                pushed = next_push(&mut link) => {
+                    match pushed {
+                        Ok(response) => {
+                            debug!(node_id = %session.node_id, status = response.status.as_str(), "pushed by the control plane");
+                            self.on_answer(session, &response, &mut answers);
+                        }
+                        Err(err) => {
+                            warn!(error = %err, "agent stream lost; heartbeats go over HTTP until it is back");
+                            link = None;
+                            stream_due = Instant::now();
+                        }
+                    }
+                    continue;
+                }
+            }
             if self.drain.step(self.origin.elapsed()) == DrainStep::Exit {
                 return SessionEnd::Drained;
             }
             let started = Instant::now();
             let request = HeartbeatRequest {
                 node_id: session.node_id.clone(),
-                metrics: self.collect_metrics(interval).await,
+                metrics: self.collect_metrics(answers.interval).await,
                 release: lock_orders(&self.orders).to_report(),
             };
-            let result = self
-                .control_plane
-                .heartbeat(&session.node_token, &request, heartbeat_timeout(interval))
-                .await;
+            let timeout = heartbeat_timeout(answers.interval);
+            if link.is_none()
+                && started >= stream_due
+                && let Some(opener) = &self.streams
+            {
+                match opener
+                    .open(
+                        self.control_plane.base(),
+                        &session.node_id,
+                        &session.node_token,
+                    )
+                    .await
+                {
+                    Ok(opened) => {
+                        info!(node_id = %session.node_id, control_plane = %self.control_plane.base(), "agent stream open");
+                        link = Some(opened);
+                        stream_failures = 0;
+                    }
+                    Err(err) => {
+                        stream_failures = stream_failures.saturating_add(1);
+                        let delay = self.config.backoff.delay(stream_failures, rand::random());
+                        stream_due = Instant::now() + delay;
+                        warn!(error = %err, retry_in_ms = millis(delay), "cannot open the agent stream; heartbeats go over HTTP");
+                    }
+                }
+            }
+            let mut on_stream = None;
+            if let Some(open) = &mut link {
+                match open.heartbeat(&request, timeout).await {
+                    Ok(response) => on_stream = Some(response),
+                    Err(err) => {
+                        warn!(error = %err, "agent stream lost; this heartbeat goes over HTTP");
+                        link = None;
+                        stream_due = Instant::now();
+                    }
+                }
+            }
+            let result = match on_stream {
+                Some(response) => Ok(response),
+                None => {
+                    self.control_plane
+                        .heartbeat(&session.node_token, &request, timeout)
+                        .await
+                }
+            };
             match result {
                 Ok(response) => {
                     accepted = accepted.saturating_add(1);
-                    let order = lock_orders(&self.orders).on_answer(response.release.as_ref());
-                    if let Some(order) = order {
-                        self.start_ordered_release(order);
-                    }
                     if failures > 0 {
                         info!(failures, "control plane reachable again");
                     }
                     failures = 0;
-                    if last_status != Some(response.status) {
-                        info!(node_id = %session.node_id, status = response.status.as_str(), "node status");
-                        last_status = Some(response.status);
-                        let step = self.drain.observe(response.status, self.origin.elapsed());
-                        if let DrainStep::Wait { deadline } = step {
-                            info!(
-                                stop_in_ms = millis(deadline.saturating_sub(self.origin.elapsed())),
-                                "draining: serving until DNS answers without this node have expired"
-                            );
-                        }
-                    }
-                    let asked = clamp_interval(response.heartbeat_interval_ms);
-                    if asked != interval {
-                        info!(
-                            heartbeat_interval_ms = millis(asked),
-                            "heartbeat interval changed"
-                        );
-                        interval = asked;
-                    }
+                    self.on_answer(session, &response, &mut answers);
                     debug!(node_id = %session.node_id, metrics = ?request.metrics, "heartbeat sent");
-                    next = started + interval;
+                    next = started + answers.interval;
                 }
                 Err(err) => match err.on_heartbeat() {
                     Disposition::Reregister => {
@@ -383,17 +454,51 @@ impl<C: NodeApi> Agent<C> {
                     }
                     Disposition::Retry => {
                         failures = failures.saturating_add(1);
-                        let backoff = self.config.backoff.capped_at(interval);
+                        let backoff = self.config.backoff.capped_at(answers.interval);
                         let delay = backoff.delay(failures, rand::random());
                         warn!(error = %err, failures, retry_in_ms = millis(delay), "heartbeat failed");
                         next = Instant::now() + delay;
                     }
                     Disposition::Refused => {
                         error!(error = %err, "heartbeat refused; trying again at the next interval");
-                        next = started + interval;
+                        next = started + answers.interval;
                     }
                 },
             }
+        }
+    }
+
+    /// Acts on what the control plane said — a heartbeat's answer or a push
+    /// on the stream: a release order, the node's status (drain), the
+    /// heartbeat interval.
+    fn on_answer(
+        &mut self,
+        session: &Session,
+        response: &HeartbeatResponse,
+        answers: &mut Answers,
+    ) {
+        let order = lock_orders(&self.orders).on_answer(response.release.as_ref());
+        if let Some(order) = order {
+            self.start_ordered_release(order);
+        }
+        if answers.last_status != Some(response.status) {
+            info!(node_id = %session.node_id, status = response.status.as_str(), "node status");
+            answers.last_status = Some(response.status);
+            let step = self.drain.observe(response.status, self.origin.elapsed());
+            if let DrainStep::Wait { deadline } = step {
+                info!(
+                    stop_in_ms = millis(deadline.saturating_sub(self.origin.elapsed())),
+                    "draining: serving until DNS answers without this node have expired"
+                );
+            }
+        }
+        let asked = clamp_interval(response.heartbeat_interval_ms);
+        if asked != answers.interval {
+            info!(
+                heartbeat_interval_ms = millis(asked),
+                "heartbeat interval changed"
+            );
+            answers.interval = asked;
         }
     }
 

@@ -92,6 +92,11 @@ pub struct AgentArgs {
     /// (one object per line) for log shippers.
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
+    /// Heartbeat over plain HTTP requests only, without the agent stream
+    /// (gRPC over HTTP/2; docs/api.md). With the stream, the control plane
+    /// pushes orders at once and notices a crashed node within one probe.
+    #[arg(long)]
+    pub no_stream: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -364,6 +369,9 @@ pub struct AgentConfig {
     pub node_exporter: Option<Url>,
     /// Set for a full node (`--runtime containerd --nginx`).
     pub node: Option<NodeSetup>,
+    /// Whether heartbeats go over the agent stream when the control plane
+    /// offers it (`--no-stream` turns it off).
+    pub stream: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -392,6 +400,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("backoff", &self.backoff)
             .field("drain_grace", &self.drain_grace)
             .field("node", &self.node)
+            .field("stream", &self.stream)
             .finish_non_exhaustive()
     }
 }
@@ -479,6 +488,7 @@ impl AgentConfig {
             dns_ttl: args.dns_ttl,
             node_exporter: args.node_exporter,
             node,
+            stream: !args.no_stream,
         })
     }
 }
@@ -507,6 +517,7 @@ impl Default for AgentArgs {
             dns_ttl: Duration::from_secs(30),
             node_exporter: None,
             log_format: LogFormat::default(),
+            no_stream: false,
             node: NodeArgs::default(),
         }
     }

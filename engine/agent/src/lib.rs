@@ -31,6 +31,7 @@ pub mod probe;
 pub mod protocol;
 pub mod remote_release;
 pub mod state;
+mod stream;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -14,6 +14,11 @@
 //! - Coming back from `down` (for either reason) needs `rise` consecutive
 //!   successes again, counted from the moment heartbeats are fresh; this is
 //!   the hysteresis that keeps a flapping node out of the answers.
+//! - When a node's agent stream breaks, the control plane probes it at once
+//!   ([`Liveness::confirming_probe`]): a failure takes an `up` node `down`
+//!   without waiting for `fall` (the broken stream was the first sign, the
+//!   probe confirms it); a success is an ordinary successful probe. The
+//!   broken stream alone changes nothing.
 //! - `drain` is the operator's (or the autoscaler's) and wins over both; it
 //!   is not a failure. Undraining returns to whatever health says.
 
@@ -122,6 +127,31 @@ impl Liveness {
             } else if !self.ready {
                 self.detail = format!("probe failed: {detail}");
             }
+        }
+    }
+
+    /// The probe sent because the node's agent stream broke (`why`) finished
+    /// at `at`. A failure confirms the loss: the node is not ready from
+    /// now, whatever `fall` says. A success counts as any probe does.
+    pub fn confirming_probe(
+        &mut self,
+        at: Timestamp,
+        ok: bool,
+        why: &str,
+        detail: &str,
+        settings: &LivenessSettings,
+    ) {
+        if ok {
+            self.success(at, settings, "probe");
+            return;
+        }
+        self.success_streak = 0;
+        self.failure_streak = self.failure_streak.saturating_add(1);
+        if self.ready {
+            self.ready = false;
+            self.detail = format!("{why}, and the probe that followed failed: {detail}");
+        } else {
+            self.detail = format!("probe failed: {detail}");
         }
     }
 
@@ -249,6 +279,32 @@ mod tests {
                 "3 consecutive failed probes (fall 3): connection refused".into()
             )
         );
+    }
+
+    #[test]
+    fn a_broken_stream_takes_a_node_down_only_when_its_probe_confirms() {
+        let mut node = Liveness::registered(t(0));
+        node.probe(t(1), true, "", &PROBED);
+        node.probe(t(2), true, "", &PROBED);
+        let why = "its agent stream broke";
+        // The probe after the break passes: still up, nothing forgotten.
+        node.confirming_probe(t(3), true, why, "200", &PROBED);
+        assert_eq!(node.status(t(3), &PROBED).0, NodeStatus::Up);
+        // One failed confirming probe is enough, whatever `fall` (3) says.
+        node.confirming_probe(t(4), false, why, "connection refused", &PROBED);
+        assert_eq!(
+            node.status(t(4), &PROBED),
+            (
+                NodeStatus::Down,
+                "its agent stream broke, and the probe that followed failed: connection refused"
+                    .into()
+            )
+        );
+        // Coming back needs `rise` again.
+        node.probe(t(5), true, "", &PROBED);
+        assert_eq!(node.status(t(5), &PROBED).0, NodeStatus::Down);
+        node.probe(t(6), true, "", &PROBED);
+        assert_eq!(node.status(t(6), &PROBED).0, NodeStatus::Up);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct App {
     /// The API's open connections and their limits; the node API marks the
     /// addresses nodes speak from (the node reserve).
     pub connections: Arc<crate::connlimit::ConnTable>,
+    /// The agent streams open on this replica (`api/stream.rs`).
+    pub node_streams: crate::node_streams::NodeStreams,
+    /// The probes' HTTP client (the prober's and the confirming probes').
+    pub probe_client: reqwest::Client,
 }
 
 impl App {
@@ -124,6 +128,7 @@ impl App {
             return;
         }
         for update in &updates {
+            self.node_streams.nudge(&update.id);
             self.counters.status_changes.inc();
             tracing::info!(node = %update.id, status = update.status.as_str(), reason = %update.reason, "node status");
             let _ = self.events.send(ChangeEvent::NodeStatus {

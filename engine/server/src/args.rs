@@ -264,6 +264,11 @@ pub struct ServeArgs {
     /// API connections open at once from one client address.
     #[arg(long, default_value = "256")]
     pub max_connections_per_ip: usize,
+    /// Agent streams (docs/api.md, "Agent stream") open at once on this
+    /// replica. A node has at most one (a newer one ends the older), so
+    /// this caps the nodes streaming here; the others use HTTP heartbeats.
+    #[arg(long, default_value = "100000", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_node_streams: u32,
     /// Of --max-connections, slots only addresses that nodes registered or
     /// heartbeated from (in the last 10 minutes) may take; at most half.
     #[arg(long, default_value = "128")]

@@ -62,6 +62,14 @@ pub struct BackendCallLabels {
     pub result: &'static str,
 }
 
+/// What happened to an agent stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// `opened`, `refused`, `replaced`, `broken`, `closed`, `silent`,
+    /// `not_reading`, `refused_message` or `ended`.
+    pub event: &'static str,
+}
+
 /// An autoscale decision's kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -84,6 +92,8 @@ pub struct Counters {
     pub syncs_rejected: Counter,
     pub sync_errors: Counter,
     pub probes: Family<ProbeLabels, Counter>,
+    /// Agent streams opened, refused and ended, by event.
+    pub node_streams: Family<StreamLabels, Counter>,
     pub recomputes: Counter,
     pub store_errors: Counter,
     pub autoscale_decisions: Family<DecisionLabels, Counter>,
@@ -136,6 +146,7 @@ impl Counters {
             syncs_rejected: Counter::default(),
             sync_errors: Counter::default(),
             probes: Family::default(),
+            node_streams: Family::default(),
             recomputes: Counter::default(),
             store_errors: Counter::default(),
             autoscale_decisions: Family::default(),
@@ -155,6 +166,12 @@ impl Counters {
             counters
                 .probes
                 .get_or_create(&ProbeLabels { result })
+                .inc_by(0);
+        }
+        for event in ["opened", "refused", "broken"] {
+            counters
+                .node_streams
+                .get_or_create(&StreamLabels { event })
                 .inc_by(0);
         }
         for kind in ["none", "scale_out", "scale_in", "replace"] {
@@ -241,6 +258,12 @@ impl Counters {
             r.register(name, help, counter.clone());
         }
         r.register(
+            "neutral_node_streams",
+            "Agent streams by event (opened, refused, replaced, broken, closed, silent, \
+             not_reading, refused_message, ended)",
+            self.node_streams.clone(),
+        );
+        r.register(
             "neutral_probes",
             "Node probes by result (ok, failed)",
             self.probes.clone(),
@@ -290,6 +313,12 @@ impl Counters {
     pub fn probe(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.probes.get_or_create(&ProbeLabels { result }).inc();
+    }
+
+    pub fn node_stream(&self, event: &'static str) {
+        self.node_streams
+            .get_or_create(&StreamLabels { event })
+            .inc();
     }
 
     pub fn decision(&self, kind: &'static str) {

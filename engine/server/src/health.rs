@@ -38,19 +38,17 @@ pub async fn run_ticker(app: Arc<App>, mut shutdown: Shutdown) {
     }
 }
 
-pub async fn run_prober(app: Arc<App>, mut shutdown: Shutdown) {
-    let client = match reqwest::Client::builder()
+/// The probes' HTTP client: a fresh connection per probe, no proxy.
+pub fn probe_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .user_agent(concat!("neutral-probe/", env!("CARGO_PKG_VERSION")))
         .build()
-    {
-        Ok(client) => client,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot build the probe client; probes disabled");
-            return;
-        }
-    };
+}
+
+pub async fn run_prober(app: Arc<App>, mut shutdown: Shutdown) {
+    let client = app.probe_client.clone();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
     loop {
         let at = now();
@@ -135,6 +133,52 @@ async fn probe_once(client: &reqwest::Client, address: IpAddr, probe: &Probe) ->
         Err(err) if err.is_connect() => (false, format!("GET {url}: connection failed")),
         Err(err) => (false, format!("GET {url}: {err}")),
     }
+}
+
+/// Probes `node_id` at once because its agent stream ended (`why`): a
+/// failure takes it down without waiting for `fall`
+/// ([`neutral_core::liveness::Liveness::confirming_probe`]); a success
+/// changes nothing but the probe count. A drained node, or one no probe
+/// applies to (heartbeats alone count for its region), is left to its
+/// heartbeat timeout. Returns whether a probe was sent.
+pub async fn confirm(app: &App, node_id: &str, why: &str) -> bool {
+    let target = {
+        let world = app.read_world();
+        world
+            .nodes
+            .get(node_id)
+            .filter(|e| !e.liveness.drained)
+            .and_then(|e| e.probe.clone().map(|p| (e.record.node.address, p)))
+    };
+    let Some((address, probe)) = target else {
+        tracing::debug!(node = %node_id, %why, "no probe applies: left to the heartbeat timeout");
+        return false;
+    };
+    let (ok, detail) = probe_once(&app.probe_client, address, &probe).await;
+    app.counters.probe(ok);
+    let at = now();
+    let changed = {
+        let mut world = app.write_world();
+        let Some(entry) = world.nodes.get_mut(node_id) else {
+            return true;
+        };
+        if ok {
+            entry.last_passing_probe = Some(at);
+        }
+        let was_ready = entry.liveness.ready;
+        entry
+            .liveness
+            .confirming_probe(at, ok, why, &detail, &entry.settings);
+        if entry.liveness.ready != was_ready {
+            app.verdict_changed.notify_one();
+        }
+        entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
+    };
+    tracing::info!(node = %node_id, %why, ok, %detail, "confirming probe");
+    if changed {
+        app.reconcile("agent stream").await;
+    }
+    true
 }
 
 async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {

@@ -35,6 +35,7 @@ pub mod ingest;
 pub mod leadership;
 pub mod listener;
 pub mod metrics;
+pub mod node_streams;
 pub mod releases;
 pub mod replicas;
 pub mod scheduler;
@@ -373,6 +374,8 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
             connection_limits,
             args.connection_reserve_for.clone(),
         ),
+        node_streams: node_streams::NodeStreams::new(args.max_node_streams as usize),
+        probe_client: health::probe_client().context("cannot build the probe client")?,
     });
     // Releases asked for before a restart (or on another replica) still
     // ride on their nodes' heartbeats.
@@ -412,6 +415,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     }
 
     let router = api::router(Arc::clone(&app));
+    let grpc = api::stream::router(Arc::clone(&app));
     let server = {
         let listen = args.listen;
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -443,7 +447,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         tokio::spawn(listener::serve(
             listener,
             tls,
-            router,
+            listener::Routers { api: router, grpc },
             Arc::clone(&app.connections),
             timeouts,
             http_stop,
@@ -459,6 +463,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     };
     tracing::info!("stopping");
     app.event_streams.stop();
+    app.node_streams.stop();
     let _ = stop_http.send(true);
     trigger.fire();
     while tasks.join_next().await.is_some() {}

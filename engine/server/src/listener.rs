@@ -1,6 +1,13 @@
 //! The API's serving loop: accepts TCP connections, admits them through the
 //! connection limits ([`crate::connlimit`]), optionally completes a TLS
-//! handshake, and serves HTTP/1.1 with hyper on each, until told to stop.
+//! handshake, and serves HTTP/1.1 — or HTTP/2, which the agent stream's
+//! gRPC needs — with hyper on each, until told to stop. Requests with a
+//! gRPC content type go to the gRPC router, all others to the API's.
+//!
+//! The protocol is chosen by ALPN with TLS (`h2`, else HTTP/1.1), and
+//! without TLS by the first bytes: HTTP/2's connection preface (prior
+//! knowledge, as gRPC clients send it) or else HTTP/1.1. The first bytes
+//! must arrive within the header-read timeout.
 //!
 //! What it enforces, per connection:
 //! - **Limits.** A connection a limit refuses is accepted and closed at once
@@ -16,6 +23,10 @@
 //! - **Idle timeout**: no byte read or written for this long, at any stage
 //!   (a stalled body upload, a client that stops reading its answer), ends
 //!   the connection ([`IdleIo`]).
+//! - **HTTP/2**: at most [`H2_STREAMS_PER_CONNECTION`] concurrent streams
+//!   per connection (more are refused by HTTP/2 itself), request heads of at
+//!   most 16 KiB, and a keep-alive ping every header-read timeout that must
+//!   be answered within it, so a peer that vanished without a word is found.
 //!
 //! It also raises the process's open-file soft limit to the hard limit
 //! ([`raise_fd_limit`]). It must not know the API's routes or the world:
@@ -32,7 +43,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use neutral_core::log_gate::LogGate;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +64,35 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The listen backlog.
 const BACKLOG: u32 = 1024;
+/// Concurrent HTTP/2 streams per connection: an agent needs one.
+pub const H2_STREAMS_PER_CONNECTION: u32 = 16;
+/// HTTP/2's connection preface, which a client speaking HTTP/2 without TLS
+/// sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The routers a connection's requests go to.
+#[derive(Clone, Debug)]
+pub struct Routers {
+    /// The JSON API (and the status page).
+    pub api: Router,
+    /// gRPC services (`content-type: application/grpc…`).
+    pub grpc: Router,
+}
+
+impl Routers {
+    fn route(&self, request: &hyper::Request<Incoming>) -> Router {
+        let grpc = request
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        if grpc {
+            self.grpc.clone()
+        } else {
+            self.api.clone()
+        }
+    }
+}
 
 /// The timeouts each connection is served with.
 #[derive(Clone, Copy, Debug)]
@@ -102,7 +142,7 @@ pub fn raise_fd_limit() -> io::Result<FdLimits> {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    router: Router,
+    router: Routers,
     table: Arc<ConnTable>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
@@ -203,25 +243,42 @@ fn log_refusal(
     }
 }
 
-/// One connection: TLS handshake (bounded), then HTTP/1.1 until the client
-/// leaves, a timeout ends it, or the daemon stops.
+/// One connection: TLS handshake (bounded), then HTTP/1.1 or HTTP/2 until
+/// the client leaves, a timeout ends it, or the daemon stops.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    router: Router,
+    router: Routers,
     permit: Permit,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
 ) {
     let _permit = permit;
     let _ = stream.set_nodelay(true);
-    let io = IdleIo::new(stream, timeouts.idle);
     match tls {
-        None => http(io, peer, router, timeouts, stop).await,
+        None => {
+            let h2 = match tokio::time::timeout(timeouts.header_read, speaks_h2(&stream)).await {
+                Ok(Ok(h2)) => h2,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "API connection ended before a request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no request within the header-read timeout");
+                    return;
+                }
+            };
+            let io = IdleIo::new(stream, timeouts.idle);
+            http(io, h2, peer, router, timeouts, stop).await;
+        }
         Some(acceptor) => {
+            let io = IdleIo::new(stream, timeouts.idle);
             match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => http(stream, peer, router, timeouts, stop).await,
+                Ok(Ok(stream)) => {
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    http(stream, h2, peer, router, timeouts, stop).await;
+                }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -229,10 +286,40 @@ async fn connection(
     }
 }
 
+/// Whether a plain-text client opened with HTTP/2's preface: waits (the
+/// caller bounds how long) until the bytes it sent tell, without consuming
+/// them.
+async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
+    let mut seen = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut seen).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before a request",
+            ));
+        }
+        let (got, want) = (
+            seen.get(..n).unwrap_or(&[]),
+            H2_PREFACE.get(..n).unwrap_or(&[]),
+        );
+        if got != want {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface (clients send it in one write; this is rare):
+        // look again shortly.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn http<I>(
     io: I,
+    h2: bool,
     peer: SocketAddr,
-    router: Router,
+    router: Routers,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -242,21 +329,41 @@ async fn http<I>(
     // the node reserve) as axum's `ConnectInfo`.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        let mut router = router.clone();
+        let mut router = router.route(&request);
         router.call(request)
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
-        .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_STREAMS_PER_CONNECTION)
+            .max_header_list_size(16 * 1024)
+            .keep_alive_interval(Some(timeouts.header_read))
+            .keep_alive_timeout(timeouts.header_read);
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header_read)
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     };
     if let Err(error) = result {
@@ -381,7 +488,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
 }
 
 /// Loads a PEM certificate chain and key into a TLS acceptor speaking
-/// HTTP/1.1 (ALPN `http/1.1`).
+/// HTTP/2 or HTTP/1.1 (ALPN `h2`, `http/1.1`).
 pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -399,7 +506,7 @@ pub fn tls_acceptor(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -203,6 +203,11 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
         "GET /events streams open now (at most 256)",
         app.event_streams.open() as f64,
     );
+    scrape.gauge(
+        "neutral_node_streams_open",
+        "Agent streams open now on this replica (at most --max-node-streams)",
+        app.node_streams.open_count() as f64,
+    );
     let mut out = String::new();
     scrape.encode(&mut out);
     let _ = app.counters.encode(&mut out);

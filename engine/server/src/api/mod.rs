@@ -11,6 +11,7 @@ mod nodes;
 mod page;
 mod read;
 pub mod releases;
+pub mod stream;
 mod tokens;
 
 /// The request bodies, for the fuzz targets (`fuzz/`).

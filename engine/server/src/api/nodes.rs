@@ -66,7 +66,7 @@ fn check_text(field: &str, value: Option<&String>, max: usize) -> Result<(), Api
 
 /// A node proved a token from this client address: its connections may use
 /// the node reserve (`connlimit`).
-fn trust_client(app: &App, connect: Option<&Extension<ConnectInfo<SocketAddr>>>) {
+pub fn trust_client(app: &App, connect: Option<&Extension<ConnectInfo<SocketAddr>>>) {
     if let Some(Extension(ConnectInfo(client))) = connect {
         app.connections
             .trust(client.ip(), std::time::Instant::now());
@@ -391,6 +391,17 @@ fn metrics_of(value: Option<&serde_json::Value>) -> Result<Option<Metrics>, ApiE
     }
 }
 
+/// The documented ranges of a heartbeat's metrics, for the agent stream
+/// (the HTTP API checks the JSON body with [`metrics_of`]).
+pub fn check_metrics(metrics: Metrics) -> Result<Metrics, ApiError> {
+    MetricsBody {
+        cpu: metrics.cpu,
+        rtt_ms: metrics.rtt_ms,
+        error_rate: metrics.error_rate,
+    }
+    .check()
+}
+
 impl MetricsBody {
     fn check(&self) -> Result<Metrics, ApiError> {
         let ratio = |name: &str, v: f64| {
@@ -438,13 +449,55 @@ pub async fn heartbeat(
         ));
     };
     let metrics = metrics_of(request.metrics.as_ref())?;
+    let Some(answer) = accept_heartbeat(
+        &app,
+        request.node_id,
+        token,
+        metrics,
+        request.release.as_ref(),
+    )
+    .await
+    else {
+        return Err(ApiError::unauthorized(
+            "unknown node or invalid node token; register again",
+        ));
+    };
+    trust_client(&app, connect.as_ref());
+    Ok(Json(HeartbeatResponse {
+        status: answer.status,
+        heartbeat_interval_ms: millis(app.settings.heartbeat_interval),
+        release: answer.release,
+    }))
+}
+
+/// What a node is told in answer to a heartbeat (and on its stream when
+/// something changes).
+#[derive(Debug)]
+pub struct HeartbeatAnswer {
+    pub status: NodeStatus,
+    /// A release the node should do (until it reports the result).
+    pub release: Option<crate::releases::ReleaseOrder>,
+}
+
+/// A node's heartbeat, whichever way it came (`POST /nodes/heartbeat` or
+/// the agent stream), with its metrics already checked: liveness, metrics,
+/// the release exchange and the batched write. `None` (counted as
+/// rejected, nothing changed) when the node is unknown or `token` is not
+/// its token.
+pub async fn accept_heartbeat(
+    app: &App,
+    node_id: String,
+    token: &str,
+    metrics: Option<Metrics>,
+    release: Option<&crate::releases::ReleaseResult>,
+) -> Option<HeartbeatAnswer> {
     let started = std::time::Instant::now();
     let at = now();
     let outcome = {
         let mut world = app.write_world();
         match world
             .nodes
-            .get_mut(&request.node_id)
+            .get_mut(&node_id)
             .filter(|e| e.token.matches(token))
         {
             None => None,
@@ -465,21 +518,16 @@ pub async fn heartbeat(
     };
     let Some((status, changed)) = outcome else {
         app.counters.heartbeats_rejected.inc();
-        return Err(ApiError::unauthorized(
-            "unknown node or invalid node token; register again",
-        ));
+        return None;
     };
     app.counters.heartbeats.inc();
-    trust_client(&app, connect.as_ref());
-    let (release, finished) = app
-        .releases
-        .exchange(&request.node_id, request.release.as_ref(), at);
+    let (release, finished) = app.releases.exchange(&node_id, release, at);
     if let Some(finished) = finished {
-        super::releases::persist(&app, &request.node_id, &finished).await;
-        super::releases::record_finished(&app, &request.node_id, &finished).await;
+        super::releases::persist(app, &node_id, &finished).await;
+        super::releases::record_finished(app, &node_id, &finished).await;
     }
     app.enqueue_heartbeat(Heartbeat {
-        node_id: request.node_id,
+        node_id,
         at,
         metrics,
     });
@@ -491,11 +539,15 @@ pub async fn heartbeat(
     app.counters
         .heartbeat_seconds
         .observe(started.elapsed().as_secs_f64());
-    Ok(Json(HeartbeatResponse {
-        status,
-        heartbeat_interval_ms: millis(app.settings.heartbeat_interval),
-        release,
-    }))
+    Some(HeartbeatAnswer { status, release })
+}
+
+/// What `node` would be told now without a heartbeat (pushed on its agent
+/// stream): its status and pending order. `None` when it is gone.
+pub fn current_answer(app: &App, node: &str) -> Option<HeartbeatAnswer> {
+    let status = app.read_world().nodes.get(node)?.record.node.status;
+    let (release, _) = app.releases.exchange(node, None, now());
+    Some(HeartbeatAnswer { status, release })
 }
 
 /// Admin, or a run token whose scope holds the node's region: 401 for

@@ -102,6 +102,8 @@ pub async fn request(
     })
     .await;
     persist(&app, &id, &view).await;
+    // On the node's agent stream at once; otherwise with its next heartbeat.
+    app.node_streams.nudge(&id);
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
