@@ -789,6 +789,13 @@ fn the_api_serves_tls_and_agents_verify_it() {
     );
     let id = trusted.node_id();
     assert!(id.starts_with("jp-"), "{id}");
+    // Its agent stream too: HTTP/2 chosen by ALPN, the same CA.
+    wait_for("the agent stream over TLS", Duration::from_secs(10), || {
+        trusted
+            .log_text()
+            .contains("agent stream open")
+            .then_some(())
+    });
 
     // Without the CA (system roots only) the agent refuses the server.
     let untrusted = Agent::start_with(&url, dir.path(), "untrusted", "jp", "127.0.0.13", &[]);

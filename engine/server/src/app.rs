@@ -50,6 +50,9 @@ pub struct App {
     /// Asks the health ticker for a reconcile now (a heartbeat changed a
     /// node's liveness); requests made while one runs fold into one.
     pub reconcile_soon: Notify,
+    /// Asks for a recompute without waiting for it (a registration);
+    /// requests made while one runs fold into one (`health::run_recompute_requests`).
+    pub recompute_soon: Notify,
     /// Rung when this replica's own verdict on a node flips (a probe), so
     /// the replicas' exchange (`replicas.rs`) publishes it at once.
     pub verdict_changed: Notify,

@@ -38,6 +38,17 @@ pub async fn run_ticker(app: Arc<App>, mut shutdown: Shutdown) {
     }
 }
 
+/// Serves [`App::recompute_soon`](crate::app::App): one recompute per
+/// request, requests made meanwhile folded into the next (every replica).
+pub async fn run_recompute_requests(app: Arc<App>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            () = app.recompute_soon.notified() => app.recompute("node registered").await,
+            () = shutdown.wait() => break,
+        }
+    }
+}
+
 /// The probes' HTTP client: a fresh connection per probe, no proxy.
 pub fn probe_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()

@@ -36,6 +36,7 @@ pub mod leadership;
 pub mod listener;
 pub mod metrics;
 pub mod node_streams;
+pub mod node_table;
 pub mod releases;
 pub mod replicas;
 pub mod scheduler;
@@ -364,6 +365,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         mirror: Arc::new(std::sync::Mutex::new(mirror)),
         scheduler,
         reconcile_soon: Notify::new(),
+        recompute_soon: Notify::new(),
         verdict_changed: Notify::new(),
         reconciles: coalesce::Coalescer::default(),
         recomputes: coalesce::Coalescer::default(),
@@ -492,6 +494,10 @@ fn spawn_replica_tasks(
     elected: bool,
 ) {
     tasks.spawn(ingest::run(Arc::clone(app), heartbeats, shutdown.clone()));
+    tasks.spawn(health::run_recompute_requests(
+        Arc::clone(app),
+        shutdown.clone(),
+    ));
     if elected {
         tasks.spawn(replicas::run(Arc::clone(app), shutdown.clone()));
         tasks.spawn(health::run_prober(Arc::clone(app), shutdown.clone()));

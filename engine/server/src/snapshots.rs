@@ -56,7 +56,7 @@ async fn write_if_new(
                 (
                     Some(Arc::clone(&latest.report)),
                     latest.at,
-                    Vec::new(),
+                    Arc::default(),
                     latest.commit.clone(),
                 )
             }
@@ -64,10 +64,10 @@ async fn write_if_new(
                 Some((report, nodes)) => (
                     Some(Arc::clone(report)),
                     now(),
-                    nodes.clone(),
+                    Arc::clone(nodes),
                     world.commit.clone(),
                 ),
-                None => (None, now(), Vec::new(), world.commit.clone()),
+                None => (None, now(), Arc::default(), world.commit.clone()),
             },
         }
     };
@@ -83,7 +83,7 @@ async fn write_if_new(
         commit,
         at,
         report: &*report,
-        nodes,
+        nodes: Vec::clone(&nodes),
     };
     let Ok(doc) = serde_json::to_string(&stored) else {
         return written;

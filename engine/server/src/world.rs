@@ -21,6 +21,8 @@ use neutral_core::weights::{self, DomainWeights, SplitBrain, WeightSettings, Wei
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};
 
+use crate::node_table::{NodeTable, Placed};
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now() -> Timestamp {
     let millis = SystemTime::now()
@@ -41,6 +43,16 @@ pub struct NodeEntry {
     pub probe_in_flight: bool,
     /// When a probe last passed (for the detection-time histogram).
     pub last_passing_probe: Option<Timestamp>,
+}
+
+impl Placed for NodeEntry {
+    fn region(&self) -> &str {
+        &self.record.node.region
+    }
+
+    fn address(&self) -> std::net::IpAddr {
+        self.record.node.address
+    }
 }
 
 impl NodeEntry {
@@ -79,16 +91,16 @@ pub struct SyncView {
 pub struct World {
     pub commit: Option<String>,
     pub decl: Arc<Declarations>,
-    pub nodes: BTreeMap<String, NodeEntry>,
+    pub nodes: NodeTable<NodeEntry>,
     pub sync: SyncView,
     /// The last report and node list computed while no node had gone down
     /// within the split-brain window: what the guard holds on to when it
     /// trips, so answers are kept as they were before the burst began.
-    pub calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
+    pub calm: Option<(Arc<WeightsReport>, Arc<Vec<Node>>)>,
     /// When the last recompute ran and the nodes it computed on: with the
     /// latest view's report (equal to what it computed), what the next one
     /// recomputes incrementally from.
-    pub last_computed: Option<(Timestamp, Vec<Node>)>,
+    pub last_computed: Option<(Timestamp, Arc<Vec<Node>>)>,
     /// The autoscaler's latest decision per region and when it was made.
     pub decisions: BTreeMap<String, neutral_core::autoscale::Decision>,
     pub decisions_at: Option<Timestamp>,
@@ -385,8 +397,8 @@ pub struct RecomputeInputs {
     nodes: Vec<Node>,
     previous: Arc<WeightsReport>,
     previous_decl: Arc<Declarations>,
-    calm: Option<(Arc<WeightsReport>, Vec<Node>)>,
-    last_computed: Option<(Timestamp, Vec<Node>)>,
+    calm: Option<(Arc<WeightsReport>, Arc<Vec<Node>>)>,
+    last_computed: Option<(Timestamp, Arc<Vec<Node>>)>,
 }
 
 /// The result of a recompute: the new report and what it changed.
@@ -395,10 +407,11 @@ pub struct Recomputed {
     pub at: Timestamp,
     pub report: Arc<WeightsReport>,
     pub decl: Arc<Declarations>,
-    /// The nodes as computed on.
-    pub nodes: Vec<Node>,
+    /// The nodes as computed on (shared with the world's `last_computed`
+    /// and `calm`, never copied).
+    pub nodes: Arc<Vec<Node>>,
     /// The calm node list held before this run (the guard falls back to it).
-    calm_nodes: Option<Vec<Node>>,
+    calm_nodes: Option<Arc<Vec<Node>>>,
     /// Domains whose answers changed, with a one-line summary each.
     pub changed: Vec<(String, String)>,
     /// Whether the split-brain guard tripped or released in this run.
@@ -422,7 +435,7 @@ impl Recomputed {
     pub fn data_plane_health(&self) -> Option<&[Node]> {
         match self.split_brain() {
             None => Some(&self.nodes),
-            Some(_) => self.calm_nodes.as_deref(),
+            Some(_) => self.calm_nodes.as_deref().map(Vec::as_slice),
         }
     }
 }
@@ -486,7 +499,7 @@ impl RecomputeInputs {
             at,
             report: Arc::new(report),
             decl,
-            nodes,
+            nodes: Arc::new(nodes),
             calm_nodes: calm.map(|(_, nodes)| nodes),
             changed,
             guard_changed,
@@ -523,9 +536,12 @@ impl World {
             );
         }
         if recomputed.calm {
-            self.calm = Some((Arc::clone(&recomputed.report), recomputed.nodes.clone()));
+            self.calm = Some((
+                Arc::clone(&recomputed.report),
+                Arc::clone(&recomputed.nodes),
+            ));
         }
-        self.last_computed = Some((recomputed.at, recomputed.nodes.clone()));
+        self.last_computed = Some((recomputed.at, Arc::clone(&recomputed.nodes)));
     }
 }
 
@@ -580,7 +596,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         Some((commit, decl)) => (Some(commit), decl),
         None => (None, Declarations::default()),
     };
-    let mut nodes = BTreeMap::new();
+    let mut nodes = NodeTable::default();
     let mut tokens = store.nodes().token_hashes()?;
     for record in store.nodes().list()? {
         let Some(token) = tokens.remove(&record.node.id) else {
@@ -612,7 +628,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         commit: commit.clone(),
     };
     let calm = stored_report(store, CALM_DOC, commit.as_ref())
-        .map(|stored| (Arc::new(stored.report), stored.nodes));
+        .map(|stored| (Arc::new(stored.report), Arc::new(stored.nodes)));
     Ok(World {
         commit,
         decl,
@@ -747,7 +763,7 @@ mod tests {
         World {
             commit: None,
             decl: Arc::new(Declarations::default()),
-            nodes: BTreeMap::from([("n1".to_owned(), entry)]),
+            nodes: NodeTable::from_iter([("n1".to_owned(), entry)]),
             sync: SyncView::default(),
             calm: None,
             last_computed: None,

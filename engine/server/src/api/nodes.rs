@@ -169,7 +169,7 @@ pub async fn register(
             entry.record.node.region == request.region && entry.record.node.address == address
         };
         let by_id = request.node_id.as_ref().and_then(|id| world.nodes.get(id));
-        let at_address = world.nodes.values().find(here);
+        let at_address = world.nodes.at_place(&request.region, address).next();
         let place = match (by_id, at_address) {
             (Some(entry), _) if !proves(entry) => Err(format!(
                 "node `{}` exists: re-registering it needs its current token in `node_token`",
@@ -195,19 +195,26 @@ pub async fn register(
             (_, None) => Ok(Place::New),
         };
         if let Ok(Place::New) = &place {
-            let counted = world
-                .nodes
-                .values()
-                .filter(|e| e.record.node.region == request.region)
-                // Nodes that were up once and are now down wait for their
-                // replacement; they do not hold its place.
-                .filter(|e| {
-                    !(e.record.node.status == NodeStatus::Down
-                        && e.record.node.last_heartbeat.is_some())
-                })
-                .count();
-            let cap = admission::region_cap(region.max_nodes);
-            if counted >= usize::try_from(cap).unwrap_or(usize::MAX) {
+            let cap =
+                usize::try_from(admission::region_cap(region.max_nodes)).unwrap_or(usize::MAX);
+            // Walk the region's nodes only when all of them together could
+            // reach the cap.
+            let counted = if world.nodes.in_region(&request.region) < cap {
+                0
+            } else {
+                world
+                    .nodes
+                    .values()
+                    .filter(|e| e.record.node.region == request.region)
+                    // Nodes that were up once and are now down wait for their
+                    // replacement; they do not hold its place.
+                    .filter(|e| {
+                        !(e.record.node.status == NodeStatus::Down
+                            && e.record.node.last_heartbeat.is_some())
+                    })
+                    .count()
+            };
+            if counted >= cap {
                 app.counters.registrations_refused.inc();
                 tracing::warn!(region = %request.region, %address, nodes = counted, cap, "registration refused: region full");
                 return Err(ApiError::new(
@@ -294,7 +301,10 @@ pub async fn register(
     app.counters.registrations.inc();
     tracing::info!(node = %id, region = %request.region, %address, reused = reuse_id.is_some(), "node registered");
     app.probe_wakeup.notify_one();
-    app.recompute("node registered").await;
+    // A new node is `down` until its checks pass, so the weights rarely
+    // change (only under `fail_open`); a storm of registrations folds into
+    // one recompute instead of waiting for one each.
+    app.recompute_soon.notify_one();
     trust_client(&app, connect.as_ref());
     Ok((
         StatusCode::CREATED,
