@@ -173,7 +173,7 @@ fn main() {
                 (Phase::AfterCheck, false) => "SLOWER than PowerDNS by more than 10%",
                 (Phase::Random, _) => "random phase: indicative only",
             };
-            println!("  ratio {name} / PowerDNS: median {r50:.2}, p90 {r90:.2} → {verdict}");
+            println!("  ratio {name} / PowerDNS: median {r50:.3}, p90 {r90:.3} → {verdict}");
         }
     }
 }

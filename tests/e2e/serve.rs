@@ -1194,3 +1194,87 @@ fn a_trickled_body_is_cut_off_at_its_deadline_and_dns_tcp_limits_are_flags() {
         metrics.body
     );
 }
+
+/// A registration storm is folded into recomputes at most one per tick
+/// (100 ms or longer; issue 17), not one per registration: whatever the
+/// machine's speed, the recomputes during the storm are bounded by its
+/// length.
+#[test]
+fn a_registration_storm_folds_into_one_recompute_per_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = fast_config(free_port());
+    let mut refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let big_region = "name: jp\nprovider: local\nmin_nodes: 1\nmax_nodes: 400\nbase_weight: 100\n";
+    refs.retain(|(path, _)| *path != "platform-config/regions/jp.yaml");
+    refs.push(("platform-config/regions/jp.yaml", big_region));
+    let repo = Repo::create(dir.path(), &refs);
+    let daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        &[
+            "--no-autoscale",
+            "--no-probes",
+            "--register-rate",
+            "10000",
+            "--register-burst",
+            "10000",
+        ],
+    );
+    wait_for_commit(&daemon, None);
+    let recomputes = || {
+        daemon
+            .get("/metrics")
+            .body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("neutral_weight_recomputes_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let before = recomputes();
+    let started = Instant::now();
+    let api = daemon.api;
+    let workers: Vec<_> = (0..8u8)
+        .map(|worker| {
+            std::thread::spawn(move || {
+                for i in 0..40u8 {
+                    let body = format!(
+                        r#"{{"region": "jp", "address": "127.1.{worker}.{}"}}"#,
+                        i + 1
+                    );
+                    let registered = http::request(
+                        api,
+                        "POST",
+                        "/nodes/register",
+                        Some(JOIN_TOKEN),
+                        Some(&body),
+                    )
+                    .unwrap();
+                    assert_eq!(registered.status, 201, "{}", registered.body);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let storm = started.elapsed();
+    // The last request's recompute, at most one tick later.
+    std::thread::sleep(Duration::from_millis(300));
+    let counted = recomputes() - before;
+    let elapsed = started.elapsed();
+    // One per 100 ms tick, the 2 s clock-driven ones, and slack for the
+    // heartbeat ticker's reconciles.
+    let bound = elapsed.as_secs_f64() / 0.1 + elapsed.as_secs_f64() / 2.0 + 5.0;
+    assert!(
+        counted <= bound,
+        "{counted} recomputes for 320 registrations in {storm:?} (bound {bound:.0})"
+    );
+    assert_eq!(
+        daemon.get("/nodes").json().as_array().map(Vec::len),
+        Some(320)
+    );
+    eprintln!("320 registrations in {storm:?}: {counted} recomputes");
+}

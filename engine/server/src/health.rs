@@ -38,12 +38,26 @@ pub async fn run_ticker(app: Arc<App>, mut shutdown: Shutdown) {
     }
 }
 
-/// Serves [`App::recompute_soon`](crate::app::App): one recompute per
-/// request, requests made meanwhile folded into the next (every replica).
+/// Requested recomputes start at most this often: a registration storm is
+/// one recompute per tick, not one per registration.
+pub const RECOMPUTE_REQUEST_TICK: Duration = Duration::from_millis(100);
+
+/// Serves [`App::recompute_soon`](crate::app::App): requests made within
+/// one tick fold into one recompute (every replica). The tick is
+/// [`RECOMPUTE_REQUEST_TICK`], or three times the last recompute's length
+/// when that is longer, so that with 100,000 nodes a storm of registrations
+/// keeps recomputes to a quarter of a core.
 pub async fn run_recompute_requests(app: Arc<App>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
-            () = app.recompute_soon.notified() => app.recompute("node registered").await,
+            () = app.recompute_soon.notified() => {}
+            () = shutdown.wait() => break,
+        }
+        let started = tokio::time::Instant::now();
+        app.recompute("node registered").await;
+        let tick = RECOMPUTE_REQUEST_TICK.max(started.elapsed() * 3);
+        tokio::select! {
+            () = tokio::time::sleep_until(started + tick) => {}
             () = shutdown.wait() => break,
         }
     }
