@@ -180,45 +180,38 @@ pub async fn confirm(app: &App, node_id: &str, why: &str) -> bool {
         return false;
     };
     let (ok, detail) = probe_once(&app.probe_client, address, &probe).await;
-    app.counters.probe(ok);
-    let at = now();
-    let changed = {
-        let mut world = app.write_world();
-        let Some(entry) = world.nodes.get_mut(node_id) else {
-            return true;
-        };
-        if ok {
-            entry.last_passing_probe = Some(at);
-        }
-        let was_ready = entry.liveness.ready;
-        entry
-            .liveness
-            .confirming_probe(at, ok, why, &detail, &entry.settings);
-        if entry.liveness.ready != was_ready {
-            app.verdict_changed.notify_one();
-        }
-        entry.liveness.status(at, &entry.settings).0 != entry.record.node.status
-    };
     tracing::info!(node = %node_id, %why, ok, %detail, "confirming probe");
-    if changed {
-        app.reconcile("agent stream").await;
-    }
+    note_probe(app, node_id, ok, &detail, Some(why)).await;
     true
 }
 
 async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {
+    note_probe(app, node_id, ok, detail, None).await;
+}
+
+/// Feeds a finished probe to the node's liveness — a scheduled one, or
+/// (`confirming`: why it was sent) the one after a broken agent stream —
+/// and publishes what changed.
+async fn note_probe(app: &App, node_id: &str, ok: bool, detail: &str, confirming: Option<&str>) {
     let at = now();
     let changed = {
         let mut world = app.write_world();
         let Some(entry) = world.nodes.get_mut(node_id) else {
             return;
         };
-        entry.probe_in_flight = false;
         if ok {
             entry.last_passing_probe = Some(at);
         }
         let was_ready = entry.liveness.ready;
-        entry.liveness.probe(at, ok, detail, &entry.settings);
+        match confirming {
+            None => {
+                entry.probe_in_flight = false;
+                entry.liveness.probe(at, ok, detail, &entry.settings);
+            }
+            Some(why) => entry
+                .liveness
+                .confirming_probe(at, ok, why, detail, &entry.settings),
+        }
         if entry.liveness.ready != was_ready {
             app.verdict_changed.notify_one();
         }
@@ -226,6 +219,11 @@ async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {
     };
     app.counters.probe(ok);
     if changed {
-        app.reconcile("probe").await;
+        app.reconcile(if confirming.is_some() {
+            "agent stream"
+        } else {
+            "probe"
+        })
+        .await;
     }
 }

@@ -44,6 +44,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use neutral_core::log_gate::LogGate;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -341,33 +342,33 @@ async fn http<I>(
             .max_header_list_size(16 * 1024)
             .keep_alive_interval(Some(timeouts.header_read))
             .keep_alive_timeout(timeouts.header_read);
-        let conn = builder.serve_connection(io, service);
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stop.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_stopped(builder.serve_connection(io, service), &mut stop).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.header_read)
             .keep_alive(true);
-        let conn = builder.serve_connection(io, service);
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stop.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_stopped(builder.serve_connection(io, service), &mut stop).await
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "API connection ended");
+    }
+}
+
+/// Serves `conn` until it ends, or shuts it down gracefully once `stop`
+/// changes (HTTP/1 and HTTP/2 alike).
+async fn until_stopped<C: GracefulConnection>(
+    conn: C,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }
 

@@ -133,11 +133,6 @@ impl NodeStreams {
         }
     }
 
-    /// Whether `node` has a stream open here.
-    pub fn has(&self, node: &str) -> bool {
-        self.lock().by_node.contains_key(node)
-    }
-
     /// How many are open.
     pub fn open_count(&self) -> usize {
         self.lock().by_node.len()
@@ -159,7 +154,7 @@ mod tests {
         // The first was told to end, and closing it does not close the second.
         assert!(futures_util::FutureExt::now_or_never(first.signals.replaced.notified()).is_some());
         assert!(!streams.close("a", first.id));
-        assert!(streams.has("a"));
+        assert_eq!(streams.open_count(), 1, "the second is still open");
         streams.open("b").unwrap();
         assert_eq!(streams.open("c").unwrap_err(), Full { open: 2 });
         // A node that has a stream may still replace it at the cap.

@@ -101,11 +101,8 @@ impl NodeStream for StreamService {
             .get(NODE_ID_METADATA)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let token = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
+        let headers = metadata.clone().into_headers();
+        let token = crate::auth::bearer(&headers).map(str::to_owned);
         let (Some(node), Some(token)) = (node, token) else {
             return Err(self.refuse(
                 Status::unauthenticated(format!(
