@@ -17,8 +17,9 @@
 //! - When a node's agent stream breaks, the control plane probes it at once
 //!   ([`Liveness::confirming_probe`]): a failure takes an `up` node `down`
 //!   without waiting for `fall` (the broken stream was the first sign, the
-//!   probe confirms it); a success is an ordinary successful probe. The
-//!   broken stream alone changes nothing.
+//!   probe confirms it); a success changes nothing — it is off the probe
+//!   cadence, so it must not shorten `rise`. The broken stream alone
+//!   changes nothing.
 //! - `drain` is the operator's (or the autoscaler's) and wins over both; it
 //!   is not a failure. Undraining returns to whatever health says.
 
@@ -130,19 +131,12 @@ impl Liveness {
         }
     }
 
-    /// The probe sent because the node's agent stream broke (`why`) finished
-    /// at `at`. A failure confirms the loss: the node is not ready from
-    /// now, whatever `fall` says. A success counts as any probe does.
-    pub fn confirming_probe(
-        &mut self,
-        at: Timestamp,
-        ok: bool,
-        why: &str,
-        detail: &str,
-        settings: &LivenessSettings,
-    ) {
+    /// The probe sent because the node's agent stream broke (`why`)
+    /// finished. A failure confirms the loss: the node is not ready from
+    /// now, whatever `fall` says. A success changes nothing (not even the
+    /// `rise` streak of a node coming back: the probe is off its cadence).
+    pub fn confirming_probe(&mut self, ok: bool, why: &str, detail: &str) {
         if ok {
-            self.success(at, settings, "probe");
             return;
         }
         self.success_streak = 0;
@@ -288,10 +282,10 @@ mod tests {
         node.probe(t(2), true, "", &PROBED);
         let why = "its agent stream broke";
         // The probe after the break passes: still up, nothing forgotten.
-        node.confirming_probe(t(3), true, why, "200", &PROBED);
+        node.confirming_probe(true, why, "200");
         assert_eq!(node.status(t(3), &PROBED).0, NodeStatus::Up);
         // One failed confirming probe is enough, whatever `fall` (3) says.
-        node.confirming_probe(t(4), false, why, "connection refused", &PROBED);
+        node.confirming_probe(false, why, "connection refused");
         assert_eq!(
             node.status(t(4), &PROBED),
             (
@@ -300,7 +294,10 @@ mod tests {
                     .into()
             )
         );
-        // Coming back needs `rise` again.
+        // A passing confirming probe does not count towards `rise`.
+        node.confirming_probe(true, why, "200");
+        assert_eq!(node.success_streak, 0);
+        // Coming back needs `rise` scheduled probes again.
         node.probe(t(5), true, "", &PROBED);
         assert_eq!(node.status(t(5), &PROBED).0, NodeStatus::Down);
         node.probe(t(6), true, "", &PROBED);

@@ -208,9 +208,7 @@ async fn note_probe(app: &App, node_id: &str, ok: bool, detail: &str, confirming
                 entry.probe_in_flight = false;
                 entry.liveness.probe(at, ok, detail, &entry.settings);
             }
-            Some(why) => entry
-                .liveness
-                .confirming_probe(at, ok, why, detail, &entry.settings),
+            Some(why) => entry.liveness.confirming_probe(ok, why, detail),
         }
         if entry.liveness.ready != was_ready {
             app.verdict_changed.notify_one();
