@@ -29,8 +29,12 @@ use std::time::{Duration, Instant};
 use crate::docker_launcher;
 pub use crate::slot::{AgentLaunch, SlotDir, expand_args};
 
-/// How long an agent gets to exit after SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long an agent gets to exit after SIGTERM before SIGKILL. Longer
+/// than the agent's own bounded stop of a full node (nginx's graceful quit,
+/// 30 s, then containerd, 10 s): nginx and containerd daemonize out of the
+/// agent's process group, so a SIGKILL in the middle of that stop would
+/// leave them running after the slot's folder is gone.
+pub const STOP_GRACE: Duration = Duration::from_secs(45);
 /// The environment variables an agent inherits from the provider.
 const PASSED_ENV: [&str; 11] = [
     "PATH",
