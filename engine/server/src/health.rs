@@ -85,9 +85,9 @@ pub async fn run_prober(app: Arc<App>, mut shutdown: Shutdown) {
             let app = Arc::clone(&app);
             let client = client.clone();
             tokio::spawn(async move {
-                let (ok, detail) = probe_once(&client, address, &probe).await;
+                let result = probe_once(&client, address, &probe).await;
                 drop(permit);
-                record_probe(&app, &node_id, ok, &detail).await;
+                note_probe(&app, &node_id, &result, None).await;
             });
         }
         let until_next = next_probe_in(&app, now());
@@ -137,31 +137,50 @@ fn take_due_probes(app: &App, at: Timestamp) -> Vec<(String, IpAddr, Probe)> {
     due
 }
 
-async fn probe_once(client: &reqwest::Client, address: IpAddr, probe: &Probe) -> (bool, String) {
+/// What one probe found.
+#[derive(Debug)]
+struct ProbeResult {
+    ok: bool,
+    /// The connection was refused or unreachable (not a timeout): nothing
+    /// listens there any more — what a dead process leaves behind.
+    refused: bool,
+    detail: String,
+}
+
+async fn probe_once(client: &reqwest::Client, address: IpAddr, probe: &Probe) -> ProbeResult {
     let url = format!(
         "http://{}{}",
         SocketAddr::new(address, probe.port),
         probe.http
     );
-    match client.get(&url).timeout(probe.timeout).send().await {
-        Ok(response) if response.status().is_success() || response.status().is_redirection() => {
-            (true, format!("GET {url}: {}", response.status().as_u16()))
-        }
+    let (ok, refused, detail) = match client.get(&url).timeout(probe.timeout).send().await {
+        Ok(response) if response.status().is_success() || response.status().is_redirection() => (
+            true,
+            false,
+            format!("GET {url}: {}", response.status().as_u16()),
+        ),
         Ok(response) => (
+            false,
             false,
             format!("GET {url}: HTTP {}", response.status().as_u16()),
         ),
         Err(err) if err.is_timeout() => (
             false,
+            false,
             format!("GET {url}: timed out after {:?}", probe.timeout),
         ),
-        Err(err) if err.is_connect() => (false, format!("GET {url}: connection failed")),
-        Err(err) => (false, format!("GET {url}: {err}")),
+        Err(err) if err.is_connect() => (false, true, format!("GET {url}: connection failed")),
+        Err(err) => (false, false, format!("GET {url}: {err}")),
+    };
+    ProbeResult {
+        ok,
+        refused,
+        detail,
     }
 }
 
 /// Probes `node_id` at once because its agent stream ended (`why`): a
-/// failure takes it down without waiting for `fall`
+/// refused connection takes it down without waiting for `fall`
 /// ([`neutral_core::liveness::Liveness::confirming_probe`]); a success
 /// changes nothing but the probe count. A drained node, or one no probe
 /// applies to (heartbeats alone count for its region), is left to its
@@ -179,20 +198,20 @@ pub async fn confirm(app: &App, node_id: &str, why: &str) -> bool {
         tracing::debug!(node = %node_id, %why, "no probe applies: left to the heartbeat timeout");
         return false;
     };
-    let (ok, detail) = probe_once(&app.probe_client, address, &probe).await;
-    tracing::info!(node = %node_id, %why, ok, %detail, "confirming probe");
-    note_probe(app, node_id, ok, &detail, Some(why)).await;
+    let result = probe_once(&app.probe_client, address, &probe).await;
+    tracing::info!(node = %node_id, %why, ok = result.ok, refused = result.refused, detail = %result.detail, "confirming probe");
+    note_probe(app, node_id, &result, Some(why)).await;
     true
-}
-
-async fn record_probe(app: &App, node_id: &str, ok: bool, detail: &str) {
-    note_probe(app, node_id, ok, detail, None).await;
 }
 
 /// Feeds a finished probe to the node's liveness — a scheduled one, or
 /// (`confirming`: why it was sent) the one after a broken agent stream —
-/// and publishes what changed.
-async fn note_probe(app: &App, node_id: &str, ok: bool, detail: &str, confirming: Option<&str>) {
+/// and publishes what changed. Only a refused connection confirms a
+/// broken stream; a confirming probe that timed out or got an error answer
+/// counts as an ordinary failed probe (towards `fall`), so a lossy link
+/// that breaks the stream does not flap the node.
+async fn note_probe(app: &App, node_id: &str, result: &ProbeResult, confirming: Option<&str>) {
+    let (ok, detail) = (result.ok, result.detail.as_str());
     let at = now();
     let changed = {
         let mut world = app.write_world();
@@ -204,11 +223,14 @@ async fn note_probe(app: &App, node_id: &str, ok: bool, detail: &str, confirming
         }
         let was_ready = entry.liveness.ready;
         match confirming {
+            Some(why) if ok || result.refused => {
+                entry.liveness.confirming_probe(ok, why, detail);
+            }
+            Some(_) => entry.liveness.probe(at, ok, detail, &entry.settings),
             None => {
                 entry.probe_in_flight = false;
                 entry.liveness.probe(at, ok, detail, &entry.settings);
             }
-            Some(why) => entry.liveness.confirming_probe(ok, why, detail),
         }
         if entry.liveness.ready != was_ready {
             app.verdict_changed.notify_one();
