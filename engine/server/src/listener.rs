@@ -6,8 +6,10 @@
 //!
 //! The protocol is chosen by ALPN with TLS (`h2`, else HTTP/1.1), and
 //! without TLS by the first bytes: HTTP/2's connection preface (prior
-//! knowledge, as gRPC clients send it) or else HTTP/1.1. The first bytes
-//! must arrive within the header-read timeout.
+//! knowledge, as gRPC clients send it) or else HTTP/1.1. Without TLS one
+//! header-read timeout, counted from the accept, covers both the choice and
+//! the first request head: a client whose first bytes look like the preface
+//! and then diverge gets no second timeout.
 //!
 //! What it enforces, per connection:
 //! - **Limits.** A connection a limit refuses is accepted and closed at once
@@ -37,6 +39,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -256,6 +259,7 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     let _permit = permit;
+    let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     match tls {
         None => {
@@ -271,14 +275,15 @@ async fn connection(
                 }
             };
             let io = IdleIo::new(stream, timeouts.idle);
-            http(io, h2, peer, router, timeouts, stop).await;
+            let first_head_by = tokio::time::Instant::from_std(accepted + timeouts.header_read);
+            http(io, h2, Some(first_head_by), peer, router, timeouts, stop).await;
         }
         Some(acceptor) => {
             let io = IdleIo::new(stream, timeouts.idle);
             match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(io)).await {
                 Ok(Ok(stream)) => {
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    http(stream, h2, peer, router, timeouts, stop).await;
+                    http(stream, h2, None, peer, router, timeouts, stop).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -316,9 +321,13 @@ async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// Serves one connection. `first_head_by`, when given, is when the first
+/// request's head must have arrived; hyper's own header-read timeout then
+/// bounds every later one.
 async fn http<I>(
     io: I,
     h2: bool,
+    first_head_by: Option<tokio::time::Instant>,
     peer: SocketAddr,
     router: Routers,
     timeouts: Timeouts,
@@ -328,7 +337,10 @@ async fn http<I>(
 {
     // The client's address reaches the handlers (registration rate limit,
     // the node reserve) as axum's `ConnectInfo`.
+    let head_seen = Arc::new(AtomicBool::new(false));
+    let seen_by_service = Arc::clone(&head_seen);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        seen_by_service.store(true, Ordering::Relaxed);
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.route(&request);
         router.call(request)
@@ -349,10 +361,30 @@ async fn http<I>(
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.header_read)
             .keep_alive(true);
-        until_stopped(builder.serve_connection(io, service), &mut stop).await
+        let served = until_stopped(builder.serve_connection(io, service), &mut stop);
+        tokio::select! {
+            result = served => result,
+            () = first_head_missed(first_head_by, &head_seen) => {
+                tracing::debug!(%peer, "no request head within the header-read timeout");
+                Ok(())
+            }
+        }
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "API connection ended");
+    }
+}
+
+/// Ready once `by` passed without a request head seen; never otherwise.
+async fn first_head_missed(by: Option<tokio::time::Instant>, head_seen: &AtomicBool) {
+    match by {
+        Some(by) => {
+            tokio::time::sleep_until(by).await;
+            if head_seen.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -557,5 +589,62 @@ mod tests {
         // Paused time: the last byte at 500 ms, the timeout 300 ms later.
         assert_eq!(elapsed, Duration::from_millis(800));
         talker.abort();
+    }
+
+    /// A client whose first byte looks like HTTP/2's preface and whose next
+    /// ones trickle in gets one header-read timeout from its accept, not one
+    /// for the protocol choice and a second for the request head.
+    #[tokio::test]
+    async fn a_preface_lookalike_trickling_in_gets_one_header_read_timeout() {
+        use crate::connlimit::ConnLimits;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let header_read = Duration::from_millis(1000);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let table = ConnTable::new(ConnLimits {
+            total: 16,
+            per_ip: 16,
+            reserve: 0,
+        });
+        let routers = Routers {
+            api: Router::new(),
+            grpc: Router::new(),
+        };
+        let timeouts = Timeouts {
+            header_read,
+            idle: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(serve(listener, None, routers, table, timeouts, stop));
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let opened = Instant::now();
+        // "P" matches the preface, "O" (at 900 ms) does not: HTTP/1.1.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(b"P").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        client.write_all(b"O").await.unwrap();
+        let mut buf = [0u8; 64];
+        let closed_after = loop {
+            match tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break opened.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    assert!(opened.elapsed() < Duration::from_secs(5), "never closed");
+                    if client.write_all(b"S").await.is_err() {
+                        break opened.elapsed();
+                    }
+                }
+            }
+        };
+        // One timeout ends it at ~1,000 ms; a second would have run to ~1,900.
+        assert!(
+            closed_after >= Duration::from_millis(900)
+                && closed_after < Duration::from_millis(1600),
+            "closed after {closed_after:?}"
+        );
+        stop_tx.send(true).unwrap();
+        server.await.unwrap();
     }
 }
