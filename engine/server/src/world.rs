@@ -10,7 +10,7 @@
 //! channels or import the services. Pushing results out (store, audit, DNS,
 //! change events) and folding concurrent requests is `app`'s.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -481,13 +481,12 @@ impl RecomputeInputs {
         let changed: Vec<(String, String)> = report
             .domains
             .iter()
-            .filter(|(domain, now_weights)| {
-                previous
-                    .domains
-                    .get(*domain)
+            .filter_map(|(domain, now_weights)| {
+                let before = previous.domains.get(domain);
+                before
                     .is_none_or(|before| differs(before, now_weights))
+                    .then(|| (domain.clone(), summarize(before, now_weights)))
             })
-            .map(|(domain, w)| (domain.clone(), summarize(w)))
             .collect();
         let guard_changed = report.split_brain.is_some() != previous.split_brain.is_some();
         // Only a new report (or new declarations) is a new view: a pinned
@@ -553,39 +552,80 @@ fn recent_failures(nodes: &[Node], at: Timestamp, window: Duration) -> bool {
 }
 
 fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
-    let key = |w: &DomainWeights| {
-        (
-            w.mode,
-            w.regions
-                .iter()
-                .map(|r| (r.region.clone(), r.effective))
-                .collect::<Vec<_>>(),
-            w.answers
-                .iter()
-                .map(|a| (a.node_id.to_string(), a.address, a.weight))
-                .collect::<Vec<_>>(),
-        )
-    };
-    key(before) != key(after)
+    before.mode != after.mode
+        || !before
+            .regions
+            .iter()
+            .map(|r| (&r.region, r.effective))
+            .eq(after.regions.iter().map(|r| (&r.region, r.effective)))
+        || !before
+            .answers
+            .iter()
+            .map(|a| (&a.node_id, a.address, a.weight))
+            .eq(after.answers.iter().map(|a| (&a.node_id, a.address, a.weight)))
 }
 
-fn summarize(w: &DomainWeights) -> String {
+/// Answer changes a summary names one by one; the rest are counted.
+const SUMMARY_CHANGES: usize = 8;
+
+/// One line on a domain's new answers: its mode, every region's effective
+/// weight, how many answers it has, and what changed since `before` — at
+/// most [`SUMMARY_CHANGES`] answers named, the rest counted, so the line
+/// (an audit entry and a change event) stays short however many nodes
+/// answer.
+fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
     let regions: Vec<String> = w
         .regions
         .iter()
         .map(|r| format!("{} {}", r.region, r.effective))
         .collect();
-    let answers: Vec<String> = w
-        .answers
-        .iter()
-        .map(|a| format!("{}={}", a.node_id, a.weight))
-        .collect();
+    let old: HashMap<&str, u32> = before
+        .map(|b| {
+            b.answers
+                .iter()
+                .map(|a| (&*a.node_id, a.weight))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut changes = Vec::new();
+    let mut more = 0usize;
+    let mut note = |change: String| {
+        if changes.len() < SUMMARY_CHANGES {
+            changes.push(change);
+        } else {
+            more += 1;
+        }
+    };
+    for answer in &w.answers {
+        match old.get(&*answer.node_id) {
+            None => note(format!("+{}={}", answer.node_id, answer.weight)),
+            Some(weight) if *weight != answer.weight => {
+                note(format!("{} {}->{}", answer.node_id, weight, answer.weight));
+            }
+            Some(_) => {}
+        }
+    }
+    let new: HashSet<&str> = w.answers.iter().map(|a| &*a.node_id).collect();
+    let mut gone: Vec<&str> = old.keys().copied().filter(|id| !new.contains(id)).collect();
+    gone.sort_unstable();
+    for gone in gone {
+        note(format!("-{gone}"));
+    }
+    if more > 0 {
+        changes.push(format!("and {more} more"));
+    }
     format!(
-        "{} {}: regions [{}], answers [{}]",
+        "{} {}: regions [{}], {} answer{}{}",
         w.domain,
         w.mode.as_str(),
         regions.join(", "),
-        answers.join(", ")
+        w.answers.len(),
+        if w.answers.len() == 1 { "" } else { "s" },
+        if changes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", changes.join(", "))
+        }
     )
 }
 
@@ -697,6 +737,62 @@ mod tests {
             decl: Arc::new(Declarations::default()),
             commit: None,
         }
+    }
+
+    fn weights(answers: &[(&str, u32)]) -> DomainWeights {
+        use neutral_core::model::{DnsBackendKind, RecordType, RegionHealth};
+        use neutral_core::weights::{Answer, AnswerMode, RegionWeight};
+        let text = |t: &str| -> Arc<str> { Arc::from(t) };
+        DomainWeights {
+            domain: "app.example.com".into(),
+            zone: "example.com".into(),
+            record_type: RecordType::A,
+            ttl: 30,
+            dns: DnsBackendKind::Embedded,
+            mode: AnswerMode::Normal,
+            regions: vec![RegionWeight {
+                region: text("jp"),
+                health: RegionHealth::Up,
+                base: 100,
+                ready: 1,
+                expected: 1,
+                effective: 100,
+                reason: text(""),
+            }],
+            answers: answers
+                .iter()
+                .enumerate()
+                .map(|(i, (id, weight))| Answer {
+                    node_id: text(id),
+                    region: text("jp"),
+                    address: std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                        0x0a00_0000 + u32::try_from(i).unwrap(),
+                    )),
+                    weight: *weight,
+                    reason: text(""),
+                })
+                .collect(),
+            reasons: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_summary_names_a_few_changed_answers_and_counts_the_rest() {
+        let before = weights(&[("n1", 100), ("n2", 100), ("n3", 100)]);
+        let after = weights(&[("n1", 100), ("n2", 50), ("n4", 100)]);
+        expect_test::expect![[r#"app.example.com normal: regions [jp 100], 3 answers (n2 100->50, +n4=100, -n3)"#]]
+            .assert_eq(&summarize(Some(&before), &after));
+        expect_test::expect![[r#"app.example.com normal: regions [jp 100], 1 answer (+n1=100)"#]]
+            .assert_eq(&summarize(None, &weights(&[("n1", 100)])));
+        assert!(!differs(&after, &after.clone()));
+        assert!(differs(&before, &after));
+
+        // 1,000 answers, all new: the line stays short.
+        let ids: Vec<String> = (0..1000).map(|i| format!("node-{i:04}")).collect();
+        let many: Vec<(&str, u32)> = ids.iter().map(|id| (id.as_str(), 10)).collect();
+        let line = summarize(None, &weights(&many));
+        assert!(line.len() < 300, "{line}");
+        assert!(line.ends_with("1000 answers (+node-0000=10, +node-0001=10, +node-0002=10, +node-0003=10, +node-0004=10, +node-0005=10, +node-0006=10, +node-0007=10, and 992 more)"), "{line}");
     }
 
     #[test]

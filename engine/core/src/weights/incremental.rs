@@ -387,7 +387,7 @@ fn patch(
         }
     }
     for eval in evals {
-        reasons.extend(eval.zero_shares.iter().cloned());
+        reasons.extend(eval.zero_shares.clone());
     }
     entry.regions = evals.iter().map(|e| e.weight.clone()).collect();
     entry.reasons = reasons;

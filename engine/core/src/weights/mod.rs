@@ -392,7 +392,8 @@ struct RegionEval<'a> {
     /// region has weight.
     share_reason: Option<Arc<str>>,
     /// Domain notes about ready nodes whose share is 0.
-    zero_shares: Vec<String>,
+    /// One line naming the ready nodes whose share is 0 (a few by id).
+    zero_shares: Option<String>,
 }
 
 /// A region (its key in `Declarations::regions`), record type and
@@ -740,9 +741,9 @@ fn evaluate_region<'a>(
 /// Rule 3's text for a region at `effective`: the reason its answers carry,
 /// and a note for each ready node whose share is 0. Nothing when the region
 /// has no weight.
-fn shares(nodes: &RegionNodes<'_>, effective: u32) -> (Option<Arc<str>>, Vec<String>) {
+fn shares(nodes: &RegionNodes<'_>, effective: u32) -> (Option<Arc<str>>, Option<String>) {
     if effective == 0 {
-        return (None, Vec::new());
+        return (None, None);
     }
     let count = nodes.ready.len();
     let share = format!(
@@ -750,13 +751,15 @@ fn shares(nodes: &RegionNodes<'_>, effective: u32) -> (Option<Arc<str>>, Vec<Str
         nodes.name,
         plural(count, "ready node")
     );
-    let zero_shares = nodes
-        .ready
-        .iter()
-        .zip(split_evenly(effective, count))
-        .filter(|&(_, weight)| weight == 0)
-        .map(|(member, _)| format!("{} gets 0: {share}", member.node.id))
-        .collect();
+    let zero_shares = zero_share_note(
+        nodes
+            .ready
+            .iter()
+            .zip(split_evenly(effective, count))
+            .filter(|&(_, weight)| weight == 0)
+            .map(|(member, _)| member.node.id.as_str()),
+        &share,
+    );
     let uneven = !effective.is_multiple_of(count_u32(count).max(1));
     let reason = if uneven {
         format!("{share} (largest remainder, by node id)")
@@ -793,6 +796,40 @@ fn slow_start(
     })
 }
 
+/// Ids a note on zero shares names; the rest are counted.
+const ZERO_SHARE_IDS: usize = 5;
+
+/// One line on the nodes (`ids`, in answer order) whose share of a split is
+/// 0 — `jp-2 gets 0: jp 1 split over 2 ready nodes`, or for many, a few ids
+/// and a count — so a report's reasons grow with its regions, not its nodes.
+/// `None` when there are none.
+fn zero_share_note<'a>(ids: impl Iterator<Item = &'a str>, split: &str) -> Option<String> {
+    let mut named = Vec::new();
+    let mut count = 0usize;
+    for id in ids {
+        if named.len() < ZERO_SHARE_IDS {
+            named.push(id);
+        }
+        count += 1;
+    }
+    match count {
+        0 => None,
+        1 => Some(format!("{} gets 0: {split}", named.join(""))),
+        _ => {
+            let more = count - named.len();
+            let tail = if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "{count} nodes get 0 ({}{tail}): {split}",
+                named.join(", ")
+            ))
+        }
+    }
+}
+
 /// Rule 3: `total` split over `count` shares by largest remainder: every
 /// share is `⌊total / count⌋` and the first `total mod count` get one more.
 fn split_evenly(total: u32, count: usize) -> impl Iterator<Item = u32> + Clone {
@@ -815,7 +852,7 @@ fn health_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Ve
     let mut answers = Vec::with_capacity(total);
     for eval in evals {
         answers.extend(region_answers(eval));
-        reasons.extend(eval.zero_shares.iter().cloned());
+        reasons.extend(eval.zero_shares.clone());
     }
     answers
 }
@@ -858,13 +895,16 @@ fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) ->
             .into()
         };
         let (up_reason, down_reason) = (reason_for(NodeStatus::Up), reason_for(NodeStatus::Down));
-        for (member, weight) in not_drained.iter().zip(split_evenly(base, count)) {
+        let shares = not_drained.iter().zip(split_evenly(base, count));
+        reasons.extend(zero_share_note(
+            shares
+                .clone()
+                .filter(|&(_, weight)| weight == 0)
+                .map(|(member, _)| member.node.id.as_str()),
+            &format!("fail_open {region} base {base} split over {}", plural(count, "node")),
+        ));
+        for (member, weight) in shares {
             if weight == 0 {
-                reasons.push(format!(
-                    "{} gets 0: fail_open {region} base {base} split over {}",
-                    member.node.id,
-                    plural(count, "node")
-                ));
                 continue;
             }
             // `not_drained` holds only up and down nodes.

@@ -324,6 +324,29 @@ fn node_whose_share_rounds_to_zero_is_left_out_with_a_reason() {
 }
 
 #[test]
+fn many_zero_shares_make_one_reason_naming_a_few() {
+    let mut decl = world();
+    decl.regions.get_mut("jp").unwrap().base_weight = 2;
+    set_desired(&mut decl, "jp", 9);
+    let nodes: Vec<Node> = (1..=9)
+        .map(|i| up(&format!("jp-{i}"), "jp", &format!("127.0.0.{}", i + 1)))
+        .collect();
+    let report = run(&decl, &nodes);
+    assert_eq!(answers(&report), ["jp-1=1", "jp-2=1"]);
+    let zero: Vec<&String> = domain(&report)
+        .reasons
+        .iter()
+        .filter(|r| r.contains("get 0"))
+        .collect();
+    expect_test::expect![[r#"
+        [
+            "7 nodes get 0 (jp-3, jp-4, jp-5, jp-6, jp-7, and 2 more): jp 2 split over 9 ready nodes",
+        ]
+    "#]]
+    .assert_debug_eq(&zero);
+}
+
+#[test]
 fn ipv6_node_never_appears_in_an_a_record() {
     let mut decl = world();
     set_desired(&mut decl, "jp", 2);
