@@ -12,7 +12,7 @@
 //! A replacement of down nodes changes nothing in Git: it asks for a
 //! node-pool run. Decisions are the core's; this module only acts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,9 +50,19 @@ fn lookback(decl: &Declarations) -> Duration {
         .values()
         .map(|p| p.scale_up.for_.max(p.scale_down.for_))
         .max()
-        .unwrap_or(Duration::from_secs(300))
+        .unwrap_or(Duration::ZERO)
         .saturating_mul(2)
         .saturating_add(Duration::from_secs(30))
+}
+
+/// The declared regions with an autoscale policy: only their nodes' samples
+/// are read (the core reads no sample of a region without one).
+fn regions_with_policy(decl: &Declarations) -> BTreeSet<String> {
+    decl.autoscale
+        .keys()
+        .filter(|region| decl.regions.contains_key(*region))
+        .cloned()
+        .collect()
 }
 
 /// Whether an in-flight action has taken effect: the declarations in force
@@ -126,10 +136,11 @@ pub async fn evaluate(app: &Arc<App>) {
         return;
     }
     let since = at.minus(lookback(&decl));
+    let regions = regions_with_policy(&decl);
     let (samples, mut last) = match app
         .with_store(move |s| {
             Ok((
-                s.samples().samples_since(since)?,
+                s.samples().samples_of(since, Some(&regions))?,
                 s.autoscale_state().list()?,
             ))
         })

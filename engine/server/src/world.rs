@@ -562,7 +562,10 @@ fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
             .answers
             .iter()
             .map(|a| (&a.node_id, a.address, a.weight))
-            .eq(after.answers.iter().map(|a| (&a.node_id, a.address, a.weight)))
+            .eq(after
+                .answers
+                .iter()
+                .map(|a| (&a.node_id, a.address, a.weight)))
 }
 
 /// Answer changes a summary names one by one; the rest are counted.
@@ -580,12 +583,7 @@ fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
         .map(|r| format!("{} {}", r.region, r.effective))
         .collect();
     let old: HashMap<&str, u32> = before
-        .map(|b| {
-            b.answers
-                .iter()
-                .map(|a| (&*a.node_id, a.weight))
-                .collect()
-        })
+        .map(|b| b.answers.iter().map(|a| (&*a.node_id, a.weight)).collect())
         .unwrap_or_default();
     let mut changes = Vec::new();
     let mut more = 0usize;
@@ -780,8 +778,10 @@ mod tests {
     fn a_summary_names_a_few_changed_answers_and_counts_the_rest() {
         let before = weights(&[("n1", 100), ("n2", 100), ("n3", 100)]);
         let after = weights(&[("n1", 100), ("n2", 50), ("n4", 100)]);
-        expect_test::expect![[r#"app.example.com normal: regions [jp 100], 3 answers (n2 100->50, +n4=100, -n3)"#]]
-            .assert_eq(&summarize(Some(&before), &after));
+        expect_test::expect![[
+            r#"app.example.com normal: regions [jp 100], 3 answers (n2 100->50, +n4=100, -n3)"#
+        ]]
+        .assert_eq(&summarize(Some(&before), &after));
         expect_test::expect![[r#"app.example.com normal: regions [jp 100], 1 answer (+n1=100)"#]]
             .assert_eq(&summarize(None, &weights(&[("n1", 100)])));
         assert!(!differs(&after, &after.clone()));

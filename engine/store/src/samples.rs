@@ -26,7 +26,7 @@
 //! with the window; node keys are never reused, so they cannot be attributed to
 //! a later node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::db::{Dialect, Tx, params};
 use neutral_core::autoscale::NodeSample;
@@ -164,9 +164,23 @@ impl SampleStore<'_> {
     /// A metric that was not a number comes back as NaN (the core ignores
     /// it).
     pub fn samples_since(&self, since: Timestamp) -> Result<Vec<NodeSample>> {
+        self.samples_of(since, None)
+    }
+
+    /// [`SampleStore::samples_since`] of the nodes of `regions` only (all
+    /// nodes with `None`): what the autoscaler reads for the regions that
+    /// have a policy, so the others' samples never reach memory.
+    pub fn samples_of(
+        &self,
+        since: Timestamp,
+        regions: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<NodeSample>> {
         const OP: &str = "read samples";
+        if regions.is_some_and(BTreeSet::is_empty) {
+            return Ok(Vec::new());
+        }
         self.store.read(OP, |tx| {
-            let ids = node_ids(tx)?;
+            let ids = node_ids(tx, regions)?;
             // Samples are appended in time order, so those in the window are
             // (nearly) a suffix of the table: find its first row through the
             // `at` index, then read on sequentially instead of looking every
@@ -244,18 +258,29 @@ impl SampleStore<'_> {
 }
 
 /// Node ids by their internal key.
-fn node_ids(conn: &Tx<'_>) -> Result<HashMap<i64, String>> {
+/// The ids of the nodes (of `regions`, or all) by their row key.
+fn node_ids(conn: &Tx<'_>, regions: Option<&BTreeSet<String>>) -> Result<HashMap<i64, String>> {
     const OP: &str = "read samples";
     let mut stmt = conn
-        .prepare_cached("SELECT key, id FROM nodes")
+        .prepare_cached("SELECT key, id, region FROM nodes")
         .during(OP)?;
     let rows = stmt
         .query_map(params![], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
         })
         .during(OP)?;
-    rows.collect::<crate::db::DbResult<HashMap<_, _>>>()
-        .during(OP)
+    let mut ids = HashMap::new();
+    for row in rows {
+        let (key, id, region) = row.during(OP)?;
+        if regions.is_none_or(|wanted| wanted.contains(&region)) {
+            ids.insert(key, id);
+        }
+    }
+    Ok(ids)
 }
 
 fn retention_ms(store: &Store) -> i64 {

@@ -901,7 +901,10 @@ fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) ->
                 .clone()
                 .filter(|&(_, weight)| weight == 0)
                 .map(|(member, _)| member.node.id.as_str()),
-            &format!("fail_open {region} base {base} split over {}", plural(count, "node")),
+            &format!(
+                "fail_open {region} base {base} split over {}",
+                plural(count, "node")
+            ),
         ));
         for (member, weight) in shares {
             if weight == 0 {

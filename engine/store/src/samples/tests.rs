@@ -316,6 +316,37 @@ fn a_late_batch_is_found_and_returned_in_time_order() {
     assert_eq!(seen(120_000), vec![]);
 }
 
+#[test]
+fn samples_of_regions_reads_only_their_nodes() {
+    let (_dir, store) = open_temp();
+    for (id, region, address) in [("a", "jp", "127.0.0.2"), ("b", "sg", "127.0.0.3")] {
+        store
+            .nodes()
+            .register(&new_node(id, region, address, 0), "join")
+            .unwrap();
+    }
+    store
+        .samples()
+        .record_heartbeats(&[beat("a", 10_000, Some(0.5)), beat("b", 10_000, Some(0.6))])
+        .unwrap();
+    let ids = |regions: Option<&[&str]>| -> Vec<String> {
+        let regions: Option<BTreeSet<String>> =
+            regions.map(|r| r.iter().map(|&r| r.to_owned()).collect());
+        store
+            .samples()
+            .samples_of(Timestamp(0), regions.as_ref())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.node_id)
+            .collect()
+    };
+    assert_eq!(ids(None), ["a", "b"]);
+    assert_eq!(ids(Some(&["sg"])), ["b"]);
+    assert_eq!(ids(Some(&["jp", "sg"])), ["a", "b"]);
+    assert_eq!(ids(Some(&["us"])), Vec::<String>::new());
+    assert_eq!(ids(Some(&[])), Vec::<String>::new());
+}
+
 on_postgres!(
     heartbeats_update_the_node_and_append_samples_in_one_batch,
     a_late_heartbeat_never_moves_liveness_or_metrics_backwards,
@@ -325,4 +356,5 @@ on_postgres!(
     the_spacing_keeps_any_window_within_the_cap,
     prune_catches_up_in_bounded_steps,
     a_late_batch_is_found_and_returned_in_time_order,
+    samples_of_regions_reads_only_their_nodes,
 );
