@@ -4,6 +4,7 @@
 //! Every computation is a call into `neutral-core`. Exit codes: 0 success,
 //! 1 the input is invalid (diagnostics printed), 2 usage or IO error.
 
+mod arenas;
 mod explain;
 mod init;
 mod output;
@@ -159,7 +160,10 @@ fn main() -> ExitCode {
             count,
             runs,
         }),
-        Command::Serve(args) => return neutral_server::run_blocking(*args),
+        Command::Serve(args) => {
+            arenas::bound();
+            return neutral_server::run_blocking(*args);
+        }
         Command::Agent(args) => {
             init_agent_logging(
                 args.run
