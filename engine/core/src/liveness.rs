@@ -192,6 +192,18 @@ impl Liveness {
     }
 
     /// The status to publish at `now`, with its reason.
+    /// [`Liveness::status`] without its reason: what a periodic pass over
+    /// every node asks first, building the reason only for a change.
+    pub fn current(&self, now: Timestamp, settings: &LivenessSettings) -> NodeStatus {
+        if self.drained {
+            NodeStatus::Drain
+        } else if self.heartbeat_fresh(now, settings) && self.ready {
+            NodeStatus::Up
+        } else {
+            NodeStatus::Down
+        }
+    }
+
     pub fn status(&self, now: Timestamp, settings: &LivenessSettings) -> (NodeStatus, String) {
         if self.drained {
             return (NodeStatus::Drain, "drained".to_owned());
@@ -372,5 +384,35 @@ mod tests {
         assert_eq!(node.status(t(131), &PROBED).0, NodeStatus::Down);
         let node = Liveness::restored(NodeStatus::Drain, t(100));
         assert_eq!(node.status(t(101), &PROBED).0, NodeStatus::Drain);
+    }
+
+    proptest::proptest! {
+        /// `current` is `status` without the reason, whatever happened.
+        #[test]
+        fn current_is_the_status_without_its_reason(
+            events in proptest::collection::vec((0u8..4, 0i64..20_000), 0..40),
+            probed in proptest::bool::ANY,
+        ) {
+            let settings = LivenessSettings { probed, ..PROBED };
+            let mut node = Liveness::registered(Timestamp(0));
+            let mut at = 0;
+            for (kind, gap) in events {
+                at += gap;
+                let now = Timestamp(at);
+                match kind {
+                    0 => node.heartbeat(now, &settings),
+                    1 => node.probe(now, true, "ok", &settings),
+                    2 => node.probe(now, false, "refused", &settings),
+                    _ => node.drained = !node.drained,
+                }
+                node.tick(now, &settings);
+                for later in [now, Timestamp(at + 31_000)] {
+                    proptest::prop_assert_eq!(
+                        node.current(later, &settings),
+                        node.status(later, &settings).0
+                    );
+                }
+            }
+        }
     }
 }

@@ -358,7 +358,12 @@ impl World {
                     };
                     (status, decision.reason)
                 }
-                _ => entry.liveness.status(now, &entry.settings),
+                _ => {
+                    if entry.liveness.current(now, &entry.settings) == entry.record.node.status {
+                        continue;
+                    }
+                    entry.liveness.status(now, &entry.settings)
+                }
             };
             let node = &mut entry.record.node;
             if status != node.status {
