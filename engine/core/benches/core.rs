@@ -9,7 +9,10 @@
 //!   (`weights::compute_incremental`), 1,000 domains × 3 of 100 regions
 //!   (target < 1 ms), and for reference with every domain served by all 100
 //!   regions (then every domain serves the node's region);
-//! - DNS plan over 10,000 records with 1% changed (target < 10 ms).
+//! - DNS plan over 10,000 records with 1% changed (target < 10 ms);
+//! - an autoscale decision for a region of 25,000 ready nodes with samples
+//!   every 10 s over its look-back (a one-minute scale-up window that holds,
+//!   so every sample time in it is checked): a figure, no target.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -310,6 +313,118 @@ fn main() {
     if wanted("dnsplan") {
         bench_dnsplan();
     }
+    if wanted("autoscale") {
+        // `BENCH_AUTOSCALE_NODES` sets the region's size (25,000).
+        let nodes = std::env::var("BENCH_AUTOSCALE_NODES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(25_000);
+        bench_autoscale(nodes);
+    }
+}
+
+/// One region of `nodes` ready nodes whose CPU (0.80 to 0.89) stays above a
+/// scale-up threshold of 0.75 for 60 s, samples every 10 s over the
+/// look-back the daemon reads (twice the longest window, 300 s, plus 30 s),
+/// each node at its own phase.
+fn bench_autoscale(nodes: u32) {
+    use neutral_core::autoscale::{AutoscaleSettings, NodeSample, decide_all};
+    use neutral_core::model::{AutoscalePolicy, MetricSample, Metrics, ScaleDownRule, ScaleUpRule};
+    let mut decl = Declarations::default();
+    decl.regions.insert(
+        "jp".to_owned(),
+        Region {
+            name: "jp".to_owned(),
+            provider: CloudProvider::Edge,
+            min_nodes: 1,
+            max_nodes: nodes * 2,
+            base_weight: 100,
+            state: DeclaredRegionState::Up,
+            failover: vec![],
+        },
+    );
+    decl.node_pools.insert(
+        "jp".to_owned(),
+        NodePoolDecl {
+            region: "jp".to_owned(),
+            desired_nodes: nodes,
+        },
+    );
+    decl.autoscale.insert(
+        "jp".to_owned(),
+        AutoscalePolicy {
+            region: "jp".to_owned(),
+            scale_up: ScaleUpRule {
+                cpu_above: Some(0.75),
+                rtt_ms_above: None,
+                error_rate_above: None,
+                for_: Duration::from_secs(60),
+                step: 1,
+            },
+            scale_down: ScaleDownRule {
+                cpu_below: Some(0.3),
+                rtt_ms_below: None,
+                error_rate_below: None,
+                for_: Duration::from_secs(300),
+                step: 1,
+            },
+            cooldown: Duration::from_secs(60),
+            failover_capacity: false,
+        },
+    );
+    let members: Vec<Node> = (0..nodes)
+        .map(|n| Node {
+            id: format!("jp-{n:05}"),
+            region: "jp".to_owned(),
+            address: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)),
+            status: NodeStatus::Up,
+            status_since: Timestamp(NOW.0 - 3_600_000),
+            mode: NodeMode::ContainerdOnly,
+            last_heartbeat: Some(NOW),
+            metrics: None,
+        })
+        .collect();
+    let lookback_ms = 630_000;
+    let mut samples: Vec<NodeSample> = Vec::new();
+    for (n, node) in members.iter().enumerate() {
+        let phase = i64::try_from(n % 10_000).unwrap_or(0);
+        let mut at = NOW.0 - lookback_ms + phase;
+        while at <= NOW.0 {
+            samples.push(NodeSample {
+                node_id: node.id.clone(),
+                sample: MetricSample {
+                    at: Timestamp(at),
+                    metrics: Metrics {
+                        cpu: 0.8 + f64::from(u32::try_from(at % 10).unwrap_or(0)) / 100.0,
+                        rtt_ms: 20.0,
+                        error_rate: 0.0,
+                    },
+                },
+            });
+            at += 10_000;
+        }
+    }
+    samples.sort_by_key(|s| s.sample.at);
+    let settings = AutoscaleSettings::default();
+    let decisions = decide_all(&decl, &members, &samples, &BTreeMap::new(), NOW, &settings);
+    println!(
+        "autoscale fixture: {nodes} ready nodes, {} samples; decision: {}",
+        samples.len(),
+        decisions.get("jp").map_or("none", |d| d.reason.as_str())
+    );
+    reference(
+        &format!("autoscale: one decision, {nodes} ready nodes, 60 s window held"),
+        median_of(5, || {
+            black_box(decide_all(
+                black_box(&decl),
+                &members,
+                &samples,
+                &BTreeMap::new(),
+                NOW,
+                &settings,
+            ));
+        }),
+    );
 }
 
 fn bench_dnsplan() {
