@@ -26,9 +26,9 @@
 //! with the window; node keys are never reused, so they cannot be attributed to
 //! a later node.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::db::{Dialect, Tx, params};
+use crate::db::{Dialect, Tx, Value, params};
 use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Metrics};
 
@@ -83,74 +83,10 @@ impl SampleStore<'_> {
         let newest = batch.iter().map(|h| h.at.0).max().unwrap_or(i64::MIN);
         let budget = batch.len().saturating_mul(2).saturating_add(64);
         self.store.write(OP, |tx| {
-            let mut outcome = HeartbeatOutcome::default();
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
-                     SELECT key, CAST(?2 AS BIGINT), CAST(?3 AS DOUBLE PRECISION),
-                            CAST(?4 AS DOUBLE PRECISION), CAST(?5 AS DOUBLE PRECISION)
-                     FROM nodes
-                     WHERE id = ?1 AND (last_sample_at IS NULL OR ?2 - last_sample_at >= ?6)",
-                )
-                .during(OP)?;
-            // SQLite's scalar `max` is PostgreSQL's `GREATEST`.
-            let greatest = match tx.dialect() {
-                Dialect::Sqlite => "max",
-                Dialect::Postgres => "GREATEST",
+            let mut outcome = match tx.dialect() {
+                Dialect::Sqlite => one_by_one(tx, batch, spacing)?,
+                Dialect::Postgres => in_rounds(tx, batch, spacing)?,
             };
-            let update_sql = format!(
-                "UPDATE nodes SET
-                   last_heartbeat = {greatest}(coalesce(last_heartbeat, ?2), ?2),
-                   cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
-                   rtt_ms = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?5
-                            ELSE rtt_ms END,
-                   error_rate = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?6
-                                ELSE error_rate END,
-                   metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
-                                ELSE metrics_at END,
-                   last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
-                 WHERE id = ?1"
-            );
-            let mut update = tx.prepare_cached(&update_sql).during(OP)?;
-            for heartbeat in batch {
-                let at = heartbeat.at.0;
-                let sampled = match heartbeat.metrics {
-                    Some(m) => {
-                        insert
-                            .execute(params![
-                                heartbeat.node_id,
-                                at,
-                                m.cpu,
-                                m.rtt_ms,
-                                m.error_rate,
-                                spacing
-                            ])
-                            .during(OP)?
-                            > 0
-                    }
-                    None => false,
-                };
-                let metrics = heartbeat.metrics.unwrap_or_default();
-                let updated = update
-                    .execute(params![
-                        heartbeat.node_id,
-                        at,
-                        heartbeat.metrics.is_some(),
-                        metrics.cpu,
-                        metrics.rtt_ms,
-                        metrics.error_rate,
-                        sampled
-                    ])
-                    .during(OP)?;
-                if updated == 0 {
-                    outcome.unknown.push(heartbeat.node_id.clone());
-                } else {
-                    outcome.applied = outcome.applied.saturating_add(1);
-                }
-                if sampled {
-                    outcome.sampled = outcome.sampled.saturating_add(1);
-                }
-            }
             outcome.pruned = prune_in(tx, newest.saturating_sub(retention), budget)?;
             crate::store::fault_point(
                 self.store.options.pause_inside_heartbeats.as_deref(),
@@ -258,6 +194,225 @@ impl SampleStore<'_> {
 }
 
 /// Node ids by their internal key.
+/// Records `batch` a heartbeat at a time: two statements each (for SQLite,
+/// where a statement is a function call, not a round trip).
+fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<HeartbeatOutcome> {
+    const OP: &str = "record heartbeats";
+    let mut outcome = HeartbeatOutcome::default();
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
+             SELECT key, CAST(?2 AS BIGINT), CAST(?3 AS DOUBLE PRECISION),
+                    CAST(?4 AS DOUBLE PRECISION), CAST(?5 AS DOUBLE PRECISION)
+             FROM nodes
+             WHERE id = ?1 AND (last_sample_at IS NULL OR ?2 - last_sample_at >= ?6)",
+        )
+        .during(OP)?;
+    // SQLite's scalar `max` is PostgreSQL's `GREATEST`.
+    let greatest = match tx.dialect() {
+        Dialect::Sqlite => "max",
+        Dialect::Postgres => "GREATEST",
+    };
+    let update_sql = format!(
+        "UPDATE nodes SET
+           last_heartbeat = {greatest}(coalesce(last_heartbeat, ?2), ?2),
+           cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
+           rtt_ms = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?5
+                    ELSE rtt_ms END,
+           error_rate = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?6
+                        ELSE error_rate END,
+           metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
+                        ELSE metrics_at END,
+           last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
+         WHERE id = ?1"
+    );
+    let mut update = tx.prepare_cached(&update_sql).during(OP)?;
+    for heartbeat in batch {
+        let at = heartbeat.at.0;
+        let sampled = match heartbeat.metrics {
+            Some(m) => {
+                insert
+                    .execute(params![
+                        heartbeat.node_id,
+                        at,
+                        m.cpu,
+                        m.rtt_ms,
+                        m.error_rate,
+                        spacing
+                    ])
+                    .during(OP)?
+                    > 0
+            }
+            None => false,
+        };
+        let metrics = heartbeat.metrics.unwrap_or_default();
+        let updated = update
+            .execute(params![
+                heartbeat.node_id,
+                at,
+                heartbeat.metrics.is_some(),
+                metrics.cpu,
+                metrics.rtt_ms,
+                metrics.error_rate,
+                sampled
+            ])
+            .during(OP)?;
+        if updated == 0 {
+            outcome.unknown.push(heartbeat.node_id.clone());
+        } else {
+            outcome.applied = outcome.applied.saturating_add(1);
+        }
+        if sampled {
+            outcome.sampled = outcome.sampled.saturating_add(1);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Rows of one set-based statement in [`in_rounds`]; a shorter chunk is
+/// padded with rows of no node, so each statement is prepared once.
+const ROUND_CHUNK: usize = 128;
+
+/// Records `batch` in a few set-based statements (PostgreSQL, where every
+/// statement is a round trip): the heartbeats are taken in rounds, the
+/// first heartbeat of every node in the first round, its second in the
+/// second, and so on, so a node's heartbeats apply in batch order, each
+/// round in chunks of [`ROUND_CHUNK`] rows, two statements a chunk: the
+/// samples appended (returning whose were), then the nodes updated
+/// (returning which exist). Each row does what [`one_by_one`] does for it.
+fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<HeartbeatOutcome> {
+    const OP: &str = "record heartbeats";
+    // Round of each heartbeat: how many of its node's came before it.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (index, heartbeat) in batch.iter().enumerate() {
+        let round = seen.entry(heartbeat.node_id.as_str()).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        if let Some(members) = rounds.get_mut(*round) {
+            members.push(index);
+        }
+        *round += 1;
+    }
+    // Every placeholder typed: PostgreSQL would take an untyped one in
+    // VALUES for text.
+    let rows = |types: &[&str], first: usize| -> String {
+        let width = types.len();
+        (0..ROUND_CHUNK)
+            .map(|row| {
+                let cells: Vec<String> = types
+                    .iter()
+                    .enumerate()
+                    .map(|(cell, ty)| format!("CAST(?{} AS {ty})", first + row * width + cell))
+                    .collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    const FLOAT: &str = "DOUBLE PRECISION";
+    let insert_sql = format!(
+        "WITH appended AS (
+         INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
+         SELECT n.key, b.at, b.cpu, b.rtt_ms, b.error_rate
+         FROM (VALUES {}) AS b(id, at, cpu, rtt_ms, error_rate)
+         JOIN nodes n ON n.id = b.id
+         WHERE n.last_sample_at IS NULL OR b.at - n.last_sample_at >= CAST(?1 AS BIGINT)
+         RETURNING node_key)
+         SELECT n.id FROM appended JOIN nodes n ON n.key = appended.node_key",
+        rows(&["TEXT", "BIGINT", FLOAT, FLOAT, FLOAT], 2)
+    );
+    let update_sql = format!(
+        "UPDATE nodes SET
+           last_heartbeat = GREATEST(coalesce(nodes.last_heartbeat, b.at), b.at),
+           cpu = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.cpu
+                 ELSE nodes.cpu END,
+           rtt_ms = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.rtt_ms
+                    ELSE nodes.rtt_ms END,
+           error_rate = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at)
+                        THEN b.error_rate ELSE nodes.error_rate END,
+           metrics_at = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.at
+                        ELSE nodes.metrics_at END,
+           last_sample_at = CASE WHEN b.sampled THEN b.at ELSE nodes.last_sample_at END
+         FROM (VALUES {}) AS b(id, at, has, cpu, rtt_ms, error_rate, sampled)
+         WHERE nodes.id = b.id
+         RETURNING nodes.id",
+        rows(
+            &["TEXT", "BIGINT", "BOOLEAN", FLOAT, FLOAT, FLOAT, "BOOLEAN"],
+            1
+        )
+    );
+    let mut outcome = HeartbeatOutcome::default();
+    let mut unknown: Vec<usize> = Vec::new();
+    for round in &rounds {
+        for chunk in round.chunks(ROUND_CHUNK) {
+            let beats: Vec<&Heartbeat> = chunk.iter().filter_map(|&i| batch.get(i)).collect();
+            // Samples first, as one_by_one does: they read the spacing
+            // before the update moves it.
+            let mut values = vec![Value::Int(spacing)];
+            for row in 0..ROUND_CHUNK {
+                match beats.get(row).and_then(|h| Some((h, h.metrics?))) {
+                    Some((heartbeat, m)) => values.extend([
+                        Value::Text(heartbeat.node_id.clone()),
+                        Value::Int(heartbeat.at.0),
+                        Value::Real(m.cpu),
+                        Value::Real(m.rtt_ms),
+                        Value::Real(m.error_rate),
+                    ]),
+                    None => values.extend(std::iter::repeat_n(Value::Null, 5)),
+                }
+            }
+            let refs: Vec<&dyn crate::db::Param> =
+                values.iter().map(|v| v as &dyn crate::db::Param).collect();
+            let sampled: HashSet<String> = tx
+                .query_map(&insert_sql, &refs, |row| row.get::<_, String>(0))
+                .during(OP)?
+                .collect::<crate::db::DbResult<_>>()
+                .during(OP)?;
+            let mut values = Vec::with_capacity(ROUND_CHUNK * 7);
+            for row in 0..ROUND_CHUNK {
+                match beats.get(row) {
+                    Some(heartbeat) => {
+                        let m = heartbeat.metrics.unwrap_or_default();
+                        values.extend([
+                            Value::Text(heartbeat.node_id.clone()),
+                            Value::Int(heartbeat.at.0),
+                            Value::Bool(heartbeat.metrics.is_some()),
+                            Value::Real(m.cpu),
+                            Value::Real(m.rtt_ms),
+                            Value::Real(m.error_rate),
+                            Value::Bool(sampled.contains(&heartbeat.node_id)),
+                        ]);
+                    }
+                    None => values.extend(std::iter::repeat_n(Value::Null, 7)),
+                }
+            }
+            let refs: Vec<&dyn crate::db::Param> =
+                values.iter().map(|v| v as &dyn crate::db::Param).collect();
+            let updated: HashSet<String> = tx
+                .query_map(&update_sql, &refs, |row| row.get::<_, String>(0))
+                .during(OP)?
+                .collect::<crate::db::DbResult<_>>()
+                .during(OP)?;
+            for (&index, heartbeat) in chunk.iter().zip(&beats) {
+                if updated.contains(&heartbeat.node_id) {
+                    outcome.applied = outcome.applied.saturating_add(1);
+                } else {
+                    unknown.push(index);
+                }
+            }
+            outcome.sampled = outcome.sampled.saturating_add(sampled.len());
+        }
+    }
+    unknown.sort_unstable();
+    outcome.unknown = unknown
+        .into_iter()
+        .filter_map(|i| batch.get(i).map(|h| h.node_id.clone()))
+        .collect();
+    Ok(outcome)
+}
+
 /// The ids of the nodes (of `regions`, or all) by their row key.
 fn node_ids(conn: &Tx<'_>, regions: Option<&BTreeSet<String>>) -> Result<HashMap<i64, String>> {
     const OP: &str = "read samples";

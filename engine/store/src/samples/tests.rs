@@ -347,6 +347,41 @@ fn samples_of_regions_reads_only_their_nodes() {
     assert_eq!(ids(Some(&[])), Vec::<String>::new());
 }
 
+#[test]
+fn a_batch_larger_than_a_chunk_with_repeated_nodes_applies_in_order() {
+    let (_dir, store) = open_temp();
+    let ids: Vec<String> = (0..150).map(|i| format!("n{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let address = format!("127.0.{}.{}", i / 200 + 1, i % 200 + 2);
+        store
+            .nodes()
+            .register(&new_node(id, "jp", &address, 0), "join")
+            .unwrap();
+    }
+    // Each node twice (the second newer, so it wins), a ghost between.
+    let mut batch: Vec<Heartbeat> = ids.iter().map(|id| beat(id, 100_000, Some(0.25))).collect();
+    batch.push(beat("ghost", 100_000, Some(0.5)));
+    batch.extend(ids.iter().map(|id| beat(id, 200_000, Some(0.75))));
+    let outcome = store.samples().record_heartbeats(&batch).unwrap();
+    assert_eq!(outcome.applied, 300);
+    assert_eq!(outcome.unknown, vec!["ghost".to_owned()]);
+    assert_eq!(outcome.sampled, 300, "100 s apart: both samples kept");
+    for id in [&ids[0], &ids[127], &ids[128], &ids[149]] {
+        let node = store.nodes().get(id).unwrap().unwrap();
+        assert_eq!(node.node.last_heartbeat, Some(Timestamp(200_000)), "{id}");
+        assert_eq!(node.node.metrics, Some(metrics(0.75)), "{id}");
+        assert_eq!(samples_of(&store, id), 2, "{id}");
+    }
+    // An older heartbeat in a later batch moves nothing back.
+    store
+        .samples()
+        .record_heartbeats(&[beat(&ids[3], 150_000, Some(0.1))])
+        .unwrap();
+    let node = store.nodes().get(&ids[3]).unwrap().unwrap();
+    assert_eq!(node.node.last_heartbeat, Some(Timestamp(200_000)));
+    assert_eq!(node.node.metrics, Some(metrics(0.75)));
+}
+
 on_postgres!(
     heartbeats_update_the_node_and_append_samples_in_one_batch,
     a_late_heartbeat_never_moves_liveness_or_metrics_backwards,
@@ -357,4 +392,5 @@ on_postgres!(
     prune_catches_up_in_bounded_steps,
     a_late_batch_is_found_and_returned_in_time_order,
     samples_of_regions_reads_only_their_nodes,
+    a_batch_larger_than_a_chunk_with_repeated_nodes_applies_in_order,
 );
