@@ -1316,3 +1316,177 @@ fn a_leader_frozen_before_its_autoscaler_push_lands_nothing_and_its_action_is_ab
     );
     drop(agent);
 }
+
+/// Issue 13: heartbeats spread over two replicas, one of them restarted
+/// (SIGTERM, then started again) in the middle of the load. Every heartbeat
+/// a replica acknowledged is in the store afterwards: each node's stored
+/// `last_heartbeat` is at least the time its last acknowledged heartbeat was
+/// sent (the replicas stamp a heartbeat when they accept it; one clock). A
+/// client whose replica does not answer sends to the other, as agents do.
+#[test]
+fn heartbeats_spread_over_replicas_survive_one_restarting_under_load() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    const NODES: usize = 120;
+    const THREADS: usize = 6;
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(&str, String)> = neutral_e2e::cluster::fast_config(free_port())
+        .into_iter()
+        .map(|(path, text)| (path, text.replace("max_nodes: 5", "max_nodes: 1000")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend([
+        "--store",
+        &url,
+        "--lease-ttl",
+        "2s",
+        "--register-rate",
+        "100000",
+        "--register-burst",
+        "100000",
+    ]);
+    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    let mut b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+
+    let nodes: Vec<(String, String)> = (0..NODES)
+        .map(|i| {
+            let body = format!(r#"{{"region": "jp", "address": "127.0.6.{}"}}"#, i + 1);
+            let answer = neutral_e2e::http::request(
+                a.api,
+                "POST",
+                "/nodes/register",
+                Some(neutral_e2e::cluster::JOIN_TOKEN),
+                Some(&body),
+            )
+            .unwrap();
+            assert_eq!(answer.status, 201, "{}", answer.body);
+            let json = answer.json();
+            (
+                json["node_id"].as_str().unwrap().to_owned(),
+                json["node_token"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+
+    let millis_now = || {
+        i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let moved = Arc::new(AtomicU64::new(0));
+    let apis = [a.api, b.api];
+    let nodes = Arc::new(nodes);
+    let started = Instant::now();
+    let load: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (stop, acknowledged, moved, nodes) = (
+                Arc::clone(&stop),
+                Arc::clone(&acknowledged),
+                Arc::clone(&moved),
+                Arc::clone(&nodes),
+            );
+            std::thread::spawn(move || {
+                // node index -> send time of its last acknowledged heartbeat
+                let mut last: BTreeMap<usize, i64> = BTreeMap::new();
+                let mine: Vec<usize> = (t..NODES).step_by(THREADS).collect();
+                let mut round = 0usize;
+                while !stop.load(Ordering::Relaxed) && round < 10_000 {
+                    for &n in &mine {
+                        let (id, token) = &nodes[n];
+                        let body = format!(r#"{{"node_id": "{id}"}}"#);
+                        let first = n % 2;
+                        for attempt in 0..2 {
+                            let api = apis[(first + attempt) % 2];
+                            let sent = millis_now();
+                            let answer = neutral_e2e::http::request(
+                                api,
+                                "POST",
+                                "/nodes/heartbeat",
+                                Some(token),
+                                Some(&body),
+                            );
+                            if answer.as_ref().is_ok_and(|r| r.status == 200) {
+                                last.insert(n, sent);
+                                acknowledged.fetch_add(1, Ordering::Relaxed);
+                                if attempt > 0 {
+                                    moved.fetch_add(1, Ordering::Relaxed);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    round += 1;
+                }
+                last
+            })
+        })
+        .collect();
+
+    // b restarts in the middle of the load.
+    std::thread::sleep(Duration::from_secs(2));
+    let before_restart = acknowledged.load(Ordering::Relaxed);
+    b.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    b.restart();
+    wait_for("b to answer again", Duration::from_secs(20), || {
+        neutral_e2e::http::request(b.api, "GET", "/healthz", None, None)
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let mut last: BTreeMap<usize, i64> = BTreeMap::new();
+    for thread in load {
+        last.extend(thread.join().unwrap());
+    }
+    let elapsed = started.elapsed();
+    let total = acknowledged.load(Ordering::Relaxed);
+    eprintln!(
+        "{total} heartbeats acknowledged in {elapsed:?} ({:.0}/s; {before_restart} before the \
+         restart), {} sent to the other replica when the first did not answer",
+        total as f64 / elapsed.as_secs_f64(),
+        moved.load(Ordering::Relaxed)
+    );
+    assert!(moved.load(Ordering::Relaxed) > 0, "b's clients never moved");
+    assert_eq!(last.len(), NODES, "every node was acknowledged");
+
+    // Both replicas write their batches within 100 ms; a stop flushes.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = postgres_client(&server, &url);
+    let stored: BTreeMap<String, i64> = client
+        .query("SELECT id, last_heartbeat FROM nodes", &[])
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row.get::<_, String>(0),
+                row.get::<_, Option<i64>>(1).unwrap_or(0),
+            )
+        })
+        .collect();
+    let lost: Vec<String> = last
+        .iter()
+        .filter_map(|(&n, &sent)| {
+            let id = &nodes[n].0;
+            let at = stored.get(id).copied().unwrap_or(0);
+            (at < sent).then(|| format!("{id}: stored {at}, last acknowledged sent at {sent}"))
+        })
+        .collect();
+    assert!(lost.is_empty(), "acknowledged heartbeats lost: {lost:?}");
+}
