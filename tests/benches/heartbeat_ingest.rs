@@ -27,6 +27,12 @@
 //! `INGEST_RATE` (5000), `INGEST_MAX_REQUESTS` (2000000 per phase), `INGEST_INTERVAL`
 //! (2: the nodes' heartbeat interval in seconds; issue 17's 100,000 nodes at 10,000/s
 //! is `INGEST_NODES=100000 INGEST_RATE=10000 INGEST_INTERVAL=10`).
+//!
+//! `INGEST_REPLICAS=3` (issue 13) runs three replicas on one PostgreSQL
+//! database (a throwaway server on loopback, fsync off, as the store's own
+//! bench) instead of one daemon on SQLite: nodes register with the first,
+//! the load's connections are spread over all of them, CPU and RSS are
+//! their sums, and the counters are the first replica's.
 
 #[allow(dead_code)]
 mod common;
@@ -264,8 +270,8 @@ impl PhaseReport {
 }
 
 async fn run_phase(
-    api: SocketAddr,
-    daemon_pid: u32,
+    apis: &[SocketAddr],
+    daemon_pids: &[u32],
     nodes: &Arc<Vec<SimNode>>,
     settings: Settings,
     mode: Mode,
@@ -284,10 +290,19 @@ async fn run_phase(
         rounds: None,
     });
     let tasks: Vec<_> = (0..settings.connections)
-        .map(|w| tokio::spawn(worker(api, Arc::clone(nodes), w, Arc::clone(&phase))))
+        .map(|w| {
+            let api = apis.get(w % apis.len().max(1)).copied().unwrap_or(apis[0]);
+            tokio::spawn(worker(api, Arc::clone(nodes), w, Arc::clone(&phase)))
+        })
         .collect();
     tokio::time::sleep_until(start.into()).await;
-    let daemon_before = common::cpu_ticks(daemon_pid);
+    let daemon_ticks_now = || -> u64 {
+        daemon_pids
+            .iter()
+            .map(|pid| common::cpu_ticks(*pid).total())
+            .sum()
+    };
+    let daemon_before = daemon_ticks_now();
     let generator_before = common::cpu_ticks(std::process::id());
     let measured_from = Instant::now();
     let mut total = WorkerResult::default();
@@ -301,13 +316,14 @@ async fn run_phase(
         total.last_done = total.last_done.max(result.last_done);
     }
     let cpu_window = measured_from.elapsed();
-    let daemon_ticks = common::cpu_ticks(daemon_pid)
-        .total()
-        .saturating_sub(daemon_before.total());
+    let daemon_ticks = daemon_ticks_now().saturating_sub(daemon_before);
     let generator_ticks = common::cpu_ticks(std::process::id())
         .total()
         .saturating_sub(generator_before.total());
-    let (rss_mib, peak_rss_mib) = common::rss_mib(daemon_pid);
+    let (rss_mib, peak_rss_mib) = daemon_pids
+        .iter()
+        .map(|pid| common::rss_mib(*pid))
+        .fold((0.0, 0.0), |(r, p), (r1, p1)| (r + r1, p + p1));
     let window = total
         .last_done
         .map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
@@ -491,6 +507,34 @@ async fn warm_up(api: SocketAddr, nodes: &Arc<Vec<SimNode>>, settings: Settings,
     );
 }
 
+/// Waits (bounded) until every replica holds all `count` nodes registered
+/// through the first: a node unknown to a replica is refused there.
+async fn all_replicas_know(apis: &[SocketAddr], count: usize) {
+    let started = Instant::now();
+    for api in apis {
+        let Ok(mut http) = Http::connect(*api).await else {
+            println!("replica {api}: cannot connect");
+            continue;
+        };
+        loop {
+            let text = http.metrics().await.unwrap_or_default();
+            let known = metric_sum(&text, "neutral_nodes", &[]);
+            if known >= count as f64 {
+                break;
+            }
+            if started.elapsed() > REGISTER_WITHIN {
+                println!("replica {api}: knows {known:.0} of {count} nodes; going on");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    println!(
+        "every replica knows the {count} nodes {:.1} s after registration",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let settings = Settings::from_env();
     // The nodes' heartbeat interval (seconds); the daemon's timeout is three
@@ -516,29 +560,54 @@ fn main() {
         "{ http: /healthz, port: 80, interval: 10s, timeout: 2s, rise: 2, fall: 3 }",
     ));
     let repo = ConfigRepo::new(&files);
-    let spec = DaemonSpec {
+    let mut spec = DaemonSpec {
         heartbeat_interval: format!("{interval}s"),
         heartbeat_timeout: format!("{}s", interval * 3),
         extra: vec!["--no-probes".into()],
     };
-    let mut daemon = Daemon::start(&bin, &repo, &spec);
+    let replicas = usize::try_from(env_number("INGEST_REPLICAS", 1).clamp(1, 5)).unwrap_or(1);
+    // Kept for the bench's life: the replicas' database.
+    let mut postgres = None;
+    if replicas > 1 {
+        let Some(server) = neutral_store::pg_testing::start_or_skip() else {
+            return;
+        };
+        let url = server.create_database().expect("a database");
+        spec.extra.extend([
+            "--store".to_owned(),
+            url,
+            "--lease-ttl".to_owned(),
+            "2s".to_owned(),
+        ]);
+        postgres = Some(server);
+        println!("store: {replicas} replicas on one PostgreSQL database (loopback, fsync off)");
+    } else {
+        println!("store: SQLite (one daemon)");
+    }
+    let mut daemons: Vec<Daemon> = (0..replicas)
+        .map(|_| Daemon::start(&bin, &repo, &spec))
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let api = daemon.api;
-    let pid = daemon.pid();
-    println!("daemon pid {pid}, API {api}");
+    let apis: Vec<SocketAddr> = daemons.iter().map(|d| d.api).collect();
+    let pids: Vec<u32> = daemons.iter().map(Daemon::pid).collect();
+    let (api, pid) = (apis[0], pids[0]);
+    println!("daemon pids {pids:?}, APIs {apis:?}");
     let reports = runtime.block_on(async move {
         let mut admin = Http::connect(api).await.expect("connect to the daemon");
         common::sync_and_check(&mut admin, REGIONS.len()).await;
         let nodes = Arc::new(register_all(api, settings, &mut admin).await);
+        if apis.len() > 1 {
+            all_replicas_know(&apis, nodes.len()).await;
+        }
         warm_up(api, &nodes, settings, &mut admin).await;
         let (rss, peak) = common::rss_mib(pid);
         println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
-        let paced = run_phase(api, pid, &nodes, settings, Mode::Paced, &mut admin).await;
+        let paced = run_phase(&apis, &pids, &nodes, settings, Mode::Paced, &mut admin).await;
         print_phase(&paced, settings);
-        let max = run_phase(api, pid, &nodes, settings, Mode::Max, &mut admin).await;
+        let max = run_phase(&apis, &pids, &nodes, settings, Mode::Max, &mut admin).await;
         print_phase(&max, settings);
         (paced, max)
     });
@@ -559,13 +628,16 @@ fn main() {
         paced.sustained(),
         max.sustained()
     );
-    let warnings = daemon.warnings();
-    if !warnings.is_empty() {
-        println!("daemon log: {} WARN/ERROR lines, last:", warnings.len());
-        for line in warnings.iter().rev().take(5).rev() {
-            println!("  {line}");
+    for daemon in &mut daemons {
+        let warnings = daemon.warnings();
+        if !warnings.is_empty() {
+            println!("daemon log: {} WARN/ERROR lines, last:", warnings.len());
+            for line in warnings.iter().rev().take(5).rev() {
+                println!("  {line}");
+            }
         }
+        let status = daemon.stop();
+        println!("daemon stopped: {status:?}");
     }
-    let status = daemon.stop();
-    println!("daemon stopped: {status:?}");
+    drop(postgres);
 }
