@@ -638,10 +638,11 @@ mod tests {
                 }
             }
         };
-        // One timeout ends it at ~1,000 ms; a second would have run to ~1,900.
+        // One timeout ends it at ~1,000 ms; a second would have run to ~1,900
+        // (the margin is for a loaded machine's timers).
         assert!(
             closed_after >= Duration::from_millis(900)
-                && closed_after < Duration::from_millis(1600),
+                && closed_after < Duration::from_millis(1800),
             "closed after {closed_after:?}"
         );
         stop_tx.send(true).unwrap();
