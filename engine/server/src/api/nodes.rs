@@ -521,7 +521,7 @@ pub async fn accept_heartbeat(
                 let status = entry.record.node.status;
                 Some((
                     status,
-                    entry.liveness.status(at, &entry.settings).0 != status,
+                    entry.liveness.current(at, &entry.settings) != status,
                 ))
             }
         }
