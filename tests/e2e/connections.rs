@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use neutral_e2e::cluster::{
-    ADMIN_TOKEN, Daemon, JOIN_TOKEN, Repo, fast_config, free_port, wait_for,
-};
+use neutral_e2e::cluster::{ADMIN_TOKEN, Daemon, Repo, fast_config, free_port, wait_for};
 use neutral_e2e::http;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -191,22 +189,7 @@ fn idle_and_slow_connections_do_not_starve_heartbeats_or_status() {
 
     // Three nodes register (from 127.0.0.1, which makes it a node address).
     let nodes: Vec<(String, String)> = (1..=3)
-        .map(|i| {
-            let response = http::request(
-                daemon.api,
-                "POST",
-                "/nodes/register",
-                Some(JOIN_TOKEN),
-                Some(&format!(r#"{{"region": "jp", "address": "127.0.3.{i}"}}"#)),
-            )
-            .unwrap();
-            assert_eq!(response.status, 201, "{}", response.body);
-            let body = response.json();
-            (
-                body["node_id"].as_str().unwrap().to_owned(),
-                body["node_token"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|i| daemon.register_node("jp", &format!("127.0.3.{i}")))
         .collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

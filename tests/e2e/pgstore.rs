@@ -1328,7 +1328,7 @@ fn heartbeats_spread_over_replicas_survive_one_restarting_under_load() {
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    use std::time::Instant;
 
     const NODES: usize = 120;
     const THREADS: usize = 6;
@@ -1359,34 +1359,9 @@ fn heartbeats_spread_over_replicas_survive_one_restarting_under_load() {
     let mut b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
 
     let nodes: Vec<(String, String)> = (0..NODES)
-        .map(|i| {
-            let body = format!(r#"{{"region": "jp", "address": "127.0.6.{}"}}"#, i + 1);
-            let answer = neutral_e2e::http::request(
-                a.api,
-                "POST",
-                "/nodes/register",
-                Some(neutral_e2e::cluster::JOIN_TOKEN),
-                Some(&body),
-            )
-            .unwrap();
-            assert_eq!(answer.status, 201, "{}", answer.body);
-            let json = answer.json();
-            (
-                json["node_id"].as_str().unwrap().to_owned(),
-                json["node_token"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|i| a.register_node("jp", &format!("127.0.6.{}", i + 1)))
         .collect();
 
-    let millis_now = || {
-        i64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap()
-    };
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(AtomicU64::new(0));
     let moved = Arc::new(AtomicU64::new(0));
@@ -1413,7 +1388,7 @@ fn heartbeats_spread_over_replicas_survive_one_restarting_under_load() {
                         let first = n % 2;
                         for attempt in 0..2 {
                             let api = apis[(first + attempt) % 2];
-                            let sent = millis_now();
+                            let sent = neutral_e2e::cluster::now_millis();
                             let answer = neutral_e2e::http::request(
                                 api,
                                 "POST",

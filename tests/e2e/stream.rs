@@ -11,9 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use neutral_e2e::cluster::{
-    ADMIN_TOKEN, Agent, Daemon, JOIN_TOKEN, Repo, Service, free_port, wait_for,
-};
+use neutral_e2e::cluster::{ADMIN_TOKEN, Agent, Daemon, Repo, Service, free_port, wait_for};
 use neutral_e2e::http;
 use neutral_proto::v1::node_stream_client::NodeStreamClient;
 use neutral_proto::v1::{ControlMessage, Heartbeat, Metrics, NodeMessage};
@@ -199,25 +197,6 @@ fn a_drain_is_pushed_to_the_agent_on_its_stream_not_at_its_next_heartbeat() {
     eprintln!("the agent heard of the drain after {heard:?}");
 }
 
-/// Registers a node directly: `(node id, node token)`.
-fn register(daemon: &Daemon, address: &str) -> (String, String) {
-    let body = format!(r#"{{"region": "jp", "address": "{address}"}}"#);
-    let response = http::request(
-        daemon.api,
-        "POST",
-        "/nodes/register",
-        Some(JOIN_TOKEN),
-        Some(&body),
-    )
-    .unwrap();
-    assert_eq!(response.status, 201, "{}", response.body);
-    let doc = response.json();
-    (
-        doc["node_id"].as_str().unwrap().to_owned(),
-        doc["node_token"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn client(api: SocketAddr) -> NodeStreamClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
         .unwrap()
@@ -321,7 +300,7 @@ fn hostile_streams_are_refused_or_ended_and_a_real_node_carries_on() {
     let agent = Agent::start(&daemon, dir.path(), "d", "jp", "127.0.0.74");
     let real = agent.node_id();
     wait_status(&daemon, &real, "up", Duration::from_secs(20));
-    let (node, token) = register(&daemon, "127.0.0.75");
+    let (node, token) = daemon.register_node("jp", "127.0.0.75");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -328,6 +328,27 @@ impl Daemon {
     }
 
     /// The node with `id` from `GET /nodes`.
+    /// Registers a node of `region` at `address` with the join token, as a
+    /// bare client would (from 127.0.0.1); panics unless it is created.
+    /// Returns `(node id, node token)`.
+    pub fn register_node(&self, region: &str, address: &str) -> (String, String) {
+        let body = format!(r#"{{"region": "{region}", "address": "{address}"}}"#);
+        let response = http::request(
+            self.api,
+            "POST",
+            "/nodes/register",
+            Some(JOIN_TOKEN),
+            Some(&body),
+        )
+        .unwrap();
+        assert_eq!(response.status, 201, "{}", response.body);
+        let doc = response.json();
+        (
+            doc["node_id"].as_str().unwrap().to_owned(),
+            doc["node_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
     pub fn node(&self, id: &str) -> Option<serde_json::Value> {
         let nodes = self.get("/nodes").json();
         nodes.as_array()?.iter().find(|n| n["id"] == id).cloned()
@@ -607,4 +628,16 @@ pub fn processes_in(dir: &Path) -> Vec<(u32, String)> {
         }
     }
     found
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock (the daemons'
+/// timestamps are on the same clock).
+pub fn now_millis() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }

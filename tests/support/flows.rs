@@ -16,9 +16,11 @@
 //! benches' business.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value;
+
+use crate::cluster::now_millis;
 
 use crate::stack::{
     DRAIN_GRACE_SECS, Death, EMBEDDED_DOMAIN, Node, POWERDNS_DOMAIN, Stack, StackOptions, TTL_SECS,
@@ -44,16 +46,6 @@ fn millis(value: &Value) -> i64 {
     let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
         .unwrap_or_else(|e| panic!("timestamp {text}: {e}"));
     i64::try_from(time.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-fn now_millis() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 /// Whether `run` was (also) triggered by `trigger`: coalesced runs list

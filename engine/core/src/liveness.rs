@@ -192,8 +192,9 @@ impl Liveness {
     }
 
     /// The status to publish at `now`, with its reason.
-    /// [`Liveness::status`] without its reason: what a periodic pass over
-    /// every node asks first, building the reason only for a change.
+    /// The node's status at `now`: drained, else up when health alone
+    /// counts it ready ([`Liveness::verdict`]), else down. Builds no reason:
+    /// what a periodic pass over every node asks first.
     pub fn current(&self, now: Timestamp, settings: &LivenessSettings) -> NodeStatus {
         if self.drained {
             NodeStatus::Drain
@@ -204,15 +205,12 @@ impl Liveness {
         }
     }
 
+    /// [`Liveness::current`] with the reason for it.
     pub fn status(&self, now: Timestamp, settings: &LivenessSettings) -> (NodeStatus, String) {
-        if self.drained {
-            return (NodeStatus::Drain, "drained".to_owned());
-        }
-        let (ready, reason) = self.verdict(now, settings);
-        let status = if ready {
-            NodeStatus::Up
-        } else {
-            NodeStatus::Down
+        let status = self.current(now, settings);
+        let reason = match status {
+            NodeStatus::Drain => "drained".to_owned(),
+            NodeStatus::Up | NodeStatus::Down => self.verdict(now, settings).1,
         };
         (status, reason)
     }
@@ -387,9 +385,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// `current` is `status` without the reason, whatever happened.
+        /// `current` agrees with `verdict` (drain aside), whatever happened.
         #[test]
-        fn current_is_the_status_without_its_reason(
+        fn current_is_the_verdict_unless_drained(
             events in proptest::collection::vec((0u8..4, 0i64..20_000), 0..40),
             probed in proptest::bool::ANY,
         ) {
@@ -407,10 +405,14 @@ mod tests {
                 }
                 node.tick(now, &settings);
                 for later in [now, Timestamp(at + 31_000)] {
-                    proptest::prop_assert_eq!(
-                        node.current(later, &settings),
-                        node.status(later, &settings).0
-                    );
+                    let expected = if node.drained {
+                        NodeStatus::Drain
+                    } else if node.verdict(later, &settings).0 {
+                        NodeStatus::Up
+                    } else {
+                        NodeStatus::Down
+                    };
+                    proptest::prop_assert_eq!(node.current(later, &settings), expected);
                 }
             }
         }

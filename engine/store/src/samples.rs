@@ -27,6 +27,7 @@
 //! a later node.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::LazyLock;
 
 use crate::db::{Dialect, Tx, Value, params};
 use neutral_core::autoscale::NodeSample;
@@ -208,14 +209,10 @@ fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbea
              WHERE id = ?1 AND (last_sample_at IS NULL OR ?2 - last_sample_at >= ?6)",
         )
         .during(OP)?;
-    // SQLite's scalar `max` is PostgreSQL's `GREATEST`.
-    let greatest = match tx.dialect() {
-        Dialect::Sqlite => "max",
-        Dialect::Postgres => "GREATEST",
-    };
-    let update_sql = format!(
-        "UPDATE nodes SET
-           last_heartbeat = {greatest}(coalesce(last_heartbeat, ?2), ?2),
+    let mut update = tx
+        .prepare_cached(
+            "UPDATE nodes SET
+           last_heartbeat = max(coalesce(last_heartbeat, ?2), ?2),
            cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
            rtt_ms = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?5
                     ELSE rtt_ms END,
@@ -224,9 +221,9 @@ fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbea
            metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
                         ELSE metrics_at END,
            last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
-         WHERE id = ?1"
-    );
-    let mut update = tx.prepare_cached(&update_sql).during(OP)?;
+         WHERE id = ?1",
+        )
+        .during(OP)?;
     for heartbeat in batch {
         let at = heartbeat.at.0;
         let sampled = match heartbeat.metrics {
@@ -273,28 +270,9 @@ fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbea
 /// padded with rows of no node, so each statement is prepared once.
 const ROUND_CHUNK: usize = 128;
 
-/// Records `batch` in a few set-based statements (PostgreSQL, where every
-/// statement is a round trip): the heartbeats are taken in rounds, the
-/// first heartbeat of every node in the first round, its second in the
-/// second, and so on, so a node's heartbeats apply in batch order, each
-/// round in chunks of [`ROUND_CHUNK`] rows, two statements a chunk: the
-/// samples appended (returning whose were), then the nodes updated
-/// (returning which exist). Each row does what [`one_by_one`] does for it.
-fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<HeartbeatOutcome> {
-    const OP: &str = "record heartbeats";
-    // Round of each heartbeat: how many of its node's came before it.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut rounds: Vec<Vec<usize>> = Vec::new();
-    for (index, heartbeat) in batch.iter().enumerate() {
-        let round = seen.entry(heartbeat.node_id.as_str()).or_insert(0);
-        if rounds.len() <= *round {
-            rounds.push(Vec::new());
-        }
-        if let Some(members) = rounds.get_mut(*round) {
-            members.push(index);
-        }
-        *round += 1;
-    }
+/// The two statements of [`in_rounds`], [`ROUND_CHUNK`] rows each, built
+/// once: `(append samples, update nodes)`.
+static ROUND_SQL: LazyLock<(String, String)> = LazyLock::new(|| {
     // Every placeholder typed: PostgreSQL would take an untyped one in
     // VALUES for text.
     let rows = |types: &[&str], first: usize| -> String {
@@ -312,37 +290,62 @@ fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbeat
             .join(", ")
     };
     const FLOAT: &str = "DOUBLE PRECISION";
-    let insert_sql = format!(
+    let insert = format!(
         "WITH appended AS (
-         INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
-         SELECT n.key, b.at, b.cpu, b.rtt_ms, b.error_rate
-         FROM (VALUES {}) AS b(id, at, cpu, rtt_ms, error_rate)
-         JOIN nodes n ON n.id = b.id
-         WHERE n.last_sample_at IS NULL OR b.at - n.last_sample_at >= CAST(?1 AS BIGINT)
-         RETURNING node_key)
-         SELECT n.id FROM appended JOIN nodes n ON n.key = appended.node_key",
+             INSERT INTO samples (node_key, at, cpu, rtt_ms, error_rate)
+             SELECT n.key, b.at, b.cpu, b.rtt_ms, b.error_rate
+             FROM (VALUES {}) AS b(id, at, cpu, rtt_ms, error_rate)
+             JOIN nodes n ON n.id = b.id
+             WHERE n.last_sample_at IS NULL OR b.at - n.last_sample_at >= CAST(?1 AS BIGINT)
+             RETURNING node_key)
+             SELECT n.id FROM appended JOIN nodes n ON n.key = appended.node_key",
         rows(&["TEXT", "BIGINT", FLOAT, FLOAT, FLOAT], 2)
     );
-    let update_sql = format!(
+    let update = format!(
         "UPDATE nodes SET
-           last_heartbeat = GREATEST(coalesce(nodes.last_heartbeat, b.at), b.at),
-           cpu = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.cpu
-                 ELSE nodes.cpu END,
-           rtt_ms = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.rtt_ms
-                    ELSE nodes.rtt_ms END,
-           error_rate = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at)
-                        THEN b.error_rate ELSE nodes.error_rate END,
-           metrics_at = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.at
-                        ELSE nodes.metrics_at END,
-           last_sample_at = CASE WHEN b.sampled THEN b.at ELSE nodes.last_sample_at END
-         FROM (VALUES {}) AS b(id, at, has, cpu, rtt_ms, error_rate, sampled)
-         WHERE nodes.id = b.id
-         RETURNING nodes.id",
+               last_heartbeat = GREATEST(coalesce(nodes.last_heartbeat, b.at), b.at),
+               cpu = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.cpu
+                     ELSE nodes.cpu END,
+               rtt_ms = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.rtt_ms
+                        ELSE nodes.rtt_ms END,
+               error_rate = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at)
+                            THEN b.error_rate ELSE nodes.error_rate END,
+               metrics_at = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.at
+                            ELSE nodes.metrics_at END,
+               last_sample_at = CASE WHEN b.sampled THEN b.at ELSE nodes.last_sample_at END
+             FROM (VALUES {}) AS b(id, at, has, cpu, rtt_ms, error_rate, sampled)
+             WHERE nodes.id = b.id
+             RETURNING nodes.id",
         rows(
             &["TEXT", "BIGINT", "BOOLEAN", FLOAT, FLOAT, FLOAT, "BOOLEAN"],
             1
         )
     );
+    (insert, update)
+});
+
+/// Records `batch` in a few set-based statements (PostgreSQL, where every
+/// statement is a round trip): the heartbeats are taken in rounds, the
+/// first heartbeat of every node in the first round, its second in the
+/// second, and so on, so a node's heartbeats apply in batch order, each
+/// round in chunks of [`ROUND_CHUNK`] rows, two statements a chunk: the
+/// samples appended (returning whose were), then the nodes updated
+/// (returning which exist). Each row does what [`one_by_one`] does for it.
+fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<HeartbeatOutcome> {
+    // Round of each heartbeat: how many of its node's came before it.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (index, heartbeat) in batch.iter().enumerate() {
+        let round = seen.entry(heartbeat.node_id.as_str()).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        if let Some(members) = rounds.get_mut(*round) {
+            members.push(index);
+        }
+        *round += 1;
+    }
+    let (insert_sql, update_sql) = &*ROUND_SQL;
     let mut outcome = HeartbeatOutcome::default();
     let mut unknown: Vec<usize> = Vec::new();
     for round in &rounds {
@@ -363,13 +366,7 @@ fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbeat
                     None => values.extend(std::iter::repeat_n(Value::Null, 5)),
                 }
             }
-            let refs: Vec<&dyn crate::db::Param> =
-                values.iter().map(|v| v as &dyn crate::db::Param).collect();
-            let sampled: HashSet<String> = tx
-                .query_map(&insert_sql, &refs, |row| row.get::<_, String>(0))
-                .during(OP)?
-                .collect::<crate::db::DbResult<_>>()
-                .during(OP)?;
+            let sampled = returned_ids(tx, insert_sql, &values)?;
             let mut values = Vec::with_capacity(ROUND_CHUNK * 7);
             for row in 0..ROUND_CHUNK {
                 match beats.get(row) {
@@ -388,13 +385,7 @@ fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbeat
                     None => values.extend(std::iter::repeat_n(Value::Null, 7)),
                 }
             }
-            let refs: Vec<&dyn crate::db::Param> =
-                values.iter().map(|v| v as &dyn crate::db::Param).collect();
-            let updated: HashSet<String> = tx
-                .query_map(&update_sql, &refs, |row| row.get::<_, String>(0))
-                .during(OP)?
-                .collect::<crate::db::DbResult<_>>()
-                .during(OP)?;
+            let updated = returned_ids(tx, update_sql, &values)?;
             for (&index, heartbeat) in chunk.iter().zip(&beats) {
                 if updated.contains(&heartbeat.node_id) {
                     outcome.applied = outcome.applied.saturating_add(1);
@@ -411,6 +402,17 @@ fn in_rounds(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbeat
         .filter_map(|i| batch.get(i).map(|h| h.node_id.clone()))
         .collect();
     Ok(outcome)
+}
+
+/// The node ids a statement of [`in_rounds`] returns.
+fn returned_ids(tx: &Tx<'_>, sql: &str, values: &[Value]) -> Result<HashSet<String>> {
+    const OP: &str = "record heartbeats";
+    let params: Vec<&dyn crate::db::Param> =
+        values.iter().map(|v| v as &dyn crate::db::Param).collect();
+    tx.query_map(sql, &params, |row| row.get::<_, String>(0))
+        .during(OP)?
+        .collect::<crate::db::DbResult<_>>()
+        .during(OP)
 }
 
 /// The ids of the nodes (of `regions`, or all) by their row key.
