@@ -384,6 +384,75 @@ fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both(
     );
 }
 
+/// One plain heartbeat of node `id` with `token` to `daemon`: its status.
+fn heartbeat_status(daemon: &Daemon, id: &str, token: &str) -> u16 {
+    let body = serde_json::json!({ "node_id": id }).to_string();
+    neutral_e2e::http::request(
+        daemon.api,
+        "POST",
+        "/nodes/heartbeat",
+        Some(token),
+        Some(&body),
+    )
+    .unwrap()
+    .status
+}
+
+#[test]
+fn a_node_registered_again_or_deleted_through_one_replica_is_known_so_by_the_other() {
+    let Some(Replicas {
+        _server,
+        dir: _dir,
+        a,
+        b,
+    }) = two_replicas()
+    else {
+        return;
+    };
+    let (id, first_token) = a.register_node("jp", "127.0.0.2");
+    wait_for(
+        "the follower to learn the node",
+        Duration::from_secs(5),
+        || (heartbeat_status(&b, &id, &first_token) == 200).then_some(()),
+    );
+    // Registered again through the follower: a new token, which the leader
+    // must accept (and the old one no longer).
+    let body = serde_json::json!({
+        "region": "jp", "address": "127.0.0.2", "node_id": id, "node_token": first_token,
+    })
+    .to_string();
+    let again = neutral_e2e::http::request(
+        b.api,
+        "POST",
+        "/nodes/register",
+        Some(neutral_e2e::cluster::JOIN_TOKEN),
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(again.status, 201, "{}", again.body);
+    let doc = again.json();
+    assert_eq!(doc["node_id"], id.as_str(), "the same identity");
+    let second_token = doc["node_token"].as_str().unwrap().to_owned();
+    assert_ne!(second_token, first_token);
+    wait_for(
+        "the leader to accept the new token",
+        Duration::from_secs(5),
+        || (heartbeat_status(&a, &id, &second_token) == 200).then_some(()),
+    );
+    assert_eq!(heartbeat_status(&a, &id, &first_token), 401);
+
+    // Deleted through the follower: gone from the leader too, and its
+    // heartbeats refused there.
+    let deleted = b.admin("DELETE", &format!("/nodes/{id}"), None);
+    assert!(deleted.status < 300, "{}", deleted.body);
+    wait_for(
+        "the leader to forget the node",
+        Duration::from_secs(5),
+        || a.node(&id).is_none().then_some(()),
+    );
+    assert_ne!(heartbeat_status(&a, &id, &second_token), 200);
+}
+
 #[test]
 fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
     let Some(Replicas {

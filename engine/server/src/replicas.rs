@@ -2,7 +2,10 @@
 //! every [`EVERY`]: the nodes registered or deleted on another replica, the
 //! heartbeats another replica received, each replica's verdict on each node,
 //! the DNS zones written through another replica's API, and — on a
-//! follower — the node statuses the leader decided.
+//! follower — the node statuses the leader decided. Each read asks the
+//! store only for the nodes and verdicts written since the previous one
+//! (the store's change counter), so its cost follows the heartbeats and
+//! changes of the last half second, not the number of nodes.
 //!
 //! Every replica probes every node from where it stands and publishes its
 //! own verdict (its liveness: its probes, and the heartbeats all replicas
@@ -14,14 +17,14 @@
 //! answers, so every replica's DNS serves the same nodes a moment later.
 //! This module moves verdicts and statuses; it must not decide a status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_core::liveness::Liveness;
 use neutral_core::model::NodeStatus;
 use neutral_core::quorum::Verdict;
-use neutral_store::{NodeRecord, TokenHash, VantagePoints, VerdictChange};
+use neutral_store::{VerdictChange, VerdictChanges};
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
@@ -41,6 +44,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_recompute = tokio::time::Instant::now();
     let mut published = Published::default();
+    let mut others = Others::default();
+    let mut nodes_through = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -48,8 +53,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
             () = app.verdict_changed.notified() => {}
             () = shutdown.wait() => break,
         }
-        let mut changed = mirror_once(&app).await;
-        changed |= exchange_verdicts(&app, &mut published).await;
+        let mut changed = mirror_once(&app, &mut nodes_through, &mut others).await;
+        changed |= exchange_verdicts(&app, &mut published, &mut others).await;
         // Zones another replica's API wrote (a Terraform apply through it):
         // every replica's DNS serves the same records.
         if let Err(err) = crate::api::mirror_zones(&app).await {
@@ -85,10 +90,60 @@ struct Published {
     stale: bool,
 }
 
-/// Writes this replica's changed verdicts (renewing its presence) and
-/// reads the live replicas' into [`World::vantage`](crate::world::World).
-/// Returns whether what the others see changed.
-async fn exchange_verdicts(app: &Arc<App>, published: &mut Published) -> bool {
+/// The other replicas' verdicts as read so far (of live replicas and not),
+/// kept between reads so each read fetches only the changed ones.
+#[derive(Debug, Default)]
+struct Others {
+    /// Per node, per replica (never this one), the last verdict read.
+    by_node: BTreeMap<String, BTreeMap<String, (bool, String)>>,
+    /// The live replicas at the last read.
+    live: Vec<String>,
+    /// Where the next read of verdicts starts (`None`: read them all).
+    through: Option<i64>,
+    /// Whether `by_node` or `live` changed since [`Vantage`] was built.
+    dirty: bool,
+}
+
+impl Others {
+    /// Forgets the verdicts on node `id` (deleted).
+    fn forget(&mut self, id: &str) {
+        self.dirty |= self.by_node.remove(id).is_some();
+    }
+
+    /// The live replicas' verdicts as [`World::vantage`](crate::world::World)
+    /// holds them.
+    fn vantage(&self, replica: &str) -> Vantage {
+        // This replica renewed its presence in the same exchange: it is live.
+        let live = self.live.len().max(1);
+        let others = self
+            .by_node
+            .iter()
+            .filter_map(|(node, verdicts)| {
+                let counted: Vec<Verdict> = verdicts
+                    .iter()
+                    .filter(|(other, _)| self.live.contains(*other))
+                    .map(|(other, (ready, detail))| Verdict {
+                        replica: other.clone(),
+                        ready: *ready,
+                        detail: detail.clone(),
+                    })
+                    .collect();
+                (!counted.is_empty()).then(|| (node.clone(), counted))
+            })
+            .collect();
+        Vantage {
+            replica: replica.to_owned(),
+            live,
+            others,
+        }
+    }
+}
+
+/// Writes this replica's changed verdicts (renewing its presence), reads
+/// the verdicts the others changed since the last read, and when anything
+/// changed sets [`World::vantage`](crate::world::World) to the live
+/// replicas' verdicts. Returns whether what the others see changed.
+async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &mut Others) -> bool {
     let own = app.write_world().own_verdicts(now());
     let mut changes: Vec<VerdictChange> = own
         .iter()
@@ -109,17 +164,18 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published) -> bool {
             }),
     );
     let replica = app.leadership.replica.clone();
+    let since = others.through;
     let read = app
         .with_store(move |s| {
             s.verdicts().publish(&replica, &changes)?;
-            s.verdicts().live(LIVE_WITHIN)
+            s.verdicts().changes_since(LIVE_WITHIN, since)
         })
         .await;
-    let vantage = match read {
-        Ok(points) => {
+    let read = match read {
+        Ok(read) => {
             published.verdicts = own;
             published.stale = false;
-            Some(vantage_of(&app.leadership.replica, points))
+            read
         }
         Err(err) => {
             // The others' last verdicts stay: judging alone on a store
@@ -130,80 +186,110 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published) -> bool {
             return false;
         }
     };
+    fold_verdicts(others, &app.leadership.replica, read);
+    if !others.dirty && app.read_world().vantage.is_some() {
+        return false;
+    }
+    others.dirty = false;
+    let vantage = Some(others.vantage(&app.leadership.replica));
     let mut world = app.write_world();
     let changed = world.vantage != vantage;
     world.vantage = vantage;
     changed
 }
 
-/// The other live replicas' verdicts, by node, as `replica` counts them.
-fn vantage_of(replica: &str, points: VantagePoints) -> Vantage {
-    // This replica renewed its presence in the same exchange: it is live.
-    let live = points.live.len().max(1);
-    let mut others: BTreeMap<String, Vec<Verdict>> = BTreeMap::new();
-    for stored in points.verdicts {
+/// Folds one read of the others' verdicts into what this replica knows.
+fn fold_verdicts(others: &mut Others, replica: &str, read: VerdictChanges) {
+    if read.complete {
+        others.by_node.clear();
+        others.dirty = true;
+    }
+    for stored in read.verdicts {
         if stored.replica == replica {
             continue;
         }
-        others.entry(stored.node_id).or_default().push(Verdict {
-            replica: stored.replica,
-            ready: stored.ready,
-            detail: stored.detail,
-        });
+        let verdict = (stored.ready, stored.detail);
+        let previous = others
+            .by_node
+            .entry(stored.node_id)
+            .or_default()
+            .insert(stored.replica, verdict.clone());
+        others.dirty |= previous != Some(verdict);
     }
-    Vantage {
-        replica: replica.to_owned(),
-        live,
-        others,
+    if others.live != read.live {
+        others.live = read.live;
+        others.dirty = true;
     }
+    others.through = Some(read.through);
 }
 
-/// Reads the stored nodes once and folds them into this replica's world.
-/// Returns whether anything the weights depend on changed.
-async fn mirror_once(app: &Arc<App>) -> bool {
+/// Reads the nodes written or deleted since the last read (`through`; all of
+/// them the first time) and folds them into this replica's world. Returns
+/// whether anything the weights depend on changed.
+async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Others) -> bool {
     let listed_at = now();
-    let Ok(records) = app.with_store(|s| s.nodes().list()).await else {
+    let since = *through;
+    let Ok(read) = app
+        .with_store(move |s| s.nodes().changes_since(since))
+        .await
+    else {
         return false;
     };
-    let stored: BTreeMap<String, NodeRecord> = records
-        .into_iter()
-        .map(|r| (r.node.id.clone(), r))
-        .collect();
-    // Nodes registered elsewhere need their token hash to heartbeat here:
-    // read (all at once) only when there are such nodes.
-    let unknown = {
-        let world = app.read_world();
-        stored.keys().any(|id| !world.nodes.contains_key(id))
-    };
-    let mut tokens: BTreeMap<String, TokenHash> = if unknown {
-        app.with_store(|s| s.nodes().token_hashes())
-            .await
-            .unwrap_or_default()
-    } else {
-        BTreeMap::new()
-    };
+    *through = Some(read.through);
     let leads = app.leadership.leads();
     let at = now();
     let mut changed = false;
     let mut world = app.write_world();
     let before = world.nodes.len();
-    // Deleted on another replica; a node registered here after the list was
-    // read is not in it yet, and stays.
-    world
-        .nodes
-        .retain(|id, entry| stored.contains_key(id) || entry.record.registered_at >= listed_at);
+    // Deleted on another replica; a node registered here after the read
+    // is not in it yet, and stays.
+    let gone = |entry: &NodeEntry| entry.record.registered_at < listed_at;
+    if read.complete {
+        let stored: BTreeSet<&str> = read.nodes.iter().map(|(r, _)| r.node.id.as_str()).collect();
+        let deleted: Vec<String> = world
+            .nodes
+            .iter()
+            .filter(|(id, entry)| !stored.contains(id.as_str()) && gone(entry))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in deleted {
+            world.nodes.remove(&id);
+        }
+        others.by_node.retain(|id, _| stored.contains(id.as_str()));
+        others.dirty = true;
+    } else {
+        for id in &read.deleted {
+            if world.nodes.get(id).is_some_and(gone) {
+                world.nodes.remove(id);
+            }
+            others.forget(id);
+        }
+    }
     changed |= world.nodes.len() != before;
     let decl = Arc::clone(&world.decl);
-    for (id, record) in stored {
-        let Some(entry) = world.nodes.get_mut(&id) else {
-            let Some(token) = tokens.remove(&id) else {
-                continue;
-            };
+    for (record, token) in read.nodes {
+        let id = record.node.id.clone();
+        let new_here = match world.nodes.get(&id) {
+            None => true,
+            // Registered again on another replica (a new token).
+            Some(entry) => record.registered_at > entry.record.registered_at,
+        };
+        if new_here {
             let mut liveness = Liveness::registered(record.registered_at);
             liveness.drained = record.node.status == NodeStatus::Drain;
-            let entry = NodeEntry::new(record, token, liveness, &app.settings.liveness, &decl, at);
+            let heartbeat = record.node.last_heartbeat;
+            let mut entry =
+                NodeEntry::new(record, token, liveness, &app.settings.liveness, &decl, at);
+            // Read once: a heartbeat received elsewhere before this read is
+            // not read again.
+            if let Some(heartbeat) = heartbeat {
+                entry.liveness.heartbeat(heartbeat, &entry.settings);
+            }
             world.nodes.insert(id, entry);
             changed = true;
+            continue;
+        }
+        let Some(entry) = world.nodes.get_mut(&id) else {
             continue;
         };
         // A heartbeat another replica received (this replica's own are

@@ -42,6 +42,7 @@
 
 mod audit;
 mod autoscale_state;
+mod changes;
 mod db;
 mod declarations;
 mod docs;
@@ -72,7 +73,9 @@ pub use docs::DocStore;
 pub use error::{Result, StoreError};
 pub use leases::{LEADER, Lease, LeaseHolder, LeaseStore};
 pub use neutral_core::model::Timestamp;
-pub use nodes::{NewNode, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash};
+pub use nodes::{
+    NewNode, NodeChanges, NodeRecord, NodeStore, StatusUpdate, StatusUpdates, TokenHash,
+};
 pub use releases::{ReleaseStore, StoredRelease};
 pub use runs::{NewRun, Run, RunOutcome, RunQuery, RunStatus, RunStore, RunSummary};
 pub use samples::{Heartbeat, HeartbeatOutcome, SampleStore};
@@ -80,7 +83,7 @@ pub use store::{
     Backend, Checkpoint, DB_FILE_NAME, DIR_MODE, DataDirSecurity, FILE_MODE, Store, StoreLocation,
     StoreOptions, secure_data_dir, set_mode,
 };
-pub use verdicts::{StoredVerdict, VantagePoints, VerdictChange, VerdictStore};
+pub use verdicts::{StoredVerdict, VantagePoints, VerdictChange, VerdictChanges, VerdictStore};
 pub use zones::{StoredZone, ZoneBase, ZoneStore};
 
 #[cfg(test)]

@@ -231,7 +231,7 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -
 /// `i` to `i + 1`. Version numbers match the SQLite schema's
 /// ([`schema::MIGRATIONS`]): version 1 here already has what SQLite's
 /// version 2 added, so a step may be a no-op on one backend.
-pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6];
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7];
 
 const PG_V1: &str = r"
 CREATE TABLE regions (
@@ -405,6 +405,26 @@ CREATE TABLE verdicts (
     detail TEXT NOT NULL,
     PRIMARY KEY (replica, node_id)
 );
+";
+
+/// Version 7: the change counter (see `schema::V7`).
+const PG_V7: &str = r"
+CREATE TABLE change_counter (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    n BIGINT NOT NULL,
+    pruned_through BIGINT NOT NULL
+);
+INSERT INTO change_counter (id, n, pruned_through) VALUES (1, 1, 0);
+ALTER TABLE nodes ADD COLUMN changed BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE verdicts ADD COLUMN changed BIGINT NOT NULL DEFAULT 1;
+CREATE INDEX verdicts_by_change ON verdicts (changed);
+CREATE TABLE node_deletions (
+    node_id TEXT NOT NULL,
+    changed BIGINT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX node_deletions_by_change ON node_deletions (changed);
+CREATE INDEX node_deletions_by_time ON node_deletions (at);
 ";
 
 const BOOKKEEPING: &str = r"

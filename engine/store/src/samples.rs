@@ -33,6 +33,7 @@ use crate::db::{Dialect, Tx, Value, params};
 use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Metrics};
 
+use crate::changes::{self, STAMP};
 use crate::error::{During, Result};
 use crate::store::Store;
 use neutral_core::model::Timestamp;
@@ -84,6 +85,7 @@ impl SampleStore<'_> {
         let newest = batch.iter().map(|h| h.at.0).max().unwrap_or(i64::MIN);
         let budget = batch.len().saturating_mul(2).saturating_add(64);
         self.store.write(OP, |tx| {
+            changes::bump(tx, OP)?;
             let mut outcome = match tx.dialect() {
                 Dialect::Sqlite => one_by_one(tx, batch, spacing)?,
                 Dialect::Postgres => in_rounds(tx, batch, spacing)?,
@@ -210,7 +212,7 @@ fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbea
         )
         .during(OP)?;
     let mut update = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE nodes SET
            last_heartbeat = max(coalesce(last_heartbeat, ?2), ?2),
            cpu = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?4 ELSE cpu END,
@@ -220,9 +222,10 @@ fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbea
                         ELSE error_rate END,
            metrics_at = CASE WHEN ?3 AND ?2 >= coalesce(metrics_at, ?2) THEN ?2
                         ELSE metrics_at END,
-           last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END
-         WHERE id = ?1",
-        )
+           last_sample_at = CASE WHEN ?7 THEN ?2 ELSE last_sample_at END,
+           changed = {STAMP}
+         WHERE id = ?1"
+        ))
         .during(OP)?;
     for heartbeat in batch {
         let at = heartbeat.at.0;
@@ -312,7 +315,8 @@ static ROUND_SQL: LazyLock<(String, String)> = LazyLock::new(|| {
                             THEN b.error_rate ELSE nodes.error_rate END,
                metrics_at = CASE WHEN b.has AND b.at >= coalesce(nodes.metrics_at, b.at) THEN b.at
                             ELSE nodes.metrics_at END,
-               last_sample_at = CASE WHEN b.sampled THEN b.at ELSE nodes.last_sample_at END
+               last_sample_at = CASE WHEN b.sampled THEN b.at ELSE nodes.last_sample_at END,
+               changed = {STAMP}
              FROM (VALUES {}) AS b(id, at, has, cpu, rtt_ms, error_rate, sampled)
              WHERE nodes.id = b.id
              RETURNING nodes.id",

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::changes::{self, STAMP};
 use crate::db::params;
 use crate::error::{During, Result};
 use crate::leases::now_sql;
@@ -62,13 +63,20 @@ impl VerdictStore<'_> {
                 params![replica],
             )
             .during(OP)?;
+            if !changes.is_empty() {
+                changes::bump(tx, OP)?;
+            }
             for change in changes {
                 match &change.verdict {
                     Some((ready, detail)) => tx
                         .execute(
-                            "INSERT INTO verdicts (replica, node_id, ready, detail) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT (replica, node_id) DO UPDATE SET
-                                 ready = excluded.ready, detail = excluded.detail",
+                            &format!(
+                                "INSERT INTO verdicts (replica, node_id, ready, detail, changed)
+                                 VALUES (?1, ?2, ?3, ?4, {STAMP})
+                                 ON CONFLICT (replica, node_id) DO UPDATE SET
+                                     ready = excluded.ready, detail = excluded.detail,
+                                     changed = excluded.changed"
+                            ),
                             params![replica, change.node_id, i64::from(*ready), detail],
                         )
                         .during(OP)?,
@@ -139,6 +147,70 @@ impl VerdictStore<'_> {
                 .and_then(Iterator::collect)
                 .during(OP)?;
             Ok(VantagePoints { live, verdicts })
+        })
+    }
+}
+
+/// What [`VerdictStore::changes_since`] read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerdictChanges {
+    /// Pass to the next [`VerdictStore::changes_since`].
+    pub through: i64,
+    /// Every stored verdict was read (a first read).
+    pub complete: bool,
+    /// Replicas that renewed their presence within the asked window.
+    pub live: Vec<String>,
+    /// The verdicts written since, of live replicas and others alike (a
+    /// replica's verdicts count only while it is live), by node and
+    /// replica.
+    pub verdicts: Vec<StoredVerdict>,
+}
+
+impl VerdictStore<'_> {
+    /// The live replicas, and the verdicts written since the read that
+    /// returned `since` as its [`VerdictChanges::through`] (every verdict
+    /// with `None`), in one snapshot. A verdict withdrawn or dropped with
+    /// its node is not reported: the reader drops a replica's verdicts when
+    /// it stops being live, and a node's when the node is deleted.
+    pub fn changes_since(&self, within: Duration, since: Option<i64>) -> Result<VerdictChanges> {
+        const OP: &str = "read changed verdicts";
+        let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX / 4);
+        self.store.read(OP, |tx| {
+            let (through, _) = changes::current(tx, OP)?;
+            let now = now_sql(tx.dialect());
+            let live: Vec<String> = tx
+                .query_map(
+                    &format!(
+                        "SELECT replica FROM vantage_points WHERE seen_at >= {now} - ?1 ORDER BY replica"
+                    ),
+                    params![within_ms],
+                    |row| row.get(0),
+                )
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            let verdicts: Vec<StoredVerdict> = tx
+                .query_map(
+                    "SELECT replica, node_id, ready, detail FROM verdicts WHERE changed > ?1
+                     ORDER BY node_id, replica",
+                    params![since.unwrap_or(i64::MIN)],
+                    |row| {
+                        let ready: i64 = row.get(2)?;
+                        Ok(StoredVerdict {
+                            replica: row.get(0)?,
+                            node_id: row.get(1)?,
+                            ready: ready != 0,
+                            detail: row.get(3)?,
+                        })
+                    },
+                )
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            Ok(VerdictChanges {
+                through,
+                complete: since.is_none(),
+                live,
+                verdicts,
+            })
         })
     }
 }
@@ -220,7 +292,49 @@ mod tests {
         assert_eq!(seen.verdicts[0].replica, "new");
     }
 
+    #[test]
+    fn changes_since_returns_the_verdicts_written_after_the_last_read() {
+        let (_dir, store) = open_temp();
+        let verdicts = store.verdicts();
+        let window = Duration::from_secs(60);
+        verdicts
+            .publish("a", &[change("n1", true), change("n2", true)])
+            .unwrap();
+        verdicts.publish("b", &[change("n1", true)]).unwrap();
+        let first = verdicts.changes_since(window, None).unwrap();
+        assert!(first.complete);
+        assert_eq!(first.live, ["a", "b"]);
+        assert_eq!(first.verdicts.len(), 3);
+
+        // A renewal alone (no changed verdict) is no change.
+        verdicts.publish("a", &[]).unwrap();
+        let quiet = verdicts.changes_since(window, Some(first.through)).unwrap();
+        assert!(!quiet.complete);
+        assert!(quiet.verdicts.is_empty());
+        assert_eq!(quiet.live, ["a", "b"]);
+
+        verdicts.publish("b", &[change("n1", false)]).unwrap();
+        let next = verdicts.changes_since(window, Some(first.through)).unwrap();
+        assert_eq!(
+            next.verdicts,
+            [StoredVerdict {
+                replica: "b".into(),
+                node_id: "n1".into(),
+                ready: false,
+                detail: "n1 false".into(),
+            }]
+        );
+        assert!(
+            verdicts
+                .changes_since(window, Some(next.through))
+                .unwrap()
+                .verdicts
+                .is_empty()
+        );
+    }
+
     crate::tests::on_postgres!(
+        changes_since_returns_the_verdicts_written_after_the_last_read,
         verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn,
         a_replica_silent_past_the_window_is_not_live_and_its_verdicts_do_not_count
     );

@@ -351,7 +351,101 @@ fn stored_modes_use_the_same_names_as_the_api() {
     assert_eq!(parse_status("gone"), None);
 }
 
+fn ids(changes: &NodeChanges) -> Vec<&str> {
+    changes
+        .nodes
+        .iter()
+        .map(|(record, _)| record.node.id.as_str())
+        .collect()
+}
+
+#[test]
+fn changes_since_returns_only_what_was_written_or_deleted_after_the_last_read() {
+    let (_dir, store) = open_temp();
+    let nodes = store.nodes();
+    for (id, address) in [("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4")] {
+        nodes
+            .register(&new_node(id, "jp", address, 1_000), "join")
+            .unwrap();
+    }
+    let first = nodes.changes_since(None).unwrap();
+    assert!(first.complete);
+    assert_eq!(ids(&first), ["a", "b", "c"]);
+    assert_eq!(first.nodes[0].1, TokenHash::of("token-a"));
+    assert!(first.deleted.is_empty());
+
+    let nothing = nodes.changes_since(Some(first.through)).unwrap();
+    assert!(!nothing.complete);
+    assert!(nothing.nodes.is_empty() && nothing.deleted.is_empty());
+    assert_eq!(nothing.through, first.through, "reads move nothing on");
+
+    store
+        .samples()
+        .record_heartbeats(&[Heartbeat {
+            node_id: "a".into(),
+            at: Timestamp(2_000),
+            metrics: None,
+        }])
+        .unwrap();
+    nodes
+        .set_status(
+            "b",
+            NodeStatus::Down,
+            Timestamp(2_000),
+            "probe failed",
+            "health",
+        )
+        .unwrap();
+    nodes.delete("c", Timestamp(2_000), "admin").unwrap();
+    nodes
+        .register(&new_node("d", "sg", "127.0.0.5", 2_000), "join")
+        .unwrap();
+    let second = nodes.changes_since(Some(first.through)).unwrap();
+    assert!(!second.complete);
+    assert_eq!(ids(&second), ["a", "b", "d"]);
+    assert_eq!(
+        second.nodes[0].0.node.last_heartbeat,
+        Some(Timestamp(2_000))
+    );
+    assert_eq!(second.nodes[1].0.node.status, NodeStatus::Down);
+    assert_eq!(second.deleted, ["c"]);
+    assert!(second.through > first.through);
+    assert!(
+        nodes
+            .changes_since(Some(second.through))
+            .unwrap()
+            .nodes
+            .is_empty()
+    );
+
+    // Deleted and registered again (with a new token) between two reads:
+    // the node is there, with the new token, and not reported deleted.
+    nodes.delete("a", Timestamp(3_000), "admin").unwrap();
+    let mut again = new_node("a", "jp", "127.0.0.2", 3_000);
+    again.token_hash = TokenHash::of("another token");
+    nodes.register(&again, "join").unwrap();
+    let third = nodes.changes_since(Some(second.through)).unwrap();
+    assert_eq!(ids(&third), ["a"]);
+    assert_eq!(third.nodes[0].1, TokenHash::of("another token"));
+    assert!(third.deleted.is_empty());
+
+    // A day later a deletion prunes the old tombstones: a reader that last
+    // read before them cannot learn of those deletions from tombstones and
+    // gets every node instead.
+    nodes
+        .delete("d", Timestamp(3_000 + 25 * 3_600_000), "admin")
+        .unwrap();
+    let stale = nodes.changes_since(Some(second.through)).unwrap();
+    assert!(stale.complete);
+    assert_eq!(ids(&stale), ["a", "b"]);
+    assert!(stale.deleted.is_empty());
+    let recent = nodes.changes_since(Some(third.through)).unwrap();
+    assert!(!recent.complete, "the newest tombstone is kept");
+    assert_eq!(recent.deleted, ["d"]);
+}
+
 on_postgres!(
+    changes_since_returns_only_what_was_written_or_deleted_after_the_last_read,
     a_registered_node_round_trips_with_its_identity,
     only_a_hash_of_the_token_is_stored_and_it_compares_in_constant_time,
     re_registration_keeps_the_id_only_for_the_same_region_and_address,
