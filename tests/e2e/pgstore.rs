@@ -453,6 +453,104 @@ fn a_node_registered_again_or_deleted_through_one_replica_is_known_so_by_the_oth
     assert_ne!(heartbeat_status(&a, &id, &second_token), 200);
 }
 
+/// One plain heartbeat of node `id` with `token` to `daemon`: the answer.
+fn heartbeat_answer(daemon: &Daemon, id: &str, token: &str) -> neutral_e2e::http::Response {
+    let body = serde_json::json!({ "node_id": id }).to_string();
+    neutral_e2e::http::request(
+        daemon.api,
+        "POST",
+        "/nodes/heartbeat",
+        Some(token),
+        Some(&body),
+    )
+    .unwrap()
+}
+
+/// A counter's value in `daemon`'s `/metrics`.
+fn counter(daemon: &Daemon, name: &str) -> f64 {
+    let scrape = daemon.admin("GET", "/metrics", None);
+    scrape
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_replica_whose_heartbeat_writer_is_behind_sends_nodes_to_another_but_a_lone_one_keeps_them() {
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let mut a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    // b's writer is held while `hold` exists, and its queue holds 4.
+    let hold = dir.path().join("hold-writer");
+    let mut b_args = args.clone();
+    b_args.extend(["--heartbeat-queue", "4"]);
+    let b = Daemon::start_with_env(
+        &repo.bare,
+        &dir.path().join("b"),
+        &b_args,
+        &[(
+            "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
+            hold.to_str().unwrap(),
+        )],
+    );
+    let (id, token) = a.register_node("jp", "127.0.0.2");
+    wait_for("b to know the node", Duration::from_secs(10), || {
+        (heartbeat_status(&b, &id, &token) == 200).then_some(())
+    });
+
+    std::fs::write(&hold, "").unwrap();
+    let mut accepted = 0;
+    let refused = wait_for("b to refuse a heartbeat", Duration::from_secs(10), || {
+        let answer = heartbeat_answer(&b, &id, &token);
+        if answer.status == 200 {
+            accepted += 1;
+            return None;
+        }
+        Some(answer)
+    });
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "overloaded", "{}", refused.body);
+    assert!(
+        refused
+            .headers
+            .iter()
+            .any(|(name, value)| name.eq_ignore_ascii_case("retry-after") && value == "1"),
+        "{:?}",
+        refused.headers
+    );
+    // The queue (4) and the batch the held writer took (at most the first
+    // heartbeats) were accepted; no more.
+    assert!(
+        accepted <= 6,
+        "{accepted} heartbeats accepted into a full queue"
+    );
+    assert!(counter(&b, "neutral_heartbeats_shed_total") >= 1.0);
+    // The other replica takes the node's heartbeats.
+    assert_eq!(heartbeat_status(&a, &id, &token), 200);
+
+    // Alone (a stopped, its verdicts withdrawn), b keeps heartbeats in
+    // memory rather than refuse the only place a node can go.
+    a.stop();
+    wait_for(
+        "b alone to accept heartbeats again",
+        Duration::from_secs(15),
+        || (heartbeat_status(&b, &id, &token) == 200).then_some(()),
+    );
+    // The writer released, everything flows to the store again.
+    std::fs::remove_file(&hold).unwrap();
+    for _ in 0..20 {
+        assert_eq!(heartbeat_status(&b, &id, &token), 200);
+    }
+}
+
 #[test]
 fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
     let Some(Replicas {

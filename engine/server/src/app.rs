@@ -234,13 +234,13 @@ impl App {
         }
     }
 
-    /// Queues a heartbeat for the batched writer; never blocks the request.
-    pub fn enqueue_heartbeat(&self, heartbeat: Heartbeat) {
-        if self.heartbeats.try_send(heartbeat).is_err() {
-            // The writer is behind: the in-memory view is already updated,
-            // only this sample is lost.
-            self.counters.store_errors.inc();
-        }
+    /// Whether other replicas were live at the last exchange of verdicts
+    /// (`replicas.rs`): a node refused here can heartbeat there.
+    pub fn others_are_live(&self) -> bool {
+        self.read_world()
+            .vantage
+            .as_ref()
+            .is_some_and(|vantage| vantage.live > 1)
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -82,6 +82,9 @@ pub struct DecisionLabels {
 pub struct Counters {
     pub heartbeats: Counter,
     pub heartbeats_rejected: Counter,
+    /// Heartbeats refused with `503 overloaded` (the writer's queue full,
+    /// other replicas live).
+    pub heartbeats_shed: Counter,
     pub registrations: Counter,
     /// Registrations refused: identity conflict, region full, rate limited.
     pub registrations_refused: Counter,
@@ -138,6 +141,7 @@ impl Counters {
         let mut counters = Counters {
             heartbeats: Counter::default(),
             heartbeats_rejected: Counter::default(),
+            heartbeats_shed: Counter::default(),
             registrations: Counter::default(),
             registrations_refused: Counter::default(),
             registrations_expired: Counter::default(),
@@ -208,6 +212,11 @@ impl Counters {
                 "neutral_heartbeats_rejected",
                 "Heartbeats rejected (token or node unknown)",
                 &self.heartbeats_rejected,
+            ),
+            (
+                "neutral_heartbeats_shed",
+                "Heartbeats refused with 503 overloaded: the writer was behind and other replicas were live",
+                &self.heartbeats_shed,
             ),
             (
                 "neutral_registrations",

@@ -1,7 +1,9 @@
 //! The heartbeat writer: heartbeats are accepted in memory at once and
 //! written to SQLite in batches (one transaction per batch), so the node API
 //! sustains thousands of heartbeats per second. Also checkpoints the WAL off
-//! the request path.
+//! the request path. The queue in front of it is bounded (`--heartbeat-queue`);
+//! what a full queue means for a heartbeat, the node API decides
+//! (`api::nodes::accept_heartbeat`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,16 +18,20 @@ use crate::shutdown::Shutdown;
 const MAX_BATCH: usize = 2000;
 /// How long the first heartbeat of a batch may wait for company.
 const MAX_DELAY: Duration = Duration::from_millis(100);
-/// Capacity of the queue between the API and the writer.
-pub const QUEUE: usize = 50_000;
+/// How long the writer may be held by [`FAULT_HOLD_HEARTBEAT_WRITER`](crate::FAULT_HOLD_HEARTBEAT_WRITER).
+const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
 pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown: Shutdown) {
+    let hold = std::env::var_os(crate::FAULT_HOLD_HEARTBEAT_WRITER).map(std::path::PathBuf::from);
     let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             first = rx.recv() => {
                 let Some(first) = first else { break };
+                if let Some(hold) = &hold {
+                    hold_while_armed(hold).await;
+                }
                 let mut batch = vec![first];
                 let deadline = tokio::time::Instant::now() + MAX_DELAY;
                 while batch.len() < MAX_BATCH {
@@ -49,6 +55,14 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown:
     }
     if !rest.is_empty() {
         write(&app, rest).await;
+    }
+}
+
+/// Waits while the fault file `arm` exists, at most [`HOLD_AT_MOST`].
+async fn hold_while_armed(arm: &std::path::Path) {
+    let started = tokio::time::Instant::now();
+    while arm.exists() && started.elapsed() < HOLD_AT_MOST {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

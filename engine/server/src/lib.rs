@@ -159,6 +159,9 @@ fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File> {
 pub const FAULT_PAUSE_INSIDE_APPLY: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_APPLY";
 /// The same for a heartbeat batch's transaction.
 pub const FAULT_PAUSE_INSIDE_HEARTBEATS: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS";
+/// The heartbeat writer waits before each batch while this env var's file
+/// exists (its queue fills; overload tests only).
+pub const FAULT_HOLD_HEARTBEAT_WRITER: &str = "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER";
 /// The same for a DNS zone write's transaction.
 pub const FAULT_PAUSE_INSIDE_ZONE_WRITE: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_ZONE_WRITE";
 
@@ -338,7 +341,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         }
         None => None,
     };
-    let (heartbeat_tx, heartbeat_rx) = mpsc::channel(ingest::QUEUE);
+    let (heartbeat_tx, heartbeat_rx) = mpsc::channel(args.heartbeat_queue as usize);
     let (sync_tx, sync_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(1024);
     let app = Arc::new(App {

@@ -459,7 +459,7 @@ pub async fn heartbeat(
         ));
     };
     let metrics = metrics_of(request.metrics.as_ref())?;
-    let Some(answer) = accept_heartbeat(
+    let answer = match accept_heartbeat(
         &app,
         request.node_id,
         token,
@@ -467,10 +467,21 @@ pub async fn heartbeat(
         request.release.as_ref(),
     )
     .await
-    else {
-        return Err(ApiError::unauthorized(
-            "unknown node or invalid node token; register again",
-        ));
+    {
+        Ok(answer) => answer,
+        Err(HeartbeatRefused::Unknown) => {
+            return Err(ApiError::unauthorized(
+                "unknown node or invalid node token; register again",
+            ));
+        }
+        Err(HeartbeatRefused::Overloaded) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "this replica's heartbeat writer is behind; send heartbeats to another replica",
+            )
+            .with_retry_after(1));
+        }
     };
     trust_client(&app, connect.as_ref());
     Ok(Json(HeartbeatResponse {
@@ -489,19 +500,44 @@ pub struct HeartbeatAnswer {
     pub release: Option<crate::releases::ReleaseOrder>,
 }
 
+/// Why [`accept_heartbeat`] changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeartbeatRefused {
+    /// The node is unknown or the token is not its token (counted as
+    /// rejected): the agent registers again.
+    Unknown,
+    /// The heartbeat writer's queue is full while other replicas are live
+    /// (counted as shed): the agent sends to another replica. A heartbeat
+    /// held only in this replica's memory would never reach the leader,
+    /// which reads the others' heartbeats from the store.
+    Overloaded,
+}
+
 /// A node's heartbeat, whichever way it came (`POST /nodes/heartbeat` or
 /// the agent stream), with its metrics already checked: liveness, metrics,
-/// the release exchange and the batched write. `None` (counted as
-/// rejected, nothing changed) when the node is unknown or `token` is not
-/// its token.
+/// the release exchange and the batched write. Refused, changing nothing,
+/// when the node is unknown or `token` is not its token, or when this
+/// replica cannot store it and another replica could.
 pub async fn accept_heartbeat(
     app: &App,
     node_id: String,
     token: &str,
     metrics: Option<Metrics>,
     release: Option<&crate::releases::ReleaseResult>,
-) -> Option<HeartbeatAnswer> {
+) -> Result<HeartbeatAnswer, HeartbeatRefused> {
     let started = std::time::Instant::now();
+    // A place in the writer's queue first: a heartbeat this replica cannot
+    // store is refused before it changes anything, when another replica
+    // can take it. A lone replica's memory is the whole truth: it keeps
+    // the heartbeat and loses only the stored sample.
+    let slot = match app.heartbeats.try_reserve() {
+        Ok(slot) => Some(slot),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
+            app.counters.heartbeats_shed.inc();
+            return Err(HeartbeatRefused::Overloaded);
+        }
+        Err(_) => None,
+    };
     let at = now();
     let outcome = {
         let mut world = app.write_world();
@@ -528,7 +564,7 @@ pub async fn accept_heartbeat(
     };
     let Some((status, changed)) = outcome else {
         app.counters.heartbeats_rejected.inc();
-        return None;
+        return Err(HeartbeatRefused::Unknown);
     };
     app.counters.heartbeats.inc();
     let (release, finished) = app.releases.exchange(&node_id, release, at);
@@ -536,11 +572,19 @@ pub async fn accept_heartbeat(
         super::releases::persist(app, &node_id, &finished).await;
         super::releases::record_finished(app, &node_id, &finished).await;
     }
-    app.enqueue_heartbeat(Heartbeat {
+    let heartbeat = Heartbeat {
         node_id,
         at,
         metrics,
-    });
+    };
+    match slot {
+        Some(slot) => slot.send(heartbeat),
+        // The writer is behind: the in-memory view is updated, only this
+        // sample is lost.
+        None => {
+            app.counters.store_errors.inc();
+        }
+    }
     if changed {
         // The health ticker reconciles at once; a burst of heartbeats that
         // change liveness (thousands of nodes coming up) folds into few runs.
@@ -549,7 +593,7 @@ pub async fn accept_heartbeat(
     app.counters
         .heartbeat_seconds
         .observe(started.elapsed().as_secs_f64());
-    Some(HeartbeatAnswer { status, release })
+    Ok(HeartbeatAnswer { status, release })
 }
 
 /// What `node` would be told now without a heartbeat (pushed on its agent

@@ -34,7 +34,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::nodes::{HeartbeatAnswer, accept_heartbeat, check_metrics, current_answer};
+use super::nodes::{
+    HeartbeatAnswer, HeartbeatRefused, accept_heartbeat, check_metrics, current_answer,
+};
 use crate::app::App;
 use crate::node_streams::Opened;
 use crate::releases::ReleaseResult;
@@ -311,8 +313,13 @@ async fn heartbeat(
     });
     let answer = accept_heartbeat(app, node.to_owned(), token, metrics, release.as_ref())
         .await
-        .ok_or_else(|| {
-            Status::unauthenticated("unknown node or invalid node token; register again")
+        .map_err(|refused| match refused {
+            HeartbeatRefused::Unknown => {
+                Status::unauthenticated("unknown node or invalid node token; register again")
+            }
+            HeartbeatRefused::Overloaded => Status::unavailable(
+                "this replica's heartbeat writer is behind; send heartbeats to another replica",
+            ),
         })?;
     Ok((message.sequence, answer))
 }
