@@ -117,6 +117,8 @@ enum Mode {
 #[derive(Debug, Default)]
 struct WorkerResult {
     ok: u64,
+    /// 503s answered to a heartbeat that was then sent to the next replica.
+    shed: u64,
     http_errors: u64,
     transport_errors: u64,
     /// Send → full response, microseconds.
@@ -137,13 +139,19 @@ struct Phase {
     rounds: Option<u64>,
 }
 
+/// One keep-alive connection's load, to `apis[worker_index % len]`; as an
+/// agent does, a heartbeat refused with 503 (the replica sheds load) is sent
+/// again to the next replica, at most once to each.
 async fn worker(
-    api: SocketAddr,
+    apis: Arc<Vec<SocketAddr>>,
     nodes: Arc<Vec<SimNode>>,
     worker_index: usize,
     phase: Arc<Phase>,
 ) -> WorkerResult {
     let mut result = WorkerResult::default();
+    let mut current = worker_index % apis.len().max(1);
+    let api_at = |index: usize| apis.get(index).copied().unwrap_or(apis[0]);
+    let mut api = api_at(current);
     let Ok(mut http) = Http::connect(api).await else {
         result.transport_errors += 1;
         return result;
@@ -186,16 +194,31 @@ async fn worker(
         let body = heartbeat_body(node, sequence.wrapping_mul(workers).wrapping_add(me));
         sequence += 1;
         let sent = Instant::now();
-        let reply = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            http.send(
-                Method::POST,
-                "/nodes/heartbeat",
-                &[(AUTHORIZATION, &node.authorization)],
-                body,
-            ),
-        )
-        .await;
+        let mut tries = 0;
+        let reply = loop {
+            let reply = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                http.send(
+                    Method::POST,
+                    "/nodes/heartbeat",
+                    &[(AUTHORIZATION, &node.authorization)],
+                    body.clone(),
+                ),
+            )
+            .await;
+            tries += 1;
+            if !matches!(reply, Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, _)))) || tries >= apis.len()
+            {
+                break reply;
+            }
+            result.shed += 1;
+            current = (current + 1) % apis.len();
+            api = api_at(current);
+            match Http::connect(api).await {
+                Ok(fresh) => http = fresh,
+                Err(_) => break reply,
+            }
+        };
         let done = Instant::now();
         match reply {
             Ok(Ok((StatusCode::OK, _))) => {
@@ -248,6 +271,7 @@ struct PhaseReport {
     mode: Mode,
     window: Duration,
     ok: u64,
+    shed: u64,
     http_errors: u64,
     transport_errors: u64,
     service: Option<LatencySummary>,
@@ -289,10 +313,15 @@ async fn run_phase(
         budget: Arc::new(AtomicU64::new(settings.max_requests)),
         rounds: None,
     });
+    let apis = Arc::new(apis.to_vec());
     let tasks: Vec<_> = (0..settings.connections)
         .map(|w| {
-            let api = apis.get(w % apis.len().max(1)).copied().unwrap_or(apis[0]);
-            tokio::spawn(worker(api, Arc::clone(nodes), w, Arc::clone(&phase)))
+            tokio::spawn(worker(
+                Arc::clone(&apis),
+                Arc::clone(nodes),
+                w,
+                Arc::clone(&phase),
+            ))
         })
         .collect();
     tokio::time::sleep_until(start.into()).await;
@@ -309,6 +338,7 @@ async fn run_phase(
     for task in tasks {
         let Ok(result) = task.await else { continue };
         total.ok += result.ok;
+        total.shed += result.shed;
         total.http_errors += result.http_errors;
         total.transport_errors += result.transport_errors;
         total.service_us.extend(result.service_us);
@@ -333,6 +363,7 @@ async fn run_phase(
         mode,
         window,
         ok: total.ok,
+        shed: total.shed,
         http_errors: total.http_errors,
         transport_errors: total.transport_errors,
         service: LatencySummary::of(&mut total.service_us),
@@ -361,8 +392,10 @@ fn print_phase(report: &PhaseReport, settings: Settings) {
         settings.max_requests
     );
     println!(
-        "  answered 200: {}  HTTP errors: {}  transport errors/timeouts: {}  sustained: {:.0} heartbeats/s",
+        "  answered 200: {}  503 and sent to the next replica: {}  HTTP errors: {}  \
+         transport errors/timeouts: {}  sustained: {:.0} heartbeats/s",
         report.ok,
+        report.shed,
         report.http_errors,
         report.transport_errors,
         report.sustained()
@@ -476,8 +509,16 @@ async fn warm_up(api: SocketAddr, nodes: &Arc<Vec<SimNode>>, settings: Settings,
         budget: Arc::new(AtomicU64::new((nodes.len() * WARM_UP_ROUNDS) as u64)),
         rounds: Some(WARM_UP_ROUNDS as u64),
     });
+    let apis = Arc::new(vec![api]);
     let tasks: Vec<_> = (0..settings.connections)
-        .map(|w| tokio::spawn(worker(api, Arc::clone(nodes), w, Arc::clone(&phase))))
+        .map(|w| {
+            tokio::spawn(worker(
+                Arc::clone(&apis),
+                Arc::clone(nodes),
+                w,
+                Arc::clone(&phase),
+            ))
+        })
         .collect();
     let mut ok = 0;
     for task in tasks {
@@ -638,6 +679,12 @@ fn main() {
         }
         let status = daemon.stop();
         println!("daemon stopped: {status:?}");
+        if !status.is_some_and(|s| s.success()) {
+            let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+            let first_panic = log.find("panicked at").map_or("", |at| &log[at..]);
+            let panic_lines: Vec<&str> = first_panic.lines().take(12).collect();
+            println!("its first panic:\n{}", panic_lines.join("\n"));
+        }
     }
     drop(postgres);
 }

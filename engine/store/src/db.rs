@@ -333,7 +333,7 @@ impl Row<'_> {
 /// A PostgreSQL connection with its prepared statements, keyed by the
 /// stores' SQL text.
 pub(crate) struct PgConn {
-    pub(crate) client: postgres::Client,
+    pub(crate) client: crate::pg::PgClient,
     pub(crate) statements: HashMap<String, postgres::Statement>,
 }
 

@@ -222,9 +222,43 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -
             cause,
         })?;
     Ok(PgConn {
-        client,
+        client: PgClient(Some(client)),
         statements: HashMap::new(),
     })
+}
+
+/// A `postgres::Client` that is closed on a thread of its own when dropped.
+/// Closing drives the client's own small runtime, which panics on a thread
+/// inside a tokio runtime — where the daemon drops its last handle to the
+/// store when it stops.
+pub(crate) struct PgClient(Option<postgres::Client>);
+
+impl std::ops::Deref for PgClient {
+    type Target = postgres::Client;
+
+    fn deref(&self) -> &postgres::Client {
+        match &self.0 {
+            Some(client) => client,
+            None => unreachable!("only dropping takes the client"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for PgClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        match &mut self.0 {
+            Some(client) => client,
+            None => unreachable!("only dropping takes the client"),
+        }
+    }
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
+        }
+    }
 }
 
 /// Migration steps for PostgreSQL; step `i` takes the schema from version
