@@ -495,34 +495,48 @@ async fn register_all(api: SocketAddr, settings: Settings, admin: &mut Http) -> 
     all.into_iter().map(|(_, node)| node).collect()
 }
 
-/// Heartbeats every node `WARM_UP_ROUNDS` times, then waits (bounded) until
-/// the daemon reports them all `up`.
-async fn warm_up(api: SocketAddr, nodes: &Arc<Vec<SimNode>>, settings: Settings, admin: &mut Http) {
+/// Heartbeats every node `WARM_UP_ROUNDS` times, `gap` apart, then waits
+/// (bounded) until the daemon reports them all `up`. Replicas need a gap
+/// longer than their mirror interval (500 ms): a replica counts the
+/// heartbeats another received as it reads them, so two that arrive
+/// between two reads count once there, and `rise` is counted by each.
+async fn warm_up(
+    api: SocketAddr,
+    nodes: &Arc<Vec<SimNode>>,
+    settings: Settings,
+    gap: Duration,
+    admin: &mut Http,
+) {
     let before = admin.metrics().await.unwrap_or_default();
     let started = Instant::now();
-    let phase = Arc::new(Phase {
-        mode: Mode::Max,
-        rate: 0.0,
-        connections: settings.connections,
-        start: started,
-        end: started + Duration::from_secs(300),
-        budget: Arc::new(AtomicU64::new((nodes.len() * WARM_UP_ROUNDS) as u64)),
-        rounds: Some(WARM_UP_ROUNDS as u64),
-    });
     let apis = Arc::new(vec![api]);
-    let tasks: Vec<_> = (0..settings.connections)
-        .map(|w| {
-            tokio::spawn(worker(
-                Arc::clone(&apis),
-                Arc::clone(nodes),
-                w,
-                Arc::clone(&phase),
-            ))
-        })
-        .collect();
     let mut ok = 0;
-    for task in tasks {
-        ok += task.await.map_or(0, |r| r.ok);
+    for round in 0..WARM_UP_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let phase = Arc::new(Phase {
+            mode: Mode::Max,
+            rate: 0.0,
+            connections: settings.connections,
+            start: Instant::now(),
+            end: Instant::now() + Duration::from_secs(300),
+            budget: Arc::new(AtomicU64::new(nodes.len() as u64)),
+            rounds: Some(1),
+        });
+        let tasks: Vec<_> = (0..settings.connections)
+            .map(|w| {
+                tokio::spawn(worker(
+                    Arc::clone(&apis),
+                    Arc::clone(nodes),
+                    w,
+                    Arc::clone(&phase),
+                ))
+            })
+            .collect();
+        for task in tasks {
+            ok += task.await.map_or(0, |r| r.ok);
+        }
     }
     let sent_in = started.elapsed();
     let deadline = Instant::now() + ALL_UP_WITHIN;
@@ -643,7 +657,12 @@ fn main() {
         if apis.len() > 1 {
             all_replicas_know(&apis, nodes.len()).await;
         }
-        warm_up(api, &nodes, settings, &mut admin).await;
+        let gap = if apis.len() > 1 {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        warm_up(api, &nodes, settings, gap, &mut admin).await;
         let (rss, peak) = common::rss_mib(pid);
         println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
         let paced = run_phase(&apis, &pids, &nodes, settings, Mode::Paced, &mut admin).await;
@@ -681,9 +700,13 @@ fn main() {
         println!("daemon stopped: {status:?}");
         if !status.is_some_and(|s| s.success()) {
             let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
-            let first_panic = log.find("panicked at").map_or("", |at| &log[at..]);
-            let panic_lines: Vec<&str> = first_panic.lines().take(12).collect();
-            println!("its first panic:\n{}", panic_lines.join("\n"));
+            match log.find("panicked at") {
+                Some(at) => {
+                    let lines: Vec<&str> = log[at..].lines().take(12).collect();
+                    println!("its first panic:\n{}", lines.join("\n"));
+                }
+                None => println!("its log ends:\n{}", daemon.log_tail(12)),
+            }
         }
     }
     drop(postgres);

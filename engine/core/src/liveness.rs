@@ -231,6 +231,24 @@ impl Liveness {
         }
         (self.ready, self.detail.clone())
     }
+
+    /// [`Liveness::verdict`] as published to the other replicas: the same
+    /// readiness, with a detail that changes only when the verdict does. A
+    /// silent node's elapsed silence is left out: it grows every second,
+    /// and every change is a store write on every replica (for every
+    /// silent node, so thousands a second during a registration storm).
+    pub fn shared_verdict(&self, now: Timestamp, settings: &LivenessSettings) -> (bool, String) {
+        if !self.heartbeat_fresh(now, settings) {
+            return (
+                false,
+                format!(
+                    "no heartbeat within the timeout ({}s)",
+                    settings.heartbeat_timeout.as_secs()
+                ),
+            );
+        }
+        (self.ready, self.detail.clone())
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +342,26 @@ mod tests {
             node.probe(t(i as i64), ok, "", &PROBED);
         }
         assert_eq!(node.status(t(7), &PROBED).0, NodeStatus::Up);
+    }
+
+    #[test]
+    fn the_shared_verdict_of_a_silent_node_stays_the_same_as_its_silence_grows() {
+        let mut node = Liveness::registered(t(0));
+        node.probe(t(1), true, "", &PROBED);
+        node.probe(t(2), true, "", &PROBED);
+        assert_eq!(
+            node.shared_verdict(t(3), &PROBED),
+            node.verdict(t(3), &PROBED)
+        );
+        assert_ne!(node.verdict(t(40), &PROBED), node.verdict(t(41), &PROBED));
+        assert_eq!(
+            node.shared_verdict(t(40), &PROBED),
+            node.shared_verdict(t(41), &PROBED)
+        );
+        assert_eq!(
+            node.shared_verdict(t(41), &PROBED),
+            (false, "no heartbeat within the timeout (30s)".to_owned())
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::shutdown::Shutdown;
 const MAX_BATCH: usize = 2000;
 /// How long the first heartbeat of a batch may wait for company.
 const MAX_DELAY: Duration = Duration::from_millis(100);
+/// How long a stopping daemon keeps writing its queued heartbeats.
+const FLUSH_WITHIN: Duration = Duration::from_secs(5);
 /// How long the writer may be held by [`FAULT_HOLD_HEARTBEAT_WRITER`](crate::FAULT_HOLD_HEARTBEAT_WRITER).
 const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
@@ -48,13 +50,36 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown:
             () = shutdown.wait() => break,
         }
     }
-    // Flush what is queued before the process exits.
-    let mut rest = Vec::new();
-    while let Ok(heartbeat) = rx.try_recv() {
-        rest.push(heartbeat);
-    }
-    if !rest.is_empty() {
-        write(&app, rest).await;
+    // Flush what is queued before the process exits, for at most
+    // FLUSH_WITHIN: a full queue on a busy shared store can take longer
+    // than a service manager waits for a stop. What is left is only the
+    // stored copy of heartbeats already counted in memory; the agents'
+    // next heartbeats (to another replica, when there is one) replace it.
+    let deadline = tokio::time::Instant::now() + FLUSH_WITHIN;
+    let mut written = 0usize;
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(heartbeat) => batch.push(heartbeat),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let left = batch.len().saturating_add(rx.len());
+            tracing::warn!(
+                written,
+                left,
+                within_s = FLUSH_WITHIN.as_secs(),
+                "stopping: queued heartbeats not written to the store in time"
+            );
+            break;
+        }
+        written = written.saturating_add(batch.len());
+        write(&app, batch).await;
     }
 }
 

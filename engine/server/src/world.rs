@@ -388,7 +388,10 @@ impl World {
             .iter_mut()
             .map(|(id, entry)| {
                 entry.liveness.tick(now, &entry.settings);
-                (id.clone(), entry.liveness.verdict(now, &entry.settings))
+                (
+                    id.clone(),
+                    entry.liveness.shared_verdict(now, &entry.settings),
+                )
             })
             .collect()
     }

@@ -193,6 +193,26 @@ impl<T: Param> Param for Option<T> {
     }
 }
 
+/// `count` rows of a `VALUES` list for one set-based statement, each of
+/// `types.len()` placeholders numbered from `?first` on, every one cast to
+/// its type: PostgreSQL types an untyped placeholder in `VALUES` as text.
+/// A statement built once for `count` rows, padded with rows of NULLs when
+/// fewer are sent, is prepared once.
+pub(crate) fn typed_values_rows(types: &[&str], first: usize, count: usize) -> String {
+    let width = types.len();
+    (0..count)
+        .map(|row| {
+            let cells: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(cell, ty)| format!("CAST(?{} AS {ty})", first + row * width + cell))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `params![a, b]`: the parameters of one statement, as rusqlite's macro.
 macro_rules! params {
     () => { &[] as &[&dyn $crate::db::Param] };

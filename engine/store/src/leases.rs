@@ -10,8 +10,11 @@
 //! transaction, that the term is still the lease's, and is refused with
 //! [`StoreError::Fenced`] otherwise. A leader paused past its lease therefore
 //! cannot write once another has taken over, whatever it believes. On
-//! PostgreSQL every write holds one advisory lock, so the check and a takeover
-//! are ordered; on SQLite the single writer orders them.
+//! PostgreSQL lease writes do not queue behind the store-wide write lock (a
+//! renewal stuck behind heartbeat batches would let the lease lapse under
+//! load); the fence check locks the lease row in share mode instead, so a
+//! takeover waits for the fenced writes in flight and the check and a
+//! takeover are ordered. On SQLite the single writer orders them.
 //!
 //! This module owns the `leases` table and the fence check. It must not decide
 //! when to campaign or what a leader runs: that is the daemon's elector.
@@ -65,7 +68,7 @@ impl LeaseStore<'_> {
     pub fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
         const OP: &str = "acquire lease";
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4);
-        self.store.write(OP, |tx| {
+        self.store.write_unserialized(OP, |tx| {
             let now = now_sql(tx.dialect());
             let sql = format!(
                 "INSERT INTO leases (name, holder, term, expires_at) VALUES (?1, ?2, 1, {now} + ?3)
@@ -92,7 +95,7 @@ impl LeaseStore<'_> {
     /// another replica takes over at its next try instead of after the TTL.
     pub fn release(&self, name: &str, holder: &str) -> Result<()> {
         const OP: &str = "release lease";
-        self.store.write(OP, |tx| {
+        self.store.write_unserialized(OP, |tx| {
             let now = now_sql(tx.dialect());
             tx.execute(
                 &format!(
@@ -131,13 +134,17 @@ impl LeaseStore<'_> {
 }
 
 /// Refuses the write `op` unless `term` is still the leader lease's term.
+/// On PostgreSQL the lease row is locked in share mode until the write
+/// commits: lease writes do not take the store-wide write lock
+/// (`Store::write_unserialized`), so without it a takeover could commit
+/// between this check and the fenced write's commit.
 pub(crate) fn check_fence(tx: &Tx<'_>, op: &'static str, term: i64) -> Result<()> {
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => "SELECT term FROM leases WHERE name = ?1",
+        Dialect::Postgres => "SELECT term FROM leases WHERE name = ?1 FOR SHARE",
+    };
     let current: Option<i64> = tx
-        .query_row(
-            "SELECT term FROM leases WHERE name = ?1",
-            params![LEADER],
-            |row| row.get(0),
-        )
+        .query_row(sql, params![LEADER], |row| row.get(0))
         .optional()
         .during(op)?;
     if current == Some(term) {

@@ -153,6 +153,33 @@ impl PgDb {
         Ok(value)
     }
 
+    /// Runs `f` in one `READ COMMITTED` write transaction on a reader
+    /// connection, without the write advisory lock: a write that must not
+    /// queue behind the others (a lease renewal behind a replica's
+    /// heartbeat batches would let the lease lapse). Only for rows no
+    /// serialized write changes, whose own row locks order them.
+    pub(crate) fn write_unserialized<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| {
+            let mut guard = self.reader();
+            self.reconnect_if_closed(&mut guard)?;
+            let conn: &mut PgConn = &mut guard;
+            let tx = conn
+                .client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .during(op)?;
+            let tx = Tx::postgres(tx, &mut conn.statements);
+            let value = f(&tx)?;
+            tx.commit().during(op)?;
+            Ok(value)
+        })
+    }
+
     /// Runs `f` in one `REPEATABLE READ READ ONLY` transaction.
     pub(crate) fn read<T: Send>(
         &self,

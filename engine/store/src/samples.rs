@@ -29,7 +29,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
-use crate::db::{Dialect, Tx, Value, params};
+use crate::db::{Dialect, Tx, Value, params, typed_values_rows};
 use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Metrics};
 
@@ -276,22 +276,7 @@ const ROUND_CHUNK: usize = 128;
 /// The two statements of [`in_rounds`], [`ROUND_CHUNK`] rows each, built
 /// once: `(append samples, update nodes)`.
 static ROUND_SQL: LazyLock<(String, String)> = LazyLock::new(|| {
-    // Every placeholder typed: PostgreSQL would take an untyped one in
-    // VALUES for text.
-    let rows = |types: &[&str], first: usize| -> String {
-        let width = types.len();
-        (0..ROUND_CHUNK)
-            .map(|row| {
-                let cells: Vec<String> = types
-                    .iter()
-                    .enumerate()
-                    .map(|(cell, ty)| format!("CAST(?{} AS {ty})", first + row * width + cell))
-                    .collect();
-                format!("({})", cells.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let rows = |types: &[&str], first: usize| typed_values_rows(types, first, ROUND_CHUNK);
     const FLOAT: &str = "DOUBLE PRECISION";
     let insert = format!(
         "WITH appended AS (

@@ -405,6 +405,21 @@ impl Store {
         }
     }
 
+    /// [`Store::write`] that does not queue behind the other writes on
+    /// PostgreSQL (`pg::PgDb::write_unserialized`): for the leader lease,
+    /// whose row lock orders its writes and which fenced writes lock in
+    /// share mode (`leases::check_fence`). SQLite has one writer anyway.
+    pub(crate) fn write_unserialized<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        match &self.backend {
+            BackendDb::Sqlite(_) => self.write(op, f),
+            BackendDb::Postgres(db) => db.write_unserialized(op, f),
+        }
+    }
+
     /// Runs `f` in one read transaction (one committed snapshot for all its
     /// statements): a reader connection's transaction on SQLite, a
     /// `REPEATABLE READ READ ONLY` one on PostgreSQL.

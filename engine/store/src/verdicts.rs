@@ -8,10 +8,11 @@
 //! This module stores and reads verdicts. It must not count them or decide a
 //! status: the daemon and the core do.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::changes::{self, STAMP};
-use crate::db::params;
+use crate::db::{Dialect, Param, Tx, Value, params, typed_values_rows};
 use crate::error::{During, Result};
 use crate::leases::now_sql;
 use crate::store::Store;
@@ -66,27 +67,18 @@ impl VerdictStore<'_> {
             if !changes.is_empty() {
                 changes::bump(tx, OP)?;
             }
-            for change in changes {
-                match &change.verdict {
-                    Some((ready, detail)) => tx
-                        .execute(
-                            &format!(
-                                "INSERT INTO verdicts (replica, node_id, ready, detail, changed)
-                                 VALUES (?1, ?2, ?3, ?4, {STAMP})
-                                 ON CONFLICT (replica, node_id) DO UPDATE SET
-                                     ready = excluded.ready, detail = excluded.detail,
-                                     changed = excluded.changed"
-                            ),
-                            params![replica, change.node_id, i64::from(*ready), detail],
-                        )
-                        .during(OP)?,
-                    None => tx
-                        .execute(
-                            "DELETE FROM verdicts WHERE replica = ?1 AND node_id = ?2",
-                            params![replica, change.node_id],
-                        )
-                        .during(OP)?,
-                };
+            let (set, dropped): (Vec<&VerdictChange>, Vec<&VerdictChange>) =
+                changes.iter().partition(|change| change.verdict.is_some());
+            match tx.dialect() {
+                Dialect::Sqlite => set_one_by_one(tx, replica, &set)?,
+                Dialect::Postgres => set_in_chunks(tx, replica, &set)?,
+            }
+            for change in dropped {
+                tx.execute(
+                    "DELETE FROM verdicts WHERE replica = ?1 AND node_id = ?2",
+                    params![replica, change.node_id],
+                )
+                .during(OP)?;
             }
             Ok(())
         })
@@ -149,6 +141,72 @@ impl VerdictStore<'_> {
             Ok(VantagePoints { live, verdicts })
         })
     }
+}
+
+const PUBLISH: &str = "publish verdicts";
+
+/// Writes verdicts one statement each (SQLite, where a statement is a
+/// function call).
+fn set_one_by_one(tx: &Tx<'_>, replica: &str, set: &[&VerdictChange]) -> Result<()> {
+    let mut upsert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO verdicts (replica, node_id, ready, detail, changed)
+             VALUES (?1, ?2, ?3, ?4, {STAMP})
+             ON CONFLICT (replica, node_id) DO UPDATE SET
+                 ready = excluded.ready, detail = excluded.detail, changed = excluded.changed"
+        ))
+        .during(PUBLISH)?;
+    for change in set {
+        if let Some((ready, detail)) = &change.verdict {
+            upsert
+                .execute(params![replica, change.node_id, i64::from(*ready), detail])
+                .during(PUBLISH)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rows of one statement of [`set_in_chunks`].
+const CHUNK: usize = 128;
+
+/// The statement of [`set_in_chunks`], built once: [`CHUNK`] rows, the
+/// padding rows (NULL node) skipped.
+static CHUNK_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO verdicts (replica, node_id, ready, detail, changed)
+         SELECT CAST(?1 AS TEXT), b.node_id, b.ready, b.detail, {STAMP}
+         FROM (VALUES {}) AS b(node_id, ready, detail)
+         WHERE b.node_id IS NOT NULL
+         ON CONFLICT (replica, node_id) DO UPDATE SET
+             ready = excluded.ready, detail = excluded.detail, changed = excluded.changed",
+        typed_values_rows(&["TEXT", "BIGINT", "TEXT"], 2, CHUNK)
+    )
+});
+
+/// Writes verdicts [`CHUNK`] to a statement (PostgreSQL, where every
+/// statement is a round trip made under the store-wide write lock: a
+/// registration storm changes thousands of verdicts at once).
+fn set_in_chunks(tx: &Tx<'_>, replica: &str, set: &[&VerdictChange]) -> Result<()> {
+    for chunk in set.chunks(CHUNK) {
+        let mut values = Vec::with_capacity(1 + CHUNK * 3);
+        values.push(Value::Text(replica.to_owned()));
+        for row in 0..CHUNK {
+            match chunk
+                .get(row)
+                .and_then(|c| Some((&c.node_id, c.verdict.as_ref()?)))
+            {
+                Some((node_id, (ready, detail))) => values.extend([
+                    Value::Text(node_id.clone()),
+                    Value::Int(i64::from(*ready)),
+                    Value::Text(detail.clone()),
+                ]),
+                None => values.extend(std::iter::repeat_n(Value::Null, 3)),
+            }
+        }
+        let params: Vec<&dyn Param> = values.iter().map(|v| v as &dyn Param).collect();
+        tx.execute(&CHUNK_SQL, &params).during(PUBLISH)?;
+    }
+    Ok(())
 }
 
 /// What [`VerdictStore::changes_since`] read.
@@ -333,7 +391,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_publish_of_more_verdicts_than_a_statement_holds_writes_every_one() {
+        let (_dir, store) = open_temp();
+        let verdicts = store.verdicts();
+        let many: Vec<VerdictChange> = (0..300)
+            .map(|i| change(&format!("n{i:03}"), i % 3 == 0))
+            .collect();
+        verdicts.publish("a", &many).unwrap();
+        let read = verdicts
+            .changes_since(Duration::from_secs(60), None)
+            .unwrap();
+        assert_eq!(read.verdicts.len(), 300);
+        for (stored, sent) in read.verdicts.iter().zip(&many) {
+            assert_eq!(stored.node_id, sent.node_id);
+            assert_eq!(
+                Some((stored.ready, stored.detail.clone())),
+                sent.verdict.clone()
+            );
+        }
+        // Changed again in place: still 300 rows, the new values.
+        let flipped: Vec<VerdictChange> = (0..300)
+            .map(|i| change(&format!("n{i:03}"), i % 3 != 0))
+            .collect();
+        verdicts.publish("a", &flipped).unwrap();
+        let again = verdicts
+            .changes_since(Duration::from_secs(60), Some(read.through))
+            .unwrap();
+        assert_eq!(again.verdicts.len(), 300);
+        assert!(
+            again
+                .verdicts
+                .iter()
+                .all(|v| v.ready == v.detail.ends_with("true"))
+        );
+        assert_eq!(again.verdicts.iter().filter(|v| v.ready).count(), 200);
+    }
+
     crate::tests::on_postgres!(
+        a_publish_of_more_verdicts_than_a_statement_holds_writes_every_one,
         changes_since_returns_the_verdicts_written_after_the_last_read,
         verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn,
         a_replica_silent_past_the_window_is_not_live_and_its_verdicts_do_not_count
