@@ -511,44 +511,34 @@ async fn warm_up(
     let started = Instant::now();
     let apis = Arc::new(vec![api]);
     let mut ok = 0;
-    for round in 0..WARM_UP_ROUNDS {
-        if round > 0 {
-            tokio::time::sleep(gap).await;
-        }
-        let phase = Arc::new(Phase {
-            mode: Mode::Max,
-            rate: 0.0,
-            connections: settings.connections,
-            start: Instant::now(),
-            end: Instant::now() + Duration::from_secs(300),
-            budget: Arc::new(AtomicU64::new(nodes.len() as u64)),
-            rounds: Some(1),
-        });
-        let tasks: Vec<_> = (0..settings.connections)
-            .map(|w| {
-                tokio::spawn(worker(
-                    Arc::clone(&apis),
-                    Arc::clone(nodes),
-                    w,
-                    Arc::clone(&phase),
-                ))
-            })
-            .collect();
-        for task in tasks {
-            ok += task.await.map_or(0, |r| r.ok);
-        }
-    }
-    let sent_in = started.elapsed();
-    let deadline = Instant::now() + ALL_UP_WITHIN;
+    let mut sent_in = Duration::ZERO;
+    let deadline = started + ALL_UP_WITHIN;
     let mut up = 0.0;
     let mut text = String::new();
+    let mut rounds = 0;
+    // `WARM_UP_ROUNDS` rounds, then (replicas) a round every `gap` while
+    // waiting, so no node's heartbeats stop before the paced phase takes
+    // over.
     while Instant::now() < deadline {
+        if rounds < WARM_UP_ROUNDS || !gap.is_zero() {
+            if rounds > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            ok += heartbeat_round(&apis, nodes, settings).await;
+            rounds += 1;
+            sent_in = started.elapsed();
+        }
+        if rounds < WARM_UP_ROUNDS {
+            continue;
+        }
         text = admin.metrics().await.unwrap_or_default();
         up = metric_sum(&text, "neutral_nodes", &["status=\"up\""]);
         if up >= nodes.len() as f64 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if gap.is_zero() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let delta = |name| metric_sum(&text, name, &[]) - metric_sum(&before, name, &[]);
     println!(
@@ -560,6 +550,39 @@ async fn warm_up(
         delta("neutral_node_status_changes_total"),
         delta("neutral_weight_recomputes_total"),
     );
+}
+
+/// Heartbeats every node once as fast as the connections go: the number
+/// answered 200.
+async fn heartbeat_round(
+    apis: &Arc<Vec<SocketAddr>>,
+    nodes: &Arc<Vec<SimNode>>,
+    settings: Settings,
+) -> u64 {
+    let phase = Arc::new(Phase {
+        mode: Mode::Max,
+        rate: 0.0,
+        connections: settings.connections,
+        start: Instant::now(),
+        end: Instant::now() + Duration::from_secs(300),
+        budget: Arc::new(AtomicU64::new(nodes.len() as u64)),
+        rounds: Some(1),
+    });
+    let tasks: Vec<_> = (0..settings.connections)
+        .map(|w| {
+            tokio::spawn(worker(
+                Arc::clone(apis),
+                Arc::clone(nodes),
+                w,
+                Arc::clone(&phase),
+            ))
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.map_or(0, |r| r.ok);
+    }
+    ok
 }
 
 /// Waits (bounded) until every replica holds all `count` nodes registered
