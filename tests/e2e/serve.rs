@@ -1112,6 +1112,94 @@ fn last_known_good_answers_survive_a_restart() {
     assert_eq!(answers(&after), held);
 }
 
+/// Every address the embedded DNS answers for app.example.com A over 100
+/// queries.
+fn dns_answers(daemon: &Daemon) -> Vec<String> {
+    let seen: std::collections::BTreeSet<String> = (0..100)
+        .flat_map(|_| {
+            dns::udp(daemon.dns, "app.example.com.", Type::A)
+                .unwrap()
+                .addresses()
+        })
+        .collect();
+    seen.into_iter().collect()
+}
+
+#[test]
+fn the_dns_data_planes_last_known_good_answers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(&'static str, String)> = fast_config(free_port())
+        .into_iter()
+        .map(|(path, text)| {
+            (
+                path,
+                text.replace("all_down: fail_open", "all_down: last_known_good"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = Repo::create(dir.path(), &refs);
+    let mut daemon = Daemon::start(
+        &repo.bare,
+        &dir.path().join("data"),
+        neutral_e2e::cluster::FAST_NO_PROBES,
+    );
+    wait_for_commit(&daemon, None);
+    let register = |address: &str| -> Value {
+        let registered = http::request(
+            daemon.api,
+            "POST",
+            "/nodes/register",
+            Some(JOIN_TOKEN),
+            Some(&json!({ "region": "jp", "address": address }).to_string()),
+        )
+        .unwrap();
+        assert_eq!(registered.status, 201, "{}", registered.body);
+        registered.json()
+    };
+    let (a, b) = (register("127.0.0.21"), register("127.0.0.22"));
+    write_app_rrset(&daemon, &[("127.0.0.21", 50), ("127.0.0.22", 50)], 30);
+    // Both up, then b silent (down) while a heartbeats: the data plane's
+    // last known good set is a alone. Then a goes silent too.
+    beat_up(&daemon, &b, 2);
+    beat_up(&daemon, &a, 12);
+    wait_status(
+        &daemon,
+        b["node_id"].as_str().unwrap(),
+        "down",
+        Duration::from_secs(10),
+    );
+    assert_eq!(dns_answers(&daemon), ["127.0.0.21"]);
+    wait_status(
+        &daemon,
+        a["node_id"].as_str().unwrap(),
+        "down",
+        Duration::from_secs(10),
+    );
+    assert_eq!(dns_answers(&daemon), ["127.0.0.21"], "last known good");
+
+    // Time for the memory to be stored (every 2 s), then a restart: the
+    // restarted daemon knows both nodes down and answers with a, as before;
+    // without the stored memory it had nothing to keep and failed open.
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.stop();
+    daemon.restart();
+    wait_for_commit(&daemon, None);
+    assert_eq!(dns_answers(&daemon), ["127.0.0.21"]);
+    let metrics = daemon.admin("GET", "/metrics", None).body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"neutral_dns_degraded_rrsets{mode="last_known_good"} 1"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("degraded_rrsets"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 #[test]
 fn a_trickled_body_is_cut_off_at_its_deadline_and_dns_tcp_limits_are_flags() {
     use std::io::{Read, Write};

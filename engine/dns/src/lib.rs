@@ -29,7 +29,9 @@ pub mod zone;
 
 pub use health::{HealthView, ServeMode};
 pub use metrics::DnsMetrics;
-pub use server::{DegradedRrSet, DnsError, DnsHandle, DnsServer, LoadReport, RateLimit, TcpLimits};
+pub use server::{
+    DegradedRrSet, DnsError, DnsHandle, DnsServer, LoadReport, RateLimit, RememberedSet, TcpLimits,
+};
 pub use zone::{
     ChangeType, Comment, PatchError, Problem, Record, RrSet, RrSetChange, Zone, ZoneError,
     ZonePatch, ZoneRules, ZoneSet, apply_patch, parse_strict, read_strict,

@@ -136,7 +136,26 @@ struct State {
     skipped: BTreeMap<String, Vec<Skipped>>,
     health: HealthView,
     last_known_good: HashMap<(String, RrType), BTreeSet<IpAddr>>,
+    /// Whether a health view was given ([`DnsHandle::set_health`]). Before
+    /// one, every record counts as healthy for want of knowing better, and
+    /// that is not remembered as last known good.
+    health_known: bool,
+    /// Moves on every change of `last_known_good`, so a caller that keeps a
+    /// copy of it (the daemon, in its store) knows when to write it again.
+    last_known_good_generation: u64,
     modes: BTreeMap<(String, RrType), ServeMode>,
+}
+
+/// One A/AAAA rrset's last known good addresses (the all-down policy
+/// `last_known_good`), as kept across a restart.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RememberedSet {
+    /// The owner name as the zone's rrset gives it, with the trailing dot.
+    pub name: String,
+    /// `A` or `AAAA`.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// How many DNS-over-TCP connections are served at once, in all and from
@@ -394,7 +413,52 @@ impl DnsHandle {
     pub fn set_health(&self, health: HealthView) {
         let mut state = lock(&self.shared.state);
         state.health = health;
+        state.health_known = true;
         self.publish(&mut state);
+    }
+
+    /// The last-known-good memory (every A/AAAA rrset's last healthy
+    /// addresses) in a stable order, and its generation, which moves
+    /// whenever the memory changes.
+    pub fn last_known_good(&self) -> (u64, Vec<RememberedSet>) {
+        let state = lock(&self.shared.state);
+        let mut sets: Vec<RememberedSet> = state
+            .last_known_good
+            .iter()
+            .map(|((name, rtype), addresses)| RememberedSet {
+                name: name.clone(),
+                rtype: rtype.as_str().to_owned(),
+                addresses: addresses.iter().copied().collect(),
+            })
+            .collect();
+        sets.sort_by(|a, b| (&a.name, &a.rtype).cmp(&(&b.name, &b.rtype)));
+        (state.last_known_good_generation, sets)
+    }
+
+    /// Puts back a memory [`DnsHandle::last_known_good`] gave an earlier
+    /// process, for the rrsets served now (the others are ignored; an
+    /// unknown type too), and answers by it from now on: for a daemon
+    /// starting, so that an rrset whose nodes are all down answers with
+    /// the addresses that were healthy last before the restart, not with
+    /// every record as `fail_open` would.
+    pub fn restore_last_known_good(&self, sets: Vec<RememberedSet>) -> usize {
+        let mut state = lock(&self.shared.state);
+        let mut restored = 0;
+        for set in sets {
+            let Some(rtype) = RrType::parse(&set.rtype).filter(|t| t.is_address()) else {
+                continue;
+            };
+            let key = (set.name, rtype);
+            if !state.modes.contains_key(&key) {
+                continue;
+            }
+            state
+                .last_known_good
+                .insert(key, set.addresses.into_iter().collect());
+            restored += 1;
+        }
+        self.publish(&mut state);
+        restored
     }
 
     /// A/AAAA rrsets currently answering from an all-down fallback or with
@@ -433,9 +497,12 @@ impl DnsHandle {
             compiled,
             health,
             last_known_good,
+            last_known_good_generation,
+            health_known,
             modes,
             ..
         } = state;
+        let remembered_before = last_known_good.clone();
         let mut served = Vec::with_capacity(compiled.len());
         let mut next_modes = BTreeMap::new();
         for zone in compiled.values() {
@@ -460,7 +527,13 @@ impl DnsHandle {
                 tracing::warn!(%name, %rtype, mode = mode.as_str(), "no healthy record left; rrset answers by its all-down policy");
             }
         }
+        if !*health_known {
+            *last_known_good = remembered_before.clone();
+        }
         last_known_good.retain(|key, _| next_modes.contains_key(key));
+        if *last_known_good != remembered_before {
+            *last_known_good_generation = last_known_good_generation.wrapping_add(1);
+        }
         *modes = next_modes;
         let snapshot = Arc::new(Snapshot::new(served));
         let mut current = self

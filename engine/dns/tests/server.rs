@@ -10,7 +10,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use neutral_core::model::{AllDownPolicy, NodeStatus};
 use neutral_dns::{
-    DnsServer, HealthView, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet, apply_patch,
+    DnsHandle, DnsServer, HealthView, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet,
+    apply_patch,
 };
 use rand::{RngCore, SeedableRng};
 
@@ -326,6 +327,66 @@ async fn when_every_node_is_down_fail_open_serves_them_all() {
     assert_eq!(metrics.counts.fail_open_answers, 300);
     assert_eq!(metrics.rrsets_fail_open, 1);
     server.shutdown().await.unwrap();
+}
+
+#[test]
+fn the_last_known_good_memory_carries_over_to_a_new_process() {
+    let policy =
+        |view: HealthView| view.with_all_down("app.example.com", AllDownPolicy::LastKnownGood);
+    let set = || -> ZoneSet { [example_zone()].into_iter().collect() };
+    let first = DnsHandle::detached(set()).0;
+    let (start_generation, _) = first.last_known_good();
+    first.set_health(policy(
+        all_down().with_node(ip("127.0.0.12"), NodeStatus::Up),
+    ));
+    let (generation, saved) = first.last_known_good();
+    assert_ne!(generation, start_generation, "the memory changed");
+    let app = saved
+        .iter()
+        .find(|s| s.name == "app.example.com." && s.rtype == "A")
+        .unwrap();
+    assert_eq!(app.addresses, [ip("127.0.0.12")]);
+    // Nothing changed, the generation stays.
+    first.set_health(policy(
+        all_down().with_node(ip("127.0.0.12"), NodeStatus::Up),
+    ));
+    assert_eq!(first.last_known_good().0, generation);
+
+    // A new process without the saved memory has nothing to keep: an
+    // all-down rrset answers with every record, as fail_open.
+    let forgetful = DnsHandle::detached(set()).0;
+    forgetful.set_health(policy(all_down()));
+    assert_eq!(
+        answered(&forgetful),
+        ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    );
+    let second = DnsHandle::detached(set()).0;
+    let mut with_strangers = saved.clone();
+    with_strangers.push(neutral_dns::RememberedSet {
+        name: "gone.example.com.".into(),
+        rtype: "A".into(),
+        addresses: vec![ip("127.0.0.99")],
+    });
+    assert_eq!(
+        second.restore_last_known_good(with_strangers),
+        saved.len(),
+        "only rrsets it serves"
+    );
+    second.set_health(policy(all_down()));
+    assert_eq!(answered(&second), ["127.0.0.12"]);
+    assert_eq!(second.degraded()[0].mode, "last_known_good");
+}
+
+/// Every address `handle` answers for app.example.com A over 200 queries.
+fn answered(handle: &DnsHandle) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for id in 0..200u16 {
+        let packet = common::query_message(id, "app.example.com.", RecordType::A);
+        let response = handle.answer_udp(&packet).unwrap();
+        let response = hickory_proto::op::Message::from_vec(&response).unwrap();
+        seen.extend(answer_addresses(&response));
+    }
+    seen.into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

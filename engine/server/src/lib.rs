@@ -385,6 +385,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     // Releases asked for before a restart (or on another replica) still
     // ride on their nodes' heartbeats.
     api::releases::load(&app).await;
+    snapshots::restore_dns_memory(&app).await;
     app.recompute("start").await;
 
     let (trigger, shutdown) = shutdown::channel();

@@ -1,7 +1,9 @@
-//! Writes the weights report in force and the split-brain guard's calm
-//! snapshot to the store (`world::REPORT_DOC`, `world::CALM_DOC`) when they
-//! change, at most every [`EVERY`], so a restart or a new leader starts from
-//! them (`world::restore`): `last_known_good` answers and the guard's hold
+//! Writes the weights report in force, the split-brain guard's calm
+//! snapshot (`world::REPORT_DOC`, `world::CALM_DOC`) and the embedded DNS
+//! server's last-known-good memory ([`DNS_MEMORY_DOC`]) to the store when
+//! they change, at most every [`EVERY`], so a restart or a new leader starts
+//! from them (`world::restore`, [`restore_dns_memory`]): `last_known_good`
+//! answers, in the weights and in the DNS data plane, and the guard's hold
 //! survive. Runs on the leader (or the sole control plane) only; followers
 //! compute the same reports from the same inputs. It must not compute
 //! anything: it copies what `App::recompute` published.
@@ -23,6 +25,7 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut written_report: Option<Arc<WeightsReport>> = None;
     let mut written_calm: Option<Arc<WeightsReport>> = None;
+    let mut written_memory: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -30,9 +33,61 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
         }
         written_report = write_if_new(&app, Kind::Report, written_report).await;
         written_calm = write_if_new(&app, Kind::Calm, written_calm).await;
+        written_memory = write_dns_memory_if_new(&app, written_memory).await;
     }
     // The last state before stopping.
     let _ = write_if_new(&app, Kind::Report, written_report).await;
+    let _ = write_dns_memory_if_new(&app, written_memory).await;
+}
+
+/// The embedded DNS server's last-known-good memory (each A/AAAA rrset's
+/// last healthy addresses), restored at start so an rrset whose nodes are
+/// all down keeps answering with them across a restart or a new leader.
+pub const DNS_MEMORY_DOC: &str = "dns.last_known_good";
+
+/// Writes the DNS server's last-known-good memory unless the generation
+/// written last is still current; returns the generation now written.
+async fn write_dns_memory_if_new(app: &Arc<App>, written: Option<u64>) -> Option<u64> {
+    let (generation, sets) = app.dns.handle().last_known_good();
+    if written == Some(generation) {
+        return written;
+    }
+    let Ok(doc) = serde_json::to_string(&sets) else {
+        return written;
+    };
+    match app
+        .with_store(move |s| s.docs().put(DNS_MEMORY_DOC, &doc, now()))
+        .await
+    {
+        Ok(()) => Some(generation),
+        Err(err) => {
+            tracing::warn!(document = DNS_MEMORY_DOC, error = %format!("{err:#}"), "cannot store the DNS last-known-good memory; a restart would start without it");
+            written
+        }
+    }
+}
+
+/// Gives the DNS server the memory a previous process (or leader) stored;
+/// a missing or unreadable document leaves it empty, saying so.
+pub async fn restore_dns_memory(app: &Arc<App>) {
+    let stored = app.with_store(|s| s.docs().get(DNS_MEMORY_DOC)).await;
+    let doc = match stored {
+        Ok(Some((doc, _))) => doc,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(document = DNS_MEMORY_DOC, error = %format!("{err:#}"), "cannot read the DNS last-known-good memory; starting without it");
+            return;
+        }
+    };
+    match serde_json::from_str::<Vec<neutral_dns::RememberedSet>>(&doc) {
+        Ok(sets) => {
+            let restored = app.dns.handle().restore_last_known_good(sets);
+            tracing::info!(rrsets = restored, "DNS last-known-good memory restored");
+        }
+        Err(err) => {
+            tracing::warn!(document = DNS_MEMORY_DOC, error = %err, "unreadable DNS last-known-good memory; starting without it");
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

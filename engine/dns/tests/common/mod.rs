@@ -14,7 +14,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
-fn query_message(id: u16, name: &str, rtype: RecordType) -> Vec<u8> {
+pub fn query_message(id: u16, name: &str, rtype: RecordType) -> Vec<u8> {
     let mut message = Message::query();
     message.metadata.id = id;
     message.add_query(Query::query(Name::from_str(name).unwrap(), rtype));
