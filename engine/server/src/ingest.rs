@@ -20,11 +20,14 @@ const MAX_BATCH: usize = 2000;
 const MAX_DELAY: Duration = Duration::from_millis(100);
 /// How long a stopping daemon keeps writing its queued heartbeats.
 const FLUSH_WITHIN: Duration = Duration::from_secs(5);
-/// How long the writer may be held by [`FAULT_HOLD_HEARTBEAT_WRITER`](crate::FAULT_HOLD_HEARTBEAT_WRITER).
+/// The heartbeat writer waits before each batch while this env var's file
+/// exists (its queue fills; overload tests only).
+pub const FAULT_HOLD_HEARTBEAT_WRITER: &str = "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER";
+/// How long the writer may be held by [`FAULT_HOLD_HEARTBEAT_WRITER`].
 const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
 pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown: Shutdown) {
-    let hold = std::env::var_os(crate::FAULT_HOLD_HEARTBEAT_WRITER).map(std::path::PathBuf::from);
+    let hold = std::env::var_os(FAULT_HOLD_HEARTBEAT_WRITER).map(std::path::PathBuf::from);
     let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

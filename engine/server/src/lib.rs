@@ -159,9 +159,7 @@ fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File> {
 pub const FAULT_PAUSE_INSIDE_APPLY: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_APPLY";
 /// The same for a heartbeat batch's transaction.
 pub const FAULT_PAUSE_INSIDE_HEARTBEATS: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS";
-/// The heartbeat writer waits before each batch while this env var's file
-/// exists (its queue fills; overload tests only).
-pub const FAULT_HOLD_HEARTBEAT_WRITER: &str = "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER";
+pub use ingest::FAULT_HOLD_HEARTBEAT_WRITER;
 /// The same for a DNS zone write's transaction.
 pub const FAULT_PAUSE_INSIDE_ZONE_WRITE: &str = "NEUTRAL_FAULT_PAUSE_INSIDE_ZONE_WRITE";
 

@@ -1,8 +1,10 @@
 //! The SQL facade the stores are written against, over either backend.
 //!
 //! This module owns [`Tx`] (one open transaction on SQLite or PostgreSQL),
-//! [`Row`], the parameter value type [`Value`] and the translation of the
-//! stores' SQL text to PostgreSQL's placeholders (`?1` → `$1`). It mirrors
+//! [`Row`], the parameter value type [`Value`], the translation of the
+//! stores' SQL text to PostgreSQL's placeholders (`?1` → `$1`), and how a
+//! PostgreSQL client runs and closes off the daemon's async runtime
+//! ([`off_runtime`], [`PgClient`]). It mirrors
 //! the small part of rusqlite's API the stores use (`execute`, `query_row`,
 //! `prepare_cached(..).query_map`, `optional`), so each store's SQL and logic
 //! is written once. It must not decide anything, open connections or begin
@@ -353,7 +355,7 @@ impl Row<'_> {
 /// A PostgreSQL connection with its prepared statements, keyed by the
 /// stores' SQL text.
 pub(crate) struct PgConn {
-    pub(crate) client: crate::pg::PgClient,
+    pub(crate) client: PgClient,
     pub(crate) statements: HashMap<String, postgres::Statement>,
 }
 
@@ -565,5 +567,53 @@ mod tests {
             to_postgres("SELECT ?1, '?2', \"?3\" FROM t WHERE a = ?12 AND b ? c"),
             "SELECT $1, '?2', \"?3\" FROM t WHERE a = $12 AND b ? c"
         );
+    }
+}
+
+/// Runs `op` on a scoped thread of its own. The `postgres` client drives
+/// each call with a small runtime of its own, which cannot start on a
+/// thread that is already inside a tokio runtime (the daemon calls some
+/// store methods straight from async tasks); a fresh thread is outside any.
+/// A panic in `op` goes on in the caller.
+pub(crate) fn off_runtime<T: Send>(op: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(op)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// A `postgres::Client` that is closed on a thread of its own when dropped.
+/// Closing drives the client's own small runtime, which panics on a thread
+/// inside a tokio runtime — where the daemon drops its last handle to the
+/// store when it stops.
+pub(crate) struct PgClient(pub(crate) Option<postgres::Client>);
+
+impl std::ops::Deref for PgClient {
+    type Target = postgres::Client;
+
+    fn deref(&self) -> &postgres::Client {
+        match &self.0 {
+            Some(client) => client,
+            None => unreachable!("only dropping takes the client"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for PgClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        match &mut self.0 {
+            Some(client) => client,
+            None => unreachable!("only dropping takes the client"),
+        }
+    }
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
+        }
     }
 }

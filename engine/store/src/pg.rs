@@ -27,7 +27,7 @@ use std::time::Duration;
 use postgres::IsolationLevel;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::db::{self, PgConn, Tx, lock};
+use crate::db::{self, PgClient, PgConn, Tx, lock, off_runtime};
 use crate::error::{During, Result, StoreError};
 use crate::pg_tls;
 use crate::schema;
@@ -227,20 +227,6 @@ impl PgDb {
     }
 }
 
-/// Runs `op` on a scoped thread of its own. The `postgres` client drives
-/// each call with a small runtime of its own, which cannot start on a
-/// thread that is already inside a tokio runtime (the daemon calls some
-/// store methods straight from async tasks); a fresh thread is outside any.
-/// A panic in `op` goes on in the caller.
-fn off_runtime<T: Send>(op: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(op)
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
 fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -> Result<PgConn> {
     let client = config
         .connect(tls.clone())
@@ -252,40 +238,6 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -
         client: PgClient(Some(client)),
         statements: HashMap::new(),
     })
-}
-
-/// A `postgres::Client` that is closed on a thread of its own when dropped.
-/// Closing drives the client's own small runtime, which panics on a thread
-/// inside a tokio runtime — where the daemon drops its last handle to the
-/// store when it stops.
-pub(crate) struct PgClient(Option<postgres::Client>);
-
-impl std::ops::Deref for PgClient {
-    type Target = postgres::Client;
-
-    fn deref(&self) -> &postgres::Client {
-        match &self.0 {
-            Some(client) => client,
-            None => unreachable!("only dropping takes the client"),
-        }
-    }
-}
-
-impl std::ops::DerefMut for PgClient {
-    fn deref_mut(&mut self) -> &mut postgres::Client {
-        match &mut self.0 {
-            Some(client) => client,
-            None => unreachable!("only dropping takes the client"),
-        }
-    }
-}
-
-impl Drop for PgClient {
-    fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            off_runtime(move || drop(client));
-        }
-    }
 }
 
 /// Migration steps for PostgreSQL; step `i` takes the schema from version
