@@ -557,19 +557,6 @@ pub(crate) fn to_postgres(sql: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::to_postgres;
-
-    #[test]
-    fn placeholders_become_dollars_outside_quotes_only() {
-        assert_eq!(
-            to_postgres("SELECT ?1, '?2', \"?3\" FROM t WHERE a = ?12 AND b ? c"),
-            "SELECT $1, '?2', \"?3\" FROM t WHERE a = $12 AND b ? c"
-        );
-    }
-}
-
 /// Runs `op` on a scoped thread of its own. The `postgres` client drives
 /// each call with a small runtime of its own, which cannot start on a
 /// thread that is already inside a tokio runtime (the daemon calls some
@@ -615,5 +602,18 @@ impl Drop for PgClient {
         if let Some(client) = self.0.take() {
             off_runtime(move || drop(client));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_postgres;
+
+    #[test]
+    fn placeholders_become_dollars_outside_quotes_only() {
+        assert_eq!(
+            to_postgres("SELECT ?1, '?2', \"?3\" FROM t WHERE a = ?12 AND b ? c"),
+            "SELECT $1, '?2', \"?3\" FROM t WHERE a = $12 AND b ? c"
+        );
     }
 }
