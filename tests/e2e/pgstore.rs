@@ -515,6 +515,10 @@ fn a_replica_whose_heartbeat_writer_is_behind_sends_nodes_to_another_but_a_lone_
     });
 
     std::fs::write(&hold, "").unwrap();
+    // A batch the writer was gathering when the file appeared (it gathers
+    // for up to 100 ms after its first heartbeat) is still written; the
+    // next heartbeat it takes, it holds.
+    std::thread::sleep(Duration::from_millis(400));
     let mut accepted = 0;
     let refused = wait_for("b to refuse a heartbeat", Duration::from_secs(10), || {
         let answer = heartbeat_answer(&b, &id, &token);
@@ -534,10 +538,10 @@ fn a_replica_whose_heartbeat_writer_is_behind_sends_nodes_to_another_but_a_lone_
         "{:?}",
         refused.headers
     );
-    // The queue (4) and the batch the held writer took (at most the first
-    // heartbeats) were accepted; no more.
+    // The heartbeat the held writer took and the queue (4) were accepted;
+    // no more.
     assert!(
-        accepted <= 6,
+        accepted <= 5,
         "{accepted} heartbeats accepted into a full queue"
     );
     assert!(counter(&b, "neutral_heartbeats_shed_total") >= 1.0);
