@@ -102,7 +102,15 @@ struct Others {
     through: Option<i64>,
     /// Whether `by_node` or `live` changed since [`Vantage`] was built.
     dirty: bool,
+    /// Exchanges since verdicts on nodes this replica no longer knows were
+    /// last dropped ([`PRUNE_EVERY`]).
+    since_pruned: u32,
 }
+
+/// Every this many exchanges (a minute), verdicts on nodes that are gone
+/// are dropped: a replica that judged a node after this one saw it deleted
+/// leaves a verdict whose removal no read reports.
+const PRUNE_EVERY: u32 = 120;
 
 impl Others {
     /// Forgets the verdicts on node `id` (deleted).
@@ -187,6 +195,14 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
         }
     };
     fold_verdicts(others, &app.leadership.replica, read);
+    others.since_pruned += 1;
+    if others.since_pruned >= PRUNE_EVERY {
+        others.since_pruned = 0;
+        let world = app.read_world();
+        let before = others.by_node.len();
+        others.by_node.retain(|id, _| world.nodes.contains_key(id));
+        others.dirty |= others.by_node.len() != before;
+    }
     if !others.dirty && app.read_world().vantage.is_some() {
         return false;
     }
