@@ -394,16 +394,7 @@ fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both(
 
 /// One plain heartbeat of node `id` with `token` to `daemon`: its status.
 fn heartbeat_status(daemon: &Daemon, id: &str, token: &str) -> u16 {
-    let body = serde_json::json!({ "node_id": id }).to_string();
-    neutral_e2e::http::request(
-        daemon.api,
-        "POST",
-        "/nodes/heartbeat",
-        Some(token),
-        Some(&body),
-    )
-    .unwrap()
-    .status
+    heartbeat_answer(daemon, id, token).status
 }
 
 #[test]

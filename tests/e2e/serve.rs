@@ -1066,9 +1066,9 @@ fn events_stream_changes_to_readers_and_bound_their_subscribers() {
     });
 }
 
-#[test]
-fn last_known_good_answers_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+/// A daemon (no probes) on the fast config with `all_down: last_known_good`,
+/// its first commit applied.
+fn last_known_good_daemon(dir: &std::path::Path) -> Daemon {
     let files: Vec<(&'static str, String)> = fast_config(free_port())
         .into_iter()
         .map(|(path, text)| {
@@ -1079,13 +1079,20 @@ fn last_known_good_answers_survive_a_restart() {
         })
         .collect();
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = Repo::create(dir.path(), &refs);
-    let mut daemon = Daemon::start(
+    let repo = Repo::create(dir, &refs);
+    let daemon = Daemon::start(
         &repo.bare,
-        &dir.path().join("data"),
+        &dir.join("data"),
         neutral_e2e::cluster::FAST_NO_PROBES,
     );
     wait_for_commit(&daemon, None);
+    daemon
+}
+
+#[test]
+fn last_known_good_answers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = last_known_good_daemon(dir.path());
     // One node comes up with two heartbeats, then goes silent.
     beat_up(&daemon, &register_jp_node(&daemon), 2);
     wait_for(
@@ -1128,23 +1135,7 @@ fn dns_answers(daemon: &Daemon) -> Vec<String> {
 #[test]
 fn the_dns_data_planes_last_known_good_answers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<(&'static str, String)> = fast_config(free_port())
-        .into_iter()
-        .map(|(path, text)| {
-            (
-                path,
-                text.replace("all_down: fail_open", "all_down: last_known_good"),
-            )
-        })
-        .collect();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = Repo::create(dir.path(), &refs);
-    let mut daemon = Daemon::start(
-        &repo.bare,
-        &dir.path().join("data"),
-        neutral_e2e::cluster::FAST_NO_PROBES,
-    );
-    wait_for_commit(&daemon, None);
+    let mut daemon = last_known_good_daemon(dir.path());
     let register = |address: &str| -> Value {
         let registered = http::request(
             daemon.api,

@@ -219,17 +219,12 @@ impl Liveness {
     /// and why: this control plane's verdict, one vote when several
     /// replicas judge the node (see [`crate::quorum`]).
     pub fn verdict(&self, now: Timestamp, settings: &LivenessSettings) -> (bool, String) {
-        if !self.heartbeat_fresh(now, settings) {
-            return (
-                false,
-                format!(
-                    "no heartbeat for {}s (timeout {}s)",
-                    now.since(self.last_heartbeat).as_secs(),
-                    settings.heartbeat_timeout.as_secs()
-                ),
-            );
-        }
-        (self.ready, self.detail.clone())
+        self.verdict_saying(now, settings, |timeout| {
+            format!(
+                "no heartbeat for {}s (timeout {timeout}s)",
+                now.since(self.last_heartbeat).as_secs()
+            )
+        })
     }
 
     /// [`Liveness::verdict`] as published to the other replicas: the same
@@ -238,14 +233,21 @@ impl Liveness {
     /// and every change is a store write on every replica (for every
     /// silent node, so thousands a second during a registration storm).
     pub fn shared_verdict(&self, now: Timestamp, settings: &LivenessSettings) -> (bool, String) {
+        self.verdict_saying(now, settings, |timeout| {
+            format!("no heartbeat within the timeout ({timeout}s)")
+        })
+    }
+
+    /// The verdict, with `silent(timeout in seconds)` as the detail of a
+    /// node whose heartbeats stopped.
+    fn verdict_saying(
+        &self,
+        now: Timestamp,
+        settings: &LivenessSettings,
+        silent: impl FnOnce(u64) -> String,
+    ) -> (bool, String) {
         if !self.heartbeat_fresh(now, settings) {
-            return (
-                false,
-                format!(
-                    "no heartbeat within the timeout ({}s)",
-                    settings.heartbeat_timeout.as_secs()
-                ),
-            );
+            return (false, silent(settings.heartbeat_timeout.as_secs()));
         }
         (self.ready, self.detail.clone())
     }

@@ -342,3 +342,72 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neutral_store::StoredVerdict;
+
+    fn stored(replica: &str, node: &str, ready: bool) -> StoredVerdict {
+        StoredVerdict {
+            replica: replica.into(),
+            node_id: node.into(),
+            ready,
+            detail: format!("{replica} on {node}"),
+        }
+    }
+
+    #[test]
+    fn only_live_replicas_verdicts_count_and_a_read_folds_in_what_changed() {
+        let mut others = Others::default();
+        fold_verdicts(
+            &mut others,
+            "me",
+            VerdictChanges {
+                through: 5,
+                complete: true,
+                live: vec!["a".into(), "me".into()],
+                verdicts: vec![
+                    stored("a", "n1", false),
+                    stored("gone", "n1", false),
+                    stored("me", "n1", true),
+                ],
+            },
+        );
+        let vantage = others.vantage("me");
+        assert_eq!(vantage.live, 2);
+        let on_n1: Vec<&str> = vantage.others["n1"]
+            .iter()
+            .map(|v| v.replica.as_str())
+            .collect();
+        assert_eq!(on_n1, ["a"], "not this replica's own, not a dead one's");
+        assert_eq!(others.through, Some(5));
+
+        // An incremental read: a's verdict changes, nothing else is lost.
+        others.dirty = false;
+        fold_verdicts(
+            &mut others,
+            "me",
+            VerdictChanges {
+                through: 9,
+                complete: false,
+                live: vec!["a".into(), "me".into()],
+                verdicts: vec![stored("a", "n1", true)],
+            },
+        );
+        assert!(others.dirty);
+        assert!(others.vantage("me").others["n1"][0].ready);
+        others.dirty = false;
+        fold_verdicts(
+            &mut others,
+            "me",
+            VerdictChanges {
+                through: 9,
+                complete: false,
+                live: vec!["a".into(), "me".into()],
+                verdicts: vec![],
+            },
+        );
+        assert!(!others.dirty, "nothing changed");
+    }
+}

@@ -49,22 +49,10 @@ pub const DNS_MEMORY_DOC: &str = "dns.last_known_good";
 /// written last is still current; returns the generation now written.
 async fn write_dns_memory_if_new(app: &Arc<App>, written: Option<u64>) -> Option<u64> {
     let (generation, sets) = app.dns.handle().last_known_good();
-    if written == Some(generation) {
+    if written == Some(generation) || !put(app, DNS_MEMORY_DOC, &sets).await {
         return written;
     }
-    let Ok(doc) = serde_json::to_string(&sets) else {
-        return written;
-    };
-    match app
-        .with_store(move |s| s.docs().put(DNS_MEMORY_DOC, &doc, now()))
-        .await
-    {
-        Ok(()) => Some(generation),
-        Err(err) => {
-            tracing::warn!(document = DNS_MEMORY_DOC, error = %format!("{err:#}"), "cannot store the DNS last-known-good memory; a restart would start without it");
-            written
-        }
-    }
+    Some(generation)
 }
 
 /// Gives the DNS server the memory a previous process (or leader) stored;
@@ -140,17 +128,31 @@ async fn write_if_new(
         report: &*report,
         nodes: Vec::clone(&nodes),
     };
-    let Ok(doc) = serde_json::to_string(&stored) else {
-        return written;
+    if put(app, key, &stored).await {
+        Some(report)
+    } else {
+        written
+    }
+}
+
+/// Stores `value` as the document `key`; `false` (said in the log) when it
+/// could not be.
+async fn put(app: &Arc<App>, key: &'static str, value: &impl serde::Serialize) -> bool {
+    let doc = match serde_json::to_string(value) {
+        Ok(doc) => doc,
+        Err(err) => {
+            tracing::warn!(document = key, error = %err, "cannot encode a document to store");
+            return false;
+        }
     };
     match app
         .with_store(move |s| s.docs().put(key, &doc, now()))
         .await
     {
-        Ok(()) => Some(report),
+        Ok(()) => true,
         Err(err) => {
-            tracing::warn!(document = key, error = %format!("{err:#}"), "cannot store the weights document; a restart would start without it");
-            written
+            tracing::warn!(document = key, error = %format!("{err:#}"), "cannot store the document; a restart would start without it");
+            false
         }
     }
 }

@@ -83,7 +83,7 @@ pub use store::{
     Backend, Checkpoint, DB_FILE_NAME, DIR_MODE, DataDirSecurity, FILE_MODE, Store, StoreLocation,
     StoreOptions, secure_data_dir, set_mode,
 };
-pub use verdicts::{StoredVerdict, VantagePoints, VerdictChange, VerdictChanges, VerdictStore};
+pub use verdicts::{StoredVerdict, VerdictChange, VerdictChanges, VerdictStore};
 pub use zones::{StoredZone, ZoneBase, ZoneStore};
 
 #[cfg(test)]

@@ -32,6 +32,17 @@ use crate::error::{During, Result, StoreError};
 use crate::pg_tls;
 use crate::schema;
 
+/// The transactions [`PgDb`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `READ COMMITTED`, holding [`WRITE_LOCK`].
+    Serialized,
+    /// `READ COMMITTED`, without it.
+    Unserialized,
+    /// `REPEATABLE READ READ ONLY`.
+    Read,
+}
+
 /// Advisory lock key every write transaction holds ("neutwrit").
 pub const WRITE_LOCK: i64 = 0x6e65_7574_7772_6974;
 /// Advisory lock key a migration holds ("neutmigr").
@@ -136,21 +147,7 @@ impl PgDb {
     }
 
     fn write_here<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut guard = lock(&self.writer);
-        self.reconnect_if_closed(&mut guard)?;
-        let conn: &mut PgConn = &mut guard;
-        let mut tx = conn
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::ReadCommitted)
-            .start()
-            .during(op)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .during(op)?;
-        let tx = Tx::postgres(tx, &mut conn.statements);
-        let value = f(&tx)?;
-        tx.commit().during(op)?;
-        Ok(value)
+        self.run_on(lock(&self.writer), op, Kind::Serialized, f)
     }
 
     /// Runs `f` in one `READ COMMITTED` write transaction on a reader
@@ -163,21 +160,7 @@ impl PgDb {
         op: &'static str,
         f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
-        off_runtime(|| {
-            let mut guard = self.reader();
-            self.reconnect_if_closed(&mut guard)?;
-            let conn: &mut PgConn = &mut guard;
-            let tx = conn
-                .client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .during(op)?;
-            let tx = Tx::postgres(tx, &mut conn.statements);
-            let value = f(&tx)?;
-            tx.commit().during(op)?;
-            Ok(value)
-        })
+        off_runtime(|| self.run_on(self.reader(), op, Kind::Unserialized, f))
     }
 
     /// Runs `f` in one `REPEATABLE READ READ ONLY` transaction.
@@ -186,20 +169,36 @@ impl PgDb {
         op: &'static str,
         f: impl FnOnce(&Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
-        off_runtime(|| self.read_here(op, f))
+        off_runtime(|| self.run_on(self.reader(), op, Kind::Read, f))
     }
 
-    fn read_here<T>(&self, op: &'static str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut guard = self.reader();
-        self.reconnect_if_closed(&mut guard)?;
-        let conn: &mut PgConn = &mut guard;
-        let tx = conn
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .during(op)?;
+    /// Runs `f` in one transaction of `kind` on `conn` and commits it.
+    fn run_on<T>(
+        &self,
+        mut conn: MutexGuard<'_, PgConn>,
+        op: &'static str,
+        kind: Kind,
+        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.reconnect_if_closed(&mut conn)?;
+        let conn: &mut PgConn = &mut conn;
+        let mut tx = match kind {
+            Kind::Serialized | Kind::Unserialized => conn
+                .client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted),
+            Kind::Read => conn
+                .client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true),
+        }
+        .start()
+        .during(op)?;
+        if kind == Kind::Serialized {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                .during(op)?;
+        }
         let tx = Tx::postgres(tx, &mut conn.statements);
         let value = f(&tx)?;
         tx.commit().during(op)?;

@@ -34,15 +34,6 @@ pub struct VerdictChange {
     pub verdict: Option<(bool, String)>,
 }
 
-/// The live replicas and their verdicts, as one read saw them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VantagePoints {
-    /// Replicas that renewed their presence within the asked window, by name.
-    pub live: Vec<String>,
-    /// The verdicts of the live replicas only.
-    pub verdicts: Vec<StoredVerdict>,
-}
-
 /// The verdict view of a [`Store`].
 #[derive(Clone, Copy, Debug)]
 pub struct VerdictStore<'a> {
@@ -97,48 +88,6 @@ impl VerdictStore<'_> {
             )
             .during(OP)?;
             Ok(())
-        })
-    }
-
-    /// The replicas whose presence is younger than `within` (on the
-    /// database's clock) and their verdicts, in one read.
-    pub fn live(&self, within: Duration) -> Result<VantagePoints> {
-        const OP: &str = "read verdicts";
-        let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX / 4);
-        self.store.read(OP, |tx| {
-            let now = now_sql(tx.dialect());
-            let live: Vec<String> = tx
-                .query_map(
-                    &format!(
-                        "SELECT replica FROM vantage_points WHERE seen_at >= {now} - ?1 ORDER BY replica"
-                    ),
-                    params![within_ms],
-                    |row| row.get(0),
-                )
-                .and_then(Iterator::collect)
-                .during(OP)?;
-            let verdicts: Vec<StoredVerdict> = tx
-                .query_map(
-                    &format!(
-                        "SELECT v.replica, v.node_id, v.ready, v.detail
-                         FROM verdicts v JOIN vantage_points p ON p.replica = v.replica
-                         WHERE p.seen_at >= {now} - ?1
-                         ORDER BY v.node_id, v.replica"
-                    ),
-                    params![within_ms],
-                    |row| {
-                        let ready: i64 = row.get(2)?;
-                        Ok(StoredVerdict {
-                            replica: row.get(0)?,
-                            node_id: row.get(1)?,
-                            ready: ready != 0,
-                            detail: row.get(3)?,
-                        })
-                    },
-                )
-                .and_then(Iterator::collect)
-                .during(OP)?;
-            Ok(VantagePoints { live, verdicts })
         })
     }
 }
@@ -295,10 +244,10 @@ mod tests {
     fn verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn() {
         let (_dir, store) = open_temp();
         let verdicts = store.verdicts();
-        assert_eq!(
-            verdicts.live(Duration::from_secs(60)).unwrap(),
-            VantagePoints::default()
-        );
+        let empty = verdicts
+            .changes_since(Duration::from_secs(60), None)
+            .unwrap();
+        assert!(empty.live.is_empty() && empty.verdicts.is_empty());
         verdicts
             .publish("a", &[change("n1", true), change("n2", true)])
             .unwrap();
@@ -316,7 +265,9 @@ mod tests {
                 ],
             )
             .unwrap();
-        let seen = verdicts.live(Duration::from_secs(60)).unwrap();
+        let seen = verdicts
+            .changes_since(Duration::from_secs(60), None)
+            .unwrap();
         assert_eq!(seen.live, vec!["a".to_owned(), "b".to_owned()]);
         let rows: Vec<(String, String, bool)> = seen
             .verdicts
@@ -332,22 +283,26 @@ mod tests {
         );
         assert_eq!(seen.verdicts[0].detail, "n1 false");
         verdicts.withdraw("b").unwrap();
-        let seen = verdicts.live(Duration::from_secs(60)).unwrap();
+        let seen = verdicts
+            .changes_since(Duration::from_secs(60), None)
+            .unwrap();
         assert_eq!(seen.live, vec!["a".to_owned()]);
         assert_eq!(seen.verdicts.len(), 1);
     }
 
     #[test]
-    fn a_replica_silent_past_the_window_is_not_live_and_its_verdicts_do_not_count() {
+    fn a_replica_silent_past_the_window_is_not_live() {
         let (_dir, store) = open_temp();
         let verdicts = store.verdicts();
         verdicts.publish("old", &[change("n1", false)]).unwrap();
         std::thread::sleep(Duration::from_millis(120));
         verdicts.publish("new", &[change("n1", true)]).unwrap();
-        let seen = verdicts.live(Duration::from_millis(60)).unwrap();
+        let seen = verdicts
+            .changes_since(Duration::from_millis(60), None)
+            .unwrap();
         assert_eq!(seen.live, vec!["new".to_owned()]);
-        assert_eq!(seen.verdicts.len(), 1);
-        assert_eq!(seen.verdicts[0].replica, "new");
+        // Its verdicts are still read: the reader counts only the live.
+        assert_eq!(seen.verdicts.len(), 2);
     }
 
     #[test]
@@ -432,6 +387,6 @@ mod tests {
         a_publish_of_more_verdicts_than_a_statement_holds_writes_every_one,
         changes_since_returns_the_verdicts_written_after_the_last_read,
         verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn,
-        a_replica_silent_past_the_window_is_not_live_and_its_verdicts_do_not_count
+        a_replica_silent_past_the_window_is_not_live
     );
 }
