@@ -45,6 +45,10 @@ pub struct World {
     client: reqwest::Client,
     admin: String,
     full: bool,
+    /// The containerd namespace of slot `s` is this followed by `s`: the
+    /// demo's process id keeps two demos on one machine (the test suite runs
+    /// two at once) from stopping each other's containers.
+    namespace_prefix: String,
     /// With `--hosts`: the networks and containers of the nodes.
     hosts: Option<DockerHosts>,
     neutral: PathBuf,
@@ -203,6 +207,11 @@ fn stop_node_processes(node_dir: &Path, namespace: &str) {
 }
 
 impl World {
+    /// The containerd namespace of the full node in slot `slot`.
+    fn namespace(&self, slot: &str) -> String {
+        format!("{}{slot}", self.namespace_prefix)
+    }
+
     pub async fn start(args: &DemoArgs) -> Result<World> {
         let start = Instant::now();
         let source = std::fs::canonicalize(&args.source)
@@ -269,6 +278,7 @@ impl World {
                 .build()?,
             admin: admin.clone(),
             full,
+            namespace_prefix: format!("neutral-demo-{}-", std::process::id()),
             hosts: None,
             neutral: neutral.clone(),
             cpu: BTreeMap::new(),
@@ -347,7 +357,7 @@ impl World {
                 "--node-dir",
                 "{slot_dir}/node",
                 "--containerd-namespace",
-                "neutral-demo-{slot}",
+                &format!("{}{{slot}}", world.namespace_prefix),
                 "--workload-host",
                 "{address}",
                 "--image",
@@ -852,10 +862,7 @@ impl World {
                     signal_group(pid, "KILL");
                 }
                 if self.full {
-                    stop_node_processes(
-                        &slot_dir.path().join("node"),
-                        &format!("neutral-demo-{name}"),
-                    );
+                    stop_node_processes(&slot_dir.path().join("node"), &self.namespace(&name));
                 }
                 self.say(&format!("killed node {id} (everything of slot {name})"));
                 return Ok(());
@@ -920,7 +927,9 @@ impl World {
                         signal_group(pid, "KILL");
                         stopped += 1;
                     }
-                    stop_node_processes(&slot.path().join("node"), &format!("neutral-demo-{name}"));
+                    if self.full {
+                        stop_node_processes(&slot.path().join("node"), &self.namespace(&name));
+                    }
                 }
             }
         }
