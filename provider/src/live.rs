@@ -207,7 +207,10 @@ pub async fn compute(
 
     let mut previous_report = BTreeMap::new();
     if let Some(previous) = previous {
-        previous_report.insert(spec.domain.clone(), previous_weights(spec, previous));
+        previous_report.insert(
+            spec.domain.clone(),
+            std::sync::Arc::new(previous_weights(spec, previous)),
+        );
     }
     let report = weights::compute(
         &decl,

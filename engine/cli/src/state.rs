@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -35,7 +36,7 @@ struct RawState {
     #[serde(default)]
     last_actions: BTreeMap<String, RawLastAction>,
     #[serde(default)]
-    previous: BTreeMap<String, DomainWeights>,
+    previous: BTreeMap<String, Arc<DomainWeights>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +86,7 @@ pub struct ObservedState {
     pub nodes: Vec<Node>,
     pub samples: Vec<NodeSample>,
     pub last_actions: BTreeMap<String, LastAction>,
-    pub previous: BTreeMap<String, DomainWeights>,
+    pub previous: BTreeMap<String, Arc<DomainWeights>>,
 }
 
 pub fn read(path: &Path) -> Result<ObservedState> {

@@ -467,6 +467,7 @@ impl RecomputeInputs {
             Some((previous_at, previous_nodes)) if Arc::ptr_eq(&decl, &previous_decl) => {
                 let changes =
                     weights::incremental::Changes::between(previous_at, &previous_nodes, &nodes);
+                // Cheap: the entries are shared, only the map is copied.
                 weights::incremental::compute_incremental(
                     &decl,
                     &nodes,
@@ -490,7 +491,11 @@ impl RecomputeInputs {
             .domains
             .iter()
             .filter_map(|(domain, now_weights)| {
-                let before = previous.domains.get(domain);
+                let before = previous.domains.get(domain).map(Arc::as_ref);
+                // An entry the incremental recompute kept is the previous one.
+                if before.is_some_and(|before| std::ptr::eq(before, &**now_weights)) {
+                    return None;
+                }
                 before
                     .is_none_or(|before| differs(before, now_weights))
                     .then(|| (domain.clone(), summarize(before, now_weights)))
@@ -499,6 +504,7 @@ impl RecomputeInputs {
         let guard_changed = report.split_brain.is_some() != previous.split_brain.is_some();
         // Only a new report (or new declarations) is a new view: a pinned
         // view then stays readable as long as nothing changes.
+        // Entries kept are compared by address (`DomainWeights` is `Eq`).
         let publish = report != *previous || !Arc::ptr_eq(&decl, &previous_decl);
         let calm_now = report.split_brain.is_none()
             && !recent_failures(&nodes, at, settings.split_brain_window);
@@ -726,7 +732,11 @@ fn stored_report(store: &Store, key: &str, commit: Option<&String>) -> Option<St
 
 /// Previous answers of a domain, for reads.
 pub fn domain_weights(world: &World, domain: &str) -> Option<DomainWeights> {
-    world.report().domains.get(domain).cloned()
+    world
+        .report()
+        .domains
+        .get(domain)
+        .map(|weights| DomainWeights::clone(weights))
 }
 
 pub type DomainMap = BTreeMap<String, DomainWeights>;

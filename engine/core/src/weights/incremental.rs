@@ -62,14 +62,18 @@
 //! The guard and, when some domain has `slow_start`, the latest
 //! `status_since` per region are one pass over the nodes each; only the
 //! nodes of the regions serving recomputed domains are indexed, and only
-//! those regions are evaluated. `previous` is taken by value so the domains
-//! kept are moved, not copied.
+//! those regions are evaluated. The report's entries are shared
+//! ([`WeightsReport::domains`] holds `Arc`s): the domains kept are the
+//! previous report's entries, neither copied nor compared, and a caller that
+//! shares the previous report copies only its map of `Arc`s.
 //!
 //! A recomputed domain that was `normal` and stays `normal` is patched in
 //! place: its answers are its weighted regions' answers one region after
 //! the other, so only the ranges of the regions that changed or may ramp
-//! (the same test as 3. and 4., per region) are made again, and the other
-//! regions' answers are neither copied nor dropped. Its regions and notes
+//! (the same test as 3. and 4., per region) are made again. Its entry is
+//! copied first when the previous report still shares it (the daemon's
+//! published views do): the copy moves each answer's shared text, the
+//! answers of the regions left alone are not made again. Its regions and notes
 //! are rebuilt from the evaluations as [`compute`] writes them. When every
 //! domain serves the changed region (1,000 domains × 100 regions of 100
 //! nodes), one node's change then rewrites about 88 answers per domain
@@ -78,6 +82,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -128,9 +133,20 @@ impl Changes {
 
     /// The changes from the nodes `before` (as `previous` was computed, at
     /// `previous_now`) to the nodes `after`: every region whose nodes differ
-    /// in the fields the weights read, whatever their order. It indexes and
-    /// sorts both lists; [`Changes::node`] is cheaper for known events.
+    /// in the fields the weights read, whatever their order.
+    ///
+    /// Two lists of the same nodes in the same order (the daemon lists its
+    /// nodes by id, and most recomputes follow a status change) are compared
+    /// pair by pair in one pass, with no index; otherwise both lists are
+    /// indexed by region and sorted. [`Changes::node`] is cheaper still for
+    /// known events.
     pub fn between(previous_now: Timestamp, before: &[Node], after: &[Node]) -> Self {
+        if let Some(regions) = pairwise(before, after) {
+            return Changes {
+                previous_now,
+                regions,
+            };
+        }
         let (before, after) = (by_region(before), by_region(after));
         let mut regions = BTreeSet::new();
         for (region, nodes) in &before {
@@ -148,6 +164,26 @@ impl Changes {
             regions,
         }
     }
+}
+
+/// The regions whose nodes differ between two lists that hold the same
+/// nodes (by id, region and address) in the same order; `None` when they do
+/// not, for [`Changes::between`] to index them instead.
+fn pairwise(before: &[Node], after: &[Node]) -> Option<BTreeSet<String>> {
+    if before.len() != after.len() {
+        return None;
+    }
+    let mut regions = BTreeSet::new();
+    for (b, a) in before.iter().zip(after) {
+        if (&b.id, &b.region, b.address) != (&a.id, &a.region, a.address) {
+            return None;
+        }
+        if (b.status, b.status_since) != (a.status, a.status_since) && !regions.contains(&a.region)
+        {
+            regions.insert(a.region.clone());
+        }
+    }
+    Some(regions)
 }
 
 /// The fields of a node the weights read.
@@ -206,10 +242,9 @@ pub struct Incremental {
 /// passing of time could have changed since `previous`; see the
 /// [module docs](self) for the contract and the exact rule.
 ///
-/// `previous` is taken by value: the domains kept are moved into the new
-/// report, not copied. A caller that shares the previous report (readers
-/// hold an `Arc` of it) pays for one copy first (`Arc::unwrap_or_clone`),
-/// which grows with the whole report, not with the change.
+/// `previous` is taken by value: the domains kept move into the new report.
+/// A caller that shares the previous report clones it first, which copies
+/// its map of shared entries, not the entries.
 pub fn compute_incremental(
     decl: &Declarations,
     nodes: &[Node],
@@ -300,6 +335,7 @@ pub fn compute_incremental(
         if let Some(entry) = domains.get_mut(domain)
             && let Some(segments) = segments(entry, &evals)
         {
+            let entry = Arc::make_mut(entry);
             let hot = |eval: &RegionEval<'_>| {
                 hot_by_name
                     .get(&*eval.weight.region)
@@ -312,12 +348,12 @@ pub fn compute_incremental(
             policy,
             &evals,
             &fleet,
-            domains.get(domain),
+            domains.get(domain).map(Arc::as_ref),
             false,
             &mut reasons,
         );
         let weights = domain_entry(policy, mode, &evals, answers, reasons);
-        domains.insert(domain.clone(), weights);
+        domains.insert(domain.clone(), Arc::new(weights));
     }
     Incremental {
         report: WeightsReport {

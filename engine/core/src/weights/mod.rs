@@ -214,8 +214,10 @@ pub struct SplitBrain {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WeightsReport {
     pub split_brain: Option<SplitBrain>,
-    /// Keyed by domain.
-    pub domains: BTreeMap<String, DomainWeights>,
+    /// Keyed by domain. Shared: a report computed incrementally holds the
+    /// entries it did not recompute by reference to the previous report's,
+    /// so making it and comparing the two cost what changed, not the whole.
+    pub domains: BTreeMap<String, Arc<DomainWeights>>,
 }
 
 /// Effective weights of every declared domain.
@@ -226,7 +228,7 @@ pub struct WeightsReport {
 pub fn compute(
     decl: &Declarations,
     nodes: &[Node],
-    previous: &BTreeMap<String, DomainWeights>,
+    previous: &BTreeMap<String, Arc<DomainWeights>>,
     now: Timestamp,
     settings: &WeightSettings,
 ) -> WeightsReport {
@@ -242,10 +244,10 @@ pub fn compute(
                 policy,
                 &mut evaluator,
                 &fleet,
-                previous.get(domain),
+                previous.get(domain).map(Arc::as_ref),
                 split_brain.is_some(),
             );
-            (domain.clone(), weights)
+            (domain.clone(), Arc::new(weights))
         })
         .collect();
     WeightsReport {

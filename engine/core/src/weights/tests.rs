@@ -94,7 +94,7 @@ fn run(decl: &Declarations, nodes: &[Node]) -> WeightsReport {
 fn run_after(
     decl: &Declarations,
     nodes: &[Node],
-    previous: &BTreeMap<String, DomainWeights>,
+    previous: &BTreeMap<String, Arc<DomainWeights>>,
     now_secs: i64,
 ) -> WeightsReport {
     compute(
@@ -1129,7 +1129,7 @@ proptest! {
             last_heartbeat: None,
             metrics: None,
         }).collect();
-        let previous: BTreeMap<String, DomainWeights> = decl.gtm.keys().map(|domain| {
+        let previous: BTreeMap<String, Arc<DomainWeights>> = decl.gtm.keys().map(|domain| {
             let answers = previous_answers.iter().map(|(id, address, weight)| Answer {
                 node_id: id.as_str().into(),
                 region: "r0".into(),
@@ -1137,7 +1137,7 @@ proptest! {
                 weight: *weight,
                 reason: format!("{KEPT_PREFIX}{HELD_PREFIX}old").into(),
             }).collect();
-            (domain.clone(), DomainWeights {
+            (domain.clone(), Arc::new(DomainWeights {
                 domain: domain.clone(),
                 zone: "example.com".to_owned(),
                 record_type: RecordType::A,
@@ -1147,7 +1147,7 @@ proptest! {
                 regions: vec![],
                 answers,
                 reasons: vec![],
-            })
+            }))
         }).collect();
         let extreme = WeightSettings { split_brain_share: f64::NAN, ..settings.clone() };
         for settings in [settings, extreme] {

@@ -206,7 +206,7 @@ pub async fn domains(
 #[derive(Debug, Serialize)]
 pub struct DomainView {
     #[serde(flatten)]
-    weights: DomainWeights,
+    weights: std::sync::Arc<DomainWeights>,
     computed_at: String,
     commit: Option<String>,
     split_brain: Option<String>,
