@@ -47,9 +47,12 @@ impl HealthView {
     }
 
     /// Statuses of `nodes` and the `all_down` policy of every declared domain.
-    pub fn from_control_plane(nodes: &[Node], declarations: &Declarations) -> HealthView {
+    pub fn from_control_plane<N: std::borrow::Borrow<Node>>(
+        nodes: &[N],
+        declarations: &Declarations,
+    ) -> HealthView {
         let mut view = HealthView::new();
-        for node in nodes {
+        for node in nodes.iter().map(std::borrow::Borrow::borrow) {
             view.merge_node(node.address, node.status);
         }
         for policy in declarations.gtm.values() {

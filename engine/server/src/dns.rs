@@ -28,7 +28,7 @@ impl DnsBridge {
     }
 
     /// Node statuses and all-down policies, as the data plane applies them.
-    pub fn set_health(&self, nodes: &[Node], decl: &Declarations) {
+    pub fn set_health<N: std::borrow::Borrow<Node>>(&self, nodes: &[N], decl: &Declarations) {
         self.handle
             .set_health(HealthView::from_control_plane(nodes, decl));
     }

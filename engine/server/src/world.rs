@@ -23,6 +23,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::node_table::{NodeTable, Placed};
 
+/// The nodes as a recompute read them, by id: shared between recomputes
+/// (the next one reuses every node whose weighed fields did not change), so
+/// one node's status change costs one node's copy, not every node's. Each
+/// node carries what the weights read (id, region, address, status and its
+/// [`World::nodes_for_engine`] `status_since`) and its mode; heartbeat and
+/// metrics are left out, as the weights never read them.
+pub type EngineNodes = Arc<Vec<Arc<Node>>>;
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now() -> Timestamp {
     let millis = SystemTime::now()
@@ -96,11 +104,11 @@ pub struct World {
     /// The last report and node list computed while no node had gone down
     /// within the split-brain window: what the guard holds on to when it
     /// trips, so answers are kept as they were before the burst began.
-    pub calm: Option<(Arc<WeightsReport>, Arc<Vec<Node>>)>,
+    pub calm: Option<(Arc<WeightsReport>, EngineNodes)>,
     /// When the last recompute ran and the nodes it computed on: with the
     /// latest view's report (equal to what it computed), what the next one
     /// recomputes incrementally from.
-    pub last_computed: Option<(Timestamp, Arc<Vec<Node>>)>,
+    pub last_computed: Option<(Timestamp, EngineNodes)>,
     /// The autoscaler's latest decision per region and when it was made.
     pub decisions: BTreeMap<String, neutral_core::autoscale::Decision>,
     pub decisions_at: Option<Timestamp>,
@@ -310,10 +318,32 @@ impl World {
             .values()
             .map(|e| {
                 let mut node = e.record.node.clone();
-                if node.status == NodeStatus::Down && !e.liveness.ever_ready {
-                    node.status_since = Timestamp::SINCE_FOREVER;
-                }
+                node.status_since = engine_since(e);
                 node
+            })
+            .collect()
+    }
+
+    /// The nodes a recompute reads ([`EngineNodes`]): the last recompute's
+    /// node where its weighed fields and mode are unchanged, a fresh copy
+    /// where not. Both lists are sorted by id, so one merge pass pairs them.
+    pub fn engine_nodes(&self) -> Vec<Arc<Node>> {
+        let mut previous = self
+            .last_computed
+            .as_ref()
+            .map(|(_, nodes)| nodes.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .peekable();
+        self.nodes
+            .values()
+            .map(|entry| {
+                let id = entry.record.node.id.as_str();
+                while previous.next_if(|seen| seen.id.as_str() < id).is_some() {}
+                match previous.next_if(|seen| seen.id == id) {
+                    Some(seen) if reads_the_same(seen, entry) => Arc::clone(seen),
+                    _ => Arc::new(engine_view(entry)),
+                }
             })
             .collect()
     }
@@ -402,11 +432,11 @@ impl World {
 #[derive(Debug)]
 pub struct RecomputeInputs {
     decl: Arc<Declarations>,
-    nodes: Vec<Node>,
+    nodes: Vec<Arc<Node>>,
     previous: Arc<WeightsReport>,
     previous_decl: Arc<Declarations>,
-    calm: Option<(Arc<WeightsReport>, Arc<Vec<Node>>)>,
-    last_computed: Option<(Timestamp, Arc<Vec<Node>>)>,
+    calm: Option<(Arc<WeightsReport>, EngineNodes)>,
+    last_computed: Option<(Timestamp, EngineNodes)>,
 }
 
 /// The result of a recompute: the new report and what it changed.
@@ -417,9 +447,9 @@ pub struct Recomputed {
     pub decl: Arc<Declarations>,
     /// The nodes as computed on (shared with the world's `last_computed`
     /// and `calm`, never copied).
-    pub nodes: Arc<Vec<Node>>,
+    pub nodes: EngineNodes,
     /// The calm node list held before this run (the guard falls back to it).
-    calm_nodes: Option<Arc<Vec<Node>>>,
+    calm_nodes: Option<EngineNodes>,
     /// Domains whose answers changed, with a one-line summary each.
     pub changed: Vec<(String, String)>,
     /// Whether the split-brain guard tripped or released in this run.
@@ -440,7 +470,7 @@ impl Recomputed {
     /// computed on, or — while the split-brain guard holds, since the
     /// monitor rather than the nodes is suspect — the health from before
     /// the burst (`None`: nothing calm known, leave the data plane as is).
-    pub fn data_plane_health(&self) -> Option<&[Node]> {
+    pub fn data_plane_health(&self) -> Option<&[Arc<Node>]> {
         match self.split_brain() {
             None => Some(&self.nodes),
             Some(_) => self.calm_nodes.as_deref().map(Vec::as_slice),
@@ -528,7 +558,7 @@ impl World {
         let latest = self.views.latest();
         RecomputeInputs {
             decl: Arc::clone(&self.decl),
-            nodes: self.nodes_for_engine(),
+            nodes: self.engine_nodes(),
             previous: Arc::clone(&latest.report),
             previous_decl: Arc::clone(&latest.decl),
             calm: self.calm.clone(),
@@ -558,8 +588,46 @@ impl World {
     }
 }
 
+/// A node's `status_since` as the engine reads it: a node that was never
+/// ready (just registered, still proving itself) is down since
+/// [`Timestamp::SINCE_FOREVER`] rather than a node that just went down.
+fn engine_since(entry: &NodeEntry) -> Timestamp {
+    let node = &entry.record.node;
+    if node.status == NodeStatus::Down && !entry.liveness.ever_ready {
+        Timestamp::SINCE_FOREVER
+    } else {
+        node.status_since
+    }
+}
+
+/// A node as [`EngineNodes`] holds it.
+fn engine_view(entry: &NodeEntry) -> Node {
+    let node = &entry.record.node;
+    Node {
+        id: node.id.clone(),
+        region: node.region.clone(),
+        address: node.address,
+        status: node.status,
+        status_since: engine_since(entry),
+        mode: node.mode,
+        last_heartbeat: None,
+        metrics: None,
+    }
+}
+
+/// Whether `seen` is what [`engine_view`] makes of `entry` now.
+fn reads_the_same(seen: &Node, entry: &NodeEntry) -> bool {
+    let node = &entry.record.node;
+    seen.id == node.id
+        && seen.region == node.region
+        && seen.address == node.address
+        && seen.status == node.status
+        && seen.status_since == engine_since(entry)
+        && seen.mode == node.mode
+}
+
 /// Whether any node went down within `window` before `at`.
-fn recent_failures(nodes: &[Node], at: Timestamp, window: Duration) -> bool {
+fn recent_failures(nodes: &[Arc<Node>], at: Timestamp, window: Duration) -> bool {
     nodes
         .iter()
         .any(|n| n.status == NodeStatus::Down && at.since(n.status_since) <= window)
@@ -714,7 +782,7 @@ pub struct StoredReport<R = WeightsReport> {
     pub report: R,
     /// The nodes computed on (the calm snapshot's); empty for the report.
     #[serde(default)]
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Arc<Node>>,
 }
 
 /// A stored document `key` computed for `commit`, if readable.
@@ -940,5 +1008,67 @@ mod tests {
         let mut world = world_with_one_node(1, &[]);
         fail_own_probes(&mut world, at);
         assert_eq!(world.reconcile(at, true)[0].status, NodeStatus::Down);
+    }
+
+    /// A copy of `world`'s only node under another id and address.
+    fn add_node(world: &mut World, id: &str, last_octet: u8) {
+        let mut entry = world.nodes.values().next().unwrap().clone();
+        entry.record.node.id = id.to_owned();
+        entry.record.node.address = std::net::IpAddr::from([192, 0, 2, last_octet]);
+        world.nodes.insert(id.to_owned(), entry);
+    }
+
+    #[test]
+    fn a_recompute_reuses_every_node_whose_weighed_fields_did_not_change() {
+        let mut world = world_with_one_node(1, &[]);
+        add_node(&mut world, "n2", 2);
+        add_node(&mut world, "n3", 3);
+        let first = Arc::new(world.engine_nodes());
+        assert_eq!(
+            first.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["n1", "n2", "n3"]
+        );
+        assert!(first.iter().all(|n| n.last_heartbeat.is_none()));
+        world.last_computed = Some((Timestamp(1_000), Arc::clone(&first)));
+
+        // A heartbeat (not weighed) and a status change (weighed); a node
+        // registered and one deregistered.
+        world
+            .nodes
+            .get_mut("n1")
+            .unwrap()
+            .record
+            .node
+            .last_heartbeat = Some(Timestamp(5_000));
+        let n2 = &mut world.nodes.get_mut("n2").unwrap().record.node;
+        n2.status = NodeStatus::Drain;
+        n2.status_since = Timestamp(5_000);
+        world.nodes.remove("n3");
+        add_node(&mut world, "n0", 9);
+
+        let second = world.engine_nodes();
+        assert_eq!(
+            second.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["n0", "n1", "n2"]
+        );
+        assert!(Arc::ptr_eq(&second[1], &first[0]), "n1 is reused");
+        assert!(!Arc::ptr_eq(&second[2], &first[1]), "n2 is a fresh copy");
+        assert_eq!(second[2].status, NodeStatus::Drain);
+        assert_eq!(second[2].status_since, Timestamp(5_000));
+        // The recompute sees exactly the drained node's region change.
+        let changes =
+            weights::incremental::Changes::between(Timestamp(1_000), &first[..2], &second[1..]);
+        assert_eq!(changes.regions, ["jp".to_owned()].into());
+
+        // A node never ready is down since forever, for the engine.
+        let n0 = world.nodes.get_mut("n0").unwrap();
+        n0.record.node.status = NodeStatus::Down;
+        n0.liveness.ever_ready = false;
+        let third = world.engine_nodes();
+        assert_eq!(third[0].status_since, Timestamp::SINCE_FOREVER);
+        assert_eq!(
+            world.nodes_for_engine()[0].status_since,
+            Timestamp::SINCE_FOREVER
+        );
     }
 }

@@ -79,6 +79,7 @@
 //! nodes), one node's change then rewrites about 88 answers per domain
 //! instead of 8,800.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::rc::Rc;
@@ -140,7 +141,11 @@ impl Changes {
     /// pair by pair in one pass, with no index; otherwise both lists are
     /// indexed by region and sorted. [`Changes::node`] is cheaper still for
     /// known events.
-    pub fn between(previous_now: Timestamp, before: &[Node], after: &[Node]) -> Self {
+    pub fn between<B: Borrow<Node>, A: Borrow<Node>>(
+        previous_now: Timestamp,
+        before: &[B],
+        after: &[A],
+    ) -> Self {
         if let Some(regions) = pairwise(before, after) {
             return Changes {
                 previous_now,
@@ -169,12 +174,16 @@ impl Changes {
 /// The regions whose nodes differ between two lists that hold the same
 /// nodes (by id, region and address) in the same order; `None` when they do
 /// not, for [`Changes::between`] to index them instead.
-fn pairwise(before: &[Node], after: &[Node]) -> Option<BTreeSet<String>> {
+fn pairwise<B: Borrow<Node>, A: Borrow<Node>>(
+    before: &[B],
+    after: &[A],
+) -> Option<BTreeSet<String>> {
     if before.len() != after.len() {
         return None;
     }
     let mut regions = BTreeSet::new();
     for (b, a) in before.iter().zip(after) {
+        let (b, a): (&Node, &Node) = (b.borrow(), a.borrow());
         if (&b.id, &b.region, b.address) != (&a.id, &a.region, a.address) {
             return None;
         }
@@ -207,9 +216,9 @@ fn weighed(node: &Node) -> Weighed<'_> {
 
 /// Each region's nodes as the weights read them, in an order of their own:
 /// a region's weights and answers do not depend on the list order.
-fn by_region(nodes: &[Node]) -> BTreeMap<&str, Vec<Weighed<'_>>> {
+fn by_region<N: Borrow<Node>>(nodes: &[N]) -> BTreeMap<&str, Vec<Weighed<'_>>> {
     let mut index: BTreeMap<&str, Vec<Weighed<'_>>> = BTreeMap::new();
-    for node in nodes {
+    for node in nodes.iter().map(Borrow::borrow) {
         index
             .entry(node.region.as_str())
             .or_default()
@@ -245,9 +254,9 @@ pub struct Incremental {
 /// `previous` is taken by value: the domains kept move into the new report.
 /// A caller that shares the previous report clones it first, which copies
 /// its map of shared entries, not the entries.
-pub fn compute_incremental(
+pub fn compute_incremental<N: Borrow<Node>>(
     decl: &Declarations,
-    nodes: &[Node],
+    nodes: &[N],
     previous: WeightsReport,
     changes: &Changes,
     now: Timestamp,
@@ -462,9 +471,9 @@ impl Hot {
 
 /// The declared regions (by key) that may change a domain serving them, by
 /// rules 3 and 4.
-fn hot_regions<'a>(
+fn hot_regions<'a, N: Borrow<Node>>(
     decl: &'a Declarations,
-    nodes: &[Node],
+    nodes: &[N],
     changes: &Changes,
     now: Timestamp,
 ) -> Vec<(&'a str, Hot)> {
@@ -479,7 +488,7 @@ fn hot_regions<'a>(
     // younger than the longest period.
     let mut youngest: BTreeMap<&str, Duration> = BTreeMap::new();
     if !longest.is_zero() {
-        for node in nodes {
+        for node in nodes.iter().map(Borrow::borrow) {
             let age = earlier.since(node.status_since);
             if age < longest {
                 youngest

@@ -84,6 +84,7 @@ pub mod scale;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Borrow;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -225,9 +226,9 @@ pub struct WeightsReport {
 /// `previous` is the last report's domains (keyed by domain, as in
 /// [`WeightsReport::domains`]); it feeds `last_known_good` and the
 /// split-brain guard. See the [module docs](self) for the rules.
-pub fn compute(
+pub fn compute<N: Borrow<Node>>(
     decl: &Declarations,
-    nodes: &[Node],
+    nodes: &[N],
     previous: &BTreeMap<String, Arc<DomainWeights>>,
     now: Timestamp,
     settings: &WeightSettings,
@@ -258,14 +259,18 @@ pub fn compute(
 
 /// Rule 6: whether so many nodes went down at once that the monitor, not the
 /// nodes, is the likelier culprit.
-fn split_brain_guard(
-    nodes: &[Node],
+fn split_brain_guard<N: Borrow<Node>>(
+    nodes: &[N],
     now: Timestamp,
     settings: &WeightSettings,
 ) -> Option<SplitBrain> {
     let mut total = 0u32;
     let mut went_down = 0u32;
-    for node in nodes.iter().filter(|n| n.status != NodeStatus::Drain) {
+    for node in nodes
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|n: &&Node| n.status != NodeStatus::Drain)
+    {
         total = total.saturating_add(1);
         if node.status == NodeStatus::Down
             && now.since(node.status_since) <= settings.split_brain_window
@@ -295,7 +300,8 @@ fn split_brain_guard(
 
 /// The nodes of one [`compute`] call, indexed once.
 struct Fleet<'a> {
-    nodes: &'a [Node],
+    /// Every node, in the caller's order.
+    nodes: Vec<&'a Node>,
     /// Each region's nodes (by the node's `region`), by id then address.
     by_region: BTreeMap<&'a str, Vec<Member<'a>>>,
     /// The first node with each id; built only when previous answers are
@@ -319,7 +325,8 @@ impl Member<'_> {
 impl<'a> Fleet<'a> {
     /// Indexes `nodes` by region: every region, or only the regions in
     /// `only` (an incremental recompute reads no other region's nodes).
-    fn new(nodes: &'a [Node], only: Option<&BTreeSet<&str>>) -> Self {
+    fn new<N: Borrow<Node>>(nodes: &'a [N], only: Option<&BTreeSet<&str>>) -> Self {
+        let nodes: Vec<&'a Node> = nodes.iter().map(Borrow::borrow).collect();
         let mut by_region: BTreeMap<&str, Vec<Member<'_>>> = BTreeMap::new();
         // Runs of neighbours in one region (lists are usually grouped by
         // region) take one look-up each.
@@ -334,7 +341,7 @@ impl<'a> Fleet<'a> {
             by_region
                 .entry(region)
                 .or_default()
-                .extend(run.iter().map(|node| Member {
+                .extend(run.iter().map(|&node| Member {
                     node,
                     id: OnceCell::new(),
                 }));
@@ -359,7 +366,7 @@ impl<'a> Fleet<'a> {
     fn by_id(&self, id: &str) -> Option<&'a Node> {
         let index = self.by_id.get_or_init(|| {
             let mut index = BTreeMap::new();
-            for node in self.nodes {
+            for &node in &self.nodes {
                 index.entry(node.id.as_str()).or_insert(node);
             }
             index
