@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
 use neutral_core::quorum::{self, Quorum, Verdict};
+use neutral_core::weights::incremental::Changes;
 use neutral_core::weights::{self, DomainWeights, SplitBrain, WeightSettings, WeightsReport};
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -326,26 +327,42 @@ impl World {
 
     /// The nodes a recompute reads ([`EngineNodes`]): the last recompute's
     /// node where its weighed fields and mode are unchanged, a fresh copy
-    /// where not. Both lists are sorted by id, so one merge pass pairs them.
-    pub fn engine_nodes(&self) -> Vec<Arc<Node>> {
-        let mut previous = self
-            .last_computed
-            .as_ref()
-            .map(|(_, nodes)| nodes.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .peekable();
-        self.nodes
+    /// where not; and what changed since the last recompute (`None`: there
+    /// was none). Both lists are sorted by id, so one merge pass pairs them
+    /// and sees every node registered, deregistered or changed.
+    pub fn engine_nodes(&self) -> (Vec<Arc<Node>>, Option<Changes>) {
+        let Some((previous_at, previous)) = &self.last_computed else {
+            let nodes = self
+                .nodes
+                .values()
+                .map(|entry| Arc::new(engine_view(entry)))
+                .collect();
+            return (nodes, None);
+        };
+        let mut changes = Changes::new(*previous_at);
+        let mut previous = previous.iter().peekable();
+        let nodes = self
+            .nodes
             .values()
             .map(|entry| {
                 let id = entry.record.node.id.as_str();
-                while previous.next_if(|seen| seen.id.as_str() < id).is_some() {}
+                while let Some(gone) = previous.next_if(|seen| seen.id.as_str() < id) {
+                    changes.node(Some(gone), None);
+                }
                 match previous.next_if(|seen| seen.id == id) {
                     Some(seen) if reads_the_same(seen, entry) => Arc::clone(seen),
-                    _ => Arc::new(engine_view(entry)),
+                    seen => {
+                        let fresh = engine_view(entry);
+                        changes.node(seen.map(|seen| &**seen), Some(&fresh));
+                        Arc::new(fresh)
+                    }
                 }
             })
-            .collect()
+            .collect();
+        for gone in previous {
+            changes.node(Some(gone), None);
+        }
+        (nodes, Some(changes))
     }
 
     /// Re-derives every node's liveness thresholds after new declarations.
@@ -436,7 +453,8 @@ pub struct RecomputeInputs {
     previous: Arc<WeightsReport>,
     previous_decl: Arc<Declarations>,
     calm: Option<(Arc<WeightsReport>, EngineNodes)>,
-    last_computed: Option<(Timestamp, EngineNodes)>,
+    /// What changed since the last recompute (`None`: there was none).
+    changes: Option<Changes>,
 }
 
 /// The result of a recompute: the new report and what it changed.
@@ -487,16 +505,14 @@ impl RecomputeInputs {
             previous,
             previous_decl,
             calm,
-            last_computed,
+            changes,
         } = self;
         // Same declarations as the report in force: only the domains the
         // node changes (or time) could touch are recomputed; the result is
         // the full computation's (a property test in the core holds them
         // equal).
-        let mut report = match last_computed {
-            Some((previous_at, previous_nodes)) if Arc::ptr_eq(&decl, &previous_decl) => {
-                let changes =
-                    weights::incremental::Changes::between(previous_at, &previous_nodes, &nodes);
+        let mut report = match changes {
+            Some(changes) if Arc::ptr_eq(&decl, &previous_decl) => {
                 // Cheap: the entries are shared, only the map is copied.
                 weights::incremental::compute_incremental(
                     &decl,
@@ -556,13 +572,14 @@ impl World {
     /// What a recompute starts from.
     pub fn recompute_inputs(&self) -> RecomputeInputs {
         let latest = self.views.latest();
+        let (nodes, changes) = self.engine_nodes();
         RecomputeInputs {
             decl: Arc::clone(&self.decl),
-            nodes: self.engine_nodes(),
+            nodes,
             previous: Arc::clone(&latest.report),
             previous_decl: Arc::clone(&latest.decl),
             calm: self.calm.clone(),
-            last_computed: self.last_computed.clone(),
+            changes,
         }
     }
 
@@ -1010,10 +1027,11 @@ mod tests {
         assert_eq!(world.reconcile(at, true)[0].status, NodeStatus::Down);
     }
 
-    /// A copy of `world`'s only node under another id and address.
-    fn add_node(world: &mut World, id: &str, last_octet: u8) {
+    /// A copy of `world`'s first node under another id, region and address.
+    fn add_node(world: &mut World, id: &str, region: &str, last_octet: u8) {
         let mut entry = world.nodes.values().next().unwrap().clone();
         entry.record.node.id = id.to_owned();
+        entry.record.node.region = region.to_owned();
         entry.record.node.address = std::net::IpAddr::from([192, 0, 2, last_octet]);
         world.nodes.insert(id.to_owned(), entry);
     }
@@ -1021,9 +1039,11 @@ mod tests {
     #[test]
     fn a_recompute_reuses_every_node_whose_weighed_fields_did_not_change() {
         let mut world = world_with_one_node(1, &[]);
-        add_node(&mut world, "n2", 2);
-        add_node(&mut world, "n3", 3);
-        let first = Arc::new(world.engine_nodes());
+        add_node(&mut world, "n2", "jp", 2);
+        add_node(&mut world, "n3", "kr", 3);
+        let (first, changes) = world.engine_nodes();
+        assert_eq!(changes, None, "no recompute before");
+        let first = Arc::new(first);
         assert_eq!(
             first.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
             ["n1", "n2", "n3"]
@@ -1044,9 +1064,9 @@ mod tests {
         n2.status = NodeStatus::Drain;
         n2.status_since = Timestamp(5_000);
         world.nodes.remove("n3");
-        add_node(&mut world, "n0", 9);
+        add_node(&mut world, "n0", "sg", 9);
 
-        let second = world.engine_nodes();
+        let (second, changes) = world.engine_nodes();
         assert_eq!(
             second.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
             ["n0", "n1", "n2"]
@@ -1055,16 +1075,33 @@ mod tests {
         assert!(!Arc::ptr_eq(&second[2], &first[1]), "n2 is a fresh copy");
         assert_eq!(second[2].status, NodeStatus::Drain);
         assert_eq!(second[2].status_since, Timestamp(5_000));
-        // The recompute sees exactly the drained node's region change.
-        let changes =
-            weights::incremental::Changes::between(Timestamp(1_000), &first[..2], &second[1..]);
-        assert_eq!(changes.regions, ["jp".to_owned()].into());
+        // The recompute sees what the weights would: the regions of the
+        // drained (jp), the deregistered (kr) and the registered (sg) node.
+        let changes = changes.expect("changes since the first");
+        assert_eq!(changes.previous_now, Timestamp(1_000));
+        assert_eq!(changes, Changes::between(Timestamp(1_000), &first, &second));
+        assert_eq!(
+            changes.regions,
+            ["jp".to_owned(), "kr".to_owned(), "sg".to_owned()].into()
+        );
+
+        // A heartbeat alone is no change.
+        world.last_computed = Some((Timestamp(2_000), Arc::new(second)));
+        world
+            .nodes
+            .get_mut("n1")
+            .unwrap()
+            .record
+            .node
+            .last_heartbeat = Some(Timestamp(6_000));
+        let (_, changes) = world.engine_nodes();
+        assert_eq!(changes, Some(Changes::new(Timestamp(2_000))));
 
         // A node never ready is down since forever, for the engine.
         let n0 = world.nodes.get_mut("n0").unwrap();
         n0.record.node.status = NodeStatus::Down;
         n0.liveness.ever_ready = false;
-        let third = world.engine_nodes();
+        let (third, _) = world.engine_nodes();
         assert_eq!(third[0].status_since, Timestamp::SINCE_FOREVER);
         assert_eq!(
             world.nodes_for_engine()[0].status_since,
