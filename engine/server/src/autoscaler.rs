@@ -44,10 +44,12 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
 }
 
 /// How far back metric samples are read: twice the longest window of any
-/// policy (the core looks back one window before the window start).
+/// policy of a declared region (the core looks back one window before the
+/// window start, and reads no sample of an undeclared region).
 fn lookback(decl: &Declarations) -> Duration {
     decl.autoscale
         .values()
+        .filter(|p| decl.regions.contains_key(&p.region))
         .map(|p| p.scale_up.for_.max(p.scale_down.for_))
         .max()
         .unwrap_or(Duration::ZERO)
@@ -628,6 +630,44 @@ mod tests {
             in_flight: true,
             failover_extra: 0,
         }
+    }
+
+    fn policy(region: &str, window_secs: u64) -> neutral_core::model::AutoscalePolicy {
+        use neutral_core::model::{AutoscalePolicy, ScaleDownRule, ScaleUpRule};
+        AutoscalePolicy {
+            region: region.into(),
+            scale_up: ScaleUpRule {
+                cpu_above: Some(0.75),
+                rtt_ms_above: None,
+                error_rate_above: None,
+                for_: Duration::from_secs(window_secs),
+                step: 1,
+            },
+            scale_down: ScaleDownRule {
+                cpu_below: Some(0.3),
+                rtt_ms_below: None,
+                error_rate_below: None,
+                for_: Duration::from_secs(window_secs / 2),
+                step: 1,
+            },
+            cooldown: Duration::from_secs(60),
+            failover_capacity: false,
+        }
+    }
+
+    #[test]
+    fn samples_are_read_back_twice_the_longest_window_of_a_declared_regions_policy() {
+        let mut decl = decl(1);
+        assert_eq!(lookback(&decl), Duration::from_secs(30), "no policy");
+        decl.autoscale.insert("jp".into(), policy("jp", 60));
+        assert_eq!(lookback(&decl), Duration::from_secs(150));
+        // A policy whose region is not declared reads no sample.
+        decl.autoscale.insert("gone".into(), policy("gone", 3600));
+        assert_eq!(lookback(&decl), Duration::from_secs(150));
+        assert_eq!(
+            regions_with_policy(&decl),
+            BTreeSet::from(["jp".to_owned()])
+        );
     }
 
     #[test]
