@@ -27,7 +27,7 @@
 //! 5. When even that is empty (every record drained or at weight 0), the rrset
 //!    answers nothing: NODATA ([`ServeMode::Empty`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use neutral_core::model::{AllDownPolicy, Declarations, Node, NodeStatus};
@@ -59,6 +59,29 @@ impl HealthView {
             view.set_all_down(&policy.domain, policy.all_down);
         }
         view
+    }
+
+    /// The addresses whose status differs between `self` and `other` (known
+    /// in one and not the other, or known in both with another status),
+    /// when both have the same all-down policies; `None` when they do not
+    /// (every rrset's answers may then change).
+    pub fn changed_addresses(&self, other: &HealthView) -> Option<HashSet<IpAddr>> {
+        if self.all_down != other.all_down {
+            return None;
+        }
+        let mut changed: HashSet<IpAddr> = self
+            .nodes
+            .iter()
+            .filter(|(address, status)| other.nodes.get(address) != Some(status))
+            .map(|(address, _)| *address)
+            .collect();
+        changed.extend(
+            other
+                .nodes
+                .keys()
+                .filter(|address| !self.nodes.contains_key(address)),
+        );
+        Some(changed)
     }
 
     /// Sets the status of `address`, replacing any earlier one.

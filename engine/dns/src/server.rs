@@ -26,7 +26,7 @@
 //! (zones stay compiled), so a node marked down leaves the answers as soon as
 //! `set_health` returns.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -44,11 +44,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::content::RrType;
-use crate::health::{HealthView, ServeMode};
+use crate::health::{AnswerSet, HealthView, ServeMode};
 use crate::metrics::{Counters, DnsMetrics, Transport};
 pub use crate::rrl::RateLimit;
 use crate::rrl::{Limiter, Verdict};
-use crate::snapshot::{CompiledZone, Resolution, ServedZone, Skipped, Snapshot};
+use crate::snapshot::{CompiledZone, Memory, Resolution, ServedZone, Skipped, Snapshot};
 use crate::zone::{Zone, ZoneSet, zone_key};
 
 /// Attempts at finding a port free for both UDP and TCP when asked for port 0.
@@ -144,6 +144,10 @@ struct State {
     /// copy of it (the daemon, in its store) knows when to write it again.
     last_known_good_generation: u64,
     modes: BTreeMap<(String, RrType), ServeMode>,
+    /// Each zone's answers as last published, with the compiled zone they
+    /// were made from: a health change makes again only the rrsets holding
+    /// an address whose status changed.
+    served: BTreeMap<String, (Arc<CompiledZone>, Vec<Arc<AnswerSet>>)>,
 }
 
 /// One A/AAAA rrset's last known good addresses (the all-down policy
@@ -412,6 +416,21 @@ impl DnsHandle {
     /// Replaces the health view; answers change when this returns.
     pub fn set_health(&self, health: HealthView) {
         let mut state = lock(&self.shared.state);
+        let touched = if state.health_known {
+            state.health.changed_addresses(&health)
+        } else {
+            None
+        };
+        state.health = health;
+        state.health_known = true;
+        self.publish_touched(&mut state, touched.as_ref());
+    }
+
+    /// [`DnsHandle::set_health`] making every rrset's answers again, as it
+    /// did before it made only the touched ones: what the tests compare with.
+    #[cfg(test)]
+    fn set_health_making_everything_again(&self, health: HealthView) {
+        let mut state = lock(&self.shared.state);
         state.health = health;
         state.health_known = true;
         self.publish(&mut state);
@@ -493,6 +512,14 @@ impl DnsHandle {
     /// Derives answer sets from the compiled zones and health, swaps the new
     /// snapshot in, and logs rrsets whose serve mode changed.
     fn publish(&self, state: &mut State) {
+        self.publish_touched(state, None);
+    }
+
+    /// Makes every zone's answers under the current health and serves them.
+    /// With `touched` (the addresses whose status alone changed since the
+    /// last publish), a zone compiled as then keeps its other rrsets'
+    /// answers and makes again only those of the rrsets holding one.
+    fn publish_touched(&self, state: &mut State, touched: Option<&HashSet<IpAddr>>) {
         let State {
             compiled,
             health,
@@ -500,21 +527,48 @@ impl DnsHandle {
             last_known_good_generation,
             health_known,
             modes,
+            served: served_before,
             ..
         } = state;
-        let remembered_before = last_known_good.clone();
+        let remembered_before = last_known_good.len();
+        let mut memory = Memory {
+            sets: last_known_good,
+            learn: *health_known,
+            changed: false,
+        };
         let mut served = Vec::with_capacity(compiled.len());
+        let mut next_served = BTreeMap::new();
         let mut next_modes = BTreeMap::new();
-        for zone in compiled.values() {
-            let answers = zone.answer_sets(health, last_known_good);
+        for (key, zone) in compiled.iter() {
+            let answers = match (touched, served_before.remove(key)) {
+                (Some(touched), Some((before, mut answers))) if Arc::ptr_eq(&before, zone) => {
+                    let sets: BTreeSet<usize> = touched
+                        .iter()
+                        .flat_map(|address| zone.sets_holding(*address).iter().copied())
+                        .collect();
+                    for index in sets {
+                        if let (Some(slot), Some(set)) = (
+                            answers.get_mut(index),
+                            zone.answer_set_at(index, health, &mut memory),
+                        ) {
+                            *slot = set;
+                        }
+                    }
+                    answers
+                }
+                _ => zone.answer_sets(health, &mut memory),
+            };
             for ((owner, rtype), set) in zone.address_rrsets().zip(&answers) {
                 next_modes.insert((owner.to_owned(), rtype), set.mode);
             }
             served.push(ServedZone {
                 compiled: zone.clone(),
-                answers,
+                answers: answers.clone(),
             });
+            next_served.insert(key.clone(), (Arc::clone(zone), answers));
         }
+        *served_before = next_served;
+        let mut remembered_changed = memory.changed;
         for (key, mode) in &next_modes {
             let before = modes.get(key).copied().unwrap_or(ServeMode::Healthy);
             if before == *mode {
@@ -527,11 +581,10 @@ impl DnsHandle {
                 tracing::warn!(%name, %rtype, mode = mode.as_str(), "no healthy record left; rrset answers by its all-down policy");
             }
         }
-        if !*health_known {
-            *last_known_good = remembered_before.clone();
-        }
+        let last_known_good = memory.sets;
         last_known_good.retain(|key, _| next_modes.contains_key(key));
-        if *last_known_good != remembered_before {
+        remembered_changed |= last_known_good.len() != remembered_before;
+        if remembered_changed {
             *last_known_good_generation = last_known_good_generation.wrapping_add(1);
         }
         *modes = next_modes;
@@ -895,3 +948,7 @@ fn encode(
     )?;
     Ok((bytes, u16::from(header.metadata.response_code)))
 }
+
+#[cfg(test)]
+#[path = "publish_tests.rs"]
+mod publish_tests;

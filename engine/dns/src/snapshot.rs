@@ -40,6 +40,9 @@ pub struct CompiledZone {
     /// Names below the apex that hold an NS rrset: delegation points.
     cuts: HashSet<LowerName>,
     address_sets: Vec<AddressSet>,
+    /// The address sets (indexes) each address is a candidate of: what one
+    /// node's status change touches.
+    by_address: HashMap<IpAddr, Vec<usize>>,
 }
 
 /// The rrsets at one name; none for an empty non-terminal.
@@ -199,6 +202,15 @@ impl CompiledZone {
         let mut negative_soa = soa.clone();
         negative_soa.ttl = negative_ttl;
         nodes.entry(origin.clone()).or_default();
+        let mut by_address: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        for (index, set) in address_sets.iter().enumerate() {
+            for candidate in &set.candidates {
+                let sets = by_address.entry(candidate.address).or_default();
+                if sets.last() != Some(&index) {
+                    sets.push(index);
+                }
+            }
+        }
         let compiled = CompiledZone {
             name: zone_name,
             origin,
@@ -207,6 +219,7 @@ impl CompiledZone {
             nodes,
             cuts,
             address_sets,
+            by_address,
         };
         (Some(compiled), skipped)
     }
@@ -232,26 +245,39 @@ impl CompiledZone {
             .map(|s| (s.owner.as_str(), s.rtype))
     }
 
-    /// Answer sets for every A/AAAA rrset under `health`, updating the
-    /// last-known-good `memory` (keyed by owner and type).
-    pub fn answer_sets(
-        &self,
-        health: &HealthView,
-        memory: &mut HashMap<(String, RrType), BTreeSet<IpAddr>>,
-    ) -> Vec<AnswerSet> {
-        self.address_sets
-            .iter()
-            .map(|set| {
-                let key = (set.owner.clone(), set.rtype);
-                let policy = health.all_down(&set.owner);
-                let (answers, remembered) =
-                    answer_set(&set.candidates, health, policy, memory.get(&key));
-                if let Some(remembered) = remembered {
-                    memory.insert(key, remembered);
-                }
-                answers
-            })
+    /// Answer sets for every A/AAAA rrset under `health`, in the order of
+    /// [`CompiledZone::address_rrsets`]; see [`CompiledZone::answer_set_at`].
+    pub fn answer_sets(&self, health: &HealthView, memory: &mut Memory<'_>) -> Vec<Arc<AnswerSet>> {
+        (0..self.address_sets.len())
+            .filter_map(|index| self.answer_set_at(index, health, memory))
             .collect()
+    }
+
+    /// The answer set of the A/AAAA rrset at `index` under `health`,
+    /// updating the last-known-good `memory` (`None`: no such rrset).
+    pub fn answer_set_at(
+        &self,
+        index: usize,
+        health: &HealthView,
+        memory: &mut Memory<'_>,
+    ) -> Option<Arc<AnswerSet>> {
+        let set = self.address_sets.get(index)?;
+        let key = (set.owner.clone(), set.rtype);
+        let policy = health.all_down(&set.owner);
+        let (answers, remembered) =
+            answer_set(&set.candidates, health, policy, memory.sets.get(&key));
+        if let Some(remembered) = remembered.filter(|_| memory.learn)
+            && memory.sets.get(&key) != Some(&remembered)
+        {
+            memory.sets.insert(key, remembered);
+            memory.changed = true;
+        }
+        Some(Arc::new(answers))
+    }
+
+    /// The indexes of the A/AAAA rrsets that hold `address`.
+    pub fn sets_holding(&self, address: IpAddr) -> &[usize] {
+        self.by_address.get(&address).map_or(&[], Vec::as_slice)
     }
 
     /// The highest delegation point at or above `name`, if any.
@@ -279,12 +305,23 @@ fn address_of(data: &RData) -> Option<IpAddr> {
     }
 }
 
+/// The last-known-good memory as answer sets are made: every A/AAAA rrset's
+/// last healthy addresses (keyed by owner and type), whether it may learn
+/// (not before the first health view) and whether it changed.
+#[derive(Debug)]
+pub struct Memory<'a> {
+    pub sets: &'a mut HashMap<(String, RrType), BTreeSet<IpAddr>>,
+    pub learn: bool,
+    pub changed: bool,
+}
+
 /// A compiled zone with the answers health leaves it.
 #[derive(Debug)]
 pub struct ServedZone {
     pub compiled: Arc<CompiledZone>,
-    /// Indexed like the zone's address sets.
-    pub answers: Vec<AnswerSet>,
+    /// Indexed like the zone's address sets; shared with the next snapshot
+    /// for the rrsets a health change does not touch.
+    pub answers: Vec<Arc<AnswerSet>>,
 }
 
 /// Everything one query needs, immutable.
@@ -345,7 +382,14 @@ impl Snapshot {
             let (compiled, problems) = CompiledZone::compile(zone);
             skipped.extend(problems);
             if let Some(compiled) = compiled {
-                let answers = compiled.answer_sets(health, memory);
+                let answers = compiled.answer_sets(
+                    health,
+                    &mut Memory {
+                        sets: memory,
+                        learn: true,
+                        changed: false,
+                    },
+                );
                 served.push(ServedZone {
                     compiled: Arc::new(compiled),
                     answers,
