@@ -416,7 +416,13 @@ impl DnsHandle {
     /// Replaces the health view; answers change when this returns.
     pub fn set_health(&self, health: HealthView) {
         let mut state = lock(&self.shared.state);
-        let touched = if state.health_known {
+        // Diffing the views costs a pass over every address: worth it only
+        // when some rrset's answers would otherwise all be made again.
+        let answers_to_keep = state
+            .compiled
+            .values()
+            .any(|zone| zone.address_rrsets().next().is_some());
+        let touched = if state.health_known && answers_to_keep {
             state.health.changed_addresses(&health)
         } else {
             None
