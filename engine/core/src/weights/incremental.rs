@@ -134,24 +134,14 @@ impl Changes {
 
     /// The changes from the nodes `before` (as `previous` was computed, at
     /// `previous_now`) to the nodes `after`: every region whose nodes differ
-    /// in the fields the weights read, whatever their order.
-    ///
-    /// Two lists of the same nodes in the same order (the daemon lists its
-    /// nodes by id, and most recomputes follow a status change) are compared
-    /// pair by pair in one pass, with no index; otherwise both lists are
-    /// indexed by region and sorted. [`Changes::node`] is cheaper still for
-    /// known events.
+    /// in the fields the weights read, whatever their order. It indexes and
+    /// sorts both lists; [`Changes::node`] is cheaper for known events (the
+    /// daemon records them as it builds its node list).
     pub fn between<B: Borrow<Node>, A: Borrow<Node>>(
         previous_now: Timestamp,
         before: &[B],
         after: &[A],
     ) -> Self {
-        if let Some(regions) = pairwise(before, after) {
-            return Changes {
-                previous_now,
-                regions,
-            };
-        }
         let (before, after) = (by_region(before), by_region(after));
         let mut regions = BTreeSet::new();
         for (region, nodes) in &before {
@@ -169,30 +159,6 @@ impl Changes {
             regions,
         }
     }
-}
-
-/// The regions whose nodes differ between two lists that hold the same
-/// nodes (by id, region and address) in the same order; `None` when they do
-/// not, for [`Changes::between`] to index them instead.
-fn pairwise<B: Borrow<Node>, A: Borrow<Node>>(
-    before: &[B],
-    after: &[A],
-) -> Option<BTreeSet<String>> {
-    if before.len() != after.len() {
-        return None;
-    }
-    let mut regions = BTreeSet::new();
-    for (b, a) in before.iter().zip(after) {
-        let (b, a): (&Node, &Node) = (b.borrow(), a.borrow());
-        if (&b.id, &b.region, b.address) != (&a.id, &a.region, a.address) {
-            return None;
-        }
-        if (b.status, b.status_since) != (a.status, a.status_since) && !regions.contains(&a.region)
-        {
-            regions.insert(a.region.clone());
-        }
-    }
-    Some(regions)
 }
 
 /// The fields of a node the weights read.
