@@ -10,6 +10,7 @@ use neutral_core::model::{AllDownPolicy, NodeStatus};
 use proptest::prelude::*;
 
 use super::*;
+use crate::health::AnswerSet;
 use crate::zone::{Record, RrSetChange, ZonePatch, ZoneRules, apply_patch};
 
 const DOMAINS: [&str; 4] = ["a", "b", "c", "d"];
@@ -121,7 +122,7 @@ proptest! {
         let (everything, _) = DnsHandle::detached(zones);
         for (step, view) in views.into_iter().enumerate() {
             touched.set_health(view.clone());
-            everything.set_health_making_everything_again(view);
+            everything.replace_health(view, false);
             prop_assert_eq!(served(&touched), served(&everything), "answers at step {}", step);
             prop_assert_eq!(touched.degraded(), everything.degraded(), "modes at step {}", step);
             prop_assert_eq!(

@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::content::RrType;
-use crate::health::{AnswerSet, HealthView, ServeMode};
+use crate::health::{HealthView, ServeMode};
 use crate::metrics::{Counters, DnsMetrics, Transport};
 pub use crate::rrl::RateLimit;
 use crate::rrl::{Limiter, Verdict};
@@ -144,10 +144,6 @@ struct State {
     /// copy of it (the daemon, in its store) knows when to write it again.
     last_known_good_generation: u64,
     modes: BTreeMap<(String, RrType), ServeMode>,
-    /// Each zone's answers as last published, with the compiled zone they
-    /// were made from: a health change makes again only the rrsets holding
-    /// an address whose status changed.
-    served: BTreeMap<String, (Arc<CompiledZone>, Vec<Arc<AnswerSet>>)>,
 }
 
 /// One A/AAAA rrset's last known good addresses (the all-down policy
@@ -415,6 +411,13 @@ impl DnsHandle {
 
     /// Replaces the health view; answers change when this returns.
     pub fn set_health(&self, health: HealthView) {
+        self.replace_health(health, true);
+    }
+
+    /// Replaces the health view and publishes; with `diff`, only the rrsets
+    /// holding an address whose status changed are made again (without, as
+    /// the tests compare with, every rrset is).
+    fn replace_health(&self, health: HealthView, diff: bool) {
         let mut state = lock(&self.shared.state);
         // Diffing the views costs a pass over every address: worth it only
         // when some rrset's answers would otherwise all be made again.
@@ -422,7 +425,7 @@ impl DnsHandle {
             .compiled
             .values()
             .any(|zone| zone.address_rrsets().next().is_some());
-        let touched = if state.health_known && answers_to_keep {
+        let touched = if diff && state.health_known && answers_to_keep {
             state.health.changed_addresses(&health)
         } else {
             None
@@ -430,16 +433,6 @@ impl DnsHandle {
         state.health = health;
         state.health_known = true;
         self.publish_touched(&mut state, touched.as_ref());
-    }
-
-    /// [`DnsHandle::set_health`] making every rrset's answers again, as it
-    /// did before it made only the touched ones: what the tests compare with.
-    #[cfg(test)]
-    fn set_health_making_everything_again(&self, health: HealthView) {
-        let mut state = lock(&self.shared.state);
-        state.health = health;
-        state.health_known = true;
-        self.publish(&mut state);
     }
 
     /// The last-known-good memory (every A/AAAA rrset's last healthy
@@ -533,9 +526,17 @@ impl DnsHandle {
             last_known_good_generation,
             health_known,
             modes,
-            served: served_before,
             ..
         } = state;
+        // The answers in force: a zone compiled as then keeps those of the
+        // rrsets no touched address is in.
+        let before = Arc::clone(
+            &self
+                .shared
+                .snapshot
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         let remembered_before = last_known_good.len();
         let mut memory = Memory {
             sets: last_known_good,
@@ -543,11 +544,11 @@ impl DnsHandle {
             changed: false,
         };
         let mut served = Vec::with_capacity(compiled.len());
-        let mut next_served = BTreeMap::new();
         let mut next_modes = BTreeMap::new();
-        for (key, zone) in compiled.iter() {
-            let answers = match (touched, served_before.remove(key)) {
-                (Some(touched), Some((before, mut answers))) if Arc::ptr_eq(&before, zone) => {
+        for zone in compiled.values() {
+            let answers = match (touched, before.answers_of(zone)) {
+                (Some(touched), Some(answers)) => {
+                    let mut answers = answers.to_vec();
                     let sets: BTreeSet<usize> = touched
                         .iter()
                         .flat_map(|address| zone.sets_holding(*address).iter().copied())
@@ -569,11 +570,9 @@ impl DnsHandle {
             }
             served.push(ServedZone {
                 compiled: zone.clone(),
-                answers: answers.clone(),
+                answers,
             });
-            next_served.insert(key.clone(), (Arc::clone(zone), answers));
         }
-        *served_before = next_served;
         let mut remembered_changed = memory.changed;
         for (key, mode) in &next_modes {
             let before = modes.get(key).copied().unwrap_or(ServeMode::Healthy);

@@ -369,6 +369,15 @@ impl Snapshot {
         }
     }
 
+    /// The answers served for `zone`, when they were made from this very
+    /// compilation of it.
+    pub fn answers_of(&self, zone: &Arc<CompiledZone>) -> Option<&[Arc<AnswerSet>]> {
+        self.zones
+            .get(&zone.origin)
+            .filter(|served| Arc::ptr_eq(&served.compiled, zone))
+            .map(|served| served.answers.as_slice())
+    }
+
     /// Compiles every zone of `set` and applies `health`; for tests and
     /// one-off use (the server keeps compiled zones between changes).
     pub fn build(
