@@ -331,15 +331,11 @@ impl World {
     /// was none). Both lists are sorted by id, so one merge pass pairs them
     /// and sees every node registered, deregistered or changed.
     pub fn engine_nodes(&self) -> (Vec<Arc<Node>>, Option<Changes>) {
-        let Some((previous_at, previous)) = &self.last_computed else {
-            let nodes = self
-                .nodes
-                .values()
-                .map(|entry| Arc::new(engine_view(entry)))
-                .collect();
-            return (nodes, None);
+        let (previous_at, previous) = match &self.last_computed {
+            Some((at, nodes)) => (Some(*at), nodes.as_slice()),
+            None => (None, &[][..]),
         };
-        let mut changes = Changes::new(*previous_at);
+        let mut changes = Changes::new(previous_at.unwrap_or_default());
         let mut previous = previous.iter().peekable();
         let nodes = self
             .nodes
@@ -362,7 +358,7 @@ impl World {
         for gone in previous {
             changes.node(Some(gone), None);
         }
-        (nodes, Some(changes))
+        (nodes, previous_at.map(|_| changes))
     }
 
     /// Re-derives every node's liveness thresholds after new declarations.
@@ -815,17 +811,6 @@ fn stored_report(store: &Store, key: &str, commit: Option<&String>) -> Option<St
     }
 }
 
-/// Previous answers of a domain, for reads.
-pub fn domain_weights(world: &World, domain: &str) -> Option<DomainWeights> {
-    world
-        .report()
-        .domains
-        .get(domain)
-        .map(|weights| DomainWeights::clone(weights))
-}
-
-pub type DomainMap = BTreeMap<String, DomainWeights>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1050,16 +1035,19 @@ mod tests {
         );
         assert!(first.iter().all(|n| n.last_heartbeat.is_none()));
         world.last_computed = Some((Timestamp(1_000), Arc::clone(&first)));
+        let beat = |world: &mut World, at: i64| {
+            world
+                .nodes
+                .get_mut("n1")
+                .unwrap()
+                .record
+                .node
+                .last_heartbeat = Some(Timestamp(at));
+        };
 
         // A heartbeat (not weighed) and a status change (weighed); a node
         // registered and one deregistered.
-        world
-            .nodes
-            .get_mut("n1")
-            .unwrap()
-            .record
-            .node
-            .last_heartbeat = Some(Timestamp(5_000));
+        beat(&mut world, 5_000);
         let n2 = &mut world.nodes.get_mut("n2").unwrap().record.node;
         n2.status = NodeStatus::Drain;
         n2.status_since = Timestamp(5_000);
@@ -1087,13 +1075,7 @@ mod tests {
 
         // A heartbeat alone is no change.
         world.last_computed = Some((Timestamp(2_000), Arc::new(second)));
-        world
-            .nodes
-            .get_mut("n1")
-            .unwrap()
-            .record
-            .node
-            .last_heartbeat = Some(Timestamp(6_000));
+        beat(&mut world, 6_000);
         let (_, changes) = world.engine_nodes();
         assert_eq!(changes, Some(Changes::new(Timestamp(2_000))));
 
