@@ -357,22 +357,32 @@ mod tests {
         }
     }
 
+    /// A read of `verdicts` through change `through`, with replicas `a` and
+    /// `me` live.
+    fn read(through: i64, complete: bool, verdicts: Vec<StoredVerdict>) -> VerdictChanges {
+        VerdictChanges {
+            through,
+            complete,
+            live: vec!["a".into(), "me".into()],
+            verdicts,
+        }
+    }
+
     #[test]
     fn only_live_replicas_verdicts_count_and_a_read_folds_in_what_changed() {
         let mut others = Others::default();
         fold_verdicts(
             &mut others,
             "me",
-            VerdictChanges {
-                through: 5,
-                complete: true,
-                live: vec!["a".into(), "me".into()],
-                verdicts: vec![
+            read(
+                5,
+                true,
+                vec![
                     stored("a", "n1", false),
                     stored("gone", "n1", false),
                     stored("me", "n1", true),
                 ],
-            },
+            ),
         );
         let vantage = others.vantage("me");
         assert_eq!(vantage.live, 2);
@@ -388,26 +398,12 @@ mod tests {
         fold_verdicts(
             &mut others,
             "me",
-            VerdictChanges {
-                through: 9,
-                complete: false,
-                live: vec!["a".into(), "me".into()],
-                verdicts: vec![stored("a", "n1", true)],
-            },
+            read(9, false, vec![stored("a", "n1", true)]),
         );
         assert!(others.dirty);
         assert!(others.vantage("me").others["n1"][0].ready);
         others.dirty = false;
-        fold_verdicts(
-            &mut others,
-            "me",
-            VerdictChanges {
-                through: 9,
-                complete: false,
-                live: vec!["a".into(), "me".into()],
-                verdicts: vec![],
-            },
-        );
+        fold_verdicts(&mut others, "me", read(9, false, vec![]));
         assert!(!others.dirty, "nothing changed");
     }
 }
