@@ -17,16 +17,17 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use neutral_core::model::NodeStatus;
 use neutral_dns::{
     DnsServer, HealthView, Record, RrSetChange, Zone, ZonePatch, ZoneRules, ZoneSet, apply_patch,
 };
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// [`common::env_number`] as a count.
+fn env_count(name: &str, default: usize) -> usize {
+    let default = u64::try_from(default).unwrap_or(u64::MAX);
+    usize::try_from(common::env_number(name, default)).unwrap_or(usize::MAX)
 }
 
 fn address(index: usize) -> IpAddr {
@@ -68,10 +69,10 @@ fn median_p90(mut samples: Vec<Duration>) -> (Duration, Duration) {
 }
 
 fn main() {
-    let domains = env_number("HEALTH_DOMAINS", 1000).clamp(1, 5000);
-    let records = env_number("HEALTH_RECORDS", 300).clamp(1, 1000);
-    let nodes = env_number("HEALTH_NODES", 10_000).clamp(records, 100_000);
-    let trials = env_number("HEALTH_TRIALS", 50).clamp(1, 1000);
+    let domains = env_count("HEALTH_DOMAINS", 1000).clamp(1, 5000);
+    let records = env_count("HEALTH_RECORDS", 300).clamp(1, 1000);
+    let nodes = env_count("HEALTH_NODES", 10_000).clamp(records, 100_000);
+    let trials = env_count("HEALTH_TRIALS", 50).clamp(1, 1000);
 
     let started = Instant::now();
     let zone = Zone::create("example.com.", &["ns1.example.com."]).expect("zone");

@@ -24,15 +24,11 @@ use neutral_dns::{
 };
 use tokio::net::UdpSocket;
 
+mod common;
+use common::env_number;
+
 const WARM_UP: Duration = Duration::from_secs(1);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn zone() -> Zone {
     let zone = Zone::create("example.com.", &["ns1.example.com."]).expect("zone");
