@@ -4,7 +4,10 @@
 //!   domain served by 3 of them, full recompute (target < 50 ms);
 //! - the worst case: every domain served by all 100 regions, full recompute
 //!   (target < 100 ms), with what it is made of: copying and dropping the
-//!   8.8 million answers it returns;
+//!   report; once at the regions' base weights (`full-100`: domains share
+//!   each region's answers) and once at weights of each domain's own
+//!   (`full-own`: no two domains share a region's answers, 8.8 million
+//!   answers made);
 //! - one node's status change, incremental recompute
 //!   (`weights::compute_incremental`), 1,000 domains × 3 of 100 regions
 //!   (target < 1 ms), and for reference with every domain served by all 100
@@ -82,9 +85,39 @@ fn report(name: &str, target: Duration, (min, median, max): (Duration, Duration,
     );
 }
 
+/// How the domains of the weights fixture weigh their regions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Weighting {
+    /// `regions_per_domain` regions (all of them when 100) at the regions'
+    /// base weights when all, at the domain's own weights otherwise.
+    Serving(u32),
+    /// All 100 regions, each domain at weights of its own (`100 + d` for
+    /// every region of domain `d`): no two domains evaluate a region alike.
+    AllOwnWeights,
+}
+
+impl Weighting {
+    fn name(self) -> String {
+        match self {
+            Weighting::Serving(regions) => format!("{regions} regions per domain"),
+            Weighting::AllOwnWeights => {
+                "100 regions per domain, each at the domain's own weight".into()
+            }
+        }
+    }
+
+    fn regions_per_domain(self) -> u32 {
+        match self {
+            Weighting::Serving(regions) => regions,
+            Weighting::AllOwnWeights => 100,
+        }
+    }
+}
+
 /// 100 regions × 100 nodes (1 in 17 down, 1 in 17 drained) and 1,000
-/// domains, each serving `regions_per_domain` regions (all of them when 100).
-fn weights_fixture(regions_per_domain: u32) -> (Declarations, Vec<Node>) {
+/// domains, each serving regions as `weighting` says.
+fn weights_fixture(weighting: Weighting) -> (Declarations, Vec<Node>) {
+    let regions_per_domain = weighting.regions_per_domain();
     let mut decl = Declarations::default();
     let mut nodes = Vec::new();
     for r in 0..100u32 {
@@ -143,7 +176,9 @@ fn weights_fixture(regions_per_domain: u32) -> (Declarations, Vec<Node>) {
                 ttl: 30,
                 dns: DnsBackendKind::Embedded,
                 min_ready_nodes: 1,
-                regions: if regions_per_domain >= 100 {
+                regions: if weighting == Weighting::AllOwnWeights {
+                    (0..100u32).map(|r| (format!("r{r:03}"), 100 + d)).collect()
+                } else if regions_per_domain >= 100 {
                     BTreeMap::new()
                 } else {
                     (0..regions_per_domain)
@@ -187,21 +222,30 @@ fn dns_fixture() -> (Vec<RecordSet>, Vec<RecordSet>) {
     (desired, current)
 }
 
-fn bench_weights(regions_per_domain: u32) {
-    let (decl, nodes) = weights_fixture(regions_per_domain);
+fn bench_weights(weighting: Weighting) {
+    let regions_per_domain = weighting.regions_per_domain();
+    let name = weighting.name();
+    let (decl, nodes) = weights_fixture(weighting);
     let previous = BTreeMap::new();
     let settings = WeightSettings::default();
-    let answers: usize = weights::compute(&decl, &nodes, &previous, NOW, &settings)
+    let sample = weights::compute(&decl, &nodes, &previous, NOW, &settings);
+    let answers: usize = sample.domains.values().map(|d| d.answers.len()).sum();
+    // Answers are held in runs shared by the domains that evaluate a region
+    // alike; the answers actually made are those of the distinct runs.
+    let mut runs = std::collections::HashSet::new();
+    let made: usize = sample
         .domains
         .values()
-        .map(|d| d.answers.len())
+        .flat_map(|d| d.answers.runs())
+        .filter(|run| runs.insert(std::sync::Arc::as_ptr(run).cast::<()>()))
+        .map(|run| run.len())
         .sum();
     println!(
-        "weights fixture: 1000 domains x {regions_per_domain} regions each, 100 regions x 100 nodes -> {answers} answers"
+        "weights fixture: 1000 domains x {name}, 100 regions x 100 nodes -> {answers} answers, {made} of them made (the rest shared)"
     );
     let target = if regions_per_domain >= 100 { 100 } else { 50 };
     report(
-        &format!("weights: full recompute, {regions_per_domain} regions per domain"),
+        &format!("weights: full recompute, {name}"),
         Duration::from_millis(target),
         median_of(7, || {
             black_box(weights::compute(
@@ -216,21 +260,18 @@ fn bench_weights(regions_per_domain: u32) {
     if regions_per_domain < 100 {
         return;
     }
-    // What the worst case is made of: the report's answers (72 bytes and
-    // three shared reference counts each) written into fresh memory.
+    // What the worst case is made of: the answers made, written into fresh
+    // memory, and their drop.
     reference(
-        &format!(
-            "weights: full recompute, {regions_per_domain} regions per domain, the report's drop not timed"
-        ),
+        &format!("weights: full recompute, {name}, the report's drop not timed"),
         median_with_setup(
             7,
             || (),
             |()| weights::compute(black_box(&decl), &nodes, &previous, NOW, &settings),
         ),
     );
-    let sample = weights::compute(&decl, &nodes, &previous, NOW, &settings);
     reference(
-        &format!("reference: copying that report ({answers} answers) while it is kept"),
+        &format!("reference: copying that report ({made} answers made) while it is kept"),
         median_with_setup(7, || (), |()| black_box(&sample).clone()),
     );
     reference(
@@ -242,7 +283,7 @@ fn bench_weights(regions_per_domain: u32) {
 /// One node of region r042 goes down (then, in the next run, the same from
 /// the same previous report): an incremental recompute.
 fn bench_incremental(regions_per_domain: u32, runs: usize) {
-    let (decl, nodes) = weights_fixture(regions_per_domain);
+    let (decl, nodes) = weights_fixture(Weighting::Serving(regions_per_domain));
     let settings = WeightSettings::default();
     let previous_now = Timestamp(NOW.0 - 10_000);
     let previous = weights::compute(&decl, &nodes, &BTreeMap::new(), previous_now, &settings);
@@ -295,14 +336,17 @@ fn bench_incremental(regions_per_domain: u32, runs: usize) {
 fn main() {
     // `cargo bench -p neutral-core --bench core -- incremental` runs only the
     // benchmarks whose name contains `incremental` (names: full-3, full-100,
-    // incremental-3, incremental-100, dnsplan).
+    // full-own, incremental-3, incremental-100, dnsplan, autoscale).
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     if wanted("full-3") {
-        bench_weights(3);
+        bench_weights(Weighting::Serving(3));
     }
     if wanted("full-100") {
-        bench_weights(100);
+        bench_weights(Weighting::Serving(100));
+    }
+    if wanted("full-own") {
+        bench_weights(Weighting::AllOwnWeights);
     }
     if wanted("incremental-3") {
         bench_incremental(3, 301);

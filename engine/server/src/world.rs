@@ -18,7 +18,9 @@ use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
 use neutral_core::quorum::{self, Quorum, Verdict};
 use neutral_core::weights::incremental::Changes;
-use neutral_core::weights::{self, DomainWeights, SplitBrain, WeightSettings, WeightsReport};
+use neutral_core::weights::{
+    self, Answer, Answers, DomainWeights, SplitBrain, WeightSettings, WeightsReport,
+};
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};
 
@@ -653,14 +655,24 @@ fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
             .iter()
             .map(|r| (&r.region, r.effective))
             .eq(after.regions.iter().map(|r| (&r.region, r.effective)))
-        || !before
-            .answers
+        || answers_differ(&before.answers, &after.answers)
+}
+
+/// Whether two domains' answers differ in node, address or weight. Runs of
+/// answers both share (`Answers`) are not read: after one node's change
+/// only its region's run is.
+fn answers_differ(before: &Answers, after: &Answers) -> bool {
+    fn key(a: &Answer) -> (&str, std::net::IpAddr, u32) {
+        (&a.node_id, a.address, a.weight)
+    }
+    if before.runs().len() == after.runs().len() {
+        return before
+            .runs()
             .iter()
-            .map(|a| (&a.node_id, a.address, a.weight))
-            .eq(after
-                .answers
-                .iter()
-                .map(|a| (&a.node_id, a.address, a.weight)))
+            .zip(after.runs())
+            .any(|(b, a)| !Arc::ptr_eq(b, a) && !b.iter().map(key).eq(a.iter().map(key)));
+    }
+    !before.iter().map(key).eq(after.iter().map(key))
 }
 
 /// Answer changes a summary names one by one; the rest are counted.
@@ -677,9 +689,13 @@ fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
         .iter()
         .map(|r| format!("{} {}", r.region, r.effective))
         .collect();
-    let old: HashMap<&str, u32> = before
-        .map(|b| b.answers.iter().map(|a| (&*a.node_id, a.weight)).collect())
-        .unwrap_or_default();
+    // Runs of answers both share hold no change.
+    let empty = Answers::default();
+    let before_answers = before.map_or(&empty, |b| &b.answers);
+    let old: HashMap<&str, u32> = before_answers
+        .not_shared_with(&w.answers)
+        .map(|a| (&*a.node_id, a.weight))
+        .collect();
     let mut changes = Vec::new();
     let mut more = 0usize;
     let mut note = |change: String| {
@@ -689,7 +705,8 @@ fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
             more += 1;
         }
     };
-    for answer in &w.answers {
+    let fresh = w.answers.not_shared_with(before_answers);
+    for answer in fresh.clone() {
         match old.get(&*answer.node_id) {
             None => note(format!("+{}={}", answer.node_id, answer.weight)),
             Some(weight) if *weight != answer.weight => {
@@ -698,7 +715,7 @@ fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
             Some(_) => {}
         }
     }
-    let new: HashSet<&str> = w.answers.iter().map(|a| &*a.node_id).collect();
+    let new: HashSet<&str> = fresh.map(|a| &*a.node_id).collect();
     let mut gone: Vec<&str> = old.keys().copied().filter(|id| !new.contains(id)).collect();
     gone.sort_unstable();
     for gone in gone {

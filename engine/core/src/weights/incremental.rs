@@ -67,28 +67,25 @@
 //! previous report's entries, neither copied nor compared, and a caller that
 //! shares the previous report copies only its map of `Arc`s.
 //!
-//! A recomputed domain that was `normal` and stays `normal` is patched in
-//! place: its answers are its weighted regions' answers one region after
-//! the other, so only the ranges of the regions that changed or may ramp
-//! (the same test as 3. and 4., per region) are made again. Its entry is
-//! copied first when the previous report still shares it (the daemon's
-//! published views do): the copy moves each answer's shared text, the
-//! answers of the regions left alone are not made again. Its regions and notes
-//! are rebuilt from the evaluations as [`compute`] writes them. When every
-//! domain serves the changed region (1,000 domains × 100 regions of 100
-//! nodes), one node's change then rewrites about 88 answers per domain
-//! instead of 8,800.
+//! A recomputed domain that was `normal` and stays `normal` keeps the
+//! answers of every region left alone: its answers are one shared run per
+//! serving region ([`Answers`]), so only the runs of the regions that
+//! changed or may ramp (the same test as 3. and 4., per region) are made
+//! again, once for all the domains that evaluate them alike, and the others
+//! are kept by reference. Its regions and notes are rebuilt from the
+//! evaluations as [`compute`] writes them. When every domain serves the
+//! changed region (1,000 domains × 100 regions of 100 nodes), one node's
+//! change makes about 88 answers once, not 88 per domain.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    AnswerMode, DomainWeights, Fleet, RegionEval, RegionEvaluator, WeightSettings, WeightsReport,
-    choose_answers, compute, domain_entry, domain_evals, region_answers, split_brain_guard,
+    AnswerMode, Answers, DomainWeights, Fleet, RegionEval, RegionEvaluator, WeightSettings,
+    WeightsReport, choose_answers, compute, domain_entry, domain_evals, split_brain_guard,
     weights_text,
 };
 use crate::health;
@@ -308,15 +305,14 @@ pub fn compute_incremental<N: Borrow<Node>>(
         recomputed.push(domain.clone());
         let (evals, mut reasons) = domain_evals(decl, policy, &mut evaluator);
         if let Some(entry) = domains.get_mut(domain)
-            && let Some(segments) = segments(entry, &evals)
+            && runs_align(entry, &evals)
         {
-            let entry = Arc::make_mut(entry);
             let hot = |eval: &RegionEval<'_>| {
                 hot_by_name
                     .get(&*eval.weight.region)
                     .is_some_and(|hot| hot.affects(policy))
             };
-            patch(entry, &evals, &segments, reasons, hot);
+            *entry = Arc::new(patched(policy, entry, &evals, reasons, hot));
             continue;
         }
         let (mode, answers) = choose_answers(
@@ -339,69 +335,67 @@ pub fn compute_incremental<N: Borrow<Node>>(
     }
 }
 
-/// Where each serving region's answers sit in a domain's previous answers,
-/// when the domain was and stays `normal` (then its answers are each
-/// weighted region's ready nodes with a positive share, region after region)
-/// and the previous entry lists the same regions; `None` otherwise.
-fn segments(entry: &DomainWeights, evals: &[Rc<RegionEval<'_>>]) -> Option<Vec<Range<usize>>> {
-    if entry.mode != AnswerMode::Normal
-        || !evals.iter().any(|e| e.weight.effective > 0)
-        || entry.regions.len() != evals.len()
-    {
-        return None;
-    }
-    let mut ranges = Vec::with_capacity(evals.len());
-    let mut start = 0usize;
-    for (before, eval) in entry.regions.iter().zip(evals) {
-        if before.region != eval.weight.region {
-            return None;
-        }
-        // Rule 3: `min(w, n)` of `n` ready nodes get a positive share of `w`.
-        let count = if before.effective == 0 {
-            0
-        } else {
-            before.effective.min(before.ready)
-        };
-        let end = start.checked_add(usize::try_from(count).ok()?)?;
-        // The range's ends must be this region's (not every answer is read:
-        // that would cost as much as the answers themselves).
-        let answers = entry.answers.get(start..end)?;
-        if [answers.first(), answers.last()]
-            .into_iter()
-            .flatten()
-            .any(|a| a.region != before.region)
-        {
-            return None;
-        }
-        ranges.push(start..end);
-        start = end;
-    }
-    (start == entry.answers.len()).then_some(ranges)
+/// Whether a domain's previous entry holds one run of answers per serving
+/// region, in the order of `evals`, and the domain was and stays `normal`:
+/// then a region left alone keeps its run.
+fn runs_align(entry: &DomainWeights, evals: &[Rc<RegionEval<'_>>]) -> bool {
+    let runs = entry.answers.runs();
+    entry.mode == AnswerMode::Normal
+        && evals.iter().any(|e| e.weight.effective > 0)
+        && entry.regions.len() == evals.len()
+        && runs.len() == evals.len()
+        && entry
+            .regions
+            .iter()
+            .zip(evals)
+            .zip(runs)
+            .all(|((before, eval), run)| {
+                // Rule 3: `min(w, n)` of `n` ready nodes get a positive share
+                // of `w`.
+                let count = if before.effective == 0 {
+                    0
+                } else {
+                    before.effective.min(before.ready)
+                };
+                before.region == eval.weight.region
+                    && usize::try_from(count).is_ok_and(|count| count == run.len())
+                    && run.first().is_none_or(|a| a.region == before.region)
+            })
 }
 
-/// Brings a `normal` domain's entry up to date in place: the answers of the
-/// regions `hot` picks are computed again, every other region's answers stay
-/// where they are (same nodes, same evaluation), and the regions and notes
+/// A `normal` domain's new entry from its previous one: the regions `hot`
+/// picks answer with their evaluation's run, every other region keeps its
+/// previous run (same nodes, same evaluation), and the regions and notes
 /// are rebuilt from `evals` as [`choose_answers`] writes them.
-fn patch(
-    entry: &mut DomainWeights,
+fn patched(
+    policy: &GtmPolicy,
+    previous: &DomainWeights,
     evals: &[Rc<RegionEval<'_>>],
-    segments: &[Range<usize>],
     mut reasons: Vec<String>,
     hot: impl Fn(&RegionEval<'_>) -> bool,
-) {
+) -> DomainWeights {
     reasons.push(format!("weights from health: {}", weights_text(evals)));
-    // Last region first, so the ranges before it stay where they are.
-    for (eval, range) in evals.iter().zip(segments).rev() {
-        if hot(eval) {
-            entry.answers.splice(range.clone(), region_answers(eval));
-        }
-    }
+    let runs = evals
+        .iter()
+        .zip(previous.answers.runs())
+        .map(|(eval, run)| {
+            if hot(eval) {
+                eval.run()
+            } else {
+                Arc::clone(run)
+            }
+        })
+        .collect();
     for eval in evals {
         reasons.extend(eval.zero_shares.clone());
     }
-    entry.regions = evals.iter().map(|e| e.weight.clone()).collect();
-    entry.reasons = reasons;
+    domain_entry(
+        policy,
+        AnswerMode::Normal,
+        evals,
+        Answers::from_runs(runs),
+        reasons,
+    )
 }
 
 /// Rule 2: whether a domain's previous entry, of `mode` under `all_down`,

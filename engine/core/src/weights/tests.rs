@@ -1217,6 +1217,45 @@ fn recomputed(domains: &[&str]) -> Recomputed {
 }
 
 #[test]
+fn domains_that_evaluate_a_region_alike_share_its_answers_and_a_change_elsewhere_keeps_them() {
+    let (decl, before) = three_domains();
+    let settings = WeightSettings::default();
+    let previous_now = Timestamp::from_secs(NOW - 5);
+    let previous = compute(&decl, &before, &BTreeMap::new(), previous_now, &settings);
+    let runs = |report: &WeightsReport, domain: &str| -> Vec<Arc<[Answer]>> {
+        report.domains[&format!("{domain}.example.com")]
+            .answers
+            .runs()
+            .to_vec()
+    };
+    // `jp` and `both` weigh jp at 100 alike: one run between them.
+    let (jp, both) = (runs(&previous, "jp"), runs(&previous, "both"));
+    assert_eq!((jp.len(), both.len()), (1, 2));
+    assert!(Arc::ptr_eq(&jp[0], &both[0]));
+
+    // A second node in us: `both` is recomputed, its jp answers are kept.
+    let mut after = before.clone();
+    after.push(up("us-2", "us", "127.0.0.9"));
+    let mut changes = Changes::new(previous_now);
+    changes.node(None, after.last());
+    let now = Timestamp::from_secs(NOW);
+    let result = compute_incremental(&decl, &after, previous.clone(), &changes, now, &settings);
+    assert_eq!(result.recomputed, recomputed(&["both"]));
+    assert_eq!(
+        result.report,
+        compute(&decl, &after, &previous.domains, now, &settings)
+    );
+    let kept = runs(&result.report, "both");
+    assert!(Arc::ptr_eq(&kept[0], &both[0]));
+    assert!(!Arc::ptr_eq(&kept[1], &both[1]));
+    assert_eq!(kept[1].len(), 2);
+    assert!(Arc::ptr_eq(
+        &result.report.domains["jp.example.com"],
+        &previous.domains["jp.example.com"]
+    ));
+}
+
+#[test]
 fn a_node_event_recomputes_only_the_domains_serving_its_region() {
     let (decl, before) = three_domains();
     let mut after = before.clone();
