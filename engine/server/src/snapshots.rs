@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutral_core::weights::WeightsReport;
+use neutral_core::weights::{PackedReport, WeightsReport};
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
@@ -125,7 +125,7 @@ async fn write_if_new(
     let stored = StoredReport {
         commit,
         at,
-        report: &*report,
+        report: PackedReport::pack(&report),
         nodes: Vec::clone(&nodes),
     };
     if put(app, key, &stored).await {

@@ -19,7 +19,7 @@ use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
 use neutral_core::quorum::{self, Quorum, Verdict};
 use neutral_core::weights::incremental::Changes;
 use neutral_core::weights::{
-    self, Answer, Answers, DomainWeights, SplitBrain, WeightSettings, WeightsReport,
+    self, Answer, Answers, DomainWeights, PackedReport, SplitBrain, WeightSettings, WeightsReport,
 };
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -801,8 +801,9 @@ pub const CALM_DOC: &str = "weights.calm";
 /// The weights report in force as stored: a restart (or a new leader)
 /// starts from it, so `last_known_good` answers and the split-brain guard
 /// keep what they held.
-/// Written with a borrowed report (`R = &WeightsReport`), so storing one
-/// copies nothing; read back owned.
+/// Written packed (`R = PackedReport`: each shared run of answers once),
+/// read back as a report; a document written flat (`R = WeightsReport`,
+/// before 2026-12-07) still reads.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StoredReport<R = WeightsReport> {
     /// The commit whose declarations it was computed for: kept only while
@@ -818,14 +819,29 @@ pub struct StoredReport<R = WeightsReport> {
 /// A stored document `key` computed for `commit`, if readable.
 fn stored_report(store: &Store, key: &str, commit: Option<&String>) -> Option<StoredReport> {
     let (doc, _) = store.docs().get(key).ok()??;
-    match serde_json::from_str::<StoredReport>(&doc) {
-        Ok(stored) if stored.commit.as_ref() == commit => Some(stored),
-        Ok(_) => None,
-        Err(err) => {
-            tracing::warn!(document = key, error = %err, "ignoring an unreadable stored weights document");
-            None
+    let stored = read_stored_report(&doc).map_err(|err| {
+        tracing::warn!(document = key, error = %err, "ignoring an unreadable stored weights document");
+    });
+    stored
+        .ok()
+        .filter(|stored| stored.commit.as_ref() == commit)
+}
+
+/// A stored report document, packed or (written before packing) flat.
+fn read_stored_report(doc: &str) -> Result<StoredReport, String> {
+    let packed_error = match serde_json::from_str::<StoredReport<PackedReport>>(doc) {
+        Ok(stored) => {
+            let report = stored.report.unpack().map_err(|err| err.to_string())?;
+            return Ok(StoredReport {
+                commit: stored.commit,
+                at: stored.at,
+                report,
+                nodes: stored.nodes,
+            });
         }
-    }
+        Err(err) => err,
+    };
+    serde_json::from_str::<StoredReport>(doc).map_err(|_| packed_error.to_string())
 }
 
 #[cfg(test)]
@@ -877,6 +893,34 @@ mod tests {
                 .collect(),
             reasons: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_stored_report_reads_back_packed_or_flat() {
+        let report = WeightsReport {
+            split_brain: None,
+            domains: [(
+                "app.example.com".to_owned(),
+                Arc::new(weights(&[("n1", 60), ("n2", 40)])),
+            )]
+            .into(),
+        };
+        let stored = |report: serde_json::Value| {
+            serde_json::json!({ "commit": "c1", "at": 5, "report": report }).to_string()
+        };
+        let packed = stored(serde_json::to_value(PackedReport::pack(&report)).unwrap());
+        let flat = stored(serde_json::to_value(&report).unwrap());
+        assert_ne!(packed, flat);
+        for doc in [&packed, &flat] {
+            let back = read_stored_report(doc).unwrap();
+            assert_eq!(back.report, report);
+            assert_eq!(
+                (back.commit.as_deref(), back.at),
+                (Some("c1"), Timestamp(5))
+            );
+        }
+        let err = read_stored_report(&stored(serde_json::json!({ "domains": 3 }))).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,7 @@
 
 mod answers;
 pub mod incremental;
+mod packed;
 pub mod scale;
 
 #[cfg(test)]
@@ -105,6 +106,7 @@ use crate::model::{
     RecordType, Region, RegionHealth, Timestamp,
 };
 pub use answers::Answers;
+pub use packed::{PackedReport, UnknownRun};
 use scale::div_round_half_up;
 
 /// Knobs of the weight computation that are deployment settings, not

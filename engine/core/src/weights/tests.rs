@@ -1256,6 +1256,42 @@ fn domains_that_evaluate_a_region_alike_share_its_answers_and_a_change_elsewhere
 }
 
 #[test]
+fn a_packed_report_writes_each_shared_run_once_and_reads_back_sharing_them() {
+    let (decl, nodes) = three_domains();
+    let report = run(&decl, &nodes);
+    let packed = PackedReport::pack(&report);
+    let json = serde_json::to_string(&packed).unwrap();
+    // jp's run is shared by `jp` and `both`: written once, not twice.
+    assert_eq!(json.matches("\"node_id\":\"jp-1\"").count(), 1);
+    assert_eq!(
+        serde_json::to_string(&report)
+            .unwrap()
+            .matches("\"node_id\":\"jp-1\"")
+            .count(),
+        2
+    );
+    let back = serde_json::from_str::<PackedReport>(&json)
+        .unwrap()
+        .unpack()
+        .unwrap();
+    assert_eq!(back, report);
+    let run_of = |domain: &str| Arc::clone(&back.domains[domain].answers.runs()[0]);
+    assert!(Arc::ptr_eq(
+        &run_of("jp.example.com"),
+        &run_of("both.example.com")
+    ));
+
+    let broken = json.replacen("\"runs\":[0]", "\"runs\":[7]", 1);
+    assert_ne!(broken, json);
+    let err = serde_json::from_str::<PackedReport>(&broken)
+        .unwrap()
+        .unpack()
+        .unwrap_err();
+    assert_eq!(err.run, 7);
+    assert_eq!(err.runs, 3);
+}
+
+#[test]
 fn a_node_event_recomputes_only_the_domains_serving_its_region() {
     let (decl, before) = three_domains();
     let mut after = before.clone();
