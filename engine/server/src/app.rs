@@ -214,23 +214,34 @@ impl App {
             })
             .await;
         }
+        if recomputed.changed.is_empty() {
+            return;
+        }
+        // One audit entry per domain whose answers changed, in one write:
+        // a change every domain serves makes a thousand.
+        let commit = self.read_world().commit.clone();
+        let mut entries = Vec::with_capacity(recomputed.changed.len());
         for (domain, summary) in recomputed.changed {
-            let commit = self.read_world().commit.clone();
             let _ = self.events.send(ChangeEvent::Domain {
                 domain: domain.clone(),
                 summary: summary.clone(),
                 at,
             });
-            self.audit(AuditEntry {
+            entries.push(AuditEntry {
                 at,
                 actor: "gtm".into(),
                 kind: "gtm.weights".into(),
                 subject: domain,
                 message: format!("{summary} ({cause})"),
-                commit,
+                commit: commit.clone(),
                 data: serde_json::Value::Null,
-            })
-            .await;
+            });
+        }
+        if let Err(err) = self
+            .with_store(move |s| s.audit().append_all(&entries))
+            .await
+        {
+            tracing::error!(error = %format!("{err:#}"), "cannot append to the audit log");
         }
     }
 

@@ -101,6 +101,16 @@ impl AuditLog<'_> {
             .write("append audit entry", |tx| append_in(tx, entry))
     }
 
+    /// Appends `entries`, in order, in one transaction (all or none).
+    pub fn append_all(&self, entries: &[AuditEntry]) -> Result<()> {
+        self.store.write("append audit entries", |tx| {
+            for entry in entries {
+                append_in(tx, entry)?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn list(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
         const OP: &str = "list audit entries";
         let order = if query.newest_first { "DESC" } else { "ASC" };

@@ -413,12 +413,22 @@ struct RegionEval<'a> {
     /// Rule 3's answers of the region, made on first use and then shared by
     /// every domain with this evaluation.
     run: OnceCell<Arc<[Answer]>>,
+    /// Rule 4's `fail_open` answers of the region and the note on its zero
+    /// shares, made on first use and shared like `run`.
+    fail_open: OnceCell<(Arc<[Answer]>, Option<String>)>,
 }
 
 impl RegionEval<'_> {
     /// Rule 3's answers of the region: its ready nodes with a positive share.
     fn run(&self) -> Arc<[Answer]> {
         Arc::clone(self.run.get_or_init(|| region_answers(self).collect()))
+    }
+
+    /// `fail_open`'s answers of the region: every non-drained node at the
+    /// region's base weight, split; and the note on nodes whose share is 0.
+    fn fail_open_run(&self) -> &(Arc<[Answer]>, Option<String>) {
+        self.fail_open
+            .get_or_init(|| fail_open_region(&self.nodes, self.weight.base))
     }
 }
 
@@ -602,10 +612,7 @@ fn choose_answers(
                 "{all_zero}; all_down: fail_open serves every non-drained node at its region's \
                  base weight"
             ));
-            (
-                AnswerMode::FailOpen,
-                fail_open_answers(evals, reasons).into(),
-            )
+            (AnswerMode::FailOpen, fail_open_answers(evals, reasons))
         }
         AllDownPolicy::LastKnownGood => {
             match kept_answers(previous, policy.record_type, fleet, evals, true, reasons) {
@@ -625,10 +632,7 @@ fn choose_answers(
                         "{all_zero}; all_down: last_known_good, but {why}; failing open: every \
                          non-drained node at its region's base weight"
                     ));
-                    (
-                        AnswerMode::FailOpen,
-                        fail_open_answers(evals, reasons).into(),
-                    )
+                    (AnswerMode::FailOpen, fail_open_answers(evals, reasons))
                 }
             }
         }
@@ -774,6 +778,7 @@ fn evaluate_region<'a>(
         zero_shares,
         nodes,
         run: OnceCell::new(),
+        fail_open: OnceCell::new(),
     }
 }
 
@@ -906,56 +911,70 @@ fn region_answers<'e>(eval: &'e RegionEval<'_>) -> impl Iterator<Item = Answer> 
     })
 }
 
-fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Vec<Answer> {
-    let mut answers = Vec::new();
+/// Rule 4's `fail_open`: one run per serving region not declared down,
+/// shared with every other domain that evaluates the region alike.
+fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Answers {
+    let mut runs = Vec::with_capacity(evals.len());
     for eval in evals {
-        let region = &eval.nodes.name;
-        let base = eval.weight.base;
         if eval.nodes.declared_down {
             reasons.push(format!(
-                "fail_open leaves {region} out: declared state: down"
+                "fail_open leaves {} out: declared state: down",
+                eval.nodes.name
             ));
             continue;
         }
-        let not_drained = &eval.nodes.not_drained;
-        if base == 0 || not_drained.is_empty() {
-            continue;
+        let (run, zero_shares) = eval.fail_open_run();
+        reasons.extend(zero_shares.iter().cloned());
+        if !run.is_empty() {
+            runs.push(Arc::clone(run));
         }
-        let count = not_drained.len();
-        let reason_for = |status: NodeStatus| -> Arc<str> {
-            format!(
-                "fail_open: {region} base {base} split over {}; this one is {}",
-                plural(count, "non-drained node"),
-                status.as_str()
-            )
-            .into()
-        };
-        let (up_reason, down_reason) = (reason_for(NodeStatus::Up), reason_for(NodeStatus::Down));
-        let shares = not_drained.iter().zip(split_evenly(base, count));
-        reasons.extend(zero_share_note(
-            shares
-                .clone()
-                .filter(|&(_, weight)| weight == 0)
-                .map(|(member, _)| member.node.id.as_str()),
-            &format!(
-                "fail_open {region} base {base} split over {}",
-                plural(count, "node")
-            ),
-        ));
-        for (member, weight) in shares {
-            if weight == 0 {
-                continue;
-            }
+    }
+    Answers::from_runs(runs)
+}
+
+/// One region's `fail_open` answers at `base` and the note on its nodes
+/// whose share is 0; nothing when the region has no weight or no node to
+/// serve.
+fn fail_open_region(nodes: &RegionNodes<'_>, base: u32) -> (Arc<[Answer]>, Option<String>) {
+    let region = &nodes.name;
+    let not_drained = &nodes.not_drained;
+    if base == 0 || not_drained.is_empty() {
+        return (Arc::from(Vec::new()), None);
+    }
+    let count = not_drained.len();
+    let reason_for = |status: NodeStatus| -> Arc<str> {
+        format!(
+            "fail_open: {region} base {base} split over {}; this one is {}",
+            plural(count, "non-drained node"),
+            status.as_str()
+        )
+        .into()
+    };
+    let (up_reason, down_reason) = (reason_for(NodeStatus::Up), reason_for(NodeStatus::Down));
+    let shares = not_drained.iter().zip(split_evenly(base, count));
+    let zero_shares = zero_share_note(
+        shares
+            .clone()
+            .filter(|&(_, weight)| weight == 0)
+            .map(|(member, _)| member.node.id.as_str()),
+        &format!(
+            "fail_open {region} base {base} split over {}",
+            plural(count, "node")
+        ),
+    );
+    let answers = shares
+        .filter(|&(_, weight)| weight > 0)
+        .map(|(member, weight)| {
             // `not_drained` holds only up and down nodes.
             let reason = if member.node.status == NodeStatus::Up {
                 &up_reason
             } else {
                 &down_reason
             };
-            answers.push(answer(member, region, weight, reason));
-        }
-    }
-    answers
+            answer(member, region, weight, reason)
+        })
+        .collect();
+    (answers, zero_shares)
 }
 
 const KEPT_PREFIX: &str = "last known good: ";

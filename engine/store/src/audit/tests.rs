@@ -68,6 +68,25 @@ fn entries_round_trip_in_order_with_filters_and_paging() {
 }
 
 #[test]
+fn entries_appended_together_land_in_order_after_the_others() {
+    let (_dir, store) = open_temp();
+    let log = store.audit();
+    let first = log.append(&entry(1, "api.write", "x")).unwrap();
+    let batch: Vec<AuditEntry> = (2..6).map(|i| entry(i, "gtm.weights", "d")).collect();
+    log.append_all(&batch).unwrap();
+    log.append_all(&[]).unwrap();
+    let all = log.list(&AuditQuery::default()).unwrap();
+    assert_eq!(all.first().map(|r| r.id), Some(first));
+    assert_eq!(
+        all.iter()
+            .skip(1)
+            .map(|r| r.entry.clone())
+            .collect::<Vec<_>>(),
+        batch
+    );
+}
+
+#[test]
 fn the_database_refuses_to_update_or_delete_audit_entries() {
     let (_dir, store) = open_temp();
     let id = store.audit().append(&entry(1, "api.write", "x")).unwrap();
