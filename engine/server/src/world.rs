@@ -531,6 +531,7 @@ impl RecomputeInputs {
                 report = weights::compute(&decl, &nodes, &calm_report.domains, at, settings);
             }
         }
+        let mut runs = RunComparison::default();
         let changed: Vec<(String, String)> = report
             .domains
             .iter()
@@ -541,15 +542,15 @@ impl RecomputeInputs {
                     return None;
                 }
                 before
-                    .is_none_or(|before| differs(before, now_weights))
-                    .then(|| (domain.clone(), summarize(before, now_weights)))
+                    .is_none_or(|before| differs(before, now_weights, &mut runs))
+                    .then(|| (domain.clone(), summarize(before, now_weights, &mut runs)))
             })
             .collect();
         let guard_changed = report.split_brain.is_some() != previous.split_brain.is_some();
         // Only a new report (or new declarations) is a new view: a pinned
         // view then stays readable as long as nothing changes.
-        // Entries kept are compared by address (`DomainWeights` is `Eq`).
-        let publish = report != *previous || !Arc::ptr_eq(&decl, &previous_decl);
+        let publish =
+            !same_report(&report, &previous, &mut runs) || !Arc::ptr_eq(&decl, &previous_decl);
         let calm_now = report.split_brain.is_none()
             && !recent_failures(&nodes, at, settings.split_brain_window);
         Recomputed {
@@ -648,31 +649,136 @@ fn recent_failures(nodes: &[Arc<Node>], at: Timestamp, window: Duration) -> bool
         .any(|n| n.status == NodeStatus::Down && at.since(n.status_since) <= window)
 }
 
-fn differs(before: &DomainWeights, after: &DomainWeights) -> bool {
+fn differs(before: &DomainWeights, after: &DomainWeights, runs: &mut RunComparison) -> bool {
     before.mode != after.mode
         || !before
             .regions
             .iter()
             .map(|r| (&r.region, r.effective))
             .eq(after.regions.iter().map(|r| (&r.region, r.effective)))
-        || answers_differ(&before.answers, &after.answers)
+        || !runs.same_answers(&before.answers, &after.answers, Likeness::Served)
 }
 
-/// Whether two domains' answers differ in node, address or weight. Runs of
-/// answers both share (`Answers`) are not read: after one node's change
-/// only its region's run is.
-fn answers_differ(before: &Answers, after: &Answers) -> bool {
-    fn key(a: &Answer) -> (&str, std::net::IpAddr, u32) {
-        (&a.node_id, a.address, a.weight)
-    }
-    if before.runs().len() == after.runs().len() {
-        return before
-            .runs()
+/// Whether two reports are equal, as `==` says, reading each pair of runs
+/// of answers once and entries kept by address.
+fn same_report(a: &WeightsReport, b: &WeightsReport, runs: &mut RunComparison) -> bool {
+    a.split_brain == b.split_brain
+        && a.domains.len() == b.domains.len()
+        && a.domains
             .iter()
-            .zip(after.runs())
-            .any(|(b, a)| !Arc::ptr_eq(b, a) && !b.iter().map(key).eq(a.iter().map(key)));
+            .zip(&b.domains)
+            .all(|((ka, a), (kb, b))| ka == kb && (Arc::ptr_eq(a, b) || same_domain(a, b, runs)))
+}
+
+fn same_domain(a: &DomainWeights, b: &DomainWeights, runs: &mut RunComparison) -> bool {
+    // Every field by name, so a new one cannot be forgotten.
+    let DomainWeights {
+        domain,
+        zone,
+        record_type,
+        ttl,
+        dns,
+        mode,
+        regions,
+        answers,
+        reasons,
+    } = a;
+    *domain == b.domain
+        && *zone == b.zone
+        && *record_type == b.record_type
+        && *ttl == b.ttl
+        && *dns == b.dns
+        && *mode == b.mode
+        && *regions == b.regions
+        && *reasons == b.reasons
+        && runs.same_answers(answers, &b.answers, Likeness::Full)
+}
+
+/// Which likeness of answers a comparison asks for.
+#[derive(Clone, Copy)]
+enum Likeness {
+    /// Equal in every field.
+    Full,
+    /// The same nodes at the same addresses and weights (what is served).
+    Served,
+}
+
+fn served(a: &Answer) -> (&str, std::net::IpAddr, u32) {
+    (&a.node_id, a.address, a.weight)
+}
+
+/// Compares the runs of answers (`Answers`) of two reports, each pair of
+/// runs once: after a recompute, every domain holding a region's answers
+/// holds the same run, so a thousand domains over a hundred regions are a
+/// hundred comparisons, not a hundred thousand.
+#[derive(Default)]
+struct RunComparison {
+    /// (before, after) by address → (equal in full, served alike).
+    seen: HashMap<(*const (), *const ()), (bool, bool)>,
+}
+
+impl RunComparison {
+    fn runs(&mut self, before: &Arc<[Answer]>, after: &Arc<[Answer]>) -> (bool, bool) {
+        if Arc::ptr_eq(before, after) {
+            return (true, true);
+        }
+        let key = (
+            Arc::as_ptr(before).cast::<()>(),
+            Arc::as_ptr(after).cast::<()>(),
+        );
+        *self.seen.entry(key).or_insert_with(|| {
+            let full = before == after;
+            (
+                full,
+                full || before.iter().map(served).eq(after.iter().map(served)),
+            )
+        })
     }
-    !before.iter().map(key).eq(after.iter().map(key))
+
+    fn alike(&mut self, before: &Arc<[Answer]>, after: &Arc<[Answer]>, how: Likeness) -> bool {
+        let (full, served) = self.runs(before, after);
+        match how {
+            Likeness::Full => full,
+            Likeness::Served => served,
+        }
+    }
+
+    /// Whether two lists of answers are alike; run by run when they are
+    /// made of as many runs, else answer by answer.
+    fn same_answers(&mut self, before: &Answers, after: &Answers, how: Likeness) -> bool {
+        if before.runs().len() == after.runs().len() {
+            return before
+                .runs()
+                .iter()
+                .zip(after.runs())
+                .all(|(b, a)| self.alike(b, a, how));
+        }
+        match how {
+            Likeness::Full => before == after,
+            Likeness::Served => before.iter().map(served).eq(after.iter().map(served)),
+        }
+    }
+
+    /// The answers of `before` and of `after` outside the pairs of runs
+    /// (at the same position, as many runs on both sides) served alike:
+    /// only those can hold a change.
+    fn unlike<'a>(
+        &mut self,
+        before: &'a Answers,
+        after: &'a Answers,
+    ) -> (Vec<&'a Answer>, Vec<&'a Answer>) {
+        if before.runs().len() != after.runs().len() {
+            return (before.iter().collect(), after.iter().collect());
+        }
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        for (b, a) in before.runs().iter().zip(after.runs()) {
+            if !self.alike(b, a, Likeness::Served) {
+                old.extend(b.iter());
+                new.extend(a.iter());
+            }
+        }
+        (old, new)
+    }
 }
 
 /// Answer changes a summary names one by one; the rest are counted.
@@ -683,19 +789,21 @@ const SUMMARY_CHANGES: usize = 8;
 /// most [`SUMMARY_CHANGES`] answers named, the rest counted, so the line
 /// (an audit entry and a change event) stays short however many nodes
 /// answer.
-fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
+fn summarize(
+    before: Option<&DomainWeights>,
+    w: &DomainWeights,
+    runs: &mut RunComparison,
+) -> String {
     let regions: Vec<String> = w
         .regions
         .iter()
         .map(|r| format!("{} {}", r.region, r.effective))
         .collect();
-    // Runs of answers both share hold no change.
+    // Runs of answers served alike hold no change.
     let empty = Answers::default();
     let before_answers = before.map_or(&empty, |b| &b.answers);
-    let old: HashMap<&str, u32> = before_answers
-        .not_shared_with(&w.answers)
-        .map(|a| (&*a.node_id, a.weight))
-        .collect();
+    let (old, fresh) = runs.unlike(before_answers, &w.answers);
+    let old: HashMap<&str, u32> = old.iter().map(|a| (&*a.node_id, a.weight)).collect();
     let mut changes = Vec::new();
     let mut more = 0usize;
     let mut note = |change: String| {
@@ -705,8 +813,7 @@ fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
             more += 1;
         }
     };
-    let fresh = w.answers.not_shared_with(before_answers);
-    for answer in fresh.clone() {
+    for answer in &fresh {
         match old.get(&*answer.node_id) {
             None => note(format!("+{}={}", answer.node_id, answer.weight)),
             Some(weight) if *weight != answer.weight => {
@@ -715,7 +822,7 @@ fn summarize(before: Option<&DomainWeights>, w: &DomainWeights) -> String {
             Some(_) => {}
         }
     }
-    let new: HashSet<&str> = fresh.map(|a| &*a.node_id).collect();
+    let new: HashSet<&str> = fresh.iter().map(|a| &*a.node_id).collect();
     let mut gone: Vec<&str> = old.keys().copied().filter(|id| !new.contains(id)).collect();
     gone.sort_unstable();
     for gone in gone {
@@ -896,6 +1003,40 @@ mod tests {
     }
 
     #[test]
+    fn runs_compared_once_tell_what_changed_and_what_did_not() {
+        let run = |answers: &[(&str, u32)]| -> Arc<[neutral_core::weights::Answer]> {
+            weights(answers).answers.to_vec().into()
+        };
+        let (jp, us, us_changed) = (
+            run(&[("jp-1", 50), ("jp-2", 50)]),
+            run(&[("us-1", 100)]),
+            run(&[("us-1", 60), ("us-2", 40)]),
+        );
+        let with = |runs: Vec<Arc<[neutral_core::weights::Answer]>>| DomainWeights {
+            answers: Answers::from_runs(runs),
+            ..weights(&[])
+        };
+        let before = with(vec![Arc::clone(&jp), Arc::clone(&us)]);
+        let after = with(vec![Arc::clone(&jp), Arc::clone(&us_changed)]);
+        // A copy of `us` made apart reads the same as `us`.
+        let again = with(vec![Arc::clone(&jp), us.to_vec().into()]);
+        let mut runs = RunComparison::default();
+        assert!(differs(&before, &after, &mut runs));
+        assert!(!differs(&before, &again, &mut runs));
+        assert!(same_domain(&before, &again, &mut runs));
+        assert!(!same_domain(&before, &after, &mut runs));
+        // Only the run that changed is summarized; jp's nodes are not named.
+        let line = summarize(Some(&before), &after, &mut runs);
+        assert!(
+            line.contains("us-1 100->60") && line.contains("+us-2=40"),
+            "{line}"
+        );
+        assert!(!line.contains("jp-"), "{line}");
+        // Each pair of runs was compared once: (us, us_changed), (us, again's).
+        assert_eq!(runs.seen.len(), 2);
+    }
+
+    #[test]
     fn a_stored_report_reads_back_packed_or_flat() {
         let report = WeightsReport {
             split_brain: None,
@@ -930,16 +1071,28 @@ mod tests {
         expect_test::expect![[
             r#"app.example.com normal: regions [jp 100], 3 answers (n2 100->50, +n4=100, -n3)"#
         ]]
-        .assert_eq(&summarize(Some(&before), &after));
+        .assert_eq(&summarize(
+            Some(&before),
+            &after,
+            &mut RunComparison::default(),
+        ));
         expect_test::expect![[r#"app.example.com normal: regions [jp 100], 1 answer (+n1=100)"#]]
-            .assert_eq(&summarize(None, &weights(&[("n1", 100)])));
-        assert!(!differs(&after, &after.clone()));
-        assert!(differs(&before, &after));
+            .assert_eq(&summarize(
+                None,
+                &weights(&[("n1", 100)]),
+                &mut RunComparison::default(),
+            ));
+        assert!(!differs(
+            &after,
+            &after.clone(),
+            &mut RunComparison::default()
+        ));
+        assert!(differs(&before, &after, &mut RunComparison::default()));
 
         // 1,000 answers, all new: the line stays short.
         let ids: Vec<String> = (0..1000).map(|i| format!("node-{i:04}")).collect();
         let many: Vec<(&str, u32)> = ids.iter().map(|id| (id.as_str(), 10)).collect();
-        let line = summarize(None, &weights(&many));
+        let line = summarize(None, &weights(&many), &mut RunComparison::default());
         assert!(line.len() < 300, "{line}");
         assert!(line.ends_with("1000 answers (+node-0000=10, +node-0001=10, +node-0002=10, +node-0003=10, +node-0004=10, +node-0005=10, +node-0006=10, +node-0007=10, and 992 more)"), "{line}");
     }

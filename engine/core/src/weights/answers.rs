@@ -63,34 +63,6 @@ impl Answers {
         None
     }
 
-    /// Whether both are made of the very same runs (then they are equal
-    /// without reading an answer).
-    pub fn same_runs(&self, other: &Answers) -> bool {
-        self.runs.len() == other.runs.len()
-            && self
-                .runs
-                .iter()
-                .zip(&other.runs)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-    }
-
-    /// The answers of `self` except the runs `other` holds at the same
-    /// position (both made of as many runs): what a comparison of the two
-    /// as sets of answers must read; everything when the runs do not pair.
-    pub fn not_shared_with<'a>(
-        &'a self,
-        other: &'a Answers,
-    ) -> impl Iterator<Item = &'a Answer> + Clone {
-        let paired = self.runs.len() == other.runs.len();
-        self.runs
-            .iter()
-            .enumerate()
-            .filter(move |&(i, run)| {
-                !(paired && other.runs.get(i).is_some_and(|o| Arc::ptr_eq(run, o)))
-            })
-            .flat_map(|(_, run)| run.iter())
-    }
-
     pub fn first(&self) -> Option<&Answer> {
         self.iter().next()
     }
@@ -239,27 +211,12 @@ mod tests {
             Arc::from(vec![answer("b", 3)]),
         ]);
         assert_eq!(one, same);
-        assert!(!one.same_runs(&same));
-        assert!(one.same_runs(&one.clone()));
+        assert_ne!(one, other);
         let regrouped = Answers::from_runs(vec![
             Arc::from(Vec::new()),
             Arc::from(vec![answer("a", 1), answer("b", 2)]),
         ]);
         assert_eq!(one, regrouped);
-        let changed = Answers::from_runs(vec![
-            Arc::clone(&one.runs()[0]),
-            Arc::from(vec![answer("c", 4)]),
-        ]);
-        let ids = |answers: Vec<&Answer>| -> Vec<String> {
-            answers.iter().map(|a| a.node_id.to_string()).collect()
-        };
-        assert_eq!(ids(changed.not_shared_with(&one).collect()), ["c"]);
-        assert_eq!(ids(one.not_shared_with(&changed).collect()), ["b"]);
-        assert_eq!(
-            ids(changed.not_shared_with(&regrouped).collect()),
-            ["a", "c"]
-        );
-        assert_ne!(one, other);
         assert!(Answers::default().is_empty());
         assert_eq!(Answers::from(Vec::new()).runs().len(), 0);
     }

@@ -911,8 +911,9 @@ fn region_answers<'e>(eval: &'e RegionEval<'_>) -> impl Iterator<Item = Answer> 
     })
 }
 
-/// Rule 4's `fail_open`: one run per serving region not declared down,
-/// shared with every other domain that evaluates the region alike.
+/// Rule 4's `fail_open`: one run per serving region (empty for a region
+/// declared down), shared with every other domain that evaluates the
+/// region alike.
 fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) -> Answers {
     let mut runs = Vec::with_capacity(evals.len());
     for eval in evals {
@@ -921,13 +922,12 @@ fn fail_open_answers(evals: &[Rc<RegionEval<'_>>], reasons: &mut Vec<String>) ->
                 "fail_open leaves {} out: declared state: down",
                 eval.nodes.name
             ));
+            runs.push(Arc::from(Vec::new()));
             continue;
         }
         let (run, zero_shares) = eval.fail_open_run();
         reasons.extend(zero_shares.iter().cloned());
-        if !run.is_empty() {
-            runs.push(Arc::clone(run));
-        }
+        runs.push(Arc::clone(run));
     }
     Answers::from_runs(runs)
 }
