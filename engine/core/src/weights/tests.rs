@@ -1287,8 +1287,16 @@ fn a_packed_report_writes_each_shared_run_once_and_reads_back_sharing_them() {
         .unwrap()
         .unpack()
         .unwrap_err();
-    assert_eq!(err.run, 7);
-    assert_eq!(err.runs, 3);
+    assert_eq!((err.what, err.number, err.held), ("answer run", 7, 3));
+    // `jp` and `both` weigh jp alike: one region weight between them.
+    assert_eq!(json.matches("\"base\":100").count(), 3);
+    assert_eq!(
+        serde_json::to_string(&report)
+            .unwrap()
+            .matches("\"base\":100")
+            .count(),
+        4
+    );
 }
 
 #[test]
