@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutral_core::weights::{PackedReport, WeightsReport};
+use neutral_core::weights::WeightsReport;
+use neutral_core::weights::packed::PackedReport;
 
 use crate::app::App;
 use crate::shutdown::Shutdown;

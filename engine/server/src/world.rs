@@ -18,8 +18,9 @@ use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
 use neutral_core::quorum::{self, Quorum, Verdict};
 use neutral_core::weights::incremental::Changes;
+use neutral_core::weights::packed::PackedReport;
 use neutral_core::weights::{
-    self, Answer, Answers, DomainWeights, PackedReport, SplitBrain, WeightSettings, WeightsReport,
+    self, Answer, Answers, DomainWeights, SplitBrain, WeightSettings, WeightsReport,
 };
 use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};

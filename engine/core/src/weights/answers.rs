@@ -1,24 +1,40 @@
 //! A domain's answers as a report holds them: a list of runs, each run a
 //! shared slice (`Arc<[Answer]>`).
 //!
-//! A `normal` domain holds one run per serving region, in the order of its
-//! `regions`, and every domain whose settings give a region the same
-//! evaluation holds the very same run: 1,000 domains over the same 100
-//! regions hold 100 runs between them, not 1,000 × 100 copies. An
-//! incremental recompute swaps the runs of the regions that changed and
-//! keeps the others by reference. Other modes hold their answers as one run.
+//! A `normal` or `fail_open` domain holds one run per serving region, in
+//! the order of its `regions`, and every domain whose settings give a
+//! region the same evaluation holds the very same run: 1,000 domains over
+//! the same 100 regions hold 100 runs between them, not 1,000 × 100 copies.
+//! An incremental recompute swaps the runs of the regions that changed and
+//! keeps the others by reference. Kept answers (`last_known_good`,
+//! `split_brain_hold`) are one run.
 //!
 //! The type reads as the flat list it stands for: equality, `Debug` and
 //! JSON see the answers one after the other, never the runs (a list read
-//! back from JSON is one run). This module owns that representation only;
-//! which answers a domain has is the weights' business.
+//! back from JSON is one run). This module owns the answer and that
+//! representation only; which answers a domain has is the weights'
+//! business.
 
 use std::fmt;
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Answer;
+/// One node in a domain's answers.
+///
+/// The text is shared (`Arc<str>`, serialized as a plain string): a report
+/// holds each node id, region name and reason once, however many domains
+/// answer with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub node_id: Arc<str>,
+    pub region: Arc<str>,
+    pub address: IpAddr,
+    pub weight: u32,
+    pub reason: Arc<str>,
+}
 
 /// A domain's answers; see the [module docs](self).
 #[derive(Clone, Default)]
@@ -154,7 +170,7 @@ impl<'de> Deserialize<'de> for Answers {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
 

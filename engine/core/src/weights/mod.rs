@@ -83,7 +83,7 @@
 
 mod answers;
 pub mod incremental;
-mod packed;
+pub mod packed;
 pub mod scale;
 
 #[cfg(test)]
@@ -105,8 +105,7 @@ use crate::model::{
     AllDownPolicy, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy, Node, NodeStatus,
     RecordType, Region, RegionHealth, Timestamp,
 };
-pub use answers::Answers;
-pub use packed::{PackedReport, UnknownRun};
+pub use answers::{Answer, Answers};
 use scale::div_round_half_up;
 
 /// Knobs of the weight computation that are deployment settings, not
@@ -181,20 +180,6 @@ pub struct RegionWeight {
     pub ready: u32,
     pub expected: u32,
     pub effective: u32,
-    pub reason: Arc<str>,
-}
-
-/// One node in a domain's answers.
-///
-/// The text is shared (`Arc<str>`, serialized as a plain string): a report
-/// holds each node id, region name and reason once, however many domains
-/// answer with it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub node_id: Arc<str>,
-    pub region: Arc<str>,
-    pub address: IpAddr,
-    pub weight: u32,
     pub reason: Arc<str>,
 }
 

@@ -9,6 +9,7 @@ use expect_test::expect;
 use proptest::prelude::*;
 
 use super::incremental::{Changes, Incremental, Recomputed, compute_incremental};
+use super::packed::PackedReport;
 use super::*;
 use crate::model::{CloudProvider, NodeMode, NodePoolDecl, Probe};
 
