@@ -11,6 +11,7 @@
 //! change events) and folding concurrent requests is `app`'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -716,6 +717,44 @@ fn served(a: &Answer) -> (&str, std::net::IpAddr, u32) {
 struct RunComparison {
     /// (before, after) by address → (equal in full, served alike).
     seen: HashMap<(*const (), *const ()), (bool, bool)>,
+    /// (before, after) by address → what changed between them.
+    changes: HashMap<(*const (), *const ()), Rc<RunChanges>>,
+}
+
+/// What changed from one list of answers to another: a note per answer
+/// added (`+id=w`) or reweighted (`id a->b`), in the new list's order, and
+/// the ids gone, sorted.
+#[derive(Debug, Default)]
+struct RunChanges {
+    changed: Vec<String>,
+    gone: Vec<Arc<str>>,
+}
+
+impl RunChanges {
+    fn between<'a>(
+        before: impl Iterator<Item = &'a Answer>,
+        after: impl Iterator<Item = &'a Answer> + Clone,
+    ) -> Self {
+        let old: HashMap<&str, u32> = before.map(|a| (&*a.node_id, a.weight)).collect();
+        let mut changed = Vec::new();
+        for answer in after.clone() {
+            match old.get(&*answer.node_id) {
+                None => changed.push(format!("+{}={}", answer.node_id, answer.weight)),
+                Some(weight) if *weight != answer.weight => {
+                    changed.push(format!("{} {}->{}", answer.node_id, weight, answer.weight));
+                }
+                Some(_) => {}
+            }
+        }
+        let new: HashSet<&str> = after.map(|a| &*a.node_id).collect();
+        let mut gone: Vec<Arc<str>> = old
+            .keys()
+            .filter(|id| !new.contains(*id))
+            .map(|&id| Arc::from(id))
+            .collect();
+        gone.sort_unstable();
+        RunChanges { changed, gone }
+    }
 }
 
 impl RunComparison {
@@ -760,25 +799,26 @@ impl RunComparison {
         }
     }
 
-    /// The answers of `before` and of `after` outside the pairs of runs
-    /// (at the same position, as many runs on both sides) served alike:
-    /// only those can hold a change.
-    fn unlike<'a>(
-        &mut self,
-        before: &'a Answers,
-        after: &'a Answers,
-    ) -> (Vec<&'a Answer>, Vec<&'a Answer>) {
+    /// What changed from `before` to `after`: pair by pair of runs (at the
+    /// same position, as many runs on both sides) not served alike, each
+    /// pair worked out once; answer by answer when the runs do not pair.
+    fn changes(&mut self, before: &Answers, after: &Answers) -> Vec<Rc<RunChanges>> {
         if before.runs().len() != after.runs().len() {
-            return (before.iter().collect(), after.iter().collect());
+            return vec![Rc::new(RunChanges::between(before.iter(), after.iter()))];
         }
-        let (mut old, mut new) = (Vec::new(), Vec::new());
+        let mut changes = Vec::new();
         for (b, a) in before.runs().iter().zip(after.runs()) {
-            if !self.alike(b, a, Likeness::Served) {
-                old.extend(b.iter());
-                new.extend(a.iter());
+            if self.alike(b, a, Likeness::Served) {
+                continue;
             }
+            let key = (Arc::as_ptr(b).cast::<()>(), Arc::as_ptr(a).cast::<()>());
+            let pair = self
+                .changes
+                .entry(key)
+                .or_insert_with(|| Rc::new(RunChanges::between(b.iter(), a.iter())));
+            changes.push(Rc::clone(pair));
         }
-        (old, new)
+        changes
     }
 }
 
@@ -800,35 +840,27 @@ fn summarize(
         .iter()
         .map(|r| format!("{} {}", r.region, r.effective))
         .collect();
-    // Runs of answers served alike hold no change.
+    // Runs of answers served alike hold no change; the others' changes
+    // are worked out once per pair of runs, not once per domain.
     let empty = Answers::default();
     let before_answers = before.map_or(&empty, |b| &b.answers);
-    let (old, fresh) = runs.unlike(before_answers, &w.answers);
-    let old: HashMap<&str, u32> = old.iter().map(|a| (&*a.node_id, a.weight)).collect();
-    let mut changes = Vec::new();
-    let mut more = 0usize;
-    let mut note = |change: String| {
-        if changes.len() < SUMMARY_CHANGES {
-            changes.push(change);
-        } else {
-            more += 1;
-        }
-    };
-    for answer in &fresh {
-        match old.get(&*answer.node_id) {
-            None => note(format!("+{}={}", answer.node_id, answer.weight)),
-            Some(weight) if *weight != answer.weight => {
-                note(format!("{} {}->{}", answer.node_id, weight, answer.weight));
-            }
-            Some(_) => {}
-        }
-    }
-    let new: HashSet<&str> = fresh.iter().map(|a| &*a.node_id).collect();
-    let mut gone: Vec<&str> = old.keys().copied().filter(|id| !new.contains(id)).collect();
+    let pairs = runs.changes(before_answers, &w.answers);
+    let changed_count: usize = pairs.iter().map(|p| p.changed.len()).sum();
+    let gone_count: usize = pairs.iter().map(|p| p.gone.len()).sum();
+    let mut changes: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| p.changed.iter().cloned())
+        .take(SUMMARY_CHANGES)
+        .collect();
+    // The first ids gone, in order across every pair.
+    let room = SUMMARY_CHANGES - changes.len();
+    let mut gone: Vec<&Arc<str>> = pairs
+        .iter()
+        .flat_map(|p| p.gone.iter().take(room))
+        .collect();
     gone.sort_unstable();
-    for gone in gone {
-        note(format!("-{gone}"));
-    }
+    changes.extend(gone.into_iter().take(room).map(|id| format!("-{id}")));
+    let more = changed_count + gone_count - changes.len();
     if more > 0 {
         changes.push(format!("and {more} more"));
     }
@@ -1035,6 +1067,10 @@ mod tests {
         assert!(!line.contains("jp-"), "{line}");
         // Each pair of runs was compared once: (us, us_changed), (us, again's).
         assert_eq!(runs.seen.len(), 2);
+        // A second domain holding the same runs reads the same changes,
+        // worked out once.
+        assert_eq!(summarize(Some(&before), &after, &mut runs), line);
+        assert_eq!(runs.changes.len(), 1);
     }
 
     #[test]
