@@ -88,13 +88,7 @@ fn view() -> impl Strategy<Value = HealthView> {
 }
 
 fn served(handle: &DnsHandle) -> Vec<Vec<AnswerSet>> {
-    let snapshot = Arc::clone(
-        &handle
-            .shared
-            .snapshot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let snapshot = handle.shared.snapshot();
     snapshot
         .zones()
         .map(|zone| {
@@ -144,10 +138,10 @@ fn one_address_changing_makes_again_only_the_rrsets_holding_it() {
         view.set_node(address(index), NodeStatus::Up);
     }
     handle.set_health(view.clone());
-    let before = Arc::clone(&handle.shared.snapshot.read().unwrap());
+    let before = handle.shared.snapshot();
     view.set_node(address(2), NodeStatus::Down);
     handle.set_health(view);
-    let after = Arc::clone(&handle.shared.snapshot.read().unwrap());
+    let after = handle.shared.snapshot();
     let (before, after) = (
         &before.zones().next().unwrap().answers,
         &after.zones().next().unwrap().answers,

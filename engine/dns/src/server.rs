@@ -530,13 +530,7 @@ impl DnsHandle {
         } = state;
         // The answers in force: a zone compiled as then keeps those of the
         // rrsets no touched address is in.
-        let before = Arc::clone(
-            &self
-                .shared
-                .snapshot
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let before = self.shared.snapshot();
         let remembered_before = last_known_good.len();
         let mut memory = Memory {
             sets: last_known_good,

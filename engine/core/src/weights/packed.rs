@@ -126,10 +126,29 @@ impl PackedReport {
                     .iter()
                     .map(|r| regions.number(Arc::as_ptr(&r.reason).cast::<()>(), r))
                     .collect();
+                // Every field by name: answers and regions are written
+                // apart, so they are not copied here.
+                let DomainWeights {
+                    domain,
+                    zone,
+                    record_type,
+                    ttl,
+                    dns,
+                    mode,
+                    regions: _,
+                    answers: _,
+                    reasons,
+                } = &**weights;
                 let weights = DomainWeights {
-                    answers: Answers::default(),
+                    domain: domain.clone(),
+                    zone: zone.clone(),
+                    record_type: *record_type,
+                    ttl: *ttl,
+                    dns: *dns,
+                    mode: *mode,
                     regions: Vec::new(),
-                    ..DomainWeights::clone(weights)
+                    answers: Answers::default(),
+                    reasons: reasons.clone(),
                 };
                 (
                     name.clone(),
