@@ -33,12 +33,78 @@ use std::net::IpAddr;
 use neutral_core::model::{AllDownPolicy, Declarations, Node, NodeStatus};
 
 /// Node status by address and the all-down policy by domain, as the control
-/// plane sees them. Cheap to rebuild and push on every status change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// plane sees them. Built whole ([`HealthView::from_control_plane`]) or moved
+/// node by node ([`HealthView::apply`]).
+#[derive(Clone, Debug, Default)]
 pub struct HealthView {
-    nodes: HashMap<IpAddr, NodeStatus>,
+    /// How many of the nodes at each address are in each status: an address
+    /// several nodes share (a node that re-registered) reads as its best
+    /// status ([`HealthView::merge_node`]).
+    nodes: HashMap<IpAddr, Tally>,
     /// Keyed by lowercase domain without the trailing dot.
     all_down: HashMap<String, AllDownPolicy>,
+}
+
+/// Two views are equal when they answer alike: the same status at every
+/// address and the same all-down policies, however many nodes share an
+/// address.
+impl PartialEq for HealthView {
+    fn eq(&self, other: &HealthView) -> bool {
+        self.all_down == other.all_down
+            && self.nodes.len() == other.nodes.len()
+            && self
+                .nodes
+                .iter()
+                .all(|(address, tally)| other.status(*address) == tally.status())
+    }
+}
+
+impl Eq for HealthView {}
+
+/// The nodes at one address, counted by status.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    up: u32,
+    down: u32,
+    drain: u32,
+}
+
+impl Tally {
+    fn of(status: NodeStatus) -> Tally {
+        let mut tally = Tally::default();
+        *tally.count(status) += 1;
+        tally
+    }
+
+    /// `up` wins over `down`, and `down` over `drain`.
+    fn status(self) -> Option<NodeStatus> {
+        if self.up > 0 {
+            Some(NodeStatus::Up)
+        } else if self.down > 0 {
+            Some(NodeStatus::Down)
+        } else if self.drain > 0 {
+            Some(NodeStatus::Drain)
+        } else {
+            None
+        }
+    }
+
+    fn count(&mut self, status: NodeStatus) -> &mut u32 {
+        match status {
+            NodeStatus::Up => &mut self.up,
+            NodeStatus::Down => &mut self.down,
+            NodeStatus::Drain => &mut self.drain,
+        }
+    }
+}
+
+/// One node leaving an address in a status and/or joining one
+/// ([`HealthView::apply`]): a status change leaves and joins the same
+/// address; a registration only joins, a deletion only leaves.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct HealthMove {
+    pub leaving: Option<(IpAddr, NodeStatus)>,
+    pub joining: Option<(IpAddr, NodeStatus)>,
 }
 
 impl HealthView {
@@ -72,7 +138,7 @@ impl HealthView {
         let mut changed: HashSet<IpAddr> = self
             .nodes
             .iter()
-            .filter(|(address, status)| other.nodes.get(address) != Some(status))
+            .filter(|(address, tally)| other.status(**address) != tally.status())
             .map(|(address, _)| *address)
             .collect();
         changed.extend(
@@ -84,9 +150,15 @@ impl HealthView {
         Some(changed)
     }
 
+    /// Whether `other` holds the same all-down policies: then the answers
+    /// differ only where an address's status does.
+    pub fn all_down_policies_match(&self, other: &HealthView) -> bool {
+        self.all_down == other.all_down
+    }
+
     /// Sets the status of `address`, replacing any earlier one.
     pub fn set_node(&mut self, address: IpAddr, status: NodeStatus) {
-        self.nodes.insert(address, status);
+        self.nodes.insert(address, Tally::of(status));
     }
 
     #[must_use]
@@ -99,15 +171,45 @@ impl HealthView {
     /// (a node that re-registered, say): `up` wins over `down`, and `down` over
     /// `drain`, so that a live registration is never hidden by a stale one.
     pub fn merge_node(&mut self, address: IpAddr, status: NodeStatus) {
-        let rank = |s: NodeStatus| match s {
-            NodeStatus::Up => 2,
-            NodeStatus::Down => 1,
-            NodeStatus::Drain => 0,
+        *self.nodes.entry(address).or_default().count(status) += 1;
+    }
+
+    /// Takes back one [`HealthView::merge_node`] of `address` in `status`;
+    /// the address is forgotten with its last node.
+    pub fn unmerge_node(&mut self, address: IpAddr, status: NodeStatus) {
+        let Some(tally) = self.nodes.get_mut(&address) else {
+            return;
         };
-        let entry = self.nodes.entry(address).or_insert(status);
-        if rank(status) > rank(*entry) {
-            *entry = status;
+        let count = tally.count(status);
+        *count = count.saturating_sub(1);
+        if tally.status().is_none() {
+            self.nodes.remove(&address);
         }
+    }
+
+    /// Moves nodes as [`HealthView::merge_node`] and
+    /// [`HealthView::unmerge_node`] would; returns the addresses whose
+    /// status changed (the only answers that may change).
+    pub fn apply(&mut self, moves: &[HealthMove]) -> HashSet<IpAddr> {
+        let mut before: HashMap<IpAddr, Option<NodeStatus>> = HashMap::new();
+        for change in moves {
+            for (address, _) in change.leaving.iter().chain(&change.joining) {
+                before
+                    .entry(*address)
+                    .or_insert_with(|| self.status(*address));
+            }
+            if let Some((address, status)) = change.leaving {
+                self.unmerge_node(address, status);
+            }
+            if let Some((address, status)) = change.joining {
+                self.merge_node(address, status);
+            }
+        }
+        before
+            .into_iter()
+            .filter(|(address, status)| self.status(*address) != *status)
+            .map(|(address, _)| address)
+            .collect()
     }
 
     /// Sets the all-down policy of `domain` (with or without the trailing dot).
@@ -123,7 +225,7 @@ impl HealthView {
 
     /// The status of `address`, if the control plane knows it.
     pub fn status(&self, address: IpAddr) -> Option<NodeStatus> {
-        self.nodes.get(&address).copied()
+        self.nodes.get(&address).and_then(|tally| tally.status())
     }
 
     /// The all-down policy of `domain`; `fail_open` when none was set.
@@ -438,6 +540,73 @@ mod tests {
         view.merge_node(ip(2), NodeStatus::Drain);
         view.merge_node(ip(2), NodeStatus::Down);
         assert_eq!(view.status(ip(2)), Some(NodeStatus::Down));
+    }
+
+    fn status_of(index: u8) -> NodeStatus {
+        [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain][usize::from(index % 3)]
+    }
+
+    proptest::proptest! {
+        /// Moving nodes one by one reads as building the view from the
+        /// nodes where they end, and the addresses it reports are exactly
+        /// those whose status changed.
+        #[test]
+        fn moving_nodes_reads_as_building_the_view_from_where_they_end(
+            start in proptest::collection::vec((0u8..6, 0u8..3), 0..12),
+            moves in proptest::collection::vec((0usize..16, proptest::option::of((0u8..6, 0u8..3))), 0..12),
+        ) {
+            // Nodes by slot: an address and a status each, or gone.
+            let mut slots: Vec<Option<(IpAddr, NodeStatus)>> = start
+                .iter()
+                .map(|&(address, status)| Some((ip(address), status_of(status))))
+                .collect();
+            let build = |slots: &[Option<(IpAddr, NodeStatus)>]| {
+                let mut view = HealthView::new();
+                for (address, status) in slots.iter().flatten() {
+                    view.merge_node(*address, *status);
+                }
+                view
+            };
+            let mut view = build(&slots);
+            let before = view.clone();
+            let mut changes = Vec::new();
+            for (slot, to) in moves {
+                let to = to.map(|(address, status)| (ip(address), status_of(status)));
+                if slot >= slots.len() {
+                    slots.push(to);
+                    changes.push(HealthMove { leaving: None, joining: to });
+                } else if let Some(node) = slots.get_mut(slot) {
+                    changes.push(HealthMove { leaving: *node, joining: to });
+                    *node = to;
+                }
+            }
+            let touched = view.apply(&changes);
+            let built = build(&slots);
+            proptest::prop_assert_eq!(&view, &built);
+            let mut expected = before.changed_addresses(&built).unwrap_or_default();
+            expected.retain(|address| before.status(*address) != built.status(*address));
+            proptest::prop_assert_eq!(touched, expected);
+        }
+    }
+
+    #[test]
+    fn the_last_node_leaving_an_address_forgets_it_and_the_best_status_stays() {
+        let mut view = HealthView::new();
+        view.merge_node(ip(1), NodeStatus::Up);
+        view.merge_node(ip(1), NodeStatus::Down);
+        let touched = view.apply(&[HealthMove {
+            leaving: Some((ip(1), NodeStatus::Up)),
+            joining: None,
+        }]);
+        assert_eq!(view.status(ip(1)), Some(NodeStatus::Down));
+        assert_eq!(touched, [ip(1)].into_iter().collect());
+        let touched = view.apply(&[HealthMove {
+            leaving: Some((ip(1), NodeStatus::Down)),
+            joining: None,
+        }]);
+        assert_eq!(view.status(ip(1)), None);
+        assert_eq!(view, HealthView::new());
+        assert_eq!(touched, [ip(1)].into_iter().collect());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod snapshot;
 pub mod tcp;
 pub mod zone;
 
-pub use health::{HealthView, ServeMode};
+pub use health::{HealthMove, HealthView, ServeMode};
 pub use metrics::DnsMetrics;
 pub use server::{
     DegradedRrSet, DnsError, DnsHandle, DnsServer, LoadReport, RateLimit, RememberedSet, TcpLimits,

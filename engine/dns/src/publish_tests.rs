@@ -10,7 +10,7 @@ use neutral_core::model::{AllDownPolicy, NodeStatus};
 use proptest::prelude::*;
 
 use super::*;
-use crate::health::AnswerSet;
+use crate::health::{AnswerSet, HealthMove};
 use crate::zone::{Record, RrSetChange, ZonePatch, ZoneRules, apply_patch};
 
 const DOMAINS: [&str; 4] = ["a", "b", "c", "d"];
@@ -125,6 +125,55 @@ proptest! {
                 "memory at step {}", step
             );
             prop_assert_eq!(generation(&touched), generation(&everything), "generation at step {}", step);
+        }
+    }
+}
+
+/// The moves that take the nodes of `from` (one per known address) to
+/// those of `to`.
+fn moves_between(from: &HealthView, to: &HealthView) -> Vec<HealthMove> {
+    (1u8..=6)
+        .map(address)
+        .map(|at| HealthMove {
+            leaving: from.status(at).map(|status| (at, status)),
+            joining: to.status(at).map(|status| (at, status)),
+        })
+        .filter(|change| change.leaving != change.joining)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Moving the nodes that changed (when the all-down policies did not)
+    /// serves what replacing the whole view and making everything again
+    /// serves.
+    #[test]
+    fn moved_nodes_serve_what_making_everything_again_serves(
+        views in proptest::collection::vec(view(), 1..16),
+    ) {
+        let zones: ZoneSet = [zone()].into_iter().collect();
+        let (moved, _) = DnsHandle::detached(zones.clone());
+        let (everything, _) = DnsHandle::detached(zones);
+        prop_assert!(!moved.move_health(&[]), "no view to move nodes in yet");
+        let mut previous: Option<HealthView> = None;
+        for (step, view) in views.into_iter().enumerate() {
+            match &previous {
+                Some(before) if before.all_down_policies_match(&view) => {
+                    prop_assert!(moved.move_health(&moves_between(before, &view)));
+                }
+                _ => moved.set_health(view.clone()),
+            }
+            everything.replace_health(view.clone(), false);
+            prop_assert_eq!(served(&moved), served(&everything), "answers at step {}", step);
+            prop_assert_eq!(moved.degraded(), everything.degraded(), "modes at step {}", step);
+            prop_assert_eq!(
+                moved.last_known_good(),
+                everything.last_known_good(),
+                "memory at step {}", step
+            );
+            prop_assert_eq!(generation(&moved), generation(&everything), "generation at step {}", step);
+            previous = Some(view);
         }
     }
 }

@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::content::RrType;
-use crate::health::{HealthView, ServeMode};
+use crate::health::{HealthMove, HealthView, ServeMode};
 use crate::metrics::{Counters, DnsMetrics, Transport};
 pub use crate::rrl::RateLimit;
 use crate::rrl::{Limiter, Verdict};
@@ -412,6 +412,22 @@ impl DnsHandle {
     /// Replaces the health view; answers change when this returns.
     pub fn set_health(&self, health: HealthView) {
         self.replace_health(health, true);
+    }
+
+    /// Moves nodes in the health view in force ([`HealthView::apply`]) and
+    /// publishes the answers of the rrsets holding an address whose status
+    /// changed; the rest keep theirs. `false`, changing nothing, when no
+    /// view was set yet ([`DnsHandle::set_health`] first).
+    pub fn move_health(&self, moves: &[HealthMove]) -> bool {
+        let mut state = lock(&self.shared.state);
+        if !state.health_known {
+            return false;
+        }
+        let touched = state.health.apply(moves);
+        if !touched.is_empty() {
+            self.publish_touched(&mut state, Some(&touched));
+        }
+        true
     }
 
     /// Replaces the health view and publishes; with `diff`, only the rrsets

@@ -186,11 +186,11 @@ impl App {
         self.counters.recomputes.inc();
         let started = std::time::Instant::now();
         let at = now();
-        let inputs = self.read_world().recompute_inputs();
+        let inputs = self.write_world().recompute_inputs();
         let recomputed = inputs.compute(at, &self.settings.weights);
         self.write_world().publish(&recomputed);
         if let Some(health) = recomputed.data_plane_health() {
-            self.dns.set_health(health, &recomputed.decl);
+            self.dns.set_health(&health, &recomputed.decl);
         }
         self.counters
             .recompute_seconds

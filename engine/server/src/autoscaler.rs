@@ -392,7 +392,7 @@ async fn set_drained(app: &App, ids: &[String], drained: bool) {
     {
         let mut world = app.write_world();
         for id in ids {
-            if let Some(entry) = world.nodes.get_mut(id) {
+            if let Some(mut entry) = world.nodes.get_mut(id) {
                 entry.liveness.drained = drained;
             }
         }

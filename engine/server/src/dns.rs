@@ -4,8 +4,12 @@
 
 use std::fmt::Write as _;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use neutral_core::model::{Declarations, Node};
-use neutral_dns::{DnsHandle, HealthView};
+use neutral_dns::{DnsHandle, HealthMove, HealthView};
+
+use crate::world::{DataPlaneHealth, EngineNodes, NodeMove};
 
 #[derive(Debug)]
 pub struct DnsBridge {
@@ -13,6 +17,10 @@ pub struct DnsBridge {
     /// Held across read-patch-persist-serve so concurrent PATCHes of a zone
     /// cannot lose each other's changes.
     pub zone_writes: tokio::sync::Mutex<()>,
+    /// The node list and declarations whose health the data plane serves:
+    /// a recompute that moved a few nodes from exactly that list moves
+    /// only them (`DnsHandle::move_health`).
+    pushed: Mutex<Option<(EngineNodes, Arc<Declarations>)>>,
 }
 
 impl DnsBridge {
@@ -20,6 +28,7 @@ impl DnsBridge {
         DnsBridge {
             handle,
             zone_writes: tokio::sync::Mutex::new(()),
+            pushed: Mutex::new(None),
         }
     }
 
@@ -28,12 +37,40 @@ impl DnsBridge {
     }
 
     /// Node statuses and all-down policies, as the data plane applies them.
-    pub fn set_health<N: std::borrow::Borrow<Node>>(&self, nodes: &[N], decl: &Declarations) {
-        self.handle
-            .set_health(HealthView::from_control_plane(nodes, decl));
+    /// Node statuses and all-down policies, as the data plane applies them:
+    /// the nodes that moved, when the data plane serves the list they moved
+    /// from under the same declarations, else the whole list.
+    pub fn set_health(&self, health: &DataPlaneHealth<'_>, decl: &Arc<Declarations>) {
+        let mut pushed = self.pushed.lock().unwrap_or_else(PoisonError::into_inner);
+        let moved_from_pushed = match (&*pushed, health.since) {
+            (Some((nodes, pushed_decl)), Some((since, moved))) => {
+                (Arc::ptr_eq(nodes, since) && Arc::ptr_eq(pushed_decl, decl)).then_some(moved)
+            }
+            _ => None,
+        };
+        let moved =
+            moved_from_pushed.is_some_and(|moved| self.handle.move_health(&health_moves(moved)));
+        if !moved {
+            self.handle
+                .set_health(HealthView::from_control_plane(health.nodes, decl));
+        }
+        *pushed = Some((Arc::clone(health.nodes), Arc::clone(decl)));
     }
 
     pub fn render_metrics(&self, out: &mut String) {
         let _ = write!(out, "{}", self.handle.metrics().prometheus_text());
     }
+}
+
+/// The data plane's view of node moves: only address and status count.
+fn health_moves(moved: &[NodeMove]) -> Vec<HealthMove> {
+    let place = |node: &Option<Arc<Node>>| node.as_ref().map(|node| (node.address, node.status));
+    moved
+        .iter()
+        .map(|node| HealthMove {
+            leaving: place(&node.before),
+            joining: place(&node.after),
+        })
+        .filter(|change| change.leaving != change.joining)
+        .collect()
 }

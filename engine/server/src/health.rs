@@ -118,10 +118,10 @@ fn next_probe_in(app: &App, at: Timestamp) -> Duration {
 fn take_due_probes(app: &App, at: Timestamp) -> Vec<(String, IpAddr, Probe)> {
     let mut world = app.write_world();
     let mut due = Vec::new();
-    for (id, entry) in &mut world.nodes {
-        let Some(probe) = &entry.probe else { continue };
+    world.nodes.for_each_mut(|id, entry| {
+        let Some(probe) = &entry.probe else { return };
         if entry.probe_in_flight || entry.next_probe > at || entry.liveness.drained {
-            continue;
+            return;
         }
         entry.probe_in_flight = true;
         // Keep the cadence: the next probe is due one interval after this one
@@ -133,7 +133,7 @@ fn take_due_probes(app: &App, at: Timestamp) -> Vec<(String, IpAddr, Probe)> {
             at.plus(probe.interval)
         };
         due.push((id.clone(), entry.record.node.address, probe.clone()));
-    }
+    });
     due
 }
 
@@ -215,9 +215,10 @@ async fn note_probe(app: &App, node_id: &str, result: &ProbeResult, confirming: 
     let at = now();
     let changed = {
         let mut world = app.write_world();
-        let Some(entry) = world.nodes.get_mut(node_id) else {
+        let Some(mut entry) = world.nodes.get_mut(node_id) else {
             return;
         };
+        let entry = &mut *entry;
         if ok {
             entry.last_passing_probe = Some(at);
         }

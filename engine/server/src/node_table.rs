@@ -4,19 +4,30 @@
 //! many nodes has this region?" in O(1) instead of walking every node
 //! (issue 17: 100,000 nodes).
 //!
+//! It also remembers which entries changed in what the engine reads of them
+//! ([`Placed::watched`]) since [`NodeTable::take_changed`] last asked, so a
+//! recompute revisits only those nodes rather than every one (issue 17: one
+//! status change among 10,000 nodes). Every way to change an entry goes
+//! through the table — [`NodeTable::get_mut`]'s guard and
+//! [`NodeTable::for_each_mut`] compare the watched fields before and after —
+//! so no caller can forget to say what it changed.
+//!
 //! A leaf, generic over the entry ([`Placed`]), so it imports nothing of
 //! the crate. Reads go through `Deref` to the `BTreeMap`; entries may be
-//! changed in place through [`NodeTable::get_mut`] and the `_mut`
-//! iterators, but never their place (a node's region and address are fixed
-//! at registration; re-registering inserts a new entry).
+//! changed in place, but never their place (a node's region and address are
+//! fixed at registration; re-registering inserts a new entry).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// What the index needs to know of an entry.
 pub trait Placed {
+    /// The fields whose change [`NodeTable::take_changed`] reports.
+    type Watched: PartialEq;
+
     fn region(&self) -> &str;
     fn address(&self) -> IpAddr;
+    fn watched(&self) -> Self::Watched;
 }
 
 /// Nodes by id, indexed by place.
@@ -27,6 +38,9 @@ pub struct NodeTable<E> {
     /// only in states that rule forbids (a store from before it).
     by_place: HashMap<(String, IpAddr), Vec<String>>,
     per_region: HashMap<String, usize>,
+    /// The ids added, removed or changed in their watched fields since the
+    /// last [`NodeTable::take_changed`].
+    changed: HashSet<String>,
 }
 
 impl<E> Default for NodeTable<E> {
@@ -35,6 +49,7 @@ impl<E> Default for NodeTable<E> {
             by_id: BTreeMap::new(),
             by_place: HashMap::new(),
             per_region: HashMap::new(),
+            changed: HashSet::new(),
         }
     }
 }
@@ -43,6 +58,7 @@ impl<E: Placed> NodeTable<E> {
     /// Adds (or replaces) the entry of `id`.
     pub fn insert(&mut self, id: String, entry: E) -> Option<E> {
         let place = (entry.region().to_owned(), entry.address());
+        self.changed.insert(id.clone());
         let old = self.by_id.insert(id.clone(), entry);
         if let Some(old) = &old {
             self.unindex(&id, old);
@@ -56,15 +72,17 @@ impl<E: Placed> NodeTable<E> {
     pub fn remove(&mut self, id: &str) -> Option<E> {
         let old = self.by_id.remove(id)?;
         self.unindex(id, &old);
+        mark(&mut self.changed, id);
         Some(old)
     }
 
     /// Keeps only the entries `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut E) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&String, &E) -> bool) {
         let gone: Vec<String> = self
             .by_id
-            .iter_mut()
-            .filter_map(|(id, entry)| (!keep(id, entry)).then(|| id.clone()))
+            .iter()
+            .filter(|(id, entry)| !keep(id, entry))
+            .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
             self.remove(&id);
@@ -102,17 +120,74 @@ impl<E: Placed> NodeTable<E> {
     }
 }
 
-impl<E> NodeTable<E> {
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut E> {
-        self.by_id.get_mut(id)
+impl<E: Placed> NodeTable<E> {
+    /// The entry of `id`, to change in place: the guard notes the change
+    /// when it drops if the watched fields moved.
+    pub fn get_mut<'a>(&'a mut self, id: &'a str) -> Option<EntryMut<'a, E>> {
+        let entry = self.by_id.get_mut(id)?;
+        Some(EntryMut {
+            before: entry.watched(),
+            entry,
+            id,
+            changed: &mut self.changed,
+        })
     }
 
-    pub fn values_mut(&mut self) -> std::collections::btree_map::ValuesMut<'_, String, E> {
-        self.by_id.values_mut()
+    /// Calls `change` on every entry in id order, noting those whose
+    /// watched fields it moved.
+    pub fn for_each_mut(&mut self, mut change: impl FnMut(&String, &mut E)) {
+        for (id, entry) in &mut self.by_id {
+            let before = entry.watched();
+            change(id, entry);
+            if entry.watched() != before {
+                mark(&mut self.changed, id);
+            }
+        }
     }
 
-    pub fn iter_mut(&mut self) -> std::collections::btree_map::IterMut<'_, String, E> {
-        self.by_id.iter_mut()
+    /// The ids added, removed or changed in their watched fields since the
+    /// last call, sorted; forgets them.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        let mut ids: Vec<String> = std::mem::take(&mut self.changed).into_iter().collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+fn mark(changed: &mut HashSet<String>, id: &str) {
+    if !changed.contains(id) {
+        changed.insert(id.to_owned());
+    }
+}
+
+/// An entry borrowed to change in place ([`NodeTable::get_mut`]).
+#[derive(Debug)]
+pub struct EntryMut<'a, E: Placed> {
+    entry: &'a mut E,
+    before: E::Watched,
+    id: &'a str,
+    changed: &'a mut HashSet<String>,
+}
+
+impl<E: Placed> std::ops::Deref for EntryMut<'_, E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        self.entry
+    }
+}
+
+impl<E: Placed> std::ops::DerefMut for EntryMut<'_, E> {
+    fn deref_mut(&mut self) -> &mut E {
+        self.entry
+    }
+}
+
+impl<E: Placed> Drop for EntryMut<'_, E> {
+    fn drop(&mut self) {
+        if self.entry.watched() != self.before {
+            mark(self.changed, self.id);
+        }
     }
 }
 
@@ -121,15 +196,6 @@ impl<E> std::ops::Deref for NodeTable<E> {
 
     fn deref(&self) -> &Self::Target {
         &self.by_id
-    }
-}
-
-impl<'a, E> IntoIterator for &'a mut NodeTable<E> {
-    type Item = (&'a String, &'a mut E);
-    type IntoIter = std::collections::btree_map::IterMut<'a, String, E>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.by_id.iter_mut()
     }
 }
 
@@ -152,15 +218,65 @@ mod tests {
     struct Entry {
         region: String,
         address: IpAddr,
+        status: u8,
+        heartbeats: u32,
     }
 
     impl Placed for Entry {
+        type Watched = u8;
+
         fn region(&self) -> &str {
             &self.region
         }
         fn address(&self) -> IpAddr {
             self.address
         }
+        fn watched(&self) -> u8 {
+            self.status
+        }
+    }
+
+    fn entry(region: &str, last_octet: u8) -> Entry {
+        Entry {
+            region: region.to_owned(),
+            address: IpAddr::from([127, 0, 0, last_octet]),
+            status: 0,
+            heartbeats: 0,
+        }
+    }
+
+    #[test]
+    fn changes_are_noted_only_where_the_watched_fields_moved() {
+        let mut table: NodeTable<Entry> = ["a", "b", "c", "d"]
+            .into_iter()
+            .zip(1..)
+            .map(|(id, octet)| (id.to_owned(), entry("r0", octet)))
+            .collect();
+        assert_eq!(table.take_changed(), ["a", "b", "c", "d"], "every insert");
+        assert!(table.take_changed().is_empty(), "taken");
+
+        // Unwatched fields change nothing; watched ones do, through either
+        // way in.
+        table.get_mut("a").unwrap().heartbeats += 1;
+        table.get_mut("b").unwrap().status = 1;
+        table.for_each_mut(|id, entry| {
+            entry.heartbeats += 1;
+            if id == "c" {
+                entry.status = 2;
+            }
+        });
+        // Moved and moved back is no change.
+        {
+            let mut d = table.get_mut("d").unwrap();
+            d.status = 9;
+            d.status = 0;
+        }
+        assert_eq!(table.take_changed(), ["b", "c"]);
+
+        table.remove("a");
+        table.insert("e".to_owned(), entry("r1", 5));
+        table.remove("nobody");
+        assert_eq!(table.take_changed(), ["a", "e"]);
     }
 
     #[derive(Debug, Clone)]
@@ -187,13 +303,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(id, region, address) => {
-                        table.insert(
-                            format!("n{id}"),
-                            Entry {
-                                region: format!("r{region}"),
-                                address: IpAddr::from([127, 0, 0, address]),
-                            },
-                        );
+                        table.insert(format!("n{id}"), entry(&format!("r{region}"), address));
                     }
                     Op::Remove(id) => {
                         table.remove(&format!("n{id}"));

@@ -305,9 +305,10 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
             changed = true;
             continue;
         }
-        let Some(entry) = world.nodes.get_mut(&id) else {
+        let Some(mut entry) = world.nodes.get_mut(&id) else {
             continue;
         };
+        let entry = &mut *entry;
         // A heartbeat another replica received (this replica's own are
         // stored too, never newer than what it saw).
         if let Some(heartbeat) = record.node.last_heartbeat

@@ -59,6 +59,19 @@ pub struct NodeEntry {
 }
 
 impl Placed for NodeEntry {
+    /// What [`engine_view`] reads that may change after registration.
+    type Watched = (NodeStatus, Timestamp, neutral_core::model::NodeMode, bool);
+
+    fn watched(&self) -> Self::Watched {
+        let node = &self.record.node;
+        (
+            node.status,
+            node.status_since,
+            node.mode,
+            self.liveness.ever_ready,
+        )
+    }
+
     fn region(&self) -> &str {
         &self.record.node.region
     }
@@ -329,50 +342,35 @@ impl World {
             .collect()
     }
 
-    /// The nodes a recompute reads ([`EngineNodes`]): the last recompute's
-    /// node where its weighed fields and mode are unchanged, a fresh copy
-    /// where not; and what changed since the last recompute (`None`: there
-    /// was none). Both lists are sorted by id, so one merge pass pairs them
-    /// and sees every node registered, deregistered or changed.
-    pub fn engine_nodes(&self) -> (Vec<Arc<Node>>, Option<Changes>) {
-        let (previous_at, previous) = match &self.last_computed {
-            Some((at, nodes)) => (Some(*at), nodes.as_slice()),
-            None => (None, &[][..]),
-        };
-        let mut changes = Changes::new(previous_at.unwrap_or_default());
-        let mut previous = previous.iter().peekable();
-        let nodes = self
-            .nodes
-            .values()
-            .map(|entry| {
-                let id = entry.record.node.id.as_str();
-                while let Some(gone) = previous.next_if(|seen| seen.id.as_str() < id) {
-                    changes.node(Some(gone), None);
-                }
-                match previous.next_if(|seen| seen.id == id) {
-                    Some(seen) if reads_the_same(seen, entry) => Arc::clone(seen),
-                    seen => {
-                        let fresh = engine_view(entry);
-                        changes.node(seen.map(|seen| &**seen), Some(&fresh));
-                        Arc::new(fresh)
-                    }
-                }
-            })
-            .collect();
-        for gone in previous {
-            changes.node(Some(gone), None);
+    /// The nodes a recompute reads ([`EngineNodes`], sorted by id): the
+    /// last recompute's node where its weighed fields and mode are
+    /// unchanged, a fresh copy where not; and how they differ from the last
+    /// recompute's ([`EngineRead`]).
+    ///
+    /// Only the nodes the table noted as changed since are looked at
+    /// ([`NodeTable::take_changed`]), so one status change among 10,000
+    /// nodes costs a copy of the list's pointers, not a comparison of every
+    /// node; many changes (a registration storm) merge the two lists in
+    /// one pass instead.
+    pub fn engine_nodes(&mut self) -> EngineRead {
+        let changed = self.nodes.take_changed();
+        match &self.last_computed {
+            Some((at, previous)) if changed.len() <= previous.len() / 16 => {
+                patch_engine_nodes(&self.nodes, *at, previous, &changed)
+            }
+            Some((at, previous)) => merge_engine_nodes(&self.nodes, Some(*at), previous),
+            None => merge_engine_nodes(&self.nodes, None, &[]),
         }
-        (nodes, previous_at.map(|_| changes))
     }
 
     /// Re-derives every node's liveness thresholds after new declarations.
     pub fn refresh_settings(&mut self, args: &LivenessDefaults) {
         let decl = Arc::clone(&self.decl);
-        for entry in self.nodes.values_mut() {
+        self.nodes.for_each_mut(|_, entry| {
             let (settings, probe) = liveness_for(args, &decl, &entry.record.node.region);
             entry.settings = settings;
             entry.probe = probe;
-        }
+        });
     }
 
     /// Moves every node's published status to what health says at `now`:
@@ -386,12 +384,12 @@ impl World {
     pub fn reconcile(&mut self, now: Timestamp, leads: bool) -> Vec<StatusUpdate> {
         let mut updates = Vec::new();
         let vantage = self.vantage.as_ref().filter(|v| v.live > 1);
-        for (id, entry) in &mut self.nodes {
+        self.nodes.for_each_mut(|id, entry| {
             entry.liveness.tick(now, &entry.settings);
             let drain_asked =
                 entry.liveness.drained != (entry.record.node.status == NodeStatus::Drain);
             if !leads && !drain_asked {
-                continue;
+                return;
             }
             let (status, reason) = match vantage {
                 Some(vantage) if !entry.liveness.drained => {
@@ -407,7 +405,7 @@ impl World {
                 }
                 _ => {
                     if entry.liveness.current(now, &entry.settings) == entry.record.node.status {
-                        continue;
+                        return;
                     }
                     entry.liveness.status(now, &entry.settings)
                 }
@@ -424,37 +422,39 @@ impl World {
                     reason,
                 });
             }
-        }
+        });
         updates
     }
 
     /// This replica's own verdict on every node at `now` (drain aside):
     /// what it publishes for the others to count.
     pub fn own_verdicts(&mut self, now: Timestamp) -> BTreeMap<String, (bool, String)> {
-        self.nodes
-            .iter_mut()
-            .map(|(id, entry)| {
-                entry.liveness.tick(now, &entry.settings);
-                (
-                    id.clone(),
-                    entry.liveness.shared_verdict(now, &entry.settings),
-                )
-            })
-            .collect()
+        let mut verdicts = BTreeMap::new();
+        self.nodes.for_each_mut(|id, entry| {
+            entry.liveness.tick(now, &entry.settings);
+            verdicts.insert(
+                id.clone(),
+                entry.liveness.shared_verdict(now, &entry.settings),
+            );
+        });
+        verdicts
     }
 }
 
-/// What a recompute reads from the world: taken under a short read lock,
+/// What a recompute reads from the world: taken under a short lock,
 /// computed on without one.
 #[derive(Debug)]
 pub struct RecomputeInputs {
     decl: Arc<Declarations>,
-    nodes: Vec<Arc<Node>>,
+    /// The nodes to compute on, how they moved since the last recompute,
+    /// and what changed.
+    read: EngineRead,
+    /// The nodes the last recompute computed on (what `read.moved` is
+    /// relative to).
+    previous_nodes: Option<EngineNodes>,
     previous: Arc<WeightsReport>,
     previous_decl: Arc<Declarations>,
     calm: Option<(Arc<WeightsReport>, EngineNodes)>,
-    /// What changed since the last recompute (`None`: there was none).
-    changes: Option<Changes>,
 }
 
 /// The result of a recompute: the new report and what it changed.
@@ -468,6 +468,10 @@ pub struct Recomputed {
     pub nodes: EngineNodes,
     /// The calm node list held before this run (the guard falls back to it).
     calm_nodes: Option<EngineNodes>,
+    /// The nodes the previous recompute computed on, and how each node that
+    /// changed moved from them to `nodes`.
+    previous_nodes: Option<EngineNodes>,
+    moved: Vec<NodeMove>,
     /// Domains whose answers changed, with a one-line summary each.
     pub changed: Vec<(String, String)>,
     /// Whether the split-brain guard tripped or released in this run.
@@ -488,12 +492,31 @@ impl Recomputed {
     /// computed on, or — while the split-brain guard holds, since the
     /// monitor rather than the nodes is suspect — the health from before
     /// the burst (`None`: nothing calm known, leave the data plane as is).
-    pub fn data_plane_health(&self) -> Option<&[Arc<Node>]> {
+    pub fn data_plane_health(&self) -> Option<DataPlaneHealth<'_>> {
         match self.split_brain() {
-            None => Some(&self.nodes),
-            Some(_) => self.calm_nodes.as_deref().map(Vec::as_slice),
+            None => Some(DataPlaneHealth {
+                nodes: &self.nodes,
+                since: self
+                    .previous_nodes
+                    .as_ref()
+                    .map(|previous| (previous, self.moved.as_slice())),
+            }),
+            Some(_) => self
+                .calm_nodes
+                .as_ref()
+                .map(|nodes| DataPlaneHealth { nodes, since: None }),
         }
     }
+}
+
+/// The node health the DNS data plane should serve
+/// ([`Recomputed::data_plane_health`]).
+#[derive(Debug)]
+pub struct DataPlaneHealth<'a> {
+    pub nodes: &'a EngineNodes,
+    /// The node list it differs from by the moves given (`None`: not known;
+    /// the data plane is to take `nodes` whole).
+    pub since: Option<(&'a EngineNodes, &'a [NodeMove])>,
 }
 
 impl RecomputeInputs {
@@ -501,11 +524,16 @@ impl RecomputeInputs {
     pub fn compute(self, at: Timestamp, settings: &WeightSettings) -> Recomputed {
         let RecomputeInputs {
             decl,
-            nodes,
+            read:
+                EngineRead {
+                    nodes,
+                    changes,
+                    moved,
+                },
+            previous_nodes,
             previous,
             previous_decl,
             calm,
-            changes,
         } = self;
         // Same declarations as the report in force: only the domains the
         // node changes (or time) could touch are recomputed; the result is
@@ -561,6 +589,8 @@ impl RecomputeInputs {
             decl,
             nodes: Arc::new(nodes),
             calm_nodes: calm.map(|(_, nodes)| nodes),
+            previous_nodes,
+            moved,
             changed,
             guard_changed,
             publish,
@@ -570,17 +600,21 @@ impl RecomputeInputs {
 }
 
 impl World {
-    /// What a recompute starts from.
-    pub fn recompute_inputs(&self) -> RecomputeInputs {
+    /// What a recompute starts from. It takes the node table's changes
+    /// (hence `&mut`): the recompute that reads them must publish.
+    pub fn recompute_inputs(&mut self) -> RecomputeInputs {
+        let read = self.engine_nodes();
         let latest = self.views.latest();
-        let (nodes, changes) = self.engine_nodes();
         RecomputeInputs {
             decl: Arc::clone(&self.decl),
-            nodes,
+            read,
+            previous_nodes: self
+                .last_computed
+                .as_ref()
+                .map(|(_, nodes)| Arc::clone(nodes)),
             previous: Arc::clone(&latest.report),
             previous_decl: Arc::clone(&latest.decl),
             calm: self.calm.clone(),
-            changes,
         }
     }
 
@@ -603,6 +637,121 @@ impl World {
             ));
         }
         self.last_computed = Some((recomputed.at, Arc::clone(&recomputed.nodes)));
+    }
+}
+
+/// The nodes a recompute reads and what changed since the last one
+/// ([`World::engine_nodes`]).
+#[derive(Debug)]
+pub struct EngineRead {
+    pub nodes: Vec<Arc<Node>>,
+    /// The regions whose nodes changed (`None`: no recompute before).
+    pub changes: Option<Changes>,
+    /// Each node that changed, as the last recompute read it and as it is
+    /// now (`None`: not there), in id order (empty with no recompute before).
+    pub moved: Vec<NodeMove>,
+}
+
+/// One node as the last recompute read it and as it is now.
+#[derive(Clone, Debug)]
+pub struct NodeMove {
+    pub before: Option<Arc<Node>>,
+    pub after: Option<Arc<Node>>,
+}
+
+/// [`World::engine_nodes`] for a few changes: the previous list with the
+/// `changed` ids (sorted) looked up in it and patched.
+fn patch_engine_nodes(
+    table: &NodeTable<NodeEntry>,
+    previous_at: Timestamp,
+    previous: &[Arc<Node>],
+    changed: &[String],
+) -> EngineRead {
+    let mut nodes = previous.to_vec();
+    let mut changes = Changes::new(previous_at);
+    let mut moved = Vec::new();
+    for id in changed {
+        let position = nodes.binary_search_by(|seen| seen.id.as_str().cmp(id));
+        let (before, after) = match (position, table.get(id)) {
+            (Ok(at), Some(entry)) => {
+                let Some(seen) = nodes.get_mut(at) else {
+                    continue;
+                };
+                if reads_the_same(seen, entry) {
+                    continue;
+                }
+                let fresh = Arc::new(engine_view(entry));
+                (
+                    Some(std::mem::replace(seen, Arc::clone(&fresh))),
+                    Some(fresh),
+                )
+            }
+            (Ok(at), None) => (Some(nodes.remove(at)), None),
+            (Err(at), Some(entry)) => {
+                let fresh = Arc::new(engine_view(entry));
+                nodes.insert(at, Arc::clone(&fresh));
+                (None, Some(fresh))
+            }
+            (Err(_), None) => continue,
+        };
+        changes.node(before.as_deref(), after.as_deref());
+        moved.push(NodeMove { before, after });
+    }
+    EngineRead {
+        nodes,
+        changes: Some(changes),
+        moved,
+    }
+}
+
+/// [`World::engine_nodes`] for many changes, or none known: every node of
+/// the table paired with the previous list in one merge pass (both are
+/// sorted by id).
+fn merge_engine_nodes(
+    table: &NodeTable<NodeEntry>,
+    previous_at: Option<Timestamp>,
+    previous: &[Arc<Node>],
+) -> EngineRead {
+    let mut changes = Changes::new(previous_at.unwrap_or_default());
+    let mut moved = Vec::new();
+    let mut previous = previous.iter().peekable();
+    let gone = |seen: &Arc<Node>, changes: &mut Changes, moved: &mut Vec<NodeMove>| {
+        changes.node(Some(seen), None);
+        moved.push(NodeMove {
+            before: Some(Arc::clone(seen)),
+            after: None,
+        });
+    };
+    let mut nodes = Vec::with_capacity(table.len());
+    for entry in table.values() {
+        let id = entry.record.node.id.as_str();
+        while let Some(seen) = previous.next_if(|seen| seen.id.as_str() < id) {
+            gone(seen, &mut changes, &mut moved);
+        }
+        let node = match previous.next_if(|seen| seen.id == id) {
+            Some(seen) if reads_the_same(seen, entry) => Arc::clone(seen),
+            seen => {
+                let fresh = Arc::new(engine_view(entry));
+                changes.node(seen.map(|seen| &**seen), Some(&fresh));
+                moved.push(NodeMove {
+                    before: seen.cloned(),
+                    after: Some(Arc::clone(&fresh)),
+                });
+                fresh
+            }
+        };
+        nodes.push(node);
+    }
+    for seen in previous {
+        gone(seen, &mut changes, &mut moved);
+    }
+    if previous_at.is_none() {
+        moved.clear();
+    }
+    EngineRead {
+        nodes,
+        changes: previous_at.map(|_| changes),
+        moved,
     }
 }
 
@@ -1215,7 +1364,8 @@ mod tests {
 
     /// This replica's own probes fail `fall` times in a row.
     fn fail_own_probes(world: &mut World, at: Timestamp) {
-        let entry = world.nodes.get_mut("n1").unwrap();
+        let mut entry = world.nodes.get_mut("n1").unwrap();
+        let entry = &mut *entry;
         for _ in 0..entry.settings.fall.max(3) {
             entry
                 .liveness
@@ -1277,8 +1427,13 @@ mod tests {
         let mut world = world_with_one_node(1, &[]);
         add_node(&mut world, "n2", "jp", 2);
         add_node(&mut world, "n3", "kr", 3);
-        let (first, changes) = world.engine_nodes();
+        let EngineRead {
+            nodes: first,
+            changes,
+            moved,
+        } = world.engine_nodes();
         assert_eq!(changes, None, "no recompute before");
+        assert!(moved.is_empty());
         let first = Arc::new(first);
         assert_eq!(
             first.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
@@ -1299,13 +1454,33 @@ mod tests {
         // A heartbeat (not weighed) and a status change (weighed); a node
         // registered and one deregistered.
         beat(&mut world, 5_000);
-        let n2 = &mut world.nodes.get_mut("n2").unwrap().record.node;
-        n2.status = NodeStatus::Drain;
-        n2.status_since = Timestamp(5_000);
+        {
+            let mut n2 = world.nodes.get_mut("n2").unwrap();
+            n2.record.node.status = NodeStatus::Drain;
+            n2.record.node.status_since = Timestamp(5_000);
+        }
         world.nodes.remove("n3");
         add_node(&mut world, "n0", "sg", 9);
 
-        let (second, changes) = world.engine_nodes();
+        let EngineRead {
+            nodes: second,
+            changes,
+            moved,
+        } = world.engine_nodes();
+        assert_eq!(
+            moved
+                .iter()
+                .map(|m| (
+                    m.before.as_ref().map(|n| n.id.as_str()),
+                    m.after.as_ref().map(|n| n.id.as_str())
+                ))
+                .collect::<Vec<_>>(),
+            [
+                (None, Some("n0")),
+                (Some("n2"), Some("n2")),
+                (Some("n3"), None)
+            ]
+        );
         assert_eq!(
             second.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
             ["n0", "n1", "n2"]
@@ -1327,18 +1502,108 @@ mod tests {
         // A heartbeat alone is no change.
         world.last_computed = Some((Timestamp(2_000), Arc::new(second)));
         beat(&mut world, 6_000);
-        let (_, changes) = world.engine_nodes();
-        assert_eq!(changes, Some(Changes::new(Timestamp(2_000))));
+        let read = world.engine_nodes();
+        assert_eq!(read.changes, Some(Changes::new(Timestamp(2_000))));
+        assert!(read.moved.is_empty());
 
         // A node never ready is down since forever, for the engine.
-        let n0 = world.nodes.get_mut("n0").unwrap();
+        let mut n0 = world.nodes.get_mut("n0").unwrap();
         n0.record.node.status = NodeStatus::Down;
         n0.liveness.ever_ready = false;
-        let (third, _) = world.engine_nodes();
+        drop(n0);
+        let third = world.engine_nodes().nodes;
         assert_eq!(third[0].status_since, Timestamp::SINCE_FOREVER);
         assert_eq!(
             world.nodes_for_engine()[0].status_since,
             Timestamp::SINCE_FOREVER
         );
+    }
+
+    #[derive(Debug, Clone)]
+    enum NodeOp {
+        Register(u8, u8),
+        Deregister(u8),
+        Status(u8, u8, i64),
+        Heartbeat(u8, i64),
+        NeverReady(u8),
+    }
+
+    fn node_op() -> impl proptest::strategy::Strategy<Value = NodeOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..40, 0u8..3).prop_map(|(id, region)| NodeOp::Register(id, region)),
+            (0u8..40).prop_map(NodeOp::Deregister),
+            (0u8..40, 0u8..3, 0i64..50).prop_map(|(id, s, at)| NodeOp::Status(id, s, at)),
+            (0u8..40, 0i64..50).prop_map(|(id, at)| NodeOp::Heartbeat(id, at)),
+            (0u8..40).prop_map(NodeOp::NeverReady),
+        ]
+    }
+
+    fn apply_node_op(world: &mut World, op: &NodeOp) {
+        let id = |n: &u8| format!("n{n:02}");
+        match op {
+            NodeOp::Register(n, region) => {
+                add_node(world, &id(n), ["jp", "sg", "kr"][usize::from(*region)], *n);
+            }
+            NodeOp::Deregister(n) => {
+                world.nodes.remove(&id(n));
+            }
+            NodeOp::Status(n, status, at) => {
+                if let Some(mut entry) = world.nodes.get_mut(&id(n)) {
+                    entry.record.node.status =
+                        [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain][usize::from(*status)];
+                    entry.record.node.status_since = Timestamp(*at);
+                    entry.liveness.ever_ready |= *status == 0;
+                }
+            }
+            NodeOp::Heartbeat(n, at) => {
+                if let Some(mut entry) = world.nodes.get_mut(&id(n)) {
+                    entry.record.node.last_heartbeat = Some(Timestamp(*at));
+                }
+            }
+            NodeOp::NeverReady(n) => {
+                if let Some(mut entry) = world.nodes.get_mut(&id(n)) {
+                    entry.liveness.ever_ready = false;
+                }
+            }
+        }
+    }
+
+    fn moves(read: &EngineRead) -> Vec<(Option<Node>, Option<Node>)> {
+        read.moved
+            .iter()
+            .map(|m| (m.before.as_deref().cloned(), m.after.as_deref().cloned()))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Patching the last recompute's nodes with the ones the table noted
+        /// as changed reads what merging every node would, and both are
+        /// what the table holds now.
+        #[test]
+        fn patching_the_changed_nodes_reads_what_a_merge_of_every_node_does(
+            rounds in proptest::collection::vec(proptest::collection::vec(node_op(), 0..8), 1..8)
+        ) {
+            let mut world = world_with_one_node(1, &[]);
+            let first = world.engine_nodes();
+            world.last_computed = Some((Timestamp(0), Arc::new(first.nodes)));
+            for (round, ops) in rounds.iter().enumerate() {
+                for op in ops {
+                    apply_node_op(&mut world, op);
+                }
+                let (at, previous) = world.last_computed.clone().unwrap();
+                let changed = world.nodes.take_changed();
+                let patched = patch_engine_nodes(&world.nodes, at, &previous, &changed);
+                let merged = merge_engine_nodes(&world.nodes, Some(at), &previous);
+                let now: Vec<Node> = world.nodes.values().map(engine_view).collect();
+                let read = |r: &EngineRead| r.nodes.iter().map(|n| Node::clone(n)).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(read(&patched), now.clone());
+                proptest::prop_assert_eq!(read(&merged), now);
+                proptest::prop_assert_eq!(&patched.changes, &merged.changes);
+                proptest::prop_assert_eq!(moves(&patched), moves(&merged));
+                let at = Timestamp(i64::try_from(round).unwrap() + 100);
+                world.last_computed = Some((at, Arc::new(patched.nodes)));
+            }
+        }
     }
 }

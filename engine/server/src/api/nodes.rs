@@ -547,7 +547,8 @@ pub async fn accept_heartbeat(
             .filter(|e| e.token.matches(token))
         {
             None => None,
-            Some(entry) => {
+            Some(mut entry) => {
+                let entry = &mut *entry;
                 entry.liveness.heartbeat(at, &entry.settings);
                 entry.record.node.last_heartbeat = Some(at);
                 if let Some(m) = metrics {
@@ -630,7 +631,7 @@ async fn set_drained(
     let actor = require_node_writer(app, headers, id)?;
     {
         let mut world = app.write_world();
-        let entry = world
+        let mut entry = world
             .nodes
             .get_mut(id)
             .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node `{id}`")))?;
