@@ -231,14 +231,7 @@ fn bench_weights(weighting: Weighting) {
     let answers: usize = sample.domains.values().map(|d| d.answers.len()).sum();
     // Answers are held in runs shared by the domains that evaluate a region
     // alike; the answers actually made are those of the distinct runs.
-    let mut runs = std::collections::HashSet::new();
-    let made: usize = sample
-        .domains
-        .values()
-        .flat_map(|d| d.answers.runs())
-        .filter(|run| runs.insert(std::sync::Arc::as_ptr(run).cast::<()>()))
-        .map(|run| run.len())
-        .sum();
+    let made = answers_made(&sample);
     println!(
         "weights fixture: 1000 domains x {name}, 100 regions x 100 nodes -> {answers} answers, {made} of them made (the rest shared)"
     );
@@ -267,6 +260,61 @@ fn bench_weights(weighting: Weighting) {
             || (),
             |()| weights::compute(black_box(&decl), &nodes, &previous, NOW, &settings),
         ),
+    );
+}
+
+/// The answers made in `report`: those of its distinct runs (the rest are
+/// shared).
+fn answers_made(report: &weights::WeightsReport) -> usize {
+    let mut runs = std::collections::HashSet::new();
+    report
+        .domains
+        .values()
+        .flat_map(|d| d.answers.runs())
+        .filter(|run| runs.insert(std::sync::Arc::as_ptr(run).cast::<()>()))
+        .map(|run| run.len())
+        .sum()
+}
+
+/// The worst case world (1,000 domains over all 100 regions) where every
+/// node goes down at once: the split-brain guard trips and every domain
+/// keeps the previous report's answers (`split_brain_hold`, what
+/// `last_known_good` does too).
+fn bench_held() {
+    let (decl, nodes) = weights_fixture(Weighting::Serving(100));
+    let settings = WeightSettings::default();
+    let before = weights::compute(&decl, &nodes, &BTreeMap::new(), NOW, &settings);
+    let down: Vec<Node> = nodes
+        .iter()
+        .cloned()
+        .map(|mut n| {
+            if n.status == NodeStatus::Up {
+                n.status = NodeStatus::Down;
+                n.status_since = NOW;
+            }
+            n
+        })
+        .collect();
+    let later = Timestamp(NOW.0 + 1_000);
+    let sample = weights::compute(&decl, &down, &before.domains, later, &settings);
+    let answers: usize = sample.domains.values().map(|d| d.answers.len()).sum();
+    println!(
+        "held fixture: every node of the worst case down at once, guard tripped: {} -> {answers} answers, {} of them made",
+        sample.split_brain.is_some(),
+        answers_made(&sample)
+    );
+    report(
+        "weights: full recompute, every node down, answers held, 1,000 domains x 100 regions",
+        Duration::from_millis(100),
+        median_of(7, || {
+            black_box(weights::compute(
+                black_box(&decl),
+                &down,
+                &before.domains,
+                later,
+                &settings,
+            ));
+        }),
     );
 }
 
@@ -326,7 +374,7 @@ fn bench_incremental(regions_per_domain: u32, runs: usize) {
 fn main() {
     // `cargo bench -p neutral-core --bench core -- incremental` runs only the
     // benchmarks whose name contains `incremental` (names: full-3, full-100,
-    // full-own, incremental-3, incremental-100, dnsplan, autoscale).
+    // full-own, held-100, incremental-3, incremental-100, dnsplan, autoscale).
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     if wanted("full-3") {
@@ -337,6 +385,9 @@ fn main() {
     }
     if wanted("full-own") {
         bench_weights(Weighting::AllOwnWeights);
+    }
+    if wanted("held-100") {
+        bench_held();
     }
     if wanted("incremental-3") {
         bench_incremental(3, 301);

@@ -90,8 +90,8 @@ pub mod scale;
 mod tests;
 
 use std::borrow::Borrow;
-use std::cell::OnceCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -299,6 +299,30 @@ struct Fleet<'a> {
     /// The first node with each id; built only when previous answers are
     /// checked.
     by_id: OnceCell<BTreeMap<&'a str, &'a Node>>,
+    /// Previous runs of answers as kept under these nodes
+    /// ([`kept_answers`]), shared by every domain that keeps a run alike.
+    kept: RefCell<HashMap<KeptKey, Rc<KeptRun>>>,
+}
+
+/// What decides how a previous run of answers is kept: the run (by
+/// address; [`KeptRun`] holds it, so the address cannot be reused while
+/// the key lives), the record type, the label, and whether each region the
+/// run's answers come from serves the domain and is declared down.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct KeptKey {
+    run: usize,
+    record_type: RecordType,
+    prefix: &'static str,
+    regions: Vec<Option<bool>>,
+}
+
+/// A previous run as kept: the answers still served, relabelled, and why
+/// each of the others is not.
+#[derive(Debug)]
+struct KeptRun {
+    _source: Arc<[Answer]>,
+    kept: Option<Arc<[Answer]>>,
+    refused: Vec<String>,
 }
 
 /// A node with its id as answers carry it, made for its first answer (an
@@ -347,6 +371,7 @@ impl<'a> Fleet<'a> {
             nodes,
             by_region,
             by_id: OnceCell::new(),
+            kept: RefCell::new(HashMap::new()),
         }
     }
 
@@ -561,17 +586,22 @@ fn choose_answers(
     reasons: &mut Vec<String>,
 ) -> (AnswerMode, Answers) {
     if split_brain {
-        match kept_answers(previous, policy.record_type, fleet, evals, false, reasons) {
+        let kept = kept_answers(
+            previous,
+            policy.record_type,
+            fleet,
+            evals,
+            (false, HELD_PREFIX),
+            reasons,
+        );
+        match kept {
             Ok(answers) => {
                 reasons.push(format!(
                     "split-brain guard tripped: keeping the {} answers of the previous report \
                      instead of the weights below",
                     answers.len()
                 ));
-                return (
-                    AnswerMode::SplitBrainHold,
-                    relabel(answers, HELD_PREFIX).into(),
-                );
+                return (AnswerMode::SplitBrainHold, answers);
             }
             Err(why) => reasons.push(format!(
                 "split-brain guard tripped, but {why}; computing from current health"
@@ -600,17 +630,22 @@ fn choose_answers(
             (AnswerMode::FailOpen, fail_open_answers(evals, reasons))
         }
         AllDownPolicy::LastKnownGood => {
-            match kept_answers(previous, policy.record_type, fleet, evals, true, reasons) {
+            let kept = kept_answers(
+                previous,
+                policy.record_type,
+                fleet,
+                evals,
+                (true, KEPT_PREFIX),
+                reasons,
+            );
+            match kept {
                 Ok(answers) => {
                     reasons.push(format!(
                         "{all_zero}; all_down: last_known_good keeps the {} answers of the \
                          previous report",
                         answers.len()
                     ));
-                    (
-                        AnswerMode::LastKnownGood,
-                        relabel(answers, KEPT_PREFIX).into(),
-                    )
+                    (AnswerMode::LastKnownGood, answers)
                 }
                 Err(why) => {
                     reasons.push(format!(
@@ -965,16 +1000,22 @@ fn fail_open_region(nodes: &RegionNodes<'_>, base: u32) -> (Arc<[Answer]>, Optio
 const KEPT_PREFIX: &str = "last known good: ";
 const HELD_PREFIX: &str = "held by split-brain guard: ";
 
-/// The previous report's answers that may still be served, or why there are
-/// none. `known_good_only` refuses answers of a `fail_open` or `empty` report.
+/// The previous report's answers that may still be served, relabelled with
+/// `prefix`, or why there are none. `known_good_only` refuses answers of a
+/// `fail_open` or `empty` report.
+///
+/// Each previous run is kept once per compute for every domain that keeps
+/// it alike ([`Fleet::kept`]): a world that falls all-down under
+/// `last_known_good` shares the kept runs as the runs it keeps were
+/// shared, rather than copying every answer for every domain.
 fn kept_answers(
     previous: Option<&DomainWeights>,
     record_type: RecordType,
     fleet: &Fleet<'_>,
     evals: &[Rc<RegionEval<'_>>],
-    known_good_only: bool,
+    (known_good_only, prefix): (bool, &'static str),
     reasons: &mut Vec<String>,
-) -> Result<Vec<Answer>, String> {
+) -> Result<Answers, String> {
     let Some(previous) = previous else {
         return Err("there is no previous report".to_owned());
     };
@@ -994,20 +1035,63 @@ fn kept_answers(
             .entry(&eval.weight.region)
             .or_insert(eval.nodes.declared_down);
     }
+    let mut runs = Vec::new();
+    for run in previous.answers.runs() {
+        let kept = kept_run(run, record_type, fleet, &serving, prefix);
+        reasons.extend(kept.refused.iter().cloned());
+        runs.extend(kept.kept.clone());
+    }
+    if runs.is_empty() {
+        return Err("none of the previous answers can still be served".to_owned());
+    }
+    Ok(Answers::from_runs(runs))
+}
+
+/// One previous run as kept for a domain `serving` these regions, from the
+/// fleet's memo or made and remembered there.
+fn kept_run(
+    run: &Arc<[Answer]>,
+    record_type: RecordType,
+    fleet: &Fleet<'_>,
+    serving: &BTreeMap<&str, bool>,
+    prefix: &'static str,
+) -> Rc<KeptRun> {
+    let mut regions: Vec<Option<bool>> = Vec::new();
+    let mut last_region: Option<&Arc<str>> = None;
+    for answer in run.iter() {
+        if last_region.is_some_and(|last| Arc::ptr_eq(last, &answer.region)) {
+            continue;
+        }
+        last_region = Some(&answer.region);
+        regions.push(serving.get(&*answer.region).copied());
+    }
+    let key = KeptKey {
+        run: Arc::as_ptr(run).cast::<Answer>() as usize,
+        record_type,
+        prefix,
+        regions,
+    };
+    if let Some(kept) = fleet.kept.borrow().get(&key) {
+        return Rc::clone(kept);
+    }
     let mut kept = Vec::new();
-    for answer in previous.answers.iter() {
-        match why_not_kept(answer, record_type, fleet, &serving) {
-            Some(why) => reasons.push(format!(
+    let mut refused = Vec::new();
+    for answer in run.iter() {
+        match why_not_kept(answer, record_type, fleet, serving) {
+            Some(why) => refused.push(format!(
                 "previous answer {} ({}) not kept: {why}",
                 answer.node_id, answer.address
             )),
             None => kept.push(answer.clone()),
         }
     }
-    if kept.is_empty() {
-        return Err("none of the previous answers can still be served".to_owned());
-    }
-    Ok(kept)
+    let kept = Rc::new(KeptRun {
+        _source: Arc::clone(run),
+        kept: (!kept.is_empty()).then(|| Arc::from(relabel(kept, prefix))),
+        refused,
+    });
+    fleet.kept.borrow_mut().insert(key, Rc::clone(&kept));
+    kept
 }
 
 /// Why a previous answer can no longer be served, if it cannot: a kept

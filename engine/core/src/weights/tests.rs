@@ -1528,3 +1528,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn domains_that_keep_a_shared_run_of_answers_keep_one_copy_of_it() {
+    let (mut decl, before) = three_domains();
+    for policy in decl.gtm.values_mut() {
+        policy.all_down = AllDownPolicy::LastKnownGood;
+    }
+    // Two of three nodes going down would trip the split-brain guard.
+    let settings = WeightSettings {
+        split_brain_min_nodes: 100,
+        ..WeightSettings::default()
+    };
+    let previous = compute(
+        &decl,
+        &before,
+        &BTreeMap::new(),
+        Timestamp::from_secs(NOW - 60),
+        &settings,
+    );
+    // jp and us go down: `jp` and `both` fall all-down and keep what they
+    // served; `both` keeps jp's run, which it shared with `jp`.
+    let after: Vec<Node> = before
+        .iter()
+        .cloned()
+        .map(|mut n| {
+            if n.id != "sg-1" {
+                n.status = NodeStatus::Down;
+                n.status_since = Timestamp::from_secs(NOW - 1);
+            }
+            n
+        })
+        .collect();
+    let report = compute(
+        &decl,
+        &after,
+        &previous.domains,
+        Timestamp::from_secs(NOW),
+        &settings,
+    );
+    let entry = |domain: &str| &report.domains[&format!("{domain}.example.com")];
+    assert_eq!(entry("jp").mode, AnswerMode::LastKnownGood);
+    assert_eq!(entry("both").mode, AnswerMode::LastKnownGood);
+    let (jp, both) = (entry("jp").answers.runs(), entry("both").answers.runs());
+    assert_eq!((jp.len(), both.len()), (1, 2));
+    assert!(Arc::ptr_eq(&jp[0], &both[0]), "one kept copy of jp's run");
+    assert_eq!(&*jp[0][0].node_id, "jp-1");
+    assert!(jp[0][0].reason.starts_with("last known good: "));
+    assert_eq!(&*both[1][0].node_id, "us-1");
+}
