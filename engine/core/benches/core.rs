@@ -26,7 +26,10 @@ use neutral_core::model::{
     AllDownPolicy, CloudProvider, Declarations, DeclaredRegionState, DnsBackendKind, GtmPolicy,
     Node, NodeMode, NodePoolDecl, NodeStatus, Probe, RecordType, Region, Timestamp,
 };
-use neutral_core::weights::incremental::{Changes, Recomputed, compute_incremental};
+use neutral_core::weights::incremental::{
+    Changes, Recomputed, compute_incremental, compute_incremental_in,
+};
+use neutral_core::weights::node_set::NodeSet;
 use neutral_core::weights::{self, WeightSettings};
 
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
@@ -358,6 +361,27 @@ fn bench_incremental(regions_per_domain: u32, runs: usize) {
             || previous.clone(),
             |previous| {
                 compute_incremental(black_box(&decl), &after, previous, &changes, NOW, &settings)
+            },
+        ),
+    );
+    // The same over a node set kept between recomputes, as the daemon
+    // keeps one: only the regions read are walked.
+    let set = NodeSet::new(after.iter().cloned().map(std::sync::Arc::new));
+    assert!(
+        compute_incremental_in(&decl, &set, previous.clone(), &changes, NOW, &settings)
+            == incremental,
+        "in a node set differs"
+    );
+    report(
+        &format!(
+            "weights: one node status change, incremental over a node set, 1,000 domains x {regions_per_domain} of 100 regions"
+        ),
+        Duration::from_millis(target),
+        median_with_setup(
+            runs,
+            || previous.clone(),
+            |previous| {
+                compute_incremental_in(black_box(&decl), &set, previous, &changes, NOW, &settings)
             },
         ),
     );

@@ -113,12 +113,12 @@ impl HealthView {
     }
 
     /// Statuses of `nodes` and the `all_down` policy of every declared domain.
-    pub fn from_control_plane<N: std::borrow::Borrow<Node>>(
-        nodes: &[N],
+    pub fn from_control_plane<'a>(
+        nodes: impl IntoIterator<Item = &'a Node>,
         declarations: &Declarations,
     ) -> HealthView {
         let mut view = HealthView::new();
-        for node in nodes.iter().map(std::borrow::Borrow::borrow) {
+        for node in nodes {
             view.merge_node(node.address, node.status);
         }
         for policy in declarations.gtm.values() {

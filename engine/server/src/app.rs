@@ -188,13 +188,15 @@ impl App {
         let at = now();
         let inputs = self.write_world().recompute_inputs();
         let recomputed = inputs.compute(at, &self.settings.weights);
-        self.write_world().publish(&recomputed);
+        let retired = self.write_world().publish(&recomputed);
         if let Some(health) = recomputed.data_plane_health() {
             self.dns.set_health(&health, &recomputed.decl);
         }
         self.counters
             .recompute_seconds
             .observe(started.elapsed().as_secs_f64());
+        // The answers are out: now the oldest view may go.
+        drop(retired);
         if let Some(guard) = recomputed.split_brain() {
             tracing::error!(message = %guard.message, "split-brain guard tripped");
         }

@@ -51,8 +51,10 @@ impl DnsBridge {
         let moved =
             moved_from_pushed.is_some_and(|moved| self.handle.move_health(&health_moves(moved)));
         if !moved {
-            self.handle
-                .set_health(HealthView::from_control_plane(health.nodes, decl));
+            self.handle.set_health(HealthView::from_control_plane(
+                health.nodes.iter().map(|node| &**node),
+                decl,
+            ));
         }
         *pushed = Some((Arc::clone(health.nodes), Arc::clone(decl)));
     }

@@ -38,9 +38,9 @@ pub struct NodeTable<E> {
     /// only in states that rule forbids (a store from before it).
     by_place: HashMap<(String, IpAddr), Vec<String>>,
     per_region: HashMap<String, usize>,
-    /// The ids added, removed or changed in their watched fields since the
-    /// last [`NodeTable::take_changed`].
-    changed: HashSet<String>,
+    /// The places (region, id) where an entry was added, removed or changed
+    /// in its watched fields since the last [`NodeTable::take_changed`].
+    changed: HashSet<(String, String)>,
 }
 
 impl<E> Default for NodeTable<E> {
@@ -58,7 +58,7 @@ impl<E: Placed> NodeTable<E> {
     /// Adds (or replaces) the entry of `id`.
     pub fn insert(&mut self, id: String, entry: E) -> Option<E> {
         let place = (entry.region().to_owned(), entry.address());
-        self.changed.insert(id.clone());
+        mark(&mut self.changed, &place.0, &id);
         let old = self.by_id.insert(id.clone(), entry);
         if let Some(old) = &old {
             self.unindex(&id, old);
@@ -72,7 +72,7 @@ impl<E: Placed> NodeTable<E> {
     pub fn remove(&mut self, id: &str) -> Option<E> {
         let old = self.by_id.remove(id)?;
         self.unindex(id, &old);
-        mark(&mut self.changed, id);
+        mark(&mut self.changed, old.region(), id);
         Some(old)
     }
 
@@ -90,6 +90,7 @@ impl<E: Placed> NodeTable<E> {
     }
 
     fn unindex(&mut self, id: &str, entry: &E) {
+        mark(&mut self.changed, entry.region(), id);
         let place = (entry.region().to_owned(), entry.address());
         if let Some(ids) = self.by_place.get_mut(&place) {
             ids.retain(|other| other != id);
@@ -140,24 +141,24 @@ impl<E: Placed> NodeTable<E> {
             let before = entry.watched();
             change(id, entry);
             if entry.watched() != before {
-                mark(&mut self.changed, id);
+                mark(&mut self.changed, entry.region(), id);
             }
         }
     }
 
-    /// The ids added, removed or changed in their watched fields since the
-    /// last call, sorted; forgets them.
-    pub fn take_changed(&mut self) -> Vec<String> {
-        let mut ids: Vec<String> = std::mem::take(&mut self.changed).into_iter().collect();
-        ids.sort_unstable();
-        ids
+    /// The places (region, id) where an entry was added, removed or
+    /// changed in its watched fields since the last call, sorted; forgets
+    /// them. An entry replaced by one in another region is at both.
+    pub fn take_changed(&mut self) -> Vec<(String, String)> {
+        let mut places: Vec<(String, String)> =
+            std::mem::take(&mut self.changed).into_iter().collect();
+        places.sort_unstable();
+        places
     }
 }
 
-fn mark(changed: &mut HashSet<String>, id: &str) {
-    if !changed.contains(id) {
-        changed.insert(id.to_owned());
-    }
+fn mark(changed: &mut HashSet<(String, String)>, region: &str, id: &str) {
+    changed.insert((region.to_owned(), id.to_owned()));
 }
 
 /// An entry borrowed to change in place ([`NodeTable::get_mut`]).
@@ -166,7 +167,7 @@ pub struct EntryMut<'a, E: Placed> {
     entry: &'a mut E,
     before: E::Watched,
     id: &'a str,
-    changed: &'a mut HashSet<String>,
+    changed: &'a mut HashSet<(String, String)>,
 }
 
 impl<E: Placed> std::ops::Deref for EntryMut<'_, E> {
@@ -186,7 +187,7 @@ impl<E: Placed> std::ops::DerefMut for EntryMut<'_, E> {
 impl<E: Placed> Drop for EntryMut<'_, E> {
     fn drop(&mut self) {
         if self.entry.watched() != self.before {
-            mark(self.changed, self.id);
+            mark(self.changed, self.entry.region(), self.id);
         }
     }
 }
@@ -252,7 +253,17 @@ mod tests {
             .zip(1..)
             .map(|(id, octet)| (id.to_owned(), entry("r0", octet)))
             .collect();
-        assert_eq!(table.take_changed(), ["a", "b", "c", "d"], "every insert");
+        let ids = |places: Vec<(String, String)>| -> Vec<String> {
+            places
+                .into_iter()
+                .map(|(region, id)| format!("{region}/{id}"))
+                .collect()
+        };
+        assert_eq!(
+            ids(table.take_changed()),
+            ["r0/a", "r0/b", "r0/c", "r0/d"],
+            "every insert"
+        );
         assert!(table.take_changed().is_empty(), "taken");
 
         // Unwatched fields change nothing; watched ones do, through either
@@ -271,12 +282,14 @@ mod tests {
             d.status = 9;
             d.status = 0;
         }
-        assert_eq!(table.take_changed(), ["b", "c"]);
+        assert_eq!(ids(table.take_changed()), ["r0/b", "r0/c"]);
 
         table.remove("a");
         table.insert("e".to_owned(), entry("r1", 5));
         table.remove("nobody");
-        assert_eq!(table.take_changed(), ["a", "e"]);
+        // Replaced by an entry in another region: both places.
+        table.insert("b".to_owned(), entry("r2", 2));
+        assert_eq!(ids(table.take_changed()), ["r0/a", "r0/b", "r1/e", "r2/b"]);
     }
 
     #[derive(Debug, Clone)]

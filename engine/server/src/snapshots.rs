@@ -127,7 +127,7 @@ async fn write_if_new(
         commit,
         at,
         report: PackedReport::pack(&report),
-        nodes: Vec::clone(&nodes),
+        nodes: nodes.iter().cloned().collect(),
     };
     if put(app, key, &stored).await {
         Some(report)

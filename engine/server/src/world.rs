@@ -19,6 +19,7 @@ use neutral_core::liveness::{Liveness, LivenessSettings};
 use neutral_core::model::{Declarations, Node, NodeStatus, Probe, Timestamp};
 use neutral_core::quorum::{self, Quorum, Verdict};
 use neutral_core::weights::incremental::Changes;
+use neutral_core::weights::node_set::NodeSet;
 use neutral_core::weights::packed::PackedReport;
 use neutral_core::weights::{
     self, Answer, Answers, DomainWeights, SplitBrain, WeightSettings, WeightsReport,
@@ -34,7 +35,7 @@ use crate::node_table::{NodeTable, Placed};
 /// node carries what the weights read (id, region, address, status and its
 /// [`World::nodes_for_engine`] `status_since`) and its mode; heartbeat and
 /// metrics are left out, as the weights never read them.
-pub type EngineNodes = Arc<Vec<Arc<Node>>>;
+pub type EngineNodes = Arc<NodeSet>;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now() -> Timestamp {
@@ -202,6 +203,16 @@ impl PublishedViews {
         views
     }
 
+    /// Takes the oldest view out when one more would be too many: a caller
+    /// that publishes on a hot path drops it after the answers are out.
+    pub fn make_room(&mut self) -> Option<PublishedView> {
+        if self.recent.len() >= Self::KEEP {
+            self.recent.pop_front()
+        } else {
+            None
+        }
+    }
+
     /// Records a newly published report; returns its id.
     pub fn publish(
         &mut self,
@@ -359,7 +370,7 @@ impl World {
                 patch_engine_nodes(&self.nodes, *at, previous, &changed)
             }
             Some((at, previous)) => merge_engine_nodes(&self.nodes, Some(*at), previous),
-            None => merge_engine_nodes(&self.nodes, None, &[]),
+            None => merge_engine_nodes(&self.nodes, None, &NodeSet::default()),
         }
     }
 
@@ -542,7 +553,7 @@ impl RecomputeInputs {
         let mut report = match changes {
             Some(changes) if Arc::ptr_eq(&decl, &previous_decl) => {
                 // Cheap: the entries are shared, only the map is copied.
-                weights::incremental::compute_incremental(
+                weights::incremental::compute_incremental_in(
                     &decl,
                     &nodes,
                     WeightsReport::clone(&previous),
@@ -552,13 +563,14 @@ impl RecomputeInputs {
                 )
                 .report
             }
-            _ => weights::compute(&decl, &nodes, &previous.domains, at, settings),
+            _ => weights::compute(&decl, &listed(&nodes), &previous.domains, at, settings),
         };
         if report.split_brain.is_some() {
             // Hold the answers from before the burst, not the ones already
             // thinned by its first failures.
             if let Some((calm_report, _)) = &calm {
-                report = weights::compute(&decl, &nodes, &calm_report.domains, at, settings);
+                report =
+                    weights::compute(&decl, &listed(&nodes), &calm_report.domains, at, settings);
             }
         }
         let mut runs = RunComparison::default();
@@ -619,9 +631,15 @@ impl World {
     }
 
     /// Takes a recompute's result in: a new published view when it is one,
-    /// and the calm report the split-brain guard falls back to.
-    pub fn publish(&mut self, recomputed: &Recomputed) {
+    /// and the calm report the split-brain guard falls back to. Returns the
+    /// view that no longer fits ([`PublishedViews::KEEP`]), for the caller
+    /// to drop once the new answers are out (freeing a report of a thousand
+    /// domains is a tenth of a status change's time).
+    #[must_use]
+    pub fn publish(&mut self, recomputed: &Recomputed) -> Option<PublishedView> {
+        let mut retired = None;
         if recomputed.publish {
+            retired = self.views.make_room();
             let commit = self.commit.clone();
             self.views.publish(
                 Arc::clone(&recomputed.report),
@@ -637,6 +655,7 @@ impl World {
             ));
         }
         self.last_computed = Some((recomputed.at, Arc::clone(&recomputed.nodes)));
+        retired
     }
 }
 
@@ -644,11 +663,11 @@ impl World {
 /// ([`World::engine_nodes`]).
 #[derive(Debug)]
 pub struct EngineRead {
-    pub nodes: Vec<Arc<Node>>,
+    pub nodes: NodeSet,
     /// The regions whose nodes changed (`None`: no recompute before).
     pub changes: Option<Changes>,
     /// Each node that changed, as the last recompute read it and as it is
-    /// now (`None`: not there), in id order (empty with no recompute before).
+    /// now (`None`: not there); empty with no recompute before.
     pub moved: Vec<NodeMove>,
 }
 
@@ -659,40 +678,29 @@ pub struct NodeMove {
     pub after: Option<Arc<Node>>,
 }
 
-/// [`World::engine_nodes`] for a few changes: the previous list with the
-/// `changed` ids (sorted) looked up in it and patched.
+/// [`World::engine_nodes`] for a few changes: the previous set with the
+/// `changed` places (sorted) looked up in it and patched.
 fn patch_engine_nodes(
     table: &NodeTable<NodeEntry>,
     previous_at: Timestamp,
-    previous: &[Arc<Node>],
-    changed: &[String],
+    previous: &NodeSet,
+    changed: &[(String, String)],
 ) -> EngineRead {
-    let mut nodes = previous.to_vec();
+    let mut nodes = previous.clone();
     let mut changes = Changes::new(previous_at);
     let mut moved = Vec::new();
-    for id in changed {
-        let position = nodes.binary_search_by(|seen| seen.id.as_str().cmp(id));
-        let (before, after) = match (position, table.get(id)) {
-            (Ok(at), Some(entry)) => {
-                let Some(seen) = nodes.get_mut(at) else {
-                    continue;
-                };
-                if reads_the_same(seen, entry) {
-                    continue;
-                }
+    for (region, id) in changed {
+        let now = table
+            .get(id)
+            .filter(|entry| entry.record.node.region == *region);
+        let (before, after) = match (nodes.get(region, id), now) {
+            (Some(seen), Some(entry)) if reads_the_same(seen, entry) => continue,
+            (_, Some(entry)) => {
                 let fresh = Arc::new(engine_view(entry));
-                (
-                    Some(std::mem::replace(seen, Arc::clone(&fresh))),
-                    Some(fresh),
-                )
+                (nodes.insert(Arc::clone(&fresh)), Some(fresh))
             }
-            (Ok(at), None) => (Some(nodes.remove(at)), None),
-            (Err(at), Some(entry)) => {
-                let fresh = Arc::new(engine_view(entry));
-                nodes.insert(at, Arc::clone(&fresh));
-                (None, Some(fresh))
-            }
-            (Err(_), None) => continue,
+            (Some(_), None) => (nodes.remove(region, id), None),
+            (None, None) => continue,
         };
         changes.node(before.as_deref(), after.as_deref());
         moved.push(NodeMove { before, after });
@@ -705,30 +713,17 @@ fn patch_engine_nodes(
 }
 
 /// [`World::engine_nodes`] for many changes, or none known: every node of
-/// the table paired with the previous list in one merge pass (both are
-/// sorted by id).
+/// the table read again, the previous node kept where it reads the same.
 fn merge_engine_nodes(
     table: &NodeTable<NodeEntry>,
     previous_at: Option<Timestamp>,
-    previous: &[Arc<Node>],
+    previous: &NodeSet,
 ) -> EngineRead {
     let mut changes = Changes::new(previous_at.unwrap_or_default());
     let mut moved = Vec::new();
-    let mut previous = previous.iter().peekable();
-    let gone = |seen: &Arc<Node>, changes: &mut Changes, moved: &mut Vec<NodeMove>| {
-        changes.node(Some(seen), None);
-        moved.push(NodeMove {
-            before: Some(Arc::clone(seen)),
-            after: None,
-        });
-    };
-    let mut nodes = Vec::with_capacity(table.len());
-    for entry in table.values() {
-        let id = entry.record.node.id.as_str();
-        while let Some(seen) = previous.next_if(|seen| seen.id.as_str() < id) {
-            gone(seen, &mut changes, &mut moved);
-        }
-        let node = match previous.next_if(|seen| seen.id == id) {
+    let nodes = NodeSet::new(table.values().map(|entry| {
+        let node = &entry.record.node;
+        match previous.get(&node.region, &node.id) {
             Some(seen) if reads_the_same(seen, entry) => Arc::clone(seen),
             seen => {
                 let fresh = Arc::new(engine_view(entry));
@@ -739,11 +734,16 @@ fn merge_engine_nodes(
                 });
                 fresh
             }
-        };
-        nodes.push(node);
-    }
-    for seen in previous {
-        gone(seen, &mut changes, &mut moved);
+        }
+    }));
+    for seen in previous.iter() {
+        if nodes.get(&seen.region, &seen.id).is_none() {
+            changes.node(Some(seen), None);
+            moved.push(NodeMove {
+                before: Some(Arc::clone(seen)),
+                after: None,
+            });
+        }
     }
     if previous_at.is_none() {
         moved.clear();
@@ -793,11 +793,14 @@ fn reads_the_same(seen: &Node, entry: &NodeEntry) -> bool {
         && seen.mode == node.mode
 }
 
+/// The nodes of `set` as a list, for the computations that read every node.
+fn listed(set: &NodeSet) -> Vec<&Node> {
+    set.iter().map(|node| &**node).collect()
+}
+
 /// Whether any node went down within `window` before `at`.
-fn recent_failures(nodes: &[Arc<Node>], at: Timestamp, window: Duration) -> bool {
-    nodes
-        .iter()
-        .any(|n| n.status == NodeStatus::Down && at.since(n.status_since) <= window)
+fn recent_failures(nodes: &NodeSet, at: Timestamp, window: Duration) -> bool {
+    nodes.down_since(at.minus(window)) > 0
 }
 
 fn differs(before: &DomainWeights, after: &DomainWeights, runs: &mut RunComparison) -> bool {
@@ -1066,8 +1069,12 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         decl: Arc::clone(&decl),
         commit: commit.clone(),
     };
-    let calm = stored_report(store, CALM_DOC, commit.as_ref())
-        .map(|stored| (Arc::new(stored.report), Arc::new(stored.nodes)));
+    let calm = stored_report(store, CALM_DOC, commit.as_ref()).map(|stored| {
+        (
+            Arc::new(stored.report),
+            Arc::new(NodeSet::new(stored.nodes)),
+        )
+    });
     Ok(World {
         commit,
         decl,
@@ -1301,6 +1308,11 @@ mod tests {
         assert_eq!(views.get_or_latest(Some("e-2")).at, Timestamp(2));
         assert_eq!(views.get_or_latest(Some("e-1")).id, latest.id);
         assert_eq!(views.get_or_latest(None).id, latest.id);
+        // Room made ahead of a publish: the oldest comes out, to drop later.
+        let retired = views.make_room().map(|v| v.id);
+        assert_eq!(retired.as_deref(), Some("e-2"));
+        assert!(views.make_room().is_none(), "room enough");
+        assert_eq!(views.latest().id, format!("e-{}", PublishedViews::KEEP + 1));
     }
 
     fn world_with_one_node(live: usize, others: &[(&str, bool)]) -> World {
@@ -1481,19 +1493,33 @@ mod tests {
                 (Some("n3"), None)
             ]
         );
+        // Region by region (jp, sg), each by id.
         assert_eq!(
             second.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
-            ["n0", "n1", "n2"]
+            ["n1", "n2", "n0"]
         );
-        assert!(Arc::ptr_eq(&second[1], &first[0]), "n1 is reused");
-        assert!(!Arc::ptr_eq(&second[2], &first[1]), "n2 is a fresh copy");
-        assert_eq!(second[2].status, NodeStatus::Drain);
-        assert_eq!(second[2].status_since, Timestamp(5_000));
+        let (n1, n2) = (
+            second.get("jp", "n1").unwrap(),
+            second.get("jp", "n2").unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(n1, first.get("jp", "n1").unwrap()),
+            "n1 is reused"
+        );
+        assert!(
+            !Arc::ptr_eq(n2, first.get("jp", "n2").unwrap()),
+            "n2 is a fresh copy"
+        );
+        assert_eq!(n2.status, NodeStatus::Drain);
+        assert_eq!(n2.status_since, Timestamp(5_000));
         // The recompute sees what the weights would: the regions of the
         // drained (jp), the deregistered (kr) and the registered (sg) node.
         let changes = changes.expect("changes since the first");
         assert_eq!(changes.previous_now, Timestamp(1_000));
-        assert_eq!(changes, Changes::between(Timestamp(1_000), &first, &second));
+        assert_eq!(
+            changes,
+            Changes::between(Timestamp(1_000), &listed(&first), &listed(&second))
+        );
         assert_eq!(
             changes.regions,
             ["jp".to_owned(), "kr".to_owned(), "sg".to_owned()].into()
@@ -1512,7 +1538,10 @@ mod tests {
         n0.liveness.ever_ready = false;
         drop(n0);
         let third = world.engine_nodes().nodes;
-        assert_eq!(third[0].status_since, Timestamp::SINCE_FOREVER);
+        assert_eq!(
+            third.get("sg", "n0").unwrap().status_since,
+            Timestamp::SINCE_FOREVER
+        );
         assert_eq!(
             world.nodes_for_engine()[0].status_since,
             Timestamp::SINCE_FOREVER
@@ -1595,12 +1624,21 @@ mod tests {
                 let changed = world.nodes.take_changed();
                 let patched = patch_engine_nodes(&world.nodes, at, &previous, &changed);
                 let merged = merge_engine_nodes(&world.nodes, Some(at), &previous);
-                let now: Vec<Node> = world.nodes.values().map(engine_view).collect();
+                // Region by region, each by id.
+                let mut now: Vec<Node> = world.nodes.values().map(engine_view).collect();
+                now.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
                 let read = |r: &EngineRead| r.nodes.iter().map(|n| Node::clone(n)).collect::<Vec<_>>();
                 proptest::prop_assert_eq!(read(&patched), now.clone());
                 proptest::prop_assert_eq!(read(&merged), now);
                 proptest::prop_assert_eq!(&patched.changes, &merged.changes);
-                proptest::prop_assert_eq!(moves(&patched), moves(&merged));
+                let sorted = |mut moves: Vec<(Option<Node>, Option<Node>)>| {
+                    moves.sort_by_key(|(before, after)| {
+                        let id = |n: &Option<Node>| n.as_ref().map(|n| (n.id.clone(), n.region.clone()));
+                        (id(before).or_else(|| id(after)), id(after))
+                    });
+                    moves
+                };
+                proptest::prop_assert_eq!(sorted(moves(&patched)), sorted(moves(&merged)));
                 let at = Timestamp(i64::try_from(round).unwrap() + 100);
                 world.last_computed = Some((at, Arc::new(patched.nodes)));
             }

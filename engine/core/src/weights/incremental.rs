@@ -83,10 +83,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::node_set::NodeSet;
 use super::{
-    AnswerMode, Answers, DomainWeights, Fleet, RegionEval, RegionEvaluator, WeightSettings,
-    WeightsReport, choose_answers, compute, domain_entry, domain_evals, split_brain_guard,
-    weights_text,
+    AnswerMode, Answers, DomainWeights, Fleet, RegionEval, RegionEvaluator, SplitBrain,
+    WeightSettings, WeightsReport, choose_answers, compute, domain_entry, domain_evals,
+    split_brain_guard, split_brain_verdict, weights_text,
 };
 use crate::health;
 use crate::model::{AllDownPolicy, Declarations, GtmPolicy, Node, Timestamp};
@@ -225,7 +226,120 @@ pub fn compute_incremental<N: Borrow<Node>>(
     now: Timestamp,
     settings: &WeightSettings,
 ) -> Incremental {
-    let split_brain = split_brain_guard(nodes, now, settings);
+    incremental_from(decl, &Listed(nodes), previous, changes, now, settings)
+}
+
+/// [`compute_incremental`] over a [`NodeSet`]: the same report, reading
+/// only the regions the recomputed domains serve and the set's counts, not
+/// every node (a caller that keeps the set between recomputes pays for
+/// what changed, not for the size of the fleet).
+pub fn compute_incremental_in(
+    decl: &Declarations,
+    nodes: &NodeSet,
+    previous: WeightsReport,
+    changes: &Changes,
+    now: Timestamp,
+    settings: &WeightSettings,
+) -> Incremental {
+    incremental_from(decl, nodes, previous, changes, now, settings)
+}
+
+/// What an incremental recompute asks of its nodes: a list walks them, a
+/// [`NodeSet`] answers from its groups and counts.
+trait NodeSource {
+    fn split_brain_guard(&self, now: Timestamp, settings: &WeightSettings) -> Option<SplitBrain>;
+    /// The newest `status_since` of each region (by the node's `region`)
+    /// whose newest is later than `after`.
+    fn latest_after(&self, after: Timestamp) -> BTreeMap<&str, Timestamp>;
+    /// The nodes of the regions in `only`, indexed.
+    fn fleet<'s>(&'s self, only: &BTreeSet<&str>) -> Fleet<'s>;
+    /// [`compute`] over every node.
+    fn compute_all(
+        &self,
+        decl: &Declarations,
+        previous: &BTreeMap<String, Arc<DomainWeights>>,
+        now: Timestamp,
+        settings: &WeightSettings,
+    ) -> WeightsReport;
+}
+
+/// A plain list of nodes.
+struct Listed<'n, N>(&'n [N]);
+
+impl<N: Borrow<Node>> NodeSource for Listed<'_, N> {
+    fn split_brain_guard(&self, now: Timestamp, settings: &WeightSettings) -> Option<SplitBrain> {
+        split_brain_guard(self.0, now, settings)
+    }
+
+    fn latest_after(&self, after: Timestamp) -> BTreeMap<&str, Timestamp> {
+        let mut latest: BTreeMap<&str, Timestamp> = BTreeMap::new();
+        for node in self.0.iter().map(Borrow::borrow) {
+            if node.status_since > after {
+                latest
+                    .entry(node.region.as_str())
+                    .and_modify(|t| *t = (*t).max(node.status_since))
+                    .or_insert(node.status_since);
+            }
+        }
+        latest
+    }
+
+    fn fleet<'s>(&'s self, only: &BTreeSet<&str>) -> Fleet<'s> {
+        Fleet::new(self.0, Some(only))
+    }
+
+    fn compute_all(
+        &self,
+        decl: &Declarations,
+        previous: &BTreeMap<String, Arc<DomainWeights>>,
+        now: Timestamp,
+        settings: &WeightSettings,
+    ) -> WeightsReport {
+        compute(decl, self.0, previous, now, settings)
+    }
+}
+
+impl NodeSource for NodeSet {
+    fn split_brain_guard(&self, now: Timestamp, settings: &WeightSettings) -> Option<SplitBrain> {
+        let went_down = self.down_since(now.minus(settings.split_brain_window));
+        split_brain_verdict(self.not_drained(), went_down, settings)
+    }
+
+    fn latest_after(&self, after: Timestamp) -> BTreeMap<&str, Timestamp> {
+        self.regions()
+            .filter_map(|(region, _)| {
+                self.latest_since(region)
+                    .filter(|latest| *latest > after)
+                    .map(|latest| (region, latest))
+            })
+            .collect()
+    }
+
+    fn fleet<'s>(&'s self, only: &BTreeSet<&str>) -> Fleet<'s> {
+        Fleet::of_set(self, only)
+    }
+
+    fn compute_all(
+        &self,
+        decl: &Declarations,
+        previous: &BTreeMap<String, Arc<DomainWeights>>,
+        now: Timestamp,
+        settings: &WeightSettings,
+    ) -> WeightsReport {
+        let nodes: Vec<&Node> = self.iter().map(|node| &**node).collect();
+        compute(decl, &nodes, previous, now, settings)
+    }
+}
+
+fn incremental_from(
+    decl: &Declarations,
+    nodes: &impl NodeSource,
+    previous: WeightsReport,
+    changes: &Changes,
+    now: Timestamp,
+    settings: &WeightSettings,
+) -> Incremental {
+    let split_brain = nodes.split_brain_guard(now, settings);
     if split_brain.is_some() || previous.split_brain.is_some() {
         let why = if split_brain.is_some() {
             "the split-brain guard is tripped"
@@ -233,7 +347,7 @@ pub fn compute_incremental<N: Borrow<Node>>(
             "the split-brain guard released"
         };
         return Incremental {
-            report: compute(decl, nodes, &previous.domains, now, settings),
+            report: nodes.compute_all(decl, &previous.domains, now, settings),
             recomputed: Recomputed::All(why),
         };
     }
@@ -298,7 +412,7 @@ pub fn compute_incremental<N: Borrow<Node>>(
             hot_by_name.insert(&region.name, hot);
         }
     }
-    let fleet = Fleet::new(nodes, Some(&serving));
+    let fleet = nodes.fleet(&serving);
     let mut evaluator = RegionEvaluator::new(decl, &fleet, now);
     let mut recomputed = Vec::with_capacity(dirty.len());
     for (domain, policy) in dirty {
@@ -431,9 +545,9 @@ impl Hot {
 
 /// The declared regions (by key) that may change a domain serving them, by
 /// rules 3 and 4.
-fn hot_regions<'a, N: Borrow<Node>>(
+fn hot_regions<'a>(
     decl: &'a Declarations,
-    nodes: &[N],
+    nodes: &impl NodeSource,
     changes: &Changes,
     now: Timestamp,
 ) -> Vec<(&'a str, Hot)> {
@@ -444,17 +558,17 @@ fn hot_regions<'a, N: Borrow<Node>>(
         .max()
         .unwrap_or(Duration::ZERO);
     let earlier = changes.previous_now.min(now);
-    // The smallest age of a node's `status_since` per region, for the nodes
-    // younger than the longest period.
+    // The smallest age of a node's `status_since` per region (that of its
+    // newest), for the regions with a node younger than the longest period.
+    // `minus` rounds down to whole milliseconds: one more keeps every
+    // region the exact test below may accept.
     let mut youngest: BTreeMap<&str, Duration> = BTreeMap::new();
     if !longest.is_zero() {
-        for node in nodes.iter().map(Borrow::borrow) {
-            let age = earlier.since(node.status_since);
+        let after = earlier.minus(longest).minus(Duration::from_millis(1));
+        for (region, latest) in nodes.latest_after(after) {
+            let age = earlier.since(latest);
             if age < longest {
-                youngest
-                    .entry(node.region.as_str())
-                    .and_modify(|a| *a = (*a).min(age))
-                    .or_insert(age);
+                youngest.insert(region, age);
             }
         }
     }

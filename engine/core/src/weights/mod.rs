@@ -83,6 +83,7 @@
 
 mod answers;
 pub mod incremental;
+pub mod node_set;
 pub mod packed;
 pub mod scale;
 
@@ -106,6 +107,7 @@ use crate::model::{
     RecordType, Region, RegionHealth, Timestamp,
 };
 pub use answers::{Answer, Answers};
+use node_set::NodeSet;
 use scale::div_round_half_up;
 
 /// Knobs of the weight computation that are deployment settings, not
@@ -270,6 +272,16 @@ fn split_brain_guard<N: Borrow<Node>>(
             went_down = went_down.saturating_add(1);
         }
     }
+    split_brain_verdict(total, went_down, settings)
+}
+
+/// The split-brain guard's decision from its counts: `total` nodes not
+/// drained, `went_down` of them within the window.
+fn split_brain_verdict(
+    total: u32,
+    went_down: u32,
+    settings: &WeightSettings,
+) -> Option<SplitBrain> {
     if went_down == 0 || total < settings.split_brain_min_nodes {
         return None;
     }
@@ -369,6 +381,32 @@ impl<'a> Fleet<'a> {
         }
         Fleet {
             nodes,
+            by_region,
+            by_id: OnceCell::new(),
+            kept: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Indexes the nodes of `set` in the regions `only` (by the node's
+    /// `region`), reading no other region's nodes: they are grouped and
+    /// sorted already.
+    fn of_set(set: &'a NodeSet, only: &BTreeSet<&str>) -> Self {
+        let by_region = only
+            .iter()
+            .filter_map(|&region| {
+                let (name, nodes) = set.region_entry(region)?;
+                let members = nodes
+                    .iter()
+                    .map(|node| Member {
+                        node,
+                        id: OnceCell::new(),
+                    })
+                    .collect();
+                Some((name, members))
+            })
+            .collect();
+        Fleet {
+            nodes: set.iter().map(|node| &**node).collect(),
             by_region,
             by_id: OnceCell::new(),
             kept: RefCell::new(HashMap::new()),

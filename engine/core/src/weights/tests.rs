@@ -8,7 +8,9 @@ use std::time::Duration;
 use expect_test::expect;
 use proptest::prelude::*;
 
-use super::incremental::{Changes, Incremental, Recomputed, compute_incremental};
+use super::incremental::{
+    Changes, Incremental, Recomputed, compute_incremental, compute_incremental_in,
+};
 use super::packed::PackedReport;
 use super::*;
 use crate::model::{CloudProvider, NodeMode, NodePoolDecl, Probe};
@@ -1524,6 +1526,18 @@ proptest! {
                 &incremental.report, &full,
                 "after {:?} at {}, recomputed {:?}", event, now, incremental.recomputed
             );
+            // The same over a node set, as the daemon keeps one: ids unique
+            // (the list's duplicates are for the first-registered rule).
+            let ids: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+            if ids.len() == nodes.len() {
+                let set = NodeSet::new(nodes.iter().cloned().map(Arc::new));
+                let in_set =
+                    compute_incremental_in(&decl, &set, previous.clone(), &changes, now, &settings);
+                prop_assert_eq!(
+                    &in_set, &incremental,
+                    "in a node set, after {:?} at {}", event, now
+                );
+            }
             previous = full;
         }
     }
