@@ -187,16 +187,18 @@ impl App {
         let started = std::time::Instant::now();
         let at = now();
         let inputs = self.write_world().recompute_inputs();
-        let recomputed = inputs.compute(at, &self.settings.weights);
+        let mut recomputed = inputs.compute(at, &self.settings.weights);
         let retired = self.write_world().publish(&recomputed);
         if let Some(health) = recomputed.data_plane_health() {
             self.dns.set_health(&health, &recomputed.decl);
         }
+        let moves = recomputed.forget_moves();
         self.counters
             .recompute_seconds
             .observe(started.elapsed().as_secs_f64());
-        // The answers are out: now the oldest view may go.
-        drop(retired);
+        // The answers are out: now the oldest view and the nodes computed
+        // before may go.
+        drop((retired, moves));
         if let Some(guard) = recomputed.split_brain() {
             tracing::error!(message = %guard.message, "split-brain guard tripped");
         }

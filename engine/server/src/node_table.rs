@@ -38,9 +38,8 @@ pub struct NodeTable<E> {
     /// only in states that rule forbids (a store from before it).
     by_place: HashMap<(String, IpAddr), Vec<String>>,
     per_region: HashMap<String, usize>,
-    /// The places (region, id) where an entry was added, removed or changed
-    /// in its watched fields since the last [`NodeTable::take_changed`].
-    changed: HashSet<(String, String)>,
+    /// What changed since the last [`NodeTable::take_changed`].
+    changed: Changed,
 }
 
 impl<E> Default for NodeTable<E> {
@@ -49,7 +48,7 @@ impl<E> Default for NodeTable<E> {
             by_id: BTreeMap::new(),
             by_place: HashMap::new(),
             per_region: HashMap::new(),
-            changed: HashSet::new(),
+            changed: Changed::default(),
         }
     }
 }
@@ -58,7 +57,7 @@ impl<E: Placed> NodeTable<E> {
     /// Adds (or replaces) the entry of `id`.
     pub fn insert(&mut self, id: String, entry: E) -> Option<E> {
         let place = (entry.region().to_owned(), entry.address());
-        mark(&mut self.changed, &place.0, &id);
+        self.changed.mark(&id);
         let old = self.by_id.insert(id.clone(), entry);
         if let Some(old) = &old {
             self.unindex(&id, old);
@@ -72,7 +71,6 @@ impl<E: Placed> NodeTable<E> {
     pub fn remove(&mut self, id: &str) -> Option<E> {
         let old = self.by_id.remove(id)?;
         self.unindex(id, &old);
-        mark(&mut self.changed, old.region(), id);
         Some(old)
     }
 
@@ -90,7 +88,9 @@ impl<E: Placed> NodeTable<E> {
     }
 
     fn unindex(&mut self, id: &str, entry: &E) {
-        mark(&mut self.changed, entry.region(), id);
+        self.changed
+            .left
+            .push((entry.region().to_owned(), id.to_owned()));
         let place = (entry.region().to_owned(), entry.address());
         if let Some(ids) = self.by_place.get_mut(&place) {
             ids.retain(|other| other != id);
@@ -141,7 +141,7 @@ impl<E: Placed> NodeTable<E> {
             let before = entry.watched();
             change(id, entry);
             if entry.watched() != before {
-                mark(&mut self.changed, entry.region(), id);
+                self.changed.mark(id);
             }
         }
     }
@@ -150,15 +150,32 @@ impl<E: Placed> NodeTable<E> {
     /// changed in its watched fields since the last call, sorted; forgets
     /// them. An entry replaced by one in another region is at both.
     pub fn take_changed(&mut self) -> Vec<(String, String)> {
-        let mut places: Vec<(String, String)> =
-            std::mem::take(&mut self.changed).into_iter().collect();
-        places.sort_unstable();
-        places
+        let Changed { ids, mut left } = std::mem::take(&mut self.changed);
+        left.extend(ids.into_iter().filter_map(|id| {
+            let region = self.by_id.get(&id)?.region().to_owned();
+            Some((region, id))
+        }));
+        left.sort_unstable();
+        left.dedup();
+        left
     }
 }
 
-fn mark(changed: &mut HashSet<(String, String)>, region: &str, id: &str) {
-    changed.insert((region.to_owned(), id.to_owned()));
+/// What changed in a [`NodeTable`]: the ids of the entries added or changed
+/// in place, and the places (region, id) entries left (removed, or replaced
+/// by another).
+#[derive(Debug, Clone, Default)]
+struct Changed {
+    ids: HashSet<String>,
+    left: Vec<(String, String)>,
+}
+
+impl Changed {
+    fn mark(&mut self, id: &str) {
+        if !self.ids.contains(id) {
+            self.ids.insert(id.to_owned());
+        }
+    }
 }
 
 /// An entry borrowed to change in place ([`NodeTable::get_mut`]).
@@ -167,7 +184,7 @@ pub struct EntryMut<'a, E: Placed> {
     entry: &'a mut E,
     before: E::Watched,
     id: &'a str,
-    changed: &'a mut HashSet<(String, String)>,
+    changed: &'a mut Changed,
 }
 
 impl<E: Placed> std::ops::Deref for EntryMut<'_, E> {
@@ -187,7 +204,7 @@ impl<E: Placed> std::ops::DerefMut for EntryMut<'_, E> {
 impl<E: Placed> Drop for EntryMut<'_, E> {
     fn drop(&mut self) {
         if self.entry.watched() != self.before {
-            mark(self.changed, self.entry.region(), self.id);
+            self.changed.mark(self.id);
         }
     }
 }

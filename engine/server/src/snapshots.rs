@@ -16,7 +16,7 @@ use neutral_core::weights::packed::PackedReport;
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
-use crate::world::{CALM_DOC, REPORT_DOC, StoredReport, now};
+use crate::world::{CALM_DOC, EngineNodes, REPORT_DOC, StoredReport, now};
 
 /// How often the documents are compared with what is published.
 pub const EVERY: Duration = Duration::from_secs(2);
@@ -24,8 +24,8 @@ pub const EVERY: Duration = Duration::from_secs(2);
 pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut written_report: Option<Arc<WeightsReport>> = None;
-    let mut written_calm: Option<Arc<WeightsReport>> = None;
+    let mut written_report: Option<Written> = None;
+    let mut written_calm: Option<Written> = None;
     let mut written_memory: Option<u64> = None;
     loop {
         tokio::select! {
@@ -85,13 +85,29 @@ enum Kind {
     Calm,
 }
 
+/// A report document as last written: its report and (the calm snapshot)
+/// its nodes, by `Arc` — the world keeps both the same `Arc`s while they do
+/// not change.
+#[derive(Clone)]
+struct Written {
+    report: Arc<WeightsReport>,
+    nodes: Option<EngineNodes>,
+}
+
+impl Written {
+    fn is(&self, report: &Arc<WeightsReport>, nodes: Option<&EngineNodes>) -> bool {
+        Arc::ptr_eq(&self.report, report)
+            && match (&self.nodes, nodes) {
+                (Some(written), Some(nodes)) => Arc::ptr_eq(written, nodes),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
 /// Writes the current report (or calm snapshot) unless it is the one
 /// written last; returns what is now written.
-async fn write_if_new(
-    app: &Arc<App>,
-    kind: Kind,
-    written: Option<Arc<WeightsReport>>,
-) -> Option<Arc<WeightsReport>> {
+async fn write_if_new(app: &Arc<App>, kind: Kind, written: Option<Written>) -> Option<Written> {
     let (report, at, nodes, commit) = {
         let world = app.read_world();
         match kind {
@@ -100,7 +116,7 @@ async fn write_if_new(
                 (
                     Some(Arc::clone(&latest.report)),
                     latest.at,
-                    Arc::default(),
+                    None,
                     latest.commit.clone(),
                 )
             }
@@ -108,15 +124,18 @@ async fn write_if_new(
                 Some((report, nodes)) => (
                     Some(Arc::clone(report)),
                     now(),
-                    Arc::clone(nodes),
+                    Some(Arc::clone(nodes)),
                     world.commit.clone(),
                 ),
-                None => (None, now(), Arc::default(), world.commit.clone()),
+                None => (None, now(), None, world.commit.clone()),
             },
         }
     };
     let report = report?;
-    if written.as_ref().is_some_and(|w| Arc::ptr_eq(w, &report)) {
+    if written
+        .as_ref()
+        .is_some_and(|w| w.is(&report, nodes.as_ref()))
+    {
         return written;
     }
     let key = match kind {
@@ -127,10 +146,13 @@ async fn write_if_new(
         commit,
         at,
         report: PackedReport::pack(&report),
-        nodes: nodes.iter().cloned().collect(),
+        nodes: nodes
+            .iter()
+            .flat_map(|nodes| nodes.iter().cloned())
+            .collect(),
     };
     if put(app, key, &stored).await {
-        Some(report)
+        Some(Written { report, nodes })
     } else {
         written
     }

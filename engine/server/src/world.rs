@@ -494,6 +494,14 @@ pub struct Recomputed {
 }
 
 impl Recomputed {
+    /// Lets go of the node list this run was computed from and of the
+    /// nodes' moves (the data plane has them): a recompute that read every
+    /// node again would otherwise hold two generations of them until its
+    /// audit entries are written.
+    pub fn forget_moves(&mut self) -> (Option<EngineNodes>, Vec<NodeMove>) {
+        (self.previous_nodes.take(), std::mem::take(&mut self.moved))
+    }
+
     /// The guard in force, if it tripped.
     pub fn split_brain(&self) -> Option<&SplitBrain> {
         self.report.split_brain.as_ref()
@@ -546,6 +554,7 @@ impl RecomputeInputs {
             previous_decl,
             calm,
         } = self;
+        let changes_known = changes.is_some();
         // Same declarations as the report in force: only the domains the
         // node changes (or time) could touch are recomputed; the result is
         // the full computation's (a property test in the core holds them
@@ -595,11 +604,19 @@ impl RecomputeInputs {
             !same_report(&report, &previous, &mut runs) || !Arc::ptr_eq(&decl, &previous_decl);
         let calm_now = report.split_brain.is_none()
             && !recent_failures(&nodes, at, settings.split_brain_window);
+        // What did not change stays the same `Arc`: the world, the calm
+        // snapshot and the stored documents (rewritten when their `Arc`
+        // changes) then see that nothing did.
+        let report = if publish { Arc::new(report) } else { previous };
+        let nodes = match &previous_nodes {
+            Some(previous) if changes_known && moved.is_empty() => Arc::clone(previous),
+            _ => Arc::new(nodes),
+        };
         Recomputed {
             at,
-            report: Arc::new(report),
+            report,
             decl,
-            nodes: Arc::new(nodes),
+            nodes,
             calm_nodes: calm.map(|(_, nodes)| nodes),
             previous_nodes,
             moved,
@@ -1643,5 +1660,34 @@ mod tests {
                 world.last_computed = Some((at, Arc::new(patched.nodes)));
             }
         }
+    }
+
+    /// One recompute of `world` at `at`, taken in.
+    fn recompute(world: &mut World, at: i64) -> Recomputed {
+        let recomputed = world
+            .recompute_inputs()
+            .compute(Timestamp(at), &WeightSettings::default());
+        drop(world.publish(&recomputed));
+        recomputed
+    }
+
+    #[test]
+    fn a_recompute_that_changes_nothing_keeps_the_report_and_nodes_it_had() {
+        let mut world = world_with_one_node(1, &[]);
+        let first = recompute(&mut world, 2_000);
+        let second = recompute(&mut world, 3_000);
+        assert!(Arc::ptr_eq(&first.nodes, &second.nodes), "same nodes");
+        assert!(Arc::ptr_eq(&first.report, &second.report), "same report");
+        assert!(second.changed.is_empty());
+        // A node's status change is a new node set.
+        world.nodes.get_mut("n1").unwrap().record.node.status = NodeStatus::Drain;
+        let third = recompute(&mut world, 4_000);
+        assert!(!Arc::ptr_eq(&second.nodes, &third.nodes), "new nodes");
+        assert_eq!(
+            third.nodes.get("jp", "n1").map(|n| n.status),
+            Some(NodeStatus::Drain)
+        );
+        let (_, calm_nodes) = world.calm.as_ref().expect("calm");
+        assert!(Arc::ptr_eq(calm_nodes, &third.nodes));
     }
 }
