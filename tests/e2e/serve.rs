@@ -220,15 +220,24 @@ fn commits_change_weights_and_invalid_commits_are_rejected_keeping_the_last_good
     let repo = repo_with(dir.path(), port);
     let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), FAST);
     wait_for_commit(&daemon, None);
-    // The daemon re-executed itself with two malloc arenas (same process),
-    // unless this environment chose a number already.
+    // The daemon re-executed itself with two malloc arenas and a fixed mmap
+    // threshold (same process), unless this environment chose them already.
     let environ = std::fs::read(format!("/proc/{}/environ", daemon.pid())).unwrap();
-    let arenas = environ
-        .split(|b| *b == 0)
-        .find_map(|v| v.strip_prefix(b"MALLOC_ARENA_MAX="))
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let wanted = std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned());
-    assert_eq!(arenas, Some(wanted));
+    let variable = |name: &str| {
+        let prefix = format!("{name}=");
+        environ
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let arenas_chosen = std::env::var("MALLOC_ARENA_MAX").ok();
+    let wanted = arenas_chosen.clone().unwrap_or_else(|| "2".to_owned());
+    assert_eq!(variable("MALLOC_ARENA_MAX"), Some(wanted));
+    if arenas_chosen.is_none() {
+        let wanted =
+            std::env::var("MALLOC_MMAP_THRESHOLD_").unwrap_or_else(|_| "131072".to_owned());
+        assert_eq!(variable("MALLOC_MMAP_THRESHOLD_"), Some(wanted));
+    }
     let _services = [
         Service::start("127.0.0.5", port),
         Service::start("127.0.0.6", port),
