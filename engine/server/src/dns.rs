@@ -3,7 +3,6 @@
 //! writes (read, patch, persist, serve), and exposes its metrics.
 
 use std::fmt::Write as _;
-
 use std::sync::{Arc, Mutex, PoisonError};
 
 use neutral_core::model::{Declarations, Node};
@@ -36,7 +35,6 @@ impl DnsBridge {
         &self.handle
     }
 
-    /// Node statuses and all-down policies, as the data plane applies them.
     /// Node statuses and all-down policies, as the data plane applies them:
     /// the nodes that moved, when the data plane serves the list they moved
     /// from under the same declarations, else the whole list.

@@ -29,9 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::node_table::{NodeTable, Placed};
 
-/// The nodes as a recompute read them, by id: shared between recomputes
-/// (the next one reuses every node whose weighed fields did not change), so
-/// one node's status change costs one node's copy, not every node's. Each
+/// The nodes as a recompute read them, grouped by region: shared between
+/// recomputes (the next one reuses every node whose weighed fields did not
+/// change, and every region group none of whose nodes did), so one node's
+/// status change costs one node's copy and its group's. Each
 /// node carries what the weights read (id, region, address, status and its
 /// [`World::nodes_for_engine`] `status_since`) and its mode; heartbeat and
 /// metrics are left out, as the weights never read them.
@@ -353,16 +354,16 @@ impl World {
             .collect()
     }
 
-    /// The nodes a recompute reads ([`EngineNodes`], sorted by id): the
+    /// The nodes a recompute reads ([`EngineNodes`], grouped by region): the
     /// last recompute's node where its weighed fields and mode are
     /// unchanged, a fresh copy where not; and how they differ from the last
     /// recompute's ([`EngineRead`]).
     ///
-    /// Only the nodes the table noted as changed since are looked at
+    /// Only the places the table noted as changed since are looked at
     /// ([`NodeTable::take_changed`]), so one status change among 10,000
-    /// nodes costs a copy of the list's pointers, not a comparison of every
-    /// node; many changes (a registration storm) merge the two lists in
-    /// one pass instead.
+    /// nodes copies one region's group, not every node; more changes than a
+    /// sixteenth of the nodes (a registration storm) read every node again
+    /// instead.
     pub fn engine_nodes(&mut self) -> EngineRead {
         let changed = self.nodes.take_changed();
         match &self.last_computed {
