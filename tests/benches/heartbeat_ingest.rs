@@ -31,8 +31,8 @@
 //! `INGEST_REPLICAS=3` (issue 13) runs three replicas on one PostgreSQL
 //! database (a throwaway server on loopback, fsync off, as the store's own
 //! bench) instead of one daemon on SQLite: nodes register with the first,
-//! the load's connections are spread over all of them, CPU and RSS are
-//! their sums, and the counters are the first replica's.
+//! the load's connections are spread over all of them, CPU, RSS and the
+//! phases' counters are their sums (the nodes up, the first replica's).
 
 #[allow(dead_code)]
 mod common;
@@ -302,7 +302,7 @@ async fn run_phase(
     admin: &mut Http,
 ) -> PhaseReport {
     let ticks_per_second = common::clock_ticks_per_second();
-    let before = admin.metrics().await.unwrap_or_default();
+    let before = every_replicas_metrics(apis).await;
     let start = Instant::now() + Duration::from_millis(100);
     let phase = Arc::new(Phase {
         mode,
@@ -357,8 +357,17 @@ async fn run_phase(
     let window = total
         .last_done
         .map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
-    let after = admin.metrics().await.unwrap_or_default();
-    let delta = |name| metric_sum(&after, name, &[]) - metric_sum(&before, name, &[]);
+    let after = every_replicas_metrics(&apis).await;
+    // Counters summed over the replicas: a status change is counted by the
+    // replica that published it, a heartbeat by the one that took it.
+    let delta = |name| -> f64 {
+        after
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| metric_sum(after, name, &[]) - metric_sum(before, name, &[]))
+            .sum()
+    };
+    let up_text = admin.metrics().await.unwrap_or_default();
     PhaseReport {
         mode,
         window,
@@ -376,8 +385,22 @@ async fn run_phase(
         dropped_samples: delta("neutral_store_errors_total"),
         status_changes: delta("neutral_node_status_changes_total"),
         recomputes: delta("neutral_weight_recomputes_total"),
-        up_after: metric_sum(&after, "neutral_nodes", &["status=\"up\""]),
+        up_after: metric_sum(&up_text, "neutral_nodes", &["status=\"up\""]),
     }
+}
+
+/// Each replica's `/metrics` (empty where it cannot be read), in `apis`
+/// order.
+async fn every_replicas_metrics(apis: &[SocketAddr]) -> Vec<String> {
+    let mut texts = Vec::with_capacity(apis.len());
+    for api in apis {
+        let text = match Http::connect(*api).await {
+            Ok(mut http) => http.metrics().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        texts.push(text);
+    }
+    texts
 }
 
 fn print_phase(report: &PhaseReport, settings: Settings) {
