@@ -66,7 +66,16 @@ impl SlotDir {
         if let Some(container) = docker_launcher::container_of(self) {
             return docker_launcher::running(&container);
         }
-        self.pid().is_some_and(|pid| self.is_our_agent(pid))
+        self.pid().is_some_and(|pid| self.alive(pid))
+    }
+
+    /// Whether `pid` is this slot's agent and alive. An agent this process
+    /// started is asked directly: right after `exec` its command line can
+    /// still read empty (the kernel sets it up after the parent already
+    /// resumed), so under load the `/proc` check alone took a starting agent
+    /// for an exited one (and then did not stop it).
+    fn alive(&self, pid: u32) -> bool {
+        child_alive(pid).unwrap_or_else(|| self.is_our_agent(pid))
     }
 
     /// Whether `pid` is a live (not zombie) `neutral agent` using this
@@ -97,6 +106,16 @@ impl SlotDir {
 fn children() -> &'static Mutex<HashMap<u32, Child>> {
     static CHILDREN: OnceLock<Mutex<HashMap<u32, Child>>> = OnceLock::new();
     CHILDREN.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Whether `pid`, if this process started it, is still running (`None`:
+/// not one of its children).
+fn child_alive(pid: u32) -> Option<bool> {
+    let mut children = children()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let child = children.get_mut(&pid)?;
+    Some(matches!(child.try_wait(), Ok(None)))
 }
 
 fn reap(pid: u32) {
@@ -194,14 +213,14 @@ pub async fn stop(slot: &SlotDir) -> bool {
     if let Some(container) = docker_launcher::container_of(slot) {
         return docker_launcher::stop(&container).await;
     }
-    let Some(pid) = slot.pid().filter(|pid| slot.is_our_agent(*pid)) else {
+    let Some(pid) = slot.pid().filter(|pid| slot.alive(*pid)) else {
         return false;
     };
     signal_group(pid, "TERM");
     let start = Instant::now();
     while start.elapsed() < STOP_GRACE {
         reap(pid);
-        if !slot.is_our_agent(pid) {
+        if !slot.alive(pid) {
             tracing::info!(slot = %slot.dir.display(), pid, "agent stopped");
             return true;
         }
@@ -210,7 +229,7 @@ pub async fn stop(slot: &SlotDir) -> bool {
     signal_group(pid, "KILL");
     for _ in 0..50 {
         reap(pid);
-        if !slot.is_our_agent(pid) {
+        if !slot.alive(pid) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -303,6 +322,38 @@ mod tests {
         );
         forget(&slot);
         assert!(!slot.dir.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_agent_this_process_started_runs_until_stopped_whatever_its_command_line_reads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("neutral-launcher-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // An "agent" whose command line soon reads `sleep 30`, not
+        // `neutral agent … --state-file …`: only the child handle can tell
+        // it still runs, as it must for one just after `exec`.
+        let binary = dir.join("fake-agent");
+        std::fs::write(&binary, "#!/bin/sh\nexec sleep 30\n").expect("script");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        let slot = SlotDir::new(&dir, "jp-1");
+        let launch = AgentLaunch {
+            binary,
+            control_plane: "http://127.0.0.1:9".to_owned(),
+            region: "jp".to_owned(),
+            slot: "jp-1".to_owned(),
+            address: "127.0.0.2".parse().expect("address"),
+            join_token: None,
+            extra_args: Vec::new(),
+            docker: None,
+        };
+        let pid = start(&slot, &launch).expect("start");
+        assert_eq!(slot.pid(), Some(pid));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!slot.is_our_agent(pid), "its command line reads `sleep 30`");
+        assert!(slot.running(), "a child still running is running");
+        assert!(stop(&slot).await, "stop finds it running");
+        assert!(!slot.running(), "stopped");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
