@@ -3,13 +3,17 @@
 //! - effective weights for 1,000 domains over 100 regions × 100 nodes, each
 //!   domain served by 3 of them, full recompute (target < 50 ms);
 //! - the worst case: every domain served by all 100 regions, full recompute
-//!   (target < 100 ms), and the same with the report's drop not timed; once at the regions' base weights (`full-100`: domains share
+//!   (target < 100 ms), and the same with the report's drop not timed;
+//!   once at the regions' base weights (`full-100`: domains share
 //!   each region's answers) and once at weights of each domain's own
 //!   (`full-own`: no two domains share a region's answers, 8.8 million
 //!   answers made);
+//! - the worst case with every node down at once (`held-100`): the
+//!   split-brain guard holds every domain's previous answers;
 //! - one node's status change, incremental recompute
-//!   (`weights::compute_incremental`), 1,000 domains × 3 of 100 regions
-//!   (target < 1 ms), and for reference with every domain served by all 100
+//!   (`weights::compute_incremental`, and `compute_incremental_in` over a
+//!   node set), 1,000 domains × 3 of 100 regions (target < 1 ms), and for
+//!   reference with every domain served by all 100
 //!   regions (then every domain serves the node's region);
 //! - DNS plan over 10,000 records with 1% changed (target < 10 ms);
 //! - an autoscale decision for a region of 25,000 ready nodes with samples

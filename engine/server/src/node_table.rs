@@ -88,10 +88,8 @@ impl<E: Placed> NodeTable<E> {
     }
 
     fn unindex(&mut self, id: &str, entry: &E) {
-        self.changed
-            .left
-            .push((entry.region().to_owned(), id.to_owned()));
         let place = (entry.region().to_owned(), entry.address());
+        self.changed.left.push((place.0.clone(), id.to_owned()));
         if let Some(ids) = self.by_place.get_mut(&place) {
             ids.retain(|other| other != id);
             if ids.is_empty() {

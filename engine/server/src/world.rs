@@ -739,32 +739,28 @@ fn merge_engine_nodes(
 ) -> EngineRead {
     let mut changes = Changes::new(previous_at.unwrap_or_default());
     let mut moved = Vec::new();
+    // With no recompute before there is nothing to move from.
+    let mut record = |before: Option<Arc<Node>>, after: Option<Arc<Node>>| {
+        if previous_at.is_some() {
+            changes.node(before.as_deref(), after.as_deref());
+            moved.push(NodeMove { before, after });
+        }
+    };
     let nodes = NodeSet::new(table.values().map(|entry| {
         let node = &entry.record.node;
         match previous.get(&node.region, &node.id) {
             Some(seen) if reads_the_same(seen, entry) => Arc::clone(seen),
             seen => {
                 let fresh = Arc::new(engine_view(entry));
-                changes.node(seen.map(|seen| &**seen), Some(&fresh));
-                moved.push(NodeMove {
-                    before: seen.cloned(),
-                    after: Some(Arc::clone(&fresh)),
-                });
+                record(seen.cloned(), Some(Arc::clone(&fresh)));
                 fresh
             }
         }
     }));
     for seen in previous.iter() {
         if nodes.get(&seen.region, &seen.id).is_none() {
-            changes.node(Some(seen), None);
-            moved.push(NodeMove {
-                before: Some(Arc::clone(seen)),
-                after: None,
-            });
+            record(Some(Arc::clone(seen)), None);
         }
-    }
-    if previous_at.is_none() {
-        moved.clear();
     }
     EngineRead {
         nodes,

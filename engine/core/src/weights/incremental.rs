@@ -253,14 +253,8 @@ trait NodeSource {
     fn latest_after(&self, after: Timestamp) -> BTreeMap<&str, Timestamp>;
     /// The nodes of the regions in `only`, indexed.
     fn fleet<'s>(&'s self, only: &BTreeSet<&str>) -> Fleet<'s>;
-    /// [`compute`] over every node.
-    fn compute_all(
-        &self,
-        decl: &Declarations,
-        previous: &BTreeMap<String, Arc<DomainWeights>>,
-        now: Timestamp,
-        settings: &WeightSettings,
-    ) -> WeightsReport;
+    /// Every node, for a full [`compute`].
+    fn all(&self) -> Vec<&Node>;
 }
 
 /// A plain list of nodes.
@@ -288,14 +282,8 @@ impl<N: Borrow<Node>> NodeSource for Listed<'_, N> {
         Fleet::new(self.0, Some(only))
     }
 
-    fn compute_all(
-        &self,
-        decl: &Declarations,
-        previous: &BTreeMap<String, Arc<DomainWeights>>,
-        now: Timestamp,
-        settings: &WeightSettings,
-    ) -> WeightsReport {
-        compute(decl, self.0, previous, now, settings)
+    fn all(&self) -> Vec<&Node> {
+        self.0.iter().map(Borrow::borrow).collect()
     }
 }
 
@@ -306,12 +294,8 @@ impl NodeSource for NodeSet {
     }
 
     fn latest_after(&self, after: Timestamp) -> BTreeMap<&str, Timestamp> {
-        self.regions()
-            .filter_map(|(region, _)| {
-                self.latest_since(region)
-                    .filter(|latest| *latest > after)
-                    .map(|latest| (region, latest))
-            })
+        self.latest_since_by_region()
+            .filter(|(_, latest)| *latest > after)
             .collect()
     }
 
@@ -319,15 +303,8 @@ impl NodeSource for NodeSet {
         Fleet::of_set(self, only)
     }
 
-    fn compute_all(
-        &self,
-        decl: &Declarations,
-        previous: &BTreeMap<String, Arc<DomainWeights>>,
-        now: Timestamp,
-        settings: &WeightSettings,
-    ) -> WeightsReport {
-        let nodes: Vec<&Node> = self.iter().map(|node| &**node).collect();
-        compute(decl, &nodes, previous, now, settings)
+    fn all(&self) -> Vec<&Node> {
+        self.iter().map(|node| &**node).collect()
     }
 }
 
@@ -347,7 +324,7 @@ fn incremental_from(
             "the split-brain guard released"
         };
         return Incremental {
-            report: nodes.compute_all(decl, &previous.domains, now, settings),
+            report: compute(decl, &nodes.all(), &previous.domains, now, settings),
             recomputed: Recomputed::All(why),
         };
     }

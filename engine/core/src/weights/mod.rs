@@ -304,8 +304,8 @@ fn split_brain_verdict(
 
 /// The nodes of one [`compute`] call, indexed once.
 struct Fleet<'a> {
-    /// Every node, in the caller's order.
-    nodes: Vec<&'a Node>,
+    /// Every node, read only to build `by_id`.
+    everyone: Everyone<'a>,
     /// Each region's nodes (by the node's `region`), by id then address.
     by_region: BTreeMap<&'a str, Vec<Member<'a>>>,
     /// The first node with each id; built only when previous answers are
@@ -335,6 +335,13 @@ struct KeptRun {
     _source: Arc<[Answer]>,
     kept: Option<Arc<[Answer]>>,
     refused: Vec<String>,
+}
+
+/// Every node of a [`Fleet`]: the caller's list, or the set it was indexed
+/// from (walked only if previous answers are checked).
+enum Everyone<'a> {
+    Listed(Vec<&'a Node>),
+    InSet(&'a NodeSet),
 }
 
 /// A node with its id as answers carry it, made for its first answer (an
@@ -380,7 +387,7 @@ impl<'a> Fleet<'a> {
             });
         }
         Fleet {
-            nodes,
+            everyone: Everyone::Listed(nodes),
             by_region,
             by_id: OnceCell::new(),
             kept: RefCell::new(HashMap::new()),
@@ -406,7 +413,7 @@ impl<'a> Fleet<'a> {
             })
             .collect();
         Fleet {
-            nodes: set.iter().map(|node| &**node).collect(),
+            everyone: Everyone::InSet(set),
             by_region,
             by_id: OnceCell::new(),
             kept: RefCell::new(HashMap::new()),
@@ -421,8 +428,12 @@ impl<'a> Fleet<'a> {
     fn by_id(&self, id: &str) -> Option<&'a Node> {
         let index = self.by_id.get_or_init(|| {
             let mut index = BTreeMap::new();
-            for &node in &self.nodes {
+            let mut first = |node: &'a Node| {
                 index.entry(node.id.as_str()).or_insert(node);
+            };
+            match &self.everyone {
+                Everyone::Listed(nodes) => nodes.iter().for_each(|&node| first(node)),
+                Everyone::InSet(set) => set.iter().for_each(|node| first(node)),
             }
             index
         });

@@ -169,34 +169,19 @@ impl NodeSet {
         self.regions.values().flat_map(|group| group.nodes.iter())
     }
 
-    /// The regions that have nodes, with them.
-    pub fn regions(&self) -> impl Iterator<Item = (&str, &[Arc<Node>])> {
-        self.regions
-            .iter()
-            .map(|(region, group)| (region.as_str(), group.nodes.as_slice()))
-    }
-
-    /// The nodes of `region` (by the node's `region`), sorted by id then
-    /// address.
-    pub fn region(&self, region: &str) -> &[Arc<Node>] {
-        self.regions
-            .get(region)
-            .map_or(&[], |group| group.nodes.as_slice())
-    }
-
-    /// `region`'s name as the set holds it, and its nodes (as
-    /// [`NodeSet::region`]); `None` when it has none.
+    /// `region`'s name as the set holds it, and its nodes (by the node's
+    /// `region`, sorted by id then address); `None` when it has none.
     pub fn region_entry(&self, region: &str) -> Option<(&str, &[Arc<Node>])> {
         self.regions
             .get_key_value(region)
             .map(|(name, group)| (name.as_str(), group.nodes.as_slice()))
     }
 
-    /// The newest `status_since` among `region`'s nodes.
-    pub fn latest_since(&self, region: &str) -> Option<Timestamp> {
-        self.regions
-            .get(region)
-            .and_then(|group| group.latest_since)
+    /// The newest `status_since` of each region's nodes.
+    pub fn latest_since_by_region(&self) -> impl Iterator<Item = (&str, Timestamp)> {
+        self.regions.iter().filter_map(|(region, group)| {
+            group.latest_since.map(|latest| (region.as_str(), latest))
+        })
     }
 
     /// How many nodes are not drained.
@@ -270,10 +255,13 @@ mod tests {
                         .filter(|n| n.status == NodeStatus::Down && n.status_since >= Timestamp(since))
                         .count();
                     prop_assert_eq!(checked.down_since(Timestamp(since)) as usize, down);
-                    for region in ["r0", "r1", "r2"] {
-                        let latest = walk.values().filter(|n| n.region == region).map(|n| n.status_since).max();
-                        prop_assert_eq!(checked.latest_since(region), latest);
+                    let mut walked_latest: BTreeMap<&str, Timestamp> = BTreeMap::new();
+                    for n in walk.values() {
+                        let latest = walked_latest.entry(n.region.as_str()).or_insert(n.status_since);
+                        *latest = (*latest).max(n.status_since);
                     }
+                    let latest: BTreeMap<&str, Timestamp> = checked.latest_since_by_region().collect();
+                    prop_assert_eq!(latest, walked_latest);
                 }
             }
         }
