@@ -119,4 +119,21 @@ fn sustained_cpu_scales_out_by_commit_and_low_cpu_scales_in_with_a_drain() {
         audit[0]["message"].as_str().unwrap().contains(&second_id),
         "{audit}"
     );
+
+    // The leader read these samples from memory, at most what the policy's
+    // windows need: 2 × 2 s + 30 s at one kept sample per 1.8 s (the
+    // store's spacing for an hour's 2,000), and 2 more, per node.
+    let metrics = daemon.admin("GET", "/metrics", None).body;
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(gauge("neutral_autoscale_sampled_nodes"), 2.0, "{metrics}");
+    let samples = gauge("neutral_autoscale_samples_in_memory");
+    assert!(
+        (2.0..=2.0 * 20.0).contains(&samples),
+        "{samples} samples in memory"
+    );
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutral_core::autoscale::{self, Action, AutoscaleSettings, Decision, LastAction};
+use neutral_core::autoscale::{self, Action, AutoscaleSettings, Decision, LastAction, NodeSample};
 use neutral_core::config::{desired_nodes_in, node_pool_path, set_desired_nodes};
 use neutral_core::model::{Declarations, Node, NodeStatus, Timestamp};
 use neutral_git::{Author, LEADER_TERM_PUSH_OPTION, Pushed};
@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::leadership::Role;
+use crate::sample_rings::{Cover, Readiness};
 use crate::shutdown::Shutdown;
 use crate::world::{ChangeEvent, now};
 
@@ -41,6 +42,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
             () = shutdown.wait() => break,
         }
     }
+    // The term ended: the next leader (this replica too) reads the store.
+    app.write_world().samples.stop();
 }
 
 /// How far back metric samples are read: twice the longest window of any
@@ -123,6 +126,49 @@ fn commit_message(decision: &Decision, from: u32, to: u32) -> String {
     message
 }
 
+/// The metric samples since `since` of the nodes of `wanted`'s regions,
+/// from the world's rings (`sample_rings.rs`); the store is read only when
+/// they do not cover `wanted` yet (the first evaluation of a term, a longer
+/// window, a new region with a policy).
+async fn read_samples(
+    app: &App,
+    wanted: &Cover,
+    since: Timestamp,
+) -> anyhow::Result<Vec<NodeSample>> {
+    let readiness = {
+        let mut world = app.write_world();
+        let readiness = world.samples.readiness(wanted);
+        if readiness == Readiness::Seed {
+            world.samples.begin_seed(wanted.clone());
+        }
+        readiness
+    };
+    if readiness == Readiness::Seed {
+        let regions = wanted.regions.clone();
+        let stored = app
+            .with_store(move |s| s.samples().samples_of(since, Some(&regions)))
+            .await?;
+        let mut guard = app.write_world();
+        let world = &mut *guard;
+        let stored = stored
+            .into_iter()
+            .filter_map(|sample| {
+                let region = world.nodes.get(&sample.node_id)?.record.node.region.clone();
+                Some((region, sample))
+            })
+            .collect();
+        world.samples.finish_seed(wanted, stored);
+        let (nodes, samples) = world.samples.size();
+        tracing::info!(nodes, samples, "autoscaler: samples read from the store");
+    }
+    let mut guard = app.write_world();
+    let world = &mut *guard;
+    let nodes = &world.nodes;
+    Ok(world.samples.samples_since(since, |id| {
+        nodes.get(id).map(|entry| entry.record.node.region.as_str())
+    }))
+}
+
 pub async fn evaluate(app: &Arc<App>) {
     let at = now();
     let (decl, nodes, observed, commit) = {
@@ -137,18 +183,20 @@ pub async fn evaluate(app: &Arc<App>) {
     if commit.is_none() {
         return;
     }
-    let since = at.minus(lookback(&decl));
-    let regions = regions_with_policy(&decl);
-    let (samples, mut last) = match app
-        .with_store(move |s| {
-            Ok((
-                s.samples().samples_of(since, Some(&regions))?,
-                s.autoscale_state().list()?,
-            ))
-        })
-        .await
-    {
-        Ok(read) => read,
+    let wanted = Cover {
+        regions: regions_with_policy(&decl),
+        keep: lookback(&decl),
+    };
+    let since = at.minus(wanted.keep);
+    let samples = match read_samples(app, &wanted, since).await {
+        Ok(samples) => samples,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "autoscaler cannot read its samples");
+            return;
+        }
+    };
+    let mut last = match app.with_store(|s| s.autoscale_state().list()).await {
+        Ok(last) => last,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "autoscaler cannot read its inputs");
             return;

@@ -39,6 +39,7 @@ pub mod node_streams;
 pub mod node_table;
 pub mod releases;
 pub mod replicas;
+pub mod sample_rings;
 pub mod scheduler;
 pub mod settings;
 pub mod shutdown;

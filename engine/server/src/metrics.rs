@@ -208,6 +208,17 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
         "Agent streams open now on this replica (at most --max-node-streams)",
         app.node_streams.open_count() as f64,
     );
+    let (ringed_nodes, ringed_samples) = app.read_world().samples.size();
+    scrape.gauge(
+        "neutral_autoscale_samples_in_memory",
+        "Metric samples the leader's autoscaler holds in memory (regions with a policy, as far back as their windows need)",
+        ringed_samples as f64,
+    );
+    scrape.gauge(
+        "neutral_autoscale_sampled_nodes",
+        "Nodes whose metric samples the leader's autoscaler holds in memory",
+        ringed_nodes as f64,
+    );
     let mut out = String::new();
     scrape.encode(&mut out);
     let _ = app.counters.encode(&mut out);

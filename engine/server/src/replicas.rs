@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_core::liveness::Liveness;
-use neutral_core::model::NodeStatus;
+use neutral_core::model::{MetricSample, NodeStatus};
 use neutral_core::quorum::Verdict;
 use neutral_store::{VerdictChange, VerdictChanges};
 
@@ -255,7 +255,8 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
     let leads = app.leadership.leads();
     let at = now();
     let mut changed = false;
-    let mut world = app.write_world();
+    let mut guard = app.write_world();
+    let world = &mut *guard;
     let before = world.nodes.len();
     // Deleted on another replica; a node registered here after the read
     // is not in it yet, and stays.
@@ -321,6 +322,11 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
         if record.metrics_at > entry.record.metrics_at {
             entry.record.node.metrics = record.node.metrics;
             entry.record.metrics_at = record.metrics_at;
+            if let (Some(metrics), Some(at)) = (record.node.metrics, record.metrics_at) {
+                world
+                    .samples
+                    .note(&id, &entry.record.node.region, MetricSample { at, metrics });
+            }
         }
         let newer = record.node.status_since > entry.record.node.status_since;
         if leads {

@@ -28,6 +28,7 @@ use neutral_store::{NodeRecord, StatusUpdate, Store, TokenHash};
 use serde::{Deserialize, Serialize};
 
 use crate::node_table::{NodeTable, Placed};
+use crate::sample_rings::SampleRings;
 
 /// The nodes as a recompute read them, grouped by region: shared between
 /// recomputes (the next one reuses every node whose weighed fields did not
@@ -138,6 +139,9 @@ pub struct World {
     /// The other replicas' verdicts as this replica last read them from the
     /// store (replicas on PostgreSQL; `None`: this replica judges alone).
     pub vantage: Option<Vantage>,
+    /// The metric samples the autoscaler reads while this replica leads
+    /// (every heartbeat's metrics go through [`World::note_metrics`]).
+    pub samples: SampleRings,
 }
 
 /// What the other live replicas see of each node (`replicas.rs` reads it;
@@ -1100,6 +1104,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         decisions_at: None,
         views: PublishedViews::new(epoch, first),
         vantage: None,
+        samples: SampleRings::new(store.samples().spacing_ms()),
     })
 }
 
@@ -1380,6 +1385,7 @@ mod tests {
             decisions: BTreeMap::new(),
             decisions_at: None,
             views: PublishedViews::new("e".into(), view(1)),
+            samples: SampleRings::new(1_000),
             vantage: Some(Vantage {
                 replica: "me".into(),
                 live,

@@ -77,10 +77,7 @@ impl SampleStore<'_> {
         if batch.is_empty() {
             return Ok(HeartbeatOutcome::default());
         }
-        let spacing = min_sample_spacing_ms(
-            self.store.options.sample_retention.as_millis(),
-            self.store.options.samples_per_node,
-        );
+        let spacing = self.spacing_ms();
         let retention = retention_ms(self.store);
         let newest = batch.iter().map(|h| h.at.0).max().unwrap_or(i64::MIN);
         let budget = batch.len().saturating_mul(2).saturating_add(64);
@@ -97,6 +94,16 @@ impl SampleStore<'_> {
             )?;
             Ok(outcome)
         })
+    }
+
+    /// The smallest gap between two kept samples of one node, in
+    /// milliseconds (see the module documentation): what a copy of the
+    /// samples kept elsewhere must apply to hold what the store holds.
+    pub fn spacing_ms(&self) -> i64 {
+        min_sample_spacing_ms(
+            self.store.options.sample_retention.as_millis(),
+            self.store.options.samples_per_node,
+        )
     }
 
     /// Samples taken at or after `since`, of registered nodes, oldest first.

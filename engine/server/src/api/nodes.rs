@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use neutral_core::liveness::Liveness;
-use neutral_core::model::{Metrics, NodeMode, NodeStatus};
+use neutral_core::model::{MetricSample, Metrics, NodeMode, NodeStatus};
 use neutral_store::{AuditEntry, Heartbeat, NewNode, StoreError, TokenHash};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -540,7 +540,8 @@ pub async fn accept_heartbeat(
     };
     let at = now();
     let outcome = {
-        let mut world = app.write_world();
+        let mut guard = app.write_world();
+        let world = &mut *guard;
         match world
             .nodes
             .get_mut(&node_id)
@@ -554,6 +555,11 @@ pub async fn accept_heartbeat(
                 if let Some(m) = metrics {
                     entry.record.node.metrics = Some(m);
                     entry.record.metrics_at = Some(at);
+                    world.samples.note(
+                        &node_id,
+                        &entry.record.node.region,
+                        MetricSample { at, metrics: m },
+                    );
                 }
                 let status = entry.record.node.status;
                 Some((

@@ -1,0 +1,268 @@
+//! The metric samples the autoscaler reads, kept in memory: one bounded ring
+//! per node of a region with an autoscale policy, as long as that policy's
+//! windows need and no longer.
+//!
+//! The store keeps every node's samples for `--sample-retention` (for a
+//! restart and for the next leader); reading them back on every autoscale
+//! tick would cost rows × nodes (about 7.5 million rows every tick for a
+//! 100,000-node region with a one-minute window). So the leader's autoscaler
+//! reads the store once, when its rings do not yet cover what the
+//! declarations ask ([`SampleRings::begin_seed`], [`SampleRings::finish_seed`]),
+//! and from then on every heartbeat's metrics that reach the world (this
+//! replica's node API, or another replica's through the store) are appended
+//! here ([`SampleRings::note`]) with the store's own spacing rule, so the
+//! rings hold what a store read would return.
+//!
+//! What a ring holds is bounded twice: by time (samples older than the
+//! cover's `keep` before the ring's newest are dropped) and by count
+//! (`keep / spacing + 2`, the most the spacing rule lets into that time).
+//! Regions without a policy keep no ring; a ring whose node is gone or left
+//! the covered regions is dropped at the next read. Rings exist only while
+//! this replica leads ([`SampleRings::stop`] when its term ends).
+//!
+//! This module holds data and computes on it; it must not do IO.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use neutral_core::autoscale::NodeSample;
+use neutral_core::model::{MetricSample, Timestamp};
+
+/// What the rings hold: the samples of the nodes of `regions`, as far back
+/// as `keep` before now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cover {
+    pub regions: BTreeSet<String>,
+    pub keep: Duration,
+}
+
+impl Cover {
+    fn keep_ms(&self) -> i64 {
+        i64::try_from(self.keep.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether samples kept for `self` are all that `wanted` needs.
+    fn holds(&self, wanted: &Cover) -> bool {
+        wanted.keep <= self.keep && wanted.regions.is_subset(&self.regions)
+    }
+}
+
+/// Whether the autoscaler can read its samples from the rings or must read
+/// the store first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The rings hold what the cover asks for.
+    Ready,
+    /// The rings must be seeded from the store (the first read of a term, or
+    /// a policy that reaches further back or into a new region).
+    Seed,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Ring {
+    region: String,
+    samples: VecDeque<MetricSample>,
+}
+
+/// Per-node sample rings; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct SampleRings {
+    /// The smallest gap between two kept samples of one node: the store's
+    /// (`neutral_store::Store::sample_spacing_ms`).
+    spacing_ms: i64,
+    /// `None`: not in use (this replica does not lead); notes are ignored.
+    cover: Option<Cover>,
+    /// Whether the cover was read from the store (not only being seeded).
+    seeded: bool,
+    rings: HashMap<String, Ring>,
+}
+
+impl SampleRings {
+    pub fn new(spacing_ms: i64) -> SampleRings {
+        SampleRings {
+            spacing_ms: spacing_ms.max(1),
+            cover: None,
+            seeded: false,
+            rings: HashMap::new(),
+        }
+    }
+
+    /// How many samples one ring may hold: as many as the spacing rule lets
+    /// into `keep`, and two more for the edges.
+    fn capacity(&self) -> usize {
+        let keep = self.cover.as_ref().map_or(0, Cover::keep_ms);
+        usize::try_from(keep / self.spacing_ms)
+            .unwrap_or(usize::MAX)
+            .saturating_add(2)
+    }
+
+    /// Whether the rings already hold what `wanted` needs. When they hold
+    /// more (a policy's window shrank, a region lost its policy), the cover
+    /// narrows to `wanted` and what it no longer needs is dropped.
+    pub fn readiness(&mut self, wanted: &Cover) -> Readiness {
+        match &self.cover {
+            Some(cover) if self.seeded && cover.holds(wanted) => {
+                if cover != wanted {
+                    self.cover = Some(wanted.clone());
+                    self.rings
+                        .retain(|_, ring| wanted.regions.contains(&ring.region));
+                    let keep = wanted.keep_ms();
+                    let capacity = self.capacity();
+                    for ring in self.rings.values_mut() {
+                        trim(ring, keep, capacity);
+                    }
+                }
+                Readiness::Ready
+            }
+            _ => Readiness::Seed,
+        }
+    }
+
+    /// Starts covering `wanted` before the store is read, so that samples
+    /// noted while the read runs are kept and merged by
+    /// [`SampleRings::finish_seed`].
+    pub fn begin_seed(&mut self, wanted: Cover) {
+        self.cover = Some(wanted);
+        self.seeded = false;
+    }
+
+    /// Seeds the rings from `stored` (the store's samples of the covered
+    /// regions since `keep` before now, oldest first, with each node's
+    /// region), keeping what was noted since [`SampleRings::begin_seed`]
+    /// that is newer than the node's last stored sample. Does nothing if the
+    /// cover changed meanwhile (the term ended or another seed began).
+    pub fn finish_seed(&mut self, wanted: &Cover, stored: Vec<(String, NodeSample)>) {
+        if self.cover.as_ref() != Some(wanted) {
+            return;
+        }
+        let mut seeded: HashMap<String, Ring> = HashMap::new();
+        for (region, NodeSample { node_id, sample }) in stored {
+            if !wanted.regions.contains(&region) {
+                continue;
+            }
+            let ring = seeded.entry(node_id).or_insert_with(|| Ring {
+                region,
+                samples: VecDeque::new(),
+            });
+            // The store returns samples oldest first; a late batch may put
+            // one out of order, which is placed, not dropped.
+            let place = ring.samples.partition_point(|s| s.at <= sample.at);
+            ring.samples.insert(place, sample);
+        }
+        for (id, noted) in self.rings.drain() {
+            let ring = seeded.entry(id).or_insert_with(|| Ring {
+                region: noted.region.clone(),
+                samples: VecDeque::new(),
+            });
+            let last = ring.samples.back().map(|s| s.at);
+            ring.samples.extend(
+                noted
+                    .samples
+                    .into_iter()
+                    .filter(|s| last.is_none_or(|last| s.at > last)),
+            );
+        }
+        self.rings = seeded;
+        self.seeded = true;
+        let keep = wanted.keep_ms();
+        let capacity = self.capacity();
+        for ring in self.rings.values_mut() {
+            trim(ring, keep, capacity);
+        }
+    }
+
+    /// Stops keeping samples (this replica's term ended): the next leader
+    /// reads the store, and so does this one if it leads again.
+    pub fn stop(&mut self) {
+        self.cover = None;
+        self.seeded = false;
+        self.rings = HashMap::new();
+    }
+
+    /// Notes a heartbeat's metrics of node `id` in `region`, taken `at`:
+    /// appended when the region is covered and `at` is at least the spacing
+    /// after the node's last kept sample (the store's rule), then the ring
+    /// is trimmed to its cover.
+    pub fn note(&mut self, id: &str, region: &str, sample: MetricSample) {
+        let Some(cover) = &self.cover else {
+            return;
+        };
+        if !cover.regions.contains(region) {
+            return;
+        }
+        let keep = cover.keep_ms();
+        let capacity = self.capacity();
+        let spacing = self.spacing_ms;
+        let ring = match self.rings.get_mut(id) {
+            Some(ring) => ring,
+            None => self.rings.entry(id.to_owned()).or_default(),
+        };
+        if ring.region != region {
+            ring.region = region.to_owned();
+        }
+        if let Some(last) = ring.samples.back()
+            && sample.at.0.saturating_sub(last.at.0) < spacing
+        {
+            return;
+        }
+        ring.samples.push_back(sample);
+        trim(ring, keep, capacity);
+    }
+
+    /// The samples taken at or after `since` of the nodes `region_of` knows
+    /// in a covered region, oldest first, as
+    /// `neutral_store::SampleStore::samples_of` returns them. Drops the rings
+    /// of nodes that are gone or no longer in a covered region.
+    pub fn samples_since<'a>(
+        &mut self,
+        since: Timestamp,
+        region_of: impl Fn(&str) -> Option<&'a str>,
+    ) -> Vec<NodeSample> {
+        let Some(cover) = &self.cover else {
+            return Vec::new();
+        };
+        self.rings.retain(|id, ring| {
+            region_of(id).is_some_and(|region| region == ring.region)
+                && cover.regions.contains(&ring.region)
+        });
+        let mut out: Vec<NodeSample> = Vec::new();
+        for (id, ring) in &self.rings {
+            let from = ring.samples.partition_point(|s| s.at < since);
+            out.extend(ring.samples.range(from..).map(|sample| NodeSample {
+                node_id: id.clone(),
+                sample: *sample,
+            }));
+        }
+        out.sort_by(|a, b| {
+            a.sample
+                .at
+                .cmp(&b.sample.at)
+                .then_with(|| a.node_id.cmp(&b.node_id))
+        });
+        out
+    }
+
+    /// Nodes with a ring, and samples held in all of them.
+    pub fn size(&self) -> (usize, usize) {
+        let samples = self.rings.values().map(|r| r.samples.len()).sum();
+        (self.rings.len(), samples)
+    }
+}
+
+/// Drops a ring's samples older than `keep_ms` before its newest, and its
+/// oldest beyond `capacity`.
+fn trim(ring: &mut Ring, keep_ms: i64, capacity: usize) {
+    let Some(newest) = ring.samples.back().map(|s| s.at.0) else {
+        return;
+    };
+    let cutoff = newest.saturating_sub(keep_ms);
+    while ring.samples.front().is_some_and(|s| s.at.0 < cutoff) {
+        ring.samples.pop_front();
+    }
+    while ring.samples.len() > capacity {
+        ring.samples.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests;
