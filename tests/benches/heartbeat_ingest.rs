@@ -28,6 +28,12 @@
 //! (2: the nodes' heartbeat interval in seconds; issue 17's 100,000 nodes at 10,000/s
 //! is `INGEST_NODES=100000 INGEST_RATE=10000 INGEST_INTERVAL=10`).
 //!
+//! `INGEST_AUTOSCALE=1` declares an autoscale policy for every region
+//! (one-minute windows at thresholds the bench's CPU never holds for a
+//! minute, so the autoscaler reads every node's samples each
+//! `--autoscale-interval` of 15 s and decides nothing), and prints the
+//! samples the leader holds in memory after the paced phase.
+//!
 //! `INGEST_REPLICAS=3` (issue 13) runs three replicas on one PostgreSQL
 //! database (a throwaway server on loopback, fsync off, as the store's own
 //! bench) instead of one daemon on SQLite: nodes register with the first,
@@ -660,12 +666,34 @@ fn main() {
         &REGIONS,
         "{ http: /healthz, port: 80, interval: 10s, timeout: 2s, rise: 2, fall: 3 }",
     ));
+    let autoscale = env_number("INGEST_AUTOSCALE", 0) != 0;
+    if autoscale {
+        let per_region = max_nodes.div_ceil(REGIONS.len() as u32);
+        for region in REGIONS {
+            files.push((
+                format!("infra/node-pool/{region}.tfvars"),
+                format!("region        = \"{region}\"\ndesired_nodes = {per_region}\n"),
+            ));
+            files.push((
+                format!("platform-config/autoscale/{region}.yaml"),
+                format!(
+                    "region: {region}\nscale_up: {{ cpu_above: 0.999, for: 60s, step: 1 }}\n\
+                     scale_down: {{ cpu_below: 0.001, for: 60s, step: 1 }}\ncooldown: 60s\n"
+                ),
+            ));
+        }
+        println!("autoscale: a policy for every region (60 s windows, nothing to decide)");
+    }
     let repo = ConfigRepo::new(&files);
     let mut spec = DaemonSpec {
         heartbeat_interval: format!("{interval}s"),
         heartbeat_timeout: format!("{}s", interval * 3),
         extra: vec!["--no-probes".into()],
     };
+    if autoscale {
+        spec.extra
+            .extend(["--autoscale-interval".to_owned(), "15s".to_owned()]);
+    }
     let replicas = usize::try_from(env_number("INGEST_REPLICAS", 1).clamp(1, 5)).unwrap_or(1);
     // Kept for the bench's life: the replicas' database.
     let mut postgres = None;
@@ -713,6 +741,15 @@ fn main() {
         println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
         let paced = run_phase(&apis, &pids, &nodes, settings, Mode::Paced, &mut admin).await;
         print_phase(&paced, settings);
+        if autoscale {
+            let text = admin.metrics().await.unwrap_or_default();
+            println!(
+                "autoscaler: {:.0} samples of {:.0} nodes in memory; {:.0} evaluations",
+                metric_sum(&text, "neutral_autoscale_samples_in_memory", &[]),
+                metric_sum(&text, "neutral_autoscale_sampled_nodes", &[]),
+                metric_sum(&text, "neutral_autoscale_decisions_total", &[]) / REGIONS.len() as f64,
+            );
+        }
         let max = run_phase(&apis, &pids, &nodes, settings, Mode::Max, &mut admin).await;
         print_phase(&max, settings);
         (paced, max)

@@ -243,6 +243,14 @@ pub struct ServeArgs {
     /// which the autoscaler looks back over. At least 1m.
     #[arg(long, default_value = "1h", value_parser = duration)]
     pub sample_retention: Duration,
+    /// SQLite's page cache per store connection (four: the writer, the
+    /// WAL checkpointer and two readers), in MiB, 1 to 65536. The daemon's
+    /// memory grows by up to this much per connection as the database
+    /// grows; smaller bounds it, larger keeps a large fleet's samples
+    /// index in memory. Ignored with a PostgreSQL store.
+    #[arg(long, env = "NEUTRAL_STORE_CACHE_MIB", default_value = "32",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub store_cache_mib: u32,
     /// With a PostgreSQL store, replicas elect the one that runs sync, the
     /// autoscaler and the scheduler: the leader's lease lasts this long and
     /// is renewed every third of it, so a dead leader is replaced within
@@ -495,6 +503,21 @@ mod tests {
         assert_eq!(
             parse(&["--sample-retention", "10m"]).unwrap().check(),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn the_store_cache_defaults_to_32_mib_per_connection_and_names_its_range() {
+        assert_eq!(parse(&[]).unwrap().store_cache_mib, 32);
+        assert_eq!(
+            parse(&["--store-cache-mib", "4"]).unwrap().store_cache_mib,
+            4
+        );
+        let err = parse(&["--store-cache-mib", "0"]).unwrap_err();
+        assert!(
+            err.contains("invalid value '0' for '--store-cache-mib <STORE_CACHE_MIB>'")
+                && err.contains("1..=65536"),
+            "{err}"
         );
     }
 }

@@ -227,6 +227,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     let options = StoreOptions {
         init: args.init,
         sample_retention: args.sample_retention,
+        cache_mib: args.store_cache_mib,
         pause_inside_apply: std::env::var_os(FAULT_PAUSE_INSIDE_APPLY).map(Into::into),
         pause_inside_heartbeats: std::env::var_os(FAULT_PAUSE_INSIDE_HEARTBEATS).map(Into::into),
         pause_inside_zone_write: std::env::var_os(FAULT_PAUSE_INSIDE_ZONE_WRITE).map(Into::into),

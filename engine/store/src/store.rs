@@ -40,6 +40,11 @@ pub struct StoreOptions {
     /// Read-only connections for reads; 0 reads through the writer.
     /// Default 2.
     pub readers: usize,
+    /// SQLite's page cache per connection (the writer, the checkpointer and
+    /// each reader), in MiB: what the daemon's memory may grow by as the
+    /// database grows, times the connections. Default 32 (the samples index
+    /// and the nodes table stay hot); at least 1.
+    pub cache_mib: u32,
     /// The writer copies the WAL into the database file itself (SQLite's
     /// auto-checkpoint, which stalls that commit) only once the WAL holds
     /// this many pages. A safety net: the daemon is expected to call
@@ -106,6 +111,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             run_log_limit: 256 * 1024,
             readers: 2,
+            cache_mib: 32,
             wal_autocheckpoint_pages: 16_384,
             init: false,
             pause_inside_apply: None,
@@ -128,6 +134,12 @@ impl StoreOptions {
             return Err(StoreError::InvalidOptions(format!(
                 "samples_per_node must be at least 2, got {}",
                 self.samples_per_node
+            )));
+        }
+        if !(1..=65_536).contains(&self.cache_mib) {
+            return Err(StoreError::InvalidOptions(format!(
+                "cache_mib must be between 1 and 65536, got {}",
+                self.cache_mib
             )));
         }
         if self.run_log_limit < 1024 {
@@ -603,8 +615,8 @@ fn connect(path: &Path, options: &StoreOptions) -> Result<Connection> {
         .map_err(open_error)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(open_error)?;
-    // 32 MiB of page cache: the samples index and the nodes table stay hot.
-    conn.pragma_update(None, "cache_size", -32_768)
+    // A negative cache_size is in KiB.
+    conn.pragma_update(None, "cache_size", -i64::from(options.cache_mib) * 1024)
         .map_err(open_error)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(open_error)?;

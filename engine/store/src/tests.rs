@@ -213,6 +213,28 @@ fn options_are_checked() {
         ..StoreOptions::default()
     };
     assert!(Store::open(dir.path(), bad).is_err());
+    let bad = StoreOptions {
+        cache_mib: 0,
+        ..StoreOptions::default()
+    };
+    let err = Store::open(dir.path(), bad).unwrap_err();
+    assert!(err.to_string().contains("cache_mib"), "{err}");
+}
+
+#[test]
+fn the_page_cache_is_what_the_options_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        cache_mib: 3,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    store.with_sqlite(|conn| {
+        let kib: i64 = conn
+            .pragma_query_value(None, "cache_size", |row| row.get(0))
+            .unwrap();
+        assert_eq!(kib, -3 * 1024);
+    });
 }
 
 #[test]
