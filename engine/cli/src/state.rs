@@ -144,7 +144,7 @@ pub fn parse(text: &str, clock: Timestamp) -> Result<ObservedState> {
                 latest = Some(sample);
             }
             samples.push(NodeSample {
-                node_id: node.id.clone(),
+                node_id: node.id.as_str().into(),
                 sample,
             });
         }

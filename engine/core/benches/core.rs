@@ -504,7 +504,7 @@ fn bench_autoscale(nodes: u32) {
         let mut at = NOW.0 - lookback_ms + phase;
         while at <= NOW.0 {
             samples.push(NodeSample {
-                node_id: node.id.clone(),
+                node_id: node.id.as_str().into(),
                 sample: MetricSample {
                     at: Timestamp(at),
                     metrics: Metrics {

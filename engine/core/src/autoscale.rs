@@ -145,7 +145,8 @@ use crate::model::{
 /// A metric sample of one node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeSample {
-    pub node_id: String,
+    /// Shared: a node's id is held once however many samples it has.
+    pub node_id: std::sync::Arc<str>,
     #[serde(flatten)]
     pub sample: MetricSample,
 }
@@ -1012,7 +1013,7 @@ impl<'a> RegionSeries<'a> {
         let mut gathered: HashMap<&'a str, Vec<&'a MetricSample>> =
             ready.iter().map(|n| (n.id.as_str(), Vec::new())).collect();
         for sample in samples.iter().filter(|s| s.sample.at <= now) {
-            if let Some(series) = gathered.get_mut(sample.node_id.as_str()) {
+            if let Some(series) = gathered.get_mut(&*sample.node_id) {
                 series.push(&sample.sample);
             }
         }
@@ -1468,7 +1469,7 @@ mod tests {
         assert!((d.numbers["cpu"] - 0.8).abs() < 1e-9, "{d:?}");
 
         // A sample older than the window start minus one window is ignored.
-        case.samples.retain(|s| s.node_id != "jp-2");
+        case.samples.retain(|s| &*s.node_id != "jp-2");
         case.samples.push(sample("jp-2", NOW - 121, 0.0, 50.0, 0.0));
         let d = case.decide();
         assert_eq!(d.numbers["cpu"], 0.9);
@@ -2217,7 +2218,7 @@ mod tests {
             "#]],
         );
         // Ties go to the greatest id.
-        case.samples.retain(|s| s.node_id != "jp-2");
+        case.samples.retain(|s| &*s.node_id != "jp-2");
         case.samples
             .extend(cpu_every_10s("jp-2", NOW - 300, NOW, 0.2));
         let Action::ScaleIn { drain, .. } = case.decide().action else {
@@ -2225,7 +2226,7 @@ mod tests {
         };
         assert_eq!(drain, vec!["jp-2".to_owned()]);
         case.nodes[1].id = "jp-0".into();
-        case.samples.retain(|s| s.node_id != "jp-2");
+        case.samples.retain(|s| &*s.node_id != "jp-2");
         case.samples
             .extend(cpu_every_10s("jp-0", NOW - 300, NOW, 0.2));
         let Action::ScaleIn { drain, .. } = case.decide().action else {
@@ -2269,7 +2270,7 @@ mod tests {
             }
         );
         // The heartbeat metrics stand in when there is no sample.
-        case.samples.retain(|s| s.node_id != "jp-5");
+        case.samples.retain(|s| &*s.node_id != "jp-5");
         case.desired = 4;
         let Action::ScaleIn { drain, .. } = case.decide().action else {
             panic!("expected a scale-in");
@@ -2860,7 +2861,7 @@ mod tests {
                     samples: samples
                         .into_iter()
                         .map(|(i, t, cpu, rtt_ms, error_rate)| NodeSample {
-                            node_id: format!("jp-{i}"),
+                            node_id: format!("jp-{i}").into(),
                             sample: MetricSample {
                                 at: t,
                                 metrics: Metrics {

@@ -150,23 +150,14 @@ async fn read_samples(
             .await?;
         let mut guard = app.write_world();
         let world = &mut *guard;
-        let stored = stored
-            .into_iter()
-            .filter_map(|sample| {
-                let region = world.nodes.get(&sample.node_id)?.record.node.region.clone();
-                Some((region, sample))
-            })
-            .collect();
-        world.samples.finish_seed(wanted, stored);
+        let nodes = &world.nodes;
+        world.samples.finish_seed(wanted, stored, |id| {
+            nodes.get(id).map(|entry| entry.record.node.region.as_str())
+        });
         let (nodes, samples) = world.samples.size();
         tracing::info!(nodes, samples, "autoscaler: samples read from the store");
     }
-    let mut guard = app.write_world();
-    let world = &mut *guard;
-    let nodes = &world.nodes;
-    Ok(world.samples.samples_since(since, |id| {
-        nodes.get(id).map(|entry| entry.record.node.region.as_str())
-    }))
+    Ok(app.write_world().samples.samples_since(since))
 }
 
 pub async fn evaluate(app: &Arc<App>) {

@@ -11,18 +11,20 @@
 //! and from then on every heartbeat's metrics that reach the world (this
 //! replica's node API, or another replica's through the store) are appended
 //! here ([`SampleRings::note`]) with the store's own spacing rule, so the
-//! rings hold what a store read would return.
+//! rings hold what a store read would return for every registered node.
 //!
 //! What a ring holds is bounded twice: by time (samples older than the
 //! cover's `keep` before the ring's newest are dropped) and by count
 //! (`keep / spacing + 2`, the most the spacing rule lets into that time).
-//! Regions without a policy keep no ring; a ring whose node is gone or left
-//! the covered regions is dropped at the next read. Rings exist only while
+//! Regions without a policy keep no ring; a ring with nothing left in the
+//! window (its node deleted or silent) is dropped at the next read, and
+//! the rings of a region that lost its policy when the cover narrows. Rings exist only while
 //! this replica leads ([`SampleRings::stop`] when its term ends).
 //!
 //! This module holds data and computes on it; it must not do IO.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_core::autoscale::NodeSample;
@@ -58,9 +60,10 @@ pub enum Readiness {
     Seed,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Ring {
-    region: String,
+    /// One of [`SampleRings::regions`].
+    region: Arc<str>,
     samples: VecDeque<MetricSample>,
 }
 
@@ -74,7 +77,10 @@ pub struct SampleRings {
     cover: Option<Cover>,
     /// Whether the cover was read from the store (not only being seeded).
     seeded: bool,
-    rings: HashMap<String, Ring>,
+    /// The cover's regions, each name held once for all its rings.
+    regions: Vec<Arc<str>>,
+    /// Keyed by node id, shared with every sample read out.
+    rings: HashMap<Arc<str>, Ring>,
 }
 
 impl SampleRings {
@@ -83,8 +89,22 @@ impl SampleRings {
             spacing_ms: spacing_ms.max(1),
             cover: None,
             seeded: false,
+            regions: Vec::new(),
             rings: HashMap::new(),
         }
+    }
+
+    /// The shared name of covered region `name`.
+    fn region(&self, name: &str) -> Option<Arc<str>> {
+        self.regions.iter().find(|r| &***r == name).cloned()
+    }
+
+    fn cover_regions(&mut self, cover: &Cover) {
+        self.regions = cover
+            .regions
+            .iter()
+            .map(|r| Arc::from(r.as_str()))
+            .collect();
     }
 
     /// How many samples one ring may hold: as many as the spacing rule lets
@@ -104,8 +124,9 @@ impl SampleRings {
             Some(cover) if self.seeded && cover.holds(wanted) => {
                 if cover != wanted {
                     self.cover = Some(wanted.clone());
+                    self.cover_regions(wanted);
                     self.rings
-                        .retain(|_, ring| wanted.regions.contains(&ring.region));
+                        .retain(|_, ring| wanted.regions.contains(&*ring.region));
                     let keep = wanted.keep_ms();
                     let capacity = self.capacity();
                     for ring in self.rings.values_mut() {
@@ -122,24 +143,31 @@ impl SampleRings {
     /// noted while the read runs are kept and merged by
     /// [`SampleRings::finish_seed`].
     pub fn begin_seed(&mut self, wanted: Cover) {
+        self.cover_regions(&wanted);
         self.cover = Some(wanted);
         self.seeded = false;
     }
 
     /// Seeds the rings from `stored` (the store's samples of the covered
-    /// regions since `keep` before now, oldest first, with each node's
-    /// region), keeping what was noted since [`SampleRings::begin_seed`]
-    /// that is newer than the node's last stored sample. Does nothing if the
-    /// cover changed meanwhile (the term ended or another seed began).
-    pub fn finish_seed(&mut self, wanted: &Cover, stored: Vec<(String, NodeSample)>) {
+    /// regions since `keep` before now, oldest first; `region_of` tells
+    /// each node's region), keeping what was noted since
+    /// [`SampleRings::begin_seed`] that is newer than the node's last stored
+    /// sample. Does nothing if the cover changed meanwhile (the term ended
+    /// or another seed began).
+    pub fn finish_seed<'a>(
+        &mut self,
+        wanted: &Cover,
+        stored: Vec<NodeSample>,
+        region_of: impl Fn(&str) -> Option<&'a str>,
+    ) {
         if self.cover.as_ref() != Some(wanted) {
             return;
         }
-        let mut seeded: HashMap<String, Ring> = HashMap::new();
-        for (region, NodeSample { node_id, sample }) in stored {
-            if !wanted.regions.contains(&region) {
+        let mut seeded: HashMap<Arc<str>, Ring> = HashMap::new();
+        for NodeSample { node_id, sample } in stored {
+            let Some(region) = region_of(&node_id).and_then(|region| self.region(region)) else {
                 continue;
-            }
+            };
             let ring = seeded.entry(node_id).or_insert_with(|| Ring {
                 region,
                 samples: VecDeque::new(),
@@ -176,6 +204,7 @@ impl SampleRings {
     pub fn stop(&mut self) {
         self.cover = None;
         self.seeded = false;
+        self.regions = Vec::new();
         self.rings = HashMap::new();
     }
 
@@ -193,12 +222,24 @@ impl SampleRings {
         let keep = cover.keep_ms();
         let capacity = self.capacity();
         let spacing = self.spacing_ms;
+        let Some(shared) = self
+            .rings
+            .get(id)
+            .filter(|ring| &*ring.region == region)
+            .map(|ring| Arc::clone(&ring.region))
+            .or_else(|| self.region(region))
+        else {
+            return;
+        };
         let ring = match self.rings.get_mut(id) {
             Some(ring) => ring,
-            None => self.rings.entry(id.to_owned()).or_default(),
+            None => self.rings.entry(Arc::from(id)).or_insert_with(|| Ring {
+                region: Arc::clone(&shared),
+                samples: VecDeque::new(),
+            }),
         };
-        if ring.region != region {
-            ring.region = region.to_owned();
+        if !Arc::ptr_eq(&ring.region, &shared) {
+            ring.region = shared;
         }
         if let Some(last) = ring.samples.back()
             && sample.at.0.saturating_sub(last.at.0) < spacing
@@ -209,36 +250,29 @@ impl SampleRings {
         trim(ring, keep, capacity);
     }
 
-    /// The samples taken at or after `since` of the nodes `region_of` knows
-    /// in a covered region, oldest first, as
-    /// `neutral_store::SampleStore::samples_of` returns them. Drops the rings
-    /// of nodes that are gone or no longer in a covered region.
-    pub fn samples_since<'a>(
-        &mut self,
-        since: Timestamp,
-        region_of: impl Fn(&str) -> Option<&'a str>,
-    ) -> Vec<NodeSample> {
-        let Some(cover) = &self.cover else {
+    /// The samples taken at or after `since` of the covered regions' nodes:
+    /// each node's oldest first, the nodes in no order (what
+    /// `neutral_core::autoscale` reads; it gathers them per node, and reads
+    /// only the samples of a region's registered ready nodes, so those of a
+    /// node deleted meanwhile are ignored there). Drops the rings with no
+    /// sample since `since`: a node deleted or silent for that long.
+    ///
+    /// Runs under the world's lock, so it only copies: no look-up per
+    /// node, the ids are shared, not cloned, and nothing is sorted.
+    pub fn samples_since(&mut self, since: Timestamp) -> Vec<NodeSample> {
+        if self.cover.is_none() {
             return Vec::new();
-        };
-        self.rings.retain(|id, ring| {
-            region_of(id).is_some_and(|region| region == ring.region)
-                && cover.regions.contains(&ring.region)
-        });
-        let mut out: Vec<NodeSample> = Vec::new();
+        }
+        self.rings
+            .retain(|_, ring| ring.samples.back().is_some_and(|s| s.at >= since));
+        let mut out: Vec<NodeSample> = Vec::with_capacity(self.size().1);
         for (id, ring) in &self.rings {
             let from = ring.samples.partition_point(|s| s.at < since);
             out.extend(ring.samples.range(from..).map(|sample| NodeSample {
-                node_id: id.clone(),
+                node_id: Arc::clone(id),
                 sample: *sample,
             }));
         }
-        out.sort_by(|a, b| {
-            a.sample
-                .at
-                .cmp(&b.sample.at)
-                .then_with(|| a.node_id.cmp(&b.node_id))
-        });
         out
     }
 

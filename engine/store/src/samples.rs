@@ -412,7 +412,10 @@ fn returned_ids(tx: &Tx<'_>, sql: &str, values: &[Value]) -> Result<HashSet<Stri
 }
 
 /// The ids of the nodes (of `regions`, or all) by their row key.
-fn node_ids(conn: &Tx<'_>, regions: Option<&BTreeSet<String>>) -> Result<HashMap<i64, String>> {
+fn node_ids(
+    conn: &Tx<'_>,
+    regions: Option<&BTreeSet<String>>,
+) -> Result<HashMap<i64, std::sync::Arc<str>>> {
     const OP: &str = "read samples";
     let mut stmt = conn
         .prepare_cached("SELECT key, id, region FROM nodes")
@@ -430,7 +433,7 @@ fn node_ids(conn: &Tx<'_>, regions: Option<&BTreeSet<String>>) -> Result<HashMap
     for row in rows {
         let (key, id, region) = row.during(OP)?;
         if regions.is_none_or(|wanted| wanted.contains(&region)) {
-            ids.insert(key, id);
+            ids.insert(key, id.into());
         }
     }
     Ok(ids)

@@ -30,15 +30,23 @@ fn sample(at: i64, cpu: f64) -> MetricSample {
 fn seeded(spacing_ms: i64, wanted: &Cover) -> SampleRings {
     let mut rings = SampleRings::new(spacing_ms);
     rings.begin_seed(wanted.clone());
-    rings.finish_seed(wanted, Vec::new());
+    rings.finish_seed(wanted, Vec::new(), |_| None);
     rings
 }
 
+/// Node and time of each sample, by node then time.
 fn ats(samples: &[NodeSample]) -> Vec<(&str, i64)> {
-    samples
+    let mut ats: Vec<(&str, i64)> = samples
         .iter()
-        .map(|s| (s.node_id.as_str(), s.sample.at.0))
-        .collect()
+        .map(|s| (&*s.node_id, s.sample.at.0))
+        .collect();
+    ats.sort_unstable();
+    ats
+}
+
+/// The two-letter region a test node's id starts with.
+fn region_of(id: &str) -> Option<&'static str> {
+    ["jp", "sg", "us"].into_iter().find(|r| id.starts_with(r))
 }
 
 #[test]
@@ -50,7 +58,7 @@ fn a_ring_keeps_the_store_spacing_and_only_its_cover_s_time() {
     }
     // 1,000 and 3,999 fall inside the spacing, 3,000 is older than the
     // last kept; 30,000 leaves 0..4,000 more than 10 s behind.
-    let read = rings.samples_since(Timestamp(0), |_| Some("jp"));
+    let read = rings.samples_since(Timestamp(0));
     assert_eq!(
         ats(&read),
         vec![("jp-1", 36_000), ("jp-1", 41_000)],
@@ -78,7 +86,7 @@ fn nothing_is_kept_for_an_uncovered_region_or_while_not_in_use() {
     let mut idle = SampleRings::new(1_000);
     idle.note("jp-1", "jp", sample(0, 0.5));
     assert_eq!(idle.size(), (0, 0));
-    assert!(idle.samples_since(Timestamp(0), |_| Some("jp")).is_empty());
+    assert!(idle.samples_since(Timestamp(0)).is_empty());
 
     let mut rings = seeded(1_000, &cover(&["jp"], 60));
     rings.note("sg-1", "sg", sample(0, 0.5));
@@ -101,7 +109,7 @@ fn a_wider_cover_asks_for_a_seed_and_a_narrower_one_drops_what_it_no_longer_need
         Readiness::Seed,
         "not ready before the store was read"
     );
-    rings.finish_seed(&both, Vec::new());
+    rings.finish_seed(&both, Vec::new(), |_| None);
     assert_eq!(rings.readiness(&both), Readiness::Ready);
 
     for at in [0, 20_000, 40_000, 60_000] {
@@ -129,33 +137,22 @@ fn a_seed_keeps_what_was_noted_while_the_store_was_read() {
     rings.note("jp-1", "jp", sample(12_000, 0.7));
     rings.note("sg-1", "sg", sample(12_000, 0.1));
     let stored = vec![
-        (
-            "jp".to_owned(),
-            NodeSample {
-                node_id: "jp-1".into(),
-                sample: sample(8_000, 0.5),
-            },
-        ),
-        (
-            "jp".to_owned(),
-            NodeSample {
-                node_id: "jp-1".into(),
-                sample: sample(10_000, 0.6),
-            },
-        ),
-        (
-            "us".to_owned(),
-            NodeSample {
-                node_id: "us-1".into(),
-                sample: sample(10_000, 0.6),
-            },
-        ),
+        NodeSample {
+            node_id: "jp-1".into(),
+            sample: sample(8_000, 0.5),
+        },
+        NodeSample {
+            node_id: "jp-1".into(),
+            sample: sample(10_000, 0.6),
+        },
+        NodeSample {
+            node_id: "us-1".into(),
+            sample: sample(10_000, 0.6),
+        },
     ];
-    rings.finish_seed(&wanted, stored);
+    rings.finish_seed(&wanted, stored, region_of);
     assert_eq!(rings.readiness(&wanted), Readiness::Ready);
-    let read = rings.samples_since(Timestamp(0), |id| {
-        ["jp", "sg"].into_iter().find(|r| id.starts_with(r))
-    });
+    let read = rings.samples_since(Timestamp(0));
     assert_eq!(
         ats(&read),
         vec![
@@ -175,32 +172,40 @@ fn a_seed_that_arrives_after_the_cover_changed_is_dropped() {
     rings.stop();
     rings.finish_seed(
         &first,
-        vec![(
-            "jp".to_owned(),
-            NodeSample {
-                node_id: "jp-1".into(),
-                sample: sample(0, 0.5),
-            },
-        )],
+        vec![NodeSample {
+            node_id: "jp-1".into(),
+            sample: sample(0, 0.5),
+        }],
+        region_of,
     );
     assert_eq!(rings.size(), (0, 0));
     assert_eq!(rings.readiness(&first), Readiness::Seed);
 }
 
 #[test]
-fn a_read_drops_the_rings_of_nodes_that_are_gone_or_moved() {
+fn a_read_drops_the_rings_with_nothing_since_its_start() {
     let mut rings = seeded(1_000, &cover(&["jp", "sg"], 60));
-    for id in ["jp-1", "jp-2", "jp-3"] {
-        rings.note(id, "jp", sample(1_000, 0.5));
-        rings.note(id, "jp", sample(3_000, 0.5));
-    }
-    let read = rings.samples_since(Timestamp(2_000), |id| match id {
-        "jp-1" => Some("jp"),
-        "jp-2" => Some("sg"),
-        _ => None,
-    });
+    rings.note("jp-1", "jp", sample(1_000, 0.5));
+    rings.note("jp-1", "jp", sample(3_000, 0.5));
+    // Deleted or silent since 1,500.
+    rings.note("jp-2", "jp", sample(1_000, 0.5));
+    rings.note("sg-1", "sg", sample(1_400, 0.5));
+    let read = rings.samples_since(Timestamp(2_000));
     assert_eq!(ats(&read), vec![("jp-1", 3_000)]);
+    assert_eq!(rings.size(), (1, 2), "jp-1 keeps its older sample");
+    // A node that comes back starts a ring again.
+    rings.note("jp-2", "jp", sample(4_000, 0.5));
+    assert_eq!(rings.size(), (2, 3));
+}
+
+#[test]
+fn a_node_that_moves_region_is_kept_under_its_new_one_and_dropped_when_that_is_not_covered() {
+    let mut rings = seeded(1_000, &cover(&["jp", "sg"], 60));
+    rings.note("n-1", "jp", sample(1_000, 0.5));
+    rings.note("n-1", "sg", sample(3_000, 0.5));
     assert_eq!(rings.size(), (1, 2));
+    assert_eq!(rings.readiness(&cover(&["jp"], 60)), Readiness::Ready);
+    assert_eq!(rings.size(), (0, 0), "its ring went with sg's cover");
 }
 
 fn new_node(id: &str, region: &str, n: u8) -> NewNode {
@@ -253,11 +258,7 @@ proptest! {
                 rings.begin_seed(wanted.clone());
                 let since = Timestamp(at - 20_000);
                 let stored = store.samples().samples_of(since, Some(&covered)).unwrap();
-                let stored = stored
-                    .into_iter()
-                    .map(|s| (regions[s.node_id.as_str()].to_owned(), s))
-                    .collect();
-                rings.finish_seed(&wanted, stored);
+                rings.finish_seed(&wanted, stored, |id| regions.get(id).copied());
             }
             at += step * 250;
             let (id, region) = nodes[*node];
@@ -273,10 +274,13 @@ proptest! {
         if seed_after < beats.len() {
             let since = Timestamp(at - 20_000);
             let from_store = store.samples().samples_of(since, Some(&covered)).unwrap();
-            let from_rings = rings.samples_since(since, |id| regions.get(id).copied());
-            let key = |s: &NodeSample| (s.sample.at, s.node_id.clone());
+            let mut from_rings = rings.samples_since(since);
+            // Each node's samples oldest first in both; the nodes in any
+            // order from the rings.
+            let key = |s: &NodeSample| (s.node_id.clone(), s.sample.at);
             let mut from_store = from_store;
             from_store.sort_by_key(key);
+            from_rings.sort_by_key(key);
             prop_assert_eq!(from_rings, from_store);
         }
     }

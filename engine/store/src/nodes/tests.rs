@@ -294,7 +294,7 @@ fn deleting_a_node_removes_it_and_its_samples_from_view() {
     assert_eq!(nodes.list_region("sg").unwrap().len(), 1);
     let samples = store.samples().samples_since(Timestamp(0)).unwrap();
     assert_eq!(samples.len(), 1);
-    assert_eq!(samples[0].node_id, "n2");
+    assert_eq!(&*samples[0].node_id, "n2");
 
     // A new node with the old id does not inherit the old samples.
     nodes

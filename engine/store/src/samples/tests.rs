@@ -297,7 +297,7 @@ fn a_late_batch_is_found_and_returned_in_time_order() {
             .samples_since(Timestamp(since))
             .unwrap()
             .into_iter()
-            .map(|s| (s.node_id, s.sample.at.0))
+            .map(|s| (s.node_id.to_string(), s.sample.at.0))
             .collect()
     };
     assert_eq!(
@@ -337,7 +337,7 @@ fn samples_of_regions_reads_only_their_nodes() {
             .samples_of(Timestamp(0), regions.as_ref())
             .unwrap()
             .into_iter()
-            .map(|s| s.node_id)
+            .map(|s| s.node_id.to_string())
             .collect()
     };
     assert_eq!(ids(None), ["a", "b"]);
