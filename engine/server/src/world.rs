@@ -588,11 +588,17 @@ impl RecomputeInputs {
             }
         }
         let mut runs = RunComparison::default();
+        // Both maps are sorted by domain: one walk pairs them up, without a
+        // look-up per domain.
+        let mut earlier = previous.domains.iter().peekable();
         let changed: Vec<(String, String)> = report
             .domains
             .iter()
             .filter_map(|(domain, now_weights)| {
-                let before = previous.domains.get(domain).map(Arc::as_ref);
+                while earlier.next_if(|(key, _)| *key < domain).is_some() {}
+                let before = earlier
+                    .next_if(|(key, _)| *key == domain)
+                    .map(|(_, weights)| weights.as_ref());
                 // An entry the incremental recompute kept is the previous one.
                 if before.is_some_and(|before| std::ptr::eq(before, &**now_weights)) {
                     return None;
