@@ -146,15 +146,12 @@ async fn read_samples(
     if readiness == Readiness::Seed {
         let regions = wanted.regions.clone();
         let stored = app
-            .with_store(move |s| s.samples().samples_of(since, Some(&regions)))
+            .with_store(move |s| s.samples().regional_samples_of(since, Some(&regions)))
             .await?;
-        let mut guard = app.write_world();
-        let world = &mut *guard;
-        let nodes = &world.nodes;
-        world.samples.finish_seed(wanted, stored, |id| {
-            nodes.get(id).map(|entry| entry.record.node.region.as_str())
-        });
+        let mut world = app.write_world();
+        world.samples.finish_seed(wanted, stored);
         let (nodes, samples) = world.samples.size();
+        drop(world);
         tracing::info!(nodes, samples, "autoscaler: samples read from the store");
     }
     Ok(app.write_world().samples.samples_since(since))

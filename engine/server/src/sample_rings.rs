@@ -149,23 +149,17 @@ impl SampleRings {
     }
 
     /// Seeds the rings from `stored` (the store's samples of the covered
-    /// regions since `keep` before now, oldest first; `region_of` tells
-    /// each node's region), keeping what was noted since
-    /// [`SampleRings::begin_seed`] that is newer than the node's last stored
-    /// sample. Does nothing if the cover changed meanwhile (the term ended
-    /// or another seed began).
-    pub fn finish_seed<'a>(
-        &mut self,
-        wanted: &Cover,
-        stored: Vec<NodeSample>,
-        region_of: impl Fn(&str) -> Option<&'a str>,
-    ) {
+    /// regions since `keep` before now, oldest first, each with its node's
+    /// region), keeping what was noted since [`SampleRings::begin_seed`]
+    /// that is newer than the node's last stored sample. Does nothing if the
+    /// cover changed meanwhile (the term ended or another seed began).
+    pub fn finish_seed(&mut self, wanted: &Cover, stored: Vec<(Arc<str>, NodeSample)>) {
         if self.cover.as_ref() != Some(wanted) {
             return;
         }
         let mut seeded: HashMap<Arc<str>, Ring> = HashMap::new();
-        for NodeSample { node_id, sample } in stored {
-            let Some(region) = region_of(&node_id).and_then(|region| self.region(region)) else {
+        for (region, NodeSample { node_id, sample }) in stored {
+            let Some(region) = self.region(&region) else {
                 continue;
             };
             let ring = seeded.entry(node_id).or_insert_with(|| Ring {

@@ -27,7 +27,7 @@
 //! a later node.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use crate::db::{Dialect, Tx, Value, params, typed_values_rows};
 use neutral_core::autoscale::NodeSample;
@@ -121,6 +121,20 @@ impl SampleStore<'_> {
         since: Timestamp,
         regions: Option<&BTreeSet<String>>,
     ) -> Result<Vec<NodeSample>> {
+        Ok(self
+            .regional_samples_of(since, regions)?
+            .into_iter()
+            .map(|(_, sample)| sample)
+            .collect())
+    }
+
+    /// [`SampleStore::samples_of`], each sample with its node's region (one
+    /// shared name per region).
+    pub fn regional_samples_of(
+        &self,
+        since: Timestamp,
+        regions: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<(Arc<str>, NodeSample)>> {
         const OP: &str = "read samples";
         if regions.is_some_and(BTreeSet::is_empty) {
             return Ok(Vec::new());
@@ -168,16 +182,19 @@ impl SampleStore<'_> {
             for row in rows {
                 let (key, sample) = row.during(OP)?;
                 // Samples of deleted nodes are skipped.
-                let Some(node_id) = ids.get(&key) else {
+                let Some((node_id, region)) = ids.get(&key) else {
                     continue;
                 };
-                out.push(NodeSample {
-                    node_id: node_id.clone(),
-                    sample,
-                });
+                out.push((
+                    Arc::clone(region),
+                    NodeSample {
+                        node_id: Arc::clone(node_id),
+                        sample,
+                    },
+                ));
             }
             // Stable and adaptive: nearly free on an already sorted run.
-            out.sort_by_key(|s| s.sample.at);
+            out.sort_by_key(|(_, s)| s.sample.at);
             Ok(out)
         })
     }
@@ -203,7 +220,6 @@ impl SampleStore<'_> {
     }
 }
 
-/// Node ids by their internal key.
 /// Records `batch` a heartbeat at a time: two statements each (for SQLite,
 /// where a statement is a function call, not a round trip).
 fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<HeartbeatOutcome> {
@@ -412,10 +428,14 @@ fn returned_ids(tx: &Tx<'_>, sql: &str, values: &[Value]) -> Result<HashSet<Stri
 }
 
 /// The ids of the nodes (of `regions`, or all) by their row key.
+/// A node's id and its region's shared name.
+type IdAndRegion = (Arc<str>, Arc<str>);
+
+/// Node ids and regions by their internal key, each region's name shared.
 fn node_ids(
     conn: &Tx<'_>,
     regions: Option<&BTreeSet<String>>,
-) -> Result<HashMap<i64, std::sync::Arc<str>>> {
+) -> Result<HashMap<i64, IdAndRegion>> {
     const OP: &str = "read samples";
     let mut stmt = conn
         .prepare_cached("SELECT key, id, region FROM nodes")
@@ -430,10 +450,19 @@ fn node_ids(
         })
         .during(OP)?;
     let mut ids = HashMap::new();
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
     for row in rows {
         let (key, id, region) = row.during(OP)?;
         if regions.is_none_or(|wanted| wanted.contains(&region)) {
-            ids.insert(key, id.into());
+            let region = match names.get(&region) {
+                Some(name) => Arc::clone(name),
+                None => {
+                    let name: Arc<str> = Arc::from(region.as_str());
+                    names.insert(region, Arc::clone(&name));
+                    name
+                }
+            };
+            ids.insert(key, (Arc::from(id), region));
         }
     }
     Ok(ids)

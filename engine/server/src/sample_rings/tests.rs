@@ -1,4 +1,5 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_core::autoscale::NodeSample;
@@ -30,7 +31,7 @@ fn sample(at: i64, cpu: f64) -> MetricSample {
 fn seeded(spacing_ms: i64, wanted: &Cover) -> SampleRings {
     let mut rings = SampleRings::new(spacing_ms);
     rings.begin_seed(wanted.clone());
-    rings.finish_seed(wanted, Vec::new(), |_| None);
+    rings.finish_seed(wanted, Vec::new());
     rings
 }
 
@@ -44,9 +45,15 @@ fn ats(samples: &[NodeSample]) -> Vec<(&str, i64)> {
     ats
 }
 
-/// The two-letter region a test node's id starts with.
-fn region_of(id: &str) -> Option<&'static str> {
-    ["jp", "sg", "us"].into_iter().find(|r| id.starts_with(r))
+/// A stored sample of `node_id`, in the region its id starts with.
+fn stored(node_id: &str, sample: MetricSample) -> (Arc<str>, NodeSample) {
+    (
+        node_id.get(..2).unwrap_or_default().into(),
+        NodeSample {
+            node_id: node_id.into(),
+            sample,
+        },
+    )
 }
 
 #[test]
@@ -109,7 +116,7 @@ fn a_wider_cover_asks_for_a_seed_and_a_narrower_one_drops_what_it_no_longer_need
         Readiness::Seed,
         "not ready before the store was read"
     );
-    rings.finish_seed(&both, Vec::new(), |_| None);
+    rings.finish_seed(&both, Vec::new());
     assert_eq!(rings.readiness(&both), Readiness::Ready);
 
     for at in [0, 20_000, 40_000, 60_000] {
@@ -137,20 +144,11 @@ fn a_seed_keeps_what_was_noted_while_the_store_was_read() {
     rings.note("jp-1", "jp", sample(12_000, 0.7));
     rings.note("sg-1", "sg", sample(12_000, 0.1));
     let stored = vec![
-        NodeSample {
-            node_id: "jp-1".into(),
-            sample: sample(8_000, 0.5),
-        },
-        NodeSample {
-            node_id: "jp-1".into(),
-            sample: sample(10_000, 0.6),
-        },
-        NodeSample {
-            node_id: "us-1".into(),
-            sample: sample(10_000, 0.6),
-        },
+        stored("jp-1", sample(8_000, 0.5)),
+        stored("jp-1", sample(10_000, 0.6)),
+        stored("us-1", sample(10_000, 0.6)),
     ];
-    rings.finish_seed(&wanted, stored, region_of);
+    rings.finish_seed(&wanted, stored);
     assert_eq!(rings.readiness(&wanted), Readiness::Ready);
     let read = rings.samples_since(Timestamp(0));
     assert_eq!(
@@ -170,14 +168,7 @@ fn a_seed_that_arrives_after_the_cover_changed_is_dropped() {
     let mut rings = SampleRings::new(1_000);
     rings.begin_seed(first.clone());
     rings.stop();
-    rings.finish_seed(
-        &first,
-        vec![NodeSample {
-            node_id: "jp-1".into(),
-            sample: sample(0, 0.5),
-        }],
-        region_of,
-    );
+    rings.finish_seed(&first, vec![stored("jp-1", sample(0, 0.5))]);
     assert_eq!(rings.size(), (0, 0));
     assert_eq!(rings.readiness(&first), Readiness::Seed);
 }
@@ -246,7 +237,6 @@ proptest! {
         for (n, (id, region)) in (1u8..).zip(nodes) {
             store.nodes().register(&new_node(id, region, n), "test").unwrap();
         }
-        let regions: BTreeMap<&str, &str> = nodes.into_iter().collect();
         let wanted = cover(&["jp", "sg"], 20);
         let covered: BTreeSet<String> = wanted.regions.clone();
         let mut rings = SampleRings::new(store.samples().spacing_ms());
@@ -257,8 +247,8 @@ proptest! {
             if i == seed_after {
                 rings.begin_seed(wanted.clone());
                 let since = Timestamp(at - 20_000);
-                let stored = store.samples().samples_of(since, Some(&covered)).unwrap();
-                rings.finish_seed(&wanted, stored, |id| regions.get(id).copied());
+                let stored = store.samples().regional_samples_of(since, Some(&covered)).unwrap();
+                rings.finish_seed(&wanted, stored);
             }
             at += step * 250;
             let (id, region) = nodes[*node];
