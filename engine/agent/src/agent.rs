@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use std::sync::Arc;
 
-use crate::client::{CallError, ControlPlane, Disposition, NodeApi, TlsSetupError};
+use crate::client::{CallError, ControlPlane, Disposition, NodeApi, TlsSetupError, TrustedCa};
 use crate::config::{AgentConfig, ConfigError};
 use crate::cpu::{CpuMeter, read_proc_stat};
 use crate::drain::{DrainStep, DrainTracker};
@@ -186,16 +186,13 @@ enum SessionEnd {
 impl Agent {
     fn new(config: AgentConfig, node: Option<Arc<Node<Ctr>>>) -> Result<Self, AgentError> {
         warn_about_plain_http(&config);
+        let ca = config.ca_file.as_deref().map(TrustedCa::read).transpose()?;
         let control_plane = ControlPlane::with_replicas(
             &config.control_plane,
             &config.control_plane_replicas,
-            config.ca_file.as_deref(),
+            ca.as_ref(),
         )?;
-        let streams = if config.stream {
-            Some(StreamOpener::new(config.ca_file.as_deref())?)
-        } else {
-            None
-        };
+        let streams = config.stream.then(|| StreamOpener::new(ca.as_ref()));
         let mut agent = Agent::with_client(config, node, control_plane)?;
         agent.streams = streams;
         Ok(agent)

@@ -201,11 +201,32 @@ pub struct ControlPlane {
     current: std::sync::atomic::AtomicUsize,
 }
 
+/// The CA the agent trusts alone (`--ca-file`), read once for both its
+/// HTTP client and its stream, so the two cannot trust different files.
+#[derive(Clone, Debug)]
+pub struct TrustedCa {
+    pub path: std::path::PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl TrustedCa {
+    pub fn read(path: &Path) -> Result<TrustedCa, TlsSetupError> {
+        let pem = std::fs::read(path).map_err(|source| TlsSetupError::ReadCa {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(TrustedCa {
+            path: path.to_owned(),
+            pem,
+        })
+    }
+}
+
 impl ControlPlane {
-    /// A client for the control plane at `base`, trusting only the CA in
-    /// `ca_file` when given, else the system's roots.
-    pub fn new(base: &Url, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
-        Self::with_replicas(base, &[], ca_file)
+    /// A client for the control plane at `base`, trusting only `ca` when
+    /// given, else the system's roots.
+    pub fn new(base: &Url, ca: Option<&TrustedCa>) -> Result<Self, TlsSetupError> {
+        Self::with_replicas(base, &[], ca)
     }
 
     /// A client for the control plane at `base` that moves to the replicas
@@ -213,27 +234,22 @@ impl ControlPlane {
     pub fn with_replicas(
         base: &Url,
         others: &[Url],
-        ca_file: Option<&Path>,
+        ca: Option<&TrustedCa>,
     ) -> Result<Self, TlsSetupError> {
         install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("neutral-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|source| TlsSetupError::ReadCa {
-                path: path.to_owned(),
-                source,
-            })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
-                TlsSetupError::BadCa {
-                    path: path.to_owned(),
+        if let Some(TrustedCa { path, pem }) = ca {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|err| TlsSetupError::BadCa {
+                    path: path.clone(),
                     detail: err.to_string(),
-                }
-            })?;
+                })?;
             if certificates.is_empty() {
                 return Err(TlsSetupError::BadCa {
-                    path: path.to_owned(),
+                    path: path.clone(),
                     detail: "no CERTIFICATE block".to_owned(),
                 });
             }
@@ -471,11 +487,12 @@ mod tests {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate\n").unwrap();
         let base: Url = "https://127.0.0.1:1/".parse().unwrap();
-        let err = ControlPlane::new(&base, Some(&path)).unwrap_err();
+        let ca = TrustedCa::read(&path).unwrap();
+        let err = ControlPlane::new(&base, Some(&ca)).unwrap_err();
         assert!(err.to_string().contains("ca.pem"), "{err}");
         let missing = dir.path().join("missing.pem");
         assert!(matches!(
-            ControlPlane::new(&base, Some(&missing)),
+            TrustedCa::read(&missing),
             Err(TlsSetupError::ReadCa { .. })
         ));
     }

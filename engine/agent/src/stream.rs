@@ -9,7 +9,6 @@
 //! back to plain HTTP heartbeats when the stream cannot be had, is the
 //! agent loop's (`agent.rs`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use neutral_core::model::NodeStatus;
@@ -21,7 +20,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Streaming};
 
-use crate::client::TlsSetupError;
+use crate::client::TrustedCa;
 use crate::protocol::{HeartbeatRequest, HeartbeatResponse, ReleaseOrder};
 
 /// Opening a stream (connection, TLS, the answer's headers) takes at most this long.
@@ -54,19 +53,12 @@ pub struct StreamOpener {
 }
 
 impl StreamOpener {
-    /// With `ca_file`'s CA as the only trust root when given (the HTTP
-    /// client has checked the file already), else the system's.
-    pub fn new(ca_file: Option<&Path>) -> Result<StreamOpener, TlsSetupError> {
-        let ca = match ca_file {
-            None => None,
-            Some(path) => Some(Certificate::from_pem(std::fs::read(path).map_err(
-                |source| TlsSetupError::ReadCa {
-                    path: path.to_owned(),
-                    source,
-                },
-            )?)),
-        };
-        Ok(StreamOpener { ca })
+    /// With `ca` as the only trust root when given (the HTTP client has
+    /// checked it already), else the system's.
+    pub fn new(ca: Option<&TrustedCa>) -> StreamOpener {
+        StreamOpener {
+            ca: ca.map(|ca| Certificate::from_pem(&ca.pem)),
+        }
     }
 
     fn channel(&self, base: &Url) -> Result<Channel, StreamError> {
