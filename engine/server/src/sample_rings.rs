@@ -172,6 +172,10 @@ impl SampleRings {
             ring.samples.insert(place, sample);
         }
         for (id, noted) in self.rings.drain() {
+            // Kept for an earlier cover that held a region this one does not.
+            if !wanted.regions.contains(&*noted.region) {
+                continue;
+            }
             let ring = seeded.entry(id).or_insert_with(|| Ring {
                 region: noted.region.clone(),
                 samples: VecDeque::new(),

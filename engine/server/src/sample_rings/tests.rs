@@ -163,6 +163,22 @@ fn a_seed_keeps_what_was_noted_while_the_store_was_read() {
 }
 
 #[test]
+fn a_seed_for_other_regions_drops_the_rings_of_the_regions_it_no_longer_covers() {
+    let mut rings = seeded(1_000, &cover(&["sg"], 60));
+    rings.note("sg-1", "sg", sample(1_000, 0.5));
+    // jp gets a policy and sg loses its own: the store is read for jp.
+    let jp = cover(&["jp"], 60);
+    assert_eq!(rings.readiness(&jp), Readiness::Seed);
+    rings.begin_seed(jp.clone());
+    rings.finish_seed(&jp, vec![stored("jp-1", sample(1_000, 0.5))]);
+    assert_eq!(
+        ats(&rings.samples_since(Timestamp(0))),
+        vec![("jp-1", 1_000)]
+    );
+    assert_eq!(rings.size(), (1, 1));
+}
+
+#[test]
 fn a_seed_that_arrives_after_the_cover_changed_is_dropped() {
     let first = cover(&["jp"], 60);
     let mut rings = SampleRings::new(1_000);
