@@ -614,6 +614,50 @@ async fn heartbeat_round(
     ok
 }
 
+/// Why the nodes that are not up are not, as the first daemon tells it
+/// (`GET /nodes`): the three most common reasons, digits shown as `#` so
+/// that reasons differing only in their figures count together.
+async fn print_down_reasons(admin: &mut Http) {
+    let nodes = match admin
+        .json(Method::GET, "/nodes", Some(common::ADMIN_TOKEN), None)
+        .await
+    {
+        Ok((StatusCode::OK, nodes)) => nodes,
+        Ok((status, _)) => {
+            println!("  why nodes are down: GET /nodes answered {status}");
+            return;
+        }
+        Err(err) => {
+            println!("  why nodes are down: GET /nodes failed: {err}");
+            return;
+        }
+    };
+    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut first = true;
+    for node in nodes.as_array().into_iter().flatten() {
+        if node["status"] == "up" {
+            continue;
+        }
+        if first {
+            println!("  one of them: {node}");
+            first = false;
+        }
+        let reason: String = node["status_reason"]
+            .as_str()
+            .unwrap_or("(none)")
+            .chars()
+            .take(160)
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        *reasons.entry(reason).or_default() += 1;
+    }
+    let mut common: Vec<(String, usize)> = reasons.into_iter().collect();
+    common.sort_by(|a, b| b.1.cmp(&a.1));
+    for (reason, count) in common.iter().take(3) {
+        println!("  {count} nodes not up: {reason}");
+    }
+}
+
 /// Waits (bounded) until every replica holds all `count` nodes registered
 /// through the first: a node unknown to a replica is refused there.
 async fn all_replicas_know(apis: &[SocketAddr], count: usize) {
@@ -741,6 +785,9 @@ fn main() {
         println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
         let paced = run_phase(&apis, &pids, &nodes, settings, Mode::Paced, &mut admin).await;
         print_phase(&paced, settings);
+        if paced.status_changes > 0.0 {
+            print_down_reasons(&mut admin).await;
+        }
         if autoscale {
             let text = admin.metrics().await.unwrap_or_default();
             println!(
@@ -752,6 +799,9 @@ fn main() {
         }
         let max = run_phase(&apis, &pids, &nodes, settings, Mode::Max, &mut admin).await;
         print_phase(&max, settings);
+        if max.status_changes > 0.0 {
+            print_down_reasons(&mut admin).await;
+        }
         (paced, max)
     });
     drop(runtime);

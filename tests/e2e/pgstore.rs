@@ -555,6 +555,71 @@ fn a_replica_whose_heartbeat_writer_is_behind_sends_nodes_to_another_but_a_lone_
 }
 
 #[test]
+fn a_replica_whose_heartbeats_would_reach_the_store_too_late_sends_nodes_to_another() {
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let url = server.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fast_repo(dir.path());
+    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+    args.extend(["--store", &url, "--lease-ttl", "2s"]);
+    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+    wait_to_lead(&a, Duration::from_secs(10));
+    // b's writer is held while `hold` exists; its queue (the default,
+    // 50,000) never fills here.
+    let hold = dir.path().join("hold-writer");
+    let b = Daemon::start_with_env(
+        &repo.bare,
+        &dir.path().join("b"),
+        &args,
+        &[(
+            "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
+            hold.to_str().unwrap(),
+        )],
+    );
+    let (id, token) = a.register_node("jp", "127.0.0.2");
+    wait_for("b to know the node", Duration::from_secs(10), || {
+        (heartbeat_status(&b, &id, &token) == 200).then_some(())
+    });
+
+    std::fs::write(&hold, "").unwrap();
+    let held = std::time::Instant::now();
+    let mut accepted = 0;
+    let refused = wait_for("b to refuse a heartbeat", Duration::from_secs(10), || {
+        let answer = heartbeat_answer(&b, &id, &token);
+        if answer.status == 200 {
+            accepted += 1;
+            std::thread::sleep(Duration::from_millis(50));
+            return None;
+        }
+        Some(answer)
+    });
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "overloaded", "{}", refused.body);
+    // Refused once its oldest unwritten heartbeat is a third of the
+    // heartbeat timeout (2 s) old, not when its queue is full.
+    let waited = held.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "refused only after {waited:?}"
+    );
+    assert!(accepted < 100, "{accepted} heartbeats accepted");
+    assert!(counter(&b, "neutral_heartbeats_shed_total") >= 1.0);
+    // The node stayed up: the leader never went without its heartbeats.
+    assert_eq!(heartbeat_status(&a, &id, &token), 200);
+    assert_eq!(a.node(&id).unwrap()["status"], "up");
+
+    // The writer released, b takes heartbeats again.
+    std::fs::remove_file(&hold).unwrap();
+    wait_for(
+        "b to accept heartbeats again",
+        Duration::from_secs(10),
+        || (heartbeat_status(&b, &id, &token) == 200).then_some(()),
+    );
+}
+
+#[test]
 fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
     let Some(Replicas {
         _server,

@@ -38,6 +38,8 @@ pub struct App {
     pub grants: crate::auth::Grants,
     pub world: RwLock<World>,
     pub heartbeats: mpsc::Sender<Heartbeat>,
+    /// How far behind the writer of `heartbeats` is.
+    pub heartbeat_backlog: crate::ingest::Backlog,
     pub sync_requests: mpsc::Sender<SyncRequest>,
     pub events: broadcast::Sender<ChangeEvent>,
     /// `GET /events` subscribers: their cap and the signal that ends them.

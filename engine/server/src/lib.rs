@@ -353,6 +353,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         grants: auth::Grants::default(),
         world: RwLock::new(restored),
         heartbeats: heartbeat_tx,
+        heartbeat_backlog: ingest::Backlog::default(),
         sync_requests: sync_tx,
         events,
         event_streams: event_streams::EventStreams::default(),

@@ -528,14 +528,21 @@ pub async fn accept_heartbeat(
     let started = std::time::Instant::now();
     // A place in the writer's queue first: a heartbeat this replica cannot
     // store is refused before it changes anything, when another replica
-    // can take it. A lone replica's memory is the whole truth: it keeps
-    // the heartbeat and loses only the stored sample.
-    let slot = match app.heartbeats.try_reserve() {
-        Ok(slot) => Some(slot),
-        Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
+    // can take it. So is one it would store too late: the other replicas
+    // see a heartbeat only once it is stored, and a writer behind by a
+    // third of the heartbeat timeout would soon have them count live nodes
+    // as silent (under a load the store cannot take, a long queue did just
+    // that). A lone replica's memory is the whole truth: it keeps the
+    // heartbeat and loses only the stored sample.
+    let reserved = app.heartbeats.try_reserve();
+    let behind = app.heartbeat_backlog.lag(now()) > app.settings.liveness.heartbeat_timeout / 3;
+    let slot = match reserved {
+        Ok(slot) if !behind => Some(slot),
+        Ok(_) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
             app.counters.heartbeats_shed.inc();
             return Err(HeartbeatRefused::Overloaded);
         }
+        Ok(slot) => Some(slot),
         Err(_) => None,
     };
     let at = now();
