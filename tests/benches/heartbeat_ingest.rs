@@ -652,7 +652,7 @@ async fn print_down_reasons(admin: &mut Http) {
         *reasons.entry(reason).or_default() += 1;
     }
     let mut common: Vec<(String, usize)> = reasons.into_iter().collect();
-    common.sort_by(|a, b| b.1.cmp(&a.1));
+    common.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     for (reason, count) in common.iter().take(3) {
         println!("  {count} nodes not up: {reason}");
     }
