@@ -529,13 +529,14 @@ pub async fn accept_heartbeat(
     // A place in the writer's queue first: a heartbeat this replica cannot
     // store is refused before it changes anything, when another replica
     // can take it. So is one it would store too late: the other replicas
-    // see a heartbeat only once it is stored, and a writer behind by a
-    // third of the heartbeat timeout would soon have them count live nodes
-    // as silent (under a load the store cannot take, a long queue did just
-    // that). A lone replica's memory is the whole truth: it keeps the
-    // heartbeat and loses only the stored sample.
+    // see a heartbeat only once it is stored, and a writer behind by half
+    // the heartbeat timeout (plus the agent's interval and the replicas'
+    // half-second read) would soon have them count live nodes as silent
+    // (under a load the store could not take, a long queue did just that).
+    // A lone replica's memory is the whole truth: it keeps the heartbeat
+    // and loses only the stored sample.
     let reserved = app.heartbeats.try_reserve();
-    let behind = app.heartbeat_backlog.lag(now()) > app.settings.liveness.heartbeat_timeout / 3;
+    let behind = app.heartbeat_backlog.lag(now()) > app.settings.liveness.heartbeat_timeout / 2;
     let slot = match reserved {
         Ok(slot) if !behind => Some(slot),
         Ok(_) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
