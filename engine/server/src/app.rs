@@ -39,7 +39,7 @@ pub struct App {
     pub world: RwLock<World>,
     pub heartbeats: mpsc::Sender<Heartbeat>,
     /// How far behind the writer of `heartbeats` is.
-    pub heartbeat_backlog: crate::ingest::Backlog,
+    pub heartbeat_backlog: crate::backlog::Backlog,
     pub sync_requests: mpsc::Sender<SyncRequest>,
     pub events: broadcast::Sender<ChangeEvent>,
     /// `GET /events` subscribers: their cap and the signal that ends them.

@@ -2,50 +2,18 @@
 //! written to SQLite in batches (one transaction per batch), so the node API
 //! sustains thousands of heartbeats per second. Also checkpoints the WAL off
 //! the request path. The queue in front of it is bounded (`--heartbeat-queue`),
-//! and [`Backlog`] tells how far behind it is; what a full queue or a late
+//! and `backlog::Backlog` tells how far behind it is; what a full queue or a late
 //! writer means for a heartbeat, the node API decides
 //! (`api::nodes::accept_heartbeat`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use neutral_core::model::Timestamp;
 use neutral_store::Heartbeat;
 use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
-
-/// How far behind the heartbeat writer is: when the oldest heartbeat it
-/// has taken and not yet committed was received. Other replicas learn of a
-/// heartbeat only once it is stored, so this is how stale this replica's
-/// heartbeats look to them.
-#[derive(Debug, Default)]
-pub struct Backlog {
-    /// Milliseconds since the epoch; 0 while the writer holds nothing.
-    oldest: AtomicI64,
-}
-
-impl Backlog {
-    fn taken(&self, oldest: Timestamp) {
-        self.oldest.store(oldest.0.max(1), Ordering::Relaxed);
-    }
-
-    fn committed(&self) {
-        self.oldest.store(0, Ordering::Relaxed);
-    }
-
-    /// How long the oldest unwritten heartbeat has waited at `now`.
-    pub fn lag(&self, now: Timestamp) -> Duration {
-        match self.oldest.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            oldest => {
-                Duration::from_millis(u64::try_from(now.0.saturating_sub(oldest)).unwrap_or(0))
-            }
-        }
-    }
-}
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 2000;

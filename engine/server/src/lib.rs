@@ -23,6 +23,7 @@ pub mod app;
 pub mod args;
 pub mod auth;
 pub mod autoscaler;
+pub mod backlog;
 pub mod coalesce;
 pub mod connlimit;
 pub mod counters;
@@ -353,7 +354,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         grants: auth::Grants::default(),
         world: RwLock::new(restored),
         heartbeats: heartbeat_tx,
-        heartbeat_backlog: ingest::Backlog::default(),
+        heartbeat_backlog: backlog::Backlog::default(),
         sync_requests: sync_tx,
         events,
         event_streams: event_streams::EventStreams::default(),
