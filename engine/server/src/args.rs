@@ -273,7 +273,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "256")]
     pub max_connections_per_ip: usize,
     /// Heartbeats accepted and not yet written to the store. When the queue
-    /// is full and other replicas are live, heartbeats are refused with
+    /// is full, or its oldest heartbeat has waited half the heartbeat
+    /// timeout, and other replicas are live, heartbeats are refused with
     /// `503 overloaded` (agents move to another replica); a lone replica
     /// keeps them in memory and loses only their stored samples.
     #[arg(long, default_value = "50000", value_parser = clap::value_parser!(u32).range(1..))]
