@@ -62,11 +62,11 @@ fn lookback(decl: &Declarations) -> Duration {
 
 /// The declared regions with an autoscale policy: only their nodes' samples
 /// are read (the core reads no sample of a region without one).
-fn regions_with_policy(decl: &Declarations) -> BTreeSet<String> {
+fn regions_with_policy(decl: &Declarations) -> BTreeSet<Arc<str>> {
     decl.autoscale
         .keys()
         .filter(|region| decl.regions.contains_key(*region))
-        .cloned()
+        .map(|region| Arc::from(region.as_str()))
         .collect()
 }
 
@@ -144,7 +144,7 @@ async fn read_samples(
         readiness
     };
     if readiness == Readiness::Seed {
-        let regions = wanted.regions.clone();
+        let regions: BTreeSet<String> = wanted.regions.iter().map(|r| r.to_string()).collect();
         let stored = app
             .with_store(move |s| s.samples().regional_samples_of(since, Some(&regions)))
             .await?;
@@ -702,7 +702,7 @@ mod tests {
         assert_eq!(lookback(&decl), Duration::from_secs(150));
         assert_eq!(
             regions_with_policy(&decl),
-            BTreeSet::from(["jp".to_owned()])
+            BTreeSet::from([Arc::from("jp")])
         );
     }
 

@@ -13,13 +13,14 @@
 //! here ([`SampleRings::note`]) with the store's own spacing rule, so the
 //! rings hold what a store read would return for every registered node.
 //!
-//! What a ring holds is bounded twice: by time (samples older than the
-//! cover's `keep` before the ring's newest are dropped) and by count
-//! (`keep / spacing + 2`, the most the spacing rule lets into that time).
+//! A ring keeps the samples of the cover's `keep` before its newest; with
+//! the spacing rule that is at most `keep / spacing + 2` samples (one more
+//! where a seed joins the store's samples to those noted meanwhile).
 //! Regions without a policy keep no ring; a ring with nothing left in the
-//! window (its node deleted or silent) is dropped at the next read, and
-//! the rings of a region that lost its policy when the cover narrows. Rings exist only while
-//! this replica leads ([`SampleRings::stop`] when its term ends).
+//! window (its node deleted or silent) is dropped at the next read, and the
+//! rings of a region that lost its policy when the cover narrows. Rings
+//! exist only while this replica leads ([`SampleRings::stop`] when its term
+//! ends).
 //!
 //! This module holds data and computes on it; it must not do IO.
 
@@ -31,10 +32,11 @@ use neutral_core::autoscale::NodeSample;
 use neutral_core::model::{MetricSample, Timestamp};
 
 /// What the rings hold: the samples of the nodes of `regions`, as far back
-/// as `keep` before now.
+/// as `keep` before now. Each region's name is held once, shared by its
+/// rings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cover {
-    pub regions: BTreeSet<String>,
+    pub regions: BTreeSet<Arc<str>>,
     pub keep: Duration,
 }
 
@@ -62,7 +64,7 @@ pub enum Readiness {
 
 #[derive(Clone, Debug)]
 struct Ring {
-    /// One of [`SampleRings::regions`].
+    /// One of the cover's region names.
     region: Arc<str>,
     samples: VecDeque<MetricSample>,
 }
@@ -71,14 +73,12 @@ struct Ring {
 #[derive(Clone, Debug)]
 pub struct SampleRings {
     /// The smallest gap between two kept samples of one node: the store's
-    /// (`neutral_store::Store::sample_spacing_ms`).
+    /// (`neutral_store::SampleStore::spacing_ms`).
     spacing_ms: i64,
     /// `None`: not in use (this replica does not lead); notes are ignored.
     cover: Option<Cover>,
     /// Whether the cover was read from the store (not only being seeded).
     seeded: bool,
-    /// The cover's regions, each name held once for all its rings.
-    regions: Vec<Arc<str>>,
     /// Keyed by node id, shared with every sample read out.
     rings: HashMap<Arc<str>, Ring>,
 }
@@ -89,31 +89,8 @@ impl SampleRings {
             spacing_ms: spacing_ms.max(1),
             cover: None,
             seeded: false,
-            regions: Vec::new(),
             rings: HashMap::new(),
         }
-    }
-
-    /// The shared name of covered region `name`.
-    fn region(&self, name: &str) -> Option<Arc<str>> {
-        self.regions.iter().find(|r| &***r == name).cloned()
-    }
-
-    fn cover_regions(&mut self, cover: &Cover) {
-        self.regions = cover
-            .regions
-            .iter()
-            .map(|r| Arc::from(r.as_str()))
-            .collect();
-    }
-
-    /// How many samples one ring may hold: as many as the spacing rule lets
-    /// into `keep`, and two more for the edges.
-    fn capacity(&self) -> usize {
-        let keep = self.cover.as_ref().map_or(0, Cover::keep_ms);
-        usize::try_from(keep / self.spacing_ms)
-            .unwrap_or(usize::MAX)
-            .saturating_add(2)
     }
 
     /// Whether the rings already hold what `wanted` needs. When they hold
@@ -124,13 +101,11 @@ impl SampleRings {
             Some(cover) if self.seeded && cover.holds(wanted) => {
                 if cover != wanted {
                     self.cover = Some(wanted.clone());
-                    self.cover_regions(wanted);
                     self.rings
-                        .retain(|_, ring| wanted.regions.contains(&*ring.region));
+                        .retain(|_, ring| wanted.regions.contains(&ring.region));
                     let keep = wanted.keep_ms();
-                    let capacity = self.capacity();
                     for ring in self.rings.values_mut() {
-                        trim(ring, keep, capacity);
+                        trim(ring, keep);
                     }
                 }
                 Readiness::Ready
@@ -143,7 +118,6 @@ impl SampleRings {
     /// noted while the read runs are kept and merged by
     /// [`SampleRings::finish_seed`].
     pub fn begin_seed(&mut self, wanted: Cover) {
-        self.cover_regions(&wanted);
         self.cover = Some(wanted);
         self.seeded = false;
     }
@@ -159,7 +133,7 @@ impl SampleRings {
         }
         let mut seeded: HashMap<Arc<str>, Ring> = HashMap::new();
         for (region, NodeSample { node_id, sample }) in stored {
-            let Some(region) = self.region(&region) else {
+            let Some(region) = wanted.regions.get(&*region).cloned() else {
                 continue;
             };
             let ring = seeded.entry(node_id).or_insert_with(|| Ring {
@@ -173,7 +147,7 @@ impl SampleRings {
         }
         for (id, noted) in self.rings.drain() {
             // Kept for an earlier cover that held a region this one does not.
-            if !wanted.regions.contains(&*noted.region) {
+            if !wanted.regions.contains(&noted.region) {
                 continue;
             }
             let ring = seeded.entry(id).or_insert_with(|| Ring {
@@ -191,9 +165,8 @@ impl SampleRings {
         self.rings = seeded;
         self.seeded = true;
         let keep = wanted.keep_ms();
-        let capacity = self.capacity();
         for ring in self.rings.values_mut() {
-            trim(ring, keep, capacity);
+            trim(ring, keep);
         }
     }
 
@@ -202,7 +175,6 @@ impl SampleRings {
     pub fn stop(&mut self) {
         self.cover = None;
         self.seeded = false;
-        self.regions = Vec::new();
         self.rings = HashMap::new();
     }
 
@@ -214,38 +186,26 @@ impl SampleRings {
         let Some(cover) = &self.cover else {
             return;
         };
-        if !cover.regions.contains(region) {
-            return;
-        }
-        let keep = cover.keep_ms();
-        let capacity = self.capacity();
-        let spacing = self.spacing_ms;
-        let Some(shared) = self
-            .rings
-            .get(id)
-            .filter(|ring| &*ring.region == region)
-            .map(|ring| Arc::clone(&ring.region))
-            .or_else(|| self.region(region))
-        else {
+        let Some(shared) = cover.regions.get(region) else {
             return;
         };
         let ring = match self.rings.get_mut(id) {
             Some(ring) => ring,
             None => self.rings.entry(Arc::from(id)).or_insert_with(|| Ring {
-                region: Arc::clone(&shared),
+                region: Arc::clone(shared),
                 samples: VecDeque::new(),
             }),
         };
-        if !Arc::ptr_eq(&ring.region, &shared) {
-            ring.region = shared;
+        if !Arc::ptr_eq(&ring.region, shared) {
+            ring.region = Arc::clone(shared);
         }
         if let Some(last) = ring.samples.back()
-            && sample.at.0.saturating_sub(last.at.0) < spacing
+            && sample.at.0.saturating_sub(last.at.0) < self.spacing_ms
         {
             return;
         }
         ring.samples.push_back(sample);
-        trim(ring, keep, capacity);
+        trim(ring, cover.keep_ms());
     }
 
     /// The samples taken at or after `since` of the covered regions' nodes:
@@ -281,17 +241,13 @@ impl SampleRings {
     }
 }
 
-/// Drops a ring's samples older than `keep_ms` before its newest, and its
-/// oldest beyond `capacity`.
-fn trim(ring: &mut Ring, keep_ms: i64, capacity: usize) {
+/// Drops a ring's samples older than `keep_ms` before its newest.
+fn trim(ring: &mut Ring, keep_ms: i64) {
     let Some(newest) = ring.samples.back().map(|s| s.at.0) else {
         return;
     };
     let cutoff = newest.saturating_sub(keep_ms);
     while ring.samples.front().is_some_and(|s| s.at.0 < cutoff) {
-        ring.samples.pop_front();
-    }
-    while ring.samples.len() > capacity {
         ring.samples.pop_front();
     }
 }
