@@ -140,7 +140,8 @@ pub struct World {
     /// store (replicas on PostgreSQL; `None`: this replica judges alone).
     pub vantage: Option<Vantage>,
     /// The metric samples the autoscaler reads while this replica leads
-    /// (every heartbeat's metrics go through [`World::note_metrics`]).
+    /// (the node API and the replicas' mirror note every heartbeat's
+    /// metrics there: [`SampleRings::note`]).
     pub samples: SampleRings,
 }
 

@@ -427,11 +427,11 @@ fn returned_ids(tx: &Tx<'_>, sql: &str, values: &[Value]) -> Result<HashSet<Stri
         .during(OP)
 }
 
-/// The ids of the nodes (of `regions`, or all) by their row key.
 /// A node's id and its region's shared name.
 type IdAndRegion = (Arc<str>, Arc<str>);
 
-/// Node ids and regions by their internal key, each region's name shared.
+/// The ids and regions of the nodes (of `regions`, or all) by their row
+/// key, each region's name shared.
 fn node_ids(
     conn: &Tx<'_>,
     regions: Option<&BTreeSet<String>>,
@@ -454,15 +454,10 @@ fn node_ids(
     for row in rows {
         let (key, id, region) = row.during(OP)?;
         if regions.is_none_or(|wanted| wanted.contains(&region)) {
-            let region = match names.get(&region) {
-                Some(name) => Arc::clone(name),
-                None => {
-                    let name: Arc<str> = Arc::from(region.as_str());
-                    names.insert(region, Arc::clone(&name));
-                    name
-                }
-            };
-            ids.insert(key, (Arc::from(id), region));
+            let region = names
+                .entry(region)
+                .or_insert_with_key(|name| Arc::from(name.as_str()));
+            ids.insert(key, (Arc::from(id), Arc::clone(region)));
         }
     }
     Ok(ids)

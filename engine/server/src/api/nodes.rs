@@ -535,8 +535,9 @@ pub async fn accept_heartbeat(
     // (under a load the store could not take, a long queue did just that).
     // A lone replica's memory is the whole truth: it keeps the heartbeat
     // and loses only the stored sample.
+    let at = now();
     let reserved = app.heartbeats.try_reserve();
-    let behind = app.heartbeat_backlog.lag(now()) > app.settings.liveness.heartbeat_timeout / 2;
+    let behind = app.heartbeat_backlog.lag(at) > app.settings.liveness.heartbeat_timeout / 2;
     let slot = match reserved {
         Ok(slot) if !behind => Some(slot),
         Ok(_) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
@@ -546,7 +547,6 @@ pub async fn accept_heartbeat(
         Ok(slot) => Some(slot),
         Err(_) => None,
     };
-    let at = now();
     let outcome = {
         let mut guard = app.write_world();
         let world = &mut *guard;
