@@ -475,52 +475,93 @@ fn counter(daemon: &Daemon, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Two replicas on one database, `a` leading, and a node registered through
+/// `a` that `b` knows; `b`'s heartbeat writer is held while `hold` exists
+/// (`b_extra` added to its arguments).
+struct HeldWriter {
+    _server: PgServer,
+    _dir: tempfile::TempDir,
+    a: Daemon,
+    b: Daemon,
+    hold: std::path::PathBuf,
+    id: String,
+    token: String,
+}
+
+impl HeldWriter {
+    fn start(b_extra: &[&str]) -> Option<HeldWriter> {
+        let server = start_or_skip()?;
+        let url = server.create_database().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fast_repo(dir.path());
+        let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+        args.extend(["--store", &url, "--lease-ttl", "2s"]);
+        let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
+        wait_to_lead(&a, Duration::from_secs(10));
+        let hold = dir.path().join("hold-writer");
+        args.extend(b_extra);
+        let b = Daemon::start_with_env(
+            &repo.bare,
+            &dir.path().join("b"),
+            &args,
+            &[(
+                "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
+                hold.to_str().unwrap(),
+            )],
+        );
+        let (id, token) = a.register_node("jp", "127.0.0.2");
+        wait_for("b to know the node", Duration::from_secs(10), || {
+            (heartbeat_status(&b, &id, &token) == 200).then_some(())
+        });
+        Some(HeldWriter {
+            _server: server,
+            _dir: dir,
+            a,
+            b,
+            hold,
+            id,
+            token,
+        })
+    }
+
+    fn status_at(&self, daemon: &Daemon) -> u16 {
+        heartbeat_status(daemon, &self.id, &self.token)
+    }
+
+    /// Heartbeats to `b`, `pause` apart, until one is refused with `503
+    /// overloaded`: that answer, and how many were accepted before it.
+    fn until_refused(&self, pause: Duration) -> (neutral_e2e::http::Response, usize) {
+        let mut accepted = 0;
+        let refused = wait_for("b to refuse a heartbeat", Duration::from_secs(10), || {
+            let answer = heartbeat_answer(&self.b, &self.id, &self.token);
+            if answer.status == 200 {
+                accepted += 1;
+                std::thread::sleep(pause);
+                return None;
+            }
+            Some(answer)
+        });
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert_eq!(refused.json()["error"], "overloaded", "{}", refused.body);
+        assert!(counter(&self.b, "neutral_heartbeats_shed_total") >= 1.0);
+        // The other replica takes the node's heartbeats.
+        assert_eq!(self.status_at(&self.a), 200);
+        (refused, accepted)
+    }
+}
+
 #[test]
 fn a_replica_whose_heartbeat_writer_is_behind_sends_nodes_to_another_but_a_lone_one_keeps_them() {
-    let Some(server) = start_or_skip() else {
+    // b's queue holds 4.
+    let Some(mut held) = HeldWriter::start(&["--heartbeat-queue", "4"]) else {
         return;
     };
-    let url = server.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fast_repo(dir.path());
-    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-    args.extend(["--store", &url, "--lease-ttl", "2s"]);
-    let mut a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
-    wait_to_lead(&a, Duration::from_secs(10));
-    // b's writer is held while `hold` exists, and its queue holds 4.
-    let hold = dir.path().join("hold-writer");
-    let mut b_args = args.clone();
-    b_args.extend(["--heartbeat-queue", "4"]);
-    let b = Daemon::start_with_env(
-        &repo.bare,
-        &dir.path().join("b"),
-        &b_args,
-        &[(
-            "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
-            hold.to_str().unwrap(),
-        )],
-    );
-    let (id, token) = a.register_node("jp", "127.0.0.2");
-    wait_for("b to know the node", Duration::from_secs(10), || {
-        (heartbeat_status(&b, &id, &token) == 200).then_some(())
-    });
-
-    std::fs::write(&hold, "").unwrap();
+    std::fs::write(&held.hold, "").unwrap();
     // A batch the writer was gathering when the file appeared (it gathers
     // for up to 100 ms after its first heartbeat) is still written; the
     // next heartbeat it takes, it holds.
     std::thread::sleep(Duration::from_millis(400));
-    let mut accepted = 0;
-    let refused = wait_for("b to refuse a heartbeat", Duration::from_secs(10), || {
-        let answer = heartbeat_answer(&b, &id, &token);
-        if answer.status == 200 {
-            accepted += 1;
-            return None;
-        }
-        Some(answer)
-    });
-    assert_eq!(refused.status, 503, "{}", refused.body);
-    assert_eq!(refused.json()["error"], "overloaded", "{}", refused.body);
+    let (refused, accepted) = held.until_refused(Duration::ZERO);
     assert!(
         refused
             .headers
@@ -535,86 +576,46 @@ fn a_replica_whose_heartbeat_writer_is_behind_sends_nodes_to_another_but_a_lone_
         accepted <= 5,
         "{accepted} heartbeats accepted into a full queue"
     );
-    assert!(counter(&b, "neutral_heartbeats_shed_total") >= 1.0);
-    // The other replica takes the node's heartbeats.
-    assert_eq!(heartbeat_status(&a, &id, &token), 200);
 
     // Alone (a stopped, its verdicts withdrawn), b keeps heartbeats in
     // memory rather than refuse the only place a node can go.
-    a.stop();
+    held.a.stop();
     wait_for(
         "b alone to accept heartbeats again",
         Duration::from_secs(15),
-        || (heartbeat_status(&b, &id, &token) == 200).then_some(()),
+        || (held.status_at(&held.b) == 200).then_some(()),
     );
     // The writer released, everything flows to the store again.
-    std::fs::remove_file(&hold).unwrap();
+    std::fs::remove_file(&held.hold).unwrap();
     for _ in 0..20 {
-        assert_eq!(heartbeat_status(&b, &id, &token), 200);
+        assert_eq!(held.status_at(&held.b), 200);
     }
 }
 
 #[test]
 fn a_replica_whose_heartbeats_would_reach_the_store_too_late_sends_nodes_to_another() {
-    let Some(server) = start_or_skip() else {
+    // b's queue is the default, 50,000: it never fills here.
+    let Some(held) = HeldWriter::start(&[]) else {
         return;
     };
-    let url = server.create_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fast_repo(dir.path());
-    let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-    args.extend(["--store", &url, "--lease-ttl", "2s"]);
-    let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
-    wait_to_lead(&a, Duration::from_secs(10));
-    // b's writer is held while `hold` exists; its queue (the default,
-    // 50,000) never fills here.
-    let hold = dir.path().join("hold-writer");
-    let b = Daemon::start_with_env(
-        &repo.bare,
-        &dir.path().join("b"),
-        &args,
-        &[(
-            "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
-            hold.to_str().unwrap(),
-        )],
-    );
-    let (id, token) = a.register_node("jp", "127.0.0.2");
-    wait_for("b to know the node", Duration::from_secs(10), || {
-        (heartbeat_status(&b, &id, &token) == 200).then_some(())
-    });
-
-    std::fs::write(&hold, "").unwrap();
-    let held = std::time::Instant::now();
-    let mut accepted = 0;
-    let refused = wait_for("b to refuse a heartbeat", Duration::from_secs(10), || {
-        let answer = heartbeat_answer(&b, &id, &token);
-        if answer.status == 200 {
-            accepted += 1;
-            std::thread::sleep(Duration::from_millis(50));
-            return None;
-        }
-        Some(answer)
-    });
-    assert_eq!(refused.status, 503, "{}", refused.body);
-    assert_eq!(refused.json()["error"], "overloaded", "{}", refused.body);
+    std::fs::write(&held.hold, "").unwrap();
+    let since = std::time::Instant::now();
+    let (_, accepted) = held.until_refused(Duration::from_millis(50));
     // Refused once its oldest unwritten heartbeat is half the heartbeat
     // timeout (2 s) old, not when its queue is full.
-    let waited = held.elapsed();
+    let waited = since.elapsed();
     assert!(
         waited < Duration::from_secs(5),
         "refused only after {waited:?}"
     );
     assert!(accepted < 200, "{accepted} heartbeats accepted");
-    assert!(counter(&b, "neutral_heartbeats_shed_total") >= 1.0);
-    // The other replica takes the node's heartbeats.
-    assert_eq!(heartbeat_status(&a, &id, &token), 200);
 
     // The writer released, b takes heartbeats again.
-    std::fs::remove_file(&hold).unwrap();
+    std::fs::remove_file(&held.hold).unwrap();
     wait_for(
         "b to accept heartbeats again",
         Duration::from_secs(10),
-        || (heartbeat_status(&b, &id, &token) == 200).then_some(()),
+        || (held.status_at(&held.b) == 200).then_some(()),
     );
 }
 
