@@ -144,7 +144,7 @@ async fn read_samples(
         readiness
     };
     if readiness == Readiness::Seed {
-        let regions: BTreeSet<String> = wanted.regions.iter().map(|r| r.to_string()).collect();
+        let regions: BTreeSet<String> = wanted.regions.iter().map(ToString::to_string).collect();
         let stored = app
             .with_store(move |s| s.samples().regional_samples_of(since, Some(&regions)))
             .await?;

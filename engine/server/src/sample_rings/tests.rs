@@ -262,7 +262,7 @@ proptest! {
             store.nodes().register(&new_node(id, region, n), "test").unwrap();
         }
         let wanted = cover(&["jp", "sg"], 20);
-        let covered: BTreeSet<String> = wanted.regions.iter().map(|r| r.to_string()).collect();
+        let covered: BTreeSet<String> = wanted.regions.iter().map(ToString::to_string).collect();
         let mut rings = SampleRings::new(store.samples().spacing_ms());
         prop_assert_eq!(rings.spacing_ms, 1_500);
 
