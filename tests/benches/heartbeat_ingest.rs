@@ -714,16 +714,12 @@ fn main() {
     if autoscale {
         let per_region = max_nodes.div_ceil(REGIONS.len() as u32);
         for region in REGIONS {
-            files.push((
-                format!("infra/node-pool/{region}.tfvars"),
-                format!("region        = \"{region}\"\ndesired_nodes = {per_region}\n"),
-            ));
-            files.push((
-                format!("platform-config/autoscale/{region}.yaml"),
-                format!(
-                    "region: {region}\nscale_up: {{ cpu_above: 0.999, for: 60s, step: 1 }}\n\
-                     scale_down: {{ cpu_below: 0.001, for: 60s, step: 1 }}\ncooldown: 60s\n"
-                ),
+            files.extend(common::autoscale_files(
+                region,
+                per_region,
+                (0.999, 0.001),
+                "60s",
+                "60s",
             ));
         }
         println!("autoscale: a policy for every region (60 s windows, nothing to decide)");

@@ -125,16 +125,12 @@ fn files(nodes_per_region: u32) -> Vec<(String, String)> {
                  base_weight: 100\nstate: up\nfailover: []\n"
             ),
         ));
-        files.push((
-            format!("infra/node-pool/{region}.tfvars"),
-            format!("region        = \"{region}\"\ndesired_nodes = {nodes_per_region}\n"),
-        ));
-        files.push((
-            format!("platform-config/autoscale/{region}.yaml"),
-            format!(
-                "region: {region}\nscale_up: {{ cpu_above: 0.8, for: 20s, step: 1 }}\n\
-                 scale_down: {{ cpu_below: 0.7, for: 20s, step: 1 }}\ncooldown: 30s\n"
-            ),
+        files.extend(common::autoscale_files(
+            region,
+            nodes_per_region,
+            (0.8, 0.7),
+            "20s",
+            "30s",
         ));
     }
     let weights: Vec<String> = REGIONS.iter().map(|r| format!("{r}: 100")).collect();

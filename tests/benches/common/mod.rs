@@ -131,6 +131,32 @@ impl ConfigRepo {
     }
 }
 
+/// `infra/node-pool/<region>.tfvars` declaring `desired` nodes, and
+/// `autoscale/<region>.yaml` scaling out above `cpu_above` and in below
+/// `cpu_below`, each held for `window`, one node at a time.
+pub fn autoscale_files(
+    region: &str,
+    desired: u32,
+    (cpu_above, cpu_below): (f64, f64),
+    window: &str,
+    cooldown: &str,
+) -> [(String, String); 2] {
+    [
+        (
+            format!("infra/node-pool/{region}.tfvars"),
+            format!("region        = \"{region}\"\ndesired_nodes = {desired}\n"),
+        ),
+        (
+            format!("platform-config/autoscale/{region}.yaml"),
+            format!(
+                "region: {region}\nscale_up: {{ cpu_above: {cpu_above}, for: {window}, step: 1 }}\n\
+                 scale_down: {{ cpu_below: {cpu_below}, for: {window}, step: 1 }}\n\
+                 cooldown: {cooldown}\n"
+            ),
+        ),
+    ]
+}
+
 /// `regions/<name>.yaml` for a plain edge region.
 pub fn region_file(name: &str, max_nodes: u32) -> (String, String) {
     (
