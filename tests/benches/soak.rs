@@ -17,9 +17,11 @@
 //! descriptors, the store's files (database + WAL), nodes known to the
 //! daemon, the rows of metric samples and of the audit log (with the
 //! `sqlite3` tool; samples are kept `SOAK_RETENTION_MINUTES`, default 10,
-//! so they level off within the run, while the audit log is append-only by
-//! design), heartbeats answered and failed since the last row. At the end it
-//! prints the first and last samples side by side and the machine's load.
+//! and audit entries `SOAK_AUDIT_RETENTION_MINUTES`, default 10, archived to
+//! a scratch folder, so both level off within the run; 0 keeps the audit log
+//! whole), heartbeats answered and failed since the last row. At the end it
+//! prints the first and last samples side by side, the audit archive's size
+//! and the machine's load.
 //! Every loop is bounded by the run's duration; requests time out after 5 s.
 //!
 //! `scripts/soak` (release build), or `cargo bench -p neutral-e2e --bench
@@ -182,6 +184,27 @@ async fn main() {
     let per_region = (node_count / 4).max(1);
     // Short enough that the samples reach their steady size within the run.
     let retention = format!("{}m", env_number("SOAK_RETENTION_MINUTES", 10).max(1));
+    let audit_minutes = env_number("SOAK_AUDIT_RETENTION_MINUTES", 10);
+    let archive = tempfile::tempdir().expect("temp dir");
+    let mut extra: Vec<String> = [
+        "--no-probes",
+        "--sync-interval",
+        "10s",
+        "--autoscale-interval",
+        "5s",
+        "--sample-retention",
+        &retention,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if audit_minutes > 0 {
+        extra.extend([
+            "--audit-retention".to_owned(),
+            format!("{audit_minutes}m"),
+            "--audit-archive".to_owned(),
+            archive.path().display().to_string(),
+        ]);
+    }
     let bin = neutral_bin();
     let repo = ConfigRepo::new(&files(per_region));
     let daemon = Daemon::start(
@@ -190,17 +213,7 @@ async fn main() {
         &DaemonSpec {
             heartbeat_interval: "2s".to_owned(),
             heartbeat_timeout: "6s".to_owned(),
-            extra: [
-                "--no-probes",
-                "--sync-interval",
-                "10s",
-                "--autoscale-interval",
-                "5s",
-                "--sample-retention",
-                &retention,
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            extra,
         },
     );
     let pid = daemon.pid();
@@ -423,6 +436,16 @@ async fn main() {
         "  store    start {:.2} MiB, after 1 sample {:.2} MiB, end {:.2} MiB",
         first.store_mib, settled.store_mib, last.store_mib
     );
+    let (files, bytes) = std::fs::read_dir(archive.path())
+        .map(|entries| {
+            entries.flatten().fold((0u64, 0u64), |(n, size), e| {
+                (n + 1, size + e.metadata().map_or(0, |m| m.len()))
+            })
+        })
+        .unwrap_or((0, 0));
+    #[allow(clippy::cast_precision_loss)]
+    let archive_mib = bytes as f64 / 1_048_576.0;
+    println!("  audit archive {files} files, {archive_mib:.2} MiB");
     println!("  {}", machine_load());
     let warnings = daemon.warnings();
     println!("  daemon warnings/errors logged: {}", warnings.len());

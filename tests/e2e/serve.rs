@@ -1375,3 +1375,97 @@ fn a_registration_storm_folds_into_one_recompute_per_tick() {
     );
     eprintln!("320 registrations in {storm:?}: {counted} recomputes");
 }
+
+/// Every audit record of the daemon (one page of up to 10,000).
+fn audit_records(daemon: &Daemon) -> Vec<Value> {
+    let page = daemon.admin("GET", "/audit?limit=10000", None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    page.json().as_array().cloned().unwrap_or_default()
+}
+
+/// The records in the archive folder's files, and how many files there are.
+fn archived_records(archive: &std::path::Path) -> (Vec<Value>, usize) {
+    let Ok(files) = std::fs::read_dir(archive) else {
+        return (Vec::new(), 0);
+    };
+    let mut names: Vec<_> = files.map(|f| f.unwrap().path()).collect();
+    names.sort();
+    let mut records = Vec::new();
+    for name in &names {
+        let file = name.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            file.starts_with("audit-") && file.ends_with(".jsonl"),
+            "only batch files in the archive: {file}"
+        );
+        for line in std::fs::read_to_string(name).unwrap().lines() {
+            records.push(serde_json::from_str::<Value>(line).unwrap());
+        }
+    }
+    (records, names.len())
+}
+
+#[test]
+fn audit_retention_archives_the_oldest_entries_before_it_prunes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with(dir.path(), free_port());
+    let archive = dir.path().join("audit-archive");
+    let mut args = FAST.to_vec();
+    args.extend(["--audit-retention", "3s", "--audit-archive"]);
+    args.push(archive.to_str().unwrap());
+    let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), &args);
+    let node = register_jp_node(&daemon);
+    let before = audit_records(&daemon);
+    assert!(
+        before.iter().any(|r| r["kind"] == "node.registered"),
+        "{before:?}"
+    );
+
+    // Retention runs every second with a 3 s retention: the entries written
+    // at start are pruned within a few seconds, after they were archived.
+    let pruned = wait_for("an audit.pruned entry", Duration::from_secs(30), || {
+        let notes = daemon.admin("GET", "/audit?kind=audit.pruned", None).json();
+        notes.as_array().and_then(|n| n.first().cloned())
+    });
+    assert_eq!(pruned["actor"], "retention");
+    assert!(
+        pruned["message"]
+            .as_str()
+            .unwrap()
+            .contains(archive.to_str().unwrap()),
+        "{pruned}"
+    );
+    beat_up(&daemon, &node, 1);
+
+    // Read the log, then the archive: an entry pruned between the two reads
+    // is in both, and none may be in neither.
+    let kept = audit_records(&daemon);
+    let (archived, files) = archived_records(&archive);
+    assert!(files >= 1);
+    let ids = |records: &[Value]| -> Vec<i64> {
+        records.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+    };
+    let mut all: Vec<i64> = ids(&archived).into_iter().chain(ids(&kept)).collect();
+    all.sort_unstable();
+    all.dedup();
+    let newest = *all.last().unwrap();
+    assert_eq!(all, (1..=newest).collect::<Vec<_>>(), "no entry lost");
+    for record in &before {
+        let id = record["id"].as_i64().unwrap();
+        if let Some(copy) = archived.iter().find(|r| r["id"] == id) {
+            assert_eq!(copy, record, "archived as GET /audit showed it");
+        }
+    }
+    let first_pruned = pruned["data"]["first_id"].as_i64().unwrap();
+    assert!(
+        kept.iter()
+            .all(|r| r["id"].as_i64().unwrap() > first_pruned),
+        "the pruned range is gone from the log: {kept:?}"
+    );
+    let metrics = daemon.admin("GET", "/metrics", None).body;
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("neutral_audit_entries_pruned_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(counted >= 1, "{metrics}");
+}

@@ -10,7 +10,9 @@ use neutral_core::weights::WeightSettings;
 
 use crate::connlimit::ConnLimits;
 use crate::listener::Timeouts;
-use crate::settings::{AutoscaleSettings, RegistrationSettings, Settings, TerraformSettings};
+use crate::settings::{
+    AuditRetention, AutoscaleSettings, RegistrationSettings, Settings, TerraformSettings,
+};
 use crate::world::LivenessDefaults;
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -243,6 +245,16 @@ pub struct ServeArgs {
     /// which the autoscaler looks back over. At least 1m.
     #[arg(long, default_value = "1h", value_parser = duration)]
     pub sample_retention: Duration,
+    /// Audit entries older than this are pruned (by the leader, in batches,
+    /// each leaving an `audit.pruned` entry) [default: kept for ever].
+    /// Typically days: `2160h` keeps 90.
+    #[arg(long, env = "NEUTRAL_AUDIT_RETENTION", value_parser = duration)]
+    pub audit_retention: Option<Duration>,
+    /// With --audit-retention: write pruned entries here first, as JSON lines
+    /// (one file per batch, `audit-<first id>.jsonl`, the records of
+    /// `GET /audit`); an entry is deleted only once its file is on disk.
+    #[arg(long, env = "NEUTRAL_AUDIT_ARCHIVE", requires = "audit_retention")]
+    pub audit_archive: Option<PathBuf>,
     /// SQLite's page cache per store connection (four: the writer, the
     /// WAL checkpointer and two readers), in MiB, 1 to 65536. The daemon's
     /// memory grows by up to this much per connection as the database
@@ -350,6 +362,9 @@ impl ServeArgs {
                 humantime::format_duration(self.sample_retention)
             ));
         }
+        if self.audit_retention == Some(Duration::ZERO) {
+            return Err("--audit-retention must be longer than 0s".into());
+        }
         if self.registration_expiry <= self.heartbeat_timeout {
             return Err(format!(
                 "--registration-expiry ({:?}) must be longer than --heartbeat-timeout ({:?})",
@@ -421,6 +436,10 @@ impl ServeArgs {
                 burst: self.register_burst,
                 expiry: self.registration_expiry,
             },
+            audit: self.audit_retention.map(|keep| AuditRetention {
+                keep,
+                archive: self.audit_archive.clone(),
+            }),
             autoscale: AutoscaleSettings {
                 enabled: !self.no_autoscale,
                 interval: self.autoscale_interval,
@@ -490,6 +509,30 @@ mod tests {
         assert!(
             err.contains("invalid value '10.0.0.0/33' for '--connection-reserve-for <CIDR>'"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_retention_is_off_by_default_and_an_archive_needs_it() {
+        let args = parse(&[]).unwrap();
+        assert!(args.settings().audit.is_none());
+        let kept = parse(&[
+            "--audit-retention",
+            "2160h",
+            "--audit-archive",
+            "/var/archive",
+        ])
+        .unwrap();
+        assert_eq!(kept.check(), Ok(()));
+        let audit = kept.settings().audit.unwrap();
+        assert_eq!(audit.keep, Duration::from_secs(90 * 86_400));
+        assert_eq!(audit.archive, Some(PathBuf::from("/var/archive")));
+        let err = parse(&["--audit-archive", "/var/archive"]).unwrap_err();
+        assert!(err.contains("--audit-retention"), "{err}");
+        let zero = parse(&["--audit-retention", "0s"]).unwrap();
+        assert_eq!(
+            zero.check(),
+            Err("--audit-retention must be longer than 0s".into())
         );
     }
 

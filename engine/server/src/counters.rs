@@ -90,6 +90,9 @@ pub struct Counters {
     pub registrations_refused: Counter,
     /// Registrations deleted because they never heartbeated.
     pub registrations_expired: Counter,
+    /// Audit entries pruned by `--audit-retention` (archived first when
+    /// `--audit-archive` is set).
+    pub audit_pruned: Counter,
     pub status_changes: Counter,
     pub syncs_applied: Counter,
     pub syncs_rejected: Counter,
@@ -145,6 +148,7 @@ impl Counters {
             registrations: Counter::default(),
             registrations_refused: Counter::default(),
             registrations_expired: Counter::default(),
+            audit_pruned: Counter::default(),
             status_changes: Counter::default(),
             syncs_applied: Counter::default(),
             syncs_rejected: Counter::default(),
@@ -232,6 +236,11 @@ impl Counters {
                 "neutral_registrations_expired",
                 "Registrations deleted because they never heartbeated (--registration-expiry)",
                 &self.registrations_expired,
+            ),
+            (
+                "neutral_audit_entries_pruned",
+                "Audit entries pruned by --audit-retention (archived first with --audit-archive)",
+                &self.audit_pruned,
             ),
             (
                 "neutral_node_status_changes",

@@ -21,6 +21,7 @@ pub mod admission;
 pub mod api;
 pub mod app;
 pub mod args;
+pub mod audit_retention;
 pub mod auth;
 pub mod autoscaler;
 pub mod backlog;
@@ -548,6 +549,13 @@ fn spawn_singleton_tasks(
     tasks.spawn(autoscaler::run(Arc::clone(app), shutdown.clone()));
     tasks.spawn(snapshots::run(Arc::clone(app), shutdown.clone()));
     tasks.spawn(api::expire_registrations(Arc::clone(app), shutdown.clone()));
+    if let Some(retention) = &app.settings.audit {
+        tasks.spawn(audit_retention::run(
+            Arc::clone(app),
+            retention.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(scheduler) = &app.scheduler {
         tasks.spawn(scheduler::task::run(
             Arc::clone(app),

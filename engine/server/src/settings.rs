@@ -31,6 +31,8 @@ pub struct Settings {
     pub sync_interval: Duration,
     /// Limits on node registrations (see `api::admission`).
     pub registration: RegistrationSettings,
+    /// How long audit entries are kept; `None`: for ever.
+    pub audit: Option<AuditRetention>,
     pub autoscale: AutoscaleSettings,
     /// The scheduler's settings; `None` when an external CI runs Terraform.
     pub terraform: Option<TerraformSettings>,
@@ -44,6 +46,14 @@ pub struct RegistrationSettings {
     pub burst: u32,
     /// A registration that never heartbeated is deleted after this long.
     pub expiry: Duration,
+}
+
+/// Audit retention: entries older than `keep` are pruned (by the leader),
+/// after being written to `archive` when it is set.
+#[derive(Clone, Debug)]
+pub struct AuditRetention {
+    pub keep: Duration,
+    pub archive: Option<PathBuf>,
 }
 
 /// The autoscaler's settings.

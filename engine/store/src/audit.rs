@@ -7,12 +7,19 @@
 //! [`AuditLog::append`] and, inside their own transaction, by every store
 //! write that the issue lists as audited (sync, status change, autoscale
 //! action, API write): the write and its entry commit together or not at all.
-//! Nothing is pruned; archiving old entries is an operator's job.
+//!
+//! Retention is the one exception to append-only, and it only ever takes the
+//! oldest entries: [`AuditLog::prune`] raises a forward-only mark
+//! (`audit_pruned.through_id`), deletes entries at or below it and appends an
+//! `audit.pruned` entry saying what went, in one leader-only transaction; the
+//! database refuses any DELETE above the mark. Archiving what is pruned (and
+//! deciding when) is the caller's (`neutral serve --audit-retention`); this
+//! module must not write files.
 
 use crate::db::{Tx, params};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{During, Result};
+use crate::error::{During, Result, StoreError};
 use crate::store::{Store, decode, encode};
 use neutral_core::model::Timestamp;
 
@@ -30,6 +37,7 @@ pub mod kinds {
     pub const RUN_INTERRUPTED: &str = "run.interrupted";
     pub const DNS_ZONE_PUT: &str = "dns.zone.put";
     pub const DNS_ZONE_DELETED: &str = "dns.zone.deleted";
+    pub const AUDIT_PRUNED: &str = "audit.pruned";
 }
 
 /// The largest page [`AuditLog::list`] returns.
@@ -121,42 +129,117 @@ impl AuditLog<'_> {
              ORDER BY id {order} LIMIT ?4"
         );
         self.store.read(OP, |tx| {
-            let mut stmt = tx.prepare_cached(&sql).during(OP)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        query.since_id.unwrap_or(0),
-                        query.kind,
-                        query.subject,
-                        query.limit.min(MAX_AUDIT_PAGE),
-                        query.before_id.unwrap_or(i64::MAX)
-                    ],
-                    |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            AuditEntry {
-                                at: Timestamp(row.get(1)?),
-                                actor: row.get(2)?,
-                                kind: row.get(3)?,
-                                subject: row.get(4)?,
-                                message: row.get(5)?,
-                                commit: row.get(6)?,
-                                data: serde_json::Value::Null,
-                            },
-                            row.get::<_, String>(7)?,
-                        ))
-                    },
-                )
-                .during(OP)?;
-            let mut records = Vec::new();
-            for row in rows {
-                let (id, mut entry, data) = row.during(OP)?;
-                entry.data = decode(OP, &format!("data of audit entry {id}"), &data)?;
-                records.push(AuditRecord { id, entry });
-            }
-            Ok(records)
+            records_of(
+                tx,
+                OP,
+                &sql,
+                params![
+                    query.since_id.unwrap_or(0),
+                    query.kind,
+                    query.subject,
+                    query.limit.min(MAX_AUDIT_PAGE),
+                    query.before_id.unwrap_or(i64::MAX)
+                ],
+            )
         })
     }
+
+    /// The oldest entries written before `cutoff`, at most `limit` (capped at
+    /// [`MAX_AUDIT_PAGE`]), oldest first: what retention prunes next.
+    pub fn older_than(&self, cutoff: Timestamp, limit: u32) -> Result<Vec<AuditRecord>> {
+        const OP: &str = "list audit entries to prune";
+        self.store.read(OP, |tx| {
+            records_of(
+                tx,
+                OP,
+                "SELECT id, at, actor, kind, subject, message, commit_sha, data FROM audit_log
+                 WHERE at < ?1 ORDER BY id LIMIT ?2",
+                params![cutoff.0, limit.min(MAX_AUDIT_PAGE)],
+            )
+        })
+    }
+
+    /// Prunes the entries with ids `first..=last`, of which the caller read
+    /// (and archived) `count`, and appends `note` (normally an
+    /// [`kinds::AUDIT_PRUNED`] entry): one leader-only transaction, which
+    /// first raises the pruning mark to `last`. Refused with
+    /// [`StoreError::AuditRangeChanged`], changing nothing, if the range holds
+    /// another number of entries now (on PostgreSQL an entry whose
+    /// transaction began earlier may commit into it late). Returns the note's
+    /// id.
+    pub fn prune(&self, first: i64, last: i64, count: u64, note: &AuditEntry) -> Result<i64> {
+        const OP: &str = "prune audit entries";
+        self.store.write_fenced(OP, |tx| {
+            tx.execute(
+                "UPDATE audit_pruned SET through_id = ?1 WHERE id = 1 AND through_id < ?1",
+                params![last],
+            )
+            .during(OP)?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM audit_log WHERE id >= ?1 AND id <= ?2",
+                    params![first, last],
+                )
+                .during(OP)?;
+            let found = u64::try_from(deleted).unwrap_or(u64::MAX);
+            if found != count {
+                return Err(StoreError::AuditRangeChanged {
+                    first,
+                    last,
+                    expected: count,
+                    found,
+                });
+            }
+            append_in(tx, note)
+        })
+    }
+
+    /// The id of the newest entry retention may have pruned (0: none).
+    pub fn pruned_through(&self) -> Result<i64> {
+        const OP: &str = "read the audit pruning mark";
+        self.store.read(OP, |tx| {
+            tx.query_row(
+                "SELECT through_id FROM audit_pruned WHERE id = 1",
+                params![],
+                |row| row.get(0),
+            )
+            .during(OP)
+        })
+    }
+}
+
+/// Runs `sql`, whose columns are an audit record's, and decodes the rows.
+fn records_of(
+    tx: &Tx<'_>,
+    op: &'static str,
+    sql: &str,
+    params: &[&dyn crate::db::Param],
+) -> Result<Vec<AuditRecord>> {
+    let mut stmt = tx.prepare_cached(sql).during(op)?;
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                AuditEntry {
+                    at: Timestamp(row.get(1)?),
+                    actor: row.get(2)?,
+                    kind: row.get(3)?,
+                    subject: row.get(4)?,
+                    message: row.get(5)?,
+                    commit: row.get(6)?,
+                    data: serde_json::Value::Null,
+                },
+                row.get::<_, String>(7)?,
+            ))
+        })
+        .during(op)?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (id, mut entry, data) = row.during(op)?;
+        entry.data = decode(op, &format!("data of audit entry {id}"), &data)?;
+        records.push(AuditRecord { id, entry });
+    }
+    Ok(records)
 }
 
 /// Appends `entry` inside the caller's transaction; returns its id.

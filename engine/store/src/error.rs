@@ -177,6 +177,17 @@ pub enum StoreError {
         current: i64,
     },
 
+    #[error(
+        "prune audit entries {first}..={last}: the range holds {found} entries, not the {expected} \
+         archived (one committed into it late); nothing was pruned"
+    )]
+    AuditRangeChanged {
+        first: i64,
+        last: i64,
+        expected: u64,
+        found: u64,
+    },
+
     #[error("{op}: no run {id}")]
     RunNotFound { op: &'static str, id: i64 },
 

@@ -243,7 +243,7 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -
 /// `i` to `i + 1`. Version numbers match the SQLite schema's
 /// ([`schema::MIGRATIONS`]): version 1 here already has what SQLite's
 /// version 2 added, so a step may be a no-op on one backend.
-pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7];
+pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7, PG_V8];
 
 const PG_V1: &str = r"
 CREATE TABLE regions (
@@ -437,6 +437,41 @@ CREATE TABLE node_deletions (
 );
 CREATE INDEX node_deletions_by_change ON node_deletions (changed);
 CREATE INDEX node_deletions_by_time ON node_deletions (at);
+";
+
+/// Version 8: audit retention, as SQLite's version 8: a DELETE on the audit
+/// log passes only at or below the forward-only `audit_pruned` mark.
+const PG_V8: &str = r"
+CREATE TABLE audit_pruned (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    through_id BIGINT NOT NULL
+);
+INSERT INTO audit_pruned (id, through_id) VALUES (1, 0);
+CREATE FUNCTION neutral_audit_pruned_forward_only() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.through_id >= OLD.through_id AND NEW.id = OLD.id THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'audit_pruned only moves forward: % refused', TG_OP;
+END
+$f$;
+CREATE TRIGGER audit_pruned_forward_only BEFORE UPDATE OR DELETE ON audit_pruned
+    FOR EACH ROW EXECUTE FUNCTION neutral_audit_pruned_forward_only();
+CREATE TRIGGER audit_pruned_no_truncate BEFORE TRUNCATE ON audit_pruned
+    FOR EACH STATEMENT EXECUTE FUNCTION neutral_audit_pruned_forward_only();
+CREATE OR REPLACE FUNCTION neutral_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.id <= (SELECT through_id FROM audit_pruned WHERE id = 1) THEN
+            RETURN OLD;
+        END IF;
+        RAISE EXCEPTION 'audit_log is append-only: DELETE refused beyond the pruning mark';
+    END IF;
+    RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP;
+END
+$f$;
 ";
 
 const BOOKKEEPING: &str = r"

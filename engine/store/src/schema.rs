@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -257,6 +257,33 @@ CREATE TABLE node_deletions (
 ) STRICT;
 CREATE INDEX node_deletions_by_change ON node_deletions (changed);
 CREATE INDEX node_deletions_by_time ON node_deletions (at);
+";
+
+/// Version 8: audit retention (`audit.rs`). The log stays append-only but
+/// for its oldest entries: a DELETE is refused unless the entry's id is at
+/// most `audit_pruned.through_id`, a mark that only moves forward and that
+/// the pruning transaction raises (beside an `audit.pruned` entry of its own).
+const V8: &str = r"
+CREATE TABLE audit_pruned (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    through_id INTEGER NOT NULL
+) STRICT;
+INSERT INTO audit_pruned (id, through_id) VALUES (1, 0);
+CREATE TRIGGER audit_pruned_forward_only BEFORE UPDATE ON audit_pruned
+WHEN NEW.through_id < OLD.through_id OR NEW.id <> OLD.id
+BEGIN
+    SELECT RAISE(ABORT, 'audit_pruned only moves forward');
+END;
+CREATE TRIGGER audit_pruned_no_delete BEFORE DELETE ON audit_pruned
+BEGIN
+    SELECT RAISE(ABORT, 'audit_pruned only moves forward');
+END;
+DROP TRIGGER audit_log_no_delete;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+WHEN OLD.id > (SELECT through_id FROM audit_pruned WHERE id = 1)
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused beyond the pruning mark');
+END;
 ";
 
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying

@@ -15,6 +15,7 @@ pub mod stream;
 mod tokens;
 
 /// The request bodies, for the fuzz targets (`fuzz/`).
+pub use common::rfc3339;
 pub use dns::CreateZone;
 /// The replicas' zone mirror (`replicas.rs`).
 pub use dns::mirror_zones;

@@ -118,7 +118,101 @@ fn the_database_refuses_to_update_or_delete_audit_entries() {
     assert_eq!(records[0].entry.message, "api.write x");
 }
 
+fn pruned_note(first: i64, last: i64) -> AuditEntry {
+    AuditEntry {
+        at: Timestamp(100),
+        actor: "retention".into(),
+        kind: kinds::AUDIT_PRUNED.into(),
+        subject: "audit_log".into(),
+        message: format!("pruned {first}..={last}"),
+        commit: None,
+        data: json!({ "first": first, "last": last }),
+    }
+}
+
+#[test]
+fn retention_prunes_the_oldest_entries_and_leaves_its_own_entry() {
+    let (_dir, store) = open_temp();
+    let log = store.audit();
+    let ids: Vec<i64> = (1..=5)
+        .map(|at| log.append(&entry(at, "api.write", "x")).unwrap())
+        .collect();
+    assert_eq!(log.pruned_through().unwrap(), 0);
+
+    let old = log.older_than(Timestamp(4), 100).unwrap();
+    assert_eq!(old.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..3]);
+    assert_eq!(old[1].entry, entry(2, "api.write", "x"));
+    assert_eq!(
+        log.older_than(Timestamp(4), 2).unwrap().len(),
+        2,
+        "the limit holds"
+    );
+
+    let note = log
+        .prune(ids[0], ids[2], 3, &pruned_note(ids[0], ids[2]))
+        .unwrap();
+    assert!(note > ids[4]);
+    assert_eq!(log.pruned_through().unwrap(), ids[2]);
+    let left = log.list(&AuditQuery::default()).unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[3], ids[4], note]
+    );
+    assert_eq!(left[2].entry, pruned_note(ids[0], ids[2]));
+    assert!(log.older_than(Timestamp(4), 100).unwrap().is_empty());
+
+    // Above the mark the log is still append-only, and the mark only moves
+    // forward.
+    let delete = store.with_writer(|conn| {
+        conn.execute("DELETE FROM audit_log WHERE id = ?1", params![ids[3]])
+            .unwrap_err()
+    });
+    assert!(delete.to_string().contains("append-only"), "{delete}");
+    let back = store.with_writer(|conn| {
+        conn.execute("UPDATE audit_pruned SET through_id = 0", params![])
+            .unwrap_err()
+    });
+    assert!(back.to_string().contains("only moves forward"), "{back}");
+    assert_eq!(log.pruned_through().unwrap(), ids[2]);
+    assert_eq!(log.list(&AuditQuery::default()).unwrap().len(), 3);
+}
+
+#[test]
+fn a_prune_whose_range_holds_other_entries_than_were_read_changes_nothing() {
+    let (_dir, store) = open_temp();
+    let log = store.audit();
+    let ids: Vec<i64> = (1..=3)
+        .map(|at| log.append(&entry(at, "api.write", "x")).unwrap())
+        .collect();
+    // The caller read two entries, but three are in the range now.
+    let err = log
+        .prune(ids[0], ids[2], 2, &pruned_note(ids[0], ids[2]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::AuditRangeChanged {
+                expected: 2,
+                found: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(log.pruned_through().unwrap(), 0);
+    assert_eq!(
+        log.list(&AuditQuery::default())
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        ids
+    );
+}
+
 crate::tests::on_postgres!(
     entries_round_trip_in_order_with_filters_and_paging,
     the_database_refuses_to_update_or_delete_audit_entries,
+    retention_prunes_the_oldest_entries_and_leaves_its_own_entry,
+    a_prune_whose_range_holds_other_entries_than_were_read_changes_nothing,
 );
