@@ -658,6 +658,79 @@ async fn print_down_reasons(admin: &mut Http) {
     }
 }
 
+/// The newest audit entry's id on the first daemon (0 when there is none
+/// or it cannot be read).
+async fn newest_audit_id(admin: &mut Http) -> i64 {
+    match admin
+        .json(
+            Method::GET,
+            "/audit?newest_first=true&limit=1",
+            Some(common::ADMIN_TOKEN),
+            None,
+        )
+        .await
+    {
+        Ok((StatusCode::OK, page)) => page[0]["id"].as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The status changes a phase made, as the leader's audit log tells them
+/// (`node.status` entries after `since_id`, up to 10,000): how many of each
+/// kind (`up -> down`, …), within how long, and the three most common
+/// reasons a node went down, digits shown as `#`.
+async fn print_status_changes(admin: &mut Http, since_id: i64) {
+    let path = format!("/audit?kind=node.status&since_id={since_id}&limit=10000");
+    let entries = match admin
+        .json(Method::GET, &path, Some(common::ADMIN_TOKEN), None)
+        .await
+    {
+        Ok((StatusCode::OK, entries)) => entries,
+        Ok((status, _)) => {
+            println!("  status changes: GET /audit answered {status}");
+            return;
+        }
+        Err(err) => {
+            println!("  status changes: GET /audit failed: {err}");
+            return;
+        }
+    };
+    let entries = entries.as_array().cloned().unwrap_or_default();
+    let mut kinds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for entry in &entries {
+        let data = &entry["data"];
+        let kind = format!(
+            "{} -> {}",
+            data["from"].as_str().unwrap_or("?"),
+            data["to"].as_str().unwrap_or("?")
+        );
+        *kinds.entry(kind).or_default() += 1;
+        if data["to"] == "down" {
+            let reason: String = data["reason"]
+                .as_str()
+                .unwrap_or("(none)")
+                .chars()
+                .take(200)
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect();
+            *reasons.entry(reason).or_default() += 1;
+        }
+    }
+    let times: Vec<i64> = entries.iter().filter_map(|e| e["at"].as_i64()).collect();
+    let span_ms = times.last().unwrap_or(&0) - times.first().unwrap_or(&0);
+    println!(
+        "  status changes in the audit log: {} ({:?}) within {span_ms} ms",
+        entries.len(),
+        kinds,
+    );
+    let mut common: Vec<(String, usize)> = reasons.into_iter().collect();
+    common.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    for (reason, count) in common.iter().take(3) {
+        println!("  {count} went down: {reason}");
+    }
+}
+
 /// Waits (bounded) until every replica holds all `count` nodes registered
 /// through the first: a node unknown to a replica is refused there.
 async fn all_replicas_know(apis: &[SocketAddr], count: usize) {
@@ -779,9 +852,11 @@ fn main() {
         warm_up(api, &nodes, settings, gap, &mut admin).await;
         let (rss, peak) = common::rss_mib(pid);
         println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
+        let since = newest_audit_id(&mut admin).await;
         let paced = run_phase(&apis, &pids, &nodes, settings, Mode::Paced, &mut admin).await;
         print_phase(&paced, settings);
         if paced.status_changes > 0.0 {
+            print_status_changes(&mut admin, since).await;
             print_down_reasons(&mut admin).await;
         }
         if autoscale {
@@ -793,9 +868,11 @@ fn main() {
                 metric_sum(&text, "neutral_autoscale_decisions_total", &[]) / REGIONS.len() as f64,
             );
         }
+        let since = newest_audit_id(&mut admin).await;
         let max = run_phase(&apis, &pids, &nodes, settings, Mode::Max, &mut admin).await;
         print_phase(&max, settings);
         if max.status_changes > 0.0 {
+            print_status_changes(&mut admin, since).await;
             print_down_reasons(&mut admin).await;
         }
         (paced, max)
