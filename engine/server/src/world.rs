@@ -565,20 +565,23 @@ impl RecomputeInputs {
         // node changes (or time) could touch are recomputed; the result is
         // the full computation's (a property test in the core holds them
         // equal).
-        let mut report = match changes {
+        let (mut report, recomputed) = match changes {
             Some(changes) if Arc::ptr_eq(&decl, &previous_decl) => {
                 // Cheap: the entries are shared, only the map is copied.
-                weights::incremental::compute_incremental_in(
+                let incremental = weights::incremental::compute_incremental_in(
                     &decl,
                     &nodes,
                     WeightsReport::clone(&previous),
                     &changes,
                     at,
                     settings,
-                )
-                .report
+                );
+                (incremental.report, Some(incremental.recomputed))
             }
-            _ => weights::compute(&decl, &listed(&nodes), &previous.domains, at, settings),
+            _ => (
+                weights::compute(&decl, &listed(&nodes), &previous.domains, at, settings),
+                None,
+            ),
         };
         if report.split_brain.is_some() {
             // Hold the answers from before the burst, not the ones already
@@ -589,31 +592,61 @@ impl RecomputeInputs {
             }
         }
         let mut runs = RunComparison::default();
-        // Both maps are sorted by domain: one walk pairs them up, without a
-        // look-up per domain.
-        let mut earlier = previous.domains.iter().peekable();
-        let changed: Vec<(String, String)> = report
-            .domains
-            .iter()
-            .filter_map(|(domain, now_weights)| {
-                while earlier.next_if(|(key, _)| *key < domain).is_some() {}
-                let before = earlier
-                    .next_if(|(key, _)| *key == domain)
-                    .map(|(_, weights)| weights.as_ref());
-                // An entry the incremental recompute kept is the previous one.
-                if before.is_some_and(|before| std::ptr::eq(before, &**now_weights)) {
-                    return None;
-                }
-                before
-                    .is_none_or(|before| differs(before, now_weights, &mut runs))
-                    .then(|| (domain.clone(), summarize(before, now_weights, &mut runs)))
-            })
-            .collect();
+        // The domains an incremental recompute made afresh, when it says
+        // which: every other entry is the previous report's own (the same
+        // `Arc`), under the same declarations, so only these can differ.
+        let fresh = match &recomputed {
+            Some(weights::incremental::Recomputed::Domains(fresh))
+                if report.split_brain.is_none()
+                    && report.domains.len() == previous.domains.len() =>
+            {
+                Some(fresh.as_slice())
+            }
+            _ => None,
+        };
+        let changed = match fresh {
+            Some(fresh) => fresh
+                .iter()
+                .filter_map(|domain| {
+                    let now_weights = report.domains.get(domain)?;
+                    let before = previous.domains.get(domain).map(AsRef::as_ref);
+                    change_of(domain, before, now_weights, &mut runs)
+                })
+                .collect(),
+            None => {
+                // Both maps are sorted by domain: one walk pairs them up,
+                // without a look-up per domain.
+                let mut earlier = previous.domains.iter().peekable();
+                report
+                    .domains
+                    .iter()
+                    .filter_map(|(domain, now_weights)| {
+                        while earlier.next_if(|(key, _)| *key < domain).is_some() {}
+                        let before = earlier
+                            .next_if(|(key, _)| *key == domain)
+                            .map(|(_, weights)| weights.as_ref());
+                        change_of(domain, before, now_weights, &mut runs)
+                    })
+                    .collect()
+            }
+        };
         let guard_changed = report.split_brain.is_some() != previous.split_brain.is_some();
         // Only a new report (or new declarations) is a new view: a pinned
         // view then stays readable as long as nothing changes.
-        let publish =
-            !same_report(&report, &previous, &mut runs) || !Arc::ptr_eq(&decl, &previous_decl);
+        let same = match fresh {
+            Some(fresh) => {
+                report.split_brain == previous.split_brain
+                    && fresh.iter().all(|domain| {
+                        match (report.domains.get(domain), previous.domains.get(domain)) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || same_domain(a, b, &mut runs),
+                            (None, None) => true,
+                            _ => false,
+                        }
+                    })
+            }
+            None => same_report(&report, &previous, &mut runs),
+        };
+        let publish = !same || !Arc::ptr_eq(&decl, &previous_decl);
         let calm_now = report.split_brain.is_none()
             && !recent_failures(&nodes, at, settings.split_brain_window);
         // What did not change stays the same `Arc`: the world, the calm
@@ -840,6 +873,23 @@ fn differs(before: &DomainWeights, after: &DomainWeights, runs: &mut RunComparis
 
 /// Whether two reports are equal, as `==` says, reading each pair of runs
 /// of answers once and entries kept by address.
+/// A domain's entry in [`Recomputed::changed`]: `None` when it is the
+/// previous entry itself (kept by an incremental recompute) or does not
+/// differ from it.
+fn change_of(
+    domain: &str,
+    before: Option<&DomainWeights>,
+    now_weights: &DomainWeights,
+    runs: &mut RunComparison,
+) -> Option<(String, String)> {
+    if before.is_some_and(|before| std::ptr::eq(before, now_weights)) {
+        return None;
+    }
+    before
+        .is_none_or(|before| differs(before, now_weights, runs))
+        .then(|| (domain.to_owned(), summarize(before, now_weights, runs)))
+}
+
 fn same_report(a: &WeightsReport, b: &WeightsReport, runs: &mut RunComparison) -> bool {
     a.split_brain == b.split_brain
         && a.domains.len() == b.domains.len()
@@ -1668,6 +1718,88 @@ mod tests {
                 proptest::prop_assert_eq!(sorted(moves(&patched)), sorted(moves(&merged)));
                 let at = Timestamp(i64::try_from(round).unwrap() + 100);
                 world.last_computed = Some((at, Arc::new(patched.nodes)));
+            }
+        }
+    }
+
+    /// Regions jp, sg and kr and five domains over them, two failing over.
+    fn three_region_declarations() -> Arc<Declarations> {
+        use neutral_core::config::{FileContent, RepoFile, load};
+        let file = |path: &str, text: &str| RepoFile {
+            path: path.to_owned(),
+            content: FileContent::Bytes(text.as_bytes().to_vec()),
+        };
+        let mut files = vec![
+            file(
+                "platform-config/regions/jp.yaml",
+                "name: jp\nprovider: local\nmin_nodes: 1\nmax_nodes: 50\nfailover: [sg]\n",
+            ),
+            file(
+                "platform-config/regions/sg.yaml",
+                "name: sg\nprovider: local\nmin_nodes: 1\nmax_nodes: 50\nfailover: [jp]\n",
+            ),
+            file(
+                "platform-config/regions/kr.yaml",
+                "name: kr\nprovider: local\nmin_nodes: 1\nmax_nodes: 50\nbase_weight: 50\n",
+            ),
+        ];
+        let served = [
+            "{ jp: 100 }",
+            "{ sg: 100 }",
+            "{ kr: 100, jp: 20 }",
+            "{ jp: 50, sg: 50, kr: 10 }",
+            "{ kr: 100 }",
+        ];
+        for (i, regions) in served.iter().enumerate() {
+            files.push(file(
+                &format!("platform-config/gtm/d{i}.yaml"),
+                &format!(
+                    "domain: d{i}.example.com\nzone: example.com\nmin_ready_nodes: 1\nregions: {regions}\nall_down: {}\n",
+                    if i % 2 == 0 { "last_known_good" } else { "fail_open" }
+                ),
+            ));
+        }
+        let loaded = load(&files);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        Arc::new(loaded.declarations)
+    }
+
+    proptest::proptest! {
+        /// A recompute that knows which domains it made afresh compares
+        /// only those with the report before: what it says changed, and
+        /// whether it publishes, are what comparing every domain says.
+        #[test]
+        fn comparing_only_the_fresh_domains_finds_what_comparing_all_does(
+            rounds in proptest::collection::vec(proptest::collection::vec(node_op(), 0..8), 1..10)
+        ) {
+            let mut world = world_with_one_node(1, &[]);
+            world.decl = three_region_declarations();
+            let settings = WeightSettings::default();
+            drop(recompute(&mut world, 2_000));
+            for (round, ops) in rounds.iter().enumerate() {
+                for op in ops {
+                    apply_node_op(&mut world, op);
+                }
+                let at = Timestamp(3_000 + 1_000 * i64::try_from(round).unwrap());
+                let inputs = world.recompute_inputs();
+                let full = RecomputeInputs {
+                    decl: Arc::clone(&inputs.decl),
+                    read: EngineRead {
+                        nodes: inputs.read.nodes.clone(),
+                        changes: None,
+                        moved: inputs.read.moved.clone(),
+                    },
+                    previous_nodes: inputs.previous_nodes.clone(),
+                    previous: Arc::clone(&inputs.previous),
+                    previous_decl: Arc::clone(&inputs.previous_decl),
+                    calm: inputs.calm.clone(),
+                }
+                .compute(at, &settings);
+                let fresh = inputs.compute(at, &settings);
+                proptest::prop_assert_eq!(&fresh.changed, &full.changed);
+                proptest::prop_assert_eq!(fresh.publish, full.publish);
+                proptest::prop_assert_eq!(&*fresh.report, &*full.report);
+                drop(world.publish(&fresh));
             }
         }
     }
