@@ -208,7 +208,7 @@ pub async fn compute(
     let mut previous_report = BTreeMap::new();
     if let Some(previous) = previous {
         previous_report.insert(
-            spec.domain.clone(),
+            std::sync::Arc::from(spec.domain.as_str()),
             std::sync::Arc::new(previous_weights(spec, previous)),
         );
     }
@@ -219,7 +219,7 @@ pub async fn compute(
         now,
         &WeightSettings::default(),
     );
-    let Some(weights) = report.domains.get(&spec.domain) else {
+    let Some(weights) = report.domains.get(spec.domain.as_str()) else {
         return Err(format!("the core computed no answers for {}", spec.domain));
     };
     let mut result = outcome(

@@ -36,7 +36,7 @@ struct RawState {
     #[serde(default)]
     last_actions: BTreeMap<String, RawLastAction>,
     #[serde(default)]
-    previous: BTreeMap<String, Arc<DomainWeights>>,
+    previous: BTreeMap<Arc<str>, Arc<DomainWeights>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,7 +86,7 @@ pub struct ObservedState {
     pub nodes: Vec<Node>,
     pub samples: Vec<NodeSample>,
     pub last_actions: BTreeMap<String, LastAction>,
-    pub previous: BTreeMap<String, Arc<DomainWeights>>,
+    pub previous: BTreeMap<Arc<str>, Arc<DomainWeights>>,
 }
 
 pub fn read(path: &Path) -> Result<ObservedState> {

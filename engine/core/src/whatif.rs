@@ -110,8 +110,7 @@ pub fn check(
         }
     }
     for (domain, after_weights) in &after.domains {
-        if after_weights.regions.iter().any(|r| r.effective > 0) || never.contains(domain.as_str())
-        {
+        if after_weights.regions.iter().any(|r| r.effective > 0) || never.contains(&**domain) {
             continue;
         }
         let Some(before_weights) = before.domains.get(domain) else {
@@ -125,13 +124,13 @@ pub fn check(
         if lost.is_empty() {
             continue;
         }
-        let Some(policy) = change.after.gtm.get(domain) else {
+        let Some(policy) = change.after.gtm.get(&**domain) else {
             continue;
         };
         let context = DomainContext {
             change,
             policy,
-            before_policy: change.before.gtm.get(domain),
+            before_policy: change.before.gtm.get(&**domain),
             nodes,
             after_nodes: &after_nodes,
         };

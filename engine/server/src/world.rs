@@ -608,8 +608,8 @@ impl RecomputeInputs {
             Some(fresh) => fresh
                 .iter()
                 .filter_map(|domain| {
-                    let now_weights = report.domains.get(domain)?;
-                    let before = previous.domains.get(domain).map(AsRef::as_ref);
+                    let now_weights = report.domains.get(domain.as_str())?;
+                    let before = previous.domains.get(domain.as_str()).map(AsRef::as_ref);
                     change_of(domain, before, now_weights, &mut runs)
                 })
                 .collect(),
@@ -637,7 +637,10 @@ impl RecomputeInputs {
             Some(fresh) => {
                 report.split_brain == previous.split_brain
                     && fresh.iter().all(|domain| {
-                        match (report.domains.get(domain), previous.domains.get(domain)) {
+                        match (
+                            report.domains.get(domain.as_str()),
+                            previous.domains.get(domain.as_str()),
+                        ) {
                             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || same_domain(a, b, &mut runs),
                             (None, None) => true,
                             _ => false,
@@ -1310,7 +1313,7 @@ mod tests {
         let report = WeightsReport {
             split_brain: None,
             domains: [(
-                "app.example.com".to_owned(),
+                Arc::from("app.example.com"),
                 Arc::new(weights(&[("n1", 60), ("n2", 40)])),
             )]
             .into(),

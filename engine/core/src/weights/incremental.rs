@@ -217,7 +217,8 @@ pub struct Incremental {
 ///
 /// `previous` is taken by value: the domains kept move into the new report.
 /// A caller that shares the previous report clones it first, which copies
-/// its map of shared entries, not the entries.
+/// its map of shared names and entries (reference counts), not the names or
+/// the entries.
 pub fn compute_incremental<N: Borrow<Node>>(
     decl: &Declarations,
     nodes: &[N],
@@ -330,8 +331,12 @@ fn incremental_from(
     }
 
     let mut domains = previous.domains;
-    if !domains.keys().eq(decl.gtm.keys()) {
-        domains.retain(|domain, _| decl.gtm.contains_key(domain));
+    if !domains
+        .keys()
+        .map(|domain| &**domain)
+        .eq(decl.gtm.keys().map(String::as_str))
+    {
+        domains.retain(|domain, _| decl.gtm.contains_key(&**domain));
     }
     // Each declared domain's previous mode; both maps are sorted by domain,
     // so when they hold the same domains they pair up without look-ups.
@@ -340,7 +345,7 @@ fn incremental_from(
     } else {
         decl.gtm
             .keys()
-            .map(|domain| domains.get(domain).map(|d| d.mode))
+            .map(|domain| domains.get(domain.as_str()).map(|d| d.mode))
             .collect()
     };
     let hot = hot_regions(decl, nodes, changes, now);
@@ -395,7 +400,7 @@ fn incremental_from(
     for (domain, policy) in dirty {
         recomputed.push(domain.clone());
         let (evals, mut reasons) = domain_evals(decl, policy, &mut evaluator);
-        if let Some(entry) = domains.get_mut(domain)
+        if let Some(entry) = domains.get_mut(domain.as_str())
             && runs_align(entry, &evals)
         {
             let hot = |eval: &RegionEval<'_>| {
@@ -410,12 +415,17 @@ fn incremental_from(
             policy,
             &evals,
             &fleet,
-            domains.get(domain).map(Arc::as_ref),
+            domains.get(domain.as_str()).map(Arc::as_ref),
             false,
             &mut reasons,
         );
         let weights = domain_entry(policy, mode, &evals, answers, reasons);
-        domains.insert(domain.clone(), Arc::new(weights));
+        match domains.get_mut(domain.as_str()) {
+            Some(entry) => *entry = Arc::new(weights),
+            None => {
+                domains.insert(Arc::from(domain.as_str()), Arc::new(weights));
+            }
+        }
     }
     Incremental {
         report: WeightsReport {

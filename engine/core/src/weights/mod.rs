@@ -211,8 +211,9 @@ pub struct WeightsReport {
     pub split_brain: Option<SplitBrain>,
     /// Keyed by domain. Shared: a report computed incrementally holds the
     /// entries it did not recompute by reference to the previous report's,
-    /// so making it and comparing the two cost what changed, not the whole.
-    pub domains: BTreeMap<String, Arc<DomainWeights>>,
+    /// and every report the previous one's names, so making it (a copy of
+    /// this map) and comparing the two cost what changed, not the whole.
+    pub domains: BTreeMap<Arc<str>, Arc<DomainWeights>>,
 }
 
 /// Effective weights of every declared domain.
@@ -223,7 +224,7 @@ pub struct WeightsReport {
 pub fn compute<N: Borrow<Node>>(
     decl: &Declarations,
     nodes: &[N],
-    previous: &BTreeMap<String, Arc<DomainWeights>>,
+    previous: &BTreeMap<Arc<str>, Arc<DomainWeights>>,
     now: Timestamp,
     settings: &WeightSettings,
 ) -> WeightsReport {
@@ -234,15 +235,19 @@ pub fn compute<N: Borrow<Node>>(
         .gtm
         .iter()
         .map(|(domain, policy)| {
+            let before = previous.get_key_value(domain.as_str());
             let weights = domain_weights(
                 decl,
                 policy,
                 &mut evaluator,
                 &fleet,
-                previous.get(domain).map(Arc::as_ref),
+                before.map(|(_, weights)| weights.as_ref()),
                 split_brain.is_some(),
             );
-            (domain.clone(), Arc::new(weights))
+            // The previous report's name, shared, when there is one.
+            let name =
+                before.map_or_else(|| Arc::from(domain.as_str()), |(name, _)| Arc::clone(name));
+            (name, Arc::new(weights))
         })
         .collect();
     WeightsReport {

@@ -151,7 +151,7 @@ impl PackedReport {
                     reasons: reasons.clone(),
                 };
                 (
-                    name.clone(),
+                    name.to_string(),
                     PackedDomain {
                         weights,
                         runs: run_numbers,
@@ -180,7 +180,7 @@ impl PackedReport {
                 regions,
                 ..packed.weights
             };
-            domains.insert(name, Arc::new(weights));
+            domains.insert(Arc::from(name), Arc::new(weights));
         }
         Ok(WeightsReport {
             split_brain: self.split_brain,

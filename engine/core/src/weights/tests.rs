@@ -97,7 +97,7 @@ fn run(decl: &Declarations, nodes: &[Node]) -> WeightsReport {
 fn run_after(
     decl: &Declarations,
     nodes: &[Node],
-    previous: &BTreeMap<String, Arc<DomainWeights>>,
+    previous: &BTreeMap<Arc<str>, Arc<DomainWeights>>,
     now_secs: i64,
 ) -> WeightsReport {
     compute(
@@ -1006,7 +1006,7 @@ fn check_report(
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(report.domains.len(), decl.gtm.len());
     for (key, d) in &report.domains {
-        let policy = decl.gtm.get(key).unwrap();
+        let policy = decl.gtm.get(&**key).unwrap();
         for r in &d.regions {
             prop_assert!(r.effective <= r.base, "{} > base in {:?}", r.effective, r);
             if r.health == RegionHealth::Down {
@@ -1102,7 +1102,7 @@ proptest! {
             let mut alone = decl.clone();
             alone.gtm = [(key.clone(), policy.clone())].into();
             let report = compute(&alone, &s.nodes, &previous, s.now, &s.settings);
-            prop_assert_eq!(report.domains.get(key), together.domains.get(key));
+            prop_assert_eq!(report.domains.get(key.as_str()), together.domains.get(key.as_str()));
         }
     }
 
@@ -1132,7 +1132,7 @@ proptest! {
             last_heartbeat: None,
             metrics: None,
         }).collect();
-        let previous: BTreeMap<String, Arc<DomainWeights>> = decl.gtm.keys().map(|domain| {
+        let previous: BTreeMap<Arc<str>, Arc<DomainWeights>> = decl.gtm.keys().map(|domain| {
             let answers = previous_answers.iter().map(|(id, address, weight)| Answer {
                 node_id: id.as_str().into(),
                 region: "r0".into(),
@@ -1140,7 +1140,7 @@ proptest! {
                 weight: *weight,
                 reason: format!("{KEPT_PREFIX}{HELD_PREFIX}old").into(),
             }).collect();
-            (domain.clone(), Arc::new(DomainWeights {
+            (Arc::from(domain.as_str()), Arc::new(DomainWeights {
                 domain: domain.clone(),
                 zone: "example.com".to_owned(),
                 record_type: RecordType::A,
@@ -1226,7 +1226,7 @@ fn domains_that_evaluate_a_region_alike_share_its_answers_and_a_change_elsewhere
     let previous_now = Timestamp::from_secs(NOW - 5);
     let previous = compute(&decl, &before, &BTreeMap::new(), previous_now, &settings);
     let runs = |report: &WeightsReport, domain: &str| -> Vec<Arc<[Answer]>> {
-        report.domains[&format!("{domain}.example.com")]
+        report.domains[format!("{domain}.example.com").as_str()]
             .answers
             .runs()
             .to_vec()
@@ -1581,7 +1581,7 @@ fn domains_that_keep_a_shared_run_of_answers_keep_one_copy_of_it() {
         Timestamp::from_secs(NOW),
         &settings,
     );
-    let entry = |domain: &str| &report.domains[&format!("{domain}.example.com")];
+    let entry = |domain: &str| &report.domains[format!("{domain}.example.com").as_str()];
     assert_eq!(entry("jp").mode, AnswerMode::LastKnownGood);
     assert_eq!(entry("both").mode, AnswerMode::LastKnownGood);
     let (jp, both) = (entry("jp").answers.runs(), entry("both").answers.runs());

@@ -198,7 +198,13 @@ pub async fn domains(
 ) -> Result<(HeaderMap, Json<Vec<String>>), ApiError> {
     let params = query(params)?;
     let page = Page::new(params.limit, params.cursor)?;
-    let names: Vec<String> = app.read_world().report().domains.keys().cloned().collect();
+    let names: Vec<String> = app
+        .read_world()
+        .report()
+        .domains
+        .keys()
+        .map(ToString::to_string)
+        .collect();
     let (names, next) = page.cut(names, Clone::clone);
     Ok((page::next_headers(&uri, next.as_deref()), Json(names)))
 }
@@ -235,9 +241,14 @@ pub async fn domain(
     let world = app.read_world();
     // The weights and the policy they were computed for, from one view.
     let view = world.views.get_or_latest(params.view.as_deref());
-    let weights = view.report.domains.get(&name).cloned().ok_or_else(|| {
-        ApiError::not_found("unknown_domain", format!("no GTM policy declares `{name}`"))
-    })?;
+    let weights = view
+        .report
+        .domains
+        .get(name.as_str())
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found("unknown_domain", format!("no GTM policy declares `{name}`"))
+        })?;
     Ok(Json(DomainView {
         weights,
         computed_at: rfc3339(view.at),
