@@ -260,7 +260,7 @@ pub fn decide_all(
     now: Timestamp,
     settings: &AutoscaleSettings,
 ) -> BTreeMap<String, Decision> {
-    let statuses = capacity_statuses(decl, nodes);
+    let statuses = health::capacity_statuses(decl, nodes);
     decl.regions
         .values()
         .map(|region| {
@@ -280,17 +280,7 @@ pub fn decide_all(
 
 /// The regions that fail over to `region`, with their current capacity status.
 pub fn failover_sources(decl: &Declarations, nodes: &[Node], region: &str) -> Vec<FailoverSource> {
-    sources_from(decl, &capacity_statuses(decl, nodes), region)
-}
-
-fn capacity_statuses<'d>(
-    decl: &'d Declarations,
-    nodes: &[Node],
-) -> BTreeMap<&'d str, RegionStatus> {
-    decl.regions
-        .values()
-        .map(|r| (r.name.as_str(), health::capacity_status(decl, r, nodes)))
-        .collect()
+    sources_from(decl, &health::capacity_statuses(decl, nodes), region)
 }
 
 fn sources_from(

@@ -6,6 +6,8 @@
 //! node list and the declarations are the only inputs; time comes from the
 //! nodes' own `status_since`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
@@ -144,10 +146,138 @@ pub fn capacity_status(decl: &Declarations, region: &Region, nodes: &[Node]) -> 
     )
 }
 
+/// [`capacity_status`] of every declared region, keyed by its name: one
+/// pass over the nodes and one over the domains' regions, where calling
+/// [`capacity_status`] for each region walks every node and every domain
+/// once per region (a scrape of 100 regions over 100,000 nodes: 10 million
+/// node visits).
+pub fn capacity_statuses<'d, 'n>(
+    decl: &'d Declarations,
+    nodes: impl IntoIterator<Item = &'n Node>,
+) -> BTreeMap<&'d str, RegionStatus> {
+    let min_ready = capacity_min_ready_by_region(decl);
+    let mut by_region: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
+    for node in nodes {
+        by_region
+            .entry(node.region.as_str())
+            .or_default()
+            .push(node);
+    }
+    decl.regions
+        .values()
+        .map(|region| {
+            let name = region.name.as_str();
+            let status = region_status_of(
+                region,
+                decl.desired_nodes(name),
+                min_ready.get(name).copied().unwrap_or(1),
+                by_region.get(name).into_iter().flatten().copied(),
+            );
+            (name, status)
+        })
+        .collect()
+}
+
+/// [`capacity_min_ready`] of every region some domain serves with a base
+/// weight above 0 (the others' is 1), from one pass over the domains.
+fn capacity_min_ready_by_region(decl: &Declarations) -> BTreeMap<&str, u32> {
+    let mut min: BTreeMap<&str, u32> = BTreeMap::new();
+    for policy in decl.gtm.values() {
+        // The regions `serves` answers yes for: the listed ones, or with none
+        // listed every declared one.
+        let served: Box<dyn Iterator<Item = &String>> = if policy.regions.is_empty() {
+            Box::new(decl.regions.keys())
+        } else {
+            Box::new(policy.regions.keys())
+        };
+        for region in served.filter(|region| decl.base_weight(policy, region) > 0) {
+            min.entry(region.as_str())
+                .and_modify(|m| *m = (*m).min(policy.min_ready_nodes))
+                .or_insert(policy.min_ready_nodes);
+        }
+    }
+    min
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{CloudProvider, NodeMode};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every region's status, and its `min_ready_nodes` among the domains
+        /// it serves, are what asking region by region gives: over any
+        /// base weights (0 included), domains listing regions or none,
+        /// unknown regions, region keys that are not their names, and nodes
+        /// of undeclared regions.
+        #[test]
+        fn all_regions_at_once_are_each_region_on_its_own(
+            regions in proptest::collection::vec((0u32..3, any::<bool>(), 0u32..3, any::<bool>()), 1..6),
+            domains in proptest::collection::vec(
+                (proptest::collection::btree_map(0usize..7, 0u32..3, 0..4), 0u32..4),
+                0..5,
+            ),
+            nodes in proptest::collection::vec((0usize..7, 0u8..3, 0i64..5), 0..25),
+        ) {
+            let name = |i: usize| ["r0", "r1", "r2", "r3", "r4", "mars", "R1"][i].to_owned();
+            let mut decl = Declarations::default();
+            for (i, (base_weight, down, desired, odd_key)) in regions.iter().enumerate() {
+                let key = if *odd_key { format!("key-{i}") } else { name(i) };
+                decl.regions.insert(key, Region {
+                    name: name(i),
+                    provider: CloudProvider::Edge,
+                    min_nodes: 0,
+                    max_nodes: 9,
+                    base_weight: *base_weight,
+                    state: if *down { DeclaredRegionState::Down } else { DeclaredRegionState::Up },
+                    failover: vec![],
+                });
+                decl.node_pools.insert(name(i), crate::model::NodePoolDecl {
+                    region: name(i),
+                    desired_nodes: *desired,
+                });
+            }
+            for (d, (served, min_ready)) in domains.iter().enumerate() {
+                decl.gtm.insert(format!("d{d}"), crate::model::GtmPolicy {
+                    name: format!("d{d}"),
+                    domain: format!("d{d}.example.com"),
+                    zone: "example.com".into(),
+                    record_type: crate::model::RecordType::A,
+                    ttl: 30,
+                    dns: crate::model::DnsBackendKind::Embedded,
+                    min_ready_nodes: *min_ready,
+                    regions: served.iter().map(|(r, w)| (name(*r), *w)).collect(),
+                    all_down: crate::model::AllDownPolicy::FailOpen,
+                    probe: crate::model::Probe::default(),
+                    slow_start: None,
+                    health: crate::model::HealthPolicy::default(),
+                });
+            }
+            let nodes: Vec<Node> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (region, status, since))| Node {
+                    id: format!("n{i}"),
+                    region: name(*region),
+                    address: "127.0.0.2".parse().unwrap(),
+                    status: [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain][usize::from(*status)],
+                    status_since: Timestamp(*since),
+                    mode: NodeMode::ContainerdOnly,
+                    last_heartbeat: None,
+                    metrics: None,
+                })
+                .collect();
+            let all = capacity_statuses(&decl, &nodes);
+            prop_assert_eq!(all.len(), decl.regions.len());
+            for region in decl.regions.values() {
+                prop_assert_eq!(
+                    all.get(region.name.as_str()),
+                    Some(&capacity_status(&decl, region, &nodes))
+                );
+            }
+        }
+    }
 
     fn region(state: DeclaredRegionState) -> Region {
         Region {

@@ -264,9 +264,12 @@ async fn render_operations(app: &App, out: &mut String) {
     };
     {
         let world = app.read_world();
-        let nodes = world.node_list();
+        let nodes = || world.nodes.values().map(|entry| &entry.record.node);
+        let statuses = neutral_core::health::capacity_statuses(&world.decl, nodes());
         for region in world.decl.regions.values() {
-            let status = neutral_core::health::capacity_status(&world.decl, region, &nodes);
+            let Some(status) = statuses.get(region.name.as_str()) else {
+                continue;
+            };
             let state = match region.state {
                 neutral_core::model::DeclaredRegionState::Up => "up",
                 neutral_core::model::DeclaredRegionState::Down => "down",
@@ -278,8 +281,7 @@ async fn render_operations(app: &App, out: &mut String) {
                 world.decl.desired_nodes(&region.name),
             ));
         }
-        ops.nodes = nodes
-            .iter()
+        ops.nodes = nodes()
             .map(|n| {
                 (
                     n.id.clone(),

@@ -163,14 +163,18 @@ pub async fn regions(
     let params = query(params)?;
     let page = Page::new(params.limit, params.cursor)?;
     let world = app.read_world();
-    let nodes = world.node_list();
+    // Every declared region has its status, by name.
+    let statuses = health::capacity_statuses(
+        &world.decl,
+        world.nodes.values().map(|entry| &entry.record.node),
+    );
     let views = world
         .decl
         .regions
         .values()
-        .map(|region| {
-            let status = health::capacity_status(&world.decl, region, &nodes);
-            json!({
+        .filter_map(|region| {
+            let status = statuses.get(region.name.as_str())?;
+            Some(json!({
                 "name": region.name,
                 "provider": region.provider,
                 "state": region.state,
@@ -184,7 +188,7 @@ pub async fn regions(
                 "down": status.down,
                 "base_weight": region.base_weight,
                 "failover": region.failover,
-            })
+            }))
         })
         .collect();
     let (views, next) = page.cut(views, |v| v["name"].as_str().unwrap_or_default().to_owned());
