@@ -154,16 +154,17 @@ async fn read_samples(
         drop(world);
         tracing::info!(nodes, samples, "autoscaler: samples read from the store");
     }
-    Ok(app.write_world().samples.samples_since(since))
+    // One pointer per node under the lock; the samples are copied after.
+    let snapshot = app.write_world().samples.snapshot_since(since);
+    Ok(snapshot.samples())
 }
 
 pub async fn evaluate(app: &Arc<App>) {
     let at = now();
-    let (decl, nodes, observed, commit) = {
+    let (decl, observed, commit) = {
         let world = app.read_world();
         (
             Arc::clone(&world.decl),
-            world.node_list(),
             world.nodes_for_engine(),
             world.commit.clone(),
         )
@@ -190,7 +191,9 @@ pub async fn evaluate(app: &Arc<App>) {
             return;
         }
     };
-    settle_in_flight(app, &mut last, &decl, &nodes).await;
+    // The engine's view differs from the table's only in a never-ready
+    // node's `status_since`, which settling does not read.
+    settle_in_flight(app, &mut last, &decl, &observed).await;
     abandon_unpushed(app, &mut last, &decl, at).await;
     let settings = AutoscaleSettings {
         in_flight_timeout: app.settings.autoscale.in_flight_timeout,

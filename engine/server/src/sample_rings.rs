@@ -66,7 +66,9 @@ pub enum Readiness {
 struct Ring {
     /// One of the cover's region names.
     region: Arc<str>,
-    samples: VecDeque<MetricSample>,
+    /// Shared with a [`RingSnapshot`] being read, if any: a heartbeat then
+    /// copies this ring before changing it (`Arc::make_mut`).
+    samples: Arc<VecDeque<MetricSample>>,
 }
 
 /// Per-node sample rings; see the module documentation.
@@ -138,12 +140,13 @@ impl SampleRings {
             };
             let ring = seeded.entry(node_id).or_insert_with(|| Ring {
                 region,
-                samples: VecDeque::new(),
+                samples: Arc::default(),
             });
             // The store returns samples oldest first; a late batch may put
             // one out of order, which is placed, not dropped.
-            let place = ring.samples.partition_point(|s| s.at <= sample.at);
-            ring.samples.insert(place, sample);
+            let samples = Arc::make_mut(&mut ring.samples);
+            let place = samples.partition_point(|s| s.at <= sample.at);
+            samples.insert(place, sample);
         }
         for (id, noted) in self.rings.drain() {
             // Kept for an earlier cover that held a region this one does not.
@@ -152,14 +155,15 @@ impl SampleRings {
             }
             let ring = seeded.entry(id).or_insert_with(|| Ring {
                 region: noted.region.clone(),
-                samples: VecDeque::new(),
+                samples: Arc::default(),
             });
             let last = ring.samples.back().map(|s| s.at);
-            ring.samples.extend(
+            Arc::make_mut(&mut ring.samples).extend(
                 noted
                     .samples
-                    .into_iter()
-                    .filter(|s| last.is_none_or(|last| s.at > last)),
+                    .iter()
+                    .filter(|s| last.is_none_or(|last| s.at > last))
+                    .copied(),
             );
         }
         self.rings = seeded;
@@ -193,7 +197,7 @@ impl SampleRings {
             Some(ring) => ring,
             None => self.rings.entry(Arc::from(id)).or_insert_with(|| Ring {
                 region: Arc::clone(shared),
-                samples: VecDeque::new(),
+                samples: Arc::default(),
             }),
         };
         if !Arc::ptr_eq(&ring.region, shared) {
@@ -204,7 +208,7 @@ impl SampleRings {
         {
             return;
         }
-        ring.samples.push_back(sample);
+        Arc::make_mut(&mut ring.samples).push_back(sample);
         trim(ring, cover.keep_ms());
     }
 
@@ -215,23 +219,28 @@ impl SampleRings {
     /// node deleted meanwhile are ignored there). Drops the rings with no
     /// sample since `since`: a node deleted or silent for that long.
     ///
-    /// Runs under the world's lock, so it only copies: no look-up per
-    /// node, the ids are shared, not cloned, and nothing is sorted.
-    pub fn samples_since(&mut self, since: Timestamp) -> Vec<NodeSample> {
+    /// Taking it runs under the world's lock, so it copies one pointer per
+    /// node and nothing else (no look-up, no sample, no sort); the samples
+    /// are copied out by [`RingSnapshot::samples`], after the lock is let go.
+    pub fn snapshot_since(&mut self, since: Timestamp) -> RingSnapshot {
         if self.cover.is_none() {
-            return Vec::new();
+            return RingSnapshot::default();
         }
         self.rings
             .retain(|_, ring| ring.samples.back().is_some_and(|s| s.at >= since));
-        let mut out: Vec<NodeSample> = Vec::with_capacity(self.size().1);
-        for (id, ring) in &self.rings {
-            let from = ring.samples.partition_point(|s| s.at < since);
-            out.extend(ring.samples.range(from..).map(|sample| NodeSample {
-                node_id: Arc::clone(id),
-                sample: *sample,
-            }));
+        RingSnapshot {
+            since,
+            rings: self
+                .rings
+                .iter()
+                .map(|(id, ring)| (Arc::clone(id), Arc::clone(&ring.samples)))
+                .collect(),
         }
-        out
+    }
+
+    /// [`SampleRings::snapshot_since`] read at once.
+    pub fn samples_since(&mut self, since: Timestamp) -> Vec<NodeSample> {
+        self.snapshot_since(since).samples()
     }
 
     /// Nodes with a ring, and samples held in all of them.
@@ -247,8 +256,36 @@ fn trim(ring: &mut Ring, keep_ms: i64) {
         return;
     };
     let cutoff = newest.saturating_sub(keep_ms);
-    while ring.samples.front().is_some_and(|s| s.at.0 < cutoff) {
-        ring.samples.pop_front();
+    if ring.samples.front().is_some_and(|s| s.at.0 < cutoff) {
+        let samples = Arc::make_mut(&mut ring.samples);
+        while samples.front().is_some_and(|s| s.at.0 < cutoff) {
+            samples.pop_front();
+        }
+    }
+}
+
+/// The rings as they were when taken ([`SampleRings::snapshot_since`]):
+/// each node's id and its ring, shared.
+#[derive(Debug, Default)]
+pub struct RingSnapshot {
+    since: Timestamp,
+    rings: Vec<(Arc<str>, Arc<VecDeque<MetricSample>>)>,
+}
+
+impl RingSnapshot {
+    /// The samples taken at or after the snapshot's `since`, as
+    /// [`SampleRings::snapshot_since`] describes.
+    pub fn samples(&self) -> Vec<NodeSample> {
+        let count = self.rings.iter().map(|(_, ring)| ring.len()).sum();
+        let mut out: Vec<NodeSample> = Vec::with_capacity(count);
+        for (id, ring) in &self.rings {
+            let from = ring.partition_point(|s| s.at < self.since);
+            out.extend(ring.range(from..).map(|sample| NodeSample {
+                node_id: Arc::clone(id),
+                sample: *sample,
+            }));
+        }
+        out
     }
 }
 

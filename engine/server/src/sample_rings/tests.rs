@@ -75,6 +75,38 @@ fn a_ring_keeps_the_store_spacing_and_only_its_cover_s_time() {
 }
 
 #[test]
+fn a_snapshot_reads_the_rings_as_they_were_when_taken() {
+    let wanted = cover(&["jp"], 10);
+    let mut rings = seeded(1_000, &wanted);
+    rings.note("jp-1", "jp", sample(1_000, 0.5));
+    rings.note("jp-2", "jp", sample(1_000, 0.5));
+    let snapshot = rings.snapshot_since(Timestamp(0));
+    // Heartbeats after the snapshot was taken (the world's lock let go)
+    // change the rings, not the snapshot; trimming included.
+    rings.note("jp-1", "jp", sample(2_000, 0.6));
+    rings.note("jp-2", "jp", sample(20_000, 0.6));
+    rings.note("jp-3", "jp", sample(20_000, 0.6));
+    assert_eq!(
+        ats(&snapshot.samples()),
+        vec![("jp-1", 1_000), ("jp-2", 1_000)]
+    );
+    assert_eq!(
+        ats(&rings.samples_since(Timestamp(0))),
+        vec![
+            ("jp-1", 1_000),
+            ("jp-1", 2_000),
+            ("jp-2", 20_000),
+            ("jp-3", 20_000)
+        ]
+    );
+    // A snapshot's `since` holds for every ring.
+    assert_eq!(
+        ats(&rings.snapshot_since(Timestamp(1_500)).samples()),
+        vec![("jp-1", 2_000), ("jp-2", 20_000), ("jp-3", 20_000)]
+    );
+}
+
+#[test]
 fn a_ring_never_holds_more_than_the_spacing_lets_into_its_time() {
     let wanted = cover(&["jp"], 10);
     // 10 s at least 1 s apart: 11 at most, however fast the heartbeats.
