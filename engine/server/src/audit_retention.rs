@@ -73,7 +73,7 @@ fn cutoff(now: Timestamp, keep: Duration) -> Timestamp {
 async fn prune_batch(app: &App, retention: &AuditRetention, at: Timestamp) -> anyhow::Result<u64> {
     let before = cutoff(at, retention.keep);
     let batch = app
-        .with_store(move |s| s.audit().older_than(before, BATCH))
+        .with_store(move |s| s.audit().prunable_before(before, BATCH))
         .await
         .context("cannot read the audit entries to prune")?;
     let (Some(first), Some(last)) = (batch.first(), batch.last()) else {

@@ -144,19 +144,29 @@ impl AuditLog<'_> {
         })
     }
 
-    /// The oldest entries written before `cutoff`, at most `limit` (capped at
-    /// [`MAX_AUDIT_PAGE`]), oldest first: what retention prunes next.
-    pub fn older_than(&self, cutoff: Timestamp, limit: u32) -> Result<Vec<AuditRecord>> {
+    /// What retention prunes next: the log's oldest entries in the order
+    /// they were appended, up to the first one whose time is not before
+    /// `cutoff`, at most `limit` (capped at [`MAX_AUDIT_PAGE`]). Always a
+    /// prefix of the log: an entry may carry an earlier time than one
+    /// appended before it (an autoscale action settled is stamped with the
+    /// action's own start), and it waits for the entries before it.
+    pub fn prunable_before(&self, cutoff: Timestamp, limit: u32) -> Result<Vec<AuditRecord>> {
         const OP: &str = "list audit entries to prune";
-        self.store.read(OP, |tx| {
+        let mut records = self.store.read(OP, |tx| {
             records_of(
                 tx,
                 OP,
                 "SELECT id, at, actor, kind, subject, message, commit_sha, data FROM audit_log
-                 WHERE at < ?1 ORDER BY id LIMIT ?2",
-                params![cutoff.0, limit.min(MAX_AUDIT_PAGE)],
+                 ORDER BY id LIMIT ?1",
+                params![limit.min(MAX_AUDIT_PAGE)],
             )
-        })
+        })?;
+        let kept = records
+            .iter()
+            .position(|record| record.entry.at >= cutoff)
+            .unwrap_or(records.len());
+        records.truncate(kept);
+        Ok(records)
     }
 
     /// Prunes the entries with ids `first..=last`, of which the caller read

@@ -139,11 +139,11 @@ fn retention_prunes_the_oldest_entries_and_leaves_its_own_entry() {
         .collect();
     assert_eq!(log.pruned_through().unwrap(), 0);
 
-    let old = log.older_than(Timestamp(4), 100).unwrap();
+    let old = log.prunable_before(Timestamp(4), 100).unwrap();
     assert_eq!(old.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..3]);
     assert_eq!(old[1].entry, entry(2, "api.write", "x"));
     assert_eq!(
-        log.older_than(Timestamp(4), 2).unwrap().len(),
+        log.prunable_before(Timestamp(4), 2).unwrap().len(),
         2,
         "the limit holds"
     );
@@ -159,7 +159,7 @@ fn retention_prunes_the_oldest_entries_and_leaves_its_own_entry() {
         vec![ids[3], ids[4], note]
     );
     assert_eq!(left[2].entry, pruned_note(ids[0], ids[2]));
-    assert!(log.older_than(Timestamp(4), 100).unwrap().is_empty());
+    assert!(log.prunable_before(Timestamp(4), 100).unwrap().is_empty());
 
     // Above the mark the log is still append-only, and the mark only moves
     // forward.
@@ -175,6 +175,41 @@ fn retention_prunes_the_oldest_entries_and_leaves_its_own_entry() {
     assert!(back.to_string().contains("only moves forward"), "{back}");
     assert_eq!(log.pruned_through().unwrap(), ids[2]);
     assert_eq!(log.list(&AuditQuery::default()).unwrap().len(), 3);
+}
+
+#[test]
+fn retention_takes_a_prefix_of_the_log_even_when_times_are_out_of_order() {
+    let (_dir, store) = open_temp();
+    let log = store.audit();
+    // Appended in this order; the fourth is stamped earlier than the third
+    // (as a settled autoscale action is, with its start).
+    let ids: Vec<i64> = [1, 2, 9, 3, 4, 12]
+        .into_iter()
+        .map(|at| log.append(&entry(at, "api.write", "x")).unwrap())
+        .collect();
+    let prefix = |cutoff: i64| -> Vec<i64> {
+        log.prunable_before(Timestamp(cutoff), 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    // Up to the first entry not older than the cutoff, never past it.
+    assert_eq!(prefix(5), ids[..2]);
+    assert_eq!(prefix(10), ids[..5]);
+    assert_eq!(prefix(1), Vec::<i64>::new());
+    // The prefix prunes cleanly: its range holds exactly what was read.
+    let batch = prefix(10);
+    log.prune(batch[0], batch[4], 5, &pruned_note(batch[0], batch[4]))
+        .unwrap();
+    let left: Vec<i64> = log
+        .list(&AuditQuery::default())
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left[0], ids[5]);
+    assert_eq!(left.len(), 2, "the sixth entry and the pruning's own");
 }
 
 #[test]
@@ -214,5 +249,6 @@ crate::tests::on_postgres!(
     entries_round_trip_in_order_with_filters_and_paging,
     the_database_refuses_to_update_or_delete_audit_entries,
     retention_prunes_the_oldest_entries_and_leaves_its_own_entry,
+    retention_takes_a_prefix_of_the_log_even_when_times_are_out_of_order,
     a_prune_whose_range_holds_other_entries_than_were_read_changes_nothing,
 );
