@@ -257,6 +257,8 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
     let mut changed = false;
     let mut guard = app.write_world();
     let world = &mut *guard;
+    // Every heartbeat stored before the read began is in it.
+    world.heard_as_of = Some(world.heard_as_of.map_or(listed_at, |t| t.max(listed_at)));
     let before = world.nodes.len();
     // Deleted on another replica; a node registered here after the read
     // is not in it yet, and stays.

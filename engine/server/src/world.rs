@@ -139,6 +139,14 @@ pub struct World {
     /// The other replicas' verdicts as this replica last read them from the
     /// store (replicas on PostgreSQL; `None`: this replica judges alone).
     pub vantage: Option<Vantage>,
+    /// Replicas: the moment up to which this replica has read the
+    /// heartbeats the others stored (the start of its last complete read of
+    /// the store's node changes, `replicas.rs`). A node's silence is judged
+    /// up to there, not up to now: a replica whose reads fall behind (a slow
+    /// store, a starved process) would otherwise count heartbeats it has
+    /// not read yet as missing and vote live nodes down. `None`: no
+    /// replicas; silence is judged up to now.
+    pub heard_as_of: Option<Timestamp>,
     /// The metric samples the autoscaler reads while this replica leads
     /// (the node API and the replicas' mirror note every heartbeat's
     /// metrics there: [`SampleRings::note`]).
@@ -401,8 +409,14 @@ impl World {
     pub fn reconcile(&mut self, now: Timestamp, leads: bool) -> Vec<StatusUpdate> {
         let mut updates = Vec::new();
         let vantage = self.vantage.as_ref().filter(|v| v.live > 1);
+        // Alone, every heartbeat comes here: silence is judged up to now.
+        let heard = if vantage.is_some() {
+            self.judged_at(now)
+        } else {
+            now
+        };
         self.nodes.for_each_mut(|id, entry| {
-            entry.liveness.tick(now, &entry.settings);
+            entry.liveness.tick(heard, &entry.settings);
             let drain_asked =
                 entry.liveness.drained != (entry.record.node.status == NodeStatus::Drain);
             if !leads && !drain_asked {
@@ -410,7 +424,7 @@ impl World {
             }
             let (status, reason) = match vantage {
                 Some(vantage) if !entry.liveness.drained => {
-                    let own = entry.liveness.verdict(now, &entry.settings);
+                    let own = entry.liveness.verdict(heard, &entry.settings);
                     let verdicts = vantage.verdicts_on(id, own);
                     let decision = quorum::decide(entry.settings.quorum, vantage.live, &verdicts);
                     let status = if decision.ready {
@@ -421,10 +435,10 @@ impl World {
                     (status, decision.reason)
                 }
                 _ => {
-                    if entry.liveness.current(now, &entry.settings) == entry.record.node.status {
+                    if entry.liveness.current(heard, &entry.settings) == entry.record.node.status {
                         return;
                     }
-                    entry.liveness.status(now, &entry.settings)
+                    entry.liveness.status(heard, &entry.settings)
                 }
             };
             let node = &mut entry.record.node;
@@ -447,14 +461,22 @@ impl World {
     /// what it publishes for the others to count.
     pub fn own_verdicts(&mut self, now: Timestamp) -> BTreeMap<String, (bool, String)> {
         let mut verdicts = BTreeMap::new();
+        let heard = self.judged_at(now);
         self.nodes.for_each_mut(|id, entry| {
-            entry.liveness.tick(now, &entry.settings);
+            entry.liveness.tick(heard, &entry.settings);
             verdicts.insert(
                 id.clone(),
-                entry.liveness.shared_verdict(now, &entry.settings),
+                entry.liveness.shared_verdict(heard, &entry.settings),
             );
         });
         verdicts
+    }
+
+    /// The moment a node's silence is judged up to: now, or with replicas
+    /// the moment this replica has read their heartbeats up to
+    /// ([`World::heard_as_of`]) if that is earlier.
+    pub fn judged_at(&self, now: Timestamp) -> Timestamp {
+        self.heard_as_of.map_or(now, |heard| heard.min(now))
     }
 }
 
@@ -874,8 +896,6 @@ fn differs(before: &DomainWeights, after: &DomainWeights, runs: &mut RunComparis
         || !runs.same_answers(&before.answers, &after.answers, Likeness::Served)
 }
 
-/// Whether two reports are equal, as `==` says, reading each pair of runs
-/// of answers once and entries kept by address.
 /// A domain's entry in [`Recomputed::changed`]: `None` when it is the
 /// previous entry itself (kept by an incremental recompute) or does not
 /// differ from it.
@@ -893,6 +913,8 @@ fn change_of(
         .then(|| (domain.to_owned(), summarize(before, now_weights, runs)))
 }
 
+/// Whether two reports are equal, as `==` says, reading each pair of runs
+/// of answers once and entries kept by address.
 fn same_report(a: &WeightsReport, b: &WeightsReport, runs: &mut RunComparison) -> bool {
     a.split_brain == b.split_brain
         && a.domains.len() == b.domains.len()
@@ -1164,6 +1186,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         decisions_at: None,
         views: PublishedViews::new(epoch, first),
         vantage: None,
+        heard_as_of: None,
         samples: SampleRings::new(store.samples().spacing_ms()),
     })
 }
@@ -1446,6 +1469,7 @@ mod tests {
             decisions_at: None,
             views: PublishedViews::new("e".into(), view(1)),
             samples: SampleRings::new(1_000),
+            heard_as_of: None,
             vantage: Some(Vantage {
                 replica: "me".into(),
                 live,
@@ -1463,6 +1487,40 @@ mod tests {
                 .liveness
                 .probe(at, false, "timed out", &entry.settings);
         }
+    }
+
+    #[test]
+    fn with_replicas_silence_is_judged_up_to_what_this_replica_has_read_of_the_others() {
+        // The node's last known heartbeat (1 s) is 39 s old at 40 s, past
+        // the 30 s timeout; but this replica has read the heartbeats the
+        // others stored only up to 20 s, so it does not know of a silence.
+        let now = Timestamp(40_000);
+        let mut world = world_with_one_node(3, &[("b", false), ("c", true)]);
+        world.heard_as_of = Some(Timestamp(20_000));
+        assert_eq!(world.judged_at(now), Timestamp(20_000));
+        assert!(world.own_verdicts(now)["n1"].0, "fresh as far as it read");
+        assert!(world.reconcile(now, true).is_empty(), "2 of 3 still up");
+        // Read up to 35 s: 34 s of silence, its vote turns, and with b's
+        // the node is down (status since now, not since the read).
+        world.heard_as_of = Some(Timestamp(35_000));
+        assert!(!world.own_verdicts(now)["n1"].0);
+        let updates = world.reconcile(now, true);
+        assert_eq!(updates.len(), 1, "{updates:?}");
+        assert_eq!(updates[0].status, NodeStatus::Down);
+        assert_eq!(updates[0].at, now);
+        assert!(
+            updates[0].reason.contains("no heartbeat for 34s"),
+            "{}",
+            updates[0].reason
+        );
+        // A read ahead of now judges up to now.
+        world.heard_as_of = Some(Timestamp(50_000));
+        assert_eq!(world.judged_at(now), now);
+        // Alone (no other live replica) every heartbeat comes to it: up to
+        // now, whatever it read.
+        let mut alone = world_with_one_node(1, &[]);
+        alone.heard_as_of = Some(Timestamp(20_000));
+        assert_eq!(alone.reconcile(now, true)[0].status, NodeStatus::Down);
     }
 
     #[test]
