@@ -1413,6 +1413,7 @@ fn audit_retention_archives_the_oldest_entries_before_it_prunes_them() {
     args.extend(["--audit-retention", "3s", "--audit-archive"]);
     args.push(archive.to_str().unwrap());
     let daemon = Daemon::start(&repo.bare, &dir.path().join("data"), &args);
+    wait_for_commit(&daemon, None);
     let node = register_jp_node(&daemon);
     let before = audit_records(&daemon);
     assert!(
