@@ -238,7 +238,8 @@ impl SampleRings {
         }
     }
 
-    /// [`SampleRings::snapshot_since`] read at once.
+    /// [`SampleRings::snapshot_since`] read at once (the tests' reading).
+    #[cfg(test)]
     pub fn samples_since(&mut self, since: Timestamp) -> Vec<NodeSample> {
         self.snapshot_since(since).samples()
     }

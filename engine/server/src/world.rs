@@ -409,12 +409,7 @@ impl World {
     pub fn reconcile(&mut self, now: Timestamp, leads: bool) -> Vec<StatusUpdate> {
         let mut updates = Vec::new();
         let vantage = self.vantage.as_ref().filter(|v| v.live > 1);
-        // Alone, every heartbeat comes here: silence is judged up to now.
-        let heard = if vantage.is_some() {
-            self.judged_at(now)
-        } else {
-            now
-        };
+        let heard = self.judged_at(now);
         self.nodes.for_each_mut(|id, entry| {
             entry.liveness.tick(heard, &entry.settings);
             let drain_asked =
@@ -472,11 +467,15 @@ impl World {
         verdicts
     }
 
-    /// The moment a node's silence is judged up to: now, or with replicas
-    /// the moment this replica has read their heartbeats up to
-    /// ([`World::heard_as_of`]) if that is earlier.
+    /// The moment a node's silence is judged up to: with other live
+    /// replicas, the moment this replica has read their heartbeats up to
+    /// ([`World::heard_as_of`]) if that is earlier than now; alone, now
+    /// (every heartbeat comes here).
     pub fn judged_at(&self, now: Timestamp) -> Timestamp {
-        self.heard_as_of.map_or(now, |heard| heard.min(now))
+        match self.heard_as_of {
+            Some(heard) if self.vantage.as_ref().is_some_and(|v| v.live > 1) => heard.min(now),
+            _ => now,
+        }
     }
 }
 
@@ -626,51 +625,24 @@ impl RecomputeInputs {
             }
             _ => None,
         };
-        let changed = match fresh {
-            Some(fresh) => fresh
-                .iter()
-                .filter_map(|domain| {
-                    let now_weights = report.domains.get(domain.as_str())?;
-                    let before = previous.domains.get(domain.as_str()).map(AsRef::as_ref);
-                    change_of(domain, before, now_weights, &mut runs)
-                })
-                .collect(),
-            None => {
-                // Both maps are sorted by domain: one walk pairs them up,
-                // without a look-up per domain.
-                let mut earlier = previous.domains.iter().peekable();
-                report
-                    .domains
-                    .iter()
-                    .filter_map(|(domain, now_weights)| {
-                        while earlier.next_if(|(key, _)| *key < domain).is_some() {}
-                        let before = earlier
-                            .next_if(|(key, _)| *key == domain)
-                            .map(|(_, weights)| weights.as_ref());
-                        change_of(domain, before, now_weights, &mut runs)
-                    })
-                    .collect()
-            }
-        };
+        let pairs = domain_pairs(&report, &previous, fresh);
+        let changed = pairs
+            .iter()
+            .filter_map(|&(domain, now_weights, before)| {
+                change_of(domain, before, now_weights?, &mut runs)
+            })
+            .collect();
         let guard_changed = report.split_brain.is_some() != previous.split_brain.is_some();
         // Only a new report (or new declarations) is a new view: a pinned
         // view then stays readable as long as nothing changes.
-        let same = match fresh {
-            Some(fresh) => {
-                report.split_brain == previous.split_brain
-                    && fresh.iter().all(|domain| {
-                        match (
-                            report.domains.get(domain.as_str()),
-                            previous.domains.get(domain.as_str()),
-                        ) {
-                            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || same_domain(a, b, &mut runs),
-                            (None, None) => true,
-                            _ => false,
-                        }
-                    })
-            }
-            None => same_report(&report, &previous, &mut runs),
-        };
+        // Equal, as `==` says, reading each pair of runs of answers once and
+        // entries kept by address.
+        let same = report.split_brain == previous.split_brain
+            && pairs.iter().all(|&(_, a, b)| match (a, b) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b) || same_domain(a, b, &mut runs),
+                (None, None) => true,
+                _ => false,
+            });
         let publish = !same || !Arc::ptr_eq(&decl, &previous_decl);
         let calm_now = report.split_brain.is_none()
             && !recent_failures(&nodes, at, settings.split_brain_window);
@@ -913,15 +885,52 @@ fn change_of(
         .then(|| (domain.to_owned(), summarize(before, now_weights, runs)))
 }
 
-/// Whether two reports are equal, as `==` says, reading each pair of runs
-/// of answers once and entries kept by address.
-fn same_report(a: &WeightsReport, b: &WeightsReport, runs: &mut RunComparison) -> bool {
-    a.split_brain == b.split_brain
-        && a.domains.len() == b.domains.len()
-        && a.domains
+/// The domains a recompute compares with the report before, each with its
+/// entry in the new report and in the one before (`None`: not there):
+/// the `fresh` ones only when the incremental recompute says which it made
+/// (every other entry is the previous one's own), else every domain of
+/// either, in one walk of the two sorted maps.
+fn domain_pairs<'r>(
+    report: &'r WeightsReport,
+    previous: &'r WeightsReport,
+    fresh: Option<&'r [String]>,
+) -> Vec<(
+    &'r str,
+    Option<&'r DomainWeights>,
+    Option<&'r DomainWeights>,
+)> {
+    if let Some(fresh) = fresh {
+        return fresh
             .iter()
-            .zip(&b.domains)
-            .all(|((ka, a), (kb, b))| ka == kb && (Arc::ptr_eq(a, b) || same_domain(a, b, runs)))
+            .map(|domain| {
+                let entry =
+                    |r: &'r WeightsReport| r.domains.get(domain.as_str()).map(AsRef::as_ref);
+                (domain.as_str(), entry(report), entry(previous))
+            })
+            .collect();
+    }
+    let mut pairs = Vec::with_capacity(report.domains.len());
+    let mut now = report.domains.iter().peekable();
+    let mut before = previous.domains.iter().peekable();
+    loop {
+        let order = match (now.peek(), before.peek()) {
+            (None, None) => return pairs,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        // Each arm takes the entry it peeked: the walk always advances.
+        pairs.extend(match order {
+            std::cmp::Ordering::Less => now.next().map(|(name, a)| (&**name, Some(&**a), None)),
+            std::cmp::Ordering::Greater => {
+                before.next().map(|(name, b)| (&**name, None, Some(&**b)))
+            }
+            std::cmp::Ordering::Equal => now
+                .next()
+                .zip(before.next())
+                .map(|((name, a), (_, b))| (&**name, Some(&**a), Some(&**b))),
+        });
+    }
 }
 
 fn same_domain(a: &DomainWeights, b: &DomainWeights, runs: &mut RunComparison) -> bool {
