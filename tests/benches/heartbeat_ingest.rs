@@ -614,25 +614,67 @@ async fn heartbeat_round(
     ok
 }
 
-/// Why the nodes that are not up are not, as the first daemon tells it
-/// (`GET /nodes`): the three most common reasons, digits shown as `#` so
-/// that reasons differing only in their figures count together.
-async fn print_down_reasons(admin: &mut Http) {
-    let nodes = match admin
-        .json(Method::GET, "/nodes", Some(common::ADMIN_TOKEN), None)
+/// `GET path` on the first daemon as the admin; `None`, saying why under
+/// `what`, when it does not answer 200 with JSON.
+async fn admin_get(admin: &mut Http, path: &str, what: &str) -> Option<serde_json::Value> {
+    match admin
+        .json(Method::GET, path, Some(common::ADMIN_TOKEN), None)
         .await
     {
-        Ok((StatusCode::OK, nodes)) => nodes,
+        Ok((StatusCode::OK, value)) => Some(value),
         Ok((status, _)) => {
-            println!("  why nodes are down: GET /nodes answered {status}");
-            return;
+            println!("  {what}: GET {path} answered {status}");
+            None
         }
         Err(err) => {
-            println!("  why nodes are down: GET /nodes failed: {err}");
-            return;
+            println!("  {what}: GET {path} failed: {err}");
+            None
         }
+    }
+}
+
+/// Reasons counted together when they differ only in their figures (digits
+/// shown as `#`), cut at `width` characters.
+struct Reasons {
+    width: usize,
+    counts: std::collections::BTreeMap<String, usize>,
+}
+
+impl Reasons {
+    fn new(width: usize) -> Self {
+        Reasons {
+            width,
+            counts: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn count(&mut self, reason: Option<&str>) {
+        let reason: String = reason
+            .unwrap_or("(none)")
+            .chars()
+            .take(self.width)
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        *self.counts.entry(reason).or_default() += 1;
+    }
+
+    /// The three commonest, each as `{count} {label}: {reason}`.
+    fn print_commonest(self, label: &str) {
+        let mut common: Vec<(String, usize)> = self.counts.into_iter().collect();
+        common.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        for (reason, count) in common.iter().take(3) {
+            println!("  {count} {label}: {reason}");
+        }
+    }
+}
+
+/// Why the nodes that are not up are not, as the first daemon tells it
+/// (`GET /nodes`): the three most common reasons.
+async fn print_down_reasons(admin: &mut Http) {
+    let Some(nodes) = admin_get(admin, "/nodes", "why nodes are down").await else {
+        return;
     };
-    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut reasons = Reasons::new(160);
     let mut first = true;
     for node in nodes.as_array().into_iter().flatten() {
         if node["status"] == "up" {
@@ -642,62 +684,36 @@ async fn print_down_reasons(admin: &mut Http) {
             println!("  one of them: {node}");
             first = false;
         }
-        let reason: String = node["status_reason"]
-            .as_str()
-            .unwrap_or("(none)")
-            .chars()
-            .take(160)
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect();
-        *reasons.entry(reason).or_default() += 1;
+        reasons.count(node["status_reason"].as_str());
     }
-    let mut common: Vec<(String, usize)> = reasons.into_iter().collect();
-    common.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
-    for (reason, count) in common.iter().take(3) {
-        println!("  {count} nodes not up: {reason}");
-    }
+    reasons.print_commonest("nodes not up");
 }
 
 /// The newest audit entry's id on the first daemon (0 when there is none
 /// or it cannot be read).
 async fn newest_audit_id(admin: &mut Http) -> i64 {
-    match admin
-        .json(
-            Method::GET,
-            "/audit?newest_first=true&limit=1",
-            Some(common::ADMIN_TOKEN),
-            None,
-        )
-        .await
-    {
-        Ok((StatusCode::OK, page)) => page[0]["id"].as_i64().unwrap_or(0),
-        _ => 0,
-    }
+    admin_get(
+        admin,
+        "/audit?newest_first=true&limit=1",
+        "the newest audit id",
+    )
+    .await
+    .and_then(|page| page[0]["id"].as_i64())
+    .unwrap_or(0)
 }
 
 /// The status changes a phase made, as the leader's audit log tells them
 /// (`node.status` entries after `since_id`, up to 10,000): how many of each
 /// kind (`up -> down`, …), within how long, and the three most common
-/// reasons a node went down, digits shown as `#`.
+/// reasons a node went down.
 async fn print_status_changes(admin: &mut Http, since_id: i64) {
     let path = format!("/audit?kind=node.status&since_id={since_id}&limit=10000");
-    let entries = match admin
-        .json(Method::GET, &path, Some(common::ADMIN_TOKEN), None)
-        .await
-    {
-        Ok((StatusCode::OK, entries)) => entries,
-        Ok((status, _)) => {
-            println!("  status changes: GET /audit answered {status}");
-            return;
-        }
-        Err(err) => {
-            println!("  status changes: GET /audit failed: {err}");
-            return;
-        }
+    let Some(entries) = admin_get(admin, &path, "status changes").await else {
+        return;
     };
     let entries = entries.as_array().cloned().unwrap_or_default();
     let mut kinds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut reasons = Reasons::new(200);
     for entry in &entries {
         let data = &entry["data"];
         let kind = format!(
@@ -707,14 +723,7 @@ async fn print_status_changes(admin: &mut Http, since_id: i64) {
         );
         *kinds.entry(kind).or_default() += 1;
         if data["to"] == "down" {
-            let reason: String = data["reason"]
-                .as_str()
-                .unwrap_or("(none)")
-                .chars()
-                .take(200)
-                .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                .collect();
-            *reasons.entry(reason).or_default() += 1;
+            reasons.count(data["reason"].as_str());
         }
     }
     let times: Vec<i64> = entries.iter().filter_map(|e| e["at"].as_i64()).collect();
@@ -724,11 +733,7 @@ async fn print_status_changes(admin: &mut Http, since_id: i64) {
         entries.len(),
         kinds,
     );
-    let mut common: Vec<(String, usize)> = reasons.into_iter().collect();
-    common.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
-    for (reason, count) in common.iter().take(3) {
-        println!("  {count} went down: {reason}");
-    }
+    reasons.print_commonest("went down");
 }
 
 /// Waits (bounded) until every replica holds all `count` nodes registered

@@ -314,6 +314,12 @@ struct Replicas {
 }
 
 fn two_replicas() -> Option<Replicas> {
+    two_replicas_with(&[], &[])
+}
+
+/// [`two_replicas`], `b` started with `b_extra` more arguments and the
+/// environment `b_env`.
+fn two_replicas_with(b_extra: &[&str], b_env: &[(&str, &str)]) -> Option<Replicas> {
     let server = start_or_skip()?;
     let url = server.create_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -322,7 +328,8 @@ fn two_replicas() -> Option<Replicas> {
     args.extend(["--store", &url, "--lease-ttl", "2s"]);
     let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
     wait_to_lead(&a, Duration::from_secs(10));
-    let b = Daemon::start(&repo.bare, &dir.path().join("b"), &args);
+    args.extend(b_extra);
+    let b = Daemon::start_with_env(&repo.bare, &dir.path().join("b"), &args, b_env);
     wait_for("b to follow", Duration::from_secs(10), || {
         (leadership(&b).0 == "follower").then_some(())
     });
@@ -479,8 +486,8 @@ fn counter(daemon: &Daemon, name: &str) -> f64 {
 /// `a` that `b` knows; `b`'s heartbeat writer is held while `hold` exists
 /// (`b_extra` added to its arguments).
 struct HeldWriter {
-    _server: PgServer,
-    _dir: tempfile::TempDir,
+    _replicas: (PgServer, tempfile::TempDir),
+    _hold_dir: tempfile::TempDir,
     a: Daemon,
     b: Daemon,
     hold: std::path::PathBuf,
@@ -490,32 +497,22 @@ struct HeldWriter {
 
 impl HeldWriter {
     fn start(b_extra: &[&str]) -> Option<HeldWriter> {
-        let server = start_or_skip()?;
-        let url = server.create_database().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let repo = fast_repo(dir.path());
-        let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-        args.extend(["--store", &url, "--lease-ttl", "2s"]);
-        let a = Daemon::start(&repo.bare, &dir.path().join("a"), &args);
-        wait_to_lead(&a, Duration::from_secs(10));
-        let hold = dir.path().join("hold-writer");
-        args.extend(b_extra);
-        let b = Daemon::start_with_env(
-            &repo.bare,
-            &dir.path().join("b"),
-            &args,
+        let hold_dir = tempfile::tempdir().unwrap();
+        let hold = hold_dir.path().join("hold-writer");
+        let Replicas { _server, dir, a, b } = two_replicas_with(
+            b_extra,
             &[(
                 "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
                 hold.to_str().unwrap(),
             )],
-        );
+        )?;
         let (id, token) = a.register_node("jp", "127.0.0.2");
         wait_for("b to know the node", Duration::from_secs(10), || {
             (heartbeat_status(&b, &id, &token) == 200).then_some(())
         });
         Some(HeldWriter {
-            _server: server,
-            _dir: dir,
+            _replicas: (_server, dir),
+            _hold_dir: hold_dir,
             a,
             b,
             hold,
