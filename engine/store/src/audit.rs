@@ -152,21 +152,33 @@ impl AuditLog<'_> {
     /// action's own start), and it waits for the entries before it.
     pub fn prunable_before(&self, cutoff: Timestamp, limit: u32) -> Result<Vec<AuditRecord>> {
         const OP: &str = "list audit entries to prune";
-        let mut records = self.store.read(OP, |tx| {
+        self.store.read(OP, |tx| {
+            // Times first (no entry decoded while nothing is due), then the
+            // prefix itself.
+            let times: Vec<(i64, i64)> = tx
+                .query_map(
+                    "SELECT id, at FROM audit_log ORDER BY id LIMIT ?1",
+                    params![limit.min(MAX_AUDIT_PAGE)],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .and_then(Iterator::collect)
+                .during(OP)?;
+            let last = times
+                .iter()
+                .take_while(|&&(_, at)| at < cutoff.0)
+                .last()
+                .map(|&(id, _)| id);
+            let Some(last) = last else {
+                return Ok(Vec::new());
+            };
             records_of(
                 tx,
                 OP,
                 "SELECT id, at, actor, kind, subject, message, commit_sha, data FROM audit_log
-                 ORDER BY id LIMIT ?1",
-                params![limit.min(MAX_AUDIT_PAGE)],
+                 WHERE id <= ?1 ORDER BY id",
+                params![last],
             )
-        })?;
-        let kept = records
-            .iter()
-            .position(|record| record.entry.at >= cutoff)
-            .unwrap_or(records.len());
-        records.truncate(kept);
-        Ok(records)
+        })
     }
 
     /// Prunes the entries with ids `first..=last`, of which the caller read
