@@ -260,6 +260,18 @@ impl App {
             .is_some_and(|vantage| vantage.live > 1)
     }
 
+    /// Whether another live replica's heartbeat writer is less behind than
+    /// this one's `lag` at `now`, as it last said (one that said nothing
+    /// counts as not behind): a heartbeat this replica would store late is
+    /// better sent there.
+    pub fn less_behind_replica_is_live(&self, lag: Duration, now: Timestamp) -> bool {
+        let world = self.read_world();
+        world.vantage.as_ref().is_some_and(|v| v.live > 1)
+            && world
+                .peer_writers
+                .is_none_or(|peers| now.since(peers.least_behind) < lag)
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         self.settings.heartbeat_interval
     }

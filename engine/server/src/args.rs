@@ -285,10 +285,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "256")]
     pub max_connections_per_ip: usize,
     /// Heartbeats accepted and not yet written to the store. When the queue
-    /// is full, or its oldest heartbeat has waited half the heartbeat
-    /// timeout, and other replicas are live, heartbeats are refused with
-    /// `503 overloaded` (agents move to another replica); a lone replica
-    /// keeps them in memory and loses only their stored samples.
+    /// is full and other replicas are live, or its oldest heartbeat has
+    /// waited half the heartbeat timeout and another live replica's writer
+    /// is less behind, heartbeats are refused with `503 overloaded` (agents
+    /// move to another replica); a lone replica keeps them in memory and
+    /// loses only their stored samples.
     #[arg(long, default_value = "50000", value_parser = clap::value_parser!(u32).range(1..))]
     pub heartbeat_queue: u32,
     /// Agent streams (docs/api.md, "Agent stream") open at once on this

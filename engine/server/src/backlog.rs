@@ -22,8 +22,24 @@ impl Backlog {
         self.oldest.store(oldest.0.max(1), Ordering::Relaxed);
     }
 
-    pub fn committed(&self) {
-        self.oldest.store(0, Ordering::Relaxed);
+    /// The batch taken is committed. `queue_empty`: nothing waits behind
+    /// it. Otherwise the oldest stays where it was (older than what waits,
+    /// so [`Backlog::stored_through`] stays true) until the next batch is
+    /// taken.
+    pub fn committed(&self, queue_empty: bool) {
+        if queue_empty {
+            self.oldest.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Every heartbeat received before this moment is stored, at `now`:
+    /// what this replica tells the others (`replicas.rs`), so they judge a
+    /// node's silence only up to what they can have read.
+    pub fn stored_through(&self, now: Timestamp) -> Timestamp {
+        match self.oldest.load(Ordering::Relaxed) {
+            0 => now,
+            oldest => Timestamp(oldest.min(now.0)),
+        }
     }
 
     /// How long the oldest unwritten heartbeat has waited at `now`.
@@ -52,7 +68,23 @@ mod tests {
             Duration::ZERO,
             "a clock step back"
         );
-        backlog.committed();
+        backlog.committed(true);
         assert_eq!(backlog.lag(Timestamp(9_000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_stored_mark_never_passes_a_heartbeat_still_waiting() {
+        let backlog = Backlog::default();
+        assert_eq!(backlog.stored_through(Timestamp(5_000)), Timestamp(5_000));
+        backlog.taken(Timestamp(1_000));
+        assert_eq!(backlog.stored_through(Timestamp(5_000)), Timestamp(1_000));
+        // Committed with more queued behind: the mark waits for the next
+        // batch rather than jumping to now past the queue's head.
+        backlog.committed(false);
+        assert_eq!(backlog.stored_through(Timestamp(6_000)), Timestamp(1_000));
+        backlog.taken(Timestamp(4_000));
+        assert_eq!(backlog.stored_through(Timestamp(6_000)), Timestamp(4_000));
+        backlog.committed(true);
+        assert_eq!(backlog.stored_through(Timestamp(7_000)), Timestamp(7_000));
     }
 }

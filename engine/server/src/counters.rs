@@ -82,8 +82,9 @@ pub struct DecisionLabels {
 pub struct Counters {
     pub heartbeats: Counter,
     pub heartbeats_rejected: Counter,
-    /// Heartbeats refused with `503 overloaded` (the writer's queue full,
-    /// other replicas live).
+    /// Heartbeats refused with `503 overloaded` (the writer's queue full
+    /// and other replicas live, or the writer half a heartbeat timeout
+    /// behind and a less behind replica live).
     pub heartbeats_shed: Counter,
     pub registrations: Counter,
     /// Registrations refused: identity conflict, region full, rate limited.
@@ -219,7 +220,7 @@ impl Counters {
             ),
             (
                 "neutral_heartbeats_shed",
-                "Heartbeats refused with 503 overloaded: the writer was behind and other replicas were live",
+                "Heartbeats refused with 503 overloaded: the writer's queue was full, or it was behind and a less behind replica was live",
                 &self.heartbeats_shed,
             ),
             (

@@ -48,7 +48,7 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown:
                     }
                 }
                 write(&app, batch).await;
-                app.heartbeat_backlog.committed();
+                app.heartbeat_backlog.committed(rx.is_empty());
             }
             _ = checkpoint.tick() => {
                 let _ = app.with_store(neutral_store::Store::checkpoint).await;

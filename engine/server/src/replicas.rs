@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_core::liveness::Liveness;
-use neutral_core::model::{MetricSample, NodeStatus};
+use neutral_core::model::{MetricSample, NodeStatus, Timestamp};
 use neutral_core::quorum::Verdict;
 use neutral_store::{VerdictChange, VerdictChanges};
 
 use crate::app::App;
 use crate::shutdown::Shutdown;
-use crate::world::{NodeEntry, Vantage, now};
+use crate::world::{NodeEntry, PeerWriters, Vantage, now};
 
 /// How often a replica reads the others' node changes.
 pub const EVERY: Duration = Duration::from_millis(500);
@@ -100,6 +100,10 @@ struct Others {
     live: Vec<String>,
     /// Where the next read of verdicts starts (`None`: read them all).
     through: Option<i64>,
+    /// How far the live others' heartbeat writers had stored at the last
+    /// read; [`mirror_once`] hands it to the world once a read of the
+    /// nodes that began after it is complete.
+    writers: Option<PeerWriters>,
     /// Whether `by_node` or `live` changed since [`Vantage`] was built.
     dirty: bool,
     /// Exchanges since verdicts on nodes this replica no longer knows were
@@ -173,9 +177,10 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
     );
     let replica = app.leadership.replica.clone();
     let since = others.through;
+    let stored_through = app.heartbeat_backlog.stored_through(now());
     let read = app
         .with_store(move |s| {
-            s.verdicts().publish(&replica, &changes)?;
+            s.verdicts().publish(&replica, stored_through, &changes)?;
             s.verdicts().changes_since(LIVE_WITHIN, since)
         })
         .await;
@@ -194,7 +199,8 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
             return false;
         }
     };
-    fold_verdicts(others, &app.leadership.replica, read);
+    let hold = app.settings.liveness.heartbeat_timeout / 2;
+    fold_verdicts(others, &app.leadership.replica, read, now(), hold);
     others.since_pruned += 1;
     if others.since_pruned >= PRUNE_EVERY {
         others.since_pruned = 0;
@@ -214,8 +220,17 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
     changed
 }
 
-/// Folds one read of the others' verdicts into what this replica knows.
-fn fold_verdicts(others: &mut Others, replica: &str, read: VerdictChanges) {
+/// Folds one read of the others' verdicts into what this replica knows;
+/// `read_at` (when it ended) stands for the mark of a live replica that
+/// said none (an earlier version), and `hold` is
+/// [`PeerWriters::hold_at_most`].
+fn fold_verdicts(
+    others: &mut Others,
+    replica: &str,
+    read: VerdictChanges,
+    read_at: Timestamp,
+    hold: Duration,
+) {
     if read.complete {
         others.by_node.clear();
         others.dirty = true;
@@ -232,6 +247,25 @@ fn fold_verdicts(others: &mut Others, replica: &str, read: VerdictChanges) {
             .insert(stored.replica, verdict.clone());
         others.dirty |= previous != Some(verdict);
     }
+    let marks: Vec<Timestamp> = read
+        .live
+        .iter()
+        .filter(|other| *other != replica)
+        .map(|other| {
+            read.stored_through
+                .get(other)
+                .map_or(read_at, |mark| (*mark).min(read_at))
+        })
+        .collect();
+    others.writers = marks
+        .iter()
+        .min()
+        .zip(marks.iter().max())
+        .map(|(oldest, newest)| PeerWriters {
+            stored_through: *oldest,
+            least_behind: *newest,
+            hold_at_most: hold,
+        });
     if others.live != read.live {
         others.live = read.live;
         others.dirty = true;
@@ -257,8 +291,10 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
     let mut changed = false;
     let mut guard = app.write_world();
     let world = &mut *guard;
-    // Every heartbeat stored before the read began is in it.
+    // Every heartbeat stored before the read began is in it; so is every
+    // heartbeat the others had stored when their marks were read (before).
     world.heard_as_of = Some(world.heard_as_of.map_or(listed_at, |t| t.max(listed_at)));
+    world.peer_writers = others.writers;
     let before = world.nodes.len();
     // Deleted on another replica; a node registered here after the read
     // is not in it yet, and stays.
@@ -373,16 +409,24 @@ mod tests {
             through,
             complete,
             live: vec!["a".into(), "me".into()],
+            stored_through: BTreeMap::new(),
             verdicts,
         }
+    }
+
+    const READ_AT: Timestamp = Timestamp(50_000);
+    const HOLD: Duration = Duration::from_secs(3);
+
+    /// Folds `read` in at [`READ_AT`].
+    fn fold(others: &mut Others, read: VerdictChanges) {
+        fold_verdicts(others, "me", read, READ_AT, HOLD);
     }
 
     #[test]
     fn only_live_replicas_verdicts_count_and_a_read_folds_in_what_changed() {
         let mut others = Others::default();
-        fold_verdicts(
+        fold(
             &mut others,
-            "me",
             read(
                 5,
                 true,
@@ -404,15 +448,46 @@ mod tests {
 
         // An incremental read: a's verdict changes, nothing else is lost.
         others.dirty = false;
-        fold_verdicts(
-            &mut others,
-            "me",
-            read(9, false, vec![stored("a", "n1", true)]),
-        );
+        fold(&mut others, read(9, false, vec![stored("a", "n1", true)]));
         assert!(others.dirty);
         assert!(others.vantage("me").others["n1"][0].ready);
         others.dirty = false;
-        fold_verdicts(&mut others, "me", read(9, false, vec![]));
+        fold(&mut others, read(9, false, vec![]));
         assert!(!others.dirty, "nothing changed");
+    }
+
+    #[test]
+    fn the_others_writer_marks_are_read_without_this_replicas_own() {
+        let mut others = Others::default();
+        let mut three = read(5, true, vec![]);
+        three.live = vec!["a".into(), "b".into(), "me".into()];
+        three.stored_through = BTreeMap::from([
+            ("a".to_owned(), Timestamp(44_000)),
+            ("b".to_owned(), Timestamp(49_000)),
+            ("me".to_owned(), Timestamp(1_000)),
+        ]);
+        fold(&mut others, three.clone());
+        assert_eq!(
+            others.writers,
+            Some(PeerWriters {
+                stored_through: Timestamp(44_000),
+                least_behind: Timestamp(49_000),
+                hold_at_most: HOLD,
+            })
+        );
+        // A live replica that says nothing (an earlier version) counts as
+        // not behind; a mark ahead of this replica's clock as now.
+        three.stored_through.remove("a");
+        three.stored_through.insert("b".into(), Timestamp(90_000));
+        fold(&mut others, three.clone());
+        let writers = others.writers.unwrap();
+        assert_eq!(
+            (writers.stored_through, writers.least_behind),
+            (READ_AT, READ_AT)
+        );
+        // Alone: no mark.
+        three.live = vec!["me".into()];
+        fold(&mut others, three);
+        assert_eq!(others.writers, None);
     }
 }

@@ -147,10 +147,32 @@ pub struct World {
     /// not read yet as missing and vote live nodes down. `None`: no
     /// replicas; silence is judged up to now.
     pub heard_as_of: Option<Timestamp>,
+    /// Replicas: how far the other live replicas' heartbeat writers had
+    /// stored, as read before this replica's last complete read of the
+    /// store's node changes began (`replicas.rs`). A heartbeat another
+    /// replica received reaches this one only once stored; silence is judged
+    /// up to here as well. `None`: no other live replica said.
+    pub peer_writers: Option<PeerWriters>,
     /// The metric samples the autoscaler reads while this replica leads
     /// (the node API and the replicas' mirror note every heartbeat's
     /// metrics there: [`SampleRings::note`]).
     pub samples: SampleRings,
+}
+
+/// How far behind the other live replicas' heartbeat writers are
+/// ([`World::peer_writers`]), each mark by that replica's own clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerWriters {
+    /// The furthest behind: every heartbeat any other replica received
+    /// before this moment is stored, and so read here.
+    pub stored_through: Timestamp,
+    /// The least behind: the mark of the replica a heartbeat this one
+    /// would store late is best sent to (`api::nodes::accept_heartbeat`).
+    pub least_behind: Timestamp,
+    /// How far behind now the marks may hold judgement back at most (half
+    /// the heartbeat timeout): a writer stuck or far behind must not stop
+    /// every replica from ever finding a dead node; it sheds instead.
+    pub hold_at_most: Duration,
 }
 
 /// What the other live replicas see of each node (`replicas.rs` reads it;
@@ -469,13 +491,21 @@ impl World {
 
     /// The moment a node's silence is judged up to: with other live
     /// replicas, the moment this replica has read their heartbeats up to
-    /// ([`World::heard_as_of`]) if that is earlier than now; alone, now
-    /// (every heartbeat comes here).
+    /// ([`World::heard_as_of`]) and they had stored them up to
+    /// ([`World::peer_writers`], held back at most
+    /// [`PeerWriters::hold_at_most`]), if that is earlier than now; alone,
+    /// now (every heartbeat comes here).
     pub fn judged_at(&self, now: Timestamp) -> Timestamp {
-        match self.heard_as_of {
-            Some(heard) if self.vantage.as_ref().is_some_and(|v| v.live > 1) => heard.min(now),
-            _ => now,
+        if !self.vantage.as_ref().is_some_and(|v| v.live > 1) {
+            return now;
         }
+        let Some(heard) = self.heard_as_of else {
+            return now;
+        };
+        let stored = self.peer_writers.map_or(now, |peers| {
+            peers.stored_through.max(now.minus(peers.hold_at_most))
+        });
+        heard.min(stored).min(now)
     }
 }
 
@@ -1196,6 +1226,7 @@ pub fn restore(args: &LivenessDefaults, store: &Store, at: Timestamp) -> anyhow:
         views: PublishedViews::new(epoch, first),
         vantage: None,
         heard_as_of: None,
+        peer_writers: None,
         samples: SampleRings::new(store.samples().spacing_ms()),
     })
 }
@@ -1479,6 +1510,7 @@ mod tests {
             views: PublishedViews::new("e".into(), view(1)),
             samples: SampleRings::new(1_000),
             heard_as_of: None,
+            peer_writers: None,
             vantage: Some(Vantage {
                 replica: "me".into(),
                 live,
@@ -1530,6 +1562,49 @@ mod tests {
         let mut alone = world_with_one_node(1, &[]);
         alone.heard_as_of = Some(Timestamp(20_000));
         assert_eq!(alone.reconcile(now, true)[0].status, NodeStatus::Down);
+    }
+
+    #[test]
+    fn silence_is_judged_only_up_to_where_the_other_replicas_had_stored_at_most_half_a_timeout_back()
+     {
+        // Timeout 30 s; last heartbeat 1 s. Read up to 39 s: 38 s of
+        // silence as far as this replica read, so down on its own.
+        let now = Timestamp(40_000);
+        let mut unaware = world_with_one_node(3, &[("b", false), ("c", true)]);
+        unaware.heard_as_of = Some(Timestamp(39_000));
+        assert!(!unaware.own_verdicts(now)["n1"].0);
+        // But another replica's writer had stored only what it received
+        // before 28 s when that read began: a heartbeat received after may
+        // not be in it, so silence is judged up to 28 s (27 s, not past
+        // the timeout).
+        let mut world = world_with_one_node(3, &[("b", false), ("c", true)]);
+        world.heard_as_of = Some(Timestamp(39_000));
+        world.peer_writers = Some(PeerWriters {
+            stored_through: Timestamp(28_000),
+            least_behind: Timestamp(38_000),
+            hold_at_most: Duration::from_secs(15),
+        });
+        assert_eq!(world.judged_at(now), Timestamp(28_000));
+        assert!(world.own_verdicts(now)["n1"].0);
+        assert!(world.reconcile(now, true).is_empty(), "2 of 3 still up");
+        // A writer far behind holds judgement back by at most half the
+        // timeout: 25 s here, so the 24 s of silence is still not judged,
+        // and at 47 s (judged up to 32 s) it is.
+        world.peer_writers = Some(PeerWriters {
+            stored_through: Timestamp(2_000),
+            least_behind: Timestamp(38_000),
+            hold_at_most: Duration::from_secs(15),
+        });
+        assert_eq!(world.judged_at(now), Timestamp(25_000));
+        assert!(world.own_verdicts(now)["n1"].0);
+        world.heard_as_of = Some(Timestamp(46_000));
+        assert_eq!(world.judged_at(Timestamp(47_000)), Timestamp(32_000));
+        assert!(!world.own_verdicts(Timestamp(47_000))["n1"].0);
+        // Alone, no mark holds anything back.
+        let mut alone = world_with_one_node(1, &[]);
+        alone.peer_writers = world.peer_writers;
+        alone.heard_as_of = world.heard_as_of;
+        assert_eq!(alone.judged_at(now), now);
     }
 
     #[test]

@@ -243,7 +243,9 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect, location: &str) -
 /// `i` to `i + 1`. Version numbers match the SQLite schema's
 /// ([`schema::MIGRATIONS`]): version 1 here already has what SQLite's
 /// version 2 added, so a step may be a no-op on one backend.
-pub const PG_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7, PG_V8];
+pub const PG_MIGRATIONS: &[&str] = &[
+    PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7, PG_V8, PG_V9,
+];
 
 const PG_V1: &str = r"
 CREATE TABLE regions (
@@ -437,6 +439,11 @@ CREATE TABLE node_deletions (
 );
 CREATE INDEX node_deletions_by_change ON node_deletions (changed);
 CREATE INDEX node_deletions_by_time ON node_deletions (at);
+";
+
+/// Version 9: each replica's heartbeat writer's mark (see `schema::V9`).
+const PG_V9: &str = r"
+ALTER TABLE vantage_points ADD COLUMN stored_through BIGINT;
 ";
 
 /// Version 8: audit retention, as SQLite's version 8: a DELETE on the audit

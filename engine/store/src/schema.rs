@@ -22,7 +22,7 @@ use crate::error::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x6e65_7574;
 
 /// Migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this binary writes.
 pub fn current_version() -> usize {
@@ -284,6 +284,14 @@ WHEN OLD.id > (SELECT through_id FROM audit_pruned WHERE id = 1)
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused beyond the pruning mark');
 END;
+";
+
+/// Version 9: how far each replica's heartbeat writer has stored
+/// (`verdicts.rs`): every heartbeat it received before `stored_through`
+/// (milliseconds since the epoch, by its own clock) is in the store. NULL:
+/// not published (a replica of an earlier version).
+const V9: &str = r"
+ALTER TABLE vantage_points ADD COLUMN stored_through INTEGER;
 ";
 
 /// Brings the database at `path` (open as `conn`) to `steps.len()`, applying

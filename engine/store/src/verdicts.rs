@@ -3,13 +3,18 @@
 //! (`neutral_core::quorum`): one verdict row per (replica, node), written
 //! only when it changes, and one presence row per replica, renewed on every
 //! exchange and dated by the database's clock (so replicas' clocks never
-//! decide which replicas are live).
+//! decide which replicas are live). The presence also carries how far the
+//! replica's heartbeat writer has stored, so the others know up to when
+//! what they read of its heartbeats is complete.
 //!
 //! This module stores and reads verdicts. It must not count them or decide a
 //! status: the daemon and the core do.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
+
+use neutral_core::model::Timestamp;
 
 use crate::changes::{self, STAMP};
 use crate::db::{Dialect, Param, Tx, Value, params, typed_values_rows};
@@ -42,17 +47,25 @@ pub struct VerdictStore<'a> {
 
 impl VerdictStore<'_> {
     /// Renews `replica`'s presence and applies its verdict `changes`, in one
-    /// transaction.
-    pub fn publish(&self, replica: &str, changes: &[VerdictChange]) -> Result<()> {
+    /// transaction. `stored_through`: every heartbeat `replica` received
+    /// before it (by its own clock) is stored.
+    pub fn publish(
+        &self,
+        replica: &str,
+        stored_through: Timestamp,
+        changes: &[VerdictChange],
+    ) -> Result<()> {
         const OP: &str = "publish verdicts";
         self.store.write(OP, |tx| {
             let now = now_sql(tx.dialect());
             tx.execute(
                 &format!(
-                    "INSERT INTO vantage_points (replica, seen_at) VALUES (?1, {now})
-                     ON CONFLICT (replica) DO UPDATE SET seen_at = excluded.seen_at"
+                    "INSERT INTO vantage_points (replica, seen_at, stored_through)
+                     VALUES (?1, {now}, ?2)
+                     ON CONFLICT (replica) DO UPDATE SET
+                         seen_at = excluded.seen_at, stored_through = excluded.stored_through"
                 ),
-                params![replica],
+                params![replica, stored_through.0],
             )
             .during(OP)?;
             if !changes.is_empty() {
@@ -167,6 +180,9 @@ pub struct VerdictChanges {
     pub complete: bool,
     /// Replicas that renewed their presence within the asked window.
     pub live: Vec<String>,
+    /// How far the heartbeat writer of each of them had stored when it last
+    /// renewed its presence (by its own clock; only those that said).
+    pub stored_through: BTreeMap<String, Timestamp>,
     /// The verdicts written since, of live replicas and others alike (a
     /// replica's verdicts count only while it is live), by node and
     /// replica.
@@ -185,16 +201,22 @@ impl VerdictStore<'_> {
         self.store.read(OP, |tx| {
             let (through, _) = changes::current(tx, OP)?;
             let now = now_sql(tx.dialect());
-            let live: Vec<String> = tx
+            let points: Vec<(String, Option<i64>)> = tx
                 .query_map(
                     &format!(
-                        "SELECT replica FROM vantage_points WHERE seen_at >= {now} - ?1 ORDER BY replica"
+                        "SELECT replica, stored_through FROM vantage_points
+                         WHERE seen_at >= {now} - ?1 ORDER BY replica"
                     ),
                     params![within_ms],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .and_then(Iterator::collect)
                 .during(OP)?;
+            let stored_through = points
+                .iter()
+                .filter_map(|(replica, at)| Some((replica.clone(), Timestamp((*at)?))))
+                .collect();
+            let live = points.into_iter().map(|(replica, _)| replica).collect();
             let verdicts: Vec<StoredVerdict> = tx
                 .query_map(
                     "SELECT replica, node_id, ready, detail FROM verdicts WHERE changed > ?1
@@ -216,6 +238,7 @@ impl VerdictStore<'_> {
                 through,
                 complete: since.is_none(),
                 live,
+                stored_through,
                 verdicts,
             })
         })
@@ -233,6 +256,9 @@ mod tests {
     use super::*;
     use crate::tests::open_temp;
 
+    /// A writer mark for tests that do not read it.
+    const AT: Timestamp = Timestamp(1_000);
+
     fn change(node: &str, ready: bool) -> VerdictChange {
         VerdictChange {
             node_id: node.to_owned(),
@@ -249,13 +275,14 @@ mod tests {
             .unwrap();
         assert!(empty.live.is_empty() && empty.verdicts.is_empty());
         verdicts
-            .publish("a", &[change("n1", true), change("n2", true)])
+            .publish("a", AT, &[change("n1", true), change("n2", true)])
             .unwrap();
-        verdicts.publish("b", &[change("n1", false)]).unwrap();
+        verdicts.publish("b", AT, &[change("n1", false)]).unwrap();
         // a changes its mind about n1 and stops judging n2.
         verdicts
             .publish(
                 "a",
+                AT,
                 &[
                     change("n1", false),
                     VerdictChange {
@@ -294,9 +321,9 @@ mod tests {
     fn a_replica_silent_past_the_window_is_not_live() {
         let (_dir, store) = open_temp();
         let verdicts = store.verdicts();
-        verdicts.publish("old", &[change("n1", false)]).unwrap();
+        verdicts.publish("old", AT, &[change("n1", false)]).unwrap();
         std::thread::sleep(Duration::from_millis(120));
-        verdicts.publish("new", &[change("n1", true)]).unwrap();
+        verdicts.publish("new", AT, &[change("n1", true)]).unwrap();
         let seen = verdicts
             .changes_since(Duration::from_millis(60), None)
             .unwrap();
@@ -311,22 +338,22 @@ mod tests {
         let verdicts = store.verdicts();
         let window = Duration::from_secs(60);
         verdicts
-            .publish("a", &[change("n1", true), change("n2", true)])
+            .publish("a", AT, &[change("n1", true), change("n2", true)])
             .unwrap();
-        verdicts.publish("b", &[change("n1", true)]).unwrap();
+        verdicts.publish("b", AT, &[change("n1", true)]).unwrap();
         let first = verdicts.changes_since(window, None).unwrap();
         assert!(first.complete);
         assert_eq!(first.live, ["a", "b"]);
         assert_eq!(first.verdicts.len(), 3);
 
         // A renewal alone (no changed verdict) is no change.
-        verdicts.publish("a", &[]).unwrap();
+        verdicts.publish("a", AT, &[]).unwrap();
         let quiet = verdicts.changes_since(window, Some(first.through)).unwrap();
         assert!(!quiet.complete);
         assert!(quiet.verdicts.is_empty());
         assert_eq!(quiet.live, ["a", "b"]);
 
-        verdicts.publish("b", &[change("n1", false)]).unwrap();
+        verdicts.publish("b", AT, &[change("n1", false)]).unwrap();
         let next = verdicts.changes_since(window, Some(first.through)).unwrap();
         assert_eq!(
             next.verdicts,
@@ -353,7 +380,7 @@ mod tests {
         let many: Vec<VerdictChange> = (0..300)
             .map(|i| change(&format!("n{i:03}"), i % 3 == 0))
             .collect();
-        verdicts.publish("a", &many).unwrap();
+        verdicts.publish("a", AT, &many).unwrap();
         let read = verdicts
             .changes_since(Duration::from_secs(60), None)
             .unwrap();
@@ -369,7 +396,7 @@ mod tests {
         let flipped: Vec<VerdictChange> = (0..300)
             .map(|i| change(&format!("n{i:03}"), i % 3 != 0))
             .collect();
-        verdicts.publish("a", &flipped).unwrap();
+        verdicts.publish("a", AT, &flipped).unwrap();
         let again = verdicts
             .changes_since(Duration::from_secs(60), Some(read.through))
             .unwrap();
@@ -383,7 +410,34 @@ mod tests {
         assert_eq!(again.verdicts.iter().filter(|v| v.ready).count(), 200);
     }
 
+    #[test]
+    fn each_live_replica_says_how_far_its_heartbeat_writer_has_stored() {
+        let (_dir, store) = open_temp();
+        let verdicts = store.verdicts();
+        let window = Duration::from_secs(60);
+        verdicts.publish("a", Timestamp(5_000), &[]).unwrap();
+        verdicts.publish("b", Timestamp(7_000), &[]).unwrap();
+        let first = verdicts.changes_since(window, None).unwrap();
+        assert_eq!(
+            first.stored_through,
+            BTreeMap::from([
+                ("a".to_owned(), Timestamp(5_000)),
+                ("b".to_owned(), Timestamp(7_000))
+            ])
+        );
+        // Renewed with a later mark: the latest is read, no verdict changed.
+        verdicts.publish("a", Timestamp(9_500), &[]).unwrap();
+        let next = verdicts.changes_since(window, Some(first.through)).unwrap();
+        assert!(next.verdicts.is_empty());
+        assert_eq!(next.stored_through["a"], Timestamp(9_500));
+        // A replica no longer live says nothing.
+        verdicts.withdraw("b").unwrap();
+        let after = verdicts.changes_since(window, Some(next.through)).unwrap();
+        assert_eq!(after.stored_through.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
     crate::tests::on_postgres!(
+        each_live_replica_says_how_far_its_heartbeat_writer_has_stored,
         a_publish_of_more_verdicts_than_a_statement_holds_writes_every_one,
         changes_since_returns_the_verdicts_written_after_the_last_read,
         verdicts_of_live_replicas_are_read_changed_in_place_and_withdrawn,

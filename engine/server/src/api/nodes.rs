@@ -533,18 +533,27 @@ pub async fn accept_heartbeat(
     // the heartbeat timeout (plus the agent's interval and the replicas'
     // half-second read) would soon have them count live nodes as silent
     // (under a load the store could not take, a long queue did just that).
+    // It is refused only when another live replica's writer is less behind:
+    // when every writer is behind, the least behind keeps taking them
+    // rather than every replica refusing every node at once (the others
+    // then judge silence only up to what it had stored, `world.rs`).
     // A lone replica's memory is the whole truth: it keeps the heartbeat
     // and loses only the stored sample.
     let at = now();
     let reserved = app.heartbeats.try_reserve();
-    let behind = app.heartbeat_backlog.lag(at) > app.settings.liveness.heartbeat_timeout / 2;
+    let lag = app.heartbeat_backlog.lag(at);
+    let behind = lag > app.settings.liveness.heartbeat_timeout / 2
+        && app.less_behind_replica_is_live(lag, at);
     let slot = match reserved {
         Ok(slot) if !behind => Some(slot),
-        Ok(_) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
+        Ok(_) => {
             app.counters.heartbeats_shed.inc();
             return Err(HeartbeatRefused::Overloaded);
         }
-        Ok(slot) => Some(slot),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
+            app.counters.heartbeats_shed.inc();
+            return Err(HeartbeatRefused::Overloaded);
+        }
         Err(_) => None,
     };
     let outcome = {
