@@ -377,8 +377,8 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
         } else if newer || record.node.status != entry.record.node.status {
             // The leader decided.
             entry.liveness.drained = record.node.status == NodeStatus::Drain;
-            // The split-brain guard counts only nodes that were ever ready.
-            entry.liveness.ever_ready |= record.node.status == NodeStatus::Up;
+            // The split-brain guard counts only nodes that were ever up.
+            entry.ever_up |= record.node.status == NodeStatus::Up;
             entry.record.node.status = record.node.status;
             entry.record.node.status_since = record.node.status_since;
             entry.record.status_reason = record.status_reason;

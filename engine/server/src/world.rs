@@ -59,6 +59,12 @@ pub struct NodeEntry {
     pub probe_in_flight: bool,
     /// When a probe last passed (for the detection-time histogram).
     pub last_passing_probe: Option<Timestamp>,
+    /// Whether the node's published status was ever `up`: a node that never
+    /// was did not "go down", and the split-brain guard must not count it
+    /// ([`engine_since`]). Not this replica's own liveness: among replicas
+    /// that rises before the quorum publishes `up`, and a registration wave
+    /// then tripped the guard on every replica.
+    pub ever_up: bool,
 }
 
 impl Placed for NodeEntry {
@@ -67,12 +73,7 @@ impl Placed for NodeEntry {
 
     fn watched(&self) -> Self::Watched {
         let node = &self.record.node;
-        (
-            node.status,
-            node.status_since,
-            node.mode,
-            self.liveness.ever_ready,
-        )
+        (node.status, node.status_since, node.mode, self.ever_up)
     }
 
     fn region(&self) -> &str {
@@ -96,7 +97,13 @@ impl NodeEntry {
         at: Timestamp,
     ) -> NodeEntry {
         let (settings, probe) = liveness_for(defaults, decl, &record.node.region);
+        // Restored or read from the store: up now, or down since a moment
+        // other than its registration, it was up once.
+        let ever_up = liveness.ever_ready
+            || record.node.status != NodeStatus::Down
+            || record.node.status_since != record.registered_at;
         NodeEntry {
+            ever_up,
             record,
             token,
             liveness,
@@ -460,6 +467,7 @@ impl World {
             };
             let node = &mut entry.record.node;
             if status != node.status {
+                entry.ever_up |= status == NodeStatus::Up;
                 node.status = status;
                 node.status_since = now;
                 entry.record.status_reason.clone_from(&reason);
@@ -845,7 +853,7 @@ fn merge_engine_nodes(
 /// [`Timestamp::SINCE_FOREVER`] rather than a node that just went down.
 fn engine_since(entry: &NodeEntry) -> Timestamp {
     let node = &entry.record.node;
-    if node.status == NodeStatus::Down && !entry.liveness.ever_ready {
+    if node.status == NodeStatus::Down && !entry.ever_up {
         Timestamp::SINCE_FOREVER
     } else {
         node.status_since
@@ -1608,6 +1616,57 @@ mod tests {
     }
 
     #[test]
+    fn a_node_the_quorum_never_published_up_does_not_count_as_gone_down_for_the_guard() {
+        // Just registered: down since its registration, never up.
+        let mut world = world_with_one_node(3, &[("b", false), ("c", false)]);
+        {
+            let mut entry = world.nodes.get_mut("n1").unwrap();
+            let entry = &mut *entry;
+            entry.record.node.status = NodeStatus::Down;
+            entry.liveness = Liveness::registered(Timestamp(1_000));
+            entry.ever_up = false;
+            for at in [2_000, 3_000, 4_000] {
+                entry.liveness.heartbeat(Timestamp(at), &entry.settings);
+            }
+            assert!(entry.liveness.ready, "this replica's own view rose");
+        }
+        world.heard_as_of = Some(Timestamp(5_000));
+        // The others have not seen it rise: 2 of 3 down, it stays down,
+        // and for the split-brain guard it never went down.
+        assert!(world.reconcile(Timestamp(5_000), true).is_empty());
+        assert_eq!(
+            world.nodes_for_engine()[0].status_since,
+            Timestamp::SINCE_FOREVER
+        );
+        // Published up, then down: now it went down, at that moment.
+        world_verdicts(&mut world, &[("b", true), ("c", true)]);
+        assert_eq!(
+            world.reconcile(Timestamp(6_000), true)[0].status,
+            NodeStatus::Up
+        );
+        world_verdicts(&mut world, &[("b", false), ("c", false)]);
+        let down = world.reconcile(Timestamp(7_000), true);
+        assert_eq!(down[0].status, NodeStatus::Down);
+        assert_eq!(world.nodes_for_engine()[0].status_since, Timestamp(7_000));
+    }
+
+    /// Replaces the other replicas' verdicts on `n1`.
+    fn world_verdicts(world: &mut World, others: &[(&str, bool)]) {
+        let vantage = world.vantage.as_mut().unwrap();
+        vantage.others.insert(
+            "n1".to_owned(),
+            others
+                .iter()
+                .map(|(replica, ready)| Verdict {
+                    replica: (*replica).to_owned(),
+                    ready: *ready,
+                    detail: format!("{replica} says {ready}"),
+                })
+                .collect(),
+        );
+    }
+
+    #[test]
     fn the_leader_counts_the_other_replicas_verdicts_and_a_follower_decides_nothing() {
         let at = Timestamp(2_000);
         // Two others see it up: this replica's failing probes are outvoted.
@@ -1757,7 +1816,7 @@ mod tests {
         // A node never ready is down since forever, for the engine.
         let mut n0 = world.nodes.get_mut("n0").unwrap();
         n0.record.node.status = NodeStatus::Down;
-        n0.liveness.ever_ready = false;
+        n0.ever_up = false;
         drop(n0);
         let third = world.engine_nodes().nodes;
         assert_eq!(
@@ -1804,7 +1863,7 @@ mod tests {
                     entry.record.node.status =
                         [NodeStatus::Up, NodeStatus::Down, NodeStatus::Drain][usize::from(*status)];
                     entry.record.node.status_since = Timestamp(*at);
-                    entry.liveness.ever_ready |= *status == 0;
+                    entry.ever_up |= *status == 0;
                 }
             }
             NodeOp::Heartbeat(n, at) => {
@@ -1814,7 +1873,7 @@ mod tests {
             }
             NodeOp::NeverReady(n) => {
                 if let Some(mut entry) = world.nodes.get_mut(&id(n)) {
-                    entry.liveness.ever_ready = false;
+                    entry.ever_up = false;
                 }
             }
         }
