@@ -524,13 +524,16 @@ async fn register_all(api: SocketAddr, settings: Settings, admin: &mut Http) -> 
     all.into_iter().map(|(_, node)| node).collect()
 }
 
-/// Heartbeats every node `WARM_UP_ROUNDS` times, `gap` apart, then waits
-/// (bounded) until the daemon reports them all `up`. Replicas need a gap
+/// Heartbeats every node `WARM_UP_ROUNDS` times, `gap` apart, over `apis`
+/// as the phases do (a 503 sent on to the next replica, as agents do: a
+/// heartbeat refused and not sent on is lost, and its node may time out
+/// later), then waits (bounded) until the first daemon reports them all
+/// `up`. Replicas need a gap
 /// longer than their mirror interval (500 ms): a replica counts the
 /// heartbeats another received as it reads them, so two that arrive
 /// between two reads count once there, and `rise` is counted by each.
 async fn warm_up(
-    api: SocketAddr,
+    apis: &[SocketAddr],
     nodes: &Arc<Vec<SimNode>>,
     settings: Settings,
     gap: Duration,
@@ -538,7 +541,7 @@ async fn warm_up(
 ) {
     let before = admin.metrics().await.unwrap_or_default();
     let started = Instant::now();
-    let apis = Arc::new(vec![api]);
+    let apis = Arc::new(apis.to_vec());
     let mut ok = 0;
     let mut sent_in = Duration::ZERO;
     let deadline = started + ALL_UP_WITHIN;
@@ -854,7 +857,7 @@ fn main() {
         } else {
             Duration::ZERO
         };
-        warm_up(api, &nodes, settings, gap, &mut admin).await;
+        warm_up(&apis, &nodes, settings, gap, &mut admin).await;
         let (rss, peak) = common::rss_mib(pid);
         println!("daemon after warm-up: RSS {rss:.1} MiB (peak {peak:.1} MiB)");
         let since = newest_audit_id(&mut admin).await;
