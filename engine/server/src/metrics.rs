@@ -208,6 +208,11 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
         "Agent streams open now on this replica (at most --max-node-streams)",
         app.node_streams.open_count() as f64,
     );
+    scrape.gauge(
+        "neutral_heartbeat_writer_lag_seconds",
+        "How long the oldest heartbeat this replica accepted and has not stored yet has waited (0 when none waits); other replicas see a heartbeat only once stored",
+        app.heartbeat_backlog.lag(crate::world::now()).as_secs_f64(),
+    );
     let (ringed_nodes, ringed_samples) = app.read_world().samples.size();
     scrape.gauge(
         "neutral_autoscale_samples_in_memory",

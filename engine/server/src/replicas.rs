@@ -199,7 +199,7 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
             return false;
         }
     };
-    let hold = app.settings.liveness.heartbeat_timeout / 2;
+    let hold = app.settings.liveness.heartbeat_timeout;
     fold_verdicts(others, &app.leadership.replica, read, now(), hold);
     others.since_pruned += 1;
     if others.since_pruned >= PRUNE_EVERY {

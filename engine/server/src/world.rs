@@ -176,9 +176,12 @@ pub struct PeerWriters {
     /// The least behind: the mark of the replica a heartbeat this one
     /// would store late is best sent to (`api::nodes::accept_heartbeat`).
     pub least_behind: Timestamp,
-    /// How far behind now the marks may hold judgement back at most (half
-    /// the heartbeat timeout): a writer stuck or far behind must not stop
-    /// every replica from ever finding a dead node; it sheds instead.
+    /// How far behind now the marks may hold judgement back at most (the
+    /// heartbeat timeout, so a dead node is found within twice the timeout
+    /// under any load): a writer stuck or far behind must not stop every
+    /// replica from ever finding a dead node. A writer behind sheds while
+    /// another is less behind; when all are, heartbeats stored up to this
+    /// late still count.
     pub hold_at_most: Duration,
 }
 
@@ -1573,8 +1576,8 @@ mod tests {
     }
 
     #[test]
-    fn silence_is_judged_only_up_to_where_the_other_replicas_had_stored_at_most_half_a_timeout_back()
-     {
+    fn silence_is_judged_only_up_to_where_the_other_replicas_had_stored_held_back_at_most_a_bound()
+    {
         // Timeout 30 s; last heartbeat 1 s. Read up to 39 s: 38 s of
         // silence as far as this replica read, so down on its own.
         let now = Timestamp(40_000);
@@ -1595,8 +1598,8 @@ mod tests {
         assert_eq!(world.judged_at(now), Timestamp(28_000));
         assert!(world.own_verdicts(now)["n1"].0);
         assert!(world.reconcile(now, true).is_empty(), "2 of 3 still up");
-        // A writer far behind holds judgement back by at most half the
-        // timeout: 25 s here, so the 24 s of silence is still not judged,
+        // A writer far behind holds judgement back by at most the bound
+        // (15 s here): up to 25 s, so the 24 s of silence is not judged yet,
         // and at 47 s (judged up to 32 s) it is.
         world.peer_writers = Some(PeerWriters {
             stored_through: Timestamp(2_000),
