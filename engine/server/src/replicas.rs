@@ -257,15 +257,16 @@ fn fold_verdicts(
                 .map_or(read_at, |mark| (*mark).min(read_at))
         })
         .collect();
-    others.writers = marks
-        .iter()
-        .min()
-        .zip(marks.iter().max())
-        .map(|(oldest, newest)| PeerWriters {
+    // No other live replica: the last marks stay, dated, for
+    // `World::judged_at` to go on holding judgement back for a while.
+    if let Some((oldest, newest)) = marks.iter().min().zip(marks.iter().max()) {
+        others.writers = Some(PeerWriters {
             stored_through: *oldest,
             least_behind: *newest,
             hold_at_most: hold,
+            seen_at: read_at,
         });
+    }
     if others.live != read.live {
         others.live = read.live;
         others.dirty = true;
@@ -473,6 +474,7 @@ mod tests {
                 stored_through: Timestamp(44_000),
                 least_behind: Timestamp(49_000),
                 hold_at_most: HOLD,
+                seen_at: READ_AT,
             })
         );
         // A live replica that says nothing (an earlier version) counts as
@@ -485,9 +487,9 @@ mod tests {
             (writers.stored_through, writers.least_behind),
             (READ_AT, READ_AT)
         );
-        // Alone: no mark.
+        // Alone: the last marks stay, dated by the read that saw them.
         three.live = vec!["me".into()];
-        fold(&mut others, three);
-        assert_eq!(others.writers, None);
+        fold_verdicts(&mut others, "me", three, Timestamp(60_000), HOLD);
+        assert_eq!(others.writers, Some(writers));
     }
 }

@@ -158,7 +158,8 @@ pub struct World {
     /// stored, as read before this replica's last complete read of the
     /// store's node changes began (`replicas.rs`). A heartbeat another
     /// replica received reaches this one only once stored; silence is judged
-    /// up to here as well. `None`: no other live replica said.
+    /// up to here as well. Kept, dated, when the others stop being live.
+    /// `None`: no other live replica was ever read.
     pub peer_writers: Option<PeerWriters>,
     /// The metric samples the autoscaler reads while this replica leads
     /// (the node API and the replicas' mirror note every heartbeat's
@@ -183,6 +184,12 @@ pub struct PeerWriters {
     /// another is less behind; when all are, heartbeats stored up to this
     /// late still count.
     pub hold_at_most: Duration,
+    /// When a read last showed another live replica (by this replica's
+    /// clock). For [`PeerWriters::hold_at_most`] after it, this replica
+    /// still judges as one of several: a replica whose presence lapsed
+    /// because it or this one was starved for a few seconds still took
+    /// heartbeats, and they may not be read yet.
+    pub seen_at: Timestamp,
 }
 
 /// What the other live replicas see of each node (`replicas.rs` reads it;
@@ -501,19 +508,21 @@ impl World {
     }
 
     /// The moment a node's silence is judged up to: with other live
-    /// replicas, the moment this replica has read their heartbeats up to
+    /// replicas (or one seen live within [`PeerWriters::hold_at_most`]),
+    /// the moment this replica has read their heartbeats up to
     /// ([`World::heard_as_of`]) and they had stored them up to
     /// ([`World::peer_writers`], held back at most
     /// [`PeerWriters::hold_at_most`]), if that is earlier than now; alone,
     /// now (every heartbeat comes here).
     pub fn judged_at(&self, now: Timestamp) -> Timestamp {
-        if !self.vantage.as_ref().is_some_and(|v| v.live > 1) {
-            return now;
-        }
-        let Some(heard) = self.heard_as_of else {
+        let peers = self
+            .peer_writers
+            .filter(|peers| now.since(peers.seen_at) <= peers.hold_at_most);
+        let live = self.vantage.as_ref().is_some_and(|v| v.live > 1);
+        let Some(heard) = self.heard_as_of.filter(|_| live || peers.is_some()) else {
             return now;
         };
-        let stored = self.peer_writers.map_or(now, |peers| {
+        let stored = peers.map_or(now, |peers| {
             peers.stored_through.max(now.minus(peers.hold_at_most))
         });
         heard.min(stored).min(now)
@@ -1594,6 +1603,7 @@ mod tests {
             stored_through: Timestamp(28_000),
             least_behind: Timestamp(38_000),
             hold_at_most: Duration::from_secs(15),
+            seen_at: Timestamp(39_500),
         });
         assert_eq!(world.judged_at(now), Timestamp(28_000));
         assert!(world.own_verdicts(now)["n1"].0);
@@ -1605,16 +1615,22 @@ mod tests {
             stored_through: Timestamp(2_000),
             least_behind: Timestamp(38_000),
             hold_at_most: Duration::from_secs(15),
+            seen_at: Timestamp(39_500),
         });
         assert_eq!(world.judged_at(now), Timestamp(25_000));
         assert!(world.own_verdicts(now)["n1"].0);
         world.heard_as_of = Some(Timestamp(46_000));
         assert_eq!(world.judged_at(Timestamp(47_000)), Timestamp(32_000));
         assert!(!world.own_verdicts(Timestamp(47_000))["n1"].0);
-        // Alone, no mark holds anything back.
+        // Alone, but another replica was live 7.5 s ago (within the bound):
+        // it may have taken heartbeats not read yet, so the same holds.
         let mut alone = world_with_one_node(1, &[]);
         alone.peer_writers = world.peer_writers;
         alone.heard_as_of = world.heard_as_of;
+        assert_eq!(alone.judged_at(Timestamp(47_000)), Timestamp(32_000));
+        // None seen for longer than the bound: every heartbeat comes here.
+        assert_eq!(alone.judged_at(Timestamp(55_000)), Timestamp(55_000));
+        alone.peer_writers = None;
         assert_eq!(alone.judged_at(now), now);
     }
 
