@@ -213,6 +213,8 @@ fn main() {
         );
 
         let mut server_us: Vec<Duration> = Vec::new();
+        // The same, split by kind: [drains, undrains].
+        let mut server_us_by_kind: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         let mut http_us: Vec<Duration> = Vec::new();
         let mut recomputes_per_change = Vec::new();
         let mut wrong = 0;
@@ -242,7 +244,9 @@ fn main() {
                 let after = recomputes(&mut admin).await;
                 let count = after.1 - before.1;
                 if count >= 1.0 {
-                    server_us.push(Duration::from_secs_f64((after.0 - before.0) / count));
+                    let each = Duration::from_secs_f64((after.0 - before.0) / count);
+                    server_us.push(each);
+                    server_us_by_kind[usize::from(!drained)].push(each);
                 }
                 recomputes_per_change.push(count as u64);
                 http_us.push(took);
@@ -269,6 +273,14 @@ fn main() {
             ms(median),
             ms(p90)
         );
+        for (kind, times) in ["drains", "undrains"].iter().zip(&server_us_by_kind) {
+            let (median, p90) = median_p90(times).unwrap_or_default();
+            println!(
+                "    {kind}: median {:.3} ms, p90 {:.3} ms",
+                ms(median),
+                ms(p90)
+            );
+        }
         let (median, p90) = median_p90(&http_us).unwrap_or_default();
         println!(
             "  POST /nodes/{{id}}/drain over loopback HTTP (store write, audit, recompute): \
