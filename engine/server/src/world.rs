@@ -97,11 +97,8 @@ impl NodeEntry {
         at: Timestamp,
     ) -> NodeEntry {
         let (settings, probe) = liveness_for(defaults, decl, &record.node.region);
-        // Restored or read from the store: up now, or down since a moment
-        // other than its registration, it was up once.
-        let ever_up = liveness.ever_ready
-            || record.node.status != NodeStatus::Down
-            || record.node.status_since != record.registered_at;
+        // Restored after a restart (`Liveness::restored`), or read up.
+        let ever_up = liveness.ever_ready || record.node.status == NodeStatus::Up;
         NodeEntry {
             ever_up,
             record,
