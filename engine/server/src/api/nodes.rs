@@ -544,18 +544,16 @@ pub async fn accept_heartbeat(
     let lag = app.heartbeat_backlog.lag(at);
     let behind = lag > app.settings.liveness.heartbeat_timeout / 2
         && app.less_behind_replica_is_live(lag, at);
-    let slot = match reserved {
-        Ok(slot) if !behind => Some(slot),
-        Ok(_) => {
-            app.counters.heartbeats_shed.inc();
-            return Err(HeartbeatRefused::Overloaded);
-        }
-        Err(tokio::sync::mpsc::error::TrySendError::Full(())) if app.others_are_live() => {
-            app.counters.heartbeats_shed.inc();
-            return Err(HeartbeatRefused::Overloaded);
-        }
-        Err(_) => None,
+    let shed = match &reserved {
+        Ok(_) => behind,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => app.others_are_live(),
+        Err(_) => false,
     };
+    if shed {
+        app.counters.heartbeats_shed.inc();
+        return Err(HeartbeatRefused::Overloaded);
+    }
+    let slot = reserved.ok();
     let outcome = {
         let mut guard = app.write_world();
         let world = &mut *guard;
