@@ -1507,14 +1507,7 @@ mod tests {
             &Declarations::default(),
             at,
         );
-        let others = others
-            .iter()
-            .map(|(replica, ready)| Verdict {
-                replica: (*replica).to_owned(),
-                ready: *ready,
-                detail: format!("{replica} says {ready}"),
-            })
-            .collect();
+        let others = verdicts_of(others);
         World {
             commit: None,
             decl: Arc::new(Declarations::default()),
@@ -1581,6 +1574,17 @@ mod tests {
         assert_eq!(alone.reconcile(now, true)[0].status, NodeStatus::Down);
     }
 
+    /// Other replicas seen live at 39.5 s, the furthest behind having
+    /// stored through `ms`, held back at most 15 s.
+    fn peers_stored_through(ms: i64) -> PeerWriters {
+        PeerWriters {
+            stored_through: Timestamp(ms),
+            least_behind: Timestamp(38_000),
+            hold_at_most: Duration::from_secs(15),
+            seen_at: Timestamp(39_500),
+        }
+    }
+
     #[test]
     fn silence_is_judged_only_up_to_where_the_other_replicas_had_stored_held_back_at_most_a_bound()
     {
@@ -1596,24 +1600,14 @@ mod tests {
         // the timeout).
         let mut world = world_with_one_node(3, &[("b", false), ("c", true)]);
         world.heard_as_of = Some(Timestamp(39_000));
-        world.peer_writers = Some(PeerWriters {
-            stored_through: Timestamp(28_000),
-            least_behind: Timestamp(38_000),
-            hold_at_most: Duration::from_secs(15),
-            seen_at: Timestamp(39_500),
-        });
+        world.peer_writers = Some(peers_stored_through(28_000));
         assert_eq!(world.judged_at(now), Timestamp(28_000));
         assert!(world.own_verdicts(now)["n1"].0);
         assert!(world.reconcile(now, true).is_empty(), "2 of 3 still up");
         // A writer far behind holds judgement back by at most the bound
         // (15 s here): up to 25 s, so the 24 s of silence is not judged yet,
         // and at 47 s (judged up to 32 s) it is.
-        world.peer_writers = Some(PeerWriters {
-            stored_through: Timestamp(2_000),
-            least_behind: Timestamp(38_000),
-            hold_at_most: Duration::from_secs(15),
-            seen_at: Timestamp(39_500),
-        });
+        world.peer_writers = Some(peers_stored_through(2_000));
         assert_eq!(world.judged_at(now), Timestamp(25_000));
         assert!(world.own_verdicts(now)["n1"].0);
         world.heard_as_of = Some(Timestamp(46_000));
@@ -1666,20 +1660,22 @@ mod tests {
         assert_eq!(world.nodes_for_engine()[0].status_since, Timestamp(7_000));
     }
 
+    /// The other replicas' verdicts `(replica, ready)`.
+    fn verdicts_of(others: &[(&str, bool)]) -> Vec<Verdict> {
+        others
+            .iter()
+            .map(|(replica, ready)| Verdict {
+                replica: (*replica).to_owned(),
+                ready: *ready,
+                detail: format!("{replica} says {ready}"),
+            })
+            .collect()
+    }
+
     /// Replaces the other replicas' verdicts on `n1`.
     fn world_verdicts(world: &mut World, others: &[(&str, bool)]) {
         let vantage = world.vantage.as_mut().unwrap();
-        vantage.others.insert(
-            "n1".to_owned(),
-            others
-                .iter()
-                .map(|(replica, ready)| Verdict {
-                    replica: (*replica).to_owned(),
-                    ready: *ready,
-                    detail: format!("{replica} says {ready}"),
-                })
-                .collect(),
-        );
+        vantage.others.insert("n1".to_owned(), verdicts_of(others));
     }
 
     #[test]
