@@ -39,9 +39,8 @@
 //! bench) instead of one daemon on SQLite: nodes register with the first,
 //! the load's connections are spread over all of them, CPU, RSS and the
 //! phases' counters are their sums (the nodes up, the first replica's).
-//! A replica whose writer is behind answers a heartbeat only once it is
-//! stored, so a connection may wait a batch's write: the default is 384
-//! connections. As agents do, a
+//! Replicas answer a heartbeat only once it is stored, so a connection
+//! waits a batch's write: the default is 384 connections. As agents do, a
 //! heartbeat refused with 503, timed out or lost moves to the next replica.
 
 #[allow(dead_code)]
@@ -81,8 +80,8 @@ impl Settings {
         Settings {
             nodes: usize::try_from(env_number("INGEST_NODES", 10_000).clamp(1, 100_000))
                 .unwrap_or(10_000),
-            // Among replicas a writer behind answers a heartbeat once stored,
-            // a batch's write later: more connections keep the rate in flight.
+            // Among replicas a heartbeat is answered once stored, a batch's
+            // write later: more connections keep the same rate in flight.
             connections: usize::try_from(
                 env_number(
                     "INGEST_CONCURRENCY",

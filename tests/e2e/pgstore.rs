@@ -533,6 +533,10 @@ impl HeldWriter {
     }
 }
 
+/// An answer faster than this did not wait for the store (which takes half
+/// the heartbeat timeout, 1 s, to give up).
+const AT_ONCE: Duration = Duration::from_millis(700);
+
 /// `answer` is `503 overloaded` with `Retry-After: 1`.
 fn assert_overloaded(answer: &neutral_e2e::http::Response) {
     assert_eq!(answer.status, 503, "{}", answer.body);
@@ -545,46 +549,39 @@ fn assert_overloaded(answer: &neutral_e2e::http::Response) {
     );
 }
 
-/// How long b's writer waits after taking a heartbeat before it is behind
-/// enough that answers wait for the store (500 ms), with a margin.
-const BEHIND: Duration = Duration::from_millis(650);
-
 #[test]
-fn among_replicas_a_heartbeat_is_answered_only_once_stored_while_the_writer_is_behind() {
+fn among_replicas_a_heartbeat_is_answered_only_once_stored_and_sent_elsewhere_when_it_is_not() {
     // b's queue is the default, 50,000: it never fills here.
     let Some(held) = HeldWriter::start(&[]) else {
         return;
     };
-    // A writer keeping up answers at once. Then it is held: the heartbeat
-    // it took is not written.
-    std::fs::write(&held.hold, "").unwrap();
-    let (answer, _) = held.timed_at_b();
+    // A free writer: answered once stored, within a batch's write.
+    let (answer, took) = held.timed_at_b();
     assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(took < AT_ONCE, "answered after {took:?}");
 
-    // Behind: the heartbeat is counted, but answered only after waiting
-    // for the store (half the shorter of the heartbeat timeout, 2 s, and
-    // the agent's wait, 1 s) and refused then, so the agent sends it to
-    // the other replica.
-    std::thread::sleep(BEHIND);
+    // A held writer: the heartbeat is counted, but answered only after half
+    // the heartbeat timeout (1 s of 2 s) without being stored, and refused
+    // then, so the agent sends it to the other replica.
+    std::fs::write(&held.hold, "").unwrap();
     let (answer, took) = held.timed_at_b();
     assert_overloaded(&answer);
     assert!(
-        took >= Duration::from_millis(480),
+        took >= Duration::from_millis(950),
         "refused after {took:?}, before the wait"
     );
     assert_eq!(counter(&held.b, "neutral_heartbeats_not_stored_total"), 1.0);
-    assert_eq!(counter(&held.b, "neutral_heartbeats_shed_total"), 0.0);
     assert_eq!(held.status_at(&held.a), 200, "the other replica takes it");
 
-    // Half a timeout behind (1 s) with a less behind replica live: shed at
+    // Now half a timeout behind with a less behind replica live: refused at
     // once, before it changes anything.
-    std::thread::sleep(Duration::from_millis(300));
-    let (answer, _) = held.timed_at_b();
+    let (answer, took) = held.timed_at_b();
     assert_overloaded(&answer);
-    assert_eq!(counter(&held.b, "neutral_heartbeats_shed_total"), 1.0);
+    assert!(took < AT_ONCE, "refused after {took:?}");
+    assert!(counter(&held.b, "neutral_heartbeats_shed_total") >= 1.0);
     assert_eq!(counter(&held.b, "neutral_heartbeats_not_stored_total"), 1.0);
 
-    // The writer released, b takes heartbeats again.
+    // The writer released, b takes heartbeats again; the held one lands too.
     std::fs::remove_file(&held.hold).unwrap();
     wait_for(
         "b to accept heartbeats again",
@@ -600,11 +597,9 @@ fn a_replica_whose_heartbeat_queue_is_full_sends_nodes_to_another_but_a_lone_one
         return;
     };
     std::fs::write(&held.hold, "").unwrap();
-    assert_eq!(held.status_at(&held.b), 200, "taken, then held");
-    std::thread::sleep(BEHIND);
-    // Twelve at once: those the queue has room for (four, or three when a
-    // heartbeat sent before the hold still waits there) wait in it, each
-    // refused once not stored in time; the rest are refused at once.
+    // Twelve at once: the writer takes one and holds it, four wait in the
+    // queue (each refused once not stored in time), the rest are refused at
+    // once.
     let answers: Vec<_> = std::thread::scope(|scope| {
         let sends: Vec<_> = (0..12).map(|_| scope.spawn(|| held.timed_at_b())).collect();
         sends.into_iter().map(|send| send.join().unwrap()).collect()
@@ -612,11 +607,15 @@ fn a_replica_whose_heartbeat_queue_is_full_sends_nodes_to_another_but_a_lone_one
     for (answer, _) in &answers {
         assert_overloaded(answer);
     }
+    let at_once = answers.iter().filter(|(_, took)| *took < AT_ONCE).count();
     let shed = counter(&held.b, "neutral_heartbeats_shed_total");
     let not_stored = counter(&held.b, "neutral_heartbeats_not_stored_total");
-    assert!(
-        (3.0..=4.0).contains(&not_stored) && shed + not_stored == 12.0,
-        "shed {shed}, not stored {not_stored}: {answers:?}"
+    assert!(at_once >= 7, "{at_once} of 12 refused at once: {answers:?}");
+    assert!(not_stored <= 5.0, "{not_stored} queued past the queue's 4");
+    assert_eq!(
+        shed + not_stored,
+        12.0,
+        "shed {shed}, not stored {not_stored}"
     );
 
     // Alone (a stopped, its verdicts withdrawn), b keeps heartbeats in

@@ -87,7 +87,7 @@ pub struct Counters {
     /// behind and a less behind replica live).
     pub heartbeats_shed: Counter,
     /// Heartbeats counted but answered `503 overloaded` because, among
-    /// replicas, a writer behind did not store them in time.
+    /// replicas, they were not stored within half a heartbeat timeout.
     pub heartbeats_not_stored: Counter,
     pub registrations: Counter,
     /// Registrations refused: identity conflict, region full, rate limited.
@@ -229,7 +229,7 @@ impl Counters {
             ),
             (
                 "neutral_heartbeats_not_stored",
-                "Heartbeats answered 503 overloaded among replicas because a writer behind did not store them in time",
+                "Heartbeats answered 503 overloaded among replicas because they were not stored within half the heartbeat timeout",
                 &self.heartbeats_not_stored,
             ),
             (

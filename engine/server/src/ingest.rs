@@ -4,7 +4,7 @@
 //! off the request path. The queue in front of it is bounded
 //! (`--heartbeat-queue`), and `backlog::Backlog` tells how far behind it is.
 //! A queued heartbeat may carry a waiter told once its batch is committed
-//! (among replicas, a writer behind has the node API answer only then); such a batch is written
+//! (among replicas, the node API answers only then); such a batch is written
 //! as soon as the writer is free, without waiting for company. What a full
 //! queue, a late writer or a failed write means for a heartbeat, the node API
 //! decides (`api::nodes::accept_heartbeat`).

@@ -520,10 +520,10 @@ pub enum HeartbeatRefused {
     /// held only in this replica's memory would never reach the leader,
     /// which reads the others' heartbeats from the store.
     Overloaded,
-    /// Among replicas, with the writer behind, the heartbeat was taken (this
-    /// replica counts it) but not stored in time (`store_wait`), or its
-    /// write failed (counted as not stored): the agent sends the next one to
-    /// another replica. A late write still lands.
+    /// Among replicas, the heartbeat was taken (this replica counts it) but
+    /// not stored within half the heartbeat timeout, or its write failed
+    /// (counted as not stored): the agent sends the next one to another
+    /// replica. A late write still lands.
     NotStored,
 }
 
@@ -555,18 +555,16 @@ pub async fn accept_heartbeat(
     // A lone replica's memory is the whole truth: it keeps the heartbeat
     // and loses only the stored sample.
     let at = now();
-    let others_live = app.others_are_live();
+    let wait_for_store = app.others_are_live();
     let reserved = app.heartbeats.try_reserve();
     let lag = app.heartbeat_backlog.lag(at);
     let behind = lag > app.settings.liveness.heartbeat_timeout / 2
         && app.less_behind_replica_is_live(lag, at);
     let shed = match &reserved {
         Ok(_) => behind,
-        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => others_live,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => wait_for_store,
         Err(_) => false,
     };
-    // Among replicas, a writer this far behind answers only once stored.
-    let wait_for_store = others_live && lag > STORE_BEFORE_ANSWER_WHEN_BEHIND;
     if shed {
         app.counters.heartbeats_shed.inc();
         return Err(HeartbeatRefused::Overloaded);
@@ -617,15 +615,11 @@ pub async fn accept_heartbeat(
         at,
         metrics,
     };
-    // Among replicas, while the writer is behind, the answer waits until
-    // the heartbeat is stored: the others learn of it only from the store,
-    // and an answer given before would let the node believe it was heard
-    // by replicas that never will be (a starved replica held thousands so,
-    // and the leader, alone once it no longer saw that replica, took their
-    // nodes down). A writer keeping up answers at once, so a replica that
-    // stalls holds at most this bound's worth of answered heartbeats: one
-    // interval's per node, which the heartbeat timeout (several intervals)
-    // absorbs.
+    // Among replicas the answer waits until the heartbeat is stored: the
+    // others learn of it only from the store, so an answer given before
+    // would let the node believe it was heard by replicas that never will
+    // be (a starved replica held thousands so, and the leader, alone once
+    // it no longer saw that replica, took their nodes down).
     let mut stored = None;
     match slot {
         Some(slot) => {
@@ -651,10 +645,7 @@ pub async fn accept_heartbeat(
         app.reconcile_soon.notify_one();
     }
     if let Some(stored) = stored {
-        let within = store_wait(
-            app.settings.heartbeat_interval,
-            app.settings.liveness.heartbeat_timeout,
-        );
+        let within = app.settings.liveness.heartbeat_timeout / 2;
         if !matches!(tokio::time::timeout(within, stored).await, Ok(Ok(()))) {
             // Still queued (it may yet be stored) or failed to write: the
             // agent sends its next heartbeat to another replica.
@@ -666,23 +657,6 @@ pub async fn accept_heartbeat(
         .heartbeat_seconds
         .observe(started.elapsed().as_secs_f64());
     Ok(HeartbeatAnswer { status, release })
-}
-
-/// Among replicas, a heartbeat writer whose oldest unwritten heartbeat is
-/// older than this answers heartbeats only once they are stored; a writer
-/// keeping up writes every 100 ms.
-const STORE_BEFORE_ANSWER_WHEN_BEHIND: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// How long a heartbeat waits to be stored before it is refused: half the
-/// shorter of the heartbeat timeout and the agent's own wait for an answer
-/// (its interval, within 1 s .. 10 s), so the agent hears `503` and moves
-/// on with time to spare before the node would time out.
-fn store_wait(interval: std::time::Duration, timeout: std::time::Duration) -> std::time::Duration {
-    let agent_waits = interval.clamp(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(10),
-    );
-    timeout.min(agent_waits) / 2
 }
 
 /// What `node` would be told now without a heartbeat (pushed on its agent
@@ -838,29 +812,5 @@ pub async fn expire_registrations(app: Arc<App>, mut shutdown: crate::shutdown::
             }
         }
         app.recompute("registrations expired").await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::store_wait;
-
-    #[test]
-    fn a_heartbeat_waits_for_the_store_half_the_shorter_of_the_timeout_and_the_agents_wait() {
-        let secs = Duration::from_secs;
-        assert_eq!(store_wait(secs(2), secs(6)), secs(1), "the agent waits 2 s");
-        assert_eq!(
-            store_wait(Duration::from_millis(500), secs(2)),
-            Duration::from_millis(500),
-            "an agent waits at least 1 s"
-        );
-        assert_eq!(store_wait(secs(30), secs(90)), secs(5), "at most 10 s");
-        assert_eq!(
-            store_wait(secs(10), secs(4)),
-            secs(2),
-            "the timeout is shorter"
-        );
     }
 }
