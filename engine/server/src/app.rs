@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use neutral_core::model::{NodeStatus, Timestamp};
-use neutral_store::{AuditEntry, StatusUpdate, Store, TokenHash};
+use neutral_store::{AuditEntry, Heartbeat, StatusUpdate, Store, TokenHash};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::coalesce::Coalescer;
@@ -37,7 +37,7 @@ pub struct App {
     /// Run tokens and region join tokens minted by the scheduler.
     pub grants: crate::auth::Grants,
     pub world: RwLock<World>,
-    pub heartbeats: mpsc::Sender<crate::backlog::Queued>,
+    pub heartbeats: mpsc::Sender<Heartbeat>,
     /// How far behind the writer of `heartbeats` is.
     pub heartbeat_backlog: crate::backlog::Backlog,
     pub sync_requests: mpsc::Sender<SyncRequest>,

@@ -1,23 +1,11 @@
-//! What passes between the node API (`api::nodes::accept_heartbeat`) and
-//! the heartbeat writer (`ingest.rs`): a queued heartbeat with its waiter,
-//! and how far behind the writer is. A leaf: it imports nothing of the
-//! daemon's.
+//! How far behind the heartbeat writer (`ingest.rs`) is, for the node API
+//! to read (`api::nodes::accept_heartbeat`). A leaf: it holds one number
+//! and imports nothing of the daemon's.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use neutral_core::model::Timestamp;
-use neutral_store::Heartbeat;
-use tokio::sync::oneshot;
-
-/// A heartbeat waiting for the writer, and whoever waits to hear that it is
-/// stored: told `()` once its batch is committed; dropped unanswered when the
-/// write fails or the daemon stops first.
-#[derive(Debug)]
-pub struct Queued {
-    pub heartbeat: Heartbeat,
-    pub stored: Option<oneshot::Sender<()>>,
-}
 
 /// How far behind the heartbeat writer is: when the oldest heartbeat it
 /// has taken and not yet committed was received. Other replicas learn of a

@@ -86,9 +86,6 @@ pub struct Counters {
     /// and other replicas live, or the writer half a heartbeat timeout
     /// behind and a less behind replica live).
     pub heartbeats_shed: Counter,
-    /// Heartbeats counted but answered `503 overloaded` because, among
-    /// replicas, they were not stored within half a heartbeat timeout.
-    pub heartbeats_not_stored: Counter,
     pub registrations: Counter,
     /// Registrations refused: identity conflict, region full, rate limited.
     pub registrations_refused: Counter,
@@ -149,7 +146,6 @@ impl Counters {
             heartbeats: Counter::default(),
             heartbeats_rejected: Counter::default(),
             heartbeats_shed: Counter::default(),
-            heartbeats_not_stored: Counter::default(),
             registrations: Counter::default(),
             registrations_refused: Counter::default(),
             registrations_expired: Counter::default(),
@@ -226,11 +222,6 @@ impl Counters {
                 "neutral_heartbeats_shed",
                 "Heartbeats refused with 503 overloaded: the writer's queue was full, or it was behind and a less behind replica was live",
                 &self.heartbeats_shed,
-            ),
-            (
-                "neutral_heartbeats_not_stored",
-                "Heartbeats answered 503 overloaded among replicas because they were not stored within half the heartbeat timeout",
-                &self.heartbeats_not_stored,
             ),
             (
                 "neutral_registrations",

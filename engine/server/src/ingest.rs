@@ -1,22 +1,18 @@
 //! The heartbeat writer: heartbeats are accepted in memory at once and
-//! written to the store in batches (one transaction per batch), so the node
-//! API sustains thousands of heartbeats per second. Also checkpoints the WAL
-//! off the request path. The queue in front of it is bounded
-//! (`--heartbeat-queue`), and `backlog::Backlog` tells how far behind it is.
-//! A queued heartbeat may carry a waiter told once its batch is committed
-//! (among replicas, the node API answers only then); such a batch is written
-//! as soon as the writer is free, without waiting for company. What a full
-//! queue, a late writer or a failed write means for a heartbeat, the node API
-//! decides (`api::nodes::accept_heartbeat`).
+//! written to SQLite in batches (one transaction per batch), so the node API
+//! sustains thousands of heartbeats per second. Also checkpoints the WAL off
+//! the request path. The queue in front of it is bounded (`--heartbeat-queue`),
+//! and `backlog::Backlog` tells how far behind it is; what a full queue or a late
+//! writer means for a heartbeat, the node API decides
+//! (`api::nodes::accept_heartbeat`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use neutral_store::Heartbeat;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::backlog::Queued;
 use crate::shutdown::Shutdown;
 
 /// Largest batch written in one transaction.
@@ -31,7 +27,7 @@ pub const FAULT_HOLD_HEARTBEAT_WRITER: &str = "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRIT
 /// How long the writer may be held by [`FAULT_HOLD_HEARTBEAT_WRITER`].
 const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
-pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Queued>, mut shutdown: Shutdown) {
+pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Heartbeat>, mut shutdown: Shutdown) {
     let hold = std::env::var_os(FAULT_HOLD_HEARTBEAT_WRITER).map(std::path::PathBuf::from);
     let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -39,23 +35,15 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Queued>, mut shutdown: Sh
         tokio::select! {
             first = rx.recv() => {
                 let Some(first) = first else { break };
-                app.heartbeat_backlog.taken(first.heartbeat.at);
+                app.heartbeat_backlog.taken(first.at);
                 if let Some(hold) = &hold {
                     hold_while_armed(hold).await;
                 }
-                // Someone waits for this batch: write what is queued now (a
-                // busy store gathers the next batch meanwhile) instead of
-                // keeping an answer waiting for company.
-                let linger = if first.stored.is_some() { Duration::ZERO } else { MAX_DELAY };
                 let mut batch = vec![first];
-                let deadline = tokio::time::Instant::now() + linger;
+                let deadline = tokio::time::Instant::now() + MAX_DELAY;
                 while batch.len() < MAX_BATCH {
-                    if let Ok(queued) = rx.try_recv() {
-                        batch.push(queued);
-                        continue;
-                    }
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(queued)) => batch.push(queued),
+                        Ok(Some(heartbeat)) => batch.push(heartbeat),
                         Ok(None) | Err(_) => break,
                     }
                 }
@@ -109,29 +97,18 @@ async fn hold_while_armed(arm: &std::path::Path) {
     }
 }
 
-/// Writes one batch in one transaction, then tells its waiters; a failed
-/// write drops them unanswered.
-async fn write(app: &App, batch: Vec<Queued>) {
-    let (heartbeats, waiters): (Vec<Heartbeat>, Vec<Option<oneshot::Sender<()>>>) = batch
-        .into_iter()
-        .map(|queued| (queued.heartbeat, queued.stored))
-        .unzip();
+async fn write(app: &App, batch: Vec<Heartbeat>) {
     match app
-        .with_store(move |s| s.samples().record_heartbeats(&heartbeats))
+        .with_store(move |s| s.samples().record_heartbeats(&batch))
         .await
     {
-        Ok(outcome) => {
-            if !outcome.unknown.is_empty() {
-                tracing::debug!(
-                    unknown = outcome.unknown.len(),
-                    "heartbeats of deleted nodes dropped"
-                );
-            }
-            for waiter in waiters.into_iter().flatten() {
-                // The handler may have stopped waiting: nothing to tell.
-                let _ = waiter.send(());
-            }
+        Ok(outcome) if !outcome.unknown.is_empty() => {
+            tracing::debug!(
+                unknown = outcome.unknown.len(),
+                "heartbeats of deleted nodes dropped"
+            );
         }
+        Ok(_) => {}
         Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot store heartbeats"),
     }
 }

@@ -56,7 +56,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use neutral_dns::{DnsServer, Zone, ZoneSet};
-use neutral_store::{Store, StoreLocation, StoreOptions};
+use neutral_store::{Heartbeat, Store, StoreLocation, StoreOptions};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinSet;
 
@@ -495,7 +495,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
 /// under its term).
 fn spawn_replica_tasks(
     app: &Arc<App>,
-    heartbeats: mpsc::Receiver<backlog::Queued>,
+    heartbeats: mpsc::Receiver<Heartbeat>,
     tasks: &mut JoinSet<()>,
     shutdown: &Shutdown,
     elected: bool,

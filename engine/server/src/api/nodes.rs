@@ -19,7 +19,6 @@ use super::read;
 use crate::admission;
 use crate::app::App;
 use crate::auth;
-use crate::backlog::Queued;
 use crate::error::{ApiError, JsonBody};
 use crate::world::{NodeEntry, now};
 
@@ -483,14 +482,6 @@ pub async fn heartbeat(
             )
             .with_retry_after(1));
         }
-        Err(HeartbeatRefused::NotStored) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "this replica could not store the heartbeat in time; send heartbeats to another replica",
-            )
-            .with_retry_after(1));
-        }
     };
     trust_client(&app, connect.as_ref());
     Ok(Json(HeartbeatResponse {
@@ -520,19 +511,13 @@ pub enum HeartbeatRefused {
     /// held only in this replica's memory would never reach the leader,
     /// which reads the others' heartbeats from the store.
     Overloaded,
-    /// Among replicas, the heartbeat was taken (this replica counts it) but
-    /// not stored within half the heartbeat timeout, or its write failed
-    /// (counted as not stored): the agent sends the next one to another
-    /// replica. A late write still lands.
-    NotStored,
 }
 
 /// A node's heartbeat, whichever way it came (`POST /nodes/heartbeat` or
 /// the agent stream), with its metrics already checked: liveness, metrics,
 /// the release exchange and the batched write. Refused, changing nothing,
 /// when the node is unknown or `token` is not its token, or when this
-/// replica cannot store it and another replica could; refused after it was
-/// counted when, among replicas, it was not stored in time.
+/// replica cannot store it and another replica could.
 pub async fn accept_heartbeat(
     app: &App,
     node_id: String,
@@ -555,14 +540,13 @@ pub async fn accept_heartbeat(
     // A lone replica's memory is the whole truth: it keeps the heartbeat
     // and loses only the stored sample.
     let at = now();
-    let wait_for_store = app.others_are_live();
     let reserved = app.heartbeats.try_reserve();
     let lag = app.heartbeat_backlog.lag(at);
     let behind = lag > app.settings.liveness.heartbeat_timeout / 2
         && app.less_behind_replica_is_live(lag, at);
     let shed = match &reserved {
         Ok(_) => behind,
-        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => wait_for_store,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => app.others_are_live(),
         Err(_) => false,
     };
     if shed {
@@ -615,24 +599,8 @@ pub async fn accept_heartbeat(
         at,
         metrics,
     };
-    // Among replicas the answer waits until the heartbeat is stored: the
-    // others learn of it only from the store, so an answer given before
-    // would let the node believe it was heard by replicas that never will
-    // be (a starved replica held thousands so, and the leader, alone once
-    // it no longer saw that replica, took their nodes down).
-    let mut stored = None;
     match slot {
-        Some(slot) => {
-            let waiter = wait_for_store.then(|| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                stored = Some(rx);
-                tx
-            });
-            slot.send(Queued {
-                heartbeat,
-                stored: waiter,
-            });
-        }
+        Some(slot) => slot.send(heartbeat),
         // The writer is behind: the in-memory view is updated, only this
         // sample is lost.
         None => {
@@ -643,15 +611,6 @@ pub async fn accept_heartbeat(
         // The health ticker reconciles at once; a burst of heartbeats that
         // change liveness (thousands of nodes coming up) folds into few runs.
         app.reconcile_soon.notify_one();
-    }
-    if let Some(stored) = stored {
-        let within = app.settings.liveness.heartbeat_timeout / 2;
-        if !matches!(tokio::time::timeout(within, stored).await, Ok(Ok(()))) {
-            // Still queued (it may yet be stored) or failed to write: the
-            // agent sends its next heartbeat to another replica.
-            app.counters.heartbeats_not_stored.inc();
-            return Err(HeartbeatRefused::NotStored);
-        }
     }
     app.counters
         .heartbeat_seconds

@@ -320,9 +320,6 @@ async fn heartbeat(
             HeartbeatRefused::Overloaded => Status::unavailable(
                 "this replica's heartbeat writer is behind; send heartbeats to another replica",
             ),
-            HeartbeatRefused::NotStored => Status::unavailable(
-                "this replica could not store the heartbeat in time; send heartbeats to another replica",
-            ),
         })?;
     Ok((message.sequence, answer))
 }
