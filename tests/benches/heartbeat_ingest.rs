@@ -23,7 +23,7 @@
 //! and heartbeats alone keep them `up` (rise 2, heartbeat timeout 6 s).
 //!
 //! `cargo bench -p neutral-e2e --bench heartbeat_ingest`; tune with
-//! `INGEST_NODES` (10000), `INGEST_CONCURRENCY` (64), `INGEST_SECONDS` (20),
+//! `INGEST_NODES` (10000), `INGEST_CONCURRENCY` (64; 384 with replicas), `INGEST_SECONDS` (20),
 //! `INGEST_RATE` (5000), `INGEST_MAX_REQUESTS` (2000000 per phase), `INGEST_INTERVAL`
 //! (2: the nodes' heartbeat interval in seconds; issue 17's 100,000 nodes at 10,000/s
 //! is `INGEST_NODES=100000 INGEST_RATE=10000 INGEST_INTERVAL=10`).
@@ -39,6 +39,11 @@
 //! bench) instead of one daemon on SQLite: nodes register with the first,
 //! the load's connections are spread over all of them, CPU, RSS and the
 //! phases' counters are their sums (the nodes up, the first replica's).
+//! Every connection sends its nodes' heartbeats one after another, so one
+//! slow answer delays all of them, where agents wait each for its own: with
+//! replicas the default is 384 connections (26 nodes each at 10,000 nodes)
+//! rather than 64. As agents do, a heartbeat refused with 503, timed out or
+//! lost moves to the next replica.
 
 #[allow(dead_code)]
 mod common;
@@ -77,8 +82,20 @@ impl Settings {
         Settings {
             nodes: usize::try_from(env_number("INGEST_NODES", 10_000).clamp(1, 100_000))
                 .unwrap_or(10_000),
-            connections: usize::try_from(env_number("INGEST_CONCURRENCY", 64).clamp(1, 1024))
-                .unwrap_or(64),
+            // A connection's nodes wait behind each other's answers; with
+            // replicas more connections keep that closer to agents.
+            connections: usize::try_from(
+                env_number(
+                    "INGEST_CONCURRENCY",
+                    if env_number("INGEST_REPLICAS", 1) > 1 {
+                        384
+                    } else {
+                        64
+                    },
+                )
+                .clamp(1, 1024),
+            )
+            .unwrap_or(64),
             seconds: env_number("INGEST_SECONDS", 20).clamp(1, 600),
             rate: env_number("INGEST_RATE", 5_000).clamp(1, 1_000_000) as f64,
             max_requests: env_number("INGEST_MAX_REQUESTS", 2_000_000).max(1),
@@ -125,6 +142,9 @@ struct WorkerResult {
     ok: u64,
     /// 503s answered to a heartbeat that was then sent to the next replica.
     shed: u64,
+    /// Timeouts and lost connections after which the heartbeat was sent to
+    /// the next replica.
+    moved_on_error: u64,
     http_errors: u64,
     transport_errors: u64,
     /// Send → full response, microseconds.
@@ -213,11 +233,21 @@ async fn worker(
             )
             .await;
             tries += 1;
-            if !matches!(reply, Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, _)))) || tries >= apis.len()
-            {
+            let answered = match &reply {
+                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, _))) => false,
+                Ok(Ok(_)) => true,
+                // As an agent does, a timeout or a lost connection moves on
+                // too (never to a second replica with one daemon).
+                Ok(Err(_)) | Err(_) => apis.len() < 2,
+            };
+            if answered || tries >= apis.len() {
                 break reply;
             }
-            result.shed += 1;
+            if matches!(reply, Ok(Ok(_))) {
+                result.shed += 1;
+            } else {
+                result.moved_on_error += 1;
+            }
             current = (current + 1) % apis.len();
             api = api_at(current);
             match Http::connect(api).await {
@@ -278,6 +308,7 @@ struct PhaseReport {
     window: Duration,
     ok: u64,
     shed: u64,
+    moved_on_error: u64,
     http_errors: u64,
     transport_errors: u64,
     service: Option<LatencySummary>,
@@ -345,6 +376,7 @@ async fn run_phase(
         let Ok(result) = task.await else { continue };
         total.ok += result.ok;
         total.shed += result.shed;
+        total.moved_on_error += result.moved_on_error;
         total.http_errors += result.http_errors;
         total.transport_errors += result.transport_errors;
         total.service_us.extend(result.service_us);
@@ -379,6 +411,7 @@ async fn run_phase(
         window,
         ok: total.ok,
         shed: total.shed,
+        moved_on_error: total.moved_on_error,
         http_errors: total.http_errors,
         transport_errors: total.transport_errors,
         service: LatencySummary::of(&mut total.service_us),
@@ -421,10 +454,12 @@ fn print_phase(report: &PhaseReport, settings: Settings) {
         settings.max_requests
     );
     println!(
-        "  answered 200: {}  503 and sent to the next replica: {}  HTTP errors: {}  \
-         transport errors/timeouts: {}  sustained: {:.0} heartbeats/s",
+        "  answered 200: {}  503 and sent to the next replica: {}  timed out or lost and sent \
+         to the next: {}  HTTP errors: {}  transport errors/timeouts: {}  sustained: {:.0} \
+         heartbeats/s",
         report.ok,
         report.shed,
+        report.moved_on_error,
         report.http_errors,
         report.transport_errors,
         report.sustained()
@@ -828,6 +863,10 @@ fn main() {
             url,
             "--lease-ttl".to_owned(),
             "2s".to_owned(),
+            // Every connection comes from 127.0.0.1, and agents moving on
+            // gather on one replica.
+            "--max-connections-per-ip".to_owned(),
+            "1024".to_owned(),
         ]);
         postgres = Some(server);
         println!("store: {replicas} replicas on one PostgreSQL database (loopback, fsync off)");
