@@ -322,6 +322,8 @@ struct PhaseReport {
     status_changes: f64,
     recomputes: f64,
     up_after: f64,
+    /// Per replica, its writer's lag (seconds) once a second.
+    writer_lags: Vec<Vec<f64>>,
 }
 
 impl PhaseReport {
@@ -361,6 +363,14 @@ async fn run_phase(
             ))
         })
         .collect();
+    // With replicas, each one's heartbeat writer lag once a second (a
+    // writer behind by more than the timeout is what the others cannot see
+    // past).
+    let lag_sampler = (apis.len() > 1).then(|| {
+        let apis = Arc::clone(&apis);
+        let end = phase.end;
+        tokio::spawn(async move { writer_lags(&apis, end).await })
+    });
     tokio::time::sleep_until(start.into()).await;
     let daemon_ticks_now = || -> u64 {
         daemon_pids
@@ -384,6 +394,10 @@ async fn run_phase(
         total.last_done = total.last_done.max(result.last_done);
     }
     let cpu_window = measured_from.elapsed();
+    let writer_lags = match lag_sampler {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let daemon_ticks = daemon_ticks_now().saturating_sub(daemon_before);
     let generator_ticks = common::cpu_ticks(std::process::id())
         .total()
@@ -425,7 +439,33 @@ async fn run_phase(
         status_changes: delta("neutral_node_status_changes_total"),
         recomputes: delta("neutral_weight_recomputes_total"),
         up_after: metric_sum(&up_text, "neutral_nodes", &["status=\"up\""]),
+        writer_lags,
     }
+}
+
+/// Each replica's `neutral_heartbeat_writer_lag_seconds`, read once a
+/// second until `end` (a failed read counts as 0).
+async fn writer_lags(apis: &[SocketAddr], end: Instant) -> Vec<Vec<f64>> {
+    let mut series = vec![Vec::new(); apis.len()];
+    let mut connections = Vec::with_capacity(apis.len());
+    for api in apis {
+        connections.push(Http::connect(*api).await.ok());
+    }
+    while Instant::now() < end {
+        for (http, lags) in connections.iter_mut().zip(series.iter_mut()) {
+            let text = match http {
+                Some(http) => http.metrics().await.unwrap_or_default(),
+                None => String::new(),
+            };
+            lags.push(metric_sum(
+                &text,
+                "neutral_heartbeat_writer_lag_seconds",
+                &[],
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    series
 }
 
 /// Each replica's `/metrics` (empty where it cannot be read), in `apis`
@@ -469,6 +509,15 @@ fn print_phase(report: &PhaseReport, settings: Settings) {
     }
     if let Some(s) = &report.scheduled {
         println!("  latency scheduled→response: {}", s.millis_line());
+    }
+    for (index, lags) in report.writer_lags.iter().enumerate() {
+        let max = lags.iter().copied().fold(0.0, f64::max);
+        let series: Vec<String> = lags.iter().map(|lag| format!("{lag:.1}")).collect();
+        println!(
+            "  replica {} writer lag: max {max:.1} s; each second: {}",
+            index + 1,
+            series.join(" ")
+        );
     }
     println!(
         "  daemon: CPU {:.2} cores ({:.0}% of the machine), RSS {:.1} MiB (peak {:.1} MiB); \

@@ -350,7 +350,8 @@ fn samples_of_regions_reads_only_their_nodes() {
 #[test]
 fn a_batch_larger_than_a_chunk_with_repeated_nodes_applies_in_order() {
     let (_dir, store) = open_temp();
-    let ids: Vec<String> = (0..150).map(|i| format!("n{i:03}")).collect();
+    let count = ROUND_CHUNK + 22;
+    let ids: Vec<String> = (0..count).map(|i| format!("n{i:03}")).collect();
     for (i, id) in ids.iter().enumerate() {
         let address = format!("127.0.{}.{}", i / 200 + 1, i % 200 + 2);
         store
@@ -363,10 +364,15 @@ fn a_batch_larger_than_a_chunk_with_repeated_nodes_applies_in_order() {
     batch.push(beat("ghost", 100_000, Some(0.5)));
     batch.extend(ids.iter().map(|id| beat(id, 200_000, Some(0.75))));
     let outcome = store.samples().record_heartbeats(&batch).unwrap();
-    assert_eq!(outcome.applied, 300);
+    assert_eq!(outcome.applied, 2 * count);
     assert_eq!(outcome.unknown, vec!["ghost".to_owned()]);
-    assert_eq!(outcome.sampled, 300, "100 s apart: both samples kept");
-    for id in [&ids[0], &ids[127], &ids[128], &ids[149]] {
+    assert_eq!(outcome.sampled, 2 * count, "100 s apart: both samples kept");
+    for id in [
+        &ids[0],
+        &ids[ROUND_CHUNK - 1],
+        &ids[ROUND_CHUNK],
+        &ids[count - 1],
+    ] {
         let node = store.nodes().get(id).unwrap().unwrap();
         assert_eq!(node.node.last_heartbeat, Some(Timestamp(200_000)), "{id}");
         assert_eq!(node.node.metrics, Some(metrics(0.75)), "{id}");
