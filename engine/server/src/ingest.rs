@@ -16,8 +16,8 @@ use crate::app::App;
 use crate::shutdown::Shutdown;
 
 /// Largest batch written in one transaction: a writer that fell behind
-/// catches up in few large transactions (sixteen 512-row statements on
-/// PostgreSQL) rather than many.
+/// catches up in few large transactions (on PostgreSQL, sixteen 512-row
+/// chunks of two statements each) rather than many.
 const MAX_BATCH: usize = 8000;
 /// How long the first heartbeat of a batch may wait for company.
 const MAX_DELAY: Duration = Duration::from_millis(100);
