@@ -233,21 +233,17 @@ async fn worker(
             )
             .await;
             tries += 1;
-            let answered = match &reply {
-                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, _))) => false,
-                Ok(Ok(_)) => true,
-                // As an agent does, a timeout or a lost connection moves on
-                // too (never to a second replica with one daemon).
-                Ok(Err(_)) | Err(_) => apis.len() < 2,
+            // As an agent does, a 503, a timeout or a lost connection moves
+            // on to the next replica, once to each.
+            let moved = match &reply {
+                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, _))) => Some(&mut result.shed),
+                Ok(Ok(_)) => None,
+                Ok(Err(_)) | Err(_) => Some(&mut result.moved_on_error),
             };
-            if answered || tries >= apis.len() {
+            let Some(moved) = moved.filter(|_| tries < apis.len()) else {
                 break reply;
-            }
-            if matches!(reply, Ok(Ok(_))) {
-                result.shed += 1;
-            } else {
-                result.moved_on_error += 1;
-            }
+            };
+            *moved += 1;
             current = (current + 1) % apis.len();
             api = api_at(current);
             match Http::connect(api).await {
@@ -447,18 +443,11 @@ async fn run_phase(
 /// second until `end` (a failed read counts as 0).
 async fn writer_lags(apis: &[SocketAddr], end: Instant) -> Vec<Vec<f64>> {
     let mut series = vec![Vec::new(); apis.len()];
-    let mut connections = Vec::with_capacity(apis.len());
-    for api in apis {
-        connections.push(Http::connect(*api).await.ok());
-    }
     while Instant::now() < end {
-        for (http, lags) in connections.iter_mut().zip(series.iter_mut()) {
-            let text = match http {
-                Some(http) => http.metrics().await.unwrap_or_default(),
-                None => String::new(),
-            };
+        let texts = every_replicas_metrics(apis).await;
+        for (text, lags) in texts.iter().zip(series.iter_mut()) {
             lags.push(metric_sum(
-                &text,
+                text,
                 "neutral_heartbeat_writer_lag_seconds",
                 &[],
             ));

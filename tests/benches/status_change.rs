@@ -118,6 +118,24 @@ async fn largest_bucket(admin: &mut Http) -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// `POST /nodes/{id}/{path}` (`drain` or `undrain`), which must succeed:
+/// how long the answer took.
+async fn change(admin: &mut Http, daemon: &Daemon, id: &str, path: &str) -> Duration {
+    let sent = Instant::now();
+    let (status, view) = admin
+        .json(
+            Method::POST,
+            &format!("/nodes/{id}/{path}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{path}: {err}\n{}", daemon.log_tail(10)));
+    let took = sent.elapsed();
+    assert!(status.is_success(), "{path}: {status} {view}");
+    took
+}
+
 fn answers_with(domain: &serde_json::Value, node: &str) -> bool {
     domain["answers"]
         .as_array()
@@ -212,8 +230,7 @@ fn main() {
             largest_bucket(&mut admin).await
         );
 
-        let mut server_us: Vec<Duration> = Vec::new();
-        // The same, split by kind: [drains, undrains].
+        // The daemon's time per recompute, by kind: [drains, undrains].
         let mut server_us_by_kind: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         let mut http_us: Vec<Duration> = Vec::new();
         let mut recomputes_per_change = Vec::new();
@@ -226,26 +243,11 @@ fn main() {
             let watched = format!("/domains/d{:04}.example.com", (index / per_region) % domains);
             for (path, drained) in [("drain", true), ("undrain", false)] {
                 let before = recomputes(&mut admin).await;
-                let sent = Instant::now();
-                let answer = admin
-                    .json(
-                        Method::POST,
-                        &format!("/nodes/{id}/{path}"),
-                        Some(ADMIN_TOKEN),
-                        None,
-                    )
-                    .await;
-                let (status, view) = match answer {
-                    Ok(answer) => answer,
-                    Err(err) => panic!("{path}: {err}\n{}", daemon.log_tail(10)),
-                };
-                let took = sent.elapsed();
-                assert!(status.is_success(), "{path}: {status} {view}");
+                let took = change(&mut admin, &daemon, id, path).await;
                 let after = recomputes(&mut admin).await;
                 let count = after.1 - before.1;
                 if count >= 1.0 {
                     let each = Duration::from_secs_f64((after.0 - before.0) / count);
-                    server_us.push(each);
                     server_us_by_kind[usize::from(!drained)].push(each);
                 }
                 recomputes_per_change.push(count as u64);
@@ -262,7 +264,7 @@ fn main() {
             }
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let (median, p90) = median_p90(&server_us).unwrap_or_default();
+        let (median, p90) = median_p90(&server_us_by_kind.concat()).unwrap_or_default();
         println!(
             "\none node's status change (drain or undrain), {} changes:",
             http_us.len()
@@ -306,16 +308,7 @@ fn main() {
         for trial in 0..trials {
             let (id, _) = &nodes[(trial * 7919 + 1) % nodes.len()];
             for path in ["drain", "undrain"] {
-                let (status, view) = admin
-                    .json(
-                        Method::POST,
-                        &format!("/nodes/{id}/{path}"),
-                        Some(ADMIN_TOKEN),
-                        None,
-                    )
-                    .await
-                    .unwrap_or_else(|err| panic!("{path}: {err}\n{}", daemon.log_tail(10)));
-                assert!(status.is_success(), "{path}: {status} {view}");
+                change(&mut admin, &daemon, id, path).await;
             }
         }
         let after = admin.metrics().await.unwrap_or_default();

@@ -19,7 +19,9 @@
 //! `NEUTRAL_BENCH_RETENTION_S` sets the retention window (default 300 s; the
 //! daemon's default is 3,600 s, which only makes the fill phase longer).
 //! `NEUTRAL_BENCH_BATCHES` sets the batches of the steady phase (default
-//! 2,000; the reader phase runs half as many).
+//! 2,000; the reader phase runs half as many), `NEUTRAL_BENCH_BATCH_SIZE`
+//! the heartbeats of a batch (default 500; a daemon writing every 100 ms
+//! at 1,000 heartbeats/s writes batches of 100).
 //!
 //! `NEUTRAL_BENCH_STORE=postgres` runs the same on PostgreSQL: a throwaway
 //! server on loopback (`neutral_store::pg_testing`, with `fsync` off as in
@@ -33,7 +35,18 @@ use neutral_core::model::{Metrics, NodeMode, NodeStatus};
 use neutral_store::{Heartbeat, NewNode, Store, StoreOptions, Timestamp, TokenHash};
 
 const NODES: usize = 10_000;
-const BATCH: usize = 500;
+
+/// Heartbeats per batch: `NEUTRAL_BENCH_BATCH_SIZE`, default 500.
+fn batch_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("NEUTRAL_BENCH_BATCH_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|size| (1..=NODES).contains(size))
+            .unwrap_or(500)
+    })
+}
 const INTERVAL_MS: i64 = 2_000;
 const START: i64 = 1_800_000_000_000;
 
@@ -116,9 +129,14 @@ fn main() {
         batch: 0,
         ids: &ids,
     };
-    let batches_per_window = (retention_s as usize * 1000) / (INTERVAL_MS as usize) * NODES / BATCH;
+    let batches_per_window =
+        (retention_s as usize * 1000) / (INTERVAL_MS as usize) * NODES / batch_size();
 
-    let fill = run(&store, &mut clock, batches_per_window + NODES / BATCH);
+    let fill = run(
+        &store,
+        &mut clock,
+        batches_per_window + NODES / batch_size(),
+    );
     report("fill (window filling, no pruning yet)", &fill);
 
     let steady = run(&store, &mut clock, steady_batches);
@@ -176,7 +194,7 @@ fn main() {
     );
     let all = [fill, steady, with_reader].concat();
     let total: Duration = all.iter().sum();
-    let rate = (all.len() * BATCH) as f64 / total.as_secs_f64();
+    let rate = (all.len() * batch_size()) as f64 / total.as_secs_f64();
     let verdict = if rate >= 5_000.0 { "meets" } else { "MISSES" };
     println!("overall: {rate:.0} heartbeats/s; target 5,000/s: {verdict}");
 }
@@ -196,7 +214,8 @@ fn node_id(i: usize) -> String {
 }
 
 /// Simulated time: batch `b` holds the heartbeats of nodes
-/// `(b * BATCH) % NODES ..`, received at `START + b * (INTERVAL_MS * BATCH / NODES)`.
+/// `(b * size) % NODES ..`, received at `START + b * (INTERVAL_MS * size / NODES)`
+/// (`size`: [`batch_size`]).
 struct Clock<'a> {
     batch: usize,
     ids: &'a [String],
@@ -204,13 +223,13 @@ struct Clock<'a> {
 
 impl Clock<'_> {
     fn now(&self) -> Timestamp {
-        Timestamp(START + self.batch as i64 * INTERVAL_MS * BATCH as i64 / NODES as i64)
+        Timestamp(START + self.batch as i64 * INTERVAL_MS * batch_size() as i64 / NODES as i64)
     }
 
     fn next_batch(&mut self) -> Vec<Heartbeat> {
         let at = self.now();
-        let first = (self.batch * BATCH) % NODES;
-        let batch = (first..first + BATCH)
+        let first = (self.batch * batch_size()) % NODES;
+        let batch = (first..first + batch_size())
             .map(|i| Heartbeat {
                 node_id: self.ids[i % NODES].clone(),
                 at,
@@ -233,7 +252,7 @@ fn run(store: &Store, clock: &mut Clock<'_>, batches: usize) -> Vec<Duration> {
             let started = Instant::now();
             let outcome = store.samples().record_heartbeats(&batch).expect("ingest");
             let elapsed = started.elapsed();
-            assert_eq!(outcome.applied, BATCH);
+            assert_eq!(outcome.applied, batch_size());
             elapsed
         })
         .collect()
@@ -246,9 +265,10 @@ fn report(phase: &str, latencies: &[Duration]) {
     let total: Duration = sorted.iter().sum();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{phase}: {} batches of {BATCH}: {:.0} heartbeats/s; per batch p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{phase}: {} batches of {}: {:.0} heartbeats/s; per batch p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         sorted.len(),
-        (sorted.len() * BATCH) as f64 / total.as_secs_f64(),
+        batch_size(),
+        (sorted.len() * batch_size()) as f64 / total.as_secs_f64(),
         ms(pct(0.5)),
         ms(pct(0.99)),
         ms(sorted[sorted.len() - 1]),

@@ -295,7 +295,7 @@ fn one_by_one(tx: &Tx<'_>, batch: &[Heartbeat], spacing: i64) -> Result<Heartbea
 /// Rows of one set-based statement in [`in_rounds`]; a shorter chunk is
 /// padded with rows of no node, so each statement is prepared once. At 128
 /// rows, three replicas writing 5,000 heartbeats/s to one PostgreSQL on 2
-/// cores (the ingest bench) ran writers 3–9 s behind all the time; at 512
+/// cores (the ingest bench) ran writers 2.8–9.4 s behind; at 512
 /// (3,584 parameters, far below PostgreSQL's 65,535), at most 1.1 s once
 /// caught up.
 pub(crate) const ROUND_CHUNK: usize = 512;
