@@ -606,13 +606,29 @@ fn a_replica_whose_heartbeats_would_reach_the_store_too_late_sends_nodes_to_anot
         "refused only after {waited:?}"
     );
     assert!(accepted < 200, "{accepted} heartbeats accepted");
+    // a judges silence no later than what b has stored: behind now by
+    // more and more, but never by more than the heartbeat timeout (2 s)
+    // and its own read's age.
+    let judged_behind = |daemon: &Daemon| counter(daemon, "neutral_health_judged_behind_seconds");
+    let behind = wait_for(
+        "a to judge behind b's held writer",
+        Duration::from_secs(5),
+        || Some(judged_behind(&held.a)).filter(|behind| *behind >= 1.0),
+    );
+    assert!(behind <= 3.0, "a judges {behind} s behind now");
 
-    // The writer released, b takes heartbeats again.
+    // The writer released, b takes heartbeats again, and a judges up to
+    // about now again.
     std::fs::remove_file(&held.hold).unwrap();
     wait_for(
         "b to accept heartbeats again",
         Duration::from_secs(10),
         || (held.status_at(&held.b) == 200).then_some(()),
+    );
+    wait_for(
+        "a to judge up to about now again",
+        Duration::from_secs(10),
+        || (judged_behind(&held.a) < 1.0).then_some(()),
     );
 }
 

@@ -140,6 +140,12 @@ fn render(app: &App, failing_errors: Option<usize>) -> String {
             (labels([("region", region), ("status", status)]), *n as f64)
         }),
     );
+    let now = crate::world::now();
+    scrape.gauge(
+        "neutral_health_judged_behind_seconds",
+        "How far behind now this replica judges nodes' silence: up to where it has read the heartbeats the other replicas stored (0 alone); a node is down once silent for its heartbeat timeout before that moment",
+        now.since(world.judged_at(now)).as_secs_f64(),
+    );
     let report = world.report();
     scrape.gauges(
         "neutral_region_effective_weight",
