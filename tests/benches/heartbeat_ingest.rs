@@ -75,6 +75,16 @@ struct Settings {
     seconds: u64,
     rate: f64,
     max_requests: u64,
+    /// The nodes' heartbeat interval; the daemon's timeout is three of
+    /// them. 10,000 nodes at 5,000/s beat every 2 s; 100,000 at 10,000/s,
+    /// every 10 s (`INGEST_INTERVAL=10`).
+    interval: Duration,
+}
+
+impl Settings {
+    fn heartbeat_timeout(self) -> Duration {
+        self.interval * 3
+    }
 }
 
 impl Settings {
@@ -99,6 +109,7 @@ impl Settings {
             seconds: env_number("INGEST_SECONDS", 20).clamp(1, 600),
             rate: env_number("INGEST_RATE", 5_000).clamp(1, 1_000_000) as f64,
             max_requests: env_number("INGEST_MAX_REQUESTS", 2_000_000).max(1),
+            interval: Duration::from_secs(env_number("INGEST_INTERVAL", 2).clamp(1, 60)),
         }
     }
 }
@@ -152,6 +163,11 @@ struct WorkerResult {
     /// Scheduled time → full response (paced phase only), microseconds.
     scheduled_us: Vec<u64>,
     last_done: Option<Instant>,
+    /// Per node of this connection, the longest time between two of its
+    /// heartbeats' answers (from the phase's start to its first, from its
+    /// last to the phase's end): how long the node was silent, as the
+    /// control plane saw it, give or take one answer's latency.
+    longest_silences: Vec<Duration>,
 }
 
 struct Phase {
@@ -192,6 +208,8 @@ async fn worker(
     }
     let workers = phase.connections as u64;
     let me = worker_index as u64;
+    let mut last_answered = vec![phase.start; mine.len()];
+    result.longest_silences = vec![Duration::ZERO; mine.len()];
     let mut sequence: u64 = 0;
     let limit = phase
         .rounds
@@ -214,7 +232,8 @@ async fn worker(
             break;
         }
         tokio::time::sleep_until(due.into()).await;
-        let Some(node) = mine.get((sequence as usize) % mine.len()) else {
+        let slot = (sequence as usize) % mine.len();
+        let Some(node) = mine.get(slot) else {
             break;
         };
         let body = heartbeat_body(node, sequence.wrapping_mul(workers).wrapping_add(me));
@@ -255,6 +274,13 @@ async fn worker(
         match reply {
             Ok(Ok((StatusCode::OK, _))) => {
                 result.ok += 1;
+                if let (Some(last), Some(longest)) = (
+                    last_answered.get_mut(slot),
+                    result.longest_silences.get_mut(slot),
+                ) {
+                    *longest = (*longest).max(done.saturating_duration_since(*last));
+                    *last = done;
+                }
                 result.service_us.push(micros(done - sent));
                 if phase.mode == Mode::Paced {
                     result
@@ -292,6 +318,10 @@ async fn worker(
             }
         }
     }
+    let stopped = Instant::now().min(phase.end);
+    for (last, longest) in last_answered.iter().zip(result.longest_silences.iter_mut()) {
+        *longest = (*longest).max(stopped.saturating_duration_since(*last));
+    }
     result
 }
 
@@ -318,8 +348,23 @@ struct PhaseReport {
     status_changes: f64,
     recomputes: f64,
     up_after: f64,
-    /// Per replica, its writer's lag (seconds) once a second.
-    writer_lags: Vec<Vec<f64>>,
+    /// Per replica, its gauges once a second.
+    replica_series: Vec<ReplicaSeries>,
+    /// Per node, the longest it went without an answered heartbeat.
+    longest_silences: Vec<Duration>,
+}
+
+/// One replica's gauges, read once a second through a phase (a failed read
+/// counts as 0).
+#[derive(Clone, Debug, Default)]
+struct ReplicaSeries {
+    /// `neutral_heartbeat_writer_lag_seconds`: how long its oldest
+    /// unstored heartbeat has waited (a writer behind by more than the
+    /// timeout is what the others cannot see past).
+    writer_lag: Vec<f64>,
+    /// `neutral_health_judged_behind_seconds`: how far behind now it
+    /// judges silence.
+    judged_behind: Vec<f64>,
 }
 
 impl PhaseReport {
@@ -359,13 +404,10 @@ async fn run_phase(
             ))
         })
         .collect();
-    // With replicas, each one's heartbeat writer lag once a second (a
-    // writer behind by more than the timeout is what the others cannot see
-    // past).
-    let lag_sampler = (apis.len() > 1).then(|| {
+    let sampler = (apis.len() > 1).then(|| {
         let apis = Arc::clone(&apis);
         let end = phase.end;
-        tokio::spawn(async move { writer_lags(&apis, end).await })
+        tokio::spawn(async move { replica_series(&apis, end).await })
     });
     tokio::time::sleep_until(start.into()).await;
     let daemon_ticks_now = || -> u64 {
@@ -388,9 +430,10 @@ async fn run_phase(
         total.service_us.extend(result.service_us);
         total.scheduled_us.extend(result.scheduled_us);
         total.last_done = total.last_done.max(result.last_done);
+        total.longest_silences.extend(result.longest_silences);
     }
     let cpu_window = measured_from.elapsed();
-    let writer_lags = match lag_sampler {
+    let replica_series = match sampler {
         Some(task) => task.await.unwrap_or_default(),
         None => Vec::new(),
     };
@@ -435,22 +478,24 @@ async fn run_phase(
         status_changes: delta("neutral_node_status_changes_total"),
         recomputes: delta("neutral_weight_recomputes_total"),
         up_after: metric_sum(&up_text, "neutral_nodes", &["status=\"up\""]),
-        writer_lags,
+        replica_series,
+        longest_silences: total.longest_silences,
     }
 }
 
-/// Each replica's `neutral_heartbeat_writer_lag_seconds`, read once a
-/// second until `end` (a failed read counts as 0).
-async fn writer_lags(apis: &[SocketAddr], end: Instant) -> Vec<Vec<f64>> {
-    let mut series = vec![Vec::new(); apis.len()];
+/// Each replica's [`ReplicaSeries`], read once a second until `end`.
+async fn replica_series(apis: &[SocketAddr], end: Instant) -> Vec<ReplicaSeries> {
+    let mut series = vec![ReplicaSeries::default(); apis.len()];
     while Instant::now() < end {
         let texts = every_replicas_metrics(apis).await;
-        for (text, lags) in texts.iter().zip(series.iter_mut()) {
-            lags.push(metric_sum(
-                text,
-                "neutral_heartbeat_writer_lag_seconds",
-                &[],
-            ));
+        for (text, replica) in texts.iter().zip(series.iter_mut()) {
+            let gauge = |name| metric_sum(text, name, &[]);
+            replica
+                .writer_lag
+                .push(gauge("neutral_heartbeat_writer_lag_seconds"));
+            replica
+                .judged_behind
+                .push(gauge("neutral_health_judged_behind_seconds"));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -499,15 +544,43 @@ fn print_phase(report: &PhaseReport, settings: Settings) {
     if let Some(s) = &report.scheduled {
         println!("  latency scheduled→response: {}", s.millis_line());
     }
-    for (index, lags) in report.writer_lags.iter().enumerate() {
-        let max = lags.iter().copied().fold(0.0, f64::max);
-        let series: Vec<String> = lags.iter().map(|lag| format!("{lag:.1}")).collect();
-        println!(
-            "  replica {} writer lag: max {max:.1} s; each second: {}",
-            index + 1,
-            series.join(" ")
-        );
+    for (index, replica) in report.replica_series.iter().enumerate() {
+        for (what, values) in [
+            ("writer lag", &replica.writer_lag),
+            ("judges behind now by", &replica.judged_behind),
+        ] {
+            let max = values.iter().copied().fold(0.0, f64::max);
+            let each: Vec<String> = values.iter().map(|v| format!("{v:.1}")).collect();
+            println!(
+                "  replica {} {what}: max {max:.1} s; each second: {}",
+                index + 1,
+                each.join(" ")
+            );
+        }
     }
+    let timeout = settings.heartbeat_timeout();
+    let longest = report
+        .longest_silences
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_default();
+    let silent_for = |at_least: Duration| {
+        report
+            .longest_silences
+            .iter()
+            .filter(|silence| **silence >= at_least)
+            .count()
+    };
+    println!(
+        "  nodes' silences (between answered heartbeats): longest {:.1} s; nodes silent for the \
+         timeout ({} s) or longer: {}; for {} s or longer: {}",
+        longest.as_secs_f64(),
+        timeout.as_secs(),
+        silent_for(timeout),
+        timeout.as_secs() - 1,
+        silent_for(timeout.saturating_sub(Duration::from_secs(1)))
+    );
     println!(
         "  daemon: CPU {:.2} cores ({:.0}% of the machine), RSS {:.1} MiB (peak {:.1} MiB); \
          generator: CPU {:.2} cores",
@@ -842,16 +915,13 @@ async fn all_replicas_know(apis: &[SocketAddr], count: usize) {
 
 fn main() {
     let settings = Settings::from_env();
-    // The nodes' heartbeat interval (seconds); the daemon's timeout is three
-    // of them. 10,000 nodes at 5,000/s beat every 2 s; 100,000 at 10,000/s,
-    // every 10 s (INGEST_INTERVAL=10).
-    let interval = env_number("INGEST_INTERVAL", 2).clamp(1, 60);
+    let interval = settings.interval.as_secs();
     println!(
         "heartbeat ingest: neutral serve (release), {} simulated nodes in {} regions, \
          --no-probes, heartbeat interval {interval}s, timeout {}s",
         settings.nodes,
         REGIONS.len(),
-        interval * 3
+        settings.heartbeat_timeout().as_secs()
     );
     println!("machine before: {}", common::machine_load());
     let bin = common::neutral_bin();
@@ -881,7 +951,7 @@ fn main() {
     let repo = ConfigRepo::new(&files);
     let mut spec = DaemonSpec {
         heartbeat_interval: format!("{interval}s"),
-        heartbeat_timeout: format!("{}s", interval * 3),
+        heartbeat_timeout: format!("{}s", settings.heartbeat_timeout().as_secs()),
         extra: vec!["--no-probes".into()],
     };
     if autoscale {
