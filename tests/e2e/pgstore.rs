@@ -308,6 +308,8 @@ fn replicas_elect_one_leader_and_a_killed_or_frozen_one_is_replaced_and_fenced()
 /// `b` follows. `None` when PostgreSQL is missing (and `CI` is not set).
 struct Replicas {
     _server: PgServer,
+    /// The database's URL.
+    url: String,
     dir: tempfile::TempDir,
     a: Daemon,
     b: Daemon,
@@ -335,6 +337,7 @@ fn two_replicas_with(b_extra: &[&str], b_env: &[(&str, &str)]) -> Option<Replica
     });
     Some(Replicas {
         _server: server,
+        url,
         dir,
         a,
         b,
@@ -359,7 +362,10 @@ fn answer_ids(daemon: &Daemon) -> Vec<String> {
 
 #[test]
 fn a_node_heartbeating_to_a_follower_is_judged_by_the_leader_and_served_by_both() {
-    let Some(Replicas { _server, dir, a, b }) = two_replicas() else {
+    let Some(Replicas {
+        _server, dir, a, b, ..
+    }) = two_replicas()
+    else {
         return;
     };
     // The agent knows only the follower.
@@ -411,6 +417,7 @@ fn a_node_registered_again_or_deleted_through_one_replica_is_known_so_by_the_oth
         dir: _dir,
         a,
         b,
+        ..
     }) = two_replicas()
     else {
         return;
@@ -499,7 +506,9 @@ impl HeldWriter {
     fn start(b_extra: &[&str]) -> Option<HeldWriter> {
         let hold_dir = tempfile::tempdir().unwrap();
         let hold = hold_dir.path().join("hold-writer");
-        let Replicas { _server, dir, a, b } = two_replicas_with(
+        let Replicas {
+            _server, dir, a, b, ..
+        } = two_replicas_with(
             b_extra,
             &[(
                 "NEUTRAL_FAULT_HOLD_HEARTBEAT_WRITER",
@@ -632,6 +641,79 @@ fn a_replica_whose_heartbeats_would_reach_the_store_too_late_sends_nodes_to_anot
     );
 }
 
+/// The replicas whose presence the store dates within the last 3 s (the
+/// daemon's window for counting a replica live).
+fn present_replicas(client: &mut postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT replica FROM vantage_points
+             WHERE seen_at >= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - 3000
+             ORDER BY replica",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[test]
+fn replicas_stay_live_to_each_other_while_the_stores_writes_wait_behind_a_heartbeat_batch() {
+    let arm_dir = tempfile::tempdir().unwrap();
+    let arm = arm_dir.path().join("pause-inside-heartbeats");
+    let Some(Replicas {
+        _server,
+        url,
+        dir: _dir,
+        a,
+        mut b,
+    }) = two_replicas_with(
+        &[],
+        &[(
+            "NEUTRAL_FAULT_PAUSE_INSIDE_HEARTBEATS",
+            arm.to_str().unwrap(),
+        )],
+    )
+    else {
+        return;
+    };
+    let (id, token) = a.register_node("jp", "127.0.0.2");
+    wait_for("b to know the node", Duration::from_secs(10), || {
+        (heartbeat_status(&b, &id, &token) == 200).then_some(())
+    });
+    let mut client = postgres_client(&_server, &url);
+    let both = present_replicas(&mut client);
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    // b's next heartbeat batch stops inside its transaction, holding the
+    // store's write lock: every serialized write of both replicas (their
+    // verdict exchanges among them) waits behind it, as behind a long batch
+    // under load.
+    std::fs::write(&arm, "armed").unwrap();
+    assert_eq!(heartbeat_status(&b, &id, &token), 200);
+    let mut reached = arm.as_os_str().to_owned();
+    reached.push(".reached");
+    wait_for(
+        "b's batch to stop inside its transaction",
+        Duration::from_secs(10),
+        || std::path::Path::new(&reached).exists().then_some(()),
+    );
+    std::fs::remove_file(&arm).unwrap();
+    // Twice the window later, both are still present: each renews its
+    // presence beside the queue, so neither judges without the other.
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(present_replicas(&mut client), both);
+    }
+    assert!(
+        !a.log_text()
+            .contains("cannot renew this replica's presence"),
+        "{}",
+        a.log_text()
+    );
+    b.kill9();
+}
+
 #[test]
 fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
     let Some(Replicas {
@@ -639,6 +721,7 @@ fn an_agent_moves_to_another_replica_when_its_own_dies_and_its_node_stays_up() {
         dir,
         a,
         mut b,
+        ..
     }) = two_replicas()
     else {
         return;
@@ -725,6 +808,7 @@ fn a_release_asked_of_one_replica_reaches_its_node_through_another_and_outlives_
         dir: _dir,
         mut a,
         b,
+        ..
     }) = two_replicas()
     else {
         return;
@@ -787,6 +871,7 @@ fn zones_written_through_one_replica_are_served_by_both_and_no_patch_is_lost() {
         dir: _dir,
         a,
         b,
+        ..
     }) = two_replicas()
     else {
         return;
@@ -1274,7 +1359,10 @@ fn the_status_page_shows_each_replicas_view_of_a_node() {
     let Some(browser) = neutral_e2e::browser::Browser::start() else {
         return;
     };
-    let Some(Replicas { _server, dir, a, b }) = two_replicas() else {
+    let Some(Replicas {
+        _server, dir, a, b, ..
+    }) = two_replicas()
+    else {
         return;
     };
     let mut agent = Agent::start(&a, dir.path(), "jp-a", "jp", "127.0.0.2");
@@ -1385,6 +1473,7 @@ fn the_remote_refuses_a_push_whose_leader_term_no_longer_holds_the_lease() {
         dir,
         mut a,
         b,
+        ..
     }) = two_replicas()
     else {
         return;

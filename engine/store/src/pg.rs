@@ -153,8 +153,10 @@ impl PgDb {
     /// Runs `f` in one `READ COMMITTED` write transaction on a reader
     /// connection, without the write advisory lock: a write that must not
     /// queue behind the others (a lease renewal behind a replica's
-    /// heartbeat batches would let the lease lapse). Only for rows no
-    /// serialized write changes, whose own row locks order them.
+    /// heartbeat batches would let the lease lapse; so would a replica's
+    /// presence, `verdicts::renew_presence`). Only for rows whose own row
+    /// locks order the writes: the lease, which no serialized write changes,
+    /// and a presence's date and writer mark, which every write sets whole.
     pub(crate) fn write_unserialized<T: Send>(
         &self,
         op: &'static str,

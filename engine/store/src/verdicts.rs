@@ -2,7 +2,8 @@
 //! store so the leader can decide health by a quorum of vantage points
 //! (`neutral_core::quorum`): one verdict row per (replica, node), written
 //! only when it changes, and one presence row per replica, renewed on every
-//! exchange and dated by the database's clock (so replicas' clocks never
+//! exchange and between them on its own ([`VerdictStore::renew_presence`]),
+//! dated by the database's clock (so replicas' clocks never
 //! decide which replicas are live). The presence also carries how far the
 //! replica's heartbeat writer has stored, so the others know up to when
 //! what they read of its heartbeats is complete.
@@ -85,6 +86,29 @@ impl VerdictStore<'_> {
                 .during(OP)?;
             }
             Ok(())
+        })
+    }
+
+    /// Renews `replica`'s presence alone, if it has one (a replica that
+    /// never published, or withdrew, stays absent), without queueing behind
+    /// the store's serialized writes: a replica whose verdict exchange waits
+    /// behind heartbeat batches (its own or another replica's) is still
+    /// alive, and must not drop out of the others' quorum for it. Returns
+    /// whether a presence was renewed.
+    pub fn renew_presence(&self, replica: &str, stored_through: Timestamp) -> Result<bool> {
+        const OP: &str = "renew presence";
+        self.store.write_unserialized(OP, |tx| {
+            let now = now_sql(tx.dialect());
+            let renewed = tx
+                .execute(
+                    &format!(
+                        "UPDATE vantage_points SET seen_at = {now}, stored_through = ?2
+                         WHERE replica = ?1"
+                    ),
+                    params![replica, stored_through.0],
+                )
+                .during(OP)?;
+            Ok(renewed > 0)
         })
     }
 
@@ -436,7 +460,78 @@ mod tests {
         assert_eq!(after.stored_through.keys().collect::<Vec<_>>(), ["a"]);
     }
 
+    #[test]
+    fn a_presence_renewed_alone_keeps_its_replica_live_and_never_brings_one_back() {
+        let (_dir, store) = open_temp();
+        let verdicts = store.verdicts();
+        let window = Duration::from_millis(300);
+        assert!(
+            !verdicts.renew_presence("a", AT).unwrap(),
+            "never published"
+        );
+        verdicts.publish("a", AT, &[change("n1", true)]).unwrap();
+        verdicts.publish("b", AT, &[]).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            verdicts
+                .changes_since(window, None)
+                .unwrap()
+                .live
+                .is_empty()
+        );
+
+        let renew = || verdicts.renew_presence("a", Timestamp(2_000));
+        if store.backend() == crate::Backend::Postgres {
+            // Beside a serialized write held open (a heartbeat batch, here
+            // or on another replica), the renewal does not wait for it.
+            let (held_tx, held_rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            let store = &store;
+            std::thread::scope(|scope| {
+                let holder = scope.spawn(move || {
+                    store.write("hold the write lock", move |_tx| {
+                        let _ = held_tx.send(());
+                        let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                        Ok(())
+                    })
+                });
+                held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                let started = std::time::Instant::now();
+                assert!(renew().unwrap());
+                let took = started.elapsed();
+                release_tx.send(()).unwrap();
+                holder.join().unwrap().unwrap();
+                assert!(took < Duration::from_secs(5), "renewal waited {took:?}");
+            });
+        } else {
+            assert!(renew().unwrap());
+        }
+        let seen = verdicts.changes_since(window, None).unwrap();
+        assert_eq!(seen.live, ["a"]);
+        assert_eq!(seen.stored_through["a"], Timestamp(2_000));
+        assert_eq!(
+            seen.verdicts
+                .iter()
+                .map(|v| (v.replica.as_str(), v.node_id.as_str(), v.ready))
+                .collect::<Vec<_>>(),
+            [("a", "n1", true)],
+            "a renewal leaves the verdicts as they are"
+        );
+
+        // Withdrawn (stopped cleanly): a late renewal does not bring it back.
+        verdicts.withdraw("a").unwrap();
+        assert!(!verdicts.renew_presence("a", AT).unwrap());
+        assert!(
+            verdicts
+                .changes_since(window, None)
+                .unwrap()
+                .live
+                .is_empty()
+        );
+    }
+
     crate::tests::on_postgres!(
+        a_presence_renewed_alone_keeps_its_replica_live_and_never_brings_one_back,
         each_live_replica_says_how_far_its_heartbeat_writer_has_stored,
         a_publish_of_more_verdicts_than_a_statement_holds_writes_every_one,
         changes_since_returns_the_verdicts_written_after_the_last_read,
