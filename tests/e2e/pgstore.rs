@@ -639,6 +639,14 @@ fn a_replica_whose_heartbeats_would_reach_the_store_too_late_sends_nodes_to_anot
         Duration::from_secs(10),
         || (judged_behind(&held.a) < 1.0).then_some(()),
     );
+    // The held batch was seconds behind when written: only the node's
+    // newest heartbeats of it were.
+    assert!(accepted >= 3, "{accepted} heartbeats accepted");
+    let coalesced = counter(&held.b, "neutral_heartbeats_coalesced_total");
+    assert!(
+        coalesced >= 1.0 && coalesced <= accepted as f64,
+        "{coalesced} of {accepted} heartbeats coalesced"
+    );
 }
 
 /// The replicas whose presence the store dates within the last 3 s (the

@@ -86,6 +86,9 @@ pub struct Counters {
     /// and other replicas live, or the writer half a heartbeat timeout
     /// behind and a less behind replica live).
     pub heartbeats_shed: Counter,
+    /// Heartbeats the writer left out, behind: a newer one of their node
+    /// in the same batch was written (`ingest::newest_per_node`).
+    pub heartbeats_coalesced: Counter,
     pub registrations: Counter,
     /// Registrations refused: identity conflict, region full, rate limited.
     pub registrations_refused: Counter,
@@ -146,6 +149,7 @@ impl Counters {
             heartbeats: Counter::default(),
             heartbeats_rejected: Counter::default(),
             heartbeats_shed: Counter::default(),
+            heartbeats_coalesced: Counter::default(),
             registrations: Counter::default(),
             registrations_refused: Counter::default(),
             registrations_expired: Counter::default(),
@@ -222,6 +226,11 @@ impl Counters {
                 "neutral_heartbeats_shed",
                 "Heartbeats refused with 503 overloaded: the writer's queue was full, or it was behind and a less behind replica was live",
                 &self.heartbeats_shed,
+            ),
+            (
+                "neutral_heartbeats_coalesced",
+                "Heartbeats accepted but not written, their writer 1 s or more behind: a newer heartbeat of the same node in the same batch was (liveness needs only the newest; their metric samples are lost)",
+                &self.heartbeats_coalesced,
             ),
             (
                 "neutral_registrations",
