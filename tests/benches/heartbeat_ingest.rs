@@ -344,6 +344,9 @@ struct PhaseReport {
     rss_mib: f64,
     peak_rss_mib: f64,
     counted: f64,
+    /// Heartbeats a writer behind left out, a newer one of their node
+    /// written in the same batch.
+    coalesced: f64,
     dropped_samples: f64,
     status_changes: f64,
     recomputes: f64,
@@ -474,6 +477,7 @@ async fn run_phase(
         rss_mib,
         peak_rss_mib,
         counted: delta("neutral_heartbeats_total"),
+        coalesced: delta("neutral_heartbeats_coalesced_total"),
         dropped_samples: delta("neutral_store_errors_total"),
         status_changes: delta("neutral_node_status_changes_total"),
         recomputes: delta("neutral_weight_recomputes_total"),
@@ -591,9 +595,11 @@ fn print_phase(report: &PhaseReport, settings: Settings) {
         report.generator_cores
     );
     println!(
-        "  daemon counters over the phase: {:.0} heartbeats, {:.0} samples dropped (writer behind), \
-         {:.0} status changes, {:.0} weight recomputes; nodes up after: {:.0}",
+        "  daemon counters over the phase: {:.0} heartbeats ({:.0} coalesced by a writer behind), \
+         {:.0} samples dropped (writer behind), {:.0} status changes, {:.0} weight recomputes; \
+         nodes up after: {:.0}",
         report.counted,
+        report.coalesced,
         report.dropped_samples,
         report.status_changes,
         report.recomputes,
