@@ -719,7 +719,20 @@ fn replicas_stay_live_to_each_other_while_the_stores_writes_wait_behind_a_heartb
         "{}",
         a.log_text()
     );
+    // Stuck for longer than 10 s, an exchange no longer keeps its replica
+    // present: its last verdicts would count however stale.
+    wait_for(
+        "the stuck replicas' presence to lapse",
+        Duration::from_secs(15),
+        || present_replicas(&mut client).is_empty().then_some(()),
+    );
+    // The batch's transaction ends with b; a's exchange gets through and
+    // renews its presence again.
     b.kill9();
+    let a_alone = wait_for("a present again", Duration::from_secs(15), || {
+        Some(present_replicas(&mut client)).filter(|present| present.len() == 1)
+    });
+    assert!(both.contains(&a_alone[0]), "{a_alone:?} of {both:?}");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use neutral_core::liveness::Liveness;
@@ -47,10 +47,12 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     let mut published = Published::default();
     let mut others = Others::default();
     let mut nodes_through = None;
-    let published_once = Arc::new(AtomicBool::new(false));
+    // When this replica's last exchange got through (ms; 0: none yet, or
+    // stopping).
+    let exchanged_at = Arc::new(AtomicI64::new(0));
     let renewer = tokio::spawn(renew_presence(
         Arc::clone(&app),
-        Arc::clone(&published_once),
+        Arc::clone(&exchanged_at),
         shutdown.clone(),
     ));
     loop {
@@ -62,8 +64,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
         }
         let mut changed = mirror_once(&app, &mut nodes_through, &mut others).await;
         changed |= exchange_verdicts(&app, &mut published, &mut others).await;
-        if published.once {
-            published_once.store(true, Ordering::Relaxed);
+        if let Some(at) = published.at {
+            exchanged_at.store(at.0, Ordering::Relaxed);
         }
         // Zones another replica's API wrote (a Terraform apply through it):
         // every replica's DNS serves the same records.
@@ -83,7 +85,7 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     }
     // Stopping cleanly: this replica's verdicts stop counting at once (a
     // renewal after the withdrawal finds no presence to renew).
-    published_once.store(false, Ordering::Relaxed);
+    exchanged_at.store(0, Ordering::Relaxed);
     let _ = renewer.await;
     let replica = app.leadership.replica.clone();
     if let Err(err) = app
@@ -103,7 +105,7 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
 /// bench saw a replica judge alone for 3 s at 17,766 heartbeats/s on 2
 /// cores). Its verdicts, as last published, keep counting: they are
 /// judged up to what it had read, never past.
-async fn renew_presence(app: Arc<App>, published: Arc<AtomicBool>, mut shutdown: Shutdown) {
+async fn renew_presence(app: Arc<App>, exchanged_at: Arc<AtomicI64>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -112,7 +114,7 @@ async fn renew_presence(app: Arc<App>, published: Arc<AtomicBool>, mut shutdown:
             _ = tick.tick() => {}
             () = shutdown.wait() => break,
         }
-        if !published.load(Ordering::Relaxed) {
+        if !renews(exchanged_at.load(Ordering::Relaxed), now()) {
             continue;
         }
         let replica = app.leadership.replica.clone();
@@ -131,6 +133,20 @@ async fn renew_presence(app: Arc<App>, published: Arc<AtomicBool>, mut shutdown:
     }
 }
 
+/// Whether to renew the presence at `now` of a replica whose last exchange
+/// got through at `exchanged_at` (0: none yet). Never before the first (a
+/// restarted replica's old verdicts must not count as its own), and not
+/// once the exchange has been stuck for [`STUCK_AFTER`]: its verdicts, as
+/// last published, would go on counting however stale (with two replicas
+/// and a majority, a stale "ready" would keep a dead node up).
+fn renews(exchanged_at: i64, now: Timestamp) -> bool {
+    exchanged_at > 0 && now.since(Timestamp(exchanged_at)) <= STUCK_AFTER
+}
+
+/// An exchange that has not got through for this long no longer keeps its
+/// replica present: under load one took up to a few seconds.
+const STUCK_AFTER: Duration = Duration::from_secs(10);
+
 /// This replica's verdicts as last written to the store.
 #[derive(Debug, Default)]
 struct Published {
@@ -138,8 +154,8 @@ struct Published {
     /// Whether every verdict must be written again (at start, after a
     /// failed write).
     stale: bool,
-    /// Whether a publish got through: this process's presence exists.
-    once: bool,
+    /// When a publish last got through (this process's presence exists).
+    at: Option<Timestamp>,
 }
 
 /// The other replicas' verdicts as read so far (of live replicas and not),
@@ -240,7 +256,7 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
         Ok(read) => {
             published.verdicts = own;
             published.stale = false;
-            published.once = true;
+            published.at = Some(now());
             read
         }
         Err(err) => {
@@ -446,6 +462,18 @@ async fn mirror_once(app: &Arc<App>, through: &mut Option<i64>, others: &mut Oth
 mod tests {
     use super::*;
     use neutral_store::StoredVerdict;
+
+    #[test]
+    fn presence_is_renewed_after_the_first_exchange_until_the_exchange_is_stuck() {
+        let at = Timestamp(1_000_000);
+        assert!(!renews(0, at), "before the first exchange");
+        assert!(renews(at.0, at));
+        assert!(renews(at.0, at.plus(STUCK_AFTER)));
+        assert!(!renews(
+            at.0,
+            at.plus(STUCK_AFTER + Duration::from_millis(1))
+        ));
+    }
 
     fn stored(replica: &str, node: &str, ready: bool) -> StoredVerdict {
         StoredVerdict {
