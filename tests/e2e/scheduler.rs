@@ -284,6 +284,34 @@ fn with_terraform_state_the_state_lives_in_postgres_not_in_files() {
     );
     assert_eq!(again["status"], "succeeded", "{again}");
     assert_eq!(again["adds"], 0, "{again}");
+
+    // A team's CI running the same roots with the CI script shares that
+    // state: its plan of the pushed tree finds nothing to do.
+    let terraform = terraform_or_skip("with_terraform_state_the_state_lives_in_postgres_not_in_files")
+        .expect("checked above");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ci/terraform.sh");
+    let ci = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&repo.work)
+        .env("TERRAFORM_BIN", &terraform)
+        .env("PLAN_ONLY", "1")
+        .env("NEUTRAL_TERRAFORM_STATE", &state_url)
+        .env("TF_IN_AUTOMATION", "1")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ci.stdout),
+        String::from_utf8_lossy(&ci.stderr)
+    );
+    assert!(ci.status.success(), "{said}");
+    assert!(said.contains("gtm: no changes"), "{said}");
+    assert!(said.contains("node-pool-jp: no changes"), "{said}");
+    // Its backend override is gone, and the URL was never in a file.
+    for root in ["infra/gtm", "infra/node-pool"] {
+        let left = repo.work.join(root).join("_neutral_backend_override.tf");
+        assert!(!left.exists(), "{} left behind", left.display());
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
