@@ -287,8 +287,9 @@ fn with_terraform_state_the_state_lives_in_postgres_not_in_files() {
 
     // A team's CI running the same roots with the CI script shares that
     // state: its plan of the pushed tree finds nothing to do.
-    let terraform = terraform_or_skip("with_terraform_state_the_state_lives_in_postgres_not_in_files")
-        .expect("checked above");
+    let terraform =
+        terraform_or_skip("with_terraform_state_the_state_lives_in_postgres_not_in_files")
+            .expect("checked above");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ci/terraform.sh");
     let ci = std::process::Command::new("bash")
         .arg(script)
