@@ -347,7 +347,7 @@ struct PhaseReport {
     /// Heartbeats a writer behind left out, a newer one of their node
     /// written in the same batch.
     coalesced: f64,
-    dropped_samples: f64,
+    store_errors: f64,
     status_changes: f64,
     recomputes: f64,
     up_after: f64,
@@ -478,7 +478,7 @@ async fn run_phase(
         peak_rss_mib,
         counted: delta("neutral_heartbeats_total"),
         coalesced: delta("neutral_heartbeats_coalesced_total"),
-        dropped_samples: delta("neutral_store_errors_total"),
+        store_errors: delta("neutral_store_errors_total"),
         status_changes: delta("neutral_node_status_changes_total"),
         recomputes: delta("neutral_weight_recomputes_total"),
         up_after: metric_sum(&up_text, "neutral_nodes", &["status=\"up\""]),
@@ -596,11 +596,11 @@ fn print_phase(report: &PhaseReport, settings: Settings) {
     );
     println!(
         "  daemon counters over the phase: {:.0} heartbeats ({:.0} coalesced by a writer behind), \
-         {:.0} samples dropped (writer behind), {:.0} status changes, {:.0} weight recomputes; \
+         {:.0} store errors, {:.0} status changes, {:.0} weight recomputes; \
          nodes up after: {:.0}",
         report.counted,
         report.coalesced,
-        report.dropped_samples,
+        report.store_errors,
         report.status_changes,
         report.recomputes,
         report.up_after
