@@ -481,7 +481,7 @@ mod tests {
         );
 
         let renew = || verdicts.renew_presence("a", Timestamp(2_000));
-        if store.backend() == crate::Backend::Postgres {
+        if store.backend() == crate::store::Backend::Postgres {
             // Beside a serialized write held open (a heartbeat batch, here
             // or on another replica), the renewal does not wait for it.
             let (held_tx, held_rx) = std::sync::mpsc::channel();
