@@ -1625,12 +1625,16 @@ fn a_leader_frozen_before_its_autoscaler_push_lands_nothing_and_its_action_is_ab
         },
     );
     assert!(abandoned.contains("1 -> 2"), "{abandoned}");
-    let recorded = audit_messages(&b, "jp");
-    assert!(
-        recorded
-            .last()
-            .is_some_and(|m| m.contains("never reached Git")),
-        "the abandonment is the region's last action: {recorded:?}"
+    // The audit entry follows the log line: the region's last action.
+    wait_for(
+        "the abandonment as the region's last audited action",
+        Duration::from_secs(10),
+        || {
+            audit_messages(&b, "jp")
+                .last()
+                .is_some_and(|m| m.contains("never reached Git"))
+                .then_some(())
+        },
     );
 
     // a wakes and goes on from its fault point with its old term.

@@ -479,9 +479,23 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Writes each region's CPU into its slots' metrics files: every slot
+    /// folder, also one whose agent or container is not marked yet (an
+    /// agent without the file reports the machine's own CPU, which under a
+    /// busy test run held above the scale-out threshold for 2 s: a
+    /// scale-out "cpu 1" on the test bed).
     fn feed_metrics(&self, overwrite: bool) {
         for (region, cpu) in self.cpu.borrow().iter() {
-            for slot in self.slot_dirs(region) {
+            let slots = std::fs::read_dir(self.nodes_dir.join(region))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            for slot in slots {
                 let file = slot.join("metrics.prom");
                 if overwrite || !file.exists() {
                     // Whole or not at all: an agent reading a half-written
