@@ -964,6 +964,8 @@ struct GateState {
     held: usize,
     /// Bumped when opened: held requests of an earlier epoch are dropped.
     epoch: u64,
+    /// The answers to held writes that were let through, as received.
+    released_answers: Vec<String>,
 }
 
 impl Gate {
@@ -1040,9 +1042,12 @@ impl Gate {
                     // Held for a run that is gone: dropped, never forwarded.
                     return Ok(());
                 }
+                (state.target, true)
+            } else {
+                (state.target, false)
             }
-            state.target
         };
+        let (target, was_held) = target;
         let Some(target) = target else { return Ok(()) };
         // Forwarded with `Connection: close`, so the answer closes too.
         let head = head
@@ -1056,6 +1061,13 @@ impl Gate {
         upstream.write_all(&request[head_end..])?;
         let mut answer = Vec::new();
         upstream.read_to_end(&mut answer)?;
+        if was_held {
+            let (lock, _) = shared;
+            lock.lock()
+                .unwrap()
+                .released_answers
+                .push(String::from_utf8_lossy(&answer).into_owned());
+        }
         client.write_all(&answer)?;
         Ok(())
     }
@@ -1071,6 +1083,20 @@ impl Gate {
         self.state.0.lock().unwrap().held
     }
 
+    /// Points the gate at `target` and lets writes pass, the held ones too.
+    fn release_to(&self, target: std::net::SocketAddr) {
+        let (lock, wake) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        state.target = Some(target);
+        state.open = true;
+        wake.notify_all();
+    }
+
+    /// The answers to the held writes [`Gate::release_to`] let through.
+    fn released_answers(&self) -> Vec<String> {
+        self.state.0.lock().unwrap().released_answers.clone()
+    }
+
     /// Points the gate at `target`, drops what it held and lets writes pass.
     fn open_to(&self, target: std::net::SocketAddr) {
         let (lock, wake) = &*self.state;
@@ -1080,6 +1106,84 @@ impl Gate {
         state.epoch += 1;
         wake.notify_all();
     }
+}
+
+#[test]
+fn a_leader_frozen_mid_apply_and_woken_has_its_runs_writes_refused_by_the_fence() {
+    if neutral_e2e::services::terraform_or_skip(
+        "a_leader_frozen_mid_apply_and_woken_has_its_runs_writes_refused_by_the_fence",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let Some(server) = start_or_skip() else {
+        return;
+    };
+    let store = server.create_database().unwrap();
+    let state = format!("{}?sslmode=disable", server.create_database().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::start();
+    let mut files = neutral_e2e::cluster::fast_config(free_port());
+    files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
+    let root = neutral_e2e::cluster::gtm_root_at(gate.addr);
+    files.push(("infra/gtm/main.tf", root));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
+    let replica = |name: &str| {
+        let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+        args.extend([
+            "--store",
+            &store,
+            "--lease-ttl",
+            "2s",
+            "--replica-id",
+            name,
+            "--run-terraform",
+            "--terraform-state",
+            &state,
+            "--drift-interval",
+            "1h",
+        ]);
+        Daemon::start(&repo.bare, &dir.path().join(name), &args)
+    };
+    let a = replica("a");
+    gate.point_to(a.api);
+    let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
+    let b = replica("b");
+    let zone = a.admin(
+        "POST",
+        "/dns/zones",
+        Some(r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#),
+    );
+    assert_eq!(zone.status, 201, "{}", zone.body);
+    let agent = agent_of_both(&a, &b, dir.path(), "jp-a", "127.0.0.2");
+    let _node = registered(&agent, &a);
+
+    // a's run applies; its first write (the run's token, minted under a's
+    // term) is held at the gate.
+    wait_for("the apply's first write", Duration::from_secs(90), || {
+        (gate.held() > 0).then_some(())
+    });
+    // a freezes past its lease; b takes it over under a new term.
+    signal(&a, "STOP");
+    let (new_term, _) = wait_to_lead(&b, Duration::from_secs(15));
+    assert!(new_term > term, "{new_term} after {term}");
+    // a wakes, and its run's held write reaches its API at once, before a
+    // has noticed: the fence refuses it.
+    signal(&a, "CONT");
+    gate.release_to(a.api);
+    let answer = wait_for("the held write's answer", Duration::from_secs(15), || {
+        gate.released_answers().into_iter().next()
+    });
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(
+        answer.contains("\"fenced\"") && answer.contains(&format!("term {term}")),
+        "{answer}"
+    );
+    wait_for("a to follow", Duration::from_secs(10), || {
+        (leadership(&a).0 == "follower").then_some(())
+    });
 }
 
 fn gtm_runs(daemon: &Daemon) -> Vec<serde_json::Value> {

@@ -77,12 +77,23 @@ pub struct RunScope {
     /// Regions whose nodes it may drain and delete and join tokens it may
     /// mint (the node-pool root's region; none for the GTM root).
     pub regions: BTreeSet<String>,
+    /// The leader term the run was started under (replicas; `None`: a sole
+    /// control plane): its writes are refused once the leader lease has
+    /// moved on or lapsed (`api::require_token`), so a deposed leader's
+    /// run writes nothing.
+    pub term: Option<i64>,
 }
 
 #[derive(Debug)]
 enum GrantKind {
-    Run(BTreeSet<String>),
-    Join { region: String, parent: Option<u64> },
+    Run {
+        regions: BTreeSet<String>,
+        term: Option<i64>,
+    },
+    Join {
+        region: String,
+        parent: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
@@ -113,9 +124,15 @@ impl Grants {
         f(next, grants)
     }
 
-    /// A run token for `regions`, valid for `ttl` (at most
-    /// [`MAX_RUN_TOKEN_LIFETIME`]) or until [`Grants::revoke`].
-    pub fn mint_run(&self, regions: BTreeSet<String>, ttl: Duration) -> (u64, String) {
+    /// A run token for `regions`, started under leader `term`, valid for
+    /// `ttl` (at most [`MAX_RUN_TOKEN_LIFETIME`]) or until
+    /// [`Grants::revoke`].
+    pub fn mint_run(
+        &self,
+        regions: BTreeSet<String>,
+        term: Option<i64>,
+        ttl: Duration,
+    ) -> (u64, String) {
         let token = new_token();
         let hash = TokenHash::of(&token);
         let id = self.with(|next, grants| {
@@ -123,7 +140,7 @@ impl Grants {
             grants.push(Grant {
                 id: *next,
                 hash,
-                kind: GrantKind::Run(regions),
+                kind: GrantKind::Run { regions, term },
                 expires: Instant::now() + ttl.min(MAX_RUN_TOKEN_LIFETIME),
             });
             *next
@@ -171,9 +188,10 @@ impl Grants {
         let hash = TokenHash::of(token);
         self.with(|_, grants| {
             grants.iter().find_map(|g| match &g.kind {
-                GrantKind::Run(regions) if g.hash == hash => Some(RunScope {
+                GrantKind::Run { regions, term } if g.hash == hash => Some(RunScope {
                     grant: g.id,
                     regions: regions.clone(),
+                    term: *term,
                 }),
                 _ => None,
             })
@@ -250,10 +268,14 @@ mod tests {
     #[test]
     fn run_tokens_die_with_their_run_and_take_their_join_tokens_along() {
         let grants = Grants::default();
-        let (run, token) =
-            grants.mint_run(BTreeSet::from(["jp".to_owned()]), Duration::from_secs(60));
+        let (run, token) = grants.mint_run(
+            BTreeSet::from(["jp".to_owned()]),
+            Some(3),
+            Duration::from_secs(60),
+        );
         let scope = grants.run_scope(&token).unwrap();
         assert_eq!(scope.regions, BTreeSet::from(["jp".to_owned()]));
+        assert_eq!(scope.term, Some(3), "the leader term it was minted under");
         let join = grants
             .mint_join(Some(run), "jp", Duration::from_secs(60))
             .unwrap();
@@ -281,8 +303,8 @@ mod tests {
     #[test]
     fn grants_expire_and_lifetimes_are_capped() {
         let grants = Grants::default();
-        let (_, short) = grants.mint_run(BTreeSet::new(), Duration::from_millis(30));
-        let (run, long) = grants.mint_run(BTreeSet::new(), Duration::from_secs(10 * 3600));
+        let (_, short) = grants.mint_run(BTreeSet::new(), None, Duration::from_millis(30));
+        let (run, long) = grants.mint_run(BTreeSet::new(), None, Duration::from_secs(10 * 3600));
         assert!(grants.run_scope(&short).is_some());
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(grants.run_scope(&short), None, "expired");

@@ -146,9 +146,47 @@ async fn require_token(
             "the viewer token is read-only",
         )
         .into_response(),
+        // A run's write, under the leader term its run started with.
+        Ok(common::Caller::Run(crate::auth::RunScope {
+            term: Some(term), ..
+        })) if !read_only => match fence_run(&app, term).await {
+            Ok(()) => next.run(request).await,
+            Err(err) => err.into_response(),
+        },
         Ok(_) => next.run(request).await,
         Err(err) => err.into_response(),
     }
+}
+
+/// A write of a Terraform run started under leader `term`: refused (409
+/// `fenced`) unless that term still holds a live leader lease, read from
+/// the store now. A leader frozen past its lease (its Terraform, in a
+/// process group of its own, going on meanwhile) thus writes nothing
+/// through its API once it wakes, before it notices and stops the run. The
+/// check and the write are two steps, as at the Git remote.
+async fn fence_run(app: &Arc<App>, term: i64) -> Result<(), ApiError> {
+    let lease = app
+        .with_store(|s| s.leases().current(neutral_store::LEADER))
+        .await?;
+    match run_fence_refusal(term, lease.as_ref()) {
+        None => Ok(()),
+        Some(message) => Err(ApiError::new(StatusCode::CONFLICT, "fenced", message)),
+    }
+}
+
+/// Why a run started under `term` may not write, given the leader lease as
+/// the store holds it (`None`: it may).
+fn run_fence_refusal(term: i64, lease: Option<&neutral_store::LeaseHolder>) -> Option<String> {
+    let now = match lease {
+        Some(lease) if lease.term == term && !lease.lapsed => return None,
+        Some(lease) if lease.lapsed => format!("lapsed at term {}", lease.term),
+        Some(lease) => format!("at term {}, held by {}", lease.term, lease.holder),
+        None => "not held".to_owned(),
+    };
+    Some(format!(
+        "refused: this Terraform run was started by the leader of term {term}, but the leader \
+         lease is {now}: a deposed leader's run writes nothing"
+    ))
 }
 
 async fn not_found() -> ApiError {
@@ -161,4 +199,34 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use neutral_store::{LeaseHolder, Timestamp};
+
+    use super::run_fence_refusal;
+
+    fn lease(term: i64, lapsed: bool) -> LeaseHolder {
+        LeaseHolder {
+            holder: "cp2".to_owned(),
+            term,
+            expires_at: Timestamp(0),
+            lapsed,
+        }
+    }
+
+    #[test]
+    fn a_run_writes_only_while_its_term_holds_a_live_lease() {
+        assert_eq!(run_fence_refusal(4, Some(&lease(4, false))), None);
+        expect_test::expect![[r#"
+            refused: this Terraform run was started by the leader of term 4, but the leader lease is at term 5, held by cp2: a deposed leader's run writes nothing
+        "#]]
+        .assert_eq(&format!("{}\n", run_fence_refusal(4, Some(&lease(5, false))).unwrap()));
+        expect_test::expect![[r#"
+            refused: this Terraform run was started by the leader of term 4, but the leader lease is lapsed at term 4: a deposed leader's run writes nothing
+        "#]]
+        .assert_eq(&format!("{}\n", run_fence_refusal(4, Some(&lease(4, true))).unwrap()));
+        assert!(run_fence_refusal(4, None).is_some_and(|m| m.contains("not held")));
+    }
 }
