@@ -6,10 +6,11 @@
 //! writer means for a heartbeat, the node API decides
 //! (`api::nodes::accept_heartbeat`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutral_store::Heartbeat;
+use neutral_store::{Heartbeat, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::app::App;
@@ -115,27 +116,24 @@ async fn hold_while_armed(arm: &std::path::Path) {
 /// latest metrics), the later in the batch among equals. What is lost is
 /// the metric samples of the heartbeats left out.
 fn newest_per_node(batch: Vec<Heartbeat>) -> (Vec<Heartbeat>, usize) {
+    type Latest = (Timestamp, usize);
     let total = batch.len();
-    // Per node: the index of its latest heartbeat, and of its latest with
-    // metrics.
-    let mut latest: std::collections::HashMap<&str, (usize, Option<usize>)> =
-        std::collections::HashMap::with_capacity(total);
-    let at = |index: usize| batch.get(index).map(|h: &Heartbeat| h.at);
+    // Per node: its latest heartbeat, and its latest with metrics, as
+    // (at, index); a later index wins among equal times.
+    let mut latest: HashMap<&str, (Latest, Option<Latest>)> = HashMap::with_capacity(total);
     for (index, heartbeat) in batch.iter().enumerate() {
+        let this = (heartbeat.at, index);
         let entry = latest
             .entry(heartbeat.node_id.as_str())
-            .or_insert((index, None));
-        if at(entry.0) <= Some(heartbeat.at) {
-            entry.0 = index;
-        }
-        if heartbeat.metrics.is_some() && entry.1.is_none_or(|with| at(with) <= Some(heartbeat.at))
-        {
-            entry.1 = Some(index);
+            .or_insert((this, None));
+        entry.0 = entry.0.max(this);
+        if heartbeat.metrics.is_some() {
+            entry.1 = entry.1.max(Some(this));
         }
     }
     let mut keep = vec![false; total];
-    for (newest, with_metrics) in latest.into_values() {
-        for index in std::iter::once(newest).chain(with_metrics) {
+    for ((_, newest), with_metrics) in latest.into_values() {
+        for index in std::iter::once(newest).chain(with_metrics.map(|(_, index)| index)) {
             if let Some(slot) = keep.get_mut(index) {
                 *slot = true;
             }
@@ -151,6 +149,8 @@ fn newest_per_node(batch: Vec<Heartbeat>) -> (Vec<Heartbeat>, usize) {
 }
 
 async fn write(app: &App, batch: Vec<Heartbeat>) {
+    // The batch's own age, also in the flush at stop, which takes batches
+    // without noting them in the backlog.
     let behind = batch
         .first()
         .is_some_and(|first| crate::world::now().since(first.at) >= COALESCE_BEHIND);
@@ -178,7 +178,7 @@ async fn write(app: &App, batch: Vec<Heartbeat>) {
 
 #[cfg(test)]
 mod tests {
-    use neutral_core::model::{Metrics, Timestamp};
+    use neutral_core::model::Metrics;
     use proptest::prelude::*;
 
     use super::*;

@@ -45,16 +45,13 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_recompute = tokio::time::Instant::now();
     let mut published = Published::default();
-    let mut others = Others::default();
-    let mut nodes_through = None;
-    // When this replica's last exchange got through (ms; 0: none yet, or
-    // stopping).
-    let exchanged_at = Arc::new(AtomicI64::new(0));
     let renewer = tokio::spawn(renew_presence(
         Arc::clone(&app),
-        Arc::clone(&exchanged_at),
+        Arc::clone(&published.exchanged_at),
         shutdown.clone(),
     ));
+    let mut others = Others::default();
+    let mut nodes_through = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -64,9 +61,6 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
         }
         let mut changed = mirror_once(&app, &mut nodes_through, &mut others).await;
         changed |= exchange_verdicts(&app, &mut published, &mut others).await;
-        if let Some(at) = published.at {
-            exchanged_at.store(at.0, Ordering::Relaxed);
-        }
         // Zones another replica's API wrote (a Terraform apply through it):
         // every replica's DNS serves the same records.
         if let Err(err) = crate::api::mirror_zones(&app).await {
@@ -83,9 +77,9 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
             app.recompute("the leader's node statuses").await;
         }
     }
-    // Stopping cleanly: this replica's verdicts stop counting at once (a
-    // renewal after the withdrawal finds no presence to renew).
-    exchanged_at.store(0, Ordering::Relaxed);
+    // Stopping cleanly: this replica's verdicts stop counting at once. The
+    // renewer stopped with the rest first (and a renewal after the
+    // withdrawal would find no presence to renew).
     let _ = renewer.await;
     let replica = app.leadership.replica.clone();
     if let Err(err) = app
@@ -96,8 +90,8 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     }
 }
 
-/// Renews this replica's presence every [`EVERY`] on its own once its
-/// verdicts are published (`published`): under load an exchange can wait
+/// Renews this replica's presence every [`EVERY`] on its own while its
+/// last exchange is recent (`exchanged_at`, [`renews`]): under load an exchange can wait
 /// seconds behind the store's serialized writes (heartbeat batches, this
 /// replica's or another's) or behind a slow read, and a replica whose
 /// presence lapses drops out of the others' quorum, which then judge
@@ -154,8 +148,9 @@ struct Published {
     /// Whether every verdict must be written again (at start, after a
     /// failed write).
     stale: bool,
-    /// When a publish last got through (this process's presence exists).
-    at: Option<Timestamp>,
+    /// When a publish last got through, in ms (0: none yet; once one has,
+    /// this process's presence exists): what [`renew_presence`] reads.
+    exchanged_at: Arc<AtomicI64>,
 }
 
 /// The other replicas' verdicts as read so far (of live replicas and not),
@@ -256,7 +251,7 @@ async fn exchange_verdicts(app: &Arc<App>, published: &mut Published, others: &m
         Ok(read) => {
             published.verdicts = own;
             published.stale = false;
-            published.at = Some(now());
+            published.exchanged_at.store(now().0, Ordering::Relaxed);
             read
         }
         Err(err) => {

@@ -363,16 +363,14 @@ async fn execute(app: &App, scheduler: &Scheduler, job: Job) {
     } else {
         BTreeSet::new()
     };
-    // The leader term the run starts under: its token's writes are refused
-    // once the lease has moved on (a leader frozen past its lease whose
-    // Terraform went on meanwhile).
-    let term = match app.leadership.role() {
-        crate::leadership::Role::Leader { term } => Some(term),
-        crate::leadership::Role::Sole | crate::leadership::Role::Follower { .. } => None,
-    };
-    let (grant, run_token) =
-        app.grants
-            .mint_run(regions, term, crate::auth::MAX_RUN_TOKEN_LIFETIME);
+    // The run's token carries the term this leader's store writes are
+    // fenced with (none alone): its writes are refused once the lease has
+    // moved on (a leader frozen past its lease whose Terraform went on).
+    let (grant, run_token) = app.grants.mint_run(
+        regions,
+        app.store.fence(),
+        crate::auth::MAX_RUN_TOKEN_LIFETIME,
+    );
     let mut outcome: Option<Outcome> = None;
     for attempt in 1.. {
         // Plan and apply read the same published health (the newest when
