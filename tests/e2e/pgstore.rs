@@ -1110,61 +1110,23 @@ impl Gate {
 
 #[test]
 fn a_leader_frozen_mid_apply_and_woken_has_its_runs_writes_refused_by_the_fence() {
-    if neutral_e2e::services::terraform_or_skip(
-        "a_leader_frozen_mid_apply_and_woken_has_its_runs_writes_refused_by_the_fence",
-    )
-    .is_none()
-    {
-        return;
-    }
-    let Some(server) = start_or_skip() else {
-        return;
-    };
-    let store = server.create_database().unwrap();
-    let state = format!("{}?sslmode=disable", server.create_database().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let gate = Gate::start();
-    let mut files = neutral_e2e::cluster::fast_config(free_port());
-    files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
-    let root = neutral_e2e::cluster::gtm_root_at(gate.addr);
-    files.push(("infra/gtm/main.tf", root));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
-    let replica = |name: &str| {
-        let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-        args.extend([
-            "--store",
-            &store,
-            "--lease-ttl",
-            "2s",
-            "--replica-id",
-            name,
-            "--run-terraform",
-            "--terraform-state",
-            &state,
-            "--drift-interval",
-            "1h",
-        ]);
-        Daemon::start(&repo.bare, &dir.path().join(name), &args)
-    };
-    let a = replica("a");
-    gate.point_to(a.api);
-    let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
-    let b = replica("b");
-    let zone = a.admin(
-        "POST",
-        "/dns/zones",
-        Some(r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#),
-    );
-    assert_eq!(zone.status, 201, "{}", zone.body);
-    let agent = agent_of_both(&a, &b, dir.path(), "jp-a", "127.0.0.2");
-    let _node = registered(&agent, &a);
-
     // a's run applies; its first write (the run's token, minted under a's
     // term) is held at the gate.
-    wait_for("the apply's first write", Duration::from_secs(90), || {
-        (gate.held() > 0).then_some(())
-    });
+    let Some(ApplyingPair {
+        _server,
+        dir: _dir,
+        gate,
+        a,
+        b,
+        term,
+        _agent,
+        ..
+    }) = ApplyingPair::start(
+        "a_leader_frozen_mid_apply_and_woken_has_its_runs_writes_refused_by_the_fence",
+    )
+    else {
+        return;
+    };
     // a freezes past its lease; b takes it over under a new term.
     signal(&a, "STOP");
     let (new_term, _) = wait_to_lead(&b, Duration::from_secs(15));
@@ -1195,66 +1157,105 @@ fn gtm_runs(daemon: &Daemon) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// Two replicas on PostgreSQL running Terraform with its state there too
+/// (`a` leading under `term`, `b` following), the GTM root's provider
+/// pointed at a [`Gate`] in front of `a`, the record's zone created and a
+/// node up: `a`'s run has planned and its apply's first write is held.
+/// `None` when Terraform or PostgreSQL is missing (and `CI` is not set).
+struct ApplyingPair {
+    _server: PgServer,
+    dir: tempfile::TempDir,
+    gate: Gate,
+    a: Daemon,
+    b: Daemon,
+    term: i64,
+    node: String,
+    _agent: Agent,
+    repo: neutral_e2e::cluster::Repo,
+}
+
+impl ApplyingPair {
+    fn start(test: &str) -> Option<ApplyingPair> {
+        neutral_e2e::services::terraform_or_skip(test)?;
+        let server = start_or_skip()?;
+        let store = server.create_database().unwrap();
+        let state = format!("{}?sslmode=disable", server.create_database().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::start();
+        let mut files = neutral_e2e::cluster::fast_config(free_port());
+        files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
+        let root = neutral_e2e::cluster::gtm_root_at(gate.addr);
+        files.push(("infra/gtm/main.tf", root));
+        let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
+        let replica = |name: &str| {
+            let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
+            args.extend([
+                "--store",
+                &store,
+                "--lease-ttl",
+                "2s",
+                "--replica-id",
+                name,
+                "--run-terraform",
+                "--terraform-state",
+                &state,
+                "--drift-interval",
+                "1h",
+            ]);
+            Daemon::start(&repo.bare, &dir.path().join(name), &args)
+        };
+        let a = replica("a");
+        gate.point_to(a.api);
+        let (term, _) = wait_to_lead(&a, Duration::from_secs(10));
+        let b = replica("b");
+        // The record's zone, served by both replicas.
+        let zone = a.admin(
+            "POST",
+            "/dns/zones",
+            Some(r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#),
+        );
+        assert_eq!(zone.status, 201, "{}", zone.body);
+        // A node: its record is what the health-triggered run writes (the
+        // first run, with no node up, writes no record).
+        let agent = agent_of_both(&a, &b, dir.path(), "jp-a", "127.0.0.2");
+        let node = registered(&agent, &a);
+        // A run plans and starts applying; its first write is held.
+        wait_for("the apply's first write", Duration::from_secs(90), || {
+            (gate.held() > 0).then_some(())
+        });
+        Some(ApplyingPair {
+            _server: server,
+            dir,
+            gate,
+            a,
+            b,
+            term,
+            node,
+            _agent: agent,
+            repo,
+        })
+    }
+}
+
 #[test]
 fn a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_once() {
-    if neutral_e2e::services::terraform_or_skip(
+    let Some(ApplyingPair {
+        _server,
+        dir,
+        gate,
+        mut a,
+        b,
+        node,
+        _agent,
+        repo,
+        ..
+    }) = ApplyingPair::start(
         "a_leader_killed_during_a_terraform_apply_is_replaced_and_the_change_applied_once",
     )
-    .is_none()
-    {
-        return;
-    }
-    let Some(server) = start_or_skip() else {
+    else {
         return;
     };
-    let store = server.create_database().unwrap();
-    let state = format!("{}?sslmode=disable", server.create_database().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let gate = Gate::start();
-    let mut files = neutral_e2e::cluster::fast_config(free_port());
-    files.retain(|(path, _)| !path.starts_with("infra/node-pool"));
-    let root = neutral_e2e::cluster::gtm_root_at(gate.addr);
-    files.push(("infra/gtm/main.tf", root));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let repo = neutral_e2e::cluster::Repo::create(dir.path(), &refs);
-    let replica = |name: &str| {
-        let mut args: Vec<&str> = FAST_NO_PROBES.to_vec();
-        args.extend([
-            "--store",
-            &store,
-            "--lease-ttl",
-            "2s",
-            "--replica-id",
-            name,
-            "--run-terraform",
-            "--terraform-state",
-            &state,
-            "--drift-interval",
-            "1h",
-        ]);
-        Daemon::start(&repo.bare, &dir.path().join(name), &args)
-    };
-    let mut a = replica("a");
-    gate.point_to(a.api);
-    wait_to_lead(&a, Duration::from_secs(10));
-    let b = replica("b");
-    // The record's zone, served by both replicas.
-    let zone = a.admin(
-        "POST",
-        "/dns/zones",
-        Some(r#"{"name": "example.com.", "kind": "Native", "nameservers": ["ns1.example.com."]}"#),
-    );
-    assert_eq!(zone.status, 201, "{}", zone.body);
-
-    // A node: its record is what the health-triggered run writes (the
-    // first run, with no node up, writes no record).
-    let agent = agent_of_both(&a, &b, dir.path(), "jp-a", "127.0.0.2");
-    let node = registered(&agent, &a);
-
-    // A run plans and starts applying; its first write is held.
-    wait_for("the apply's first write", Duration::from_secs(90), || {
-        (gate.held() > 0).then_some(())
-    });
     let running: Vec<serde_json::Value> = gtm_runs(&a)
         .into_iter()
         .filter(|r| r["status"] == "running")

@@ -468,12 +468,21 @@ impl Stack {
     /// The live slot folders of `region` (an agent pid file in each, or
     /// the name of its host's container).
     fn slot_dirs(&self, region: &str) -> Vec<PathBuf> {
+        self.slot_folders(region)
+            .into_iter()
+            .filter(|p| p.join("agent.pid").exists() || p.join("container").exists())
+            .collect()
+    }
+
+    /// Every folder of `region`'s slots, its agent or container marked or
+    /// not yet.
+    fn slot_folders(&self, region: &str) -> Vec<PathBuf> {
         std::fs::read_dir(self.nodes_dir.join(region))
             .map(|entries| {
                 entries
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.join("agent.pid").exists() || p.join("container").exists())
+                    .filter(|p| p.is_dir())
                     .collect()
             })
             .unwrap_or_default()
@@ -486,16 +495,7 @@ impl Stack {
     /// scale-out "cpu 1" on the test bed).
     fn feed_metrics(&self, overwrite: bool) {
         for (region, cpu) in self.cpu.borrow().iter() {
-            let slots = std::fs::read_dir(self.nodes_dir.join(region))
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
-            for slot in slots {
+            for slot in self.slot_folders(region) {
                 let file = slot.join("metrics.prom");
                 if overwrite || !file.exists() {
                     // Whole or not at all: an agent reading a half-written
