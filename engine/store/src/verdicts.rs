@@ -465,6 +465,7 @@ mod tests {
         let (_dir, store) = open_temp();
         let verdicts = store.verdicts();
         let window = Duration::from_millis(300);
+        let live = || verdicts.changes_since(window, None).unwrap().live;
         assert!(
             !verdicts.renew_presence("a", AT).unwrap(),
             "never published"
@@ -472,13 +473,7 @@ mod tests {
         verdicts.publish("a", AT, &[change("n1", true)]).unwrap();
         verdicts.publish("b", AT, &[]).unwrap();
         std::thread::sleep(Duration::from_millis(400));
-        assert!(
-            verdicts
-                .changes_since(window, None)
-                .unwrap()
-                .live
-                .is_empty()
-        );
+        assert!(live().is_empty());
 
         let renew = || verdicts.renew_presence("a", Timestamp(2_000));
         if store.backend() == crate::store::Backend::Postgres {
@@ -521,13 +516,7 @@ mod tests {
         // Withdrawn (stopped cleanly): a late renewal does not bring it back.
         verdicts.withdraw("a").unwrap();
         assert!(!verdicts.renew_presence("a", AT).unwrap());
-        assert!(
-            verdicts
-                .changes_since(window, None)
-                .unwrap()
-                .live
-                .is_empty()
-        );
+        assert!(live().is_empty());
     }
 
     crate::tests::on_postgres!(
